@@ -1,0 +1,95 @@
+/* pgtally's configuration: one immutable struct, filled from the INI file
+ * and the command line, validated once, and swapped whole on reload. */
+#ifndef PGTALLY_CONFIG_H
+#define PGTALLY_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pgtally/log.h"
+
+#define PGT_CLIENT_TLS_MAP(X)                                                                      \
+    X(DISABLE, "disable")                                                                          \
+    X(ALLOW, "allow")                                                                              \
+    X(REQUIRE, "require")
+
+typedef enum {
+#define X(name, str) PGT_CLIENT_TLS_##name,
+    PGT_CLIENT_TLS_MAP(X)
+#undef X
+} pgt_client_tls_t;
+
+#define PGT_UPSTREAM_TLS_MAP(X)                                                                    \
+    X(DISABLE, "disable")                                                                          \
+    X(PREFER, "prefer")                                                                            \
+    X(REQUIRE, "require")                                                                          \
+    X(VERIFY_CA, "verify-ca")                                                                      \
+    X(VERIFY_FULL, "verify-full")
+
+typedef enum {
+#define X(name, str) PGT_UPSTREAM_TLS_##name,
+    PGT_UPSTREAM_TLS_MAP(X)
+#undef X
+} pgt_upstream_tls_t;
+
+/* Largest startup packet PostgreSQL accepts (MAX_STARTUP_PACKET_LENGTH). */
+#define PGT_STARTUP_PACKET_MAX 10000
+
+typedef struct pgt_config {
+    char *path;                      /* config file read, or NULL */
+    char *listen_host;               /* address to listen on */
+    int listen_port;                 /* port to listen on */
+    char *upstream_host;             /* the warehouse server's host */
+    int upstream_port;               /* the warehouse server's port */
+    pgt_client_tls_t client_tls;     /* TLS towards clients */
+    char *client_tls_cert_file;      /* PEM certificate shown to clients */
+    char *client_tls_key_file;       /* PEM private key of that certificate */
+    pgt_upstream_tls_t upstream_tls; /* TLS towards the server, as libpq's sslmode */
+    char *upstream_tls_ca_file;      /* CA bundle for verify-ca/verify-full */
+    char *upstream_tls_cert_file;    /* optional client certificate for the server */
+    char *upstream_tls_key_file;     /* key of upstream_tls_cert_file */
+    int max_clients;                 /* client connections accepted at once */
+    int startup_timeout_ms;          /* time allowed from connect to ReadyForQuery */
+    int max_startup_packet_size;     /* bytes, at most PGT_STARTUP_PACKET_MAX */
+    int64_t max_message_size;        /* largest frontend message after login, bytes */
+    int shutdown_timeout_ms;         /* how long SIGTERM waits for running queries */
+    pgt_log_level_t log_level;       /* lowest level logged */
+} pgt_config_t;
+
+/* One configurable key, for --help and for the command-line flags. */
+typedef struct pgt_config_key {
+    const char *name;    /* INI key, e.g. "client_tls"; the flag is --client-tls */
+    const char *allowed; /* what values are allowed, for messages and --help */
+    const char *help;    /* one line of help */
+} pgt_config_key_t;
+
+/* Returns the table of keys, terminated by an entry with name NULL. */
+const pgt_config_key_t *pgt_config_keys(void);
+
+/* Returns a new config holding the defaults; the caller frees it with
+ * pgt_config_free. Returns NULL when out of memory. */
+pgt_config_t *pgt_config_new(void);
+
+/* Frees a config and its strings. NULL is allowed. */
+void pgt_config_free(pgt_config_t *cfg);
+
+/* Sets one key from its text value. Returns 0, or -1 with a message in err
+ * saying what is wrong and what is allowed. */
+int pgt_config_set(pgt_config_t *cfg, const char *key, const char *value, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Reads an INI file into cfg. Returns 0, or -1 with "file:line: key 'k': ..."
+ * in err. Sections other than [pgtally] and unknown keys are errors. */
+int pgt_config_load_file(pgt_config_t *cfg, const char *path, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Checks rules that span keys (a TLS mode that needs a certificate, ...).
+ * Returns 0, or -1 with a message in err. */
+int pgt_config_check(const pgt_config_t *cfg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Printable names of the enums. */
+const char *pgt_client_tls_name(pgt_client_tls_t v);
+const char *pgt_upstream_tls_name(pgt_upstream_tls_t v);
+
+#endif

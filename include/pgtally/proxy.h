@@ -1,0 +1,81 @@
+/* The proxy as a whole: the listener, the current configuration and TLS
+ * contexts, the live sessions, the cancel map, and signal handling. One
+ * instance runs on one libuv loop. */
+#ifndef PGTALLY_PROXY_H
+#define PGTALLY_PROXY_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include <openssl/ssl.h>
+
+#include "pgtally/cancel.h"
+#include "pgtally/config.h"
+
+typedef struct pgt_session pgt_session_t;
+
+/* An IPv4 or IPv6 socket address. */
+typedef union pgt_sockaddr {
+    struct sockaddr sa;      /* generic view */
+    struct sockaddr_in in;   /* IPv4 */
+    struct sockaddr_in6 in6; /* IPv6 */
+} pgt_sockaddr_t;
+
+/* Builds a fresh config: defaults, then the file (when path is not NULL),
+ * then the command-line overrides (pairs key, value), then the cross-key
+ * checks. Returns NULL with a message in err. */
+typedef pgt_config_t *(*pgt_config_builder_fn)(void *arg, char *err, size_t errlen);
+
+typedef struct pgt_proxy {
+    uv_loop_t *loop;               /* the one event loop */
+    pgt_config_t *cfg;             /* current configuration (owned) */
+    SSL_CTX *client_ctx;           /* TLS towards clients, or NULL */
+    SSL_CTX *upstream_ctx;         /* TLS towards the server, or NULL */
+    pgt_sockaddr_t upstream_addr;  /* resolved upstream address */
+    char upstream_name[280];       /* "host:port", for messages */
+    pgt_config_builder_fn rebuild; /* makes a new config on SIGHUP */
+    void *rebuild_arg;             /* argument of rebuild */
+    uv_tcp_t listener;             /* listening socket */
+    uv_signal_t sig_term;          /* SIGTERM: drain */
+    uv_signal_t sig_int;           /* SIGINT: close at once */
+    uv_signal_t sig_hup;           /* SIGHUP: reload */
+    uv_timer_t shutdown_timer;     /* bounds the drain */
+    pgt_cancel_map_t *cancel_map;  /* BackendKeyData -> session */
+    pgt_session_t *sessions;       /* all live sessions, linked */
+    int nclients;                  /* live sessions */
+    uint64_t next_session_id;      /* id of the next session */
+    bool draining;                 /* SIGTERM received */
+    bool stopping;                 /* handles are being closed */
+    int exit_code;                 /* what main returns */
+} pgt_proxy_t;
+
+/* Prepares the proxy with a built config (ownership passes to the proxy):
+ * TLS contexts, upstream address, signal handlers, listening socket.
+ * Returns 0, or -1 with a message in err. */
+int pgt_proxy_init(pgt_proxy_t *p, uv_loop_t *loop, pgt_config_t *cfg,
+                   pgt_config_builder_fn rebuild, void *rebuild_arg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Releases what pgt_proxy_init allocated, after the loop has stopped. */
+void pgt_proxy_cleanup(pgt_proxy_t *p);
+
+/* Starts draining: stop accepting, close idle sessions, let running queries
+ * finish for up to shutdown_timeout, then stop. */
+void pgt_proxy_drain(pgt_proxy_t *p);
+
+/* Closes every session and handle at once. */
+void pgt_proxy_stop(pgt_proxy_t *p);
+
+/* Re-reads the configuration; on error keeps the old one and logs why. */
+void pgt_proxy_reload(pgt_proxy_t *p);
+
+/* Forwards a 16-byte CancelRequest packet to the upstream at addr on a new
+ * connection, and forgets it. */
+void pgt_cancel_forward(uv_loop_t *loop, const pgt_sockaddr_t *addr, const uint8_t packet[16]);
+
+/* Called by a session when it has been freed. */
+void pgt_proxy_session_gone(pgt_proxy_t *p);
+
+#endif

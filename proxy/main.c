@@ -1,0 +1,161 @@
+/* pgtally's entry point: reads the command line and the config file, then
+ * runs the proxy on one libuv loop until it is told to stop. */
+#include <getopt.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "pgtally/config.h"
+#include "pgtally/log.h"
+#include "pgtally/proxy.h"
+
+#define MAX_OVERRIDES 64
+
+/* Where the configuration comes from, kept for SIGHUP. */
+typedef struct sources {
+    const char *path;                  /* -c FILE, or NULL */
+    int noverrides;                    /* pairs in keys/values */
+    const char *keys[MAX_OVERRIDES];   /* INI names of flags given */
+    const char *values[MAX_OVERRIDES]; /* their values */
+} sources_t;
+
+static pgt_config_t *build_config(void *arg, char *err, size_t errlen)
+{
+    const sources_t *src = arg;
+    pgt_config_t *cfg = pgt_config_new();
+    if (!cfg) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (src->path && pgt_config_load_file(cfg, src->path, err, errlen) != 0)
+        goto fail;
+    for (int i = 0; i < src->noverrides; i++) {
+        char msg[512];
+        if (pgt_config_set(cfg, src->keys[i], src->values[i], msg, sizeof(msg)) != 0) {
+            char flag[64];
+            snprintf(flag, sizeof(flag), "%s", src->keys[i]);
+            for (char *c = flag; *c; c++)
+                if (*c == '_')
+                    *c = '-';
+            snprintf(err, errlen, "command line: --%s: %s", flag, msg);
+            goto fail;
+        }
+    }
+    if (pgt_config_check(cfg, err, errlen) != 0) {
+        if (src->path) {
+            char msg[600];
+            snprintf(msg, sizeof(msg), "%s: %s", src->path, err);
+            snprintf(err, errlen, "%s", msg);
+        }
+        goto fail;
+    }
+    return cfg;
+fail:
+    pgt_config_free(cfg);
+    return NULL;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "pgtally %s: a PostgreSQL proxy that meters what every query costs\n\n"
+            "Usage: pgtally [-c FILE] [--KEY VALUE]...\n\n"
+            "  -c, --config FILE   read settings from an INI file ([pgtally] section)\n"
+            "  -h, --help          show this help and exit\n"
+            "  -V, --version       show the version and exit\n\n"
+            "Every setting can be given as a flag, which overrides the file:\n",
+            PGTALLY_VERSION);
+    for (const pgt_config_key_t *k = pgt_config_keys(); k->name; k++) {
+        char flag[64];
+        snprintf(flag, sizeof(flag), "%s", k->name);
+        for (char *c = flag; *c; c++)
+            if (*c == '_')
+                *c = '-';
+        fprintf(out, "  --%-24s %s\n  %-26s   allowed: %s\n", flag, k->help, "", k->allowed);
+    }
+    fprintf(out, "\nExample: pgtally --listen 127.0.0.1:6433 --upstream 127.0.0.1:5432\n"
+                 "Signals: SIGTERM drains, SIGINT stops at once, SIGHUP reloads the file.\n");
+}
+
+/* Fills src from argv. Returns -1 to exit 0 (help, version), -2 on a usage
+ * error, 0 to run. */
+static int parse_args(int argc, char **argv, sources_t *src)
+{
+    static struct option opts[MAX_OVERRIDES + 4];
+    static char names[MAX_OVERRIDES][64];
+    int n = 0;
+    const pgt_config_key_t *keys = pgt_config_keys();
+    for (int i = 0; keys[i].name && n < MAX_OVERRIDES; i++, n++) {
+        snprintf(names[n], sizeof(names[n]), "%s", keys[i].name);
+        for (char *c = names[n]; *c; c++)
+            if (*c == '_')
+                *c = '-';
+        opts[n] = (struct option){names[n], required_argument, NULL, 1000 + i};
+    }
+    opts[n++] = (struct option){"config", required_argument, NULL, 'c'};
+    opts[n++] = (struct option){"help", no_argument, NULL, 'h'};
+    opts[n++] = (struct option){"version", no_argument, NULL, 'V'};
+    opts[n] = (struct option){NULL, 0, NULL, 0};
+    int c;
+    while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+        if (c == 'c')
+            src->path = optarg;
+        else if (c == 'h') {
+            usage(stdout);
+            return -1;
+        } else if (c == 'V') {
+            printf("pgtally %s\n", PGTALLY_VERSION);
+            return -1;
+        } else if (c >= 1000 && src->noverrides < MAX_OVERRIDES) {
+            src->keys[src->noverrides] = keys[c - 1000].name;
+            src->values[src->noverrides] = optarg;
+            src->noverrides++;
+        } else {
+            fprintf(stderr, "Try 'pgtally --help' for the list of options.\n");
+            return -2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "pgtally: unexpected argument '%s'; try 'pgtally --help'\n", argv[optind]);
+        return -2;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    sources_t src = {0};
+    int rc = parse_args(argc, argv, &src);
+    if (rc == -1)
+        return 0;
+    if (rc == -2)
+        return 2;
+    char err[1024];
+    pgt_config_t *cfg = build_config(&src, err, sizeof(err));
+    if (!cfg) {
+        fprintf(stderr, "pgtally: configuration error: %s\n", err);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pgt_proxy_t proxy;
+    if (pgt_proxy_init(&proxy, &loop, cfg, build_config, &src, err, sizeof(err)) != 0) {
+        fprintf(stderr, "pgtally: %s\n", err);
+        PGT_ERROR("startup_failed", "error=\"%s\"", err);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        pgt_proxy_cleanup(&proxy);
+        uv_loop_close(&loop);
+        return 1;
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    PGT_INFO("stopped", "exit_code=%d", proxy.exit_code);
+    pgt_proxy_cleanup(&proxy);
+    int closed = uv_loop_close(&loop);
+    if (closed != 0)
+        PGT_WARN("loop_not_empty", "error=\"%s\"", uv_strerror(closed));
+    return proxy.exit_code;
+}

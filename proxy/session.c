@@ -1,0 +1,1019 @@
+/* The session state machine: one client connection paired with one upstream
+ * connection. Bytes are read into one shared buffer, framed by the wire
+ * codec and written straight to the other side; only the startup and
+ * authentication phases keep whole messages, since pgtally has to look
+ * inside them. */
+#include "pgtally/session.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgtally/log.h"
+#include "pgtally/tls.h"
+#include "pgtally/wire.h"
+
+#define PGT_SESSION_STATE_MAP(X)                                                                   \
+    X(STARTUP, "startup")                           /* reading the client's first packet */        \
+    X(CLIENT_TLS, "client_tls")                     /* TLS handshake with the client */            \
+    X(CONNECTING, "connecting")                     /* connecting to the upstream */               \
+    X(UPSTREAM_TLS_REQUEST, "upstream_tls_request") /* waiting for the server's S or N */          \
+    X(UPSTREAM_TLS, "upstream_tls")                 /* TLS handshake with the server */            \
+    X(AUTH, "auth")                                 /* relaying authentication */                  \
+    X(IDLE, "idle")                                 /* logged in, no query running */              \
+    X(QUERY, "query")                               /* queries sent, ReadyForQuery awaited */      \
+    X(COPY, "copy")                                 /* a COPY is streaming */                      \
+    X(CLOSING, "closing")                           /* handles closing; callbacks are no-ops */
+
+typedef enum {
+#define X(name, str) ST_##name,
+    PGT_SESSION_STATE_MAP(X)
+#undef X
+} state_t;
+
+static const char *const state_names[] = {
+#define X(name, str) str,
+    PGT_SESSION_STATE_MAP(X)
+#undef X
+};
+
+/* Bytes queued towards one side before reading from the other side stops,
+ * and the level at which reading resumes. */
+#define HIGH_WATER (512 * 1024)
+#define LOW_WATER (128 * 1024)
+/* Largest message accepted from either side before login completes. */
+#define PREAUTH_MAX_MESSAGE 65536
+/* How long a closing session waits for its last bytes to be written. */
+#define FLUSH_TIMEOUT_MS 5000
+
+/* One side of a session: a TCP stream, optionally under TLS. */
+typedef struct conn {
+    uv_tcp_t tcp;        /* the socket; tcp.data points to this conn */
+    pgt_session_t *s;    /* owning session */
+    pgt_tls_t *tls;      /* TLS state, or NULL for plain bytes */
+    pgt_framer_t framer; /* framing of what this side sends */
+    uint8_t *pend;       /* bytes kept before login (whole messages) */
+    size_t pend_len;     /* bytes in pend */
+    size_t pend_cap;     /* allocated size of pend */
+    size_t queued;       /* bytes handed to uv_write, not yet written */
+    bool open;           /* tcp handle initialised */
+    bool want_read;      /* the state machine wants bytes from this side */
+    bool paused;         /* reading stopped: the other side is backed up */
+    bool reading;        /* uv_read_start is in effect */
+    bool close_on_flush; /* close once queued reaches zero */
+    bool close_started;  /* uv_close called */
+} conn_t;
+
+struct pgt_session {
+    pgt_proxy_t *proxy;           /* owner */
+    pgt_session_t *prev, *next;   /* proxy's list of sessions */
+    uint64_t id;                  /* shown in logs as C-<id> */
+    state_t state;                /* where the state machine is */
+    conn_t client;                /* the client side */
+    conn_t server;                /* the upstream side */
+    uv_timer_t timer;             /* startup timeout, then flush guard */
+    int open_conns;               /* tcp handles not yet closed */
+    uint32_t pending_syncs;       /* ReadyForQuery messages still expected */
+    uint32_t backend_pid;         /* server's BackendKeyData */
+    uint32_t backend_key;         /* server's BackendKeyData */
+    bool have_key;                /* backend key registered in the cancel map */
+    bool authenticated;           /* server sent AuthenticationOk */
+    bool server_fatal;            /* server sent a FATAL error */
+    bool client_terminated;       /* client sent Terminate */
+    bool drain;                   /* close at the next ReadyForQuery */
+    pgt_upstream_tls_t up_tls;    /* upstream TLS mode at session start */
+    pgt_sockaddr_t upstream_addr; /* upstream used, also for cancels */
+    char *who;                    /* "user=... db=... app=..." for logs */
+    char addr[56];                /* client address as host:port */
+};
+
+/* One uv_write request with its own copy of the bytes. */
+typedef struct wreq {
+    uv_write_t req; /* libuv request; req.data is the conn */
+    size_t len;     /* bytes in data */
+    uint8_t data[]; /* the bytes */
+} wreq_t;
+
+/* The loop is single-threaded and every read is consumed before the next,
+ * so all connections share these buffers. */
+static uint8_t read_buf[64 * 1024];
+static uint8_t plain_buf[64 * 1024];
+static uint8_t cipher_buf[64 * 1024];
+
+static void session_close(pgt_session_t *s, const char *reason);
+static void session_fail(pgt_session_t *s, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void on_data(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len);
+static void conn_update_reading(conn_t *c);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+/* ---- state ------------------------------------------------------------ */
+
+static void set_state(pgt_session_t *s, state_t next)
+{
+    if (s->state == next)
+        return;
+    PGT_DEBUG("session_state", "session=C-%llu from=%s to=%s", (unsigned long long)s->id,
+              state_names[s->state], state_names[next]);
+    s->state = next;
+    /* While connecting upstream the client has nothing to say; pgtally keeps
+     * its bytes in the socket rather than in memory. */
+    bool client_reads = next != ST_CONNECTING && next != ST_UPSTREAM_TLS_REQUEST &&
+                        next != ST_UPSTREAM_TLS && next != ST_CLOSING;
+    s->client.want_read = client_reads;
+    conn_update_reading(&s->client);
+}
+
+static bool logged_in(const pgt_session_t *s)
+{
+    return s->state == ST_IDLE || s->state == ST_QUERY || s->state == ST_COPY;
+}
+
+/* ---- connection I/O ---------------------------------------------------- */
+
+static conn_t *peer_of(conn_t *c)
+{
+    return c == &c->s->client ? &c->s->server : &c->s->client;
+}
+
+static void conn_update_reading(conn_t *c)
+{
+    if (!c->open || c->close_started)
+        return;
+    bool want = c->want_read && !c->paused && !c->close_on_flush;
+    if (want && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+            c->reading = true;
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+/* The last close callback: the session can go. */
+static void timer_close_cb(uv_handle_t *h)
+{
+    pgt_session_t *s = h->data;
+    pgt_proxy_t *p = s->proxy;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        p->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    free(s->who);
+    free(s);
+    pgt_proxy_session_gone(p);
+}
+
+static void conn_close_cb(uv_handle_t *h)
+{
+    pgt_session_t *s = h->data;
+    conn_t *c = h == (uv_handle_t *)&s->client.tcp ? &s->client : &s->server;
+    pgt_tls_free(c->tls);
+    c->tls = NULL;
+    free(c->pend);
+    c->pend = NULL;
+    if (--s->open_conns == 0)
+        uv_close((uv_handle_t *)&s->timer, timer_close_cb);
+}
+
+static void conn_close_now(conn_t *c)
+{
+    if (!c->open || c->close_started)
+        return;
+    c->close_started = true;
+    c->tcp.data = c->s;
+    uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+}
+
+/* Closes a side once everything queued to it has been written. */
+static void conn_close(conn_t *c)
+{
+    if (!c->open || c->close_started)
+        return;
+    c->want_read = false;
+    c->close_on_flush = true;
+    conn_update_reading(c);
+    if (c->queued == 0)
+        conn_close_now(c);
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+    wreq_t *w = (wreq_t *)req;
+    conn_t *c = req->data;
+    c->queued -= w->len;
+    free(w);
+    pgt_session_t *s = c->s;
+    if (status < 0) {
+        if (status != UV_ECANCELED && s->state != ST_CLOSING) {
+            PGT_INFO("write_failed", "session=C-%llu side=%s error=\"%s\"",
+                     (unsigned long long)s->id, c == &s->client ? "client" : "server",
+                     uv_strerror(status));
+            session_close(s, c == &s->client ? "client_write_failed" : "server_write_failed");
+        }
+        return;
+    }
+    if (c->close_on_flush && c->queued == 0) {
+        conn_close_now(c);
+        return;
+    }
+    conn_t *src = peer_of(c);
+    if (src->paused && c->queued <= LOW_WATER) {
+        src->paused = false;
+        conn_update_reading(src);
+    }
+}
+
+/* Writes bytes as they are: directly when the socket takes them, the rest
+ * copied into a queued request. */
+static void raw_send(conn_t *c, const uint8_t *data, size_t len)
+{
+    if (!c->open || c->close_started || len == 0)
+        return;
+    size_t off = 0;
+    if (c->queued == 0) {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n > 0)
+            off = (size_t)n;
+        else if (n < 0 && n != UV_EAGAIN) {
+            PGT_INFO("write_failed", "session=C-%llu side=%s error=\"%s\"",
+                     (unsigned long long)c->s->id, c == &c->s->client ? "client" : "server",
+                     uv_strerror(n));
+            session_close(c->s, c == &c->s->client ? "client_write_failed" : "server_write_failed");
+            return;
+        }
+    }
+    if (off == len)
+        return;
+    size_t rest = len - off;
+    wreq_t *w = malloc(sizeof(*w) + rest);
+    if (!w) {
+        PGT_ERROR("out_of_memory", "session=C-%llu bytes=%zu", (unsigned long long)c->s->id, rest);
+        session_close(c->s, "out_of_memory");
+        return;
+    }
+    memcpy(w->data, data + off, rest);
+    w->len = rest;
+    w->req.data = c;
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)rest);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb) != 0) {
+        free(w);
+        session_close(c->s, "write_failed");
+        return;
+    }
+    c->queued += rest;
+    /* Backpressure: stop reading from the side that feeds this one. */
+    conn_t *src = peer_of(c);
+    if (c->queued > HIGH_WATER && !src->paused) {
+        src->paused = true;
+        conn_update_reading(src);
+    }
+}
+
+/* Sends whatever ciphertext OpenSSL has produced. */
+static void flush_tls(conn_t *c)
+{
+    size_t n;
+    while ((n = pgt_tls_take_output(c->tls, cipher_buf, sizeof(cipher_buf))) > 0)
+        raw_send(c, cipher_buf, n);
+}
+
+/* Sends protocol bytes to one side, encrypting them when it speaks TLS. */
+static void conn_send(conn_t *c, const void *data, size_t len)
+{
+    if (!c->tls) {
+        raw_send(c, data, len);
+        return;
+    }
+    if (pgt_tls_write(c->tls, data, len) != 0) {
+        PGT_WARN("tls_error", "session=C-%llu error=\"%s\"", (unsigned long long)c->s->id,
+                 pgt_tls_error(c->tls));
+        session_close(c->s, "tls_write_failed");
+        return;
+    }
+    flush_tls(c);
+}
+
+static int pend_append(conn_t *c, const uint8_t *data, size_t len)
+{
+    if (c->pend_len + len > c->pend_cap) {
+        size_t cap = c->pend_cap ? c->pend_cap : 512;
+        while (cap < c->pend_len + len)
+            cap *= 2;
+        uint8_t *p = realloc(c->pend, cap);
+        if (!p)
+            return -1;
+        c->pend = p;
+        c->pend_cap = cap;
+    }
+    memcpy(c->pend + c->pend_len, data, len);
+    c->pend_len += len;
+    return 0;
+}
+
+static void pend_consume(conn_t *c, size_t n)
+{
+    memmove(c->pend, c->pend + n, c->pend_len - n);
+    c->pend_len -= n;
+    if (c->pend_len == 0) {
+        free(c->pend);
+        c->pend = NULL;
+        c->pend_cap = 0;
+    }
+}
+
+/* ---- closing ------------------------------------------------------------ */
+
+static void timer_cb(uv_timer_t *t);
+
+static void session_close(pgt_session_t *s, const char *reason)
+{
+    if (s->state == ST_CLOSING)
+        return;
+    PGT_INFO("session_end", "session=C-%llu %s addr=%s state=%s reason=%s",
+             (unsigned long long)s->id, s->who ? s->who : "user=-", s->addr, state_names[s->state],
+             reason);
+    set_state(s, ST_CLOSING);
+    if (s->have_key) {
+        pgt_cancel_map_del(s->proxy->cancel_map, s->backend_pid, s->backend_key, s);
+        s->have_key = false;
+    }
+    conn_close(&s->server);
+    conn_close(&s->client);
+    if (!s->client.close_started || !s->server.close_started) {
+        uv_timer_stop(&s->timer);
+        uv_timer_start(&s->timer, timer_cb, FLUSH_TIMEOUT_MS, 0);
+    }
+}
+
+/* Asks the server to end the backend cleanly with Terminate, when the
+ * stream towards it sits between messages. */
+static void send_terminate(pgt_session_t *s)
+{
+    static const uint8_t terminate[5] = {'X', 0, 0, 0, 4};
+    if (s->server.open && s->authenticated && !s->client_terminated &&
+        pgt_framer_at_boundary(&s->client.framer))
+        conn_send(&s->server, terminate, sizeof(terminate));
+}
+
+/* The one failure exit: a FATAL ErrorResponse to the client (when the
+ * stream towards it can carry one), then close. */
+static void session_fail(pgt_session_t *s, const char *sqlstate, const char *fmt, ...)
+{
+    if (s->state == ST_CLOSING)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    PGT_INFO("session_error", "session=C-%llu sqlstate=%s message=\"%s\"",
+             (unsigned long long)s->id, sqlstate, msg);
+    bool can_speak = s->state != ST_CLIENT_TLS && pgt_framer_at_boundary(&s->server.framer) &&
+                     (!s->client.tls || pgt_tls_ready(s->client.tls));
+    if (can_speak) {
+        uint8_t buf[1024];
+        pgt_msgbuf_t mb;
+        pgt_msgbuf_init(&mb, buf, sizeof(buf));
+        pgt_wire_error(&mb, "FATAL", sqlstate, msg, NULL, NULL);
+        if (!mb.failed)
+            conn_send(&s->client, buf, mb.len);
+    }
+    send_terminate(s);
+    session_close(s, sqlstate);
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    pgt_session_t *s = t->data;
+    if (s->state == ST_CLOSING) {
+        conn_close_now(&s->client);
+        conn_close_now(&s->server);
+        return;
+    }
+    session_fail(s, "08P01", "pgtally: the client did not log in within %d ms (startup_timeout)",
+                 s->proxy->cfg->startup_timeout_ms);
+}
+
+/* ---- upstream connection --------------------------------------------------- */
+
+static void send_startup_packet(pgt_session_t *s)
+{
+    /* The startup packet was kept as the first bytes of the client's pend;
+     * whatever the client sent after it follows, in order. */
+    uint32_t len = pgt_be32(s->client.pend);
+    conn_send(&s->server, s->client.pend, len);
+    pend_consume(&s->client, len);
+    set_state(s, ST_AUTH);
+    if (s->client.pend_len > 0) {
+        size_t n = s->client.pend_len;
+        uint8_t *rest = s->client.pend;
+        s->client.pend = NULL;
+        s->client.pend_len = s->client.pend_cap = 0;
+        on_data(s, &s->client, rest, n);
+        free(rest);
+    }
+}
+
+static void connect_cb(uv_connect_t *req, int status)
+{
+    pgt_session_t *s = req->data;
+    free(req);
+    if (s->state == ST_CLOSING)
+        return;
+    if (status < 0) {
+        PGT_WARN("upstream_connect_failed", "session=C-%llu upstream=%s error=\"%s\"",
+                 (unsigned long long)s->id, s->proxy->upstream_name, uv_strerror(status));
+        session_fail(s, "08006", "pgtally: could not connect to upstream server %s: %s",
+                     s->proxy->upstream_name, uv_strerror(status));
+        return;
+    }
+    uv_tcp_nodelay(&s->server.tcp, 1);
+    s->server.want_read = true;
+    conn_update_reading(&s->server);
+    if (s->up_tls != PGT_UPSTREAM_TLS_DISABLE && s->proxy->upstream_ctx) {
+        static const uint8_t sslrequest[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+        raw_send(&s->server, sslrequest, sizeof(sslrequest));
+        set_state(s, ST_UPSTREAM_TLS_REQUEST);
+        return;
+    }
+    send_startup_packet(s);
+}
+
+static void connect_upstream(pgt_session_t *s)
+{
+    pgt_proxy_t *p = s->proxy;
+    set_state(s, ST_CONNECTING);
+    s->upstream_addr = p->upstream_addr;
+    s->up_tls = p->cfg->upstream_tls;
+    uv_connect_t *req = malloc(sizeof(*req));
+    if (!req || uv_tcp_init(p->loop, &s->server.tcp) != 0) {
+        free(req);
+        session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    s->server.open = true;
+    s->server.tcp.data = &s->server;
+    s->open_conns++;
+    req->data = s;
+    int rc = uv_tcp_connect(req, &s->server.tcp, &s->upstream_addr.sa, connect_cb);
+    if (rc != 0) {
+        free(req);
+        session_fail(s, "08006", "pgtally: could not connect to upstream server %s: %s",
+                     p->upstream_name, uv_strerror(rc));
+    }
+}
+
+/* The server's one-byte answer to pgtally's SSLRequest (protocol docs,
+ * "Message Flow", SSL Session Encryption). */
+static void upstream_tls_answer(pgt_session_t *s, const uint8_t *data, size_t len)
+{
+    pgt_proxy_t *p = s->proxy;
+    if (data[0] == 'S') {
+        /* Bytes after 'S' and before the handshake could only have been
+         * injected by a man in the middle (CVE-2021-23222). */
+        if (len > 1) {
+            session_fail(s, "08006", "pgtally: upstream %s sent unencrypted data after 'S'",
+                         p->upstream_name);
+            return;
+        }
+        const char *host = s->up_tls == PGT_UPSTREAM_TLS_VERIFY_FULL ? p->cfg->upstream_host : NULL;
+        s->server.tls = pgt_tls_new(p->upstream_ctx, false, host);
+        if (!s->server.tls) {
+            session_fail(s, "53200", "pgtally: out of memory");
+            return;
+        }
+        set_state(s, ST_UPSTREAM_TLS);
+        if (pgt_tls_handshake(s->server.tls) == PGT_TLS_ERROR) {
+            session_fail(s, "08006", "pgtally: TLS with upstream %s failed: %s", p->upstream_name,
+                         pgt_tls_error(s->server.tls));
+            return;
+        }
+        flush_tls(&s->server);
+        return;
+    }
+    if (data[0] == 'N' && len == 1 && s->up_tls == PGT_UPSTREAM_TLS_PREFER) {
+        send_startup_packet(s);
+        return;
+    }
+    if (data[0] == 'N' && len == 1) {
+        session_fail(s, "08006",
+                     "pgtally: upstream %s does not accept TLS, but upstream_tls = %s; set "
+                     "upstream_tls = prefer or enable ssl on the server",
+                     p->upstream_name, pgt_upstream_tls_name(s->up_tls));
+        return;
+    }
+    session_fail(s, "08006", "pgtally: upstream %s answered the TLS request with an error",
+                 p->upstream_name);
+}
+
+/* ---- authentication relay ---------------------------------------------- */
+
+static void enter_idle(pgt_session_t *s)
+{
+    uv_timer_stop(&s->timer);
+    set_state(s, ST_IDLE);
+    /* From now on the client may send messages up to max_message_size. */
+    s->client.framer.max_len = s->proxy->cfg->max_message_size;
+    PGT_INFO("session_ready", "session=C-%llu %s addr=%s pid=%u", (unsigned long long)s->id, s->who,
+             s->addr, s->backend_pid);
+}
+
+static void auth_message(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
+{
+    const uint8_t *body = msg + 5;
+    size_t blen = total - 5;
+    if (type == 'R' && blen >= 4 && pgt_be32(body) == 10) {
+        /* AuthenticationSASL: offer only what survives two TLS channels. */
+        uint8_t buf[1024];
+        pgt_msgbuf_t mb;
+        pgt_msgbuf_init(&mb, buf, sizeof(buf));
+        if (pgt_wire_sasl_strip_plus(body + 4, blen - 4, &mb) != 0) {
+            session_fail(s, "08P01", "pgtally: malformed AuthenticationSASL from upstream");
+            return;
+        }
+        conn_send(&s->client, buf, mb.len);
+        return;
+    }
+    if (type == 'R' && blen >= 4 && pgt_be32(body) == 0)
+        s->authenticated = true;
+    if (type == 'K' && blen >= 8 && !s->have_key) {
+        s->backend_pid = pgt_be32(body);
+        s->backend_key = pgt_be32(body + 4);
+        if (pgt_cancel_map_put(s->proxy->cancel_map, s->backend_pid, s->backend_key, s) == 0)
+            s->have_key = true;
+    }
+    if (type == 'E') {
+        char sev[16];
+        if (pgt_wire_error_severity(body, blen, sev, sizeof(sev)) && strcmp(sev, "FATAL") == 0)
+            s->server_fatal = true;
+    }
+    conn_send(&s->client, msg, total);
+}
+
+/* Server bytes before the first ReadyForQuery: handled whole message by
+ * whole message. */
+static void auth_data(pgt_session_t *s, const uint8_t *data, size_t len)
+{
+    conn_t *c = &s->server;
+    if (pend_append(c, data, len) != 0) {
+        session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    size_t off = 0;
+    while (s->state == ST_AUTH) {
+        uint8_t type;
+        size_t total;
+        int rc =
+            pgt_wire_next(c->pend + off, c->pend_len - off, PREAUTH_MAX_MESSAGE, &type, &total);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            session_fail(s, "08P01", "pgtally: invalid message from upstream %s during login",
+                         s->proxy->upstream_name);
+            return;
+        }
+        auth_message(s, type, c->pend + off, total);
+        off += total;
+        if (type == 'Z' && s->state == ST_AUTH)
+            enter_idle(s);
+    }
+    if (s->state == ST_CLOSING)
+        return;
+    if (logged_in(s) && off < c->pend_len) {
+        size_t n = c->pend_len - off;
+        uint8_t *rest = malloc(n);
+        if (!rest) {
+            session_fail(s, "53200", "pgtally: out of memory");
+            return;
+        }
+        memcpy(rest, c->pend + off, n);
+        pend_consume(c, c->pend_len);
+        on_data(s, c, rest, n);
+        free(rest);
+        return;
+    }
+    pend_consume(c, off);
+}
+
+/* ---- query traffic ------------------------------------------------------ */
+
+static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
+{
+    pgt_session_t *s = arg;
+    (void)len;
+    (void)peek;
+    (void)plen;
+    switch (type) {
+    case 'Q': /* Query */
+    case 'S': /* Sync */
+    case 'F': /* FunctionCall */
+        s->pending_syncs++;
+        if (s->state == ST_IDLE)
+            set_state(s, ST_QUERY);
+        break;
+    case 'X': /* Terminate */
+        s->client_terminated = true;
+        break;
+    default:
+        break;
+    }
+}
+
+static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
+{
+    pgt_session_t *s = arg;
+    (void)len;
+    char sev[16];
+    switch (type) {
+    case 'Z': /* ReadyForQuery */
+        if (s->pending_syncs > 0)
+            s->pending_syncs--;
+        if (s->pending_syncs == 0 && logged_in(s))
+            set_state(s, ST_IDLE);
+        else if (s->state == ST_COPY)
+            set_state(s, ST_QUERY);
+        break;
+    case 'G': /* CopyInResponse */
+    case 'H': /* CopyOutResponse */
+    case 'W': /* CopyBothResponse */
+        set_state(s, ST_COPY);
+        break;
+    case 'E': /* ErrorResponse */
+        if (pgt_wire_error_severity(peek, plen, sev, sizeof(sev)) && strcmp(sev, "FATAL") == 0)
+            s->server_fatal = true;
+        break;
+    default:
+        break;
+    }
+}
+
+/* Client bytes after the startup packet: framed, checked, forwarded. */
+static void pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
+{
+    if (pgt_framer_feed(&s->client.framer, data, len, client_msg_cb, s) != 0) {
+        pgt_framer_t *f = &s->client.framer;
+        session_fail(s, "08P01", "invalid message length %d for message type '%c' (limit %lld)",
+                     (int32_t)f->len, f->type >= 32 && f->type < 127 ? f->type : '?',
+                     (long long)f->max_len);
+        return;
+    }
+    conn_send(&s->server, data, len);
+}
+
+/* Server bytes after login: framed and forwarded. */
+static void pass_server(pgt_session_t *s, const uint8_t *data, size_t len)
+{
+    if (pgt_framer_feed(&s->server.framer, data, len, server_msg_cb, s) != 0) {
+        session_fail(s, "08006", "pgtally: invalid message from upstream %s",
+                     s->proxy->upstream_name);
+        return;
+    }
+    conn_send(&s->client, data, len);
+    if (s->drain && s->state == ST_IDLE)
+        session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
+}
+
+/* ---- startup ------------------------------------------------------------ */
+
+static void begin_client_tls(pgt_session_t *s)
+{
+    s->client.tls = pgt_tls_new(s->proxy->client_ctx, true, NULL);
+    if (!s->client.tls) {
+        session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    set_state(s, ST_CLIENT_TLS);
+}
+
+static void set_who(pgt_session_t *s, const pgt_startup_t *st)
+{
+    size_t n = strlen(st->user) + strlen(st->database) + strlen(st->application_name) + 32;
+    s->who = malloc(n);
+    if (s->who)
+        snprintf(s->who, n, "user=%s db=%s app=\"%s\"", st->user, st->database,
+                 st->application_name);
+}
+
+/* Handles one whole startup-phase packet at the start of client.pend. */
+static void startup_packet(pgt_session_t *s, size_t len)
+{
+    pgt_proxy_t *p = s->proxy;
+    pgt_startup_t st;
+    pgt_startup_error_t err;
+    if (pgt_wire_startup_parse(s->client.pend, len, &st, &err) != 0) {
+        session_fail(s, err.sqlstate, "%s", err.message);
+        return;
+    }
+    switch (st.code) {
+    case PGT_CODE_SSL: {
+        /* Nothing may follow an SSLRequest before the answer; bytes that do
+         * were not protected by TLS (CVE-2021-23214). */
+        if (s->client.pend_len != len || s->client.tls) {
+            session_fail(s, "08P01", "received unencrypted data after SSL request");
+            return;
+        }
+        pend_consume(&s->client, len);
+        bool offer = p->client_ctx && p->cfg->client_tls != PGT_CLIENT_TLS_DISABLE;
+        raw_send(&s->client, (const uint8_t *)(offer ? "S" : "N"), 1);
+        if (offer)
+            begin_client_tls(s);
+        return;
+    }
+    case PGT_CODE_GSSENC:
+        /* pgtally does not terminate GSSAPI encryption; libpq then falls
+         * back to TLS or plain. */
+        pend_consume(&s->client, len);
+        raw_send(&s->client, (const uint8_t *)"N", 1);
+        return;
+    case PGT_CODE_CANCEL: {
+        pgt_session_t *target = pgt_cancel_map_get(p->cancel_map, st.cancel_pid, st.cancel_key);
+        if (target)
+            pgt_cancel_forward(p->loop, &target->upstream_addr, s->client.pend);
+        PGT_INFO("cancel_request", "session=C-%llu pid=%u result=%s", (unsigned long long)s->id,
+                 st.cancel_pid, target ? "forwarded" : "unknown_key");
+        session_close(s, "cancel_request");
+        return;
+    }
+    default:
+        break;
+    }
+    if (p->cfg->client_tls == PGT_CLIENT_TLS_REQUIRE && !s->client.tls) {
+        session_fail(s, "28000",
+                     "pgtally requires TLS (client_tls = require); connect with sslmode=require");
+        return;
+    }
+    set_who(s, &st);
+    PGT_INFO("session_start", "session=C-%llu %s addr=%s tls=%s", (unsigned long long)s->id,
+             s->who ? s->who : "", s->addr, s->client.tls ? pgt_tls_version(s->client.tls) : "off");
+    if (p->draining) {
+        session_fail(s, "57P03", "pgtally is shutting down");
+        return;
+    }
+    /* The packet stays in pend until it can be sent upstream unchanged. */
+    pgt_framer_init(&s->client.framer, PREAUTH_MAX_MESSAGE);
+    connect_upstream(s);
+}
+
+static void startup_data(pgt_session_t *s, const uint8_t *data, size_t len)
+{
+    conn_t *c = &s->client;
+    if (pend_append(c, data, len) != 0) {
+        session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    while (s->state == ST_STARTUP && c->pend_len >= 4) {
+        uint32_t plen = pgt_be32(c->pend);
+        /* Reject a bad length as soon as it is read, as PostgreSQL does. */
+        if (plen < 8 || plen > (uint32_t)s->proxy->cfg->max_startup_packet_size) {
+            session_fail(s, "08P01", "invalid length of startup packet: %d (allowed 8 to %d)",
+                         (int32_t)plen, s->proxy->cfg->max_startup_packet_size);
+            return;
+        }
+        if (c->pend_len < plen)
+            return;
+        startup_packet(s, plen);
+    }
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+static void on_data(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len)
+{
+    bool from_client = c == &s->client;
+    switch (s->state) {
+    case ST_STARTUP:
+        if (from_client)
+            startup_data(s, data, len);
+        break;
+    case ST_UPSTREAM_TLS_REQUEST:
+        if (!from_client)
+            upstream_tls_answer(s, data, len);
+        break;
+    case ST_AUTH:
+        if (from_client)
+            pass_client(s, data, len);
+        else
+            auth_data(s, data, len);
+        break;
+    case ST_IDLE:
+    case ST_QUERY:
+    case ST_COPY:
+        if (from_client)
+            pass_client(s, data, len);
+        else
+            pass_server(s, data, len);
+        break;
+    case ST_CONNECTING:
+    case ST_UPSTREAM_TLS:
+    case ST_CLIENT_TLS:
+        /* A client that talks before login is relayed keeps its bytes in
+         * order behind the startup packet. */
+        if (from_client && pend_append(c, data, len) != 0)
+            session_fail(s, "53200", "pgtally: out of memory");
+        else if (!from_client)
+            session_fail(s, "08006", "pgtally: unexpected data from upstream %s",
+                         s->proxy->upstream_name);
+        break;
+    case ST_CLOSING:
+        break;
+    }
+}
+
+static void tls_ready(pgt_session_t *s, conn_t *c)
+{
+    PGT_DEBUG("tls_ready", "session=C-%llu side=%s version=%s", (unsigned long long)s->id,
+              c == &s->client ? "client" : "server", pgt_tls_version(c->tls));
+    if (c == &s->client)
+        set_state(s, ST_STARTUP);
+    else
+        send_startup_packet(s);
+}
+
+/* Runs received ciphertext through OpenSSL and hands on the plaintext. */
+static void tls_input(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len)
+{
+    if (pgt_tls_feed(c->tls, data, len) != 0) {
+        session_close(s, "tls_error");
+        return;
+    }
+    if (!pgt_tls_ready(c->tls)) {
+        int rc = pgt_tls_handshake(c->tls);
+        flush_tls(c);
+        if (rc == PGT_TLS_ERROR) {
+            PGT_WARN("tls_handshake_failed", "session=C-%llu side=%s error=\"%s\"",
+                     (unsigned long long)s->id, c == &s->client ? "client" : "server",
+                     pgt_tls_error(c->tls));
+            if (c == &s->server)
+                session_fail(s, "08006", "pgtally: TLS with upstream %s failed: %s",
+                             s->proxy->upstream_name, pgt_tls_error(c->tls));
+            else
+                session_close(s, "client_tls_failed");
+            return;
+        }
+        if (rc == PGT_TLS_AGAIN)
+            return;
+        tls_ready(s, c);
+    }
+    while (s->state != ST_CLOSING) {
+        int n = pgt_tls_read(c->tls, plain_buf, sizeof(plain_buf));
+        if (n == PGT_TLS_AGAIN)
+            break;
+        if (n < 0) {
+            session_close(s, c == &s->client ? "client_tls_closed" : "server_tls_closed");
+            return;
+        }
+        on_data(s, c, plain_buf, (size_t)n);
+    }
+    if (c->tls && s->state != ST_CLOSING)
+        flush_tls(c);
+}
+
+static void on_eof(pgt_session_t *s, conn_t *c, ssize_t err)
+{
+    if (c == &s->client) {
+        send_terminate(s);
+        session_close(s, err == UV_EOF ? "client_closed" : "client_error");
+        return;
+    }
+    /* The server went away. Its own FATAL, if any, has been passed on. */
+    if (s->server_fatal || s->client_terminated) {
+        session_close(s, "server_closed");
+        return;
+    }
+    session_fail(s, "08006", "pgtally: lost connection to upstream server %s: %s",
+                 s->proxy->upstream_name,
+                 err == UV_EOF ? "server closed the connection" : uv_strerror((int)err));
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    (void)suggested;
+    buf->base = (char *)read_buf;
+    buf->len = sizeof(read_buf);
+}
+
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    conn_t *c = st->data;
+    pgt_session_t *s = c->s;
+    if (nread == 0 || s->state == ST_CLOSING)
+        return;
+    if (nread < 0) {
+        on_eof(s, c, nread);
+        return;
+    }
+    if (c->tls)
+        tls_input(s, c, (const uint8_t *)buf->base, (size_t)nread);
+    else
+        on_data(s, c, (const uint8_t *)buf->base, (size_t)nread);
+}
+
+/* ---- public API ------------------------------------------------------------ */
+
+pgt_session_t *pgt_session_new(pgt_proxy_t *p)
+{
+    pgt_session_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->proxy = p;
+    s->id = ++p->next_session_id;
+    s->state = ST_STARTUP;
+    s->client.s = s;
+    s->server.s = s;
+    uv_tcp_init(p->loop, &s->client.tcp);
+    s->client.tcp.data = &s->client;
+    s->client.open = true;
+    uv_timer_init(p->loop, &s->timer);
+    s->timer.data = s;
+    s->open_conns = 1;
+    pgt_framer_init(&s->client.framer, PREAUTH_MAX_MESSAGE);
+    pgt_framer_init(&s->server.framer, INT32_MAX);
+    s->next = p->sessions;
+    if (p->sessions)
+        p->sessions->prev = s;
+    p->sessions = s;
+    p->nclients++;
+    return s;
+}
+
+uv_stream_t *pgt_session_client_stream(pgt_session_t *s)
+{
+    return (uv_stream_t *)&s->client.tcp;
+}
+
+static void describe_peer(pgt_session_t *s)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(&s->client.tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            uv_ip6_name(a, host, sizeof(host));
+            port = ntohs(a->sin6_port);
+        } else if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            uv_ip4_name(a, host, sizeof(host));
+            port = ntohs(a->sin_port);
+        }
+    }
+    snprintf(s->addr, sizeof(s->addr), "%s:%d", host, port);
+}
+
+void pgt_session_begin(pgt_session_t *s)
+{
+    describe_peer(s);
+    uv_tcp_nodelay(&s->client.tcp, 1);
+    uv_timer_start(&s->timer, timer_cb, (uint64_t)s->proxy->cfg->startup_timeout_ms, 0);
+    s->client.want_read = true;
+    conn_update_reading(&s->client);
+}
+
+void pgt_session_refuse(pgt_session_t *s, const char *sqlstate, const char *message)
+{
+    describe_peer(s);
+    session_fail(s, sqlstate, "%s", message);
+}
+
+void pgt_session_drain(pgt_session_t *s)
+{
+    switch (s->state) {
+    case ST_CLOSING:
+        return;
+    case ST_IDLE:
+        session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
+        return;
+    case ST_QUERY:
+    case ST_COPY:
+        s->drain = true;
+        return;
+    default:
+        session_fail(s, "57P03", "pgtally is shutting down");
+        return;
+    }
+}
+
+void pgt_session_kill(pgt_session_t *s)
+{
+    if (s->state == ST_CLOSING) {
+        conn_close_now(&s->client);
+        conn_close_now(&s->server);
+        return;
+    }
+    session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
+    conn_close_now(&s->client);
+    conn_close_now(&s->server);
+}
+
+pgt_session_t *pgt_session_next(pgt_session_t *s)
+{
+    return s->next;
+}

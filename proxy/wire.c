@@ -1,0 +1,256 @@
+/* The PostgreSQL v3 wire codec: framing, startup packets, ErrorResponse
+ * building and the AuthenticationSASL rewrite. Pure functions over byte
+ * buffers; every read is bounds-checked. */
+#include "pgtally/wire.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void pgt_reader_init(pgt_reader_t *r, const void *data, size_t len)
+{
+    r->data = data;
+    r->len = len;
+    r->pos = 0;
+}
+
+bool pgt_reader_u8(pgt_reader_t *r, uint8_t *out)
+{
+    if (r->len - r->pos < 1)
+        return false;
+    *out = r->data[r->pos++];
+    return true;
+}
+
+bool pgt_reader_u32(pgt_reader_t *r, uint32_t *out)
+{
+    if (r->len - r->pos < 4)
+        return false;
+    *out = pgt_be32(r->data + r->pos);
+    r->pos += 4;
+    return true;
+}
+
+bool pgt_reader_cstr(pgt_reader_t *r, const char **out)
+{
+    const uint8_t *start = r->data + r->pos;
+    const uint8_t *nul = memchr(start, 0, r->len - r->pos);
+    if (!nul)
+        return false;
+    *out = (const char *)start;
+    r->pos += (size_t)(nul - start) + 1;
+    return true;
+}
+
+void pgt_framer_init(pgt_framer_t *f, int64_t max_len)
+{
+    memset(f, 0, sizeof(*f));
+    f->max_len = max_len;
+}
+
+/* Completes the current message: report it and reset for the next one. */
+static void framer_finish(pgt_framer_t *f, pgt_framer_cb cb, void *arg)
+{
+    cb(arg, f->type, f->len, f->peek, f->peek_have);
+    f->hdr_have = 0;
+    f->peek_have = 0;
+}
+
+int pgt_framer_feed(pgt_framer_t *f, const uint8_t *data, size_t len, pgt_framer_cb cb, void *arg)
+{
+    size_t i = 0;
+    while (i < len) {
+        if (f->body_left == 0) {
+            /* Gather the header; the fast path reads it in place. */
+            if (f->hdr_have == 0 && len - i >= 5) {
+                memcpy(f->hdr, data + i, 5);
+                f->hdr_have = 5;
+                i += 5;
+            } else {
+                size_t n = 5u - f->hdr_have;
+                if (n > len - i)
+                    n = len - i;
+                memcpy(f->hdr + f->hdr_have, data + i, n);
+                f->hdr_have = (uint8_t)(f->hdr_have + n);
+                i += n;
+                if (f->hdr_have < 5)
+                    break;
+            }
+            f->type = f->hdr[0];
+            f->len = pgt_be32(f->hdr + 1);
+            if (f->len < 4 || (int64_t)f->len > f->max_len)
+                return PGT_WIRE_EBADLEN;
+            f->body_left = f->len - 4;
+            f->peek_have = 0;
+            if (f->body_left == 0) {
+                framer_finish(f, cb, arg);
+                continue;
+            }
+        }
+        size_t n = f->body_left;
+        if (n > len - i)
+            n = len - i;
+        if (f->peek_have < PGT_FRAMER_PEEK) {
+            size_t p = PGT_FRAMER_PEEK - f->peek_have;
+            if (p > n)
+                p = n;
+            memcpy(f->peek + f->peek_have, data + i, p);
+            f->peek_have = (uint8_t)(f->peek_have + p);
+        }
+        f->body_left -= (uint32_t)n;
+        i += n;
+        if (f->body_left == 0)
+            framer_finish(f, cb, arg);
+    }
+    return 0;
+}
+
+int pgt_wire_next(const uint8_t *buf, size_t len, int64_t max_len, uint8_t *type, size_t *total)
+{
+    if (len < 5)
+        return 0;
+    uint32_t mlen = pgt_be32(buf + 1);
+    if (mlen < 4 || (int64_t)mlen > max_len)
+        return PGT_WIRE_EBADLEN;
+    if (len - 1 < mlen)
+        return 0;
+    *type = buf[0];
+    *total = (size_t)mlen + 1;
+    return 1;
+}
+
+static int startup_fail(pgt_startup_error_t *err, const char *sqlstate, const char *msg)
+{
+    err->sqlstate = sqlstate;
+    snprintf(err->message, sizeof(err->message), "%s", msg);
+    return PGT_WIRE_EFORMAT;
+}
+
+/* Reads the key/value list of a StartupMessage (protocol docs, "Message
+ * Formats", StartupMessage): pairs of strings ended by an empty name. */
+static int startup_params(pgt_reader_t *r, pgt_startup_t *out, pgt_startup_error_t *err)
+{
+    for (;;) {
+        const char *k, *v;
+        if (!pgt_reader_cstr(r, &k))
+            return startup_fail(err, "08P01",
+                                "invalid startup packet layout: expected terminator as last byte");
+        if (k[0] == '\0')
+            break;
+        if (!pgt_reader_cstr(r, &v))
+            return startup_fail(err, "08P01",
+                                "invalid startup packet layout: expected terminator as last byte");
+        if (out->nparams == PGT_STARTUP_MAX_PARAMS)
+            return startup_fail(err, "08P01", "too many parameters in startup packet");
+        out->keys[out->nparams] = k;
+        out->values[out->nparams] = v;
+        out->nparams++;
+        if (strcmp(k, "user") == 0)
+            out->user = v;
+        else if (strcmp(k, "database") == 0)
+            out->database = v;
+        else if (strcmp(k, "application_name") == 0)
+            out->application_name = v;
+    }
+    if (r->pos != r->len)
+        return startup_fail(err, "08P01",
+                            "invalid startup packet layout: expected terminator as last byte");
+    return 0;
+}
+
+int pgt_wire_startup_parse(const uint8_t *pkt, size_t len, pgt_startup_t *out,
+                           pgt_startup_error_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    out->application_name = "";
+    if (len < 8 || pgt_be32(pkt) != len)
+        return startup_fail(err, "08P01", "invalid length of startup packet");
+    pgt_reader_t r;
+    pgt_reader_init(&r, pkt + 4, len - 4);
+    if (!pgt_reader_u32(&r, &out->code))
+        return startup_fail(err, "08P01", "invalid length of startup packet");
+    switch (out->code) {
+    case PGT_CODE_SSL:
+    case PGT_CODE_GSSENC:
+        if (len != 8)
+            return startup_fail(err, "08P01", "invalid length of encryption request packet");
+        return 0;
+    case PGT_CODE_CANCEL:
+        if (len != 16 || !pgt_reader_u32(&r, &out->cancel_pid) ||
+            !pgt_reader_u32(&r, &out->cancel_key))
+            return startup_fail(err, "08P01", "invalid length of cancel request packet");
+        return 0;
+    default:
+        break;
+    }
+    if ((out->code >> 16) != 3) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0", out->code >> 16,
+                 out->code & 0xffff);
+        return startup_fail(err, "0A000", msg);
+    }
+    int rc = startup_params(&r, out, err);
+    if (rc != 0)
+        return rc;
+    if (!out->user || !out->user[0])
+        return startup_fail(err, "28000", "no PostgreSQL user name specified in startup packet");
+    if (!out->database || !out->database[0])
+        out->database = out->user;
+    return 0;
+}
+
+void pgt_wire_error(pgt_msgbuf_t *mb, const char *severity, const char *sqlstate,
+                    const char *message, const char *detail, const char *hint)
+{
+    pgt_msgbuf_begin(mb, 'E');
+    pgt_msgbuf_u8(mb, 'S');
+    pgt_msgbuf_cstr(mb, severity);
+    pgt_msgbuf_u8(mb, 'V');
+    pgt_msgbuf_cstr(mb, severity);
+    pgt_msgbuf_u8(mb, 'C');
+    pgt_msgbuf_cstr(mb, sqlstate);
+    pgt_msgbuf_u8(mb, 'M');
+    pgt_msgbuf_cstr(mb, message);
+    if (detail) {
+        pgt_msgbuf_u8(mb, 'D');
+        pgt_msgbuf_cstr(mb, detail);
+    }
+    if (hint) {
+        pgt_msgbuf_u8(mb, 'H');
+        pgt_msgbuf_cstr(mb, hint);
+    }
+    pgt_msgbuf_u8(mb, 0);
+    pgt_msgbuf_end(mb);
+}
+
+int pgt_wire_sasl_strip_plus(const uint8_t *body, size_t len, pgt_msgbuf_t *mb)
+{
+    pgt_reader_t r;
+    pgt_reader_init(&r, body, len);
+    pgt_msgbuf_begin(mb, 'R');
+    pgt_msgbuf_u32(mb, 10);
+    for (;;) {
+        const char *mech;
+        if (!pgt_reader_cstr(&r, &mech))
+            return PGT_WIRE_EFORMAT;
+        if (mech[0] == '\0')
+            break;
+        if (strcmp(mech, "SCRAM-SHA-256-PLUS") != 0)
+            pgt_msgbuf_cstr(mb, mech);
+    }
+    pgt_msgbuf_u8(mb, 0);
+    pgt_msgbuf_end(mb);
+    return mb->failed ? PGT_WIRE_EFORMAT : 0;
+}
+
+bool pgt_wire_error_severity(const uint8_t *body, size_t len, char *out, size_t outlen)
+{
+    pgt_reader_t r;
+    pgt_reader_init(&r, body, len);
+    uint8_t field;
+    const char *value;
+    if (!pgt_reader_u8(&r, &field) || field != 'S' || !pgt_reader_cstr(&r, &value))
+        return false;
+    snprintf(out, outlen, "%s", value);
+    return true;
+}

@@ -1,0 +1,126 @@
+"""Fixtures for pgtally's integration tests.
+
+pg       (session)  a private PostgreSQL 15 with SCRAM, md5 and trust users
+pgtally  (function) factory: pgtally(**ini_keys) starts the proxy against pg
+"""
+
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import helpers
+from helpers import (PgServer, Pgtally, PgtallyFailed, SLOW, make_cert,
+                     make_pgtally_config)
+
+DEFAULT_TEST_TIMEOUT = 120
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "timeout(seconds): time limit for the test body (default %d s)"
+        % DEFAULT_TEST_TIMEOUT)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """A per-test time limit, so a hung proxy fails a test, not the run."""
+    marker = item.get_closest_marker("timeout")
+    limit = (marker.args[0] if marker else DEFAULT_TEST_TIMEOUT) * SLOW
+
+    def on_alarm(signum, frame):
+        raise TimeoutError("test exceeded its %.0f s time limit" % limit)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="session")
+def pg():
+    server = PgServer()
+    try:
+        server.start()
+    except Exception:
+        log = server.log_tail(80)
+        server.stop()
+        raise RuntimeError("could not start PostgreSQL; server log:\n" + log)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy_cert():
+    """A self-signed certificate + key for pgtally's client-facing TLS."""
+    d = Path(tempfile.mkdtemp(prefix="pgtally-it-cert-"))
+    crt, key = make_cert(d, "pgtally", "localhost")
+    yield crt, key
+    shutil.rmtree(d, ignore_errors=True)
+
+
+class _Launcher:
+    def __init__(self, pg, proxy_cert, workdir):
+        self.pg, self.proxy_cert, self.workdir = pg, proxy_cert, Path(workdir)
+        self.instances = []
+
+    def __call__(self, extra_args=(), wait=True, **config):
+        cfg = make_pgtally_config(self.pg, self.proxy_cert, config)
+        p = Pgtally(self.workdir / ("pgtally%d" % len(self.instances)), cfg, extra_args)
+        self.instances.append(p)
+        try:
+            p.start(wait=wait)
+        except PgtallyFailed as e:
+            pytest.fail(str(e), pytrace=False)
+        return p
+
+    def shutdown_all(self):
+        problems = []
+        for p in self.instances:
+            problems += p.shutdown()
+            # shown with the test's report when the test fails
+            sys.stdout.write("---- pgtally log %s ----\n%s\n" % (p.log_path, p.log_tail(40)))
+        return problems
+
+
+@pytest.fixture
+def pgtally(pg, proxy_cert, tmp_path):
+    """Factory: pgtally(**ini_keys) -> running helpers.Pgtally.
+
+    Keys are written to an INI file ([pgtally] section) on top of
+    listen=127.0.0.1:<free port> and upstream=<the test PostgreSQL>; a key
+    set to None is left out. extra_args= adds command-line flags,
+    wait=False skips waiting for event=listening. Every instance gets
+    SIGINT at teardown, which fails if it crashed, hung or printed a
+    sanitizer report.
+    """
+    launcher = _Launcher(pg, proxy_cert, tmp_path)
+    yield launcher
+    problems = launcher.shutdown_all()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def pgtally_module(pg, proxy_cert, tmp_path_factory):
+    """Like pgtally, but instances live for the whole test module."""
+    launcher = _Launcher(pg, proxy_cert, tmp_path_factory.mktemp("pgtally-mod"))
+    yield launcher
+    problems = launcher.shutdown_all()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def pgtally_bin():
+    try:
+        helpers.require_binary()
+    except PgtallyFailed as e:
+        pytest.fail(str(e), pytrace=False)
+    return helpers.PGTALLY_BIN
