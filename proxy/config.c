@@ -59,6 +59,17 @@ static const pgt_config_key_t keys[] = {
     {"shutdown_timeout", "a duration such as 30s",
      "how long SIGTERM waits for running queries (default 30s)"},
     {"log_level", "debug, info, warning or error", "lowest level logged (default info)"},
+    {"metering", "on or off", "meter and record every statement (default on)"},
+    {"ledger", "a file path", "SQLite ledger (default pgtally.db next to the config file)"},
+    {"ledger.on_failure", "open or closed",
+     "while the ledger cannot be written: keep serving (open) or refuse statements (closed)"},
+    {"ledger.retention_days", "an integer from 0 to 36500", "days of history kept (default 90)"},
+    {"pricing.currency", "a 3-letter code such as USD", "currency of all amounts (default USD)"},
+    {"pricing.per_compute_second", "an amount such as 0.0004",
+     "price of one second of upstream compute (default 0.0004)"},
+    {"pricing.per_gib_returned", "an amount such as 0.09",
+     "price of one GiB sent to clients (default 0.09)"},
+    {"pricing.per_query", "an amount such as 0.000001", "price per statement (default 0)"},
     {NULL, NULL, NULL},
 };
 
@@ -84,6 +95,12 @@ pgt_config_t *pgt_config_new(void)
     cfg->max_message_size = (int64_t)1 << 30;
     cfg->shutdown_timeout_ms = 30000;
     cfg->log_level = PGT_LOG_INFO;
+    cfg->metering = 1;
+    cfg->ledger_retention_days = 90;
+    snprintf(cfg->currency, sizeof(cfg->currency), "USD");
+    cfg->price_compute_second_micro = 400;
+    cfg->price_gib_micro = 90000;
+    cfg->price_query_micro = 0;
     if (!cfg->listen_host || !cfg->upstream_host) {
         pgt_config_free(cfg);
         return NULL;
@@ -103,6 +120,7 @@ void pgt_config_free(pgt_config_t *cfg)
     free(cfg->upstream_tls_ca_file);
     free(cfg->upstream_tls_cert_file);
     free(cfg->upstream_tls_key_file);
+    free(cfg->ledger_path);
     free(cfg);
 }
 
@@ -237,12 +255,65 @@ static int parse_size(const char *value, int64_t min, int64_t max, int64_t *out)
     return 0;
 }
 
+/* A non-negative amount of money with up to 6 decimals, stored in
+ * micro-units so that sums never drift. */
+static int parse_money(const char *value, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (errno || end == value || *end || v < 0 || v > 1e12)
+        return -1;
+    *out = (int64_t)(v * 1e6 + 0.5);
+    return 0;
+}
+
+static int parse_currency(const char *value, char out[8])
+{
+    size_t n = strlen(value);
+    if (n != 3)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (value[i] < 'A' || value[i] > 'Z')
+            return -1;
+    memcpy(out, value, n + 1);
+    return 0;
+}
+
+static const char *const on_off_names[] = {"off", "on", NULL};
+static const char *const on_failure_names[] = {"open", "closed", NULL};
+
+/* Keys of the metering sections; returns 1 when key is not one of them. */
+static int apply_metering(pgt_config_t *cfg, const char *key, const char *value)
+{
+    if (strcmp(key, "metering") == 0)
+        return parse_enum(on_off_names, value, &cfg->metering);
+    if (strcmp(key, "ledger") == 0)
+        return value[0] ? set_string(&cfg->ledger_path, value) : -1;
+    if (strcmp(key, "ledger.on_failure") == 0)
+        return parse_enum(on_failure_names, value, &cfg->ledger_on_failure_closed);
+    if (strcmp(key, "ledger.retention_days") == 0)
+        return parse_int(value, 0, 36500, &cfg->ledger_retention_days);
+    if (strcmp(key, "pricing.currency") == 0)
+        return parse_currency(value, cfg->currency);
+    if (strcmp(key, "pricing.per_compute_second") == 0)
+        return parse_money(value, &cfg->price_compute_second_micro);
+    if (strcmp(key, "pricing.per_gib_returned") == 0)
+        return parse_money(value, &cfg->price_gib_micro);
+    if (strcmp(key, "pricing.per_query") == 0)
+        return parse_money(value, &cfg->price_query_micro);
+    return 1;
+}
+
 /* Applies one key; returns 0, -1 for a bad value, -2 when out of memory. */
 static int apply(pgt_config_t *cfg, const char *key, const char *value)
 {
     int iv = 0;
     int64_t sv = 0;
-    int rc = -1;
+    int rc = apply_metering(cfg, key, value);
+    if (rc != 1)
+        return rc;
+    rc = -1;
     if (strcmp(key, "listen") == 0)
         rc = parse_hostport(value, &cfg->listen_host, &cfg->listen_port);
     else if (strcmp(key, "upstream") == 0)
@@ -340,7 +411,20 @@ int pgt_config_load_file(pgt_config_t *cfg, const char *path, char *err, size_t 
                      path, line);
         return -1;
     }
-    return set_string(&cfg->path, path) == 0 ? 0 : -1;
+    if (set_string(&cfg->path, path) != 0)
+        return -1;
+    if (!cfg->ledger_path) {
+        /* The ledger defaults to pgtally.db next to the config file. */
+        const char *slash = strrchr(path, '/');
+        size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
+        char *lp = malloc(dirlen + sizeof("pgtally.db"));
+        if (!lp)
+            return -1;
+        memcpy(lp, path, dirlen);
+        memcpy(lp + dirlen, "pgtally.db", sizeof("pgtally.db"));
+        cfg->ledger_path = lp;
+    }
+    return 0;
 }
 
 int pgt_config_check(const pgt_config_t *cfg, char *err, size_t errlen)

@@ -38,7 +38,7 @@ static pgt_config_t *build_config(void *arg, char *err, size_t errlen)
             char flag[64];
             snprintf(flag, sizeof(flag), "%s", src->keys[i]);
             for (char *c = flag; *c; c++)
-                if (*c == '_')
+                if (*c == '_' || *c == '.')
                     *c = '-';
             snprintf(err, errlen, "command line: --%s: %s", flag, msg);
             goto fail;
@@ -72,7 +72,7 @@ static void usage(FILE *out)
         char flag[64];
         snprintf(flag, sizeof(flag), "%s", k->name);
         for (char *c = flag; *c; c++)
-            if (*c == '_')
+            if (*c == '_' || *c == '.')
                 *c = '-';
         fprintf(out, "  --%-24s %s\n  %-26s   allowed: %s\n", flag, k->help, "", k->allowed);
     }
@@ -91,7 +91,7 @@ static int parse_args(int argc, char **argv, sources_t *src)
     for (int i = 0; keys[i].name && n < MAX_OVERRIDES; i++, n++) {
         snprintf(names[n], sizeof(names[n]), "%s", keys[i].name);
         for (char *c = names[n]; *c; c++)
-            if (*c == '_')
+            if (*c == '_' || *c == '.')
                 *c = '-';
         opts[n] = (struct option){names[n], required_argument, NULL, 1000 + i};
     }

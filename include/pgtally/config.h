@@ -54,6 +54,14 @@ typedef struct pgt_config {
     int64_t max_message_size;        /* largest frontend message after login, bytes */
     int shutdown_timeout_ms;         /* how long SIGTERM waits for running queries */
     pgt_log_level_t log_level;       /* lowest level logged */
+    char *ledger_path;                  /* SQLite ledger; default pgtally.db next to the config */
+    int ledger_on_failure_closed;       /* [ledger] on_failure: 0 open, 1 closed */
+    int ledger_retention_days;          /* [ledger] retention_days (0 keeps everything) */
+    char currency[8];                   /* [pricing] currency, e.g. "USD" */
+    int64_t price_compute_second_micro; /* [pricing] per_compute_second, micro-units */
+    int64_t price_gib_micro;            /* [pricing] per_gib_returned, micro-units */
+    int64_t price_query_micro;          /* [pricing] per_query, micro-units */
+    int metering;                       /* [pgtally] metering = on|off (1|0) */
 } pgt_config_t;
 
 /* One configurable key, for --help and for the command-line flags. */

@@ -1,0 +1,78 @@
+/* Statement shapes with libpg_query: split a simple-protocol string into
+ * statements, classify each, fingerprint it, and keep its normalized text
+ * (constants replaced by $n). Also reads sqlcommenter tags. Runs on the
+ * event loop, so it caches what it can. */
+#ifndef PGTALLY_FINGERPRINT_H
+#define PGTALLY_FINGERPRINT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PGT_STMT_KIND_MAP(X)                                                                       \
+    X(SELECT, "select")                                                                            \
+    X(INSERT, "insert")                                                                            \
+    X(UPDATE, "update")                                                                            \
+    X(DELETE, "delete")                                                                            \
+    X(MERGE, "merge")                                                                              \
+    X(COPY, "copy")                                                                                \
+    X(DDL, "ddl")                                                                                  \
+    X(UTILITY, "utility")                                                                          \
+    X(TRANSACTION, "transaction")                                                                  \
+    X(EXPLAIN, "explain")                                                                          \
+    X(CALL, "call")                                                                                \
+    X(EMPTY, "empty")                                                                              \
+    X(UNPARSED, "unparsed")
+
+typedef enum {
+#define X(name, str) PGT_STMT_##name,
+    PGT_STMT_KIND_MAP(X)
+#undef X
+} pgt_stmt_kind_t;
+
+/* Printable name of a kind ("select"). */
+const char *pgt_stmt_kind_name(pgt_stmt_kind_t k);
+
+/* One statement of a query string. */
+typedef struct pgt_stmt {
+    size_t offset;          /* byte offset of the statement in the string */
+    size_t length;          /* its length in bytes (without the ';') */
+    pgt_stmt_kind_t kind;   /* what it does */
+    bool explainable;       /* EXPLAIN accepts it (select, insert, ..., execute, declare) */
+} pgt_stmt_t;
+
+/* Splits sql (NUL-terminated) into at most max statements. Returns how
+ * many were found (0 for an empty string); a string libpg_query cannot
+ * split is returned as one statement of kind PGT_STMT_UNPARSED. */
+int pgt_fp_split(const char *sql, pgt_stmt_t *out, int max);
+
+/* The shape of one statement: fingerprint, kind and normalized text. */
+typedef struct pgt_shape {
+    uint64_t fingerprint;  /* libpg_query fingerprint; for unparsed text, a hash of it */
+    pgt_stmt_kind_t kind;  /* as pgt_fp_split */
+    bool explainable;      /* as pgt_fp_split */
+    const char *normalized; /* constants as $n; owned by the cache, valid until the
+                              next pgt_fp_shape call on the same cache */
+} pgt_shape_t;
+
+typedef struct pgt_fp_cache pgt_fp_cache_t;
+
+/* Creates a cache of normalized texts keyed by fingerprint, holding up to
+ * capacity shapes (LRU). Also tunes malloc (mallopt) once per process so
+ * libpg_query's many allocations do not make glibc trim and regrow the heap.
+ * Returns NULL when out of memory. */
+pgt_fp_cache_t *pgt_fp_cache_new(size_t capacity);
+void pgt_fp_cache_free(pgt_fp_cache_t *c);
+
+/* Computes the shape of one statement (text[0..len), not NUL-terminated).
+ * The normalized text is computed only the first time a fingerprint is
+ * seen. Returns 0, or -1 when out of memory. */
+int pgt_fp_shape(pgt_fp_cache_t *c, const char *text, size_t len, pgt_shape_t *out);
+
+/* Parses the sqlcommenter comment (the last comment of the statement,
+ * `/*key='value',key2='val%20ue'*/`, values URL-decoded) into a compact JSON
+ * object string {"key":"value",...}. Returns a malloc'd string the caller
+ * frees, or NULL when there are no tags. */
+char *pgt_fp_tags_json(const char *text, size_t len);
+
+#endif
