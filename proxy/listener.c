@@ -204,6 +204,8 @@ static void maybe_finish(pgt_proxy_t *p)
     for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
         if (!uv_is_closing(hs[i]))
             uv_close(hs[i], NULL);
+    if (p->meter)
+        pgt_meter_stop(p->meter);
 }
 
 void pgt_proxy_session_gone(pgt_proxy_t *p)
@@ -275,6 +277,8 @@ void pgt_proxy_reload(pgt_proxy_t *p)
                  "message=\"listen changes take effect after a restart\" listen=%s:%d",
                  p->cfg->listen_host, p->cfg->listen_port);
     install(p, cfg, &prep);
+    if (p->meter)
+        pgt_meter_set_prices(p->meter, cfg);
     PGT_INFO("reloaded", "path=%s upstream=%s log_level=%s", cfg->path ? cfg->path : "-",
              p->upstream_name, pgt_log_level_name(cfg->log_level));
 }

@@ -9,6 +9,8 @@
 #include <uv.h>
 
 #include "pgtally/config.h"
+#include "pgtally/ledger.h"
+#include "pgtally/meter.h"
 #include "pgtally/log.h"
 #include "pgtally/proxy.h"
 
@@ -125,6 +127,34 @@ static int parse_args(int argc, char **argv, sources_t *src)
     return 0;
 }
 
+/* Opens the ledger and starts the meter. Returns 0, or -1 after logging
+ * why (the ledger path cannot be opened, say). */
+static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
+{
+    char err[1024];
+    pgt_ledger_opts_t opts = {
+        .path = p->cfg->ledger_path ? p->cfg->ledger_path : "pgtally.db",
+        .queue_capacity = 65536,
+        .memory_capacity = 100000,
+        .retention_days = p->cfg->ledger_retention_days,
+        .on_failure = p->cfg->ledger_on_failure_closed ? PGT_LEDGER_CLOSED : PGT_LEDGER_OPEN,
+    };
+    pgt_ledger_t *l = pgt_ledger_open(&opts, err, sizeof(err));
+    if (!l) {
+        fprintf(stderr, "pgtally: ledger %s: %s\n", opts.path, err);
+        PGT_ERROR("ledger_open_failed", "path=%s error=\"%s\"", opts.path, err);
+        return -1;
+    }
+    p->meter = pgt_meter_new(p->loop, l, p->cfg);
+    if (!p->meter) {
+        pgt_ledger_close(l);
+        return -1;
+    }
+    PGT_INFO("metering", "ledger=%s currency=%s", opts.path, p->cfg->currency);
+    *out = l;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     sources_t src = {0};
@@ -151,7 +181,15 @@ int main(int argc, char **argv)
         uv_loop_close(&loop);
         return 1;
     }
+    pgt_ledger_t *ledger = NULL;
+    if (proxy.cfg->metering && start_metering(&proxy, &ledger) != 0) {
+        pgt_proxy_stop(&proxy);
+        proxy.exit_code = 1;
+    }
     uv_run(&loop, UV_RUN_DEFAULT);
+    pgt_meter_free(proxy.meter);
+    if (ledger)
+        pgt_ledger_close(ledger);
     PGT_INFO("stopped", "exit_code=%d", proxy.exit_code);
     pgt_proxy_cleanup(&proxy);
     int closed = uv_loop_close(&loop);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgtally/intercept.h"
 #include "pgtally/log.h"
 #include "pgtally/tls.h"
 #include "pgtally/wire.h"
@@ -84,7 +85,11 @@ struct pgt_session {
     bool drain;                   /* close at the next ReadyForQuery */
     pgt_upstream_tls_t up_tls;    /* upstream TLS mode at session start */
     pgt_sockaddr_t upstream_addr; /* upstream used, also for cancels */
-    char *who;                    /* "user=... db=... app=..." for logs */
+    pgt_intercept_t *ic;          /* metering of this session, or NULL */
+    char *names;                  /* one block holding user, database and app */
+    const char *user;             /* startup "user", or NULL before the startup packet */
+    const char *database;         /* startup "database" */
+    const char *app;              /* startup "application_name", or "" */
     char addr[56];                /* client address as host:port */
 };
 
@@ -163,7 +168,7 @@ static void timer_close_cb(uv_handle_t *h)
         p->sessions = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    free(s->who);
+    free(s->names);
     free(s);
     pgt_proxy_session_gone(p);
 }
@@ -176,6 +181,7 @@ static void conn_close_cb(uv_handle_t *h)
     c->tls = NULL;
     free(c->pend);
     c->pend = NULL;
+    pgt_framer_free(&c->framer);
     if (--s->open_conns == 0)
         uv_close((uv_handle_t *)&s->timer, timer_close_cb);
 }
@@ -335,10 +341,14 @@ static void session_close(pgt_session_t *s, const char *reason)
 {
     if (s->state == ST_CLOSING)
         return;
-    PGT_INFO("session_end", "session=C-%llu %s addr=%s state=%s reason=%s",
-             (unsigned long long)s->id, s->who ? s->who : "user=-", s->addr, state_names[s->state],
-             reason);
+    PGT_INFO("session_end", "session=C-%llu user=%s db=%s app=\"%s\" addr=%s state=%s reason=%s",
+             (unsigned long long)s->id, s->user ? s->user : "-", s->database ? s->database : "-",
+             s->app ? s->app : "", s->addr, state_names[s->state], reason);
     set_state(s, ST_CLOSING);
+    if (s->ic) {
+        pgt_intercept_free(s->ic, "08006");
+        s->ic = NULL;
+    }
     if (s->have_key) {
         pgt_cancel_map_del(s->proxy->cancel_map, s->backend_pid, s->backend_key, s);
         s->have_key = false;
@@ -520,26 +530,25 @@ static void enter_idle(pgt_session_t *s)
     set_state(s, ST_IDLE);
     /* From now on the client may send messages up to max_message_size. */
     s->client.framer.max_len = s->proxy->cfg->max_message_size;
-    PGT_INFO("session_ready", "session=C-%llu %s addr=%s pid=%u", (unsigned long long)s->id, s->who,
-             s->addr, s->backend_pid);
+    if (s->proxy->meter) {
+        const char *app = s->app ? s->app : "";
+        s->ic = pgt_intercept_new(s->proxy->meter, s->id, (int32_t)s->backend_pid, s->user,
+                                  s->database, app, s->addr);
+        if (s->ic)
+            pgt_framer_capture(&s->client.framer, pgt_intercept_capture, PGT_INTERCEPT_MAX_SQL);
+    }
+    PGT_INFO("session_ready", "session=C-%llu user=%s db=%s app=\"%s\" addr=%s pid=%u",
+             (unsigned long long)s->id, s->user, s->database, s->app, s->addr, s->backend_pid);
 }
 
 static void auth_message(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
 {
     const uint8_t *body = msg + 5;
     size_t blen = total - 5;
-    if (type == 'R' && blen >= 4 && pgt_be32(body) == 10) {
-        /* AuthenticationSASL: offer only what survives two TLS channels. */
-        uint8_t buf[1024];
-        pgt_msgbuf_t mb;
-        pgt_msgbuf_init(&mb, buf, sizeof(buf));
-        if (pgt_wire_sasl_strip_plus(body + 4, blen - 4, &mb) != 0) {
-            session_fail(s, "08P01", "pgtally: malformed AuthenticationSASL from upstream");
-            return;
-        }
-        conn_send(&s->client, buf, mb.len);
-        return;
-    }
+    /* AuthenticationSASL passes unchanged, SCRAM-SHA-256-PLUS included:
+     * withholding it makes a TLS client send the "y" flag, which a TLS
+     * server rejects as a downgrade. See docs/proxy.md, "SCRAM and channel
+     * binding". */
     if (type == 'R' && blen >= 4 && pgt_be32(body) == 0)
         s->authenticated = true;
     if (type == 'K' && blen >= 8 && !s->have_key) {
@@ -607,8 +616,8 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
 {
     pgt_session_t *s = arg;
     (void)len;
-    (void)peek;
-    (void)plen;
+    if (s->ic)
+        pgt_intercept_client(s->ic, type, peek, plen);
     switch (type) {
     case 'Q': /* Query */
     case 'S': /* Sync */
@@ -628,8 +637,9 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
 static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
 {
     pgt_session_t *s = arg;
-    (void)len;
     char sev[16];
+    if (s->ic)
+        pgt_intercept_server(s->ic, type, len, peek, plen);
     switch (type) {
     case 'Z': /* ReadyForQuery */
         if (s->pending_syncs > 0)
@@ -691,13 +701,21 @@ static void begin_client_tls(pgt_session_t *s)
     set_state(s, ST_CLIENT_TLS);
 }
 
-static void set_who(pgt_session_t *s, const pgt_startup_t *st)
+/* Keeps who the client is, for logs and metering. */
+static int set_names(pgt_session_t *s, const pgt_startup_t *st)
 {
-    size_t n = strlen(st->user) + strlen(st->database) + strlen(st->application_name) + 32;
-    s->who = malloc(n);
-    if (s->who)
-        snprintf(s->who, n, "user=%s db=%s app=\"%s\"", st->user, st->database,
-                 st->application_name);
+    size_t ul = strlen(st->user) + 1, dl = strlen(st->database) + 1;
+    size_t al = strlen(st->application_name) + 1;
+    s->names = malloc(ul + dl + al);
+    if (!s->names)
+        return -1;
+    memcpy(s->names, st->user, ul);
+    memcpy(s->names + ul, st->database, dl);
+    memcpy(s->names + ul + dl, st->application_name, al);
+    s->user = s->names;
+    s->database = s->names + ul;
+    s->app = s->names + ul + dl;
+    return 0;
 }
 
 /* Handles one whole startup-phase packet at the start of client.pend. */
@@ -748,9 +766,13 @@ static void startup_packet(pgt_session_t *s, size_t len)
                      "pgtally requires TLS (client_tls = require); connect with sslmode=require");
         return;
     }
-    set_who(s, &st);
-    PGT_INFO("session_start", "session=C-%llu %s addr=%s tls=%s", (unsigned long long)s->id,
-             s->who ? s->who : "", s->addr, s->client.tls ? pgt_tls_version(s->client.tls) : "off");
+    if (set_names(s, &st) != 0) {
+        session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    PGT_INFO("session_start", "session=C-%llu user=%s db=%s app=\"%s\" addr=%s tls=%s",
+             (unsigned long long)s->id, s->user, s->database, s->app, s->addr,
+             s->client.tls ? pgt_tls_version(s->client.tls) : "off");
     if (p->draining) {
         session_fail(s, "57P03", "pgtally is shutting down");
         return;

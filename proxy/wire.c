@@ -1,9 +1,10 @@
 /* The PostgreSQL v3 wire codec: framing, startup packets, ErrorResponse
- * building and the AuthenticationSASL rewrite. Pure functions over byte
+ * building and field reads. Pure functions over byte
  * buffers; every read is bounds-checked. */
 #include "pgtally/wire.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void pgt_reader_init(pgt_reader_t *r, const void *data, size_t len)
@@ -47,12 +48,69 @@ void pgt_framer_init(pgt_framer_t *f, int64_t max_len)
     f->max_len = max_len;
 }
 
+void pgt_framer_capture(pgt_framer_t *f, const uint8_t *types, uint32_t max)
+{
+    f->capture = types;
+    f->capture_max = max;
+}
+
+void pgt_framer_free(pgt_framer_t *f)
+{
+    free(f->body);
+    f->body = NULL;
+    f->body_len = 0;
+}
+
 /* Completes the current message: report it and reset for the next one. */
 static void framer_finish(pgt_framer_t *f, pgt_framer_cb cb, void *arg)
 {
-    cb(arg, f->type, f->len, f->peek, f->peek_have);
+    if (f->body) {
+        cb(arg, f->type, f->len, f->body, f->body_len);
+        pgt_framer_free(f);
+    } else {
+        cb(arg, f->type, f->len, f->peek, f->peek_have);
+    }
     f->hdr_have = 0;
     f->peek_have = 0;
+}
+
+/* Reads a header from data[*i..len); returns 1 when complete, 0 when more
+ * bytes are needed, PGT_WIRE_EBADLEN for a bad length. */
+static int framer_header(pgt_framer_t *f, const uint8_t *data, size_t len, size_t *i)
+{
+    size_t n = 5u - f->hdr_have;
+    if (n > len - *i)
+        n = len - *i;
+    memcpy(f->hdr + f->hdr_have, data + *i, n);
+    f->hdr_have = (uint8_t)(f->hdr_have + n);
+    *i += n;
+    if (f->hdr_have < 5)
+        return 0;
+    f->type = f->hdr[0];
+    f->len = pgt_be32(f->hdr + 1);
+    if (f->len < 4 || (int64_t)f->len > f->max_len)
+        return PGT_WIRE_EBADLEN;
+    f->body_left = f->len - 4;
+    f->peek_have = 0;
+    return 1;
+}
+
+/* A captured message: reported in place when its body is all in this
+ * read, otherwise gathered. Returns false when out of memory (the message
+ * is then reported with its peek only). */
+static bool framer_start_capture(pgt_framer_t *f, const uint8_t *data, size_t len, size_t *i,
+                                 pgt_framer_cb cb, void *arg)
+{
+    if (len - *i >= f->body_left) {
+        cb(arg, f->type, f->len, data + *i, f->body_left);
+        *i += f->body_left;
+        f->body_left = 0;
+        f->hdr_have = 0;
+        return true;
+    }
+    f->body = malloc(f->body_left);
+    f->body_len = 0;
+    return f->body != NULL;
 }
 
 int pgt_framer_feed(pgt_framer_t *f, const uint8_t *data, size_t len, pgt_framer_cb cb, void *arg)
@@ -60,36 +118,26 @@ int pgt_framer_feed(pgt_framer_t *f, const uint8_t *data, size_t len, pgt_framer
     size_t i = 0;
     while (i < len) {
         if (f->body_left == 0) {
-            /* Gather the header; the fast path reads it in place. */
-            if (f->hdr_have == 0 && len - i >= 5) {
-                memcpy(f->hdr, data + i, 5);
-                f->hdr_have = 5;
-                i += 5;
-            } else {
-                size_t n = 5u - f->hdr_have;
-                if (n > len - i)
-                    n = len - i;
-                memcpy(f->hdr + f->hdr_have, data + i, n);
-                f->hdr_have = (uint8_t)(f->hdr_have + n);
-                i += n;
-                if (f->hdr_have < 5)
-                    break;
-            }
-            f->type = f->hdr[0];
-            f->len = pgt_be32(f->hdr + 1);
-            if (f->len < 4 || (int64_t)f->len > f->max_len)
-                return PGT_WIRE_EBADLEN;
-            f->body_left = f->len - 4;
-            f->peek_have = 0;
+            int rc = framer_header(f, data, len, &i);
+            if (rc <= 0)
+                return rc;
             if (f->body_left == 0) {
                 framer_finish(f, cb, arg);
                 continue;
+            }
+            if (f->capture && f->capture[f->type] && f->body_left <= f->capture_max) {
+                framer_start_capture(f, data, len, &i, cb, arg);
+                if (f->body_left == 0)
+                    continue;
             }
         }
         size_t n = f->body_left;
         if (n > len - i)
             n = len - i;
-        if (f->peek_have < PGT_FRAMER_PEEK) {
+        if (f->body) {
+            memcpy(f->body + f->body_len, data + i, n);
+            f->body_len += (uint32_t)n;
+        } else if (f->peek_have < PGT_FRAMER_PEEK) {
             size_t p = PGT_FRAMER_PEEK - f->peek_have;
             if (p > n)
                 p = n;
@@ -221,26 +269,6 @@ void pgt_wire_error(pgt_msgbuf_t *mb, const char *severity, const char *sqlstate
     }
     pgt_msgbuf_u8(mb, 0);
     pgt_msgbuf_end(mb);
-}
-
-int pgt_wire_sasl_strip_plus(const uint8_t *body, size_t len, pgt_msgbuf_t *mb)
-{
-    pgt_reader_t r;
-    pgt_reader_init(&r, body, len);
-    pgt_msgbuf_begin(mb, 'R');
-    pgt_msgbuf_u32(mb, 10);
-    for (;;) {
-        const char *mech;
-        if (!pgt_reader_cstr(&r, &mech))
-            return PGT_WIRE_EFORMAT;
-        if (mech[0] == '\0')
-            break;
-        if (strcmp(mech, "SCRAM-SHA-256-PLUS") != 0)
-            pgt_msgbuf_cstr(mb, mech);
-    }
-    pgt_msgbuf_u8(mb, 0);
-    pgt_msgbuf_end(mb);
-    return mb->failed ? PGT_WIRE_EFORMAT : 0;
 }
 
 bool pgt_wire_error_severity(const uint8_t *body, size_t len, char *out, size_t outlen)

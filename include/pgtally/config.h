@@ -36,24 +36,24 @@ typedef enum {
 #define PGT_STARTUP_PACKET_MAX 10000
 
 typedef struct pgt_config {
-    char *path;                      /* config file read, or NULL */
-    char *listen_host;               /* address to listen on */
-    int listen_port;                 /* port to listen on */
-    char *upstream_host;             /* the warehouse server's host */
-    int upstream_port;               /* the warehouse server's port */
-    pgt_client_tls_t client_tls;     /* TLS towards clients */
-    char *client_tls_cert_file;      /* PEM certificate shown to clients */
-    char *client_tls_key_file;       /* PEM private key of that certificate */
-    pgt_upstream_tls_t upstream_tls; /* TLS towards the server, as libpq's sslmode */
-    char *upstream_tls_ca_file;      /* CA bundle for verify-ca/verify-full */
-    char *upstream_tls_cert_file;    /* optional client certificate for the server */
-    char *upstream_tls_key_file;     /* key of upstream_tls_cert_file */
-    int max_clients;                 /* client connections accepted at once */
-    int startup_timeout_ms;          /* time allowed from connect to ReadyForQuery */
-    int max_startup_packet_size;     /* bytes, at most PGT_STARTUP_PACKET_MAX */
-    int64_t max_message_size;        /* largest frontend message after login, bytes */
-    int shutdown_timeout_ms;         /* how long SIGTERM waits for running queries */
-    pgt_log_level_t log_level;       /* lowest level logged */
+    char *path;                         /* config file read, or NULL */
+    char *listen_host;                  /* address to listen on */
+    int listen_port;                    /* port to listen on */
+    char *upstream_host;                /* the warehouse server's host */
+    int upstream_port;                  /* the warehouse server's port */
+    pgt_client_tls_t client_tls;        /* TLS towards clients */
+    char *client_tls_cert_file;         /* PEM certificate shown to clients */
+    char *client_tls_key_file;          /* PEM private key of that certificate */
+    pgt_upstream_tls_t upstream_tls;    /* TLS towards the server, as libpq's sslmode */
+    char *upstream_tls_ca_file;         /* CA bundle for verify-ca/verify-full */
+    char *upstream_tls_cert_file;       /* optional client certificate for the server */
+    char *upstream_tls_key_file;        /* key of upstream_tls_cert_file */
+    int max_clients;                    /* client connections accepted at once */
+    int startup_timeout_ms;             /* time allowed from connect to ReadyForQuery */
+    int max_startup_packet_size;        /* bytes, at most PGT_STARTUP_PACKET_MAX */
+    int64_t max_message_size;           /* largest frontend message after login, bytes */
+    int shutdown_timeout_ms;            /* how long SIGTERM waits for running queries */
+    pgt_log_level_t log_level;          /* lowest level logged */
     char *ledger_path;                  /* SQLite ledger; default pgtally.db next to the config */
     int ledger_on_failure_closed;       /* [ledger] on_failure: 0 open, 1 closed */
     int ledger_retention_days;          /* [ledger] retention_days (0 keeps everything) */

@@ -1,7 +1,7 @@
 /* Statement shapes with libpg_query: split a simple-protocol string into
  * statements, classify each, fingerprint it, and keep its normalized text
  * (constants replaced by $n). Also reads sqlcommenter tags. Runs on the
- * event loop, so it caches what it can. */
+ * meter's worker thread (one batch at a time), and caches what it can. */
 #ifndef PGTALLY_FINGERPRINT_H
 #define PGTALLY_FINGERPRINT_H
 
@@ -35,44 +35,73 @@ const char *pgt_stmt_kind_name(pgt_stmt_kind_t k);
 
 /* One statement of a query string. */
 typedef struct pgt_stmt {
-    size_t offset;          /* byte offset of the statement in the string */
-    size_t length;          /* its length in bytes (without the ';') */
-    pgt_stmt_kind_t kind;   /* what it does */
-    bool explainable;       /* EXPLAIN accepts it (select, insert, ..., execute, declare) */
+    size_t offset;        /* byte offset of the statement in the string */
+    size_t length;        /* its length in bytes (without the ';') */
+    pgt_stmt_kind_t kind; /* what it does */
+    bool explainable;     /* EXPLAIN accepts it (select, insert, ..., execute, declare) */
 } pgt_stmt_t;
 
 /* Splits sql (NUL-terminated) into at most max statements. Returns how
  * many were found (0 for an empty string); a string libpg_query cannot
- * split is returned as one statement of kind PGT_STMT_UNPARSED. */
+ * split is returned as one statement of kind PGT_STMT_UNPARSED. The return
+ * is at most max: a return of max means there may be more. Statements that
+ * hold only comments or whitespace are left out (PostgreSQL answers them
+ * with nothing), so this never returns PGT_STMT_EMPTY; offset and length
+ * exclude leading and trailing whitespace. */
 int pgt_fp_split(const char *sql, pgt_stmt_t *out, int max);
 
 /* The shape of one statement: fingerprint, kind and normalized text. */
 typedef struct pgt_shape {
-    uint64_t fingerprint;  /* libpg_query fingerprint; for unparsed text, a hash of it */
-    pgt_stmt_kind_t kind;  /* as pgt_fp_split */
-    bool explainable;      /* as pgt_fp_split */
+    uint64_t fingerprint;   /* libpg_query fingerprint; for unparsed text, a hash of it */
+    pgt_stmt_kind_t kind;   /* as pgt_fp_split */
+    bool explainable;       /* as pgt_fp_split */
     const char *normalized; /* constants as $n; owned by the cache, valid until the
-                              next pgt_fp_shape call on the same cache */
+                               next pgt_fp_shape call on the same cache */
 } pgt_shape_t;
 
 typedef struct pgt_fp_cache pgt_fp_cache_t;
 
 /* Creates a cache of normalized texts keyed by fingerprint, holding up to
- * capacity shapes (LRU). Also tunes malloc (mallopt) once per process so
- * libpg_query's many allocations do not make glibc trim and regrow the heap.
- * Returns NULL when out of memory. */
+ * capacity shapes (LRU), and in front of it as many raw texts already seen
+ * (texts up to 16 KB). A cache is not thread-safe: use one per thread. Also
+ * tunes malloc (mallopt) once per process so libpg_query's many allocations
+ * do not make glibc trim and regrow the heap. Returns NULL when out of
+ * memory. */
 pgt_fp_cache_t *pgt_fp_cache_new(size_t capacity);
 void pgt_fp_cache_free(pgt_fp_cache_t *c);
 
 /* Computes the shape of one statement (text[0..len), not NUL-terminated).
  * The normalized text is computed only the first time a fingerprint is
- * seen. Returns 0, or -1 when out of memory. */
+ * seen, and a text seen before is not parsed again. Comment-only text is
+ * PGT_STMT_EMPTY. The normalized text has its comments removed and is cut
+ * to PGT_FP_NORMALIZED_MAX bytes; for unparsable text it is only the first
+ * PGT_FP_UNPARSED_KEEP bytes, as its literals may be personal data.
+ * Returns 0, or -1 when out of memory. */
 int pgt_fp_shape(pgt_fp_cache_t *c, const char *text, size_t len, pgt_shape_t *out);
 
-/* Parses the sqlcommenter comment (the last comment of the statement,
- * `/*key='value',key2='val%20ue'*/`, values URL-decoded) into a compact JSON
- * object string {"key":"value",...}. Returns a malloc'd string the caller
- * frees, or NULL when there are no tags. */
+#define PGT_FP_NORMALIZED_MAX 16384
+#define PGT_FP_UNPARSED_KEEP 200
+
+/* Counters of a cache, for tests and metrics. */
+typedef struct pgt_fp_stats {
+    uint64_t calls;        /* pgt_fp_shape calls */
+    uint64_t text_hits;    /* calls answered from the exact-text cache, without parsing */
+    uint64_t fingerprints; /* pg_query_fingerprint calls */
+    uint64_t normalizes;   /* pg_query_normalize calls */
+    uint64_t evictions;    /* entries dropped from either table to stay in bounds */
+    size_t shapes;         /* normalized texts held (by fingerprint) */
+    size_t texts;          /* raw texts held (exact-text cache) */
+    size_t bytes;          /* bytes of text held by both tables */
+} pgt_fp_stats_t;
+
+/* Copies the counters of c into out. */
+void pgt_fp_cache_stats(const pgt_fp_cache_t *c, pgt_fp_stats_t *out);
+
+/* Parses the sqlcommenter comment (the last C-style comment of the
+ * statement that holds an '=', such as key='value',key2='val%20ue'; keys and
+ * values URL-decoded, \' read as ') into a compact JSON object string
+ * {"key":"value",...} with sorted keys. Returns a malloc'd string the caller
+ * frees, or NULL when there are no tags or the comment is malformed. */
 char *pgt_fp_tags_json(const char *text, size_t len);
 
 #endif

@@ -25,30 +25,39 @@ typedef enum {
 
 const char *pgt_query_status_name(pgt_query_status_t s);
 
+/* Parses a status name ("ok"); returns 0 and sets *out, or -1 when unknown. */
+int pgt_query_status_parse(const char *name, pgt_query_status_t *out)
+    __attribute__((warn_unused_result));
+
 /* One metered statement. Strings are owned by the record. */
 typedef struct pgt_record {
-    int64_t started_us;      /* unix time in microseconds the statement was sent upstream */
-    int64_t finished_us;     /* unix time in microseconds it completed */
-    uint64_t session_id;     /* pgtally session (C-<id>) */
-    int32_t backend_pid;     /* server backend pid */
-    char *user;              /* PostgreSQL user */
-    char *database;          /* database */
-    char *application;       /* application_name, or "" */
-    char *client_addr;       /* client host:port */
-    char *tags_json;         /* sqlcommenter tags as a JSON object, or NULL */
-    uint64_t fingerprint;    /* statement shape */
-    char *normalized;        /* normalized text */
-    char *kind;              /* statement kind name ("select") */
-    char *protocol;          /* "simple" or "extended" */
-    double est_planner_cost; /* planner total cost, or -1 when not explained */
-    int64_t est_cost_micro;  /* estimated cost in micro-units, or -1 */
-    double compute_s;        /* seconds the upstream was busy with it */
-    int64_t rows;            /* rows returned or affected */
-    int64_t bytes_out;       /* bytes sent to the client for it */
-    int64_t cost_micro;      /* actual cost in micro-units of the currency */
-    pgt_query_status_t status;
-    char sqlstate[6];        /* error SQLSTATE, or "" */
+    int64_t started_us;        /* unix time in microseconds the statement was sent upstream */
+    int64_t finished_us;       /* unix time in microseconds it completed */
+    uint64_t session_id;       /* pgtally session (C-<id>) */
+    int32_t backend_pid;       /* server backend pid */
+    char *user;                /* PostgreSQL user */
+    char *database;            /* database */
+    char *application;         /* application_name, or "" */
+    char *client_addr;         /* client host:port */
+    char *tags_json;           /* sqlcommenter tags as a JSON object, or NULL */
+    uint64_t fingerprint;      /* statement shape */
+    char *normalized;          /* normalized text */
+    char *kind;                /* statement kind name ("select") */
+    char *protocol;            /* "simple" or "extended" */
+    double est_planner_cost;   /* planner total cost, or -1 when not explained */
+    int64_t est_cost_micro;    /* estimated cost in micro-units, or -1 */
+    double compute_s;          /* seconds the upstream was busy with it */
+    int64_t rows;              /* rows returned or affected */
+    int64_t bytes_out;         /* bytes sent to the client for it */
+    int64_t cost_micro;        /* actual cost in micro-units of the currency */
+    pgt_query_status_t status; /* how it ended */
+    char sqlstate[6];          /* error SQLSTATE, or "" */
 } pgt_record_t;
+
+/* Returns a zeroed record with the "not explained" estimates (-1) and
+ * status ok, or NULL when out of memory. Free it with pgt_record_free (or
+ * hand it to pgt_ledger_submit). */
+pgt_record_t *pgt_record_new(void);
 
 /* Frees a record and its strings. NULL is allowed. */
 void pgt_record_free(pgt_record_t *r);
@@ -56,18 +65,23 @@ void pgt_record_free(pgt_record_t *r);
 typedef enum { PGT_LEDGER_OPEN, PGT_LEDGER_CLOSED } pgt_ledger_on_failure_t;
 
 typedef struct pgt_ledger_opts {
-    const char *path;               /* SQLite file */
-    const char *spool_path;         /* spool file; NULL means path + ".spool" */
-    size_t queue_capacity;          /* records queued before spilling (default 65536) */
-    size_t memory_capacity;         /* records kept in memory while failing before spooling */
-    int retention_days;             /* delete rows older than this (default 90; 0 keeps all) */
+    const char *path;       /* SQLite file */
+    const char *spool_path; /* spool file; NULL means path + ".spool" */
+    size_t queue_capacity;  /* records queued before more count as overflow (0: 65536) */
+    size_t memory_capacity; /* records held in memory while failing (0 means 100000) */
+    int retention_days;     /* delete rows older than this many days; 0 keeps all */
     pgt_ledger_on_failure_t on_failure; /* whether queries run while the ledger fails */
+    int busy_timeout_ms;                /* wait for another writer's lock (0 means 2000) */
 } pgt_ledger_opts_t;
 
 typedef struct pgt_ledger pgt_ledger_t;
 
 /* Opens (creating and migrating) the ledger and starts the writer thread.
- * Returns NULL with a message in err. */
+ * A file that fails for a reason that may pass (permissions, a lock, a
+ * missing directory) opens in the failing state, spooling, as long as the
+ * spool file can be written. Returns NULL with the cause in err (without the
+ * path) when the file is not a database, has a newer schema, or neither it
+ * nor the spool can be written. */
 pgt_ledger_t *pgt_ledger_open(const pgt_ledger_opts_t *opts, char *err, size_t errlen);
 
 /* Hands a record to the writer; never blocks on disk. Takes ownership. */
@@ -83,6 +97,9 @@ typedef struct pgt_ledger_stats {
     uint64_t written;    /* records committed to SQLite */
     uint64_t spooled;    /* records written to the spool file */
     uint64_t batches;    /* transactions committed */
+    uint64_t overflowed; /* records that found the queue full (kept, not dropped) */
+    uint64_t replayed;   /* records written late, from memory or the spool */
+    uint64_t pending;    /* records waiting in memory or in the spool right now */
     bool failing;        /* last write failed */
 } pgt_ledger_stats_t;
 void pgt_ledger_stats(pgt_ledger_t *l, pgt_ledger_stats_t *out);
@@ -90,5 +107,86 @@ void pgt_ledger_stats(pgt_ledger_t *l, pgt_ledger_stats_t *out);
 /* Writes everything queued (and spooled, if the database is back), stops
  * the thread and closes. */
 void pgt_ledger_close(pgt_ledger_t *l);
+
+/* Reading the ledger (pgtallyctl, reports). A reader has its own read-only
+ * connection, so it works beside a running pgtally and never blocks it. */
+typedef struct pgt_ledger_reader pgt_ledger_reader_t;
+
+/* Opens path read-only. Returns NULL with the cause in err (without the
+ * path) when the file is missing, is not a pgtally ledger, or has a newer
+ * schema than this build. */
+pgt_ledger_reader_t *pgt_ledger_reader_open(const char *path, char *err, size_t errlen);
+
+/* Closes a reader. NULL is allowed. */
+void pgt_ledger_reader_close(pgt_ledger_reader_t *rd);
+
+#define PGT_LEDGER_ORDER_MAP(X)                                                                    \
+    X(TIME, "time")                                                                                \
+    X(COST, "cost")
+
+typedef enum {
+#define X(name, str) PGT_LEDGER_ORDER_##name,
+    PGT_LEDGER_ORDER_MAP(X)
+#undef X
+} pgt_ledger_order_t;
+
+const char *pgt_ledger_order_name(pgt_ledger_order_t o);
+int pgt_ledger_order_parse(const char *name, pgt_ledger_order_t *out)
+    __attribute__((warn_unused_result));
+
+/* Which statements pgt_ledger_list returns. */
+typedef struct pgt_ledger_filter {
+    const char *user;         /* only this user, or NULL for all */
+    int64_t since_us;         /* started_at >= since_us (INT64_MIN: no bound) */
+    int64_t until_us;         /* started_at < until_us (INT64_MAX: no bound) */
+    int64_t limit;            /* at most this many rows; 0 means no limit */
+    pgt_ledger_order_t order; /* most recent first, or most expensive first */
+} pgt_ledger_filter_t;
+
+/* Called once per row. The record and its strings belong to the reader and
+ * are valid until the callback returns. Return 0 to go on; anything else
+ * stops the walk and is returned by the caller. */
+typedef int (*pgt_ledger_record_cb)(const pgt_record_t *r, void *arg);
+
+/* Walks the statements matching f. Returns 0, the callback's non-zero
+ * value, or -1 with a message in err. */
+int pgt_ledger_list(pgt_ledger_reader_t *rd, const pgt_ledger_filter_t *f, pgt_ledger_record_cb cb,
+                    void *arg, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+#define PGT_USAGE_BY_MAP(X)                                                                        \
+    X(USER, "user")                                                                                \
+    X(DATABASE, "database")                                                                        \
+    X(APPLICATION, "application")                                                                  \
+    X(TAG, "tag")
+
+typedef enum {
+#define X(name, str) PGT_USAGE_BY_##name,
+    PGT_USAGE_BY_MAP(X)
+#undef X
+} pgt_usage_by_t;
+
+const char *pgt_usage_by_name(pgt_usage_by_t by);
+int pgt_usage_by_parse(const char *name, pgt_usage_by_t *out) __attribute__((warn_unused_result));
+
+/* Spend of one group over a time range. */
+typedef struct pgt_usage_row {
+    const char *group;  /* the user, database, application or tag value; NULL: no such tag */
+    int64_t statements; /* statements metered */
+    double compute_s;   /* upstream compute seconds */
+    int64_t rows;       /* rows returned or affected */
+    int64_t bytes_out;  /* bytes sent to clients */
+    int64_t cost_micro; /* cost in micro-units of the currency */
+} pgt_usage_row_t;
+
+/* Called once per group, most expensive first (ties by group name). The
+ * row is valid until the callback returns; return as pgt_ledger_record_cb. */
+typedef int (*pgt_ledger_usage_cb)(const pgt_usage_row_t *row, void *arg);
+
+/* Sums statements with from_us <= started_at < to_us per group. by TAG
+ * groups by the value of tag name in each statement's tags. Returns 0, the
+ * callback's non-zero value, or -1 with a message in err. */
+int pgt_ledger_usage(pgt_ledger_reader_t *rd, pgt_usage_by_t by, const char *tag, int64_t from_us,
+                     int64_t to_us, pgt_ledger_usage_cb cb, void *arg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -1,6 +1,6 @@
 /* The PostgreSQL v3 wire protocol codec: pure functions, no I/O. It frames
  * messages from a byte stream without copying payloads, parses startup
- * packets, and rewrites the few messages pgtally has to change. */
+ * packets, and reads the few fields pgtally needs. */
 #ifndef PGTALLY_WIRE_H
 #define PGTALLY_WIRE_H
 
@@ -43,7 +43,7 @@ static inline uint32_t pgt_be32(const uint8_t *p)
 /* Streaming framer for typed messages (type byte + int32 length). It sees
  * every byte of one direction once, keeps only the 5-byte header and the
  * first bytes of each body, and reports each message when it ends. */
-#define PGT_FRAMER_PEEK 24
+#define PGT_FRAMER_PEEK 32
 typedef struct pgt_framer {
     uint8_t hdr[5];                /* header bytes gathered so far */
     uint8_t hdr_have;              /* how many of hdr[] are valid */
@@ -53,15 +53,30 @@ typedef struct pgt_framer {
     uint32_t body_left;            /* body bytes of the current message still to come */
     int64_t max_len;               /* largest length field accepted */
     uint8_t peek[PGT_FRAMER_PEEK]; /* first bytes of the current body */
+    const uint8_t *capture;        /* capture[type] != 0: report whole bodies of that type */
+    uint32_t capture_max;          /* largest body reported whole */
+    uint8_t *body;                 /* whole body being gathered across reads (owned) */
+    uint32_t body_len;             /* bytes gathered in body */
 } pgt_framer_t;
 
 /* Called once per complete message with its type, length field, and the
- * first min(len-4, PGT_FRAMER_PEEK) bytes of its body. */
+ * first min(len-4, PGT_FRAMER_PEEK) bytes of its body; for captured types
+ * (see pgt_framer_capture) the whole body instead. The bytes are only
+ * valid during the call. */
 typedef void (*pgt_framer_cb)(void *arg, uint8_t type, uint32_t len, const uint8_t *peek,
                               size_t peek_len);
 
 /* Starts a framer that accepts length fields from 4 to max_len. */
 void pgt_framer_init(pgt_framer_t *f, int64_t max_len);
+
+/* Asks for whole bodies of the message types with types[t] != 0 (a
+ * 256-entry table that must outlive the framer) up to max bytes. A body
+ * that arrives in one read is reported in place; one split across reads is
+ * gathered in a buffer the framer owns. */
+void pgt_framer_capture(pgt_framer_t *f, const uint8_t *types, uint32_t max);
+
+/* Frees what the framer owns. */
+void pgt_framer_free(pgt_framer_t *f);
 
 /* Feeds bytes. Calls cb for each message completed. Returns 0, or
  * PGT_WIRE_EBADLEN as soon as a header carries a length outside 4..max_len
@@ -111,13 +126,6 @@ int pgt_wire_startup_parse(const uint8_t *pkt, size_t len, pgt_startup_t *out,
  * detail may be NULL. */
 void pgt_wire_error(pgt_msgbuf_t *mb, const char *severity, const char *sqlstate,
                     const char *message, const char *detail, const char *hint);
-
-/* Rewrites the body of an AuthenticationSASL message (after the int32 10)
- * without the SCRAM-SHA-256-PLUS mechanism, whose channel binding cannot
- * survive two different TLS sessions. Writes a whole 'R' message to mb.
- * Returns 0 or PGT_WIRE_EFORMAT. */
-int pgt_wire_sasl_strip_plus(const uint8_t *body, size_t len, pgt_msgbuf_t *mb)
-    __attribute__((warn_unused_result));
 
 /* Reads the severity ("FATAL", "ERROR", ...) from the start of an
  * ErrorResponse body; returns false when it is not there. */

@@ -70,15 +70,22 @@ class _Launcher:
         self.pg, self.proxy_cert, self.workdir = pg, proxy_cert, Path(workdir)
         self.instances = []
 
-    def __call__(self, extra_args=(), wait=True, **config):
-        cfg = make_pgtally_config(self.pg, self.proxy_cert, config)
-        p = Pgtally(self.workdir / ("pgtally%d" % len(self.instances)), cfg, extra_args)
-        self.instances.append(p)
-        try:
-            p.start(wait=wait)
-        except PgtallyFailed as e:
-            pytest.fail(str(e), pytrace=False)
-        return p
+    def __call__(self, extra_args=(), wait=True, as_flags=False, **config):
+        for attempt in range(3):
+            cfg = make_pgtally_config(self.pg, self.proxy_cert, config)
+            p = Pgtally(self.workdir / ("pgtally%d" % len(self.instances)), cfg, extra_args,
+                        as_flags)
+            self.instances.append(p)
+            try:
+                p.start(wait=wait)
+                return p
+            except PgtallyFailed as e:
+                # the free port was taken by someone else meanwhile: try another
+                if "listen" not in config and attempt < 2 and "in use" in p.log().lower():
+                    p.signalled = True
+                    continue
+                p.signalled = True  # reported here, not again at teardown
+                pytest.fail(str(e), pytrace=False)
 
     def shutdown_all(self):
         problems = []
@@ -98,7 +105,8 @@ def pgtally(pg, proxy_cert, tmp_path):
     set to None is left out. extra_args= adds command-line flags,
     wait=False skips waiting for event=listening. Every instance gets
     SIGINT at teardown, which fails if it crashed, hung or printed a
-    sanitizer report.
+    sanitizer report. as_flags=True passes the keys as --flags instead of
+    a file.
     """
     launcher = _Launcher(pg, proxy_cert, tmp_path)
     yield launcher

@@ -125,14 +125,16 @@ class PgServer:
             "host all postgres   127.0.0.1/32 trust\n"
             "host all trust_user 127.0.0.1/32 trust\n"
             "host all md5_user   127.0.0.1/32 md5\n"
-            "host all scram_user 127.0.0.1/32 scram-sha-256\n")
+            "host all scram_user 127.0.0.1/32 scram-sha-256\n"
+            # a second loopback address, not in the certificate, for verify-full
+            "host all trust_user 127.0.0.2/32 trust\n")
         for attempt in range(5):
             self.port = free_port()
             with open(self.datadir / "postgresql.conf", "a") as f:
                 f.write(f"""
 # pgtally integration tests
 port = {self.port}
-listen_addresses = '127.0.0.1'
+listen_addresses = '127.0.0.1,127.0.0.2'
 unix_socket_directories = '{self.base}'
 max_connections = 300
 ssl = on
@@ -145,6 +147,7 @@ max_wal_size = '4GB'
 log_connections = on
 log_disconnections = on
 log_line_prefix = '%m [%p] %u@%d/%a '
+shared_preload_libraries = 'pg_stat_statements'
 """)
             r = self._as_postgres([PG_BINDIR / "pg_ctl", "-D", self.datadir, "-l",
                                    self.logfile, "-w", "-t", "60", "start"])
@@ -175,6 +178,9 @@ log_line_prefix = '%m [%p] %u@%d/%a '
             c.execute("GRANT ALL ON SCHEMA public TO PUBLIC")
             c.execute("CREATE SCHEMA foo")
             c.execute("GRANT ALL ON SCHEMA foo TO PUBLIC")
+            # the server's own count of executions, to check that going
+            # through pgtally runs every statement exactly once
+            c.execute("CREATE EXTENSION pg_stat_statements")
 
     def stop(self):
         if self.running:
@@ -237,17 +243,29 @@ def require_binary():
 
 
 def write_ini(path, config):
-    lines = ["[pgtally]"]
+    """Write config as an INI file. Plain keys go in [pgtally]; a key
+    "section.name" (e.g. "pricing.per_query") is written as name under
+    [section]. A value of None is left out."""
+    sections = {"pgtally": []}
     for key, value in config.items():
-        if value is not None:
-            lines.append("%s = %s" % (key, value))
+        if value is None:
+            continue
+        section, dot, name = key.partition(".")
+        if not dot:
+            section, name = "pgtally", key
+        sections.setdefault(section, []).append("%s = %s" % (name, value))
+    lines = []
+    for section, entries in sections.items():
+        lines.append("[%s]" % section)
+        lines += entries
     Path(path).write_text("\n".join(lines) + "\n")
 
 
 class Pgtally:
     """One running pgtally process, configured through an INI file."""
 
-    def __init__(self, workdir, config, extra_args=()):
+    def __init__(self, workdir, config, extra_args=(), as_flags=False):
+        self.as_flags = as_flags  # pass the config as flags, without a file
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = dict(config)
@@ -267,8 +285,15 @@ class Pgtally:
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         self.logfile = open(self.log_path, "wb")
+        if self.as_flags:
+            args = []
+            for key, value in self.config.items():
+                if value is not None:
+                    args += ["--" + key.replace("_", "-").replace(".", "-"), str(value)]
+        else:
+            args = ["-c", str(self.config_path)]
         self.proc = subprocess.Popen(
-            [str(PGTALLY_BIN), "-c", str(self.config_path)] + self.extra_args,
+            [str(PGTALLY_BIN)] + args + self.extra_args,
             stdin=subprocess.DEVNULL, stdout=self.logfile, stderr=subprocess.STDOUT,
             env=env, cwd=self.workdir)
         if wait:

@@ -13,8 +13,11 @@ import threading
 
 
 class TcpRelay:
-    def __init__(self, target_host, target_port):
+    def __init__(self, target_host, target_port, refuse_tls=False):
+        """refuse_tls: answer SSLRequest with 'N' itself, like a server
+        built without TLS support."""
         self.target = (target_host, target_port)
+        self.refuse_tls = refuse_tls
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -42,8 +45,29 @@ class TcpRelay:
             with self.lock:
                 self.pairs.append((client, server))
                 self.accepted.notify_all()
-            threading.Thread(target=self._pump, args=(client, server),
+            threading.Thread(target=self._serve, args=(client, server),
                              daemon=True).start()
+
+    def _serve(self, client, server):
+        if self.refuse_tls:
+            try:
+                client.settimeout(5)
+                head = b""
+                while len(head) < 8:
+                    chunk = client.recv(8 - len(head))
+                    if not chunk:
+                        raise OSError("eof")
+                    head += chunk
+                client.settimeout(None)
+                if head == struct.pack("!II", 8, 80877103):
+                    client.sendall(b"N")
+                else:
+                    server.sendall(head)
+            except OSError:
+                client.close()
+                server.close()
+                return
+        self._pump(client, server)
 
     @staticmethod
     def _pump(a, b):
@@ -77,6 +101,12 @@ class TcpRelay:
 
     def stop_listening(self):
         """New connections to the relay are refused; existing ones go on."""
+        try:
+            # shutdown() wakes the thread blocked in accept(); close() alone
+            # would leave the socket listening until accept() returned
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.listener.close()
         except OSError:

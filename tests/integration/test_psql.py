@@ -6,6 +6,7 @@ import pytest
 
 from helpers import assert_healthy, run_psql
 from pgwire import RawConn, ServerError
+from relay import TcpRelay
 
 SSL_QUERY = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 USERS = [("scram_user", "scram_pw"), ("md5_user", "md5_pw"), ("trust_user", None)]
@@ -101,12 +102,68 @@ def test_upstream_tls_verified(pgtally, pg, upstream_tls):
         assert c.execute(SSL_QUERY).fetchone() == (True,)
 
 
+def upstream_refused(proxy, what):
+    """Logging in must fail with FATAL 08006; pgtally stays up."""
+    with pytest.raises(psycopg.OperationalError):
+        proxy.connect().close()
+    conn = RawConn(proxy.host, proxy.port)
+    with pytest.raises(ServerError) as ei:
+        conn.startup("trust_user", "pgtally_test")
+    conn.close()
+    assert ei.value.fields.get("C") == "08006", "%s: %r" % (what, ei.value.fields)
+    assert proxy.alive()
+    return ei.value.fields
+
+
 def test_upstream_tls_verify_with_wrong_ca_fails(pgtally, proxy_cert):
     """A server certificate that the CA file does not vouch for is refused."""
     proxy = pgtally(upstream_tls="verify-ca", upstream_tls_ca_file=str(proxy_cert[0]))
-    with pytest.raises(psycopg.OperationalError):
-        proxy.connect().close()
-    assert proxy.alive()
+    upstream_refused(proxy, "verify-ca with the wrong CA")
+
+
+def test_upstream_tls_verify_full_checks_host_name(pgtally, pg):
+    """127.0.0.2 reaches the same server, but is not in its certificate."""
+    upstream = "127.0.0.2:%d" % pg.port
+    proxy = pgtally(upstream=upstream, upstream_tls="verify-ca",
+                    upstream_tls_ca_file=str(pg.cert))
+    with proxy.connect() as c:
+        assert c.execute(SSL_QUERY).fetchone() == (True,)
+    proxy = pgtally(upstream=upstream, upstream_tls="verify-full",
+                    upstream_tls_ca_file=str(pg.cert))
+    upstream_refused(proxy, "verify-full with a host name not in the certificate")
+
+
+def test_upstream_tls_verify_full_by_dns_name(pgtally, pg):
+    proxy = pgtally(upstream="localhost:%d" % pg.port, upstream_tls="verify-full",
+                    upstream_tls_ca_file=str(pg.cert))
+    with proxy.connect() as c:
+        assert c.execute(SSL_QUERY).fetchone() == (True,)
+
+
+def test_upstream_tls_prefer_and_disable(pgtally):
+    proxy = pgtally(upstream_tls="prefer")
+    with proxy.connect() as c:
+        assert c.execute(SSL_QUERY).fetchone() == (True,)
+    proxy = pgtally(upstream_tls="disable")
+    with proxy.connect() as c:
+        assert c.execute(SSL_QUERY).fetchone() == (False,)
+
+
+def test_upstream_without_tls_support(pgtally, pg):
+    """A server that answers SSLRequest with 'N': prefer falls back to
+    plaintext, require and verify-* refuse instead of downgrading."""
+    relay = TcpRelay(pg.host, pg.port, refuse_tls=True)
+    try:
+        upstream = "127.0.0.1:%d" % relay.port
+        proxy = pgtally(upstream=upstream, upstream_tls="prefer")
+        with proxy.connect() as c:
+            assert c.execute(SSL_QUERY).fetchone() == (False,)
+        for mode in ("require", "verify-ca", "verify-full"):
+            proxy = pgtally(upstream=upstream, upstream_tls=mode,
+                            upstream_tls_ca_file=str(pg.cert))
+            upstream_refused(proxy, "upstream_tls=%s with a server without TLS" % mode)
+    finally:
+        relay.close()
 
 
 @pytest.mark.parametrize("user", ["scram_user", "md5_user"])

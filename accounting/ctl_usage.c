@@ -1,0 +1,331 @@
+/* pgtallyctl usage: spend per user, database, application or tag over a
+ * day, week or month (UTC for now), most expensive first, with a total. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctl.h"
+#include "pgtally/ledger.h"
+#include "pgtally/pricing.h"
+
+#define CMD "usage"
+#define TAG_PREFIX "tag:"
+#define TAG_MAX 200
+
+static const char synopsis[] =
+    "usage: pgtallyctl [-c FILE | --ledger PATH] usage [--by user|database|application|tag:NAME]\n"
+    "         [--period day|week|month] [--date YYYY-MM-DD] [--format table|json|csv]\n";
+
+static const char help[] =
+    "\n"
+    "Sums statements, compute, rows, bytes and cost per group over the period that\n"
+    "holds --date (UTC; weeks start on Monday), most expensive first.\n"
+    "\n"
+    "  -b, --by GROUP       user (default), database, application, or tag:NAME for the\n"
+    "                       value of a sqlcommenter tag (statements without it: (none))\n"
+    "  -p, --period PERIOD  day (default), week or month\n"
+    "  -d, --date DATE      a day of the period, YYYY-MM-DD (default today)\n"
+    "  -f, --format FORMAT  table (default, with a total line), json (with a total) or\n"
+    "                       csv (one row per group)\n"
+    "  -c, --config FILE    pgtally.ini to read the ledger path and currency from\n"
+    "      --ledger PATH    the ledger file (overrides the config)\n";
+
+enum { OPT_BY = 1, OPT_PERIOD, OPT_DATE, OPT_FORMAT };
+
+static const ctl_opt_t opts[] = {
+    {"by", 'b', true, OPT_BY},
+    {"period", 'p', true, OPT_PERIOD},
+    {"date", 'd', true, OPT_DATE},
+    {"format", 'f', true, OPT_FORMAT},
+    CTL_COMMON_OPTS,
+    {NULL, 0, false, 0},
+};
+
+/* The command line of `usage`, parsed. */
+typedef struct args {
+    pgt_usage_by_t by;   /* grouping */
+    const char *tag;     /* tag name when by = tag */
+    const char *by_text; /* --by as given, for titles ("tag:team") */
+    ctl_period_t period; /* day, week or month */
+    int y, m, d;         /* the date */
+    ctl_format_t format; /* output format */
+    bool help;           /* --help was given */
+} args_t;
+
+static int parse_by(args_t *a, const char *v, char *what, size_t len)
+{
+    a->by_text = v;
+    if (strncmp(v, TAG_PREFIX, strlen(TAG_PREFIX)) == 0) {
+        a->by = PGT_USAGE_BY_TAG;
+        a->tag = v + strlen(TAG_PREFIX);
+        if (a->tag[0] && strlen(a->tag) <= TAG_MAX && !strpbrk(a->tag, "\"\\"))
+            return 0;
+    } else if (pgt_usage_by_parse(v, &a->by) == 0 && a->by != PGT_USAGE_BY_TAG) {
+        return 0;
+    }
+    snprintf(what, len, "bad --by '%s': expected user, database, application or tag:NAME", v);
+    return -1;
+}
+
+/* Applies one option; returns 0, or -1 with what is wrong in what. */
+static int apply(ctl_env_t *env, args_t *a, int id, const char *v, char *what, size_t len)
+{
+    switch (id) {
+    case OPT_BY:
+        return parse_by(a, v, what, len);
+    case OPT_PERIOD:
+        if (ctl_period_parse(v, &a->period) == 0)
+            return 0;
+        snprintf(what, len, "bad --period '%s': expected day, week or month", v);
+        return -1;
+    case OPT_DATE:
+        if (ctl_parse_date(v, &a->y, &a->m, &a->d) == 0)
+            return 0;
+        snprintf(what, len, "bad --date '%s': expected a date as YYYY-MM-DD", v);
+        return -1;
+    case OPT_FORMAT:
+        if (ctl_format_parse(v, &a->format) == 0)
+            return 0;
+        snprintf(what, len, "bad --format '%s': expected table, json or csv", v);
+        return -1;
+    case CTL_OPT_HELP:
+        a->help = true;
+        return 0;
+    }
+    return ctl_common_opt(env, id, v) ? 0 : -1;
+}
+
+/* Returns 0, or -1 with what is wrong in what. */
+static int parse(ctl_env_t *env, int argc, char **argv, args_t *a, char *what, size_t len)
+{
+    time_t now = time(NULL);
+    struct tm today;
+    gmtime_r(&now, &today);
+    *a = (args_t){.by = PGT_USAGE_BY_USER,
+                  .by_text = "user",
+                  .y = today.tm_year + 1900,
+                  .m = today.tm_mon + 1,
+                  .d = today.tm_mday};
+    int i = 1, id, rc;
+    const char *v;
+    while ((rc = ctl_next_opt(argc, argv, &i, opts, &id, &v, what, len)) == 1)
+        if (apply(env, a, id, v, what, len) != 0)
+            return -1;
+    if (rc < 0)
+        return -1;
+    if (i < argc) {
+        snprintf(what, len, "unexpected argument '%s'", argv[i]);
+        return -1;
+    }
+    return 0;
+}
+
+/* What the group callback needs, and the running total. */
+typedef struct out {
+    const ctl_env_t *env;  /* currency */
+    ctl_format_t format;   /* which writer */
+    ctl_table_t *table;    /* rows, for table */
+    json_t *groups;        /* groups, for json */
+    pgt_usage_row_t total; /* sums over every group */
+    int failed;            /* out of memory */
+} out_t;
+
+static const bool table_right[] = {false, true, true, true, true, true};
+
+static int table_row(out_t *o, const pgt_usage_row_t *r, const char *group)
+{
+    char n[24], compute[32], rows[24], bytes[32], cost[PGT_MONEY_TEXT_MAX];
+    snprintf(n, sizeof(n), "%lld", (long long)r->statements);
+    snprintf(rows, sizeof(rows), "%lld", (long long)r->rows);
+    const char *cells[] = {
+        group,
+        n,
+        ctl_fmt_seconds(r->compute_s, compute, sizeof(compute)),
+        rows,
+        ctl_fmt_bytes(r->bytes_out, bytes, sizeof(bytes)),
+        pgt_pricing_format_short(r->cost_micro, o->env->currency, cost, sizeof(cost)),
+    };
+    return ctl_table_add(o->table, cells, 40);
+}
+
+/* One group, or the total (with_group false: no "group" member). */
+static json_t *group_json(const pgt_usage_row_t *r, bool with_group)
+{
+    char cost[PGT_MONEY_TEXT_MAX];
+    json_t *o = json_object();
+    if (o && with_group && json_object_set_new(o, "group", ctl_json_text(r->group)) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    json_t *sums = json_pack("{sIsfsIsIsIss}", "statements", (json_int_t)r->statements, "compute_s",
+                             r->compute_s, "rows", (json_int_t)r->rows, "bytes_out",
+                             (json_int_t)r->bytes_out, "cost_micro", (json_int_t)r->cost_micro,
+                             "cost", pgt_pricing_format(r->cost_micro, NULL, cost, sizeof(cost)));
+    int rc = o && sums ? json_object_update(o, sums) : -1;
+    json_decref(sums);
+    if (rc != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+static const char *const csv_headers[] = {"group",     "statements", "compute_s", "rows",
+                                          "bytes_out", "cost",       "currency"};
+
+static void csv_row(const out_t *o, const pgt_usage_row_t *r)
+{
+    char n[24], compute[32], rows[24], bytes[24], cost[PGT_MONEY_TEXT_MAX];
+    snprintf(n, sizeof(n), "%lld", (long long)r->statements);
+    snprintf(compute, sizeof(compute), "%.6f", r->compute_s);
+    snprintf(rows, sizeof(rows), "%lld", (long long)r->rows);
+    snprintf(bytes, sizeof(bytes), "%lld", (long long)r->bytes_out);
+    const char *cells[] = {
+        r->group,        n,
+        compute,         rows,
+        bytes,           pgt_pricing_format(r->cost_micro, NULL, cost, sizeof(cost)),
+        o->env->currency};
+    ctl_csv_row(stdout, cells, sizeof(cells) / sizeof(cells[0]));
+}
+
+static int group_cb(const pgt_usage_row_t *r, void *arg)
+{
+    out_t *o = arg;
+    o->total.statements += r->statements;
+    o->total.compute_s += r->compute_s;
+    o->total.rows += r->rows;
+    o->total.bytes_out += r->bytes_out;
+    o->total.cost_micro += r->cost_micro;
+    if (o->format == CTL_FORMAT_CSV) {
+        csv_row(o, r);
+    } else if (o->format == CTL_FORMAT_JSON) {
+        json_t *j = group_json(r, true);
+        if (!j || json_array_append_new(o->groups, j) != 0)
+            o->failed = 1;
+    } else if (table_row(o, r, r->group ? r->group : "(none)") != 0) {
+        o->failed = 1;
+    }
+    return o->failed;
+}
+
+/* Writes "2024-05-01", "2024-04-29 to 2024-05-05" or "2024-05". */
+static void period_label(ctl_period_t p, int64_t from_us, int64_t to_us, char *buf, size_t len)
+{
+    time_t from = (time_t)(from_us / 1000000), last = (time_t)(to_us / 1000000) - 86400;
+    struct tm a, b;
+    gmtime_r(&from, &a);
+    gmtime_r(&last, &b);
+    char x[16], y[16];
+    strftime(x, sizeof(x), p == CTL_PERIOD_MONTH ? "%Y-%m" : "%Y-%m-%d", &a);
+    strftime(y, sizeof(y), "%Y-%m-%d", &b);
+    snprintf(buf, len, "%s%s%s", x, p == CTL_PERIOD_WEEK ? " to " : "",
+             p == CTL_PERIOD_WEEK ? y : "");
+}
+
+/* Prints the JSON document: the period, the groups and the total. */
+static int print_json(out_t *o, const args_t *a, const char *label, int64_t from, int64_t to)
+{
+    char f[48], t[48];
+    const struct {
+        const char *key; /* member name */
+        json_t *value;   /* its value (NULL when out of memory) */
+    } m[] = {
+        {"by", ctl_json_text(a->by_text)},
+        {"period", json_string(ctl_period_name(a->period))},
+        {"label", json_string(label)},
+        {"from", json_string(ctl_fmt_iso(from, true, f, sizeof(f)))},
+        {"to", json_string(ctl_fmt_iso(to, true, t, sizeof(t)))},
+        {"timezone", json_string("UTC")},
+        {"currency", json_string(o->env->currency)},
+        {"groups", o->groups},
+        {"total", group_json(&o->total, false)},
+    };
+    o->groups = NULL; /* now owned by the document */
+    json_t *root = json_object();
+    bool ok = root != NULL;
+    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+        ok = json_object_set_new(root, m[i].key, m[i].value) == 0 && ok;
+    if (!ok) {
+        json_decref(root);
+        fprintf(stderr, "%s: out of memory\n", o->env->prog);
+        return CTL_EXIT_ERROR;
+    }
+    return ctl_json_print(root, stdout) == 0 ? CTL_EXIT_OK : CTL_EXIT_ERROR;
+}
+
+/* Prints the collected output. Returns an exit code. */
+static int finish(out_t *o, const args_t *a, int64_t from, int64_t to)
+{
+    char label[64];
+    period_label(a->period, from, to, label, sizeof(label));
+    if (o->format == CTL_FORMAT_JSON)
+        return print_json(o, a, label, from, to);
+    if (o->format == CTL_FORMAT_TABLE) {
+        printf("Usage by %s, %s %s (UTC)\n\n", a->by_text, ctl_period_name(a->period), label);
+        if (!o->total.statements) {
+            ctl_table_free(o->table);
+            printf("No statements in this period.\n");
+            return CTL_EXIT_OK;
+        }
+        ctl_table_rule(o->table);
+        if (table_row(o, &o->total, "TOTAL") != 0) {
+            ctl_table_free(o->table);
+            return CTL_EXIT_ERROR;
+        }
+        ctl_table_print(o->table, stdout);
+    }
+    return CTL_EXIT_OK;
+}
+
+static int run(ctl_env_t *env, const args_t *a, pgt_ledger_reader_t *rd)
+{
+    int64_t from, to;
+    ctl_period_range(a->period, a->y, a->m, a->d, &from, &to);
+    out_t o = {.env = env, .format = a->format};
+    char group_header[TAG_MAX + 8];
+    snprintf(group_header, sizeof(group_header), "%s", a->by_text);
+    for (char *p = group_header; *p; p++)
+        *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
+    const char *headers[] = {group_header, "STATEMENTS", "COMPUTE", "ROWS", "BYTES", "COST"};
+    if (a->format == CTL_FORMAT_TABLE)
+        o.table = ctl_table_new(6, headers, table_right);
+    else if (a->format == CTL_FORMAT_JSON)
+        o.groups = json_array();
+    else
+        ctl_csv_row(stdout, csv_headers, sizeof(csv_headers) / sizeof(csv_headers[0]));
+    char err[512] = "out of memory";
+    int rc = (a->format == CTL_FORMAT_CSV || o.table || o.groups)
+                 ? pgt_ledger_usage(rd, a->by, a->tag, from, to, group_cb, &o, err, sizeof(err))
+                 : -1;
+    if (rc != 0) {
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger,
+                o.failed ? "out of memory" : err);
+        ctl_table_free(o.table);
+        json_decref(o.groups);
+        return CTL_EXIT_ERROR;
+    }
+    return finish(&o, a, from, to);
+}
+
+int ctl_cmd_usage(ctl_env_t *env, int argc, char **argv)
+{
+    args_t a;
+    char what[512];
+    if (parse(env, argc, argv, &a, what, sizeof(what)) != 0)
+        return ctl_usage_error(env, CMD, synopsis, what);
+    if (a.help) {
+        printf("%s%s", synopsis, help);
+        return CTL_EXIT_OK;
+    }
+    if (ctl_env_resolve(env) != 0)
+        return CTL_EXIT_ERROR;
+    char err[512];
+    pgt_ledger_reader_t *rd = pgt_ledger_reader_open(env->resolved_ledger, err, sizeof(err));
+    if (!rd) {
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        return CTL_EXIT_ERROR;
+    }
+    int rc = run(env, &a, rd);
+    pgt_ledger_reader_close(rd);
+    return rc;
+}

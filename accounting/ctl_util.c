@@ -1,0 +1,716 @@
+/* pgtallyctl's shared pieces: the config and ledger lookup, option
+ * parsing, times and periods, and the table, CSV and JSON writers. */
+#include "ctl.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pgtally/config.h"
+
+#define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
+#define US_PER_S 1000000LL
+#define DAY_S 86400LL
+
+static const char *const format_names[] = {
+#define X(name, str) str,
+    CTL_FORMAT_MAP(X)
+#undef X
+};
+
+static const char *const period_names[] = {
+#define X(name, str) str,
+    CTL_PERIOD_MAP(X)
+#undef X
+};
+
+static int lookup(const char *const *names, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], s) == 0)
+            return (int)i;
+    return -1;
+}
+
+int ctl_format_parse(const char *s, ctl_format_t *out)
+{
+    int i = lookup(format_names, NELEMS(format_names), s);
+    if (i < 0)
+        return -1;
+    *out = (ctl_format_t)i;
+    return 0;
+}
+
+const char *ctl_period_name(ctl_period_t p)
+{
+    return (unsigned)p < NELEMS(period_names) ? period_names[p] : "unknown";
+}
+
+int ctl_period_parse(const char *s, ctl_period_t *out)
+{
+    int i = lookup(period_names, NELEMS(period_names), s);
+    if (i < 0)
+        return -1;
+    *out = (ctl_period_t)i;
+    return 0;
+}
+
+/* ---- Config and ledger ------------------------------------------------ */
+
+int ctl_env_resolve(ctl_env_t *env)
+{
+    snprintf(env->currency, sizeof(env->currency), "USD");
+    const char *config = env->config_path;
+    if (!config && !env->ledger_path && access("pgtally.ini", F_OK) == 0)
+        config = "pgtally.ini";
+    const char *ledger = env->ledger_path;
+    pgt_config_t *cfg = NULL;
+    if (config) {
+        char err[1024];
+        cfg = pgt_config_new();
+        if (!cfg || pgt_config_load_file(cfg, config, err, sizeof(err)) != 0) {
+            fprintf(stderr, "%s: %s\n", env->prog, cfg ? err : "out of memory");
+            pgt_config_free(cfg);
+            return -1;
+        }
+        snprintf(env->currency, sizeof(env->currency), "%s", cfg->currency);
+        if (!ledger)
+            ledger = cfg->ledger_path;
+    }
+    env->resolved_ledger = strdup(ledger ? ledger : "pgtally.db");
+    pgt_config_free(cfg);
+    if (!env->resolved_ledger) {
+        fprintf(stderr, "%s: out of memory\n", env->prog);
+        return -1;
+    }
+    return 0;
+}
+
+void ctl_env_free(ctl_env_t *env)
+{
+    free(env->resolved_ledger);
+    env->resolved_ledger = NULL;
+}
+
+int ctl_common_opt(ctl_env_t *env, int id, const char *value)
+{
+    if (id == CTL_OPT_CONFIG)
+        env->config_path = value;
+    else if (id == CTL_OPT_LEDGER)
+        env->ledger_path = value;
+    else
+        return 0;
+    return 1;
+}
+
+int ctl_usage_error(const ctl_env_t *env, const char *cmd, const char *synopsis, const char *what)
+{
+    fprintf(stderr, "%s%s%s: %s\n%sTry '%s%s%s --help' for more.\n", env->prog, cmd ? " " : "",
+            cmd ? cmd : "", what, synopsis, env->prog, cmd ? " " : "", cmd ? cmd : "");
+    return CTL_EXIT_USAGE;
+}
+
+/* ---- Options ---------------------------------------------------------- */
+
+static const ctl_opt_t *find_long(const ctl_opt_t *opts, const char *name, size_t len)
+{
+    for (; opts->name; opts++)
+        if (strlen(opts->name) == len && strncmp(opts->name, name, len) == 0)
+            return opts;
+    return NULL;
+}
+
+static const ctl_opt_t *find_short(const ctl_opt_t *opts, char c)
+{
+    for (; opts->name; opts++)
+        if (opts->short_name && opts->short_name == c)
+            return opts;
+    return NULL;
+}
+
+int ctl_next_opt(int argc, char **argv, int *i, const ctl_opt_t *opts, int *id, const char **value,
+                 char *err, size_t errlen)
+{
+    if (*i >= argc || argv[*i][0] != '-' || argv[*i][1] == '\0')
+        return 0;
+    const char *arg = argv[(*i)++];
+    const ctl_opt_t *o;
+    const char *inline_value = NULL;
+    if (arg[1] == '-') {
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        o = find_long(opts, name, eq ? (size_t)(eq - name) : strlen(name));
+        inline_value = eq ? eq + 1 : NULL;
+    } else {
+        o = find_short(opts, arg[1]);
+        inline_value = arg[2] ? arg + 2 : NULL;
+    }
+    if (!o) {
+        snprintf(err, errlen, "unknown option '%s'", arg);
+        return -1;
+    }
+    if (!o->has_value && inline_value) {
+        snprintf(err, errlen, "option '--%s' takes no value", o->name);
+        return -1;
+    }
+    if (o->has_value && !inline_value) {
+        if (*i >= argc) {
+            snprintf(err, errlen, "option '--%s' needs a value", o->name);
+            return -1;
+        }
+        inline_value = argv[(*i)++];
+    }
+    *id = o->id;
+    *value = inline_value;
+    return 1;
+}
+
+int ctl_parse_positive(const char *s, int64_t *out)
+{
+    if (!isdigit((unsigned char)s[0]))
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v <= 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* ---- Times ------------------------------------------------------------ */
+
+static bool leap(int y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static int days_in_month(int y, int m)
+{
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return m == 2 && leap(y) ? 29 : days[m - 1];
+}
+
+/* Reads exactly n digits at *p into *out and advances. */
+static bool digits(const char **p, int n, int *out)
+{
+    int v = 0;
+    for (int k = 0; k < n; k++) {
+        if (!isdigit((unsigned char)(*p)[k]))
+            return false;
+        v = v * 10 + ((*p)[k] - '0');
+    }
+    *p += n;
+    *out = v;
+    return true;
+}
+
+static bool read_date(const char **p, int *y, int *m, int *d)
+{
+    if (!digits(p, 4, y) || *(*p)++ != '-' || !digits(p, 2, m) || *(*p)++ != '-' ||
+        !digits(p, 2, d))
+        return false;
+    return *y >= 1970 && *m >= 1 && *m <= 12 && *d >= 1 && *d <= days_in_month(*y, *m);
+}
+
+int ctl_parse_date(const char *s, int *y, int *m, int *d)
+{
+    const char *p = s;
+    return read_date(&p, y, m, d) && *p == '\0' ? 0 : -1;
+}
+
+/* Reads HH:MM[:SS[.frac]] into tm and *frac_us. */
+static bool read_clock(const char **p, struct tm *tm, int64_t *frac_us)
+{
+    int h, mi, sec = 0;
+    if (!digits(p, 2, &h) || *(*p)++ != ':' || !digits(p, 2, &mi))
+        return false;
+    if (**p == ':' && (++*p, !digits(p, 2, &sec)))
+        return false;
+    if (**p == '.') {
+        ++*p;
+        int64_t scale = 100000;
+        if (!isdigit((unsigned char)**p))
+            return false;
+        for (; isdigit((unsigned char)**p); ++*p, scale /= 10)
+            *frac_us += (**p - '0') * scale;
+    }
+    tm->tm_hour = h;
+    tm->tm_min = mi;
+    tm->tm_sec = sec;
+    return h <= 23 && mi <= 59 && sec <= 59;
+}
+
+/* Reads Z, +HH:MM, +HHMM or +HH (or -) into *offset_s. */
+static bool read_zone(const char **p, long *offset_s)
+{
+    if (**p == 'Z' || **p == 'z') {
+        ++*p;
+        *offset_s = 0;
+        return true;
+    }
+    int sign = **p == '-' ? -1 : 1, h, mi = 0;
+    ++*p;
+    if (!digits(p, 2, &h))
+        return false;
+    if (**p == ':')
+        ++*p;
+    if (isdigit((unsigned char)**p) && !digits(p, 2, &mi))
+        return false;
+    *offset_s = sign * (h * 3600L + mi * 60L);
+    return h <= 23 && mi <= 59;
+}
+
+static int parse_absolute(const char *s, int64_t *out)
+{
+    struct tm tm = {0};
+    int y, m, d;
+    int64_t frac = 0;
+    const char *p = s;
+    if (!read_date(&p, &y, &m, &d))
+        return -1;
+    if ((*p == ' ' || *p == 'T' || *p == 't') && (++p, !read_clock(&p, &tm, &frac)))
+        return -1;
+    long offset = 0;
+    bool zoned = *p == 'Z' || *p == 'z' || *p == '+' || *p == '-';
+    if (zoned && !read_zone(&p, &offset))
+        return -1;
+    if (*p)
+        return -1;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = m - 1;
+    tm.tm_mday = d;
+    time_t t;
+    if (zoned) {
+        t = timegm(&tm) - offset;
+    } else {
+        tm.tm_isdst = -1;
+        t = mktime(&tm);
+    }
+    *out = (int64_t)t * US_PER_S + frac;
+    return 0;
+}
+
+static int parse_relative(const char *s, int64_t now_us, int64_t *out)
+{
+    if (!isdigit((unsigned char)s[0]))
+        return -1;
+    char *end;
+    errno = 0;
+    long long n = strtoll(s, &end, 10);
+    int64_t unit;
+    switch (*end) {
+    case 's':
+        unit = US_PER_S;
+        break;
+    case 'm':
+        unit = 60 * US_PER_S;
+        break;
+    case 'h':
+        unit = 3600 * US_PER_S;
+        break;
+    case 'd':
+        unit = DAY_S * US_PER_S;
+        break;
+    case 'w':
+        unit = 7 * DAY_S * US_PER_S;
+        break;
+    default:
+        return -1;
+    }
+    if (errno || end[1] != '\0' || n > (now_us - INT64_MIN / 2) / unit)
+        return -1;
+    *out = now_us - n * unit;
+    return 0;
+}
+
+int ctl_parse_time(const char *s, int64_t now_us, int64_t *out)
+{
+    if (strcmp(s, "now") == 0) {
+        *out = now_us;
+        return 0;
+    }
+    if (s[0] == '-')
+        return parse_relative(s + 1, now_us, out);
+    return parse_absolute(s, out);
+}
+
+void ctl_period_range(ctl_period_t p, int y, int m, int d, int64_t *from_us, int64_t *to_us)
+{
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d};
+    time_t day = timegm(&tm), from = day, to = day + DAY_S;
+    if (p == CTL_PERIOD_WEEK) {
+        struct tm g;
+        gmtime_r(&day, &g);
+        from = day - ((g.tm_wday + 6) % 7) * DAY_S; /* back to Monday */
+        to = from + 7 * DAY_S;
+    } else if (p == CTL_PERIOD_MONTH) {
+        struct tm first = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = 1};
+        struct tm next = {.tm_year = y - 1900, .tm_mon = m, .tm_mday = 1};
+        from = timegm(&first);
+        to = timegm(&next);
+    }
+    *from_us = (int64_t)from * US_PER_S;
+    *to_us = (int64_t)to * US_PER_S;
+}
+
+/* ---- Formatting ------------------------------------------------------- */
+
+/* Splits unix microseconds into seconds and the microseconds within. */
+static time_t split_us(int64_t us, long *micro)
+{
+    int64_t s = us / US_PER_S, r = us % US_PER_S;
+    if (r < 0) {
+        s--;
+        r += US_PER_S;
+    }
+    *micro = (long)r;
+    return (time_t)s;
+}
+
+char *ctl_fmt_local(int64_t us, char *buf, size_t len)
+{
+    long micro;
+    time_t t = split_us(us, &micro);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm);
+    return buf;
+}
+
+char *ctl_fmt_iso(int64_t us, bool utc, char *buf, size_t len)
+{
+    long micro;
+    time_t t = split_us(us, &micro);
+    struct tm tm;
+    if (utc)
+        gmtime_r(&t, &tm);
+    else
+        localtime_r(&t, &tm);
+    char date[32], zone[8] = "Z";
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!utc) {
+        long off = tm.tm_gmtoff, a = (off < 0 ? -off : off) % 86400;
+        snprintf(zone, sizeof(zone), "%c%02d:%02d", off < 0 ? '-' : '+', (int)(a / 3600),
+                 (int)(a / 60 % 60));
+    }
+    snprintf(buf, len, "%s.%06ld%s", date, micro, zone);
+    return buf;
+}
+
+char *ctl_fmt_seconds(double s, char *buf, size_t len)
+{
+    if (s < 0.001)
+        snprintf(buf, len, "%.3f ms", s * 1e3);
+    else if (s < 1)
+        snprintf(buf, len, "%.1f ms", s * 1e3);
+    else if (s < 100)
+        snprintf(buf, len, "%.2f s", s);
+    else if (s < 3600)
+        snprintf(buf, len, "%dm%02ds", (int)(s / 60), (int)s % 60);
+    else
+        snprintf(buf, len, "%ldh%02dm", (long)(s / 3600), (int)((long)(s / 60) % 60));
+    return buf;
+}
+
+char *ctl_fmt_bytes(int64_t b, char *buf, size_t len)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+    if (b < 1024) {
+        snprintf(buf, len, "%lld B", (long long)b);
+        return buf;
+    }
+    double v = (double)b;
+    size_t u = 0;
+    for (v /= 1024; v >= 1024 && u + 1 < NELEMS(units); v /= 1024)
+        u++;
+    snprintf(buf, len, "%.1f %s", v, units[u]);
+    return buf;
+}
+
+/* ---- UTF-8 ------------------------------------------------------------ */
+
+/* Returns the length of the valid UTF-8 sequence at p (1 to 4), or 0. */
+static size_t utf8_len(const unsigned char *p)
+{
+    unsigned c = p[0];
+    if (c < 0x80)
+        return 1;
+    size_t n = c >= 0xC2 && c <= 0xDF   ? 2
+               : c >= 0xE0 && c <= 0xEF ? 3
+               : c >= 0xF0 && c <= 0xF4 ? 4
+                                        : 0;
+    if (!n)
+        return 0;
+    /* The second byte's range excludes overlong forms and surrogates. */
+    unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+    unsigned hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t k = 2; k < n; k++)
+        if ((p[k] & 0xC0) != 0x80)
+            return 0;
+    return n;
+}
+
+json_t *ctl_json_text(const char *s)
+{
+    if (!s)
+        return json_null();
+    json_t *v = json_string(s);
+    if (v)
+        return v;
+    size_t n = strlen(s);
+    char *clean = malloc(3 * n + 1), *q = clean;
+    if (!clean)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t k = utf8_len(p);
+        if (k) {
+            memcpy(q, p, k);
+            q += k;
+            p += k;
+        } else {
+            memcpy(q, "\xEF\xBF\xBD", 3); /* U+FFFD */
+            q += 3;
+            p++;
+        }
+    }
+    *q = '\0';
+    v = json_string(clean);
+    free(clean);
+    return v;
+}
+
+int ctl_json_print(json_t *root, FILE *f)
+{
+    int rc = root ? json_dumpf(root, f, JSON_INDENT(2) | JSON_REAL_PRECISION(12)) : -1;
+    json_decref(root);
+    if (rc == 0 && fputc('\n', f) == EOF)
+        rc = -1;
+    return rc;
+}
+
+/* ---- CSV -------------------------------------------------------------- */
+
+void ctl_csv_row(FILE *f, const char *const *cells, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *s = cells[i] ? cells[i] : "";
+        size_t len = strlen(s);
+        bool quote = strpbrk(s, ",\"\r\n") ||
+                     (len && (isspace((unsigned char)s[0]) || isspace((unsigned char)s[len - 1])));
+        if (i)
+            fputc(',', f);
+        if (!quote) {
+            fputs(s, f);
+            continue;
+        }
+        fputc('"', f);
+        for (; *s; s++) {
+            if (*s == '"')
+                fputc('"', f);
+            fputc(*s, f);
+        }
+        fputc('"', f);
+    }
+    fputc('\n', f);
+}
+
+/* ---- Tables ----------------------------------------------------------- */
+
+struct ctl_table {
+    size_t ncols;   /* columns */
+    char **headers; /* column names (owned) */
+    bool *right;    /* right-aligned columns */
+    size_t *width;  /* widest cell of each column, in characters */
+    char ***rows;   /* rows of ncols cells (owned); NULL marks a rule */
+    size_t nrows;   /* rows added */
+    size_t cap;     /* rows allocated */
+};
+
+static bool is_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Cuts a clean (valid UTF-8) string of w characters to max with "...";
+ * s has room for 3 more bytes. Returns the new width. */
+static size_t cut_cell(char *s, size_t w, size_t max)
+{
+    if (!max || w <= max)
+        return w;
+    size_t keep = max > 3 ? max - 3 : 0, chars = 0;
+    char *q = s;
+    for (; *q; q++) {
+        if (((unsigned char)*q & 0xC0) != 0x80 && chars++ == keep)
+            break;
+    }
+    memcpy(q, "...", 4);
+    return keep + 3;
+}
+
+/* Returns a copy of s fit for one terminal cell: whitespace runs become one
+ * space, other control characters (C0, DEL, C1) and invalid UTF-8 become
+ * '?', and more than max characters (0: no limit) are cut with "...". Sets
+ * *width to its width in characters. */
+static char *clean_cell(const char *s, size_t max, size_t *width)
+{
+    size_t w = 0;
+    char *out = malloc(strlen(s) + 4), *q = out;
+    if (!out)
+        return NULL;
+    const unsigned char *p = (const unsigned char *)s;
+    while (is_space(*p))
+        p++;
+    while (*p) {
+        if (is_space(*p)) {
+            while (is_space(*p))
+                p++;
+            if (*p)
+                *q++ = ' ', w++;
+            continue;
+        }
+        size_t k = utf8_len(p);
+        bool bad = k == 0 || *p < 0x20 || *p == 0x7F || (k == 2 && p[0] == 0xC2 && p[1] < 0xA0);
+        if (bad) {
+            *q++ = '?';
+        } else {
+            memcpy(q, p, k);
+            q += k;
+        }
+        p += k ? k : 1;
+        w++;
+    }
+    *q = '\0';
+    *width = cut_cell(out, w, max);
+    return out;
+}
+
+ctl_table_t *ctl_table_new(size_t ncols, const char *const *headers, const bool *right)
+{
+    ctl_table_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->ncols = ncols;
+    t->headers = calloc(ncols, sizeof(*t->headers));
+    t->right = calloc(ncols, sizeof(*t->right));
+    t->width = calloc(ncols, sizeof(*t->width));
+    if (!t->headers || !t->right || !t->width) {
+        ctl_table_free(t);
+        return NULL;
+    }
+    for (size_t i = 0; i < ncols; i++) {
+        t->headers[i] = clean_cell(headers[i], 0, &t->width[i]);
+        t->right[i] = right && right[i];
+        if (!t->headers[i]) {
+            ctl_table_free(t);
+            return NULL;
+        }
+    }
+    return t;
+}
+
+static int add_row(ctl_table_t *t, char **row)
+{
+    if (t->nrows == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        char ***rows = realloc(t->rows, cap * sizeof(*rows));
+        if (!rows)
+            return -1;
+        t->rows = rows;
+        t->cap = cap;
+    }
+    t->rows[t->nrows++] = row;
+    return 0;
+}
+
+int ctl_table_add(ctl_table_t *t, const char *const *cells, size_t max_width)
+{
+    char **row = calloc(t->ncols, sizeof(*row));
+    if (!row)
+        return -1;
+    for (size_t i = 0; i < t->ncols; i++) {
+        size_t w;
+        row[i] = clean_cell(cells[i] ? cells[i] : "", max_width, &w);
+        if (!row[i]) {
+            for (size_t k = 0; k < i; k++)
+                free(row[k]);
+            free(row);
+            return -1;
+        }
+        if (w > t->width[i])
+            t->width[i] = w;
+    }
+    if (add_row(t, row) != 0) {
+        for (size_t k = 0; k < t->ncols; k++)
+            free(row[k]);
+        free(row);
+        return -1;
+    }
+    return 0;
+}
+
+void ctl_table_rule(ctl_table_t *t)
+{
+    (void)add_row(t, NULL);
+}
+
+/* Characters in a cleaned cell (valid UTF-8 by construction). */
+static size_t cell_width(const char *s)
+{
+    size_t w = 0;
+    for (; *s; s++)
+        w += ((unsigned char)*s & 0xC0) != 0x80;
+    return w;
+}
+
+static void print_row(const ctl_table_t *t, char *const *cells, FILE *f)
+{
+    for (size_t i = 0; i < t->ncols; i++) {
+        const char *s = cells ? cells[i] : NULL;
+        size_t w = s ? cell_width(s) : t->width[i];
+        size_t pad = t->width[i] - w;
+        bool last = i + 1 == t->ncols;
+        if (i)
+            fputs("  ", f);
+        if (t->right[i] || !s)
+            fprintf(f, "%*s", (int)pad, "");
+        if (s)
+            fputs(s, f);
+        else
+            for (size_t k = 0; k < w; k++)
+                fputc('-', f);
+        if (!t->right[i] && s && !last)
+            fprintf(f, "%*s", (int)pad, "");
+    }
+    fputc('\n', f);
+}
+
+void ctl_table_print(ctl_table_t *t, FILE *f)
+{
+    print_row(t, t->headers, f);
+    for (size_t r = 0; r < t->nrows; r++)
+        print_row(t, t->rows[r], f);
+    ctl_table_free(t);
+}
+
+void ctl_table_free(ctl_table_t *t)
+{
+    if (!t)
+        return;
+    for (size_t r = 0; r < t->nrows; r++) {
+        for (size_t i = 0; t->rows[r] && i < t->ncols; i++)
+            free(t->rows[r][i]);
+        free(t->rows[r]);
+    }
+    for (size_t i = 0; t->headers && i < t->ncols; i++)
+        free(t->headers[i]);
+    free(t->rows);
+    free(t->headers);
+    free(t->right);
+    free(t->width);
+    free(t);
+}

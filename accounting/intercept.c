@@ -1,0 +1,412 @@
+/* Per-session metering state: prepared statements, portals, and the FIFO
+ * that pairs each Query and Execute with the server's answers (protocol
+ * docs, "Message Flow": Simple Query, Extended Query, Pipelining). Only the
+ * loop thread touches it. */
+#include "pgtally/intercept.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "pgtally/wire.h"
+
+const uint8_t pgt_intercept_capture[256] = {['Q'] = 1, ['P'] = 1, ['B'] = 1, ['E'] = 1, ['C'] = 1};
+
+/* A named prepared statement or portal and the SQL behind it. */
+typedef struct named {
+    struct named *next; /* next in the list */
+    char *name;         /* statement or portal name ("" is the unnamed one) */
+    pgt_text_t *text;   /* its SQL (a reference) */
+} named_t;
+
+struct pgt_intercept {
+    pgt_meter_t *meter;    /* where finished executions go */
+    pgt_attr_t *attr;      /* who this session is (a reference) */
+    named_t *statements;   /* prepared statements */
+    named_t *portals;      /* portals */
+    pgt_exec_t *head;      /* FIFO of executions and markers, oldest first */
+    pgt_exec_t *tail;      /* newest */
+    uint64_t last_done_ns; /* when the upstream last finished a statement */
+    int64_t cur_rows;      /* DataRows of the statement being answered */
+    int64_t cur_bytes;     /* bytes sent to the client for it */
+};
+
+static int64_t wall_us(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+pgt_intercept_t *pgt_intercept_new(pgt_meter_t *m, uint64_t session_id, int32_t backend_pid,
+                                   const char *user, const char *database, const char *application,
+                                   const char *client_addr)
+{
+    pgt_intercept_t *ic = calloc(1, sizeof(*ic));
+    if (!ic)
+        return NULL;
+    ic->meter = m;
+    ic->attr = pgt_attr_new(session_id, user, database, application, client_addr);
+    if (!ic->attr) {
+        free(ic);
+        return NULL;
+    }
+    ic->attr->backend_pid = backend_pid;
+    return ic;
+}
+
+/* ---- names --------------------------------------------------------------- */
+
+static named_t **find(named_t **list, const char *name)
+{
+    for (named_t **pp = list; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->name, name) == 0)
+            return pp;
+    return NULL;
+}
+
+static void forget(named_t **list, const char *name)
+{
+    named_t **pp = find(list, name);
+    if (!pp)
+        return;
+    named_t *n = *pp;
+    *pp = n->next;
+    pgt_text_unref(n->text);
+    free(n->name);
+    free(n);
+}
+
+/* Binds name to text (taking a new reference), replacing an older one. */
+static void remember(named_t **list, const char *name, pgt_text_t *text)
+{
+    named_t **pp = find(list, name);
+    if (pp) {
+        pgt_text_unref((*pp)->text);
+        (*pp)->text = pgt_text_ref(text);
+        return;
+    }
+    named_t *n = malloc(sizeof(*n));
+    if (!n || !(n->name = strdup(name))) {
+        free(n);
+        return;
+    }
+    n->text = pgt_text_ref(text);
+    n->next = *list;
+    *list = n;
+}
+
+static void forget_all(named_t **list)
+{
+    while (*list)
+        forget(list, (*list)->name);
+}
+
+/* ---- the FIFO ------------------------------------------------------------ */
+
+static pgt_exec_t *push(pgt_intercept_t *ic, pgt_text_t *text, bool extended, bool marker)
+{
+    pgt_exec_t *e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    e->is_marker = marker;
+    e->extended = extended;
+    if (!marker) {
+        e->attr = ic->attr;
+        ic->attr->refs++;
+        e->text = pgt_text_ref(text);
+        e->sent_ns = uv_hrtime();
+        e->sent_us = wall_us();
+    }
+    if (ic->tail)
+        ic->tail->next = e;
+    else
+        ic->head = e;
+    ic->tail = e;
+    return e;
+}
+
+static pgt_exec_t *pop(pgt_intercept_t *ic)
+{
+    pgt_exec_t *e = ic->head;
+    if (!e)
+        return NULL;
+    ic->head = e->next;
+    if (!ic->head)
+        ic->tail = NULL;
+    e->next = NULL;
+    return e;
+}
+
+/* Hands a finished execution to the meter; markers and executions that
+ * never ran are just freed. */
+static void finish(pgt_intercept_t *ic, pgt_exec_t *e)
+{
+    if (e->is_marker || e->ndone == 0)
+        pgt_exec_free(e);
+    else
+        pgt_meter_add(ic->meter, e);
+}
+
+/* Records one completion of the execution at the head of the FIFO. */
+static void complete(pgt_intercept_t *ic, pgt_exec_t *e, pgt_query_status_t status,
+                     const char *sqlstate, int64_t tag_rows)
+{
+    if (e->ndone == e->done_cap) {
+        int cap = e->done_cap ? e->done_cap * 2 : 1;
+        pgt_done_t *d = realloc(e->done, (size_t)cap * sizeof(*d));
+        if (!d)
+            return;
+        e->done = d;
+        e->done_cap = cap;
+    }
+    uint64_t now = uv_hrtime();
+    /* In a pipeline the upstream starts on a statement when it was sent or
+     * when the one before it finished, whichever is later. */
+    uint64_t start = e->sent_ns > ic->last_done_ns ? e->sent_ns : ic->last_done_ns;
+    pgt_done_t *d = &e->done[e->ndone++];
+    memset(d, 0, sizeof(*d));
+    d->end_us = wall_us();
+    d->compute_s = now > start ? (double)(now - start) / 1e9 : 0;
+    d->start_us = d->end_us - (int64_t)(d->compute_s * 1e6);
+    d->rows = ic->cur_rows > tag_rows ? ic->cur_rows : tag_rows;
+    d->bytes_out = ic->cur_bytes;
+    d->status = status;
+    if (sqlstate)
+        memcpy(d->sqlstate, sqlstate, 6);
+    ic->last_done_ns = now;
+    ic->cur_rows = 0;
+    ic->cur_bytes = 0;
+}
+
+/* ---- client messages ------------------------------------------------------ */
+
+/* Reads a NUL-terminated string at *pos; returns NULL when there is none. */
+static const char *cstr(const uint8_t *body, size_t len, size_t *pos)
+{
+    if (*pos >= len)
+        return NULL;
+    const uint8_t *nul = memchr(body + *pos, 0, len - *pos);
+    if (!nul)
+        return NULL;
+    const char *s = (const char *)body + *pos;
+    *pos = (size_t)(nul - body) + 1;
+    return s;
+}
+
+static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len)
+{
+    size_t n = len > 0 && body[len - 1] == 0 ? len - 1 : len;
+    pgt_text_t *t = pgt_text_new((const char *)body, n);
+    if (!t)
+        return;
+    push(ic, t, false, false);
+    pgt_text_unref(t);
+}
+
+static void client_parse(pgt_intercept_t *ic, const uint8_t *body, size_t len)
+{
+    size_t pos = 0;
+    const char *name = cstr(body, len, &pos);
+    size_t qstart = pos;
+    const char *sql = cstr(body, len, &pos);
+    if (!name)
+        return;
+    /* SQL longer than the capture limit arrives cut: meter what there is. */
+    size_t qlen = sql ? strlen(sql) : len - qstart;
+    pgt_text_t *t = pgt_text_new((const char *)body + qstart, qlen);
+    if (!t)
+        return;
+    remember(&ic->statements, name, t);
+    pgt_text_unref(t);
+}
+
+static void client_bind(pgt_intercept_t *ic, const uint8_t *body, size_t len)
+{
+    size_t pos = 0;
+    const char *portal = cstr(body, len, &pos);
+    const char *stmt = cstr(body, len, &pos);
+    if (!portal || !stmt)
+        return;
+    named_t **pp = find(&ic->statements, stmt);
+    if (pp)
+        remember(&ic->portals, portal, (*pp)->text);
+    else
+        forget(&ic->portals, portal);
+}
+
+static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
+{
+    size_t pos = 0;
+    const char *portal = cstr(body, len, &pos);
+    if (!portal)
+        return;
+    named_t **pp = find(&ic->portals, portal);
+    if (pp)
+        push(ic, (*pp)->text, true, false);
+}
+
+static void client_close(pgt_intercept_t *ic, const uint8_t *body, size_t len)
+{
+    size_t pos = 1;
+    const char *name = len > 0 ? cstr(body, len, &pos) : NULL;
+    if (!name)
+        return;
+    forget(body[0] == 'S' ? &ic->statements : &ic->portals, name);
+}
+
+void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body, size_t len)
+{
+    switch (type) {
+    case 'Q':
+        client_query(ic, body, len);
+        break;
+    case 'P':
+        client_parse(ic, body, len);
+        break;
+    case 'B':
+        client_bind(ic, body, len);
+        break;
+    case 'E':
+        client_execute(ic, body, len);
+        break;
+    case 'C':
+        client_close(ic, body, len);
+        break;
+    case 'S': /* Sync */
+    case 'F': /* FunctionCall: answered with ReadyForQuery too */
+        push(ic, NULL, false, true);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- server messages ------------------------------------------------------ */
+
+/* Rows in a CommandComplete tag: the last number ("INSERT 0 5", "UPDATE 3",
+ * "SELECT 10", "COPY 7"). */
+static int64_t tag_rows(const uint8_t *peek, size_t plen)
+{
+    int64_t rows = 0;
+    bool in_number = false;
+    for (size_t i = 0; i < plen && peek[i]; i++) {
+        if (peek[i] >= '0' && peek[i] <= '9') {
+            rows = (in_number ? rows * 10 : 0) + (peek[i] - '0');
+            in_number = true;
+        } else {
+            in_number = false;
+        }
+    }
+    return rows;
+}
+
+/* The SQLSTATE field of an ErrorResponse, from its first bytes. */
+static void error_sqlstate(const uint8_t *peek, size_t plen, char out[6])
+{
+    pgt_reader_t r;
+    pgt_reader_init(&r, peek, plen);
+    uint8_t field;
+    const char *value;
+    memcpy(out, "XX000", 6);
+    while (pgt_reader_u8(&r, &field) && field != 0 && pgt_reader_cstr(&r, &value)) {
+        if (field == 'C' && strlen(value) == 5) {
+            memcpy(out, value, 6);
+            return;
+        }
+    }
+}
+
+/* After an error in the extended protocol the server skips everything up to
+ * the next Sync: the executions queued before it never run. */
+static void skip_to_sync(pgt_intercept_t *ic)
+{
+    while (ic->head && !ic->head->is_marker && ic->head->extended)
+        pgt_exec_free(pop(ic));
+}
+
+static void server_error(pgt_intercept_t *ic, const uint8_t *peek, size_t plen)
+{
+    pgt_exec_t *e = ic->head;
+    if (!e || e->is_marker)
+        return;
+    char sqlstate[6];
+    error_sqlstate(peek, plen, sqlstate);
+    pgt_query_status_t st = strcmp(sqlstate, "57014") == 0 ? PGT_QUERY_CANCELLED : PGT_QUERY_ERROR;
+    complete(ic, e, st, sqlstate, 0);
+    if (e->extended) {
+        finish(ic, pop(ic));
+        skip_to_sync(ic);
+    }
+}
+
+static void server_done(pgt_intercept_t *ic, const uint8_t *peek, size_t plen, bool is_tag)
+{
+    pgt_exec_t *e = ic->head;
+    if (!e || e->is_marker)
+        return;
+    complete(ic, e, PGT_QUERY_OK, NULL, is_tag ? tag_rows(peek, plen) : 0);
+    if (e->extended)
+        finish(ic, pop(ic));
+}
+
+static void server_ready(pgt_intercept_t *ic)
+{
+    /* ReadyForQuery ends one Query, or one Sync with whatever is left
+     * before it. */
+    while (ic->head) {
+        pgt_exec_t *e = pop(ic);
+        bool last = e->is_marker || !e->extended;
+        finish(ic, e);
+        if (last)
+            break;
+    }
+}
+
+void pgt_intercept_server(pgt_intercept_t *ic, uint8_t type, uint32_t len, const uint8_t *peek,
+                          size_t plen)
+{
+    if (type != 'A' && type != 'Z')
+        ic->cur_bytes += (int64_t)len + 1;
+    switch (type) {
+    case 'D': /* DataRow */
+        ic->cur_rows++;
+        break;
+    case 'C': /* CommandComplete */
+        server_done(ic, peek, plen, true);
+        break;
+    case 'I': /* EmptyQueryResponse */
+    case 's': /* PortalSuspended */
+        server_done(ic, peek, plen, false);
+        break;
+    case 'E': /* ErrorResponse */
+        server_error(ic, peek, plen);
+        break;
+    case 'Z': /* ReadyForQuery */
+        server_ready(ic);
+        break;
+    default:
+        break;
+    }
+}
+
+void pgt_intercept_free(pgt_intercept_t *ic, const char *sqlstate)
+{
+    if (!ic)
+        return;
+    pgt_exec_t *e;
+    bool first = true;
+    while ((e = pop(ic)) != NULL) {
+        /* Only the oldest execution can have been running when the session
+         * ended: it is recorded as failed. What was queued behind it never
+         * ran. */
+        if (first && !e->is_marker && sqlstate)
+            complete(ic, e, PGT_QUERY_ERROR, sqlstate, 0);
+        first = false;
+        finish(ic, e);
+    }
+    forget_all(&ic->statements);
+    forget_all(&ic->portals);
+    pgt_attr_unref(ic->attr);
+    free(ic);
+}

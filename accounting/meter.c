@@ -1,0 +1,376 @@
+/* The metering pipeline: executions finished on the loop are batched and
+ * turned into priced ledger records on a libuv worker thread, one batch at
+ * a time, so libpg_query never runs on the event loop and its cache needs
+ * no lock. */
+#include "pgtally/meter.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgtally/fingerprint.h"
+#include "pgtally/log.h"
+#include "pgtally/pricing.h"
+
+/* Executions gathered before a batch is started without waiting for the
+ * timer, and how long an execution may wait for its batch. */
+#define BATCH_MAX 512
+#define FLUSH_MS 20
+#define SPLIT_STACK 64
+
+/* Prices are copied into each job so reloads never race. */
+typedef pgt_price_t prices_t;
+
+/* What one shape (database, fingerprint) cost before: moving averages of
+ * its compute time and bytes, from which its next run is estimated. */
+typedef struct history {
+    uint64_t key;     /* fingerprint mixed with the database name; 0 = empty */
+    uint32_t runs;    /* runs seen (saturating) */
+    double compute_s; /* moving average of compute seconds */
+    double bytes_out; /* moving average of bytes returned */
+} history_t;
+
+/* Shapes remembered; a colliding shape replaces the older one. */
+#define HISTORY_SLOTS 16384
+/* Weight of the newest run in the moving averages. */
+#define HISTORY_ALPHA 0.2
+
+/* One batch on its way through the worker. */
+typedef struct job {
+    uv_work_t req;       /* libuv work request; req.data is the job */
+    pgt_meter_t *meter;  /* owner */
+    pgt_exec_t *execs;   /* the batch, linked by next */
+    prices_t prices;     /* prices at submission */
+    uint64_t statements; /* records made by the worker */
+} job_t;
+
+struct pgt_meter {
+    uv_loop_t *loop;         /* the event loop */
+    pgt_ledger_t *ledger;    /* where records go (not owned) */
+    pgt_fp_cache_t *cache;   /* shapes; used by one worker job at a time */
+    history_t *history;      /* HISTORY_SLOTS entries; used by one worker job at a time */
+    prices_t prices;         /* current prices */
+    pgt_exec_t *batch;       /* executions waiting for a job, newest first */
+    size_t batch_n;          /* how many */
+    bool job_running;        /* a job is on the worker */
+    bool stopped;            /* the timer is closed */
+    uv_timer_t timer;        /* bounds how long a batch waits */
+    pgt_meter_stats_t stats; /* counters */
+};
+
+/* ---- shared texts and attribution ---------------------------------------- */
+
+pgt_text_t *pgt_text_new(const char *s, size_t len)
+{
+    pgt_text_t *t = malloc(sizeof(*t) + len + 1);
+    if (!t)
+        return NULL;
+    t->refs = 1;
+    t->len = len;
+    memcpy(t->data, s, len);
+    t->data[len] = '\0';
+    return t;
+}
+
+pgt_text_t *pgt_text_ref(pgt_text_t *t)
+{
+    if (t)
+        t->refs++;
+    return t;
+}
+
+void pgt_text_unref(pgt_text_t *t)
+{
+    if (t && --t->refs == 0)
+        free(t);
+}
+
+pgt_attr_t *pgt_attr_new(uint64_t session_id, const char *user, const char *database,
+                         const char *application, const char *client_addr)
+{
+    pgt_attr_t *a = calloc(1, sizeof(*a));
+    if (!a)
+        return NULL;
+    a->refs = 1;
+    a->session_id = session_id;
+    a->user = strdup(user);
+    a->database = strdup(database);
+    a->application = strdup(application);
+    a->client_addr = strdup(client_addr);
+    if (!a->user || !a->database || !a->application || !a->client_addr) {
+        a->refs = 1;
+        pgt_attr_unref(a);
+        return NULL;
+    }
+    return a;
+}
+
+void pgt_attr_unref(pgt_attr_t *a)
+{
+    if (!a || --a->refs > 0)
+        return;
+    free(a->user);
+    free(a->database);
+    free(a->application);
+    free(a->client_addr);
+    free(a);
+}
+
+void pgt_exec_free(pgt_exec_t *e)
+{
+    if (!e)
+        return;
+    pgt_text_unref(e->text);
+    pgt_attr_unref(e->attr);
+    free(e->done);
+    free(e);
+}
+
+/* ---- the worker side ------------------------------------------------------- */
+
+static int64_t price(const prices_t *p, const pgt_done_t *d)
+{
+    return pgt_pricing_cost(p, d->compute_s, d->bytes_out);
+}
+
+static uint64_t history_key(const char *database, uint64_t fingerprint)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a of the database name */
+    for (const char *c = database; *c; c++)
+        h = (h ^ (uint8_t)*c) * 1099511628211ull;
+    uint64_t k = (h ^ fingerprint) * 0x9E3779B97F4A7C15ull;
+    return k ? k : 1;
+}
+
+/* Estimates a statement from what its shape cost before (-1 when it is
+ * new), then learns from what it cost this time if it ran to the end. */
+static int64_t estimate_and_learn(pgt_meter_t *m, const prices_t *p, uint64_t key,
+                                  const pgt_done_t *d)
+{
+    history_t *h = &m->history[key % HISTORY_SLOTS];
+    int64_t est = -1;
+    if (h->key == key && h->runs > 0) {
+        pgt_done_t avg = {.compute_s = h->compute_s, .bytes_out = (int64_t)h->bytes_out};
+        est = price(p, &avg);
+    }
+    if (d->status != PGT_QUERY_OK)
+        return est;
+    if (est >= 0) {
+        h->compute_s += HISTORY_ALPHA * (d->compute_s - h->compute_s);
+        h->bytes_out += HISTORY_ALPHA * ((double)d->bytes_out - h->bytes_out);
+        if (h->runs < UINT32_MAX)
+            h->runs++;
+    } else {
+        *h = (history_t){
+            .key = key, .runs = 1, .compute_s = d->compute_s, .bytes_out = (double)d->bytes_out};
+    }
+    return est;
+}
+
+/* Builds and submits the record of one statement text[0..len). */
+static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t *e,
+                             const pgt_done_t *d, const char *text, size_t len)
+{
+    pgt_shape_t shape;
+    if (pgt_fp_shape(m->cache, text, len, &shape) != 0)
+        return;
+    pgt_record_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return;
+    r->started_us = d->start_us;
+    r->finished_us = d->end_us;
+    r->session_id = e->attr->session_id;
+    r->backend_pid = e->attr->backend_pid;
+    r->user = strdup(e->attr->user);
+    r->database = strdup(e->attr->database);
+    r->application = strdup(e->attr->application);
+    r->client_addr = strdup(e->attr->client_addr);
+    r->tags_json = pgt_fp_tags_json(text, len);
+    r->fingerprint = shape.fingerprint;
+    r->normalized = strdup(shape.normalized ? shape.normalized : "");
+    r->kind = strdup(pgt_stmt_kind_name(shape.kind));
+    r->protocol = strdup(e->extended ? "extended" : "simple");
+    r->est_planner_cost = -1;
+    r->est_cost_micro =
+        estimate_and_learn(m, p, history_key(r->database ? r->database : "", shape.fingerprint), d);
+    r->compute_s = d->compute_s;
+    r->rows = d->rows;
+    r->bytes_out = d->bytes_out;
+    r->cost_micro = price(p, d);
+    r->status = d->status;
+    memcpy(r->sqlstate, d->sqlstate, sizeof(r->sqlstate));
+    pgt_ledger_submit(m->ledger, r);
+}
+
+/* A Query holds one or more statements; the server answered them in order,
+ * and stopped at the first error. Pair the i-th answer with the i-th
+ * statement. */
+static uint64_t meter_exec(pgt_meter_t *m, const prices_t *p, const pgt_exec_t *e)
+{
+    const char *sql = e->text->data;
+    if (e->extended) {
+        for (int i = 0; i < e->ndone; i++)
+            record_statement(m, p, e, &e->done[i], sql, e->text->len);
+        return (uint64_t)e->ndone;
+    }
+    pgt_stmt_t stack[SPLIT_STACK];
+    pgt_stmt_t *st = stack;
+    int n = pgt_fp_split(sql, st, SPLIT_STACK);
+    if (n >= SPLIT_STACK && (st = malloc(sizeof(*st) * 65536)) != NULL)
+        n = pgt_fp_split(sql, st, 65536);
+    if (!st) {
+        st = stack;
+        n = SPLIT_STACK;
+    }
+    for (int i = 0; i < e->ndone; i++) {
+        if (n == 0)
+            record_statement(m, p, e, &e->done[i], sql, e->text->len);
+        else {
+            const pgt_stmt_t *s = &st[i < n ? i : n - 1];
+            record_statement(m, p, e, &e->done[i], sql + s->offset, s->length);
+        }
+    }
+    if (st != stack)
+        free(st);
+    return (uint64_t)e->ndone;
+}
+
+static void work_cb(uv_work_t *req)
+{
+    job_t *job = req->data;
+    for (pgt_exec_t *e = job->execs; e; e = e->next)
+        job->statements += meter_exec(job->meter, &job->prices, e);
+}
+
+static void free_execs(pgt_exec_t *e)
+{
+    while (e) {
+        pgt_exec_t *next = e->next;
+        pgt_exec_free(e);
+        e = next;
+    }
+}
+
+/* ---- the loop side --------------------------------------------------------- */
+
+static void start_job(pgt_meter_t *m);
+
+static void after_work_cb(uv_work_t *req, int status)
+{
+    job_t *job = req->data;
+    pgt_meter_t *m = job->meter;
+    (void)status;
+    m->stats.statements += job->statements;
+    m->stats.batches++;
+    free_execs(job->execs);
+    free(job);
+    m->job_running = false;
+    if (m->batch_n > 0)
+        start_job(m);
+}
+
+/* Takes the batch, oldest first. */
+static pgt_exec_t *take_batch(pgt_meter_t *m)
+{
+    pgt_exec_t *rev = NULL, *e = m->batch;
+    while (e) {
+        pgt_exec_t *next = e->next;
+        e->next = rev;
+        rev = e;
+        e = next;
+    }
+    m->batch = NULL;
+    m->batch_n = 0;
+    return rev;
+}
+
+static void start_job(pgt_meter_t *m)
+{
+    if (m->job_running || m->batch_n == 0)
+        return;
+    job_t *job = calloc(1, sizeof(*job));
+    if (!job)
+        return; /* retried at the next flush */
+    job->meter = m;
+    job->prices = m->prices;
+    job->execs = take_batch(m);
+    job->req.data = job;
+    m->job_running = true;
+    if (uv_queue_work(m->loop, &job->req, work_cb, after_work_cb) != 0) {
+        /* Meter on the loop rather than lose the records. */
+        work_cb(&job->req);
+        after_work_cb(&job->req, 0);
+    }
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    start_job(t->data);
+}
+
+void pgt_meter_add(pgt_meter_t *m, pgt_exec_t *e)
+{
+    e->next = m->batch;
+    m->batch = e;
+    m->batch_n++;
+    m->stats.execs++;
+    if (m->batch_n >= BATCH_MAX)
+        start_job(m);
+    else if (!m->stopped && !uv_is_active((uv_handle_t *)&m->timer))
+        uv_timer_start(&m->timer, timer_cb, FLUSH_MS, 0);
+}
+
+pgt_meter_t *pgt_meter_new(uv_loop_t *loop, pgt_ledger_t *ledger, const pgt_config_t *cfg)
+{
+    pgt_meter_t *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    m->cache = pgt_fp_cache_new(4096);
+    m->history = calloc(HISTORY_SLOTS, sizeof(*m->history));
+    if (!m->cache || !m->history) {
+        pgt_fp_cache_free(m->cache);
+        free(m->history);
+        free(m);
+        return NULL;
+    }
+    m->loop = loop;
+    m->ledger = ledger;
+    pgt_meter_set_prices(m, cfg);
+    uv_timer_init(loop, &m->timer);
+    m->timer.data = m;
+    return m;
+}
+
+void pgt_meter_set_prices(pgt_meter_t *m, const pgt_config_t *cfg)
+{
+    pgt_pricing_from_config(cfg, &m->prices);
+}
+
+void pgt_meter_stop(pgt_meter_t *m)
+{
+    if (m->stopped)
+        return;
+    m->stopped = true;
+    uv_close((uv_handle_t *)&m->timer, NULL);
+}
+
+void pgt_meter_free(pgt_meter_t *m)
+{
+    if (!m)
+        return;
+    job_t job = {.meter = m, .prices = m->prices, .execs = take_batch(m)};
+    job.req.data = &job;
+    work_cb(&job.req);
+    m->stats.statements += job.statements;
+    free_execs(job.execs);
+    PGT_INFO("meter_stopped", "executions=%llu statements=%llu batches=%llu",
+             (unsigned long long)m->stats.execs, (unsigned long long)m->stats.statements,
+             (unsigned long long)m->stats.batches);
+    pgt_fp_cache_free(m->cache);
+    free(m->history);
+    free(m);
+}
+
+void pgt_meter_stats(const pgt_meter_t *m, pgt_meter_stats_t *out)
+{
+    *out = m->stats;
+}

@@ -1,0 +1,90 @@
+/* pgtallyctl: the admin command line of pgtally. It reads the ledger
+ * through its own read-only connection, so it runs beside a live pgtally.
+ * Exit codes: 0 success, 1 a runtime error (missing ledger), 2 bad usage. */
+#include <stdio.h>
+#include <string.h>
+
+#include "ctl.h"
+
+static const char synopsis[] = "usage: pgtallyctl [-c FILE | --ledger PATH] COMMAND [OPTIONS]\n";
+
+static const char help[] =
+    "\n"
+    "Commands:\n"
+    "  queries   list metered statements, most recent (or most expensive) first\n"
+    "  usage     spend per user, database, application or tag over a day, week or month\n"
+    "\n"
+    "Options:\n"
+    "  -c, --config FILE  pgtally.ini to read the ledger path and currency from\n"
+    "                     (default ./pgtally.ini when it exists)\n"
+    "      --ledger PATH  the ledger file (default: the config's, or ./pgtally.db)\n"
+    "  -h, --help         this help; 'pgtallyctl COMMAND --help' for a command's\n"
+    "      --version      print the version\n";
+
+/* One command: its name and the function that runs it. */
+typedef struct command {
+    const char *name;                      /* as typed */
+    int (*run)(ctl_env_t *, int, char **); /* returns an exit code */
+} command_t;
+
+static const command_t commands[] = {
+    {"queries", ctl_cmd_queries},
+    {"usage", ctl_cmd_usage},
+};
+
+#define OPT_VERSION 1
+
+static const ctl_opt_t global_opts[] = {
+    CTL_COMMON_OPTS,
+    {"version", 0, false, OPT_VERSION},
+    {NULL, 0, false, 0},
+};
+
+/* Reads the options before the command. Returns -1 to go on with the
+ * command at argv[*i], or an exit code. */
+static int global_options(ctl_env_t *env, int argc, char **argv, int *i)
+{
+    int id, rc;
+    const char *v;
+    char what[256];
+    while ((rc = ctl_next_opt(argc, argv, i, global_opts, &id, &v, what, sizeof(what))) == 1) {
+        if (id == CTL_OPT_HELP) {
+            printf("%s%s", synopsis, help);
+            return CTL_EXIT_OK;
+        }
+        if (id == OPT_VERSION) {
+            printf("pgtallyctl %s\n", PGTALLY_VERSION);
+            return CTL_EXIT_OK;
+        }
+        (void)ctl_common_opt(env, id, v);
+    }
+    if (rc < 0)
+        return ctl_usage_error(env, NULL, synopsis, what);
+    if (*i >= argc)
+        return ctl_usage_error(env, NULL, synopsis, "no command given");
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    ctl_env_t env = {.prog = "pgtallyctl"};
+    int i = 1;
+    int rc = global_options(&env, argc, argv, &i);
+    if (rc >= 0)
+        return rc;
+    const char *name = argv[i];
+    for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++) {
+        if (strcmp(commands[k].name, name) == 0) {
+            rc = commands[k].run(&env, argc - i, argv + i);
+            ctl_env_free(&env);
+            if (fflush(stdout) != 0 || ferror(stdout)) {
+                perror("pgtallyctl: writing the output");
+                return CTL_EXIT_ERROR;
+            }
+            return rc;
+        }
+    }
+    char what[256];
+    snprintf(what, sizeof(what), "unknown command '%s'", name);
+    return ctl_usage_error(&env, NULL, synopsis, what);
+}

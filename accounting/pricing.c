@@ -1,0 +1,91 @@
+/* Pricing: the cost of a statement from its compute time and the bytes it
+ * returned, and the text of amounts of money. Money is integer micro-units
+ * of the configured currency so sums never drift. */
+#include "pgtally/pricing.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define MICRO_PER_UNIT 1000000u
+#define MICRO_PER_CENT 10000u
+
+void pgt_pricing_from_config(const pgt_config_t *cfg, pgt_price_t *out)
+{
+    out->per_compute_second_micro = cfg->price_compute_second_micro;
+    out->per_gib_micro = cfg->price_gib_micro;
+    out->per_query_micro = cfg->price_query_micro;
+}
+
+int64_t pgt_pricing_cost(const pgt_price_t *p, double compute_s, int64_t bytes_out)
+{
+    if (!(compute_s > 0)) /* also catches NaN */
+        compute_s = 0;
+    if (bytes_out < 0)
+        bytes_out = 0;
+    /* Dividing by 2^30 is exact in binary floating point. */
+    double v = compute_s * (double)p->per_compute_second_micro +
+               ldexp((double)bytes_out, -30) * (double)p->per_gib_micro;
+    v = round(v) + (double)p->per_query_micro;
+    /* 2^63 is exactly representable; anything at or above it saturates. */
+    if (!(v < 9223372036854775808.0))
+        return INT64_MAX;
+    if (v < -9223372036854775808.0)
+        return INT64_MIN;
+    return (int64_t)v;
+}
+
+/* Splits micro into a sign and a magnitude that also holds -INT64_MIN. */
+static uint64_t magnitude(int64_t micro, const char **sign)
+{
+    *sign = micro < 0 ? "-" : "";
+    return micro < 0 ? (uint64_t)0 - (uint64_t)micro : (uint64_t)micro;
+}
+
+/* Appends " CUR" to the number already in buf (n bytes), when given. */
+static char *with_currency(char *buf, size_t len, int n, const char *currency)
+{
+    if (n >= 0 && (size_t)n < len && currency && currency[0])
+        snprintf(buf + n, len - (size_t)n, " %s", currency);
+    return buf;
+}
+
+char *pgt_pricing_format(int64_t micro, const char *currency, char *buf, size_t len)
+{
+    const char *sign;
+    uint64_t m = magnitude(micro, &sign);
+    int n = snprintf(buf, len, "%s%llu.%06llu", sign, (unsigned long long)(m / MICRO_PER_UNIT),
+                     (unsigned long long)(m % MICRO_PER_UNIT));
+    return with_currency(buf, len, n, currency);
+}
+
+/* Rounds m (below one cent) to two significant digits. */
+static uint64_t two_significant(uint64_t m)
+{
+    uint64_t div = 1;
+    while (m / div >= 100)
+        div *= 10;
+    return (m + div / 2) / div * div;
+}
+
+char *pgt_pricing_format_short(int64_t micro, const char *currency, char *buf, size_t len)
+{
+    const char *sign;
+    uint64_t m = magnitude(micro, &sign);
+    if (m > 0 && m < MICRO_PER_CENT)
+        m = two_significant(m);
+    int n;
+    if (m == 0 || m >= MICRO_PER_CENT) {
+        uint64_t cents = m / MICRO_PER_CENT + (m % MICRO_PER_CENT >= MICRO_PER_CENT / 2);
+        n = snprintf(buf, len, "%s%llu.%02llu", m ? sign : "", (unsigned long long)(cents / 100),
+                     (unsigned long long)(cents % 100));
+    } else {
+        char digits[24];
+        snprintf(digits, sizeof(digits), "%06llu", (unsigned long long)m);
+        size_t k = strlen(digits);
+        while (k > 1 && digits[k - 1] == '0')
+            digits[--k] = '\0';
+        n = snprintf(buf, len, "%s0.%s", sign, digits);
+    }
+    return with_currency(buf, len, n, currency);
+}

@@ -1,0 +1,39 @@
+/* What metering needs from a session: it watches the messages each side
+ * completes, keeps the session's prepared statements and portals, matches
+ * every Query and Execute with the server's answers through a FIFO, and
+ * hands each finished execution to the meter. It never changes a byte. */
+#ifndef PGTALLY_INTERCEPT_H
+#define PGTALLY_INTERCEPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pgtally/meter.h"
+
+typedef struct pgt_intercept pgt_intercept_t;
+
+/* Message types whose whole body the client framer must report: Query,
+ * Parse, Bind, Execute and Close. A table of 256 flags. */
+extern const uint8_t pgt_intercept_capture[256];
+
+/* Largest body captured whole; longer SQL is metered by its first bytes. */
+#define PGT_INTERCEPT_MAX_SQL (1u << 20)
+
+/* Starts watching a session that has logged in. Returns NULL when out of
+ * memory (the session then runs unmetered). */
+pgt_intercept_t *pgt_intercept_new(pgt_meter_t *m, uint64_t session_id, int32_t backend_pid,
+                                   const char *user, const char *database, const char *application,
+                                   const char *client_addr);
+
+/* A complete client message (body whole for captured types). */
+void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body, size_t len);
+
+/* A complete server message: its length field and the first bytes of it. */
+void pgt_intercept_server(pgt_intercept_t *ic, uint8_t type, uint32_t len, const uint8_t *peek,
+                          size_t plen);
+
+/* The session is ending: executions still running are recorded as failed
+ * with sqlstate (e.g. "08006"), and everything is freed. */
+void pgt_intercept_free(pgt_intercept_t *ic, const char *sqlstate);
+
+#endif

@@ -1,0 +1,100 @@
+/* The metering pipeline between sessions and the ledger. Sessions hand
+ * over finished executions (the raw SQL and what the server answered); the
+ * meter batches them and, on a libuv worker thread, splits and fingerprints
+ * the SQL with libpg_query, prices each statement and submits ledger
+ * records. Parsing thus never runs on the event loop. */
+#ifndef PGTALLY_METER_H
+#define PGTALLY_METER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "pgtally/config.h"
+#include "pgtally/ledger.h"
+
+/* Reference-counted text, shared by a session's prepared statements,
+ * portals and the executions that use them. Only touched on the loop. */
+typedef struct pgt_text {
+    int refs;    /* holders */
+    size_t len;  /* bytes before the terminating NUL */
+    char data[]; /* the text, NUL-terminated */
+} pgt_text_t;
+
+/* Returns a new text with one reference, or NULL when out of memory. */
+pgt_text_t *pgt_text_new(const char *s, size_t len);
+pgt_text_t *pgt_text_ref(pgt_text_t *t);
+void pgt_text_unref(pgt_text_t *t);
+
+/* Who ran a statement; shared by all executions of a session. */
+typedef struct pgt_attr {
+    int refs;            /* holders (the session and pending executions) */
+    uint64_t session_id; /* pgtally session id */
+    int32_t backend_pid; /* server backend pid */
+    char *user;          /* PostgreSQL user */
+    char *database;      /* database */
+    char *application;   /* application_name */
+    char *client_addr;   /* client host:port */
+} pgt_attr_t;
+
+pgt_attr_t *pgt_attr_new(uint64_t session_id, const char *user, const char *database,
+                         const char *application, const char *client_addr);
+void pgt_attr_unref(pgt_attr_t *a);
+
+/* What the server said about one statement. */
+typedef struct pgt_done {
+    int64_t start_us;          /* wall-clock µs the upstream started on it */
+    int64_t end_us;            /* wall-clock µs it completed */
+    double compute_s;          /* seconds the upstream was busy with it */
+    int64_t rows;              /* rows returned or affected */
+    int64_t bytes_out;         /* bytes sent to the client for it */
+    pgt_query_status_t status; /* ok, error, cancelled */
+    char sqlstate[6];          /* SQLSTATE of an error, or "" */
+} pgt_done_t;
+
+/* One Query message (several statements maybe) or one Execute. */
+typedef struct pgt_exec {
+    struct pgt_exec *next; /* next in a session FIFO or a meter batch */
+    pgt_attr_t *attr;      /* who ran it (a reference) */
+    pgt_text_t *text;      /* the SQL (a reference) */
+    bool extended;         /* from Execute (one statement) rather than Query */
+    bool is_marker;        /* a Sync/FunctionCall placeholder, not a statement */
+    uint64_t sent_ns;      /* uv_hrtime() when it was forwarded */
+    int64_t sent_us;       /* wall-clock µs when it was forwarded */
+    int ndone;             /* completions in done[] */
+    int done_cap;          /* room in done[] */
+    pgt_done_t *done;      /* completions, in statement order */
+} pgt_exec_t;
+
+typedef struct pgt_meter pgt_meter_t;
+
+/* Starts a meter on loop that feeds ledger (not owned). Prices come from
+ * cfg. Returns NULL when out of memory. */
+pgt_meter_t *pgt_meter_new(uv_loop_t *loop, pgt_ledger_t *ledger, const pgt_config_t *cfg);
+
+/* Takes new prices (SIGHUP). */
+void pgt_meter_set_prices(pgt_meter_t *m, const pgt_config_t *cfg);
+
+/* Hands over a finished execution (ownership passes to the meter). */
+void pgt_meter_add(pgt_meter_t *m, pgt_exec_t *e);
+
+/* Frees an execution and drops its references. */
+void pgt_exec_free(pgt_exec_t *e);
+
+/* Stops the meter's timer so the loop can end; pending work still runs. */
+void pgt_meter_stop(pgt_meter_t *m);
+
+/* After the loop has ended: meters what is left, on this thread, and frees
+ * the meter. The ledger stays open. */
+void pgt_meter_free(pgt_meter_t *m);
+
+/* Counters, for logs and benchmarks. */
+typedef struct pgt_meter_stats {
+    uint64_t execs;      /* executions handed over */
+    uint64_t statements; /* ledger records made */
+    uint64_t batches;    /* worker jobs run */
+} pgt_meter_stats_t;
+void pgt_meter_stats(const pgt_meter_t *m, pgt_meter_stats_t *out);
+
+#endif

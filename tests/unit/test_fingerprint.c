@@ -1,0 +1,439 @@
+/* Unit tests of statement shapes: splitting multi-statement strings,
+ * classification (table-driven), fingerprints and normalized text,
+ * unparsable text, sqlcommenter tags, and the bounded LRU cache. */
+#include <stdint.h>
+
+#include "pgtally/fingerprint.h"
+#include "task.h"
+
+#define COUNTOF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* An exact-size heap copy without a NUL, so that ASan catches any read
+ * past len. */
+static char *heap_copy(const char *s, size_t n)
+{
+    char *p = malloc(n ? n : 1);
+    memcpy(p, s, n);
+    return p;
+}
+
+static void test_kind_names(void)
+{
+    CHECK_STR(pgt_stmt_kind_name(PGT_STMT_SELECT), "select");
+    CHECK_STR(pgt_stmt_kind_name(PGT_STMT_TRANSACTION), "transaction");
+    CHECK_STR(pgt_stmt_kind_name(PGT_STMT_UNPARSED), "unparsed");
+    CHECK_STR(pgt_stmt_kind_name((pgt_stmt_kind_t)999), "unknown");
+}
+
+/* One statement: its kind, and whether EXPLAIN accepts it. */
+static const struct class_case {
+    const char *sql;      /* the statement */
+    pgt_stmt_kind_t kind; /* expected kind */
+    bool explainable;     /* expected explainable */
+} class_cases[] = {
+    {"SELECT 1", PGT_STMT_SELECT, true},
+    {"select * from t where a = 'x'", PGT_STMT_SELECT, true},
+    {"  -- lead\n /* c /* nested */ */ SELECT 1", PGT_STMT_SELECT, true},
+    {"(SELECT 1) UNION (SELECT 2)", PGT_STMT_SELECT, true},
+    {"VALUES (1), (2)", PGT_STMT_SELECT, true},
+    {"TABLE t", PGT_STMT_SELECT, true},
+    {"SELECT 'into' FROM t", PGT_STMT_SELECT, true},
+    {"SELECT \"into\" FROM t", PGT_STMT_SELECT, true},
+    {"select /* into */ 1", PGT_STMT_SELECT, true},
+    {"SELECT * FROM t WHERE a IN (SELECT b FROM u) FOR UPDATE", PGT_STMT_SELECT, true},
+    {"SELECT * INTO new_t FROM t", PGT_STMT_DDL, true},
+    {"WITH x AS (SELECT 1) SELECT * FROM x", PGT_STMT_SELECT, true},
+    {"WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", PGT_STMT_INSERT, true},
+    {"WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x", PGT_STMT_SELECT, true},
+    {"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) "
+     "UPDATE t SET a = 1 WHERE a IN (SELECT n FROM r)",
+     PGT_STMT_UPDATE, true},
+    {"WITH update AS (SELECT 1 AS a) SELECT * FROM update", PGT_STMT_SELECT, true},
+    {"WITH a AS MATERIALIZED (SELECT 1), b AS NOT MATERIALIZED (SELECT 2) DELETE FROM t",
+     PGT_STMT_DELETE, true},
+    {"WITH RECURSIVE t(id) AS (SELECT 1 UNION ALL SELECT id + 1 FROM t WHERE id < 3) "
+     "SEARCH DEPTH FIRST BY id SET ord CYCLE id SET is_cycle USING path SELECT * FROM t",
+     PGT_STMT_SELECT, true},
+    {"WITH x AS (SELECT 1) SELECT * INTO y FROM x", PGT_STMT_DDL, true},
+    {"INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET b = 2", PGT_STMT_INSERT, true},
+    {"UPDATE t SET a = 1", PGT_STMT_UPDATE, true},
+    {"DELETE FROM t", PGT_STMT_DELETE, true},
+    {"MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", PGT_STMT_MERGE, true},
+    {"COPY t FROM STDIN", PGT_STMT_COPY, false},
+    {"COPY (SELECT 1) TO STDOUT", PGT_STMT_COPY, false},
+    {"CREATE TABLE t (a int)", PGT_STMT_DDL, false},
+    {"CREATE TABLE t AS SELECT 1", PGT_STMT_DDL, true},
+    {"CREATE TEMP TABLE t AS SELECT 1", PGT_STMT_DDL, true},
+    {"CREATE TABLE t2 AS EXECUTE p", PGT_STMT_DDL, true},
+    {"CREATE UNLOGGED TABLE IF NOT EXISTS t (a int GENERATED ALWAYS AS (1) STORED)", PGT_STMT_DDL,
+     false},
+    {"CREATE MATERIALIZED VIEW mv AS SELECT 1", PGT_STMT_DDL, true},
+    {"CREATE VIEW v AS SELECT 1", PGT_STMT_DDL, false},
+    {"CREATE FUNCTION f() RETURNS TABLE (a int) AS $$ SELECT 1 $$ LANGUAGE sql", PGT_STMT_DDL,
+     false},
+    {"ALTER TABLE t ADD COLUMN b int", PGT_STMT_DDL, false},
+    {"DROP TABLE t", PGT_STMT_DDL, false},
+    {"TRUNCATE t", PGT_STMT_DDL, false},
+    {"GRANT SELECT ON t TO u", PGT_STMT_DDL, false},
+    {"REVOKE ALL ON t FROM u", PGT_STMT_DDL, false},
+    {"COMMENT ON TABLE t IS 'x'", PGT_STMT_DDL, false},
+    {"REFRESH MATERIALIZED VIEW mv", PGT_STMT_DDL, false},
+    {"SET search_path = public", PGT_STMT_UTILITY, false},
+    {"SHOW work_mem", PGT_STMT_UTILITY, false},
+    {"RESET ALL", PGT_STMT_UTILITY, false},
+    {"VACUUM ANALYZE t", PGT_STMT_UTILITY, false},
+    {"ANALYZE t", PGT_STMT_UTILITY, false},
+    {"LISTEN ch", PGT_STMT_UTILITY, false},
+    {"NOTIFY ch, 'x'", PGT_STMT_UTILITY, false},
+    {"DISCARD ALL", PGT_STMT_UTILITY, false},
+    {"PREPARE p AS SELECT $1", PGT_STMT_UTILITY, false},
+    {"EXECUTE p(1)", PGT_STMT_UTILITY, true},
+    {"DEALLOCATE p", PGT_STMT_UTILITY, false},
+    {"DECLARE c CURSOR FOR SELECT 1", PGT_STMT_UTILITY, true},
+    {"FETCH 10 FROM c", PGT_STMT_UTILITY, false},
+    {"CLOSE c", PGT_STMT_UTILITY, false},
+    {"LOCK TABLE t IN ACCESS EXCLUSIVE MODE", PGT_STMT_UTILITY, false},
+    {"CHECKPOINT", PGT_STMT_UTILITY, false},
+    {"BEGIN", PGT_STMT_TRANSACTION, false},
+    {"START TRANSACTION ISOLATION LEVEL SERIALIZABLE", PGT_STMT_TRANSACTION, false},
+    {"COMMIT", PGT_STMT_TRANSACTION, false},
+    {"END", PGT_STMT_TRANSACTION, false},
+    {"ROLLBACK", PGT_STMT_TRANSACTION, false},
+    {"ABORT", PGT_STMT_TRANSACTION, false},
+    {"SAVEPOINT s", PGT_STMT_TRANSACTION, false},
+    {"RELEASE SAVEPOINT s", PGT_STMT_TRANSACTION, false},
+    {"ROLLBACK TO SAVEPOINT s", PGT_STMT_TRANSACTION, false},
+    {"PREPARE /* c */ TRANSACTION 'x'", PGT_STMT_TRANSACTION, false},
+    {"COMMIT PREPARED 'x'", PGT_STMT_TRANSACTION, false},
+    {"EXPLAIN SELECT 1", PGT_STMT_EXPLAIN, false},
+    {"EXPLAIN (ANALYZE) DELETE FROM t", PGT_STMT_EXPLAIN, false},
+    {"CALL p(1)", PGT_STMT_CALL, false},
+    {"DO $$BEGIN END$$", PGT_STMT_CALL, false},
+    {"selec 1", PGT_STMT_UNPARSED, false},
+    {"SELECT 'unterminated", PGT_STMT_UNPARSED, false},
+};
+
+/* Each case through both pgt_fp_split and pgt_fp_shape, which must agree. */
+static void test_classify_table(void)
+{
+    pgt_fp_cache_t *c = pgt_fp_cache_new(64);
+    for (size_t i = 0; i < COUNTOF(class_cases); i++) {
+        const struct class_case *k = &class_cases[i];
+        pgt_stmt_t st[4];
+        int n = pgt_fp_split(k->sql, st, 4);
+        pgt_shape_t sh;
+        char *text = heap_copy(k->sql, strlen(k->sql));
+        int rc = pgt_fp_shape(c, text, strlen(k->sql), &sh);
+        free(text);
+        if (n != 1 || st[0].kind != k->kind || st[0].explainable != k->explainable || rc != 0 ||
+            sh.kind != k->kind || sh.explainable != k->explainable)
+            fprintf(stderr, "case %zu: %s\n", i, k->sql);
+        CHECK_INT(n, 1);
+        CHECK_STR(pgt_stmt_kind_name(st[0].kind), pgt_stmt_kind_name(k->kind));
+        CHECK_INT(st[0].explainable, k->explainable);
+        CHECK_INT(rc, 0);
+        CHECK_STR(pgt_stmt_kind_name(sh.kind), pgt_stmt_kind_name(k->kind));
+        CHECK_INT(sh.explainable, k->explainable);
+    }
+    pgt_fp_cache_free(c);
+}
+
+/* A query string and the statements it holds. */
+static const struct split_case {
+    const char *sql;         /* the query string */
+    int n;                   /* statements expected */
+    const char *stmts[4];    /* their text */
+    pgt_stmt_kind_t kind[4]; /* their kinds */
+} split_cases[] = {
+    {"select 1; select 2", 2, {"select 1", "select 2"}, {PGT_STMT_SELECT, PGT_STMT_SELECT}},
+    {"select 'a;b'; select $$c;d$$; select $t$ ; $t$",
+     3,
+     {"select 'a;b'", "select $$c;d$$", "select $t$ ; $t$"},
+     {PGT_STMT_SELECT, PGT_STMT_SELECT, PGT_STMT_SELECT}},
+    {"select 1 /* ; */ ;\n-- x;\nselect 2",
+     2,
+     {"select 1 /* ; */", "-- x;\nselect 2"},
+     {PGT_STMT_SELECT, PGT_STMT_SELECT}},
+    {"select E'x\\';y'; select \"a;b\" from t",
+     2,
+     {"select E'x\\';y'", "select \"a;b\" from t"},
+     {PGT_STMT_SELECT, PGT_STMT_SELECT}},
+    {"BEGIN; UPDATE t SET a = 1; COMMIT;",
+     3,
+     {"BEGIN", "UPDATE t SET a = 1", "COMMIT"},
+     {PGT_STMT_TRANSACTION, PGT_STMT_UPDATE, PGT_STMT_TRANSACTION}},
+    {"select 1;;; select 2 ;", 2, {"select 1", "select 2"}, {PGT_STMT_SELECT, PGT_STMT_SELECT}},
+    {"CREATE RULE r AS ON INSERT TO t DO ALSO (SELECT 1; SELECT 2); select 3",
+     2,
+     {"CREATE RULE r AS ON INSERT TO t DO ALSO (SELECT 1; SELECT 2)", "select 3"},
+     {PGT_STMT_DDL, PGT_STMT_SELECT}},
+    /* A syntax error anywhere: PostgreSQL runs none of it. */
+    {" selec 1; select 2 ", 1, {"selec 1; select 2"}, {PGT_STMT_UNPARSED}},
+    {"select 'open; select 2", 1, {"select 'open; select 2"}, {PGT_STMT_UNPARSED}},
+    {"", 0, {NULL}, {0}},
+    {"   \n\t", 0, {NULL}, {0}},
+    {"  /* only */ ; -- x\n", 0, {NULL}, {0}},
+    {";", 0, {NULL}, {0}},
+};
+
+static void test_split_table(void)
+{
+    for (size_t i = 0; i < COUNTOF(split_cases); i++) {
+        const struct split_case *k = &split_cases[i];
+        pgt_stmt_t st[8];
+        int n = pgt_fp_split(k->sql, st, 8);
+        if (n != k->n)
+            fprintf(stderr, "case %zu: %s\n", i, k->sql);
+        CHECK_INT(n, k->n);
+        for (int j = 0; j < n && j < k->n; j++) {
+            char buf[256];
+            snprintf(buf, sizeof(buf), "%.*s", (int)st[j].length, k->sql + st[j].offset);
+            CHECK_STR(buf, k->stmts[j]);
+            CHECK_STR(pgt_stmt_kind_name(st[j].kind), pgt_stmt_kind_name(k->kind[j]));
+        }
+    }
+}
+
+static void test_split_limits(void)
+{
+    pgt_stmt_t st[2];
+    CHECK_INT(pgt_fp_split("select 1; select 2; select 3", st, 2), 2);
+    CHECK_INT(st[1].offset, 10);
+    CHECK_INT(pgt_fp_split("select 1", st, 0), 0);
+    CHECK_INT(pgt_fp_split(NULL, st, 2), 0);
+}
+
+/* Shapes a heap copy of sql (no NUL) and returns the normalized text. */
+static const char *shape_of(pgt_fp_cache_t *c, const char *sql, pgt_shape_t *sh)
+{
+    char *text = heap_copy(sql, strlen(sql));
+    int rc = pgt_fp_shape(c, text, strlen(sql), sh);
+    free(text);
+    CHECK_INT(rc, 0);
+    return rc == 0 ? sh->normalized : NULL;
+}
+
+static void test_same_shape(void)
+{
+    pgt_fp_cache_t *c = pgt_fp_cache_new(16);
+    pgt_shape_t a, b, d;
+    CHECK_STR(shape_of(c, "SELECT * FROM t WHERE id = 1", &a), "SELECT * FROM t WHERE id = $1");
+    shape_of(c, "SELECT * FROM t WHERE id = 2", &b);
+    shape_of(c, "SELECT * FROM t WHERE id > 1", &d);
+    CHECK(a.fingerprint == b.fingerprint);
+    CHECK(a.fingerprint != d.fingerprint);
+    CHECK_STR(b.normalized, "SELECT * FROM t WHERE id = $1");
+    CHECK_STR(d.normalized, "SELECT * FROM t WHERE id > $1");
+    /* Only the leading len bytes count. */
+    char *text = heap_copy("SELECT 1xyz", 11);
+    CHECK_INT(pgt_fp_shape(c, text, 8, &a), 0);
+    CHECK_STR(a.normalized, "SELECT $1");
+    free(text);
+    pgt_fp_cache_free(c);
+}
+
+/* Comments leave the normalized text (sqlcommenter values change per
+ * request); constants become $n. */
+static void test_normalized_text(void)
+{
+    static const struct {
+        const char *sql;  /* statement */
+        const char *want; /* normalized */
+    } cases[] = {
+        {"SELECT a FROM t WHERE b = 'x' /*app='x',traceparent='00-1'*/",
+         "SELECT a FROM t WHERE b = $1"},
+        {"select /* hint */ 1", "select $1"},
+        {"select/*x*/1", "select $1"},
+        {"-- lead\nINSERT INTO t VALUES (1, 'two', 3.0)", "INSERT INTO t VALUES ($1, $2, $3)"},
+        {"  UPDATE t SET a = 'secret' WHERE id = 7  ", "UPDATE t SET a = $1 WHERE id = $2"},
+        {"  -- nothing\n", ""},
+        /* String constants libpg_query leaves in utility statements. */
+        {"COMMENT ON TABLE t IS 'secret'", "COMMENT ON TABLE t IS $1"},
+        {"CREATE SERVER s FOREIGN DATA WRAPPER postgres_fdw OPTIONS (password 'pw')",
+         "CREATE SERVER s FOREIGN DATA WRAPPER postgres_fdw OPTIONS (password $1)"},
+        {"COPY t FROM '/home/alice/x.csv'", "COPY t FROM $1"},
+        {"CREATE FUNCTION f() RETURNS int AS $$ SELECT 1 $$ LANGUAGE sql",
+         "CREATE FUNCTION f() RETURNS int AS $1 LANGUAGE sql"},
+        {"ALTER ROLE u PASSWORD 'hunter2'", "ALTER ROLE u PASSWORD $1"},
+        {"SELECT 'a', $1, E'b' FROM t WHERE x = $5", "SELECT $6, $1, $7 FROM t WHERE x = $5"},
+    };
+    pgt_fp_cache_t *c = pgt_fp_cache_new(16);
+    for (size_t i = 0; i < COUNTOF(cases); i++) {
+        pgt_shape_t sh;
+        CHECK_STR(shape_of(c, cases[i].sql, &sh), cases[i].want);
+    }
+    pgt_shape_t sh;
+    shape_of(c, "  -- nothing\n", &sh);
+    CHECK_INT(sh.kind, PGT_STMT_EMPTY);
+    pgt_fp_cache_free(c);
+}
+
+static void test_long_normalized(void)
+{
+    size_t cap = 100000, n = 0;
+    char *sql = malloc(cap);
+    n += (size_t)snprintf(sql, cap, "SELECT * FROM t WHERE id IN (0");
+    for (int i = 1; i < 5000; i++)
+        n += (size_t)snprintf(sql + n, cap - n, ",%d", i);
+    n += (size_t)snprintf(sql + n, cap - n, ")");
+    pgt_fp_cache_t *c = pgt_fp_cache_new(4);
+    pgt_shape_t sh;
+    CHECK_INT(pgt_fp_shape(c, sql, n, &sh), 0);
+    CHECK_INT(sh.kind, PGT_STMT_SELECT);
+    CHECK(strlen(sh.normalized) <= PGT_FP_NORMALIZED_MAX);
+    CHECK(strncmp(sh.normalized, "SELECT * FROM t WHERE id IN ($1,$2,", 35) == 0);
+    free(sql);
+    pgt_fp_cache_free(c);
+}
+
+static void test_unparsed(void)
+{
+    pgt_fp_cache_t *c = pgt_fp_cache_new(16);
+    pgt_shape_t a, b, d;
+    shape_of(c, "selec 'alice@example.com'", &a);
+    shape_of(c, "selec 'alice@example.com'", &b);
+    shape_of(c, "selec 'bob@example.com'", &d);
+    CHECK_INT(a.kind, PGT_STMT_UNPARSED);
+    CHECK_INT(a.explainable, false);
+    CHECK(a.fingerprint == b.fingerprint);
+    CHECK(a.fingerprint != d.fingerprint);
+    CHECK_STR(a.normalized, "selec 'alice@example.com'");
+    /* Only the first 200 bytes are kept, cut on a UTF-8 boundary. */
+    char big[1000];
+    memset(big, 'x', sizeof(big));
+    memcpy(big, "selec ", 6);
+    memcpy(big + 199, "\xc3\xa9", 2); /* é across byte 200 */
+    CHECK_INT(pgt_fp_shape(c, big, sizeof(big), &a), 0);
+    CHECK_INT(a.kind, PGT_STMT_UNPARSED);
+    CHECK_INT(strlen(a.normalized), 199);
+    /* A NUL inside the text cannot be handed to libpg_query. */
+    CHECK_INT(pgt_fp_shape(c, "SELECT 1\0 2", 11, &a), 0);
+    CHECK_INT(a.kind, PGT_STMT_UNPARSED);
+    CHECK_INT(strlen(a.normalized), 8);
+    pgt_fp_cache_free(c);
+}
+
+/* normalize runs once per fingerprint; a text seen before is not parsed. */
+static void test_cache_counts(void)
+{
+    pgt_fp_cache_t *c = pgt_fp_cache_new(128);
+    char sql[64];
+    pgt_shape_t sh;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 50; i++) {
+            snprintf(sql, sizeof(sql), "SELECT * FROM t WHERE id = %d", i);
+            CHECK_STR(shape_of(c, sql, &sh), "SELECT * FROM t WHERE id = $1");
+        }
+    }
+    pgt_fp_stats_t s;
+    pgt_fp_cache_stats(c, &s);
+    CHECK_INT(s.calls, 100);
+    CHECK_INT(s.normalizes, 1);
+    CHECK_INT(s.fingerprints, 50);
+    CHECK_INT(s.text_hits, 50);
+    CHECK_INT(s.shapes, 1);
+    CHECK_INT(s.texts, 50);
+    pgt_fp_cache_free(c);
+}
+
+/* A small cache stays within its bounds and still answers correctly. */
+static void test_lru_eviction(void)
+{
+    pgt_fp_cache_t *c = pgt_fp_cache_new(4);
+    char sql[64], want[64];
+    pgt_shape_t sh;
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 20; i++) {
+            snprintf(sql, sizeof(sql), "SELECT a FROM t_%c WHERE id = %d", 'a' + i, round);
+            snprintf(want, sizeof(want), "SELECT a FROM t_%c WHERE id = $1", 'a' + i);
+            CHECK_STR(shape_of(c, sql, &sh), want);
+            pgt_fp_stats_t s;
+            pgt_fp_cache_stats(c, &s);
+            CHECK(s.shapes <= 4);
+            CHECK(s.texts <= 4);
+        }
+    }
+    /* The most recent entries survive: t_t is answered from the cache.
+     * (Table names differ by letters: libpg_query's fingerprint ignores
+     * runs of digits in relation names, so t10 and t11 are one shape.) */
+    pgt_fp_stats_t before, after;
+    pgt_fp_cache_stats(c, &before);
+    CHECK_STR(shape_of(c, "SELECT a FROM t_t WHERE id = 2", &sh),
+              "SELECT a FROM t_t WHERE id = $1");
+    pgt_fp_cache_stats(c, &after);
+    CHECK_INT(after.text_hits, before.text_hits + 1);
+    CHECK_INT(after.normalizes, before.normalizes);
+    CHECK(after.evictions > 0);
+    CHECK_INT(after.normalizes, 60);
+    pgt_fp_cache_free(c);
+}
+
+/* A statement and the tags JSON expected from it (NULL: none). */
+static const struct tag_case {
+    const char *sql;  /* statement */
+    const char *json; /* expected tags */
+} tag_cases[] = {
+    {"SELECT 1 /*controller='users',action='index'*/",
+     "{\"action\":\"index\",\"controller\":\"users\"}"},
+    {"SELECT 1 /*route='%2Fusers%2F%3Aid',db_driver='psycopg%3A3.1'*/",
+     "{\"db_driver\":\"psycopg:3.1\",\"route\":\"/users/:id\"}"},
+    {"SELECT 1 /*traceparent='00-5bd66ef5095369c7b0d1f8f4bd33716a-c532cb4098ac3dd2-01'*/",
+     "{\"traceparent\":\"00-5bd66ef5095369c7b0d1f8f4bd33716a-c532cb4098ac3dd2-01\"}"},
+    {"SELECT 1 /*k='it\\'s'*/", "{\"k\":\"it's\"}"},
+    {"SELECT 1 /* a = 'x y' , b='%C3%A9' */", "{\"a\":\"x y\",\"b\":\"\xc3\xa9\"}"},
+    {"SELECT 1 /*my%20key='v'*/", "{\"my key\":\"v\"}"},
+    {"SELECT 1 /*a='50%',b='%4'*/", "{\"a\":\"50%\",\"b\":\"%4\"}"},
+    {"SELECT 1 /*a='1',a='2'*/", "{\"a\":\"2\"}"},
+    {"SELECT /*a='1'*/ 1", "{\"a\":\"1\"}"},
+    {"/*a='1'*/ SELECT 1 /*b='2'*/", "{\"b\":\"2\"}"},
+    {"SELECT 1 /*a='1'*/ /* plain */ -- x='y'", "{\"a\":\"1\"}"},
+    {"SELECT 1 /*a=''*/", "{\"a\":\"\"}"},
+    {"SELECT 1", NULL},
+    {"SELECT 1 /* plain */", NULL},
+    {"SELECT 1 -- a='1'", NULL},
+    {"SELECT '/*a=''1''*/'", NULL},
+    {"SELECT 1 /*a=1*/", NULL},
+    {"SELECT 1 /*a='1*/", NULL},
+    {"SELECT 1 /*a='1',*/", NULL},
+    {"SELECT 1 /*='x'*/", NULL},
+    {"SELECT 1 /*a='1' b='2'*/", NULL},
+    {"SELECT 1 /*a='%FF'*/", NULL},
+    {"SELECT 1 /*a='%00'*/", NULL},
+    {"SELECT 'x /*a='1'*/", NULL},
+    {"SELECT 1 /*a='1'", NULL},
+    {"SELECT 1 /* /*a='1'*/ */", NULL}, /* the nested comment is part of the key */
+};
+
+static void test_tags_table(void)
+{
+    for (size_t i = 0; i < COUNTOF(tag_cases); i++) {
+        size_t n = strlen(tag_cases[i].sql);
+        char *text = heap_copy(tag_cases[i].sql, n);
+        char *json = pgt_fp_tags_json(text, n);
+        free(text);
+        if (tag_cases[i].json) {
+            CHECK_STR(json, tag_cases[i].json);
+        } else if (json) {
+            fprintf(stderr, "case %zu: %s gave %s\n", i, tag_cases[i].sql, json);
+            CHECK(json == NULL);
+        }
+        free(json);
+    }
+    CHECK(pgt_fp_tags_json(NULL, 0) == NULL);
+}
+
+int main(void)
+{
+    test_kind_names();
+    test_classify_table();
+    test_split_table();
+    test_split_limits();
+    test_same_shape();
+    test_normalized_text();
+    test_long_normalized();
+    test_unparsed();
+    test_cache_counts();
+    test_lru_eviction();
+    test_tags_table();
+    TASK_DONE();
+}

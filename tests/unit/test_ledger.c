@@ -1,0 +1,508 @@
+/* Unit tests of the ledger: records reach SQLite, and nothing is lost or
+ * written twice when the database fails (missing directory, read-only file,
+ * another writer's lock), across a restart, or with a damaged spool. Also
+ * migrations, retention, and the reader API used by pgtallyctl. */
+#include <ftw.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pgtally/ledger.h"
+#include "task.h"
+
+#define DAY_US 86400000000LL
+
+static char tmpdir[64];
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static const char *tmp_path(const char *name)
+{
+    static char bufs[4][256];
+    static int next;
+    char *b = bufs[next++ % 4];
+    snprintf(b, sizeof(bufs[0]), "%s/%s", tmpdir, name);
+    return b;
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    chmod(path, 0700);
+    return remove(path);
+}
+
+static void rm_rf(const char *path)
+{
+    chmod(path, 0700);
+    nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A record numbered i: session_id = i makes duplicates countable. */
+static pgt_record_t *make_record(uint64_t i, const char *user, int64_t started_us)
+{
+    pgt_record_t *r = pgt_record_new();
+    r->started_us = started_us;
+    r->finished_us = started_us + 1500;
+    r->session_id = i;
+    r->backend_pid = 4242;
+    r->user = strdup(user);
+    r->database = strdup(i % 2 ? "shop" : "analytics");
+    r->application = strdup(i % 3 ? "psql" : "");
+    r->client_addr = strdup("127.0.0.1:5000");
+    r->tags_json = strdup(i % 2 ? "{\"team\":\"growth\"}" : "{\"team\":\"core\",\"n\":1}");
+    r->fingerprint = 0xfedcba9876543210ull + i;
+    r->normalized = strdup("SELECT * FROM t WHERE id = $1");
+    r->kind = strdup("select");
+    r->protocol = strdup("simple");
+    r->compute_s = 0.001 * (double)(i % 100);
+    r->rows = (int64_t)(i % 10);
+    r->bytes_out = 100;
+    r->cost_micro = (int64_t)(i % 7);
+    return r;
+}
+
+static sqlite3 *db_open(const char *path)
+{
+    sqlite3 *db = NULL;
+    CHECK_INT(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    return db;
+}
+
+/* Returns the integer of the first row of sql, or -1. */
+static int64_t db_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        fprintf(stderr, "%s: %s\n", sql, sqlite3_errmsg(db));
+        return -1;
+    }
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int64_t file_int(const char *path, const char *sql)
+{
+    sqlite3 *db = db_open(path);
+    int64_t v = db_int(db, sql);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Rows, and distinct record numbers among them (equal: no duplicates). */
+static void check_rows(const char *path, int64_t want)
+{
+    CHECK_INT(file_int(path, "SELECT count(*) FROM queries"), want);
+    CHECK_INT(file_int(path, "SELECT count(DISTINCT session_id) FROM queries"), want);
+}
+
+/* Polls the stats until written reaches want, for up to 10 s. */
+static void wait_written(pgt_ledger_t *l, uint64_t want)
+{
+    pgt_ledger_stats_t s;
+    for (int i = 0; i < 1000; i++) {
+        pgt_ledger_stats(l, &s);
+        if (s.written >= want)
+            return;
+        usleep(10000);
+    }
+    CHECK_INT(s.written, want);
+}
+
+static void wait_failing(pgt_ledger_t *l, bool want)
+{
+    pgt_ledger_stats_t s;
+    for (int i = 0; i < 500; i++) {
+        pgt_ledger_stats(l, &s);
+        if (s.failing == want)
+            return;
+        usleep(10000);
+    }
+    CHECK_INT(s.failing, want);
+}
+
+static pgt_ledger_t *open_ledger(pgt_ledger_opts_t *o)
+{
+    char err[512] = "";
+    pgt_ledger_t *l = pgt_ledger_open(o, err, sizeof(err));
+    if (!l)
+        fprintf(stderr, "pgt_ledger_open: %s\n", err);
+    CHECK(l != NULL);
+    return l;
+}
+
+static void submit_range(pgt_ledger_t *l, uint64_t from, uint64_t to, int64_t started)
+{
+    for (uint64_t i = from; i < to; i++)
+        pgt_ledger_submit(l, make_record(i, i % 2 ? "alice" : "bob", started + (int64_t)i));
+}
+
+static void test_basic(void)
+{
+    const char *path = tmp_path("basic.db");
+    pgt_ledger_opts_t o = {.path = path};
+    pgt_ledger_t *l = open_ledger(&o);
+    submit_range(l, 0, 10000, now_us());
+    pgt_record_t *odd = pgt_record_new();
+    odd->session_id = 10000;
+    odd->fingerprint = UINT64_MAX;
+    odd->status = PGT_QUERY_BUDGET_CANCELLED;
+    memcpy(odd->sqlstate, "57014", 6);
+    pgt_ledger_submit(l, odd); /* NULL strings must not break the insert */
+    CHECK(!pgt_ledger_refusing(l));
+    pgt_ledger_close(l);
+    check_rows(path, 10001);
+    CHECK_INT(file_int(path, "PRAGMA user_version"), 1);
+    sqlite3 *db = db_open(path);
+    CHECK_INT(db_int(db, "SELECT fingerprint = -1 AND status = 'budget_cancelled' AND "
+                         "sqlstate = '57014' AND \"user\" = '' AND est_planner_cost IS NULL "
+                         "FROM queries WHERE session_id = 10000"),
+              1);
+    CHECK_INT(db_int(db, "SELECT count(*) FROM queries WHERE session_id = 7 AND "
+                         "\"user\" = 'alice' AND database = 'shop' AND application = 'psql' "
+                         "AND kind = 'select' AND rows = 7 AND cost_micro = 0 AND "
+                         "json_extract(tags, '$.team') = 'growth' AND sqlstate IS NULL"),
+              1);
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL);
+    CHECK_INT(sqlite3_step(st), SQLITE_ROW);
+    CHECK_STR((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    CHECK_INT(db_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+                         "('budgets','teams','team_members','alerts_sent','reports_sent')"),
+              5);
+    sqlite3_close(db);
+}
+
+static void test_migrations(void)
+{
+    /* An empty file is migrated to the current schema. */
+    const char *path = tmp_path("empty.db");
+    fclose(fopen(path, "w"));
+    pgt_ledger_opts_t o = {.path = path};
+    pgt_ledger_t *l = open_ledger(&o);
+    pgt_ledger_close(l);
+    CHECK_INT(file_int(path, "PRAGMA user_version"), 1);
+    CHECK_INT(file_int(path, "SELECT count(*) FROM queries"), 0);
+    /* Opening again is a no-op. */
+    pgt_ledger_close(open_ledger(&o));
+    /* A newer schema, or a file that is not a database, is refused. */
+    sqlite3 *db = db_open(path);
+    sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL);
+    sqlite3_close(db);
+    char err[512] = "";
+    CHECK(pgt_ledger_open(&o, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "newer") != NULL);
+    CHECK(pgt_ledger_reader_open(path, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "newer") != NULL);
+    const char *junk = tmp_path("junk.db");
+    FILE *f = fopen(junk, "w");
+    fputs("this is not a database, not at all; it is long enough to have a header", f);
+    fclose(f);
+    o.path = junk;
+    CHECK(pgt_ledger_open(&o, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "not a database") != NULL);
+    CHECK(pgt_ledger_reader_open(tmp_path("nonexistent.db"), err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "No such file") != NULL);
+}
+
+/* The database's directory is missing at first: records wait in memory,
+ * then in the spool; once the directory exists, they are all written once. */
+static void test_missing_directory(void)
+{
+    const char *path = tmp_path("later/ledger.db");
+    const char *spool = tmp_path("later.spool");
+    pgt_ledger_opts_t o = {
+        .path = path, .spool_path = spool, .memory_capacity = 100, .on_failure = PGT_LEDGER_CLOSED};
+    pgt_ledger_t *l = open_ledger(&o);
+    CHECK(pgt_ledger_refusing(l));
+    submit_range(l, 0, 550, now_us());
+    pgt_ledger_stats_t s;
+    for (int i = 0; i < 500; i++) {
+        pgt_ledger_stats(l, &s);
+        if (s.spooled >= 500)
+            break;
+        usleep(10000);
+    }
+    CHECK(s.spooled >= 500);
+    CHECK_INT(s.written, 0);
+    CHECK_INT(s.pending, 550);
+    CHECK(s.failing);
+    CHECK_INT(mkdir(tmp_path("later"), 0700), 0);
+    wait_written(l, 550);
+    CHECK(!pgt_ledger_refusing(l));
+    pgt_ledger_stats(l, &s);
+    CHECK_INT(s.pending, 0);
+    CHECK_INT(s.replayed, 550);
+    submit_range(l, 550, 600, now_us());
+    pgt_ledger_close(l);
+    check_rows(path, 600);
+    struct stat st;
+    CHECK(stat(spool, &st) != 0 || st.st_size == 0);
+}
+
+/* Another connection holds the write lock longer than the busy timeout. */
+static void test_locked(void)
+{
+    const char *path = tmp_path("locked.db");
+    pgt_ledger_opts_t o = {.path = path, .memory_capacity = 100, .busy_timeout_ms = 50};
+    pgt_ledger_t *l = open_ledger(&o);
+    submit_range(l, 0, 10, now_us());
+    wait_written(l, 10);
+    sqlite3 *other = db_open(path);
+    CHECK_INT(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    submit_range(l, 10, 400, now_us());
+    wait_failing(l, true);
+    CHECK(!pgt_ledger_refusing(l)); /* on_failure = open */
+    usleep(200000);
+    submit_range(l, 400, 500, now_us());
+    CHECK_INT(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    wait_written(l, 500);
+    wait_failing(l, false);
+    pgt_ledger_close(l);
+    check_rows(path, 500);
+}
+
+/* Closed while failing: everything goes to the spool, which the next open
+ * replays, skipping a damaged line and a torn last line. */
+static void test_spool_across_restart(void)
+{
+    const char *path = tmp_path("restart/ledger.db");
+    const char *spool = tmp_path("restart.spool");
+    pgt_ledger_opts_t o = {.path = path, .spool_path = spool};
+    pgt_ledger_t *l = open_ledger(&o);
+    submit_range(l, 0, 300, now_us());
+    pgt_record_t *bin = make_record(300, "\xff\xfe-latin1", now_us());
+    pgt_ledger_submit(l, bin);
+    pgt_ledger_close(l);
+    FILE *f = fopen(spool, "a");
+    fputs("not json\n{\"started_us\": 12, \"session_id\"", f); /* torn by a crash */
+    fclose(f);
+    CHECK_INT(mkdir(tmp_path("restart"), 0700), 0);
+    l = open_ledger(&o);
+    wait_written(l, 301);
+    submit_range(l, 1000, 1010, now_us()); /* after the torn line */
+    pgt_ledger_close(l);
+    check_rows(path, 311);
+    CHECK_INT(file_int(path, "SELECT count(*) FROM queries WHERE \"user\" = "
+                             "CAST(x'fffe2d6c6174696e31' AS TEXT)"),
+              1);
+}
+
+/* A read-only file or directory (meaningless as root, who may write). */
+static void test_read_only(void)
+{
+    if (geteuid() == 0) {
+        fprintf(stderr, "test_read_only: skipped as root\n");
+        return;
+    }
+    const char *path = tmp_path("ro.db");
+    pgt_ledger_opts_t o = {.path = path, .spool_path = tmp_path("ro.spool")};
+    pgt_ledger_close(open_ledger(&o));
+    CHECK_INT(chmod(path, 0444), 0);
+    pgt_ledger_t *l = open_ledger(&o);
+    submit_range(l, 0, 200, now_us());
+    wait_failing(l, true);
+    CHECK_INT(chmod(path, 0644), 0);
+    wait_written(l, 200);
+    pgt_ledger_close(l);
+    check_rows(path, 200);
+
+    CHECK_INT(mkdir(tmp_path("rodir"), 0500), 0);
+    o.path = tmp_path("rodir/ledger.db");
+    l = open_ledger(&o);
+    submit_range(l, 0, 200, now_us());
+    wait_failing(l, true);
+    CHECK_INT(chmod(tmp_path("rodir"), 0700), 0);
+    wait_written(l, 200);
+    pgt_ledger_close(l);
+    check_rows(o.path, 200);
+}
+
+static void test_overflow(void)
+{
+    const char *path = tmp_path("overflow.db");
+    pgt_ledger_opts_t o = {.path = path, .queue_capacity = 4};
+    pgt_ledger_t *l = open_ledger(&o);
+    submit_range(l, 0, 5000, now_us());
+    pgt_ledger_stats_t s;
+    pgt_ledger_stats(l, &s);
+    CHECK_INT(s.submitted, 5000);
+    CHECK(s.overflowed > 0);
+    pgt_ledger_close(l);
+    check_rows(path, 5000);
+    /* Order is kept: ids follow the record numbers. */
+    CHECK_INT(file_int(path, "SELECT count(*) FROM queries a JOIN queries b ON b.id = a.id + 1 "
+                             "WHERE b.session_id < a.session_id"),
+              0);
+}
+
+static void test_retention(void)
+{
+    const char *path = tmp_path("retention.db");
+    pgt_ledger_opts_t o = {.path = path};
+    pgt_ledger_t *l = open_ledger(&o);
+    submit_range(l, 0, 12000, now_us() - 100 * DAY_US); /* more than one chunk */
+    submit_range(l, 20000, 20100, now_us() - 10 * DAY_US);
+    pgt_ledger_close(l);
+    check_rows(path, 12100);
+    o.retention_days = 90;
+    l = open_ledger(&o);
+    for (int i = 0; i < 500 && file_int(path, "SELECT count(*) FROM queries") != 100; i++)
+        usleep(10000);
+    pgt_ledger_close(l);
+    check_rows(path, 100);
+}
+
+/* Collects what the reader callbacks see. */
+typedef struct seen {
+    int n;              /* rows seen */
+    int64_t cost;       /* their summed cost */
+    int64_t last_start; /* started_us of the last row */
+    int64_t last_cost;  /* cost of the last row */
+    bool ordered;       /* every row came in the expected order */
+    char first[32];     /* group or user of the first row */
+} seen_t;
+
+static int list_cb(const pgt_record_t *r, void *arg)
+{
+    seen_t *s = arg;
+    if (s->n > 0 && r->started_us > s->last_start)
+        s->ordered = false;
+    if (s->n == 0)
+        snprintf(s->first, sizeof(s->first), "%s", r->user);
+    s->n++;
+    s->cost += r->cost_micro;
+    s->last_start = r->started_us;
+    return 0;
+}
+
+static int cost_cb(const pgt_record_t *r, void *arg)
+{
+    seen_t *s = arg;
+    if (s->n > 0 && r->cost_micro > s->last_cost)
+        s->ordered = false;
+    s->n++;
+    s->last_cost = r->cost_micro;
+    return s->n == 5 ? 42 : 0; /* stops early */
+}
+
+static int usage_cb(const pgt_usage_row_t *row, void *arg)
+{
+    seen_t *s = arg;
+    if (s->n > 0 && row->cost_micro > s->last_cost)
+        s->ordered = false;
+    if (s->n == 0)
+        snprintf(s->first, sizeof(s->first), "%s", row->group ? row->group : "(null)");
+    s->n++;
+    s->cost += row->cost_micro;
+    s->last_cost = row->cost_micro;
+    return 0;
+}
+
+static void test_reader(void)
+{
+    const char *path = tmp_path("reader.db");
+    pgt_ledger_opts_t o = {.path = path};
+    pgt_ledger_t *l = open_ledger(&o);
+    int64_t t0 = 1700000000000000LL;
+    submit_range(l, 0, 1000, t0);
+    pgt_record_t *untagged = make_record(5000, "carol", t0 + 5000);
+    free(untagged->tags_json);
+    untagged->tags_json = NULL;
+    untagged->cost_micro = 1000;
+    pgt_ledger_submit(l, untagged);
+    pgt_ledger_close(l);
+    char err[256];
+    pgt_ledger_reader_t *rd = pgt_ledger_reader_open(path, err, sizeof(err));
+    CHECK(rd != NULL);
+    if (!rd)
+        return;
+    seen_t s = {.ordered = true};
+    pgt_ledger_filter_t f = {.since_us = INT64_MIN, .until_us = INT64_MAX, .user = "alice"};
+    CHECK_INT(pgt_ledger_list(rd, &f, list_cb, &s, err, sizeof(err)), 0);
+    CHECK_INT(s.n, 500);
+    CHECK(s.ordered);
+    f = (pgt_ledger_filter_t){.since_us = t0 + 100, .until_us = t0 + 200, .limit = 30};
+    s = (seen_t){.ordered = true};
+    CHECK_INT(pgt_ledger_list(rd, &f, list_cb, &s, err, sizeof(err)), 0);
+    CHECK_INT(s.n, 30);
+    CHECK_INT(s.last_start, t0 + 170);
+    f = (pgt_ledger_filter_t){.since_us = INT64_MIN, .until_us = INT64_MAX};
+    f.order = PGT_LEDGER_ORDER_COST;
+    s = (seen_t){.ordered = true};
+    CHECK_INT(pgt_ledger_list(rd, &f, cost_cb, &s, err, sizeof(err)), 42);
+    CHECK_INT(s.n, 5);
+    CHECK(s.ordered);
+    s = (seen_t){.ordered = true};
+    CHECK_INT(pgt_ledger_usage(rd, PGT_USAGE_BY_USER, NULL, t0, t0 + 10000, usage_cb, &s, err,
+                               sizeof(err)),
+              0);
+    CHECK_INT(s.n, 3);
+    CHECK_STR(s.first, "alice"); /* 1500 against bob's 1497 and carol's 1000 */
+    CHECK(s.ordered);
+    int64_t total = s.cost;
+    s = (seen_t){.ordered = true};
+    CHECK_INT(pgt_ledger_usage(rd, PGT_USAGE_BY_TAG, "team", t0, t0 + 10000, usage_cb, &s, err,
+                               sizeof(err)),
+              0);
+    CHECK_INT(s.n, 3); /* growth, core, and no tag */
+    CHECK_INT(s.cost, total);
+    CHECK_INT(
+        pgt_ledger_usage(rd, PGT_USAGE_BY_TAG, "a\"b", t0, t0 + 1, usage_cb, &s, err, sizeof(err)),
+        -1);
+    pgt_ledger_reader_close(rd);
+}
+
+static void test_names(void)
+{
+    pgt_query_status_t st;
+    CHECK_INT(pgt_query_status_parse("budget_cancelled", &st), 0);
+    CHECK_INT(st, PGT_QUERY_BUDGET_CANCELLED);
+    CHECK_STR(pgt_query_status_name(PGT_QUERY_REFUSED), "refused");
+    CHECK_INT(pgt_query_status_parse("nope", &st), -1);
+    pgt_usage_by_t by;
+    CHECK_INT(pgt_usage_by_parse("application", &by), 0);
+    CHECK_INT(by, PGT_USAGE_BY_APPLICATION);
+    CHECK_STR(pgt_usage_by_name(PGT_USAGE_BY_TAG), "tag");
+    pgt_ledger_order_t ord;
+    CHECK_INT(pgt_ledger_order_parse("cost", &ord), 0);
+    CHECK_STR(pgt_ledger_order_name(ord), "cost");
+}
+
+int main(void)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/pgtally-test-ledger-XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_names();
+    test_basic();
+    test_migrations();
+    test_missing_directory();
+    test_locked();
+    test_spool_across_restart();
+    test_read_only();
+    test_overflow();
+    test_retention();
+    test_reader();
+    if (!task_failures)
+        rm_rf(tmpdir);
+    else
+        fprintf(stderr, "files kept in %s\n", tmpdir);
+    TASK_DONE();
+}
