@@ -20,15 +20,17 @@ typedef struct named {
 } named_t;
 
 struct pgt_intercept {
-    pgt_meter_t *meter;    /* where finished executions go */
-    pgt_attr_t *attr;      /* who this session is (a reference) */
-    named_t *statements;   /* prepared statements */
-    named_t *portals;      /* portals */
-    pgt_exec_t *head;      /* FIFO of executions and markers, oldest first */
-    pgt_exec_t *tail;      /* newest */
-    uint64_t last_done_ns; /* when the upstream last finished a statement */
-    int64_t cur_rows;      /* DataRows of the statement being answered */
-    int64_t cur_bytes;     /* bytes sent to the client for it */
+    pgt_estimator_t *estimator; /* learns from finished statements, or NULL */
+    pgt_estimate_t next_est;    /* estimate for the next Query (key 0: none) */
+    pgt_meter_t *meter;         /* where finished executions go */
+    pgt_attr_t *attr;           /* who this session is (a reference) */
+    named_t *statements;        /* prepared statements */
+    named_t *portals;           /* portals */
+    pgt_exec_t *head;           /* FIFO of executions and markers, oldest first */
+    pgt_exec_t *tail;           /* newest */
+    uint64_t last_done_ns;      /* when the upstream last finished a statement */
+    int64_t cur_rows;           /* DataRows of the statement being answered */
+    int64_t cur_bytes;          /* bytes sent to the client for it */
 };
 
 static int64_t wall_us(void)
@@ -38,14 +40,16 @@ static int64_t wall_us(void)
     return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
-pgt_intercept_t *pgt_intercept_new(pgt_meter_t *m, uint64_t session_id, int32_t backend_pid,
-                                   const char *user, const char *database, const char *application,
-                                   const char *client_addr)
+pgt_intercept_t *pgt_intercept_new(pgt_meter_t *m, pgt_estimator_t *est, uint64_t session_id,
+                                   int32_t backend_pid, const char *user, const char *database,
+                                   const char *application, const char *client_addr)
 {
     pgt_intercept_t *ic = calloc(1, sizeof(*ic));
     if (!ic)
         return NULL;
     ic->meter = m;
+    ic->estimator = est;
+    ic->next_est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
     ic->attr = pgt_attr_new(session_id, user, database, application, client_addr);
     if (!ic->attr) {
         free(ic);
@@ -111,6 +115,7 @@ static pgt_exec_t *push(pgt_intercept_t *ic, pgt_text_t *text, bool extended, bo
         return NULL;
     e->is_marker = marker;
     e->extended = extended;
+    e->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
     if (!marker) {
         e->attr = ic->attr;
         ic->attr->refs++;
@@ -175,6 +180,8 @@ static void complete(pgt_intercept_t *ic, pgt_exec_t *e, pgt_query_status_t stat
     if (sqlstate)
         memcpy(d->sqlstate, sqlstate, 6);
     ic->last_done_ns = now;
+    if (ic->estimator && e->est.key && status == PGT_QUERY_OK)
+        pgt_estimator_learn(ic->estimator, &e->est, d->compute_s, d->bytes_out);
     ic->cur_rows = 0;
     ic->cur_bytes = 0;
 }
@@ -200,8 +207,16 @@ static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     pgt_text_t *t = pgt_text_new((const char *)body, n);
     if (!t)
         return;
-    push(ic, t, false, false);
+    pgt_exec_t *e = push(ic, t, false, false);
     pgt_text_unref(t);
+    if (e)
+        e->est = ic->next_est;
+    ic->next_est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+}
+
+void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est)
+{
+    ic->next_est = *est;
 }
 
 static void client_parse(pgt_intercept_t *ic, const uint8_t *body, size_t len)

@@ -189,9 +189,12 @@ static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t
     r->normalized = strdup(shape.normalized ? shape.normalized : "");
     r->kind = strdup(pgt_stmt_kind_name(shape.kind));
     r->protocol = strdup(e->extended ? "extended" : "simple");
-    r->est_planner_cost = -1;
-    r->est_cost_micro =
+    /* The loop's estimate (EXPLAIN or its shape history) was made before
+     * the statement ran; otherwise the worker's own history serves. */
+    int64_t history =
         estimate_and_learn(m, p, history_key(r->database ? r->database : "", shape.fingerprint), d);
+    r->est_planner_cost = e->est.key ? e->est.planner_cost : -1;
+    r->est_cost_micro = e->est.key && e->est.cost_micro >= 0 ? e->est.cost_micro : history;
     r->compute_s = d->compute_s;
     r->rows = d->rows;
     r->bytes_out = d->bytes_out;

@@ -64,6 +64,14 @@ static const pgt_config_key_t keys[] = {
     {"ledger.on_failure", "open or closed",
      "while the ledger cannot be written: keep serving (open) or refuse statements (closed)"},
     {"ledger.retention_days", "an integer from 0 to 36500", "days of history kept (default 90)"},
+    {"estimate.mode", "explain, history or off",
+     "estimate before running: in-band EXPLAIN where it pays, history only, or none"},
+    {"estimate.cache_ttl", "a duration such as 300s",
+     "how long a cheap, stable shape is estimated from history before it is explained again"},
+    {"estimate.format", "json or text",
+     "EXPLAIN output to ask for (text for engines without JSON)"},
+    {"estimate.explain_above", "a duration such as 10ms",
+     "shapes whose runs take longer are explained on every run (default 10ms)"},
     {"pricing.currency", "a 3-letter code such as USD", "currency of all amounts (default USD)"},
     {"pricing.per_compute_second", "an amount such as 0.0004",
      "price of one second of upstream compute (default 0.0004)"},
@@ -96,6 +104,9 @@ pgt_config_t *pgt_config_new(void)
     cfg->shutdown_timeout_ms = 30000;
     cfg->log_level = PGT_LOG_INFO;
     cfg->metering = 1;
+    cfg->estimate_mode = PGT_ESTIMATE_EXPLAIN;
+    cfg->estimate_cache_ttl_ms = 300000;
+    cfg->estimate_explain_above_ms = 10;
     cfg->ledger_retention_days = 90;
     snprintf(cfg->currency, sizeof(cfg->currency), "USD");
     cfg->price_compute_second_micro = 400;
@@ -282,6 +293,8 @@ static int parse_currency(const char *value, char out[8])
 
 static const char *const on_off_names[] = {"off", "on", NULL};
 static const char *const on_failure_names[] = {"open", "closed", NULL};
+static const char *const estimate_mode_names[] = {"off", "history", "explain", NULL};
+static const char *const estimate_format_names[] = {"json", "text", NULL};
 
 /* Keys of the metering sections; returns 1 when key is not one of them. */
 static int apply_metering(pgt_config_t *cfg, const char *key, const char *value)
@@ -294,6 +307,14 @@ static int apply_metering(pgt_config_t *cfg, const char *key, const char *value)
         return parse_enum(on_failure_names, value, &cfg->ledger_on_failure_closed);
     if (strcmp(key, "ledger.retention_days") == 0)
         return parse_int(value, 0, 36500, &cfg->ledger_retention_days);
+    if (strcmp(key, "estimate.mode") == 0)
+        return parse_enum(estimate_mode_names, value, &cfg->estimate_mode);
+    if (strcmp(key, "estimate.cache_ttl") == 0)
+        return parse_duration(value, &cfg->estimate_cache_ttl_ms);
+    if (strcmp(key, "estimate.format") == 0)
+        return parse_enum(estimate_format_names, value, &cfg->estimate_format_text);
+    if (strcmp(key, "estimate.explain_above") == 0)
+        return parse_duration(value, &cfg->estimate_explain_above_ms);
     if (strcmp(key, "pricing.currency") == 0)
         return parse_currency(value, cfg->currency);
     if (strcmp(key, "pricing.per_compute_second") == 0)
@@ -382,13 +403,20 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
     load_ctx_t *ctx = user;
     if (ctx->msg[0])
         return 0;
-    if (strcmp(section, "pgtally") != 0) {
+    char full[128];
+    if (strcmp(section, "pgtally") == 0) {
+        snprintf(full, sizeof(full), "%s", name);
+    } else if (strcmp(section, "ledger") == 0 || strcmp(section, "pricing") == 0 ||
+               strcmp(section, "estimate") == 0) {
+        snprintf(full, sizeof(full), "%s.%s", section, name);
+    } else {
         snprintf(ctx->msg, sizeof(ctx->msg),
-                 "section [%s], key '%s': unknown section; pgtally's keys go in [pgtally]", section,
-                 name);
+                 "section [%s], key '%s': unknown section; use [pgtally], [ledger], [pricing] or "
+                 "[estimate]",
+                 section, name);
         return 0;
     }
-    if (pgt_config_set(ctx->cfg, name, value, ctx->msg, sizeof(ctx->msg)) != 0)
+    if (pgt_config_set(ctx->cfg, full, value, ctx->msg, sizeof(ctx->msg)) != 0)
         return 0;
     return 1;
 }

@@ -279,6 +279,8 @@ void pgt_proxy_reload(pgt_proxy_t *p)
     install(p, cfg, &prep);
     if (p->meter)
         pgt_meter_set_prices(p->meter, cfg);
+    if (p->estimator)
+        pgt_estimator_configure(p->estimator, cfg);
     PGT_INFO("reloaded", "path=%s upstream=%s log_level=%s", cfg->path ? cfg->path : "-",
              p->upstream_name, pgt_log_level_name(cfg->log_level));
 }

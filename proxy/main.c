@@ -10,6 +10,7 @@
 
 #include "pgtally/config.h"
 #include "pgtally/ledger.h"
+#include "pgtally/estimator.h"
 #include "pgtally/meter.h"
 #include "pgtally/log.h"
 #include "pgtally/proxy.h"
@@ -146,7 +147,11 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
         return -1;
     }
     p->meter = pgt_meter_new(p->loop, l, p->cfg);
-    if (!p->meter) {
+    if (p->cfg->estimate_mode != PGT_ESTIMATE_OFF)
+        p->estimator = pgt_estimator_new(p->cfg);
+    if (!p->meter || (p->cfg->estimate_mode != PGT_ESTIMATE_OFF && !p->estimator)) {
+        pgt_meter_free(p->meter);
+        p->meter = NULL;
         pgt_ledger_close(l);
         return -1;
     }
@@ -188,6 +193,7 @@ int main(int argc, char **argv)
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     pgt_meter_free(proxy.meter);
+    pgt_estimator_free(proxy.estimator);
     if (ledger)
         pgt_ledger_close(ledger);
     PGT_INFO("stopped", "exit_code=%d", proxy.exit_code);

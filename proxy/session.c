@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgtally/estimator.h"
 #include "pgtally/intercept.h"
 #include "pgtally/log.h"
 #include "pgtally/tls.h"
@@ -86,6 +87,12 @@ struct pgt_session {
     pgt_upstream_tls_t up_tls;    /* upstream TLS mode at session start */
     pgt_sockaddr_t upstream_addr; /* upstream used, also for cancels */
     pgt_intercept_t *ic;          /* metering of this session, or NULL */
+    uint8_t txn_status;           /* status of the last ReadyForQuery: 'I', 'T' or 'E' */
+    bool explaining;              /* pgtally's EXPLAIN is upstream; client bytes wait in pend */
+    pgt_estimate_t est;           /* estimate of the Query being explained */
+    char *explain_sql;            /* EXPLAIN to send once the framer has stopped */
+    uint8_t *explain_out;         /* EXPLAIN output gathered so far */
+    size_t explain_out_len;       /* its length */
     char *names;                  /* one block holding user, database and app */
     const char *user;             /* startup "user", or NULL before the startup packet */
     const char *database;         /* startup "database" */
@@ -169,6 +176,8 @@ static void timer_close_cb(uv_handle_t *h)
     if (s->next)
         s->next->prev = s->prev;
     free(s->names);
+    free(s->explain_sql);
+    free(s->explain_out);
     free(s);
     pgt_proxy_session_gone(p);
 }
@@ -181,7 +190,6 @@ static void conn_close_cb(uv_handle_t *h)
     c->tls = NULL;
     free(c->pend);
     c->pend = NULL;
-    pgt_framer_free(&c->framer);
     if (--s->open_conns == 0)
         uv_close((uv_handle_t *)&s->timer, timer_close_cb);
 }
@@ -532,8 +540,8 @@ static void enter_idle(pgt_session_t *s)
     s->client.framer.max_len = s->proxy->cfg->max_message_size;
     if (s->proxy->meter) {
         const char *app = s->app ? s->app : "";
-        s->ic = pgt_intercept_new(s->proxy->meter, s->id, (int32_t)s->backend_pid, s->user,
-                                  s->database, app, s->addr);
+        s->ic = pgt_intercept_new(s->proxy->meter, s->proxy->estimator, s->id,
+                                  (int32_t)s->backend_pid, s->user, s->database, app, s->addr);
         if (s->ic)
             pgt_framer_capture(&s->client.framer, pgt_intercept_capture, PGT_INTERCEPT_MAX_SQL);
     }
@@ -551,6 +559,8 @@ static void auth_message(pgt_session_t *s, uint8_t type, const uint8_t *msg, siz
      * binding". */
     if (type == 'R' && blen >= 4 && pgt_be32(body) == 0)
         s->authenticated = true;
+    if (type == 'Z' && blen >= 1)
+        s->txn_status = body[0];
     if (type == 'K' && blen >= 8 && !s->have_key) {
         s->backend_pid = pgt_be32(body);
         s->backend_key = pgt_be32(body + 4);
@@ -612,12 +622,11 @@ static void auth_data(pgt_session_t *s, const uint8_t *data, size_t len)
 
 /* ---- query traffic ------------------------------------------------------ */
 
-static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
+/* Book-keeping for a client message that goes upstream now. */
+static void client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen)
 {
-    pgt_session_t *s = arg;
-    (void)len;
     if (s->ic)
-        pgt_intercept_client(s->ic, type, peek, plen);
+        pgt_intercept_client(s->ic, type, body, blen);
     switch (type) {
     case 'Q': /* Query */
     case 'S': /* Sync */
@@ -634,6 +643,37 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     }
 }
 
+/* An in-band EXPLAIN is safe only when nothing else is in flight and no
+ * transaction block is open: its failure then leaves no trace, and the
+ * client's own statement, sent right after, meets the state it expects
+ * (protocol docs, "Simple Query"; a Query also ends the unnamed statement,
+ * which the client's own Query does anyway). */
+static bool may_explain(const pgt_session_t *s)
+{
+    return s->ic && s->proxy->estimator && s->state == ST_IDLE && s->pending_syncs == 0 &&
+           s->txn_status == 'I' && !s->drain;
+}
+
+static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
+{
+    pgt_session_t *s = arg;
+    (void)len;
+    if (type == 'Q' && s->ic && s->proxy->estimator) {
+        s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+        /* A well-formed Query body is NUL-terminated in place. */
+        if (plen > 0 && peek[plen - 1] == 0)
+            s->explain_sql =
+                pgt_estimator_plan(s->proxy->estimator, s->database, (const char *)peek, plen - 1,
+                                   may_explain(s), &s->est);
+        if (s->explain_sql) {
+            s->client.framer.stop = true;
+            return;
+        }
+        pgt_intercept_set_estimate(s->ic, &s->est);
+    }
+    client_account(s, type, peek, plen);
+}
+
 static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
 {
     pgt_session_t *s = arg;
@@ -642,6 +682,8 @@ static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
         pgt_intercept_server(s->ic, type, len, peek, plen);
     switch (type) {
     case 'Z': /* ReadyForQuery */
+        if (plen > 0)
+            s->txn_status = peek[0];
         if (s->pending_syncs > 0)
             s->pending_syncs--;
         if (s->pending_syncs == 0 && logged_in(s))
@@ -663,17 +705,170 @@ static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     }
 }
 
-/* Client bytes after the startup packet: framed, checked, forwarded. */
-static void pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
+static void start_explain(pgt_session_t *s);
+
+/* Frames client bytes and forwards what may go. A captured message that
+ * is not all here waits in client.pend; a Query to be explained first waits
+ * there too, with everything behind it. */
+static void feed_client(pgt_session_t *s, const uint8_t *data, size_t len)
 {
-    if (pgt_framer_feed(&s->client.framer, data, len, client_msg_cb, s) != 0) {
-        pgt_framer_t *f = &s->client.framer;
+    pgt_framer_t *f = &s->client.framer;
+    int rc = pgt_framer_feed(f, data, len, client_msg_cb, s);
+    if (rc < 0) {
         session_fail(s, "08P01", "invalid message length %d for message type '%c' (limit %lld)",
                      (int32_t)f->len, f->type >= 32 && f->type < 127 ? f->type : '?',
                      (long long)f->max_len);
         return;
     }
-    conn_send(&s->server, data, len);
+    size_t upto = rc == 0 ? len : rc == PGT_WIRE_STOPPED ? f->msg_start : f->stopped_at;
+    conn_send(&s->server, data, upto);
+    if (rc == 0 || s->state == ST_CLOSING)
+        return;
+    if (pend_append(&s->client, data + upto, len - upto) != 0) {
+        session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    if (rc == PGT_WIRE_STOPPED)
+        start_explain(s);
+}
+
+/* Client bytes after the startup packet. */
+static void pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
+{
+    conn_t *c = &s->client;
+    if (!s->explaining && c->pend_len == 0) {
+        feed_client(s, data, len);
+        return;
+    }
+    if (pend_append(c, data, len) != 0) {
+        session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    if (s->explaining)
+        return;
+    uint8_t *buf = c->pend;
+    size_t n = c->pend_len;
+    c->pend = NULL;
+    c->pend_len = c->pend_cap = 0;
+    feed_client(s, buf, n);
+    free(buf);
+}
+
+/* ---- in-band EXPLAIN ------------------------------------------------------ */
+
+/* Sends pgtally's EXPLAIN ahead of the client's Query, which waits at the
+ * start of client.pend. */
+static void start_explain(pgt_session_t *s)
+{
+    char *sql = s->explain_sql;
+    s->explain_sql = NULL;
+    size_t n = strlen(sql);
+    uint8_t *msg = malloc(n + 6);
+    if (!msg) {
+        free(sql);
+        session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    msg[0] = 'Q';
+    uint32_t l = (uint32_t)n + 5;
+    msg[1] = (uint8_t)(l >> 24);
+    msg[2] = (uint8_t)(l >> 16);
+    msg[3] = (uint8_t)(l >> 8);
+    msg[4] = (uint8_t)l;
+    memcpy(msg + 5, sql, n + 1);
+    free(sql);
+    s->explaining = true;
+    conn_send(&s->server, msg, n + 6);
+    free(msg);
+}
+
+/* The EXPLAIN has answered: the client's Query goes upstream, then
+ * whatever the client sent after it. */
+static void finish_explain(pgt_session_t *s)
+{
+    double cost = -1;
+    if (s->explain_out)
+        cost = pgt_estimator_parse((const char *)s->explain_out, s->explain_out_len);
+    free(s->explain_out);
+    s->explain_out = NULL;
+    s->explain_out_len = 0;
+    s->explaining = false;
+    pgt_estimator_explained(s->proxy->estimator, &s->est, cost);
+    PGT_DEBUG("explained", "session=C-%llu planner_cost=%.2f estimate_micro=%lld",
+              (unsigned long long)s->id, cost, (long long)s->est.cost_micro);
+    pgt_intercept_set_estimate(s->ic, &s->est);
+    conn_t *c = &s->client;
+    size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
+    client_account(s, 'Q', c->pend + 5, qlen - 5);
+    conn_send(&s->server, c->pend, qlen);
+    uint8_t *buf = c->pend;
+    size_t n = c->pend_len;
+    c->pend = NULL;
+    c->pend_len = c->pend_cap = 0;
+    if (n > qlen && s->state != ST_CLOSING)
+        pass_client(s, buf + qlen, n - qlen);
+    free(buf);
+}
+
+/* Keeps the text of the first DataRow of the EXPLAIN: one column holding
+ * the JSON plan or the top plan line. */
+static void explain_row(pgt_session_t *s, const uint8_t *body, size_t blen)
+{
+    pgt_reader_t r;
+    pgt_reader_init(&r, body, blen);
+    uint8_t hi, lo;
+    uint32_t vlen;
+    if (s->explain_out || !pgt_reader_u8(&r, &hi) || !pgt_reader_u8(&r, &lo) ||
+        !pgt_reader_u32(&r, &vlen) || vlen > blen - r.pos)
+        return;
+    s->explain_out = malloc(vlen + 1);
+    if (!s->explain_out)
+        return;
+    memcpy(s->explain_out, body + r.pos, vlen);
+    s->explain_out[vlen] = 0;
+    s->explain_out_len = vlen;
+}
+
+/* Server messages while the EXPLAIN is upstream: its own answers are
+ * consumed; notices, notifications and parameter changes, which can arrive
+ * at any time, reach the client as usual. */
+static void explain_data(pgt_session_t *s, const uint8_t *data, size_t len)
+{
+    conn_t *c = &s->server;
+    if (pend_append(c, data, len) != 0) {
+        session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    size_t off = 0;
+    while (s->explaining && s->state != ST_CLOSING) {
+        uint8_t type;
+        size_t total;
+        int rc = pgt_wire_next(c->pend + off, c->pend_len - off, 64 << 20, &type, &total);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            session_fail(s, "08006", "pgtally: invalid message from upstream %s",
+                         s->proxy->upstream_name);
+            return;
+        }
+        const uint8_t *msg = c->pend + off;
+        off += total;
+        if (type == 'D')
+            explain_row(s, msg + 5, total - 5);
+        else if (type == 'N' || type == 'A' || type == 'S')
+            conn_send(&s->client, msg, total);
+        else if (type == 'Z')
+            finish_explain(s);
+    }
+    if (s->state == ST_CLOSING)
+        return;
+    size_t rest = c->pend_len - off;
+    uint8_t *buf = c->pend;
+    c->pend = NULL;
+    c->pend_len = c->pend_cap = 0;
+    if (rest > 0)
+        on_data(s, c, buf + off, rest);
+    free(buf);
 }
 
 /* Server bytes after login: framed and forwarded. */
@@ -828,6 +1023,8 @@ static void on_data(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len
     case ST_COPY:
         if (from_client)
             pass_client(s, data, len);
+        else if (s->explaining)
+            explain_data(s, data, len);
         else
             pass_server(s, data, len);
         break;
@@ -1011,7 +1208,11 @@ void pgt_session_drain(pgt_session_t *s)
     case ST_CLOSING:
         return;
     case ST_IDLE:
-        session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
+        if (!s->explaining && s->client.pend_len == 0) {
+            session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
+            return;
+        }
+        s->drain = true;
         return;
     case ST_QUERY:
     case ST_COPY:

@@ -54,22 +54,10 @@ void pgt_framer_capture(pgt_framer_t *f, const uint8_t *types, uint32_t max)
     f->capture_max = max;
 }
 
-void pgt_framer_free(pgt_framer_t *f)
-{
-    free(f->body);
-    f->body = NULL;
-    f->body_len = 0;
-}
-
 /* Completes the current message: report it and reset for the next one. */
 static void framer_finish(pgt_framer_t *f, pgt_framer_cb cb, void *arg)
 {
-    if (f->body) {
-        cb(arg, f->type, f->len, f->body, f->body_len);
-        pgt_framer_free(f);
-    } else {
-        cb(arg, f->type, f->len, f->peek, f->peek_have);
-    }
+    cb(arg, f->type, f->len, f->peek, f->peek_have);
     f->hdr_have = 0;
     f->peek_have = 0;
 }
@@ -95,22 +83,39 @@ static int framer_header(pgt_framer_t *f, const uint8_t *data, size_t len, size_
     return 1;
 }
 
-/* A captured message: reported in place when its body is all in this
- * read, otherwise gathered. Returns false when out of memory (the message
- * is then reported with its peek only). */
-static bool framer_start_capture(pgt_framer_t *f, const uint8_t *data, size_t len, size_t *i,
-                                 pgt_framer_cb cb, void *arg)
+/* At a message boundary in front of a captured type: report the message
+ * whole, or stop in front of it. Returns 0 to go on, a PGT_WIRE_ result to
+ * return, or -100 when the message is too long to capture and streams. */
+static int framer_captured(pgt_framer_t *f, const uint8_t *data, size_t len, size_t *i,
+                           pgt_framer_cb cb, void *arg)
 {
-    if (len - *i >= f->body_left) {
-        cb(arg, f->type, f->len, data + *i, f->body_left);
-        *i += f->body_left;
-        f->body_left = 0;
-        f->hdr_have = 0;
-        return true;
+    if (len - *i < 5) {
+        f->stopped_at = *i;
+        return PGT_WIRE_PARTIAL;
     }
-    f->body = malloc(f->body_left);
-    f->body_len = 0;
-    return f->body != NULL;
+    uint32_t mlen = pgt_be32(data + *i + 1);
+    if (mlen < 4 || (int64_t)mlen > f->max_len) {
+        f->type = data[*i];
+        f->len = mlen;
+        return PGT_WIRE_EBADLEN;
+    }
+    if (mlen - 4 > f->capture_max)
+        return -100;
+    if (len - *i - 1 < mlen) {
+        f->stopped_at = *i;
+        return PGT_WIRE_PARTIAL;
+    }
+    f->type = data[*i];
+    f->len = mlen;
+    f->msg_start = *i;
+    cb(arg, f->type, mlen, data + *i + 5, mlen - 4);
+    *i += (size_t)mlen + 1;
+    if (f->stop) {
+        f->stop = false;
+        f->stopped_at = *i;
+        return PGT_WIRE_STOPPED;
+    }
+    return 0;
 }
 
 int pgt_framer_feed(pgt_framer_t *f, const uint8_t *data, size_t len, pgt_framer_cb cb, void *arg)
@@ -118,6 +123,14 @@ int pgt_framer_feed(pgt_framer_t *f, const uint8_t *data, size_t len, pgt_framer
     size_t i = 0;
     while (i < len) {
         if (f->body_left == 0) {
+            if (f->hdr_have == 0 && f->capture && f->capture[data[i]]) {
+                int rc = framer_captured(f, data, len, &i, cb, arg);
+                if (rc != -100) {
+                    if (rc != 0)
+                        return rc;
+                    continue;
+                }
+            }
             int rc = framer_header(f, data, len, &i);
             if (rc <= 0)
                 return rc;
@@ -125,19 +138,11 @@ int pgt_framer_feed(pgt_framer_t *f, const uint8_t *data, size_t len, pgt_framer
                 framer_finish(f, cb, arg);
                 continue;
             }
-            if (f->capture && f->capture[f->type] && f->body_left <= f->capture_max) {
-                framer_start_capture(f, data, len, &i, cb, arg);
-                if (f->body_left == 0)
-                    continue;
-            }
         }
         size_t n = f->body_left;
         if (n > len - i)
             n = len - i;
-        if (f->body) {
-            memcpy(f->body + f->body_len, data + i, n);
-            f->body_len += (uint32_t)n;
-        } else if (f->peek_have < PGT_FRAMER_PEEK) {
+        if (f->peek_have < PGT_FRAMER_PEEK) {
             size_t p = PGT_FRAMER_PEEK - f->peek_have;
             if (p > n)
                 p = n;

@@ -62,7 +62,16 @@ typedef struct pgt_config {
     int64_t price_gib_micro;            /* [pricing] per_gib_returned, micro-units */
     int64_t price_query_micro;          /* [pricing] per_query, micro-units */
     int metering;                       /* [pgtally] metering = on|off (1|0) */
+    int estimate_mode;                  /* [estimate] mode: 0 off, 1 history, 2 explain */
+    int estimate_cache_ttl_ms;          /* [estimate] cache_ttl */
+    int estimate_format_text;           /* [estimate] format: 0 json, 1 text */
+    int estimate_explain_above_ms;      /* [estimate] explain_above */
 } pgt_config_t;
+
+/* Values of estimate_mode. */
+#define PGT_ESTIMATE_OFF 0
+#define PGT_ESTIMATE_HISTORY 1
+#define PGT_ESTIMATE_EXPLAIN 2
 
 /* One configurable key, for --help and for the command-line flags. */
 typedef struct pgt_config_key {

@@ -21,9 +21,13 @@ extern const uint8_t pgt_intercept_capture[256];
 
 /* Starts watching a session that has logged in. Returns NULL when out of
  * memory (the session then runs unmetered). */
-pgt_intercept_t *pgt_intercept_new(pgt_meter_t *m, uint64_t session_id, int32_t backend_pid,
-                                   const char *user, const char *database, const char *application,
-                                   const char *client_addr);
+pgt_intercept_t *pgt_intercept_new(pgt_meter_t *m, pgt_estimator_t *est, uint64_t session_id,
+                                   int32_t backend_pid, const char *user, const char *database,
+                                   const char *application, const char *client_addr);
+
+/* The estimate of the next Query the client sends (made by the session
+ * before forwarding it); consumed by that Query. */
+void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est);
 
 /* A complete client message (body whole for captured types). */
 void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body, size_t len);

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "pgtally/config.h"
+#include "pgtally/estimator.h"
 #include "pgtally/ledger.h"
 
 /* Reference-counted text, shared by a session's prepared statements,
@@ -60,6 +61,7 @@ typedef struct pgt_exec {
     pgt_text_t *text;      /* the SQL (a reference) */
     bool extended;         /* from Execute (one statement) rather than Query */
     bool is_marker;        /* a Sync/FunctionCall placeholder, not a statement */
+    pgt_estimate_t est;    /* estimate made on the loop (est.key 0: none) */
     uint64_t sent_ns;      /* uv_hrtime() when it was forwarded */
     int64_t sent_us;       /* wall-clock µs when it was forwarded */
     int ndone;             /* completions in done[] */

@@ -20,6 +20,9 @@
 /* Error codes of the codec. */
 #define PGT_WIRE_EBADLEN (-1) /* length field out of range */
 #define PGT_WIRE_EFORMAT (-2) /* malformed body */
+/* Positive results of pgt_framer_feed: where it stopped is in stopped_at. */
+#define PGT_WIRE_PARTIAL 1 /* a captured message is not all here yet */
+#define PGT_WIRE_STOPPED 2 /* the callback asked to stop after a message */
 
 /* A bounds-checked reader over one message body. Getters return false and
  * leave the reader unchanged when the data runs out. */
@@ -55,32 +58,35 @@ typedef struct pgt_framer {
     uint8_t peek[PGT_FRAMER_PEEK]; /* first bytes of the current body */
     const uint8_t *capture;        /* capture[type] != 0: report whole bodies of that type */
     uint32_t capture_max;          /* largest body reported whole */
-    uint8_t *body;                 /* whole body being gathered across reads (owned) */
-    uint32_t body_len;             /* bytes gathered in body */
+    bool stop;                     /* set by the callback: stop after this message */
+    size_t msg_start;              /* offset in the fed bytes of the message reported */
+    size_t stopped_at;             /* offset where feeding stopped (PARTIAL, STOPPED) */
 } pgt_framer_t;
 
 /* Called once per complete message with its type, length field, and the
  * first min(len-4, PGT_FRAMER_PEEK) bytes of its body; for captured types
- * (see pgt_framer_capture) the whole body instead. The bytes are only
- * valid during the call. */
+ * (see pgt_framer_capture) the whole body instead, which then lies in the
+ * fed bytes at msg_start + 5. The bytes are only valid during the call. A
+ * callback may set f->stop after a captured message. */
 typedef void (*pgt_framer_cb)(void *arg, uint8_t type, uint32_t len, const uint8_t *peek,
                               size_t peek_len);
 
 /* Starts a framer that accepts length fields from 4 to max_len. */
 void pgt_framer_init(pgt_framer_t *f, int64_t max_len);
 
-/* Asks for whole bodies of the message types with types[t] != 0 (a
- * 256-entry table that must outlive the framer) up to max bytes. A body
- * that arrives in one read is reported in place; one split across reads is
- * gathered in a buffer the framer owns. */
+/* Asks for whole messages of the types with types[t] != 0 (a 256-entry
+ * table that must outlive the framer) whose body is at most max bytes. Such
+ * a message is only reported when it is all in the bytes fed: otherwise
+ * pgt_framer_feed stops in front of it with PGT_WIRE_PARTIAL, and the
+ * caller feeds those bytes again with more behind them. Nothing of it has
+ * then been passed on, so the caller may still hold or drop it. */
 void pgt_framer_capture(pgt_framer_t *f, const uint8_t *types, uint32_t max);
 
-/* Frees what the framer owns. */
-void pgt_framer_free(pgt_framer_t *f);
-
-/* Feeds bytes. Calls cb for each message completed. Returns 0, or
- * PGT_WIRE_EBADLEN as soon as a header carries a length outside 4..max_len
- * (the offending type and length stay in f->type and f->len). */
+/* Feeds bytes. Calls cb for each message completed. Returns 0 when all
+ * were consumed; PGT_WIRE_PARTIAL or PGT_WIRE_STOPPED with the bytes
+ * consumed in f->stopped_at; or PGT_WIRE_EBADLEN as soon as a header
+ * carries a length outside 4..max_len (the offending type and length stay
+ * in f->type and f->len). */
 int pgt_framer_feed(pgt_framer_t *f, const uint8_t *data, size_t len, pgt_framer_cb cb, void *arg)
     __attribute__((warn_unused_result));
 

@@ -73,6 +73,26 @@ static void record_whole(void *arg, uint8_t type, uint32_t len, const uint8_t *p
     record(arg, type, len, peek, plen);
 }
 
+/* Feeds a stream in chunks as a session does: what the framer leaves
+ * (PARTIAL) is fed again with the next chunk in front. */
+static void feed_like_session(pgt_framer_t *f, const uint8_t *stream, size_t n, size_t chunk,
+                              seen_t *s)
+{
+    uint8_t pend[1024];
+    size_t plen = 0;
+    for (size_t off = 0; off < n; off += chunk) {
+        size_t m = n - off < chunk ? n - off : chunk;
+        memcpy(pend + plen, stream + off, m);
+        plen += m;
+        int rc = pgt_framer_feed(f, pend, plen, record_whole, s);
+        CHECK(rc == 0 || rc == PGT_WIRE_PARTIAL);
+        size_t used = rc == PGT_WIRE_PARTIAL ? f->stopped_at : plen;
+        memmove(pend, pend + used, plen - used);
+        plen -= used;
+    }
+    CHECK_INT(plen, 0);
+}
+
 static void test_framer_capture(void)
 {
     static uint8_t capture[256] = {['Q'] = 1};
@@ -81,26 +101,31 @@ static void test_framer_capture(void)
     size_t n = 0;
     n += put_msg(stream + n, 'D', sql, sizeof(sql));
     n += put_msg(stream + n, 'Q', sql, sizeof(sql));
-    for (size_t chunk = 1; chunk <= n; chunk += 3) {
+    n += put_msg(stream + n, 'S', "", 0);
+    for (size_t chunk = 1; chunk <= n; chunk++) {
         pgt_framer_t f;
         pgt_framer_init(&f, 1 << 20);
         pgt_framer_capture(&f, capture, 1024);
         seen_t s = {.n = 0};
         whole_q_len = 0;
-        for (size_t off = 0; off < n; off += chunk) {
-            size_t m = n - off < chunk ? n - off : chunk;
-            CHECK_INT(pgt_framer_feed(&f, stream + off, m, record_whole, &s), 0);
-        }
-        CHECK_INT(s.n, 2);
+        feed_like_session(&f, stream, n, chunk, &s);
+        CHECK_INT(s.n, 3);
         CHECK_INT(whole_q_len, sizeof(sql));
         CHECK(memcmp(whole_q, sql, sizeof(sql)) == 0);
-        pgt_framer_free(&f);
     }
-    /* Above the capture limit only the peek is reported. */
+    /* A callback can stop right after a captured message. */
     pgt_framer_t f;
     pgt_framer_init(&f, 1 << 20);
-    pgt_framer_capture(&f, capture, 8);
+    pgt_framer_capture(&f, capture, 1024);
+    f.stop = true; /* as if set by the callback of the Q */
     seen_t s = {.n = 0};
+    CHECK_INT(pgt_framer_feed(&f, stream, n, record_whole, &s), PGT_WIRE_STOPPED);
+    CHECK_INT(f.stopped_at, n - 5);
+    CHECK_INT(f.msg_start, 5 + sizeof(sql));
+    /* Above the capture limit the message streams and only the peek is seen. */
+    pgt_framer_init(&f, 1 << 20);
+    pgt_framer_capture(&f, capture, 8);
+    s.n = 0;
     whole_q_len = 0;
     CHECK_INT(pgt_framer_feed(&f, stream, n, record_whole, &s), 0);
     CHECK_INT(whole_q_len, PGT_FRAMER_PEEK);

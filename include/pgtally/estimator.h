@@ -1,0 +1,64 @@
+/* Estimates what a statement will cost before it runs. For each shape
+ * (database, fingerprint) it keeps what past runs cost and how many seconds
+ * one planner cost unit took; it decides whether an in-band EXPLAIN is
+ * worth its round trip (new, expensive, variable or stale shapes) or the
+ * history suffices (cheap, stable shapes such as OLTP point lookups), and
+ * turns planner costs into money. Runs on the event loop. */
+#ifndef PGTALLY_ESTIMATOR_H
+#define PGTALLY_ESTIMATOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pgtally/config.h"
+
+/* What is known about one statement before it runs. */
+typedef struct pgt_estimate {
+    uint64_t key;        /* shape key (database, fingerprint); 0 when unknown */
+    double planner_cost; /* planner total cost, or -1 when not explained */
+    int64_t cost_micro;  /* estimated cost in micro-units, or -1 when none */
+} pgt_estimate_t;
+
+typedef struct pgt_estimator pgt_estimator_t;
+
+/* Creates an estimator with the [estimate] and [pricing] settings of cfg.
+ * Returns NULL when out of memory. */
+pgt_estimator_t *pgt_estimator_new(const pgt_config_t *cfg);
+
+/* Takes new settings (SIGHUP). */
+void pgt_estimator_configure(pgt_estimator_t *e, const pgt_config_t *cfg);
+
+void pgt_estimator_free(pgt_estimator_t *e);
+
+/* Looks at the SQL of a simple Query (sql[0..len), NUL-terminated) sent to
+ * database. When may_explain is true and one EXPLAIN of it is worth its
+ * cost, returns a malloc'd EXPLAIN statement to send (the caller frees it)
+ * with out->key set; otherwise returns NULL with out filled from history
+ * (cost_micro -1 when nothing is known). Strings of several statements and
+ * statements EXPLAIN does not take are never explained. */
+char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *sql, size_t len,
+                         bool may_explain, pgt_estimate_t *out);
+
+/* Reads the planner's total cost from EXPLAIN output: the JSON document of
+ * FORMAT JSON, or a first text line holding "cost=0.00..123.45". Returns
+ * -1 when there is none. */
+double pgt_estimator_parse(const char *output, size_t len);
+
+/* Completes out after an EXPLAIN answered planner_cost (-1 if it failed). */
+void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, double planner_cost);
+
+/* Learns from a finished statement: its compute seconds and bytes, and
+ * seconds per planner unit when it was explained. */
+void pgt_estimator_learn(pgt_estimator_t *e, const pgt_estimate_t *est, double compute_s,
+                         int64_t bytes_out);
+
+/* Counters, for logs and benchmarks. */
+typedef struct pgt_estimator_stats {
+    uint64_t planned;   /* statements looked at */
+    uint64_t explained; /* EXPLAINs asked for */
+    uint64_t cached;    /* estimated from history without EXPLAIN */
+} pgt_estimator_stats_t;
+void pgt_estimator_stats(const pgt_estimator_t *e, pgt_estimator_stats_t *out);
+
+#endif
