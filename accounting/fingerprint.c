@@ -660,11 +660,24 @@ static void trim(const char *sql, size_t *off, size_t *len)
         (*len)--;
 }
 
+bool pgt_fp_single(const char *sql, size_t total, size_t *off, size_t *len)
+{
+    const char *semi = memchr(sql, ';', total);
+    for (const char *p = semi ? semi + 1 : sql + total; p < sql + total; p++)
+        if (!is_space(*p))
+            return false;
+    *off = 0;
+    *len = total;
+    trim(sql, off, len);
+    return *len > 0;
+}
+
 int pgt_fp_split(const char *sql, pgt_stmt_t *out, int max)
 {
     if (!sql || !out || max <= 0)
         return 0;
     size_t total = strlen(sql);
+
     /* The parser, not the scanner: pg_query_split_with_scanner drops a
      * statement it cannot recognize ("selec 1; select 2" gives one). A
      * syntax error anywhere makes PostgreSQL reject the whole string
@@ -999,6 +1012,24 @@ static void remember_text(pgt_fp_cache_t *c, char *text, size_t len, uint64_t h,
                    .kind = id->cls.kind,
                    .explainable = id->cls.explainable};
     c->stats.evictions += lru_insert(&c->texts, e);
+}
+
+int pgt_fp_shape_known(pgt_fp_cache_t *c, uint64_t fingerprint, pgt_stmt_kind_t kind,
+                       bool explainable, const char *text, size_t len, pgt_shape_t *out)
+{
+    if (!c || !out || !text)
+        return -1;
+    c->stats.calls++;
+    ident_t id = {fingerprint, {kind, explainable}};
+    if (lru_find(&c->shapes, fingerprint, NULL, 0))
+        return fill_shape(c, text, len, &id, out);
+    /* libpg_query reads a NUL-terminated copy. */
+    char *copy = dup_nul(text, len);
+    if (!copy)
+        return -1;
+    int rc = fill_shape(c, copy, len, &id, out);
+    free(copy);
+    return rc;
 }
 
 int pgt_fp_shape(pgt_fp_cache_t *c, const char *text, size_t len, pgt_shape_t *out)

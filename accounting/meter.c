@@ -171,7 +171,12 @@ static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t
                              const pgt_done_t *d, const char *text, size_t len)
 {
     pgt_shape_t shape;
-    if (pgt_fp_shape(m->cache, text, len, &shape) != 0)
+    /* A single statement the loop already fingerprinted is not parsed again. */
+    int rc = e->est.fingerprint && !e->extended && e->ndone == 1
+                 ? pgt_fp_shape_known(m->cache, e->est.fingerprint, (pgt_stmt_kind_t)e->est.kind,
+                                      e->est.explainable, text, len, &shape)
+                 : pgt_fp_shape(m->cache, text, len, &shape);
+    if (rc != 0)
         return;
     pgt_record_t *r = calloc(1, sizeof(*r));
     if (!r)
@@ -214,6 +219,11 @@ static uint64_t meter_exec(pgt_meter_t *m, const prices_t *p, const pgt_exec_t *
         for (int i = 0; i < e->ndone; i++)
             record_statement(m, p, e, &e->done[i], sql, e->text->len);
         return (uint64_t)e->ndone;
+    }
+    if (e->est.fingerprint && e->ndone == 1) {
+        /* The loop found one statement and its fingerprint already. */
+        record_statement(m, p, e, &e->done[0], sql, e->text->len);
+        return 1;
     }
     pgt_stmt_t stack[SPLIT_STACK];
     pgt_stmt_t *st = stack;

@@ -97,6 +97,18 @@ typedef struct pgt_fp_stats {
 /* Copies the counters of c into out. */
 void pgt_fp_cache_stats(const pgt_fp_cache_t *c, pgt_fp_stats_t *out);
 
+/* True when sql[0..total) can hold only one statement: no ';' but perhaps
+ * a last one followed by blanks (statements are separated by ';' and
+ * nothing else). Sets the trimmed bounds of that statement. Says nothing of
+ * its syntax: pgt_fp_shape finds out whether it parses. */
+bool pgt_fp_single(const char *sql, size_t total, size_t *off, size_t *len);
+
+/* As pgt_fp_shape for a statement whose fingerprint, kind and
+ * explainability are already known (found by another cache): only the
+ * normalized text is looked up, and made when the fingerprint is new. */
+int pgt_fp_shape_known(pgt_fp_cache_t *c, uint64_t fingerprint, pgt_stmt_kind_t kind,
+                       bool explainable, const char *text, size_t len, pgt_shape_t *out);
+
 /* Parses the sqlcommenter comment (the last C-style comment of the
  * statement that holds an '=', such as key='value',key2='val%20ue'; keys and
  * values URL-decoded, \' read as ') into a compact JSON object string
