@@ -669,6 +669,11 @@ bool pgt_fp_single(const char *sql, size_t total, size_t *off, size_t *len)
     *off = 0;
     *len = total;
     trim(sql, off, len);
+    /* The statement is the same with or without its final ';'. */
+    if (*len > 0 && sql[*off + *len - 1] == ';') {
+        (*len)--;
+        trim(sql, off, len);
+    }
     return *len > 0;
 }
 

@@ -214,6 +214,19 @@ static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     ic->next_est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
 }
 
+void pgt_intercept_unsent(pgt_intercept_t *ic, const uint8_t *body, size_t len,
+                          pgt_query_status_t status, const char *sqlstate)
+{
+    client_query(ic, body, len);
+    pgt_exec_t *e = ic->tail;
+    if (!e || e != ic->head || e->is_marker)
+        return;
+    ic->cur_rows = 0;
+    ic->cur_bytes = 0;
+    complete(ic, e, status, sqlstate, 0);
+    finish(ic, pop(ic));
+}
+
 void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est)
 {
     ic->next_est = *est;
@@ -349,6 +362,7 @@ static void server_error(pgt_intercept_t *ic, const uint8_t *peek, size_t plen)
     error_sqlstate(peek, plen, sqlstate);
     pgt_query_status_t st = strcmp(sqlstate, "57014") == 0 ? PGT_QUERY_CANCELLED : PGT_QUERY_ERROR;
     complete(ic, e, st, sqlstate, 0);
+    e->failed = true;
     if (e->extended) {
         finish(ic, pop(ic));
         skip_to_sync(ic);
@@ -367,6 +381,8 @@ static void server_done(pgt_intercept_t *ic, const uint8_t *peek, size_t plen, b
 
 static void server_ready(pgt_intercept_t *ic)
 {
+    ic->cur_rows = 0;
+    ic->cur_bytes = 0;
     /* ReadyForQuery ends one Query, or one Sync with whatever is left
      * before it. */
     while (ic->head) {
@@ -381,7 +397,10 @@ static void server_ready(pgt_intercept_t *ic)
 void pgt_intercept_server(pgt_intercept_t *ic, uint8_t type, uint32_t len, const uint8_t *peek,
                           size_t plen)
 {
-    if (type != 'A' && type != 'Z')
+    /* Bytes count towards the statement being answered; what arrives
+     * between statements (ParseComplete of a Sync round, ParameterStatus
+     * after SET's CommandComplete) is nobody's. */
+    if (ic->head && !ic->head->is_marker && type != 'A' && type != 'Z')
         ic->cur_bytes += (int64_t)len + 1;
     switch (type) {
     case 'D': /* DataRow */
@@ -415,7 +434,7 @@ void pgt_intercept_free(pgt_intercept_t *ic, const char *sqlstate)
         /* Only the oldest execution can have been running when the session
          * ended: it is recorded as failed. What was queued behind it never
          * ran. */
-        if (first && !e->is_marker && sqlstate)
+        if (first && !e->is_marker && !e->failed && sqlstate)
             complete(ic, e, PGT_QUERY_ERROR, sqlstate, 0);
         first = false;
         finish(ic, e);

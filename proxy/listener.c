@@ -115,13 +115,11 @@ static void on_connection(uv_stream_t *server, int status)
     pgt_session_begin(s);
 }
 
-static int start_listening(pgt_proxy_t *p, char *err, size_t errlen)
+int pgt_proxy_listen(pgt_proxy_t *p, char *err, size_t errlen)
 {
     pgt_sockaddr_t addr;
     if (resolve(p->cfg->listen_host, p->cfg->listen_port, &addr, err, errlen) != 0)
         return -1;
-    uv_tcp_init(p->loop, &p->listener);
-    p->listener.data = p;
     int rc = uv_tcp_bind(&p->listener, &addr.sa, 0);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&p->listener, 511, on_connection);
@@ -165,10 +163,8 @@ int pgt_proxy_init(pgt_proxy_t *p, uv_loop_t *loop, pgt_config_t *cfg,
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (start_listening(p, err, errlen) != 0) {
-        uv_close((uv_handle_t *)&p->listener, NULL);
-        return -1;
-    }
+    uv_tcp_init(loop, &p->listener);
+    p->listener.data = p;
     uv_signal_t *sigs[] = {&p->sig_term, &p->sig_int, &p->sig_hup};
     int nums[] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {

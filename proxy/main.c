@@ -186,8 +186,15 @@ int main(int argc, char **argv)
         uv_loop_close(&loop);
         return 1;
     }
+    /* The ledger opens before the port does: a client never meets a
+     * pgtally that is about to exit. */
     pgt_ledger_t *ledger = NULL;
     if (proxy.cfg->metering && start_metering(&proxy, &ledger) != 0) {
+        pgt_proxy_stop(&proxy);
+        proxy.exit_code = 1;
+    } else if (pgt_proxy_listen(&proxy, err, sizeof(err)) != 0) {
+        fprintf(stderr, "pgtally: %s\n", err);
+        PGT_ERROR("startup_failed", "error=\"%s\"", err);
         pgt_proxy_stop(&proxy);
         proxy.exit_code = 1;
     }

@@ -91,6 +91,7 @@ struct pgt_session {
     bool explaining;              /* pgtally's EXPLAIN is upstream; client bytes wait in pend */
     pgt_estimate_t est;           /* estimate of the Query being explained */
     char *explain_sql;            /* EXPLAIN to send once the framer has stopped */
+    bool cancel_requested;        /* the client cancelled while its Query waited */
     uint8_t *explain_out;         /* EXPLAIN output gathered so far */
     size_t explain_out_len;       /* its length */
     char *names;                  /* one block holding user, database and app */
@@ -553,10 +554,23 @@ static void auth_message(pgt_session_t *s, uint8_t type, const uint8_t *msg, siz
 {
     const uint8_t *body = msg + 5;
     size_t blen = total - 5;
-    /* AuthenticationSASL passes unchanged, SCRAM-SHA-256-PLUS included:
-     * withholding it makes a TLS client send the "y" flag, which a TLS
-     * server rejects as a downgrade. See docs/proxy.md, "SCRAM and channel
-     * binding". */
+    /* AuthenticationSASL: a client without TLS must not see
+     * SCRAM-SHA-256-PLUS, which libpq then refuses as "offered over a non-SSL
+     * connection"; it answers with the "n" flag, which the server accepts. A
+     * TLS client gets the list unchanged: withheld, it would send the "y"
+     * flag, which a TLS server rejects as a downgrade. See docs/proxy.md,
+     * "SCRAM and channel binding". */
+    if (type == 'R' && blen >= 4 && pgt_be32(body) == 10 && !s->client.tls) {
+        uint8_t buf[1024];
+        pgt_msgbuf_t mb;
+        pgt_msgbuf_init(&mb, buf, sizeof(buf));
+        if (pgt_wire_sasl_strip_plus(body + 4, blen - 4, &mb) != 0) {
+            session_fail(s, "08P01", "pgtally: malformed AuthenticationSASL from upstream");
+            return;
+        }
+        conn_send(&s->client, buf, mb.len);
+        return;
+    }
     if (type == 'R' && blen >= 4 && pgt_be32(body) == 0)
         s->authenticated = true;
     if (type == 'Z' && blen >= 1)
@@ -782,6 +796,21 @@ static void start_explain(pgt_session_t *s)
     free(msg);
 }
 
+/* Answers a held Query that the client cancelled as the server would have:
+ * an ERROR 57014 and ReadyForQuery (no transaction block was open). */
+static void answer_cancelled(pgt_session_t *s)
+{
+    uint8_t buf[256];
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, buf, sizeof(buf));
+    pgt_wire_error(&mb, "ERROR", "57014", "canceling statement due to user request", NULL, NULL);
+    pgt_msgbuf_begin(&mb, 'Z');
+    pgt_msgbuf_u8(&mb, 'I');
+    pgt_msgbuf_end(&mb);
+    if (!mb.failed)
+        conn_send(&s->client, buf, mb.len);
+}
+
 /* The EXPLAIN has answered: the client's Query goes upstream, then
  * whatever the client sent after it. */
 static void finish_explain(pgt_session_t *s)
@@ -799,8 +828,14 @@ static void finish_explain(pgt_session_t *s)
     pgt_intercept_set_estimate(s->ic, &s->est);
     conn_t *c = &s->client;
     size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
-    client_account(s, 'Q', c->pend + 5, qlen - 5);
-    conn_send(&s->server, c->pend, qlen);
+    if (s->cancel_requested) {
+        s->cancel_requested = false;
+        answer_cancelled(s);
+        pgt_intercept_unsent(s->ic, c->pend + 5, qlen - 5, PGT_QUERY_CANCELLED, "57014");
+    } else {
+        client_account(s, 'Q', c->pend + 5, qlen - 5);
+        conn_send(&s->server, c->pend, qlen);
+    }
     uint8_t *buf = c->pend;
     size_t n = c->pend_len;
     c->pend = NULL;
@@ -829,9 +864,10 @@ static void explain_row(pgt_session_t *s, const uint8_t *body, size_t blen)
     s->explain_out_len = vlen;
 }
 
-/* Server messages while the EXPLAIN is upstream: its own answers are
- * consumed; notices, notifications and parameter changes, which can arrive
- * at any time, reach the client as usual. */
+/* Server messages while the EXPLAIN is upstream: its own answers, notices
+ * included (planning may run functions that raise them), are consumed;
+ * notifications and parameter changes, which can arrive at any time, reach
+ * the client as usual. */
 static void explain_data(pgt_session_t *s, const uint8_t *data, size_t len)
 {
     conn_t *c = &s->server;
@@ -855,8 +891,8 @@ static void explain_data(pgt_session_t *s, const uint8_t *data, size_t len)
         off += total;
         if (type == 'D')
             explain_row(s, msg + 5, total - 5);
-        else if (type == 'N' || type == 'A' || type == 'S')
-            conn_send(&s->client, msg, total);
+        else if (type == 'A' || type == 'S')
+            conn_send(&s->client, msg, total); /* notifications, parameter changes */
         else if (type == 'Z')
             finish_explain(s);
     }
@@ -948,6 +984,10 @@ static void startup_packet(pgt_session_t *s, size_t len)
         pgt_session_t *target = pgt_cancel_map_get(p->cancel_map, st.cancel_pid, st.cancel_key);
         if (target)
             pgt_cancel_forward(p->loop, &target->upstream_addr, s->client.pend);
+        /* A cancel that arrives while pgtally's EXPLAIN runs stops the
+         * EXPLAIN; the client's Query, still held, is then not sent. */
+        if (target && target->explaining)
+            target->cancel_requested = true;
         PGT_INFO("cancel_request", "session=C-%llu pid=%u result=%s", (unsigned long long)s->id,
                  st.cancel_pid, target ? "forwarded" : "unknown_key");
         session_close(s, "cancel_request");

@@ -276,6 +276,26 @@ void pgt_wire_error(pgt_msgbuf_t *mb, const char *severity, const char *sqlstate
     pgt_msgbuf_end(mb);
 }
 
+int pgt_wire_sasl_strip_plus(const uint8_t *body, size_t len, pgt_msgbuf_t *mb)
+{
+    pgt_reader_t r;
+    pgt_reader_init(&r, body, len);
+    pgt_msgbuf_begin(mb, 'R');
+    pgt_msgbuf_u32(mb, 10);
+    for (;;) {
+        const char *mech;
+        if (!pgt_reader_cstr(&r, &mech))
+            return PGT_WIRE_EFORMAT;
+        if (mech[0] == '\0')
+            break;
+        if (strcmp(mech, "SCRAM-SHA-256-PLUS") != 0)
+            pgt_msgbuf_cstr(mb, mech);
+    }
+    pgt_msgbuf_u8(mb, 0);
+    pgt_msgbuf_end(mb);
+    return mb->failed ? PGT_WIRE_EFORMAT : 0;
+}
+
 bool pgt_wire_error_severity(const uint8_t *body, size_t len, char *out, size_t outlen)
 {
     pgt_reader_t r;

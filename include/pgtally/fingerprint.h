@@ -99,7 +99,8 @@ void pgt_fp_cache_stats(const pgt_fp_cache_t *c, pgt_fp_stats_t *out);
 
 /* True when sql[0..total) can hold only one statement: no ';' but perhaps
  * a last one followed by blanks (statements are separated by ';' and
- * nothing else). Sets the trimmed bounds of that statement. Says nothing of
+ * nothing else). Sets the bounds of that statement without blanks and the
+ * final ';', as pgt_fp_split gives them. Says nothing of
  * its syntax: pgt_fp_shape finds out whether it parses. */
 bool pgt_fp_single(const char *sql, size_t total, size_t *off, size_t *len);
 

@@ -32,6 +32,12 @@ void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est);
 /* A complete client message (body whole for captured types). */
 void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body, size_t len);
 
+/* Records a Query that pgtally answered itself without sending it
+ * upstream (cancelled while held, refused): status and SQLSTATE as the
+ * client was told. Only valid while nothing else is in flight. */
+void pgt_intercept_unsent(pgt_intercept_t *ic, const uint8_t *body, size_t len,
+                          pgt_query_status_t status, const char *sqlstate);
+
 /* A complete server message: its length field and the first bytes of it. */
 void pgt_intercept_server(pgt_intercept_t *ic, uint8_t type, uint32_t len, const uint8_t *peek,
                           size_t plen);

@@ -61,6 +61,7 @@ typedef struct pgt_exec {
     pgt_text_t *text;      /* the SQL (a reference) */
     bool extended;         /* from Execute (one statement) rather than Query */
     bool is_marker;        /* a Sync/FunctionCall placeholder, not a statement */
+    bool failed;           /* the server answered it with an error */
     pgt_estimate_t est;    /* estimate made on the loop (est.key 0: none) */
     uint64_t sent_ns;      /* uv_hrtime() when it was forwarded */
     int64_t sent_us;       /* wall-clock µs when it was forwarded */

@@ -56,11 +56,15 @@ typedef struct pgt_proxy {
 } pgt_proxy_t;
 
 /* Prepares the proxy with a built config (ownership passes to the proxy):
- * TLS contexts, upstream address, signal handlers, listening socket.
+ * TLS contexts, upstream address, signal handlers; not yet listening.
  * Returns 0, or -1 with a message in err. */
 int pgt_proxy_init(pgt_proxy_t *p, uv_loop_t *loop, pgt_config_t *cfg,
                    pgt_config_builder_fn rebuild, void *rebuild_arg, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+
+/* Starts accepting clients on the configured address. Returns 0, or -1
+ * with a message in err (the caller then stops the proxy). */
+int pgt_proxy_listen(pgt_proxy_t *p, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Releases what pgt_proxy_init allocated, after the loop has stopped. */
 void pgt_proxy_cleanup(pgt_proxy_t *p);

@@ -43,6 +43,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t total;
     (void)pgt_wire_next(data, size, 1 << 16, &type, &total);
 
+    uint8_t out[512];
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, out, sizeof(out));
+    (void)pgt_wire_sasl_strip_plus(data, size, &mb);
     char sev[16];
     (void)pgt_wire_error_severity(data, size, sev, sizeof(sev));
     return 0;

@@ -100,7 +100,8 @@ class _Launcher:
 def pgtally(pg, proxy_cert, tmp_path):
     """Factory: pgtally(**ini_keys) -> running helpers.Pgtally.
 
-    Keys are written to an INI file ([pgtally] section) on top of
+    Keys are written to an INI file ([pgtally] section; a key such as
+    "pricing.per_query" goes in [pricing] as per_query) on top of
     listen=127.0.0.1:<free port> and upstream=<the test PostgreSQL>; a key
     set to None is left out. extra_args= adds command-line flags,
     wait=False skips waiting for event=listening. Every instance gets

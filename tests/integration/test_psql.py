@@ -62,6 +62,18 @@ def test_psql_plain(pgtally, user, password):
     assert out.splitlines() == [user, "f"]
 
 
+@pytest.mark.parametrize("user,password", USERS, ids=[u for u, _ in USERS])
+def test_psql_plain_client_tls_server(pgtally, user, password):
+    """The default deployment: clients in plain TCP, pgtally -> server over
+    TLS. The server offers SCRAM-SHA-256-PLUS there, which libpq refuses to
+    see on a non-TLS connection, so pgtally must withhold it."""
+    proxy = pgtally(client_tls="disable", upstream_tls="require")
+    env = {"PGPASSWORD": password} if password else {}
+    out = psql_ok(run_psql(proxy.dsn(user=user, password=False), "SELECT current_user",
+                           SSL_QUERY, env=env))
+    assert out.splitlines() == [user, "t"]
+
+
 def test_psql_verify_full_sees_pgtally_certificate(pgtally, proxy_cert):
     """The client's TLS peer is pgtally, with pgtally's own certificate."""
     proxy = pgtally(client_tls="require", upstream_tls="require")

@@ -236,6 +236,21 @@ static void test_startup_table(void)
     CHECK_INT(pgt_wire_startup_parse(pkt, len - 1, &st, &err), PGT_WIRE_EFORMAT);
 }
 
+static void test_sasl_strip(void)
+{
+    static const char body[] = "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0";
+    uint8_t out[128];
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, out, sizeof(out));
+    CHECK_INT(pgt_wire_sasl_strip_plus((const uint8_t *)body, sizeof(body), &mb), 0);
+    static const uint8_t want[] = "R\0\0\0\x17\0\0\0\x0aSCRAM-SHA-256\0";
+    CHECK_INT(mb.len, sizeof(want));
+    CHECK(memcmp(out, want, sizeof(want)) == 0);
+    /* A list without its terminator is malformed. */
+    pgt_msgbuf_init(&mb, out, sizeof(out));
+    CHECK_INT(pgt_wire_sasl_strip_plus((const uint8_t *)"SCRAM", 5, &mb), PGT_WIRE_EFORMAT);
+}
+
 static void test_error_build(void)
 {
     uint8_t out[256];
@@ -262,6 +277,7 @@ int main(void)
     test_framer_capture();
     test_wire_next();
     test_startup_table();
+    test_sasl_strip();
     test_error_build();
     TASK_DONE();
 }
