@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "pgtally/ledger.h"
+
 /* Exit codes: 0 success, 1 a runtime error (missing ledger), 2 bad usage. */
 #define CTL_EXIT_OK 0
 #define CTL_EXIT_ERROR 1
@@ -54,6 +56,10 @@ typedef struct ctl_env {
 /* Loads the config (when given, or ./pgtally.ini when present) and picks
  * the ledger file. Returns 0, or prints the problem and returns -1. */
 int ctl_env_resolve(ctl_env_t *env) __attribute__((warn_unused_result));
+
+/* Resolves the ledger and opens it for reading. Returns the reader (close
+ * it with pgt_ledger_reader_close), or NULL after printing why. */
+pgt_ledger_reader_t *ctl_open_reader(ctl_env_t *env);
 void ctl_env_free(ctl_env_t *env);
 
 /* One option a command accepts. */

@@ -295,14 +295,9 @@ int ctl_cmd_queries(ctl_env_t *env, int argc, char **argv)
         printf("%s%s", synopsis, help);
         return CTL_EXIT_OK;
     }
-    if (ctl_env_resolve(env) != 0)
+    pgt_ledger_reader_t *rd = ctl_open_reader(env);
+    if (!rd)
         return CTL_EXIT_ERROR;
-    char err[512];
-    pgt_ledger_reader_t *rd = pgt_ledger_reader_open(env->resolved_ledger, err, sizeof(err));
-    if (!rd) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
-        return CTL_EXIT_ERROR;
-    }
     int rc = run(env, &a, rd);
     pgt_ledger_reader_close(rd);
     return rc;

@@ -714,3 +714,14 @@ void ctl_table_free(ctl_table_t *t)
     free(t->width);
     free(t);
 }
+
+pgt_ledger_reader_t *ctl_open_reader(ctl_env_t *env)
+{
+    if (ctl_env_resolve(env) != 0)
+        return NULL;
+    char err[512];
+    pgt_ledger_reader_t *rd = pgt_ledger_reader_open(env->resolved_ledger, err, sizeof(err));
+    if (!rd)
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+    return rd;
+}

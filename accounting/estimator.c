@@ -84,7 +84,7 @@ void pgt_estimator_free(pgt_estimator_t *e)
     free(e);
 }
 
-static uint64_t shape_key(const char *database, uint64_t fingerprint)
+uint64_t pgt_estimator_shape_key(const char *database, uint64_t fingerprint)
 {
     uint64_t h = 1469598103934665603ull; /* FNV-1a of the database name */
     for (const char *c = database; *c; c++)
@@ -159,7 +159,7 @@ char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *s
     pgt_shape_t shape;
     if (pgt_fp_shape(e->cache, sql + st[0].offset, st[0].length, &shape) != 0)
         return NULL;
-    out->key = shape_key(database, shape.fingerprint);
+    out->key = pgt_estimator_shape_key(database, shape.fingerprint);
     out->fingerprint = shape.fingerprint;
     out->kind = (int)shape.kind;
     out->explainable = shape.explainable;

@@ -132,15 +132,6 @@ static int64_t price(const prices_t *p, const pgt_done_t *d)
     return pgt_pricing_cost(p, d->compute_s, d->bytes_out);
 }
 
-static uint64_t history_key(const char *database, uint64_t fingerprint)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a of the database name */
-    for (const char *c = database; *c; c++)
-        h = (h ^ (uint8_t)*c) * 1099511628211ull;
-    uint64_t k = (h ^ fingerprint) * 0x9E3779B97F4A7C15ull;
-    return k ? k : 1;
-}
-
 /* Estimates a statement from what its shape cost before (-1 when it is
  * new), then learns from what it cost this time if it ran to the end. */
 static int64_t estimate_and_learn(pgt_meter_t *m, const prices_t *p, uint64_t key,
@@ -212,8 +203,8 @@ static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t
     r->protocol = strdup(e->extended ? "extended" : "simple");
     /* The loop's estimate (EXPLAIN or its shape history) was made before
      * the statement ran; otherwise the worker's own history serves. */
-    int64_t history =
-        estimate_and_learn(m, p, history_key(r->database ? r->database : "", shape.fingerprint), d);
+    int64_t history = estimate_and_learn(
+        m, p, pgt_estimator_shape_key(r->database ? r->database : "", shape.fingerprint), d);
     r->est_planner_cost = e->est.key ? e->est.planner_cost : -1;
     r->est_cost_micro = e->est.key && e->est.cost_micro >= 0 ? e->est.cost_micro : history;
     r->compute_s = d->compute_s;

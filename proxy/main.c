@@ -156,6 +156,7 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
         return -1;
     }
     PGT_INFO("metering", "ledger=%s currency=%s", opts.path, p->cfg->currency);
+    p->ledger = l;
     *out = l;
     return 0;
 }

@@ -92,6 +92,7 @@ struct pgt_session {
     pgt_estimate_t est;           /* estimate of the Query being explained */
     char *explain_sql;            /* EXPLAIN to send once the framer has stopped */
     bool cancel_requested;        /* the client cancelled while its Query waited */
+    bool refuse;                  /* the held Query is refused (ledger.on_failure = closed) */
     uint8_t *explain_out;         /* EXPLAIN output gathered so far */
     size_t explain_out_len;       /* its length */
     char *names;                  /* one block holding user, database and app */
@@ -589,9 +590,15 @@ static void auth_message(pgt_session_t *s, uint8_t type, const uint8_t *msg, siz
     conn_send(&s->client, msg, total);
 }
 
-/* Server bytes before the first ReadyForQuery: handled whole message by
- * whole message. */
-static void auth_data(pgt_session_t *s, const uint8_t *data, size_t len)
+typedef void (*whole_fn)(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total);
+typedef bool (*still_fn)(const pgt_session_t *s);
+
+/* Server bytes taken whole message by whole message (login, pgtally's
+ * EXPLAIN) while still(s) holds: a message split across reads waits in
+ * server.pend; once still(s) no longer holds, the bytes after the last
+ * message go through on_data like any others. */
+static void server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_t max,
+                         still_fn still, whole_fn fn)
 {
     conn_t *c = &s->server;
     if (pend_append(c, data, len) != 0) {
@@ -599,39 +606,52 @@ static void auth_data(pgt_session_t *s, const uint8_t *data, size_t len)
         return;
     }
     size_t off = 0;
-    while (s->state == ST_AUTH) {
+    while (still(s) && s->state != ST_CLOSING) {
         uint8_t type;
         size_t total;
-        int rc =
-            pgt_wire_next(c->pend + off, c->pend_len - off, PREAUTH_MAX_MESSAGE, &type, &total);
+        int rc = pgt_wire_next(c->pend + off, c->pend_len - off, max, &type, &total);
         if (rc == 0)
             break;
         if (rc < 0) {
-            session_fail(s, "08P01", "pgtally: invalid message from upstream %s during login",
-                         s->proxy->upstream_name);
+            session_fail(s, "08P01", "pgtally: invalid message from upstream %s (state %s)",
+                         s->proxy->upstream_name, state_names[s->state]);
             return;
         }
-        auth_message(s, type, c->pend + off, total);
+        const uint8_t *msg = c->pend + off;
         off += total;
-        if (type == 'Z' && s->state == ST_AUTH)
-            enter_idle(s);
+        fn(s, type, msg, total);
     }
     if (s->state == ST_CLOSING)
         return;
-    if (logged_in(s) && off < c->pend_len) {
-        size_t n = c->pend_len - off;
-        uint8_t *rest = malloc(n);
-        if (!rest) {
-            session_fail(s, "53200", "pgtally: out of memory");
-            return;
-        }
-        memcpy(rest, c->pend + off, n);
-        pend_consume(c, c->pend_len);
-        on_data(s, c, rest, n);
-        free(rest);
+    if (still(s)) {
+        pend_consume(c, off);
         return;
     }
-    pend_consume(c, off);
+    uint8_t *buf = c->pend;
+    size_t n = c->pend_len;
+    c->pend = NULL;
+    c->pend_len = c->pend_cap = 0;
+    if (n > off)
+        on_data(s, c, buf + off, n - off);
+    free(buf);
+}
+
+static bool in_auth(const pgt_session_t *s)
+{
+    return s->state == ST_AUTH;
+}
+
+static void auth_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
+{
+    auth_message(s, type, msg, total);
+    if (type == 'Z' && s->state == ST_AUTH)
+        enter_idle(s);
+}
+
+/* Server bytes before the first ReadyForQuery. */
+static void auth_data(pgt_session_t *s, const uint8_t *data, size_t len)
+{
+    server_whole(s, data, len, PREAUTH_MAX_MESSAGE, in_auth, auth_whole);
 }
 
 /* ---- query traffic ------------------------------------------------------ */
@@ -662,23 +682,35 @@ static void client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, 
  * client's own statement, sent right after, meets the state it expects
  * (protocol docs, "Simple Query"; a Query also ends the unnamed statement,
  * which the client's own Query does anyway). */
+static bool may_hold(const pgt_session_t *s)
+{
+    return s->ic && s->state == ST_IDLE && s->pending_syncs == 0 && s->txn_status == 'I' &&
+           !s->drain;
+}
+
 static bool may_explain(const pgt_session_t *s)
 {
-    return s->ic && s->proxy->estimator && s->state == ST_IDLE && s->pending_syncs == 0 &&
-           s->txn_status == 'I' && !s->drain;
+    return may_hold(s) && s->proxy->estimator;
 }
 
 static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
 {
     pgt_session_t *s = arg;
     (void)len;
-    if (type == 'Q' && s->ic && s->proxy->estimator) {
+    /* Only a Query that could be explained is looked at on the loop; the
+     * others (inside transaction blocks, pipelined) are estimated from
+     * history by the meter's worker, off the loop. */
+    if (type == 'Q' && may_hold(s) && s->proxy->ledger && pgt_ledger_refusing(s->proxy->ledger)) {
+        s->refuse = true;
+        s->client.framer.stop = true;
+        return;
+    }
+    if (type == 'Q' && may_explain(s)) {
         s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
         /* A well-formed Query body is NUL-terminated in place. */
         if (plen > 0 && peek[plen - 1] == 0)
-            s->explain_sql =
-                pgt_estimator_plan(s->proxy->estimator, s->database, (const char *)peek, plen - 1,
-                                   may_explain(s), &s->est);
+            s->explain_sql = pgt_estimator_plan(s->proxy->estimator, s->database,
+                                                (const char *)peek, plen - 1, true, &s->est);
         if (s->explain_sql) {
             s->client.framer.stop = true;
             return;
@@ -720,6 +752,7 @@ static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
 }
 
 static void start_explain(pgt_session_t *s);
+static void refuse_held(pgt_session_t *s);
 
 /* Frames client bytes and forwards what may go. A captured message that
  * is not all here waits in client.pend; a Query to be explained first waits
@@ -742,7 +775,9 @@ static void feed_client(pgt_session_t *s, const uint8_t *data, size_t len)
         session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
-    if (rc == PGT_WIRE_STOPPED)
+    if (rc == PGT_WIRE_STOPPED && s->refuse)
+        refuse_held(s);
+    else if (rc == PGT_WIRE_STOPPED)
         start_explain(s);
 }
 
@@ -768,7 +803,32 @@ static void pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
     free(buf);
 }
 
-/* ---- in-band EXPLAIN ------------------------------------------------------ */
+/* ---- in-band EXPLAIN and refusals -------------------------------------- */
+
+static void answer_error(pgt_session_t *s, const char *sqlstate, const char *message,
+                         const char *hint);
+
+/* Refuses the Query at the start of client.pend while the ledger cannot
+ * record it (ledger.on_failure = closed), then goes on with what follows. */
+static void refuse_held(pgt_session_t *s)
+{
+    conn_t *c = &s->client;
+    s->refuse = false;
+    size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
+    answer_error(s, "58030",
+                 "pgtally: statements are refused while the ledger cannot be written "
+                 "(ledger.on_failure = closed)",
+                 "Ask the pgtally operator to check the disk holding the ledger; pgtally logs "
+                 "ledger_write_failed with the cause.");
+    pgt_intercept_unsent(s->ic, c->pend + 5, qlen - 5, PGT_QUERY_REFUSED, "58030");
+    uint8_t *buf = c->pend;
+    size_t n = c->pend_len;
+    c->pend = NULL;
+    c->pend_len = c->pend_cap = 0;
+    if (n > qlen && s->state != ST_CLOSING)
+        pass_client(s, buf + qlen, n - qlen);
+    free(buf);
+}
 
 /* Sends pgtally's EXPLAIN ahead of the client's Query, which waits at the
  * start of client.pend. */
@@ -796,14 +856,15 @@ static void start_explain(pgt_session_t *s)
     free(msg);
 }
 
-/* Answers a held Query that the client cancelled as the server would have:
- * an ERROR 57014 and ReadyForQuery (no transaction block was open). */
-static void answer_cancelled(pgt_session_t *s)
+/* Answers a held Query with an ERROR and ReadyForQuery, as the server
+ * would have (no transaction block was open). */
+static void answer_error(pgt_session_t *s, const char *sqlstate, const char *message,
+                         const char *hint)
 {
-    uint8_t buf[256];
+    uint8_t buf[1024];
     pgt_msgbuf_t mb;
     pgt_msgbuf_init(&mb, buf, sizeof(buf));
-    pgt_wire_error(&mb, "ERROR", "57014", "canceling statement due to user request", NULL, NULL);
+    pgt_wire_error(&mb, "ERROR", sqlstate, message, NULL, hint);
     pgt_msgbuf_begin(&mb, 'Z');
     pgt_msgbuf_u8(&mb, 'I');
     pgt_msgbuf_end(&mb);
@@ -830,7 +891,7 @@ static void finish_explain(pgt_session_t *s)
     size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
     if (s->cancel_requested) {
         s->cancel_requested = false;
-        answer_cancelled(s);
+        answer_error(s, "57014", "canceling statement due to user request", NULL);
         pgt_intercept_unsent(s->ic, c->pend + 5, qlen - 5, PGT_QUERY_CANCELLED, "57014");
     } else {
         client_account(s, 'Q', c->pend + 5, qlen - 5);
@@ -864,47 +925,28 @@ static void explain_row(pgt_session_t *s, const uint8_t *body, size_t blen)
     s->explain_out_len = vlen;
 }
 
+static bool in_explain(const pgt_session_t *s)
+{
+    return s->explaining;
+}
+
+static void explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
+{
+    if (type == 'D')
+        explain_row(s, msg + 5, total - 5);
+    else if (type == 'A' || type == 'S')
+        conn_send(&s->client, msg, total); /* notifications, parameter changes */
+    else if (type == 'Z')
+        finish_explain(s);
+}
+
 /* Server messages while the EXPLAIN is upstream: its own answers, notices
  * included (planning may run functions that raise them), are consumed;
  * notifications and parameter changes, which can arrive at any time, reach
  * the client as usual. */
 static void explain_data(pgt_session_t *s, const uint8_t *data, size_t len)
 {
-    conn_t *c = &s->server;
-    if (pend_append(c, data, len) != 0) {
-        session_fail(s, "53200", "pgtally: out of memory");
-        return;
-    }
-    size_t off = 0;
-    while (s->explaining && s->state != ST_CLOSING) {
-        uint8_t type;
-        size_t total;
-        int rc = pgt_wire_next(c->pend + off, c->pend_len - off, 64 << 20, &type, &total);
-        if (rc == 0)
-            break;
-        if (rc < 0) {
-            session_fail(s, "08006", "pgtally: invalid message from upstream %s",
-                         s->proxy->upstream_name);
-            return;
-        }
-        const uint8_t *msg = c->pend + off;
-        off += total;
-        if (type == 'D')
-            explain_row(s, msg + 5, total - 5);
-        else if (type == 'A' || type == 'S')
-            conn_send(&s->client, msg, total); /* notifications, parameter changes */
-        else if (type == 'Z')
-            finish_explain(s);
-    }
-    if (s->state == ST_CLOSING)
-        return;
-    size_t rest = c->pend_len - off;
-    uint8_t *buf = c->pend;
-    c->pend = NULL;
-    c->pend_len = c->pend_cap = 0;
-    if (rest > 0)
-        on_data(s, c, buf + off, rest);
-    free(buf);
+    server_whole(s, data, len, 64 << 20, in_explain, explain_whole);
 }
 
 /* Server bytes after login: framed and forwarded. */

@@ -25,6 +25,9 @@ typedef struct pgt_estimate {
 
 typedef struct pgt_estimator pgt_estimator_t;
 
+/* The key of a shape: the database name mixed with the fingerprint (never 0). */
+uint64_t pgt_estimator_shape_key(const char *database, uint64_t fingerprint);
+
 /* Creates an estimator with the [estimate] and [pricing] settings of cfg.
  * Returns NULL when out of memory. */
 pgt_estimator_t *pgt_estimator_new(const pgt_config_t *cfg);

@@ -14,6 +14,7 @@
 #include "pgtally/cancel.h"
 #include "pgtally/config.h"
 #include "pgtally/estimator.h"
+#include "pgtally/ledger.h"
 #include "pgtally/meter.h"
 
 typedef struct pgt_session pgt_session_t;
@@ -46,6 +47,7 @@ typedef struct pgt_proxy {
     uv_timer_t shutdown_timer;     /* bounds the drain */
     pgt_cancel_map_t *cancel_map;  /* BackendKeyData -> session */
     pgt_estimator_t *estimator;    /* estimates before execution, or NULL */
+    pgt_ledger_t *ledger;          /* the ledger, or NULL when metering is off */
     pgt_meter_t *meter;            /* metering pipeline, or NULL when metering is off */
     pgt_session_t *sessions;       /* all live sessions, linked */
     int nclients;                  /* live sessions */

@@ -1074,3 +1074,55 @@ def test_bytes_between_statements_not_charged_to_the_next(pgtally):
     assert (recs[0]["bytes_out"], recs[2]["bytes_out"]) == (first, second), (
         "bytes_out %d and %d; the client received %d and %d for these statements"
         % (recs[0]["bytes_out"], recs[2]["bytes_out"], first, second))
+
+
+def test_ledger_on_failure_closed_refuses_then_recovers(pgtally):
+    """With ledger.on_failure = closed, statements are refused (SQLSTATE
+    58030, a message naming the setting) while the ledger cannot be written,
+    and run again once it can; every statement, refused ones included, ends
+    up in the ledger once, nothing lost. (Refusal covers simple-protocol
+    statements outside transaction blocks: ClientCursor sends those.)"""
+    import sqlite3
+    import threading
+    proxy = pgtally(**{"ledger.on_failure": "closed"})
+    with proxy.connect(autocommit=True) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    wait_ledger(proxy, 1)
+    # Another process holds the write lock past the ledger's busy timeout.
+    locker = sqlite3.connect(str(ledger_file(proxy)), isolation_level=None, timeout=10)
+    locker.execute("BEGIN EXCLUSIVE")
+    release = threading.Event()
+    refused = None
+    try:
+        with proxy.connect(autocommit=True) as conn:
+            c = psycopg.ClientCursor(conn)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    c.execute("SELECT 2").fetchone()
+                except psycopg.Error as e:
+                    refused = e
+                    break
+                time.sleep(0.3)
+            assert refused is not None, "no statement was refused while the ledger was locked"
+            assert refused.sqlstate == "58030", refused
+            assert "ledger.on_failure = closed" in str(refused)
+            locker.execute("ROLLBACK")
+            release.set()
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    assert c.execute("SELECT 3").fetchone() == (3,)
+                    break
+                except psycopg.Error:
+                    assert time.monotonic() < deadline, "still refused after the lock was gone"
+                    time.sleep(0.3)
+    finally:
+        if not release.is_set():
+            locker.execute("ROLLBACK")
+        locker.close()
+    recs = ledger(proxy)
+    statuses = [(r["status"], r["sqlstate"]) for r in recs]
+    assert ("refused", "58030") in statuses, show(recs)
+    assert statuses[-1] == ("ok", None), show(recs)
+    assert statuses.count(("ok", None)) >= 2, show(recs)
