@@ -13,8 +13,8 @@
 
 /* Executions gathered before a batch is started without waiting for the
  * timer, and how long an execution may wait for its batch. */
-#define BATCH_MAX 512
-#define FLUSH_MS 20
+#define BATCH_MAX 2048
+#define FLUSH_MS 100
 #define SPLIT_STACK 64
 
 /* Prices are copied into each job so reloads never race. */
