@@ -39,6 +39,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         off += chunk;
     }
 
+    /* The same stream with Query, Parse and Bind captured whole, fed the way
+     * a session does: what the framer leaves is fed again with more behind. */
+    static const uint8_t capture[256] = {['Q'] = 1, ['P'] = 1, ['B'] = 1};
+    pgt_framer_init(&f, 1 << 16);
+    pgt_framer_capture(&f, capture, 1 << 10);
+    size_t start = 0;
+    off = 0;
+    while (off < size) {
+        size_t chunk = 1 + (data[off] % 23);
+        if (chunk > size - off)
+            chunk = size - off;
+        off += chunk;
+        int rc = pgt_framer_feed(&f, data + start, off - start, count_cb, &n);
+        if (rc < 0)
+            break;
+        start = rc == PGT_WIRE_PARTIAL ? start + f.stopped_at : off;
+    }
+
     uint8_t type;
     size_t total;
     (void)pgt_wire_next(data, size, 1 << 16, &type, &total);
