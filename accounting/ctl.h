@@ -76,6 +76,16 @@ typedef struct ctl_opt {
 int ctl_next_opt(int argc, char **argv, int *i, const ctl_opt_t *opts, int *id, const char **value,
                  char *err, size_t errlen) __attribute__((warn_unused_result));
 
+/* Applies one option (its id and value) to a command's arguments; returns
+ * 0, or -1 with what is wrong in what. */
+typedef int (*ctl_apply_fn)(ctl_env_t *env, void *args, int id, const char *value, char *what,
+                            size_t len);
+
+/* Reads every option of argv (from argv[1]) with apply, and refuses any
+ * argument left over. Returns 0, or -1 with what is wrong in what. */
+int ctl_parse_opts(ctl_env_t *env, int argc, char **argv, const ctl_opt_t *opts, ctl_apply_fn apply,
+                   void *args, char *what, size_t len) __attribute__((warn_unused_result));
+
 /* Parses a time: YYYY-MM-DD, YYYY-MM-DD HH:MM[:SS[.frac]] (also with T),
  * in local time unless followed by Z or +HH:MM/-HH:MM; or relative to now
  * as -N followed by s, m, h, d or w ("-30m"); or "now". Returns 0 with unix

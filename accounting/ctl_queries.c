@@ -53,8 +53,9 @@ typedef struct args {
 } args_t;
 
 /* Applies one option; returns 0, or -1 with what is wrong in what. */
-static int apply(ctl_env_t *env, args_t *a, int id, const char *v, char *what, size_t len)
+static int apply(ctl_env_t *env, void *args, int id, const char *v, char *what, size_t len)
 {
+    args_t *a = args;
     int64_t now = (int64_t)time(NULL) * 1000000;
     switch (id) {
     case OPT_USER:
@@ -96,18 +97,7 @@ static int apply(ctl_env_t *env, args_t *a, int id, const char *v, char *what, s
 static int parse(ctl_env_t *env, int argc, char **argv, args_t *a, char *what, size_t len)
 {
     *a = (args_t){.filter = {.since_us = INT64_MIN, .until_us = INT64_MAX, .limit = DEFAULT_LIMIT}};
-    int i = 1, id, rc;
-    const char *v;
-    while ((rc = ctl_next_opt(argc, argv, &i, opts, &id, &v, what, len)) == 1)
-        if (apply(env, a, id, v, what, len) != 0)
-            return -1;
-    if (rc < 0)
-        return -1;
-    if (i < argc) {
-        snprintf(what, len, "unexpected argument '%s'", argv[i]);
-        return -1;
-    }
-    return 0;
+    return ctl_parse_opts(env, argc, argv, opts, apply, a, what, len);
 }
 
 /* What the row callbacks need. */

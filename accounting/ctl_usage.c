@@ -68,8 +68,9 @@ static int parse_by(args_t *a, const char *v, char *what, size_t len)
 }
 
 /* Applies one option; returns 0, or -1 with what is wrong in what. */
-static int apply(ctl_env_t *env, args_t *a, int id, const char *v, char *what, size_t len)
+static int apply(ctl_env_t *env, void *args, int id, const char *v, char *what, size_t len)
 {
+    args_t *a = args;
     switch (id) {
     case OPT_BY:
         return parse_by(a, v, what, len);
@@ -106,18 +107,7 @@ static int parse(ctl_env_t *env, int argc, char **argv, args_t *a, char *what, s
                   .y = today.tm_year + 1900,
                   .m = today.tm_mon + 1,
                   .d = today.tm_mday};
-    int i = 1, id, rc;
-    const char *v;
-    while ((rc = ctl_next_opt(argc, argv, &i, opts, &id, &v, what, len)) == 1)
-        if (apply(env, a, id, v, what, len) != 0)
-            return -1;
-    if (rc < 0)
-        return -1;
-    if (i < argc) {
-        snprintf(what, len, "unexpected argument '%s'", argv[i]);
-        return -1;
-    }
-    return 0;
+    return ctl_parse_opts(env, argc, argv, opts, apply, a, what, len);
 }
 
 /* What the group callback needs, and the running total. */

@@ -725,3 +725,20 @@ pgt_ledger_reader_t *ctl_open_reader(ctl_env_t *env)
         fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
     return rd;
 }
+
+int ctl_parse_opts(ctl_env_t *env, int argc, char **argv, const ctl_opt_t *opts, ctl_apply_fn apply,
+                   void *args, char *what, size_t len)
+{
+    int i = 1, id, rc;
+    const char *v;
+    while ((rc = ctl_next_opt(argc, argv, &i, opts, &id, &v, what, len)) == 1)
+        if (apply(env, args, id, v, what, len) != 0)
+            return -1;
+    if (rc < 0)
+        return -1;
+    if (i < argc) {
+        snprintf(what, len, "unexpected argument '%s'", argv[i]);
+        return -1;
+    }
+    return 0;
+}

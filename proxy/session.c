@@ -808,6 +808,20 @@ static void pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
 static void answer_error(pgt_session_t *s, const char *sqlstate, const char *message,
                          const char *hint);
 
+/* The held Query (qlen bytes at the start of client.pend) has been dealt
+ * with: what the client sent after it goes on as usual. */
+static void release_held(pgt_session_t *s, size_t qlen)
+{
+    conn_t *c = &s->client;
+    uint8_t *buf = c->pend;
+    size_t n = c->pend_len;
+    c->pend = NULL;
+    c->pend_len = c->pend_cap = 0;
+    if (n > qlen && s->state != ST_CLOSING)
+        pass_client(s, buf + qlen, n - qlen);
+    free(buf);
+}
+
 /* Refuses the Query at the start of client.pend while the ledger cannot
  * record it (ledger.on_failure = closed), then goes on with what follows. */
 static void refuse_held(pgt_session_t *s)
@@ -821,13 +835,7 @@ static void refuse_held(pgt_session_t *s)
                  "Ask the pgtally operator to check the disk holding the ledger; pgtally logs "
                  "ledger_write_failed with the cause.");
     pgt_intercept_unsent(s->ic, c->pend + 5, qlen - 5, PGT_QUERY_REFUSED, "58030");
-    uint8_t *buf = c->pend;
-    size_t n = c->pend_len;
-    c->pend = NULL;
-    c->pend_len = c->pend_cap = 0;
-    if (n > qlen && s->state != ST_CLOSING)
-        pass_client(s, buf + qlen, n - qlen);
-    free(buf);
+    release_held(s, qlen);
 }
 
 /* Sends pgtally's EXPLAIN ahead of the client's Query, which waits at the
@@ -897,13 +905,7 @@ static void finish_explain(pgt_session_t *s)
         client_account(s, 'Q', c->pend + 5, qlen - 5);
         conn_send(&s->server, c->pend, qlen);
     }
-    uint8_t *buf = c->pend;
-    size_t n = c->pend_len;
-    c->pend = NULL;
-    c->pend_len = c->pend_cap = 0;
-    if (n > qlen && s->state != ST_CLOSING)
-        pass_client(s, buf + qlen, n - qlen);
-    free(buf);
+    release_held(s, qlen);
 }
 
 /* Keeps the text of the first DataRow of the EXPLAIN: one column holding
