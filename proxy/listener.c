@@ -272,6 +272,10 @@ void pgt_proxy_reload(pgt_proxy_t *p)
         PGT_WARN("reload_listen_unchanged",
                  "message=\"listen changes take effect after a restart\" listen=%s:%d",
                  p->cfg->listen_host, p->cfg->listen_port);
+    if ((cfg->metering != 0) != (p->meter != NULL) ||
+        (cfg->ledger_path && p->cfg->ledger_path && strcmp(cfg->ledger_path, p->cfg->ledger_path)))
+        PGT_WARN("reload_metering_unchanged",
+                 "message=\"metering and ledger changes take effect after a restart\"");
     install(p, cfg, &prep);
     if (p->meter)
         pgt_meter_set_prices(p->meter, cfg);
