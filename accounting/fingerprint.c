@@ -660,6 +660,16 @@ static void trim(const char *sql, size_t *off, size_t *len)
         (*len)--;
 }
 
+void pgt_fp_trim(const char *sql, size_t *off, size_t *len)
+{
+    trim(sql, off, len);
+    /* The statement is the same with or without its final ';'. */
+    if (*len > 0 && sql[*off + *len - 1] == ';') {
+        (*len)--;
+        trim(sql, off, len);
+    }
+}
+
 bool pgt_fp_single(const char *sql, size_t total, size_t *off, size_t *len)
 {
     const char *semi = memchr(sql, ';', total);
@@ -668,12 +678,7 @@ bool pgt_fp_single(const char *sql, size_t total, size_t *off, size_t *len)
             return false;
     *off = 0;
     *len = total;
-    trim(sql, off, len);
-    /* The statement is the same with or without its final ';'. */
-    if (*len > 0 && sql[*off + *len - 1] == ';') {
-        (*len)--;
-        trim(sql, off, len);
-    }
+    pgt_fp_trim(sql, off, len);
     return *len > 0;
 }
 

@@ -157,27 +157,14 @@ static int64_t estimate_and_learn(pgt_meter_t *m, const prices_t *p, uint64_t ke
     return est;
 }
 
-/* Drops blanks and a final ';' so that a statement has one normalized text
- * whether it came alone, in a list, or through the extended protocol. */
-static size_t without_final_semicolon(const char *text, size_t len)
-{
-    while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\n' || text[len - 1] == '\t' ||
-                       text[len - 1] == '\r'))
-        len--;
-    if (len > 0 && text[len - 1] == ';')
-        len--;
-    while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\n' || text[len - 1] == '\t' ||
-                       text[len - 1] == '\r'))
-        len--;
-    return len;
-}
-
 /* Builds and submits the record of one statement text[0..len). */
 static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t *e,
                              const pgt_done_t *d, const char *text, size_t len)
 {
     pgt_shape_t shape;
-    len = without_final_semicolon(text, len);
+    size_t off = 0;
+    pgt_fp_trim(text, &off, &len);
+    text += off;
     /* A single statement the loop already fingerprinted is not parsed again. */
     int rc = e->est.fingerprint && !e->extended && e->ndone == 1
                  ? pgt_fp_shape_known(m->cache, e->est.fingerprint, (pgt_stmt_kind_t)e->est.kind,

@@ -97,6 +97,11 @@ typedef struct pgt_fp_stats {
 /* Copies the counters of c into out. */
 void pgt_fp_cache_stats(const pgt_fp_cache_t *c, pgt_fp_stats_t *out);
 
+/* Shrinks [*off, *off + *len) of sql to exclude blanks at both ends and a
+ * final ';', so that a statement has one text whether it came alone, in a
+ * list, or through the extended protocol. */
+void pgt_fp_trim(const char *sql, size_t *off, size_t *len);
+
 /* True when sql[0..total) can hold only one statement: no ';' but perhaps
  * a last one followed by blanks (statements are separated by ';' and
  * nothing else). Sets the bounds of that statement without blanks and the
