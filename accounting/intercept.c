@@ -17,6 +17,9 @@ typedef struct named {
     struct named *next; /* next in the list */
     char *name;         /* statement or portal name ("" is the unnamed one) */
     pgt_text_t *text;   /* its SQL (a reference) */
+    uint8_t *types;     /* statement: Parse's parameter types (count, OIDs), or NULL */
+    size_t types_len;   /* their length in bytes */
+    pgt_estimate_t est; /* portal: estimate of its executions (key 0: none) */
 } named_t;
 
 struct pgt_intercept {
@@ -77,27 +80,35 @@ static void forget(named_t **list, const char *name)
     named_t *n = *pp;
     *pp = n->next;
     pgt_text_unref(n->text);
+    free(n->types);
     free(n->name);
     free(n);
 }
 
-/* Binds name to text (taking a new reference), replacing an older one. */
-static void remember(named_t **list, const char *name, pgt_text_t *text)
+/* Binds name to text (taking a new reference), replacing an older one.
+ * Returns the entry, or NULL when out of memory. */
+static named_t *remember(named_t **list, const char *name, pgt_text_t *text)
 {
     named_t **pp = find(list, name);
+    named_t *n;
     if (pp) {
-        pgt_text_unref((*pp)->text);
-        (*pp)->text = pgt_text_ref(text);
-        return;
-    }
-    named_t *n = malloc(sizeof(*n));
-    if (!n || !(n->name = strdup(name))) {
-        free(n);
-        return;
+        n = *pp;
+        pgt_text_unref(n->text);
+        free(n->types);
+    } else {
+        n = malloc(sizeof(*n));
+        if (!n || !(n->name = strdup(name))) {
+            free(n);
+            return NULL;
+        }
+        n->next = *list;
+        *list = n;
     }
     n->text = pgt_text_ref(text);
-    n->next = *list;
-    *list = n;
+    n->types = NULL;
+    n->types_len = 0;
+    n->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+    return n;
 }
 
 static void forget_all(named_t **list)
@@ -245,8 +256,32 @@ static void client_parse(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     pgt_text_t *t = pgt_text_new((const char *)body + qstart, qlen);
     if (!t)
         return;
-    remember(&ic->statements, name, t);
+    named_t *n = remember(&ic->statements, name, t);
     pgt_text_unref(t);
+    /* The parameter types, kept for an EXPLAIN of the statement. */
+    if (n && sql && pos + 2 <= len && (n->types = malloc(len - pos)) != NULL) {
+        memcpy(n->types, body + pos, len - pos);
+        n->types_len = len - pos;
+    }
+}
+
+const pgt_text_t *pgt_intercept_statement(const pgt_intercept_t *ic, const char *name,
+                                          const uint8_t **types, size_t *types_len)
+{
+    named_t *const *pp = find((named_t **)&ic->statements, name);
+    if (!pp || !(*pp)->types)
+        return NULL;
+    *types = (*pp)->types;
+    *types_len = (*pp)->types_len;
+    return (*pp)->text;
+}
+
+void pgt_intercept_set_portal_estimate(pgt_intercept_t *ic, const char *portal,
+                                       const pgt_estimate_t *est)
+{
+    named_t **pp = find(&ic->portals, portal);
+    if (pp)
+        (*pp)->est = *est;
 }
 
 static void client_bind(pgt_intercept_t *ic, const uint8_t *body, size_t len)
@@ -270,8 +305,9 @@ static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     if (!portal)
         return;
     named_t **pp = find(&ic->portals, portal);
-    if (pp)
-        push(ic, (*pp)->text, true, false);
+    pgt_exec_t *e = pp ? push(ic, (*pp)->text, true, false) : NULL;
+    if (e)
+        e->est = (*pp)->est;
 }
 
 static void client_close(pgt_intercept_t *ic, const uint8_t *body, size_t len)

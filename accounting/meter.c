@@ -18,7 +18,10 @@
 #define SPLIT_STACK 64
 
 /* Prices are copied into each job so reloads never race. */
-typedef pgt_price_t prices_t;
+typedef struct prices {
+    pgt_price_t price; /* what statements cost */
+    bool history;      /* estimate from history (estimate.mode is not off) */
+} prices_t;
 
 /* What one shape (database, fingerprint) cost before: moving averages of
  * its compute time and bytes, from which its next run is estimated. */
@@ -129,7 +132,7 @@ void pgt_exec_free(pgt_exec_t *e)
 
 static int64_t price(const prices_t *p, const pgt_done_t *d)
 {
-    return pgt_pricing_cost(p, d->compute_s, d->bytes_out);
+    return pgt_pricing_cost(&p->price, d->compute_s, d->bytes_out);
 }
 
 /* Estimates a statement from what its shape cost before (-1 when it is
@@ -193,7 +196,9 @@ static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t
     int64_t history = estimate_and_learn(
         m, p, pgt_estimator_shape_key(r->database ? r->database : "", shape.fingerprint), d);
     r->est_planner_cost = e->est.key ? e->est.planner_cost : -1;
-    r->est_cost_micro = e->est.key && e->est.cost_micro >= 0 ? e->est.cost_micro : history;
+    r->est_cost_micro = e->est.key && e->est.cost_micro >= 0 ? e->est.cost_micro
+                        : p->history                         ? history
+                                                             : -1;
     r->compute_s = d->compute_s;
     r->rows = d->rows;
     r->bytes_out = d->bytes_out;
@@ -349,7 +354,8 @@ pgt_meter_t *pgt_meter_new(uv_loop_t *loop, pgt_ledger_t *ledger, const pgt_conf
 
 void pgt_meter_set_prices(pgt_meter_t *m, const pgt_config_t *cfg)
 {
-    pgt_pricing_from_config(cfg, &m->prices);
+    pgt_pricing_from_config(cfg, &m->prices.price);
+    m->prices.history = cfg->estimate_mode != PGT_ESTIMATE_OFF;
 }
 
 void pgt_meter_stop(pgt_meter_t *m)

@@ -89,8 +89,14 @@ struct pgt_session {
     pgt_intercept_t *ic;          /* metering of this session, or NULL */
     uint8_t txn_status;           /* status of the last ReadyForQuery: 'I', 'T' or 'E' */
     bool explaining;              /* pgtally's EXPLAIN is upstream; client bytes wait in pend */
-    pgt_estimate_t est;           /* estimate of the Query being explained */
-    char *explain_sql;            /* EXPLAIN to send once the framer has stopped */
+    bool ext_explain;             /* ... and it is the extended-protocol one, held at a Bind */
+    int32_t batch_replies;        /* replies owed to the Parse, Bind and Close messages sent
+                                     since the last Sync; -1 once the batch holds anything else */
+    uint32_t ext_ahead;           /* replies to the client the server sends before the EXPLAIN's */
+    uint32_t ext_ours;            /* replies of the extended EXPLAIN still due, rows aside */
+    pgt_estimate_t est;           /* estimate of the statement being explained */
+    uint8_t *explain_msg;         /* EXPLAIN messages to send once the framer has stopped */
+    size_t explain_msg_len;       /* their length */
     bool cancel_requested;        /* the client cancelled while its Query waited */
     bool refuse;                  /* the held Query is refused (ledger.on_failure = closed) */
     uint8_t *explain_out;         /* EXPLAIN output gathered so far */
@@ -178,7 +184,7 @@ static void timer_close_cb(uv_handle_t *h)
     if (s->next)
         s->next->prev = s->prev;
     free(s->names);
-    free(s->explain_sql);
+    free(s->explain_msg);
     free(s->explain_out);
     free(s);
     pgt_proxy_session_gone(p);
@@ -666,13 +672,21 @@ static void client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, 
     case 'S': /* Sync */
     case 'F': /* FunctionCall */
         s->pending_syncs++;
+        s->batch_replies = 0;
         if (s->state == ST_IDLE)
             set_state(s, ST_QUERY);
+        break;
+    case 'P': /* Parse */
+    case 'B': /* Bind */
+    case 'C': /* Close */
+        if (s->batch_replies >= 0)
+            s->batch_replies++;
         break;
     case 'X': /* Terminate */
         s->client_terminated = true;
         break;
     default:
+        s->batch_replies = -1;
         break;
     }
 }
@@ -693,13 +707,133 @@ static bool may_explain(const pgt_session_t *s)
     return may_hold(s) && s->proxy->estimator;
 }
 
+/* The EXPLAIN of a simple Query: one Query message in s->explain_msg. */
+static bool explain_query_msg(pgt_session_t *s, const char *sql)
+{
+    size_t n = strlen(sql);
+    s->explain_msg = malloc(n + 6);
+    if (!s->explain_msg)
+        return false;
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, s->explain_msg, n + 6);
+    pgt_msgbuf_begin(&mb, 'Q');
+    pgt_msgbuf_cstr(&mb, sql);
+    pgt_msgbuf_end(&mb);
+    s->explain_msg_len = mb.len;
+    return true;
+}
+
+/* pgtally's own statement and portal for an extended EXPLAIN: the client's
+ * unnamed (or named) ones are never touched. */
+#define EXPLAIN_NAME "pgtally_explain"
+/* Replies to the messages of an extended EXPLAIN other than its rows:
+ * CloseComplete, ParseComplete, BindComplete, CommandComplete and two
+ * CloseComplete. */
+#define EXT_EXPLAIN_REPLIES 6
+
+/* The extended-protocol EXPLAIN of the statement a client's Bind binds:
+ * Close of a leftover, Parse with the client's parameter types, Bind with
+ * its parameter formats and values (results as text), Execute, Close of
+ * both, and a Flush so the answer comes now, never a Sync: the client's
+ * implicit transaction stays as the client left it. */
+static bool explain_bind_msgs(pgt_session_t *s, const char *sql, const uint8_t *types,
+                              size_t types_len, const uint8_t *bind, size_t blen)
+{
+    pgt_reader_t r;
+    const char *name;
+    uint16_t nfmt, nparams;
+    pgt_reader_init(&r, bind, blen);
+    if (!pgt_reader_cstr(&r, &name) || !pgt_reader_cstr(&r, &name))
+        return false;
+    size_t params_start = r.pos;
+    if (!pgt_reader_u16(&r, &nfmt) || !pgt_reader_skip(&r, 2u * nfmt) ||
+        !pgt_reader_u16(&r, &nparams))
+        return false;
+    for (uint16_t i = 0; i < nparams; i++) {
+        uint32_t vlen;
+        if (!pgt_reader_u32(&r, &vlen) || (vlen != 0xffffffffu && !pgt_reader_skip(&r, vlen)))
+            return false;
+    }
+    /* The SQL, the types and the parameters, plus seven headers, five
+     * names and the small fields. */
+    size_t cap = strlen(sql) + types_len + (r.pos - params_start) + 7 * 5 + 5 * 16 + 64;
+    s->explain_msg = malloc(cap);
+    if (!s->explain_msg)
+        return false;
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, s->explain_msg, cap);
+    for (int i = 0; i < 2; i++) {
+        pgt_msgbuf_begin(&mb, i == 0 ? 'C' : 'P');
+        if (i == 0)
+            pgt_msgbuf_u8(&mb, 'S');
+        pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+        if (i == 1) {
+            pgt_msgbuf_cstr(&mb, sql);
+            pgt_msgbuf_bytes(&mb, types, types_len);
+        }
+        pgt_msgbuf_end(&mb);
+    }
+    pgt_msgbuf_begin(&mb, 'B');
+    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+    pgt_msgbuf_bytes(&mb, bind + params_start, r.pos - params_start);
+    pgt_msgbuf_bytes(&mb, "\0\0", 2); /* no result formats: text */
+    pgt_msgbuf_end(&mb);
+    pgt_msgbuf_begin(&mb, 'E');
+    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+    pgt_msgbuf_u32(&mb, 0);
+    pgt_msgbuf_end(&mb);
+    for (int i = 0; i < 2; i++) {
+        pgt_msgbuf_begin(&mb, 'C');
+        pgt_msgbuf_u8(&mb, i == 0 ? 'P' : 'S');
+        pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+        pgt_msgbuf_end(&mb);
+    }
+    pgt_msgbuf_begin(&mb, 'H');
+    pgt_msgbuf_end(&mb);
+    if (mb.failed) {
+        free(s->explain_msg);
+        s->explain_msg = NULL;
+        return false;
+    }
+    s->explain_msg_len = mb.len;
+    return true;
+}
+
+/* A Bind is explained when nothing but Parse, Bind and Close messages
+ * came before it since the last Sync, so the replies the server owes the
+ * client ahead of pgtally's are known (batch_replies). Returns true when
+ * its EXPLAIN is ready to go in s->explain_msg; otherwise s->est holds
+ * what history says (key 0 when nothing). */
+static bool plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
+{
+    s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+    if (!may_explain(s) || s->batch_replies < 0)
+        return false;
+    size_t pos = strnlen((const char *)body, blen) + 1;
+    if (pos >= blen || !memchr(body + pos, 0, blen - pos))
+        return false;
+    const uint8_t *types;
+    size_t types_len;
+    const pgt_text_t *t =
+        pgt_intercept_statement(s->ic, (const char *)body + pos, &types, &types_len);
+    if (!t)
+        return false;
+    char *sql =
+        pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, true, &s->est);
+    if (!sql)
+        return false;
+    bool ok = explain_bind_msgs(s, sql, types, types_len, body, blen);
+    free(sql);
+    return ok;
+}
+
 static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
 {
     pgt_session_t *s = arg;
-    (void)len;
-    /* Only a Query that could be explained is looked at on the loop; the
-     * others (inside transaction blocks, pipelined) are estimated from
-     * history by the meter's worker, off the loop. */
+    /* Only a Query or Bind that could be explained is looked at on the
+     * loop; the others (inside transaction blocks, pipelined) are
+     * estimated from history by the meter's worker, off the loop. */
     if (type == 'Q' && may_hold(s) && s->proxy->ledger && pgt_ledger_refusing(s->proxy->ledger)) {
         s->refuse = true;
         s->client.framer.stop = true;
@@ -707,17 +841,27 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     }
     if (type == 'Q' && may_explain(s)) {
         s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+        char *sql = NULL;
         /* A well-formed Query body is NUL-terminated in place. */
         if (plen > 0 && peek[plen - 1] == 0)
-            s->explain_sql = pgt_estimator_plan(s->proxy->estimator, s->database,
-                                                (const char *)peek, plen - 1, true, &s->est);
-        if (s->explain_sql) {
+            sql = pgt_estimator_plan(s->proxy->estimator, s->database, (const char *)peek, plen - 1,
+                                     true, &s->est);
+        bool held = sql && explain_query_msg(s, sql);
+        free(sql);
+        if (held) {
             s->client.framer.stop = true;
             return;
         }
         pgt_intercept_set_estimate(s->ic, &s->est);
     }
+    if (type == 'B' && s->ic && plen + 4 == len && plan_bind(s, peek, plen)) {
+        s->ext_explain = true;
+        s->client.framer.stop = true;
+        return;
+    }
     client_account(s, type, peek, plen);
+    if (type == 'B' && s->est.key)
+        pgt_intercept_set_portal_estimate(s->ic, (const char *)peek, &s->est);
 }
 
 static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
@@ -726,6 +870,10 @@ static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     char sev[16];
     if (s->ic)
         pgt_intercept_server(s->ic, type, len, peek, plen);
+    /* Replies to the batch being built arrive early after a Flush or an
+     * error: the replies still owed are then not known. */
+    if (s->pending_syncs == 0 && type != 'A' && type != 'S' && type != 'N')
+        s->batch_replies = -1;
     switch (type) {
     case 'Z': /* ReadyForQuery */
         if (plen > 0)
@@ -838,30 +986,18 @@ static void refuse_held(pgt_session_t *s)
     release_held(s, qlen);
 }
 
-/* Sends pgtally's EXPLAIN ahead of the client's Query, which waits at the
- * start of client.pend. */
+/* Sends pgtally's EXPLAIN ahead of the client's Query or Bind, which
+ * waits at the start of client.pend. */
 static void start_explain(pgt_session_t *s)
 {
-    char *sql = s->explain_sql;
-    s->explain_sql = NULL;
-    size_t n = strlen(sql);
-    uint8_t *msg = malloc(n + 6);
-    if (!msg) {
-        free(sql);
-        session_fail(s, "53200", "pgtally: out of memory");
-        return;
-    }
-    msg[0] = 'Q';
-    uint32_t l = (uint32_t)n + 5;
-    msg[1] = (uint8_t)(l >> 24);
-    msg[2] = (uint8_t)(l >> 16);
-    msg[3] = (uint8_t)(l >> 8);
-    msg[4] = (uint8_t)l;
-    memcpy(msg + 5, sql, n + 1);
-    free(sql);
     s->explaining = true;
-    conn_send(&s->server, msg, n + 6);
-    free(msg);
+    if (s->ext_explain) {
+        s->ext_ahead = (uint32_t)s->batch_replies;
+        s->ext_ours = EXT_EXPLAIN_REPLIES;
+    }
+    conn_send(&s->server, s->explain_msg, s->explain_msg_len);
+    free(s->explain_msg);
+    s->explain_msg = NULL;
 }
 
 /* Answers a held Query with an ERROR and ReadyForQuery, as the server
@@ -880,12 +1016,11 @@ static void answer_error(pgt_session_t *s, const char *sqlstate, const char *mes
         conn_send(&s->client, buf, mb.len);
 }
 
-/* The EXPLAIN has answered: the client's Query goes upstream, then
- * whatever the client sent after it. */
-static void finish_explain(pgt_session_t *s)
+/* Turns the EXPLAIN's output (none when failed) into the estimate. */
+static void take_explain(pgt_session_t *s, bool failed)
 {
     double cost = -1;
-    if (s->explain_out)
+    if (s->explain_out && !failed)
         cost = pgt_estimator_parse((const char *)s->explain_out, s->explain_out_len);
     free(s->explain_out);
     s->explain_out = NULL;
@@ -894,6 +1029,13 @@ static void finish_explain(pgt_session_t *s)
     pgt_estimator_explained(s->proxy->estimator, &s->est, cost);
     PGT_DEBUG("explained", "session=C-%llu planner_cost=%.2f estimate_micro=%lld",
               (unsigned long long)s->id, cost, (long long)s->est.cost_micro);
+}
+
+/* The EXPLAIN has answered: the client's Query goes upstream, then
+ * whatever the client sent after it. */
+static void finish_explain(pgt_session_t *s)
+{
+    take_explain(s, false);
     pgt_intercept_set_estimate(s->ic, &s->est);
     conn_t *c = &s->client;
     size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
@@ -932,9 +1074,60 @@ static bool in_explain(const pgt_session_t *s)
     return s->explaining;
 }
 
+static void relay_server(pgt_session_t *s, const uint8_t *data, size_t len);
+
+/* The extended EXPLAIN is over: answered, failed with the ErrorResponse
+ * err (the server now skips to the client's Sync), or void (a client
+ * message ahead of it failed, so none of it ran). The held Bind goes
+ * upstream with its estimate, then what the client sent after it; the
+ * EXPLAIN's error reaches the client as the error of its statement, which
+ * would have failed the same way. */
+static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_len)
+{
+    take_explain(s, err != NULL);
+    s->ext_explain = false;
+    /* A cancel reached the server too: it stops the EXPLAIN, whose error
+     * the client then gets, or finds nothing to stop, as when direct. */
+    s->cancel_requested = false;
+    conn_t *c = &s->client;
+    size_t blen = (size_t)pgt_be32(c->pend + 1) + 1;
+    client_account(s, 'B', c->pend + 5, blen - 5);
+    pgt_intercept_set_portal_estimate(s->ic, (const char *)c->pend + 5, &s->est);
+    conn_send(&s->server, c->pend, blen);
+    release_held(s, blen);
+    if (err && s->state != ST_CLOSING)
+        relay_server(s, err, err_len);
+}
+
+/* Server messages while an extended EXPLAIN is upstream: first the
+ * replies owed to the client's messages sent before it, then its own. */
+static void ext_explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
+{
+    if (type == 'A' || type == 'S' || (type == 'N' && s->ext_ahead > 0)) {
+        relay_server(s, msg, total);
+        return;
+    }
+    if (s->ext_ahead > 0) {
+        relay_server(s, msg, total);
+        if (type == 'E')
+            finish_ext_explain(s, NULL, 0);
+        else
+            s->ext_ahead--;
+        return;
+    }
+    if (type == 'D')
+        explain_row(s, msg + 5, total - 5);
+    else if (type == 'E')
+        finish_ext_explain(s, msg, total);
+    else if (type != 'N' && --s->ext_ours == 0)
+        finish_ext_explain(s, NULL, 0);
+}
+
 static void explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
 {
-    if (type == 'D')
+    if (s->ext_explain)
+        ext_explain_whole(s, type, msg, total);
+    else if (type == 'D')
         explain_row(s, msg + 5, total - 5);
     else if (type == 'A' || type == 'S')
         conn_send(&s->client, msg, total); /* notifications, parameter changes */
@@ -951,8 +1144,8 @@ static void explain_data(pgt_session_t *s, const uint8_t *data, size_t len)
     server_whole(s, data, len, 64 << 20, in_explain, explain_whole);
 }
 
-/* Server bytes after login: framed and forwarded. */
-static void pass_server(pgt_session_t *s, const uint8_t *data, size_t len)
+/* Server bytes framed, metered and forwarded. */
+static void relay_server(pgt_session_t *s, const uint8_t *data, size_t len)
 {
     if (pgt_framer_feed(&s->server.framer, data, len, server_msg_cb, s) != 0) {
         session_fail(s, "08006", "pgtally: invalid message from upstream %s",
@@ -960,6 +1153,12 @@ static void pass_server(pgt_session_t *s, const uint8_t *data, size_t len)
         return;
     }
     conn_send(&s->client, data, len);
+}
+
+/* Server bytes after login. */
+static void pass_server(pgt_session_t *s, const uint8_t *data, size_t len)
+{
+    relay_server(s, data, len);
     if (s->drain && s->state == ST_IDLE)
         session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
 }

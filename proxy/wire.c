@@ -22,6 +22,23 @@ bool pgt_reader_u8(pgt_reader_t *r, uint8_t *out)
     return true;
 }
 
+bool pgt_reader_u16(pgt_reader_t *r, uint16_t *out)
+{
+    if (r->len - r->pos < 2)
+        return false;
+    *out = (uint16_t)(r->data[r->pos] << 8 | r->data[r->pos + 1]);
+    r->pos += 2;
+    return true;
+}
+
+bool pgt_reader_skip(pgt_reader_t *r, size_t n)
+{
+    if (r->len - r->pos < n)
+        return false;
+    r->pos += n;
+    return true;
+}
+
 bool pgt_reader_u32(pgt_reader_t *r, uint32_t *out)
 {
     if (r->len - r->pos < 4)

@@ -29,6 +29,18 @@ pgt_intercept_t *pgt_intercept_new(pgt_meter_t *m, pgt_estimator_t *est, uint64_
  * before forwarding it); consumed by that Query. */
 void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est);
 
+/* The SQL of prepared statement name ("" is the unnamed one) and its
+ * parameter types as Parse sent them (Int16 count, then the OIDs); NULL
+ * when unknown or cut by the capture limit. Valid until the next client
+ * message. */
+const pgt_text_t *pgt_intercept_statement(const pgt_intercept_t *ic, const char *name,
+                                          const uint8_t **types, size_t *types_len);
+
+/* The estimate of the executions of portal, whose Bind has just been
+ * passed to pgt_intercept_client. */
+void pgt_intercept_set_portal_estimate(pgt_intercept_t *ic, const char *portal,
+                                       const pgt_estimate_t *est);
+
 /* A complete client message (body whole for captured types). */
 void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body, size_t len);
 

@@ -34,7 +34,10 @@ typedef struct pgt_reader {
 
 void pgt_reader_init(pgt_reader_t *r, const void *data, size_t len);
 bool pgt_reader_u8(pgt_reader_t *r, uint8_t *out);
+bool pgt_reader_u16(pgt_reader_t *r, uint16_t *out);
 bool pgt_reader_u32(pgt_reader_t *r, uint32_t *out);
+/* Moves past n bytes. */
+bool pgt_reader_skip(pgt_reader_t *r, size_t n);
 /* Returns a NUL-terminated string inside the buffer (not copied). */
 bool pgt_reader_cstr(pgt_reader_t *r, const char **out);
 
