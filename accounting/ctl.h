@@ -1,6 +1,6 @@
-/* Pieces shared by pgtallyctl's commands: option parsing, times and
- * periods, and output as aligned tables, CSV and JSON. Internal to
- * pgtallyctl; not part of the daemon. */
+/* Pieces shared by pgtallyctl's commands: option parsing, times, amounts,
+ * and output as aligned tables, CSV and JSON. Internal to pgtallyctl; not
+ * part of the daemon. */
 #ifndef PGTALLY_CTL_H
 #define PGTALLY_CTL_H
 
@@ -30,32 +30,42 @@ typedef enum {
 
 int ctl_format_parse(const char *s, ctl_format_t *out) __attribute__((warn_unused_result));
 
-#define CTL_PERIOD_MAP(X)                                                                          \
-    X(DAY, "day")                                                                                  \
-    X(WEEK, "week")                                                                                \
-    X(MONTH, "month")
-
-typedef enum {
-#define X(name, str) CTL_PERIOD_##name,
-    CTL_PERIOD_MAP(X)
-#undef X
-} ctl_period_t;
-
-const char *ctl_period_name(ctl_period_t p);
-int ctl_period_parse(const char *s, ctl_period_t *out) __attribute__((warn_unused_result));
-
-/* What every command needs: where the ledger is and the currency. */
+/* What every command needs: where the ledger is, the currency and the
+ * time zone. */
 typedef struct ctl_env {
     const char *prog;        /* "pgtallyctl", for messages */
     const char *config_path; /* -c FILE, or NULL */
     const char *ledger_path; /* --ledger PATH, or NULL */
-    char *resolved_ledger;   /* the ledger file to read (owned), set by ctl_env_resolve */
+    char *resolved_ledger;   /* the ledger file (owned), set by ctl_env_resolve */
     char currency[8];        /* from the config; "USD" by default */
+    char timezone[128];      /* the local time zone in effect, for titles */
 } ctl_env_t;
 
-/* Loads the config (when given, or ./pgtally.ini when present) and picks
- * the ledger file. Returns 0, or prints the problem and returns -1. */
+/* Loads the config (when given, or ./pgtally.ini when present), picks the
+ * ledger file and sets the local time zone: the config's `timezone`; without
+ * a config, the TZ environment variable, else UTC. Local times are read and
+ * shown in that zone from then on. Does nothing the second time. Returns 0,
+ * or prints the problem and returns -1. */
 int ctl_env_resolve(ctl_env_t *env) __attribute__((warn_unused_result));
+
+/* How ctl_open_store opens the budget tables. */
+typedef enum {
+    CTL_STORE_READ,   /* read-only; a ledger without budget tables has none */
+    CTL_STORE_CHANGE, /* read-write, on a ledger that exists */
+    CTL_STORE_CREATE, /* read-write, creating the ledger when missing */
+} ctl_store_mode_t;
+
+/* Resolves the ledger and opens its budget tables. Returns 0 with the
+ * connection in *db (NULL for CTL_STORE_READ on a ledger of a release
+ * without budgets), or prints why and returns -1. */
+int ctl_open_store(ctl_env_t *env, ctl_store_mode_t mode, struct sqlite3 **db)
+    __attribute__((warn_unused_result));
+
+/* Checks a name given on the command line (a user, role, team, ...): not
+ * empty, at most PGT_BUDGET_SUBJECT_MAX bytes, no control characters.
+ * Returns 0, or -1 with what is wrong in what (what names it). */
+int ctl_check_name(const char *what_name, const char *name, char *what, size_t len)
+    __attribute__((warn_unused_result));
 
 /* Resolves the ledger and opens it for reading. Returns the reader (close
  * it with pgt_ledger_reader_close), or NULL after printing why. */
@@ -86,6 +96,19 @@ typedef int (*ctl_apply_fn)(ctl_env_t *env, void *args, int id, const char *valu
 int ctl_parse_opts(ctl_env_t *env, int argc, char **argv, const ctl_opt_t *opts, ctl_apply_fn apply,
                    void *args, char *what, size_t len) __attribute__((warn_unused_result));
 
+/* As ctl_parse_opts, but options and up to maxpos other arguments may come
+ * in any order; the others are stored in pos (in order) and counted in
+ * *npos. More than maxpos is an error. */
+int ctl_parse_args(ctl_env_t *env, int argc, char **argv, const ctl_opt_t *opts, ctl_apply_fn apply,
+                   void *args, const char **pos, size_t maxpos, size_t *npos, char *what,
+                   size_t len) __attribute__((warn_unused_result));
+
+/* Parses an amount of money in the configured currency ("12.50",
+ * "12.50 USD"; see pgt_pricing_parse) given as --flag. Returns 0, or -1
+ * with what is wrong in what. */
+int ctl_parse_amount(const ctl_env_t *env, const char *flag, const char *text, int64_t *out,
+                     char *what, size_t len) __attribute__((warn_unused_result));
+
 /* Parses a time: YYYY-MM-DD, YYYY-MM-DD HH:MM[:SS[.frac]] (also with T),
  * in local time unless followed by Z or +HH:MM/-HH:MM; or relative to now
  * as -N followed by s, m, h, d or w ("-30m"); or "now". Returns 0 with unix
@@ -96,9 +119,9 @@ int ctl_parse_time(const char *s, int64_t now_us, int64_t *out) __attribute__((w
  * Returns 0, or -1. */
 int ctl_parse_date(const char *s, int *y, int *m, int *d) __attribute__((warn_unused_result));
 
-/* The UTC range [from, to) in unix microseconds of the period holding the
- * date; weeks start on Monday. */
-void ctl_period_range(ctl_period_t p, int y, int m, int d, int64_t *from_us, int64_t *to_us);
+/* Returns unix microseconds of local noon of a date, an instant inside
+ * the local day whatever its DST change. */
+int64_t ctl_date_noon(int y, int m, int d);
 
 /* Parses a positive integer; returns 0, or -1. */
 int ctl_parse_positive(const char *s, int64_t *out) __attribute__((warn_unused_result));
@@ -108,6 +131,8 @@ char *ctl_fmt_local(int64_t us, char *buf, size_t len);         /* 2024-05-01 14
 char *ctl_fmt_iso(int64_t us, bool utc, char *buf, size_t len); /* RFC 3339, microseconds */
 char *ctl_fmt_seconds(double s, char *buf, size_t len);         /* 12.3 ms, 1.52 s */
 char *ctl_fmt_bytes(int64_t b, char *buf, size_t len);          /* 1.2 MiB */
+/* An exact amount with at least 2 decimals: "12.50 USD", "0.0004 USD". */
+char *ctl_fmt_money(int64_t micro, const char *currency, char *buf, size_t len);
 
 /* Returns a JSON string of s, with invalid UTF-8 replaced by U+FFFD; JSON
  * null for NULL. Never returns NULL unless out of memory. */
@@ -141,9 +166,30 @@ void ctl_table_rule(ctl_table_t *t);
 void ctl_table_print(ctl_table_t *t, FILE *f);
 void ctl_table_free(ctl_table_t *t);
 
+/* A command (queries) or subcommand (budget set): its name and the
+ * function that runs it with argv[0] = that name; it returns an exit code. */
+typedef struct ctl_command {
+    const char *name;                      /* as typed */
+    int (*run)(ctl_env_t *, int, char **); /* returns an exit code */
+} ctl_command_t;
+
+/* Runs the subcommand of subs named by argv[1] of command argv[0]. Answers
+ * --help with synopsis and help; a missing or unknown subcommand is a usage
+ * error. Returns an exit code. */
+int ctl_dispatch(ctl_env_t *env, int argc, char **argv, const ctl_command_t *subs, size_t n,
+                 const char *synopsis, const char *help);
+
 /* The commands: argv[0] is the command name. Return an exit code. */
 int ctl_cmd_queries(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_usage(ctl_env_t *env, int argc, char **argv);
+int ctl_cmd_budget(ctl_env_t *env, int argc, char **argv);
+int ctl_cmd_team(ctl_env_t *env, int argc, char **argv);
+
+/* The budgets section of `usage`: every budget's spend in its current
+ * period. For a table, prints it to stdout (nothing when there are no
+ * budgets); for JSON, sets *json to an array (owned by the caller). Returns
+ * 0, or -1 after printing why to stderr. */
+int ctl_budget_section(ctl_env_t *env, bool json, json_t **out) __attribute__((warn_unused_result));
 
 /* Prints "prog cmd: what" and the command's synopsis to stderr; returns
  * CTL_EXIT_USAGE. */
@@ -161,5 +207,21 @@ int ctl_usage_error(const ctl_env_t *env, const char *cmd, const char *synopsis,
         "help", 'h', false, CTL_OPT_HELP                                                           \
     }
 int ctl_common_opt(ctl_env_t *env, int id, const char *value);
+
+/* The arguments of a command whose only own option is --format. */
+typedef struct ctl_list_args {
+    ctl_format_t format; /* output format */
+    bool help;           /* --help was given */
+} ctl_list_args_t;
+
+#define CTL_OPT_FORMAT 1003
+#define CTL_FORMAT_OPT                                                                             \
+    {                                                                                              \
+        "format", 'f', true, CTL_OPT_FORMAT                                                        \
+    }
+
+/* A ctl_apply_fn for --format, --help and the common options, with args a
+ * ctl_list_args_t. */
+int ctl_list_apply(ctl_env_t *env, void *args, int id, const char *value, char *what, size_t len);
 
 #endif

@@ -6,6 +6,7 @@
 
 #include "ctl.h"
 #include "pgtally/ledger.h"
+#include "pgtally/period.h"
 #include "pgtally/pricing.h"
 
 #define CMD "queries"
@@ -48,6 +49,8 @@ static const ctl_opt_t opts[] = {
 /* The command line of `queries`, parsed. */
 typedef struct args {
     pgt_ledger_filter_t filter; /* which statements */
+    const char *since;          /* --since as given, or NULL */
+    const char *until;          /* --until as given, or NULL */
     ctl_format_t format;        /* output format */
     bool help;                  /* --help was given */
 } args_t;
@@ -56,15 +59,16 @@ typedef struct args {
 static int apply(ctl_env_t *env, void *args, int id, const char *v, char *what, size_t len)
 {
     args_t *a = args;
-    int64_t now = (int64_t)time(NULL) * 1000000;
+    int64_t t;
     switch (id) {
     case OPT_USER:
         a->filter.user = v;
         return 0;
     case OPT_SINCE:
     case OPT_UNTIL:
-        if (ctl_parse_time(v, now, id == OPT_SINCE ? &a->filter.since_us : &a->filter.until_us) ==
-            0)
+        /* Checked now; read again once the config's time zone is set. */
+        *(id == OPT_SINCE ? &a->since : &a->until) = v;
+        if (ctl_parse_time(v, pgt_clock_us(), &t) == 0)
             return 0;
         snprintf(what, len,
                  "bad --%s '%s': expected YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]', "
@@ -285,6 +289,12 @@ int ctl_cmd_queries(ctl_env_t *env, int argc, char **argv)
         printf("%s%s", synopsis, help);
         return CTL_EXIT_OK;
     }
+    if (ctl_env_resolve(env) != 0)
+        return CTL_EXIT_ERROR;
+    int64_t now = pgt_clock_us();
+    if ((a.since && ctl_parse_time(a.since, now, &a.filter.since_us) != 0) ||
+        (a.until && ctl_parse_time(a.until, now, &a.filter.until_us) != 0))
+        return ctl_usage_error(env, CMD, synopsis, "bad --since or --until in this time zone");
     pgt_ledger_reader_t *rd = ctl_open_reader(env);
     if (!rd)
         return CTL_EXIT_ERROR;

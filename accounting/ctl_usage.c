@@ -1,11 +1,13 @@
 /* pgtallyctl usage: spend per user, database, application or tag over a
- * day, week or month (UTC for now), most expensive first, with a total. */
+ * day, week or month of the configured time zone, most expensive first,
+ * with a total, and then each budget's spend in its current period. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "ctl.h"
 #include "pgtally/ledger.h"
+#include "pgtally/period.h"
 #include "pgtally/pricing.h"
 
 #define CMD "usage"
@@ -19,14 +21,16 @@ static const char synopsis[] =
 static const char help[] =
     "\n"
     "Sums statements, compute, rows, bytes and cost per group over the period that\n"
-    "holds --date (UTC; weeks start on Monday), most expensive first.\n"
+    "holds --date, most expensive first; then shows each budget's spend in its\n"
+    "current period. Periods are in the config's timezone (without a config, in\n"
+    "$TZ, else UTC); weeks start on Monday.\n"
     "\n"
     "  -b, --by GROUP       user (default), database, application, or tag:NAME for the\n"
     "                       value of a sqlcommenter tag (statements without it: (none))\n"
     "  -p, --period PERIOD  day (default), week or month\n"
     "  -d, --date DATE      a day of the period, YYYY-MM-DD (default today)\n"
-    "  -f, --format FORMAT  table (default, with a total line), json (with a total) or\n"
-    "                       csv (one row per group)\n"
+    "  -f, --format FORMAT  table (default, with a total line and a budgets section),\n"
+    "                       json (with a total and \"budgets\") or csv (one row per group)\n"
     "  -c, --config FILE    pgtally.ini to read the ledger path and currency from\n"
     "      --ledger PATH    the ledger file (overrides the config)\n";
 
@@ -46,8 +50,8 @@ typedef struct args {
     pgt_usage_by_t by;   /* grouping */
     const char *tag;     /* tag name when by = tag */
     const char *by_text; /* --by as given, for titles ("tag:team") */
-    ctl_period_t period; /* day, week or month */
-    int y, m, d;         /* the date */
+    pgt_period_t period; /* day, week or month */
+    int y, m, d;         /* the date; y = 0: today */
     ctl_format_t format; /* output format */
     bool help;           /* --help was given */
 } args_t;
@@ -75,7 +79,7 @@ static int apply(ctl_env_t *env, void *args, int id, const char *v, char *what, 
     case OPT_BY:
         return parse_by(a, v, what, len);
     case OPT_PERIOD:
-        if (ctl_period_parse(v, &a->period) == 0)
+        if (pgt_period_parse(v, &a->period) == 0)
             return 0;
         snprintf(what, len, "bad --period '%s': expected day, week or month", v);
         return -1;
@@ -99,20 +103,13 @@ static int apply(ctl_env_t *env, void *args, int id, const char *v, char *what, 
 /* Returns 0, or -1 with what is wrong in what. */
 static int parse(ctl_env_t *env, int argc, char **argv, args_t *a, char *what, size_t len)
 {
-    time_t now = time(NULL);
-    struct tm today;
-    gmtime_r(&now, &today);
-    *a = (args_t){.by = PGT_USAGE_BY_USER,
-                  .by_text = "user",
-                  .y = today.tm_year + 1900,
-                  .m = today.tm_mon + 1,
-                  .d = today.tm_mday};
+    *a = (args_t){.by = PGT_USAGE_BY_USER, .by_text = "user"};
     return ctl_parse_opts(env, argc, argv, opts, apply, a, what, len);
 }
 
 /* What the group callback needs, and the running total. */
 typedef struct out {
-    const ctl_env_t *env;  /* currency */
+    ctl_env_t *env;        /* currency, time zone, ledger */
     ctl_format_t format;   /* which writer */
     ctl_table_t *table;    /* rows, for table */
     json_t *groups;        /* groups, for json */
@@ -198,37 +195,45 @@ static int group_cb(const pgt_usage_row_t *r, void *arg)
     return o->failed;
 }
 
-/* Writes "2024-05-01", "2024-04-29 to 2024-05-05" or "2024-05". */
-static void period_label(ctl_period_t p, int64_t from_us, int64_t to_us, char *buf, size_t len)
+/* Writes "2024-05-01", "2024-04-29 to 2024-05-05" or "2024-05" for the
+ * local period [from_us, to_us). */
+static void period_label(pgt_period_t p, int64_t from_us, int64_t to_us, char *buf, size_t len)
 {
-    time_t from = (time_t)(from_us / 1000000), last = (time_t)(to_us / 1000000) - 86400;
+    time_t from = (time_t)(from_us / 1000000), last = (time_t)(to_us / 1000000) - 1;
     struct tm a, b;
-    gmtime_r(&from, &a);
-    gmtime_r(&last, &b);
+    localtime_r(&from, &a);
+    localtime_r(&last, &b);
     char x[16], y[16];
-    strftime(x, sizeof(x), p == CTL_PERIOD_MONTH ? "%Y-%m" : "%Y-%m-%d", &a);
+    strftime(x, sizeof(x), p == PGT_PERIOD_MONTH ? "%Y-%m" : "%Y-%m-%d", &a);
     strftime(y, sizeof(y), "%Y-%m-%d", &b);
-    snprintf(buf, len, "%s%s%s", x, p == CTL_PERIOD_WEEK ? " to " : "",
-             p == CTL_PERIOD_WEEK ? y : "");
+    snprintf(buf, len, "%s%s%s", x, p == PGT_PERIOD_WEEK ? " to " : "",
+             p == PGT_PERIOD_WEEK ? y : "");
 }
 
 /* Prints the JSON document: the period, the groups and the total. */
 static int print_json(out_t *o, const args_t *a, const char *label, int64_t from, int64_t to)
 {
     char f[48], t[48];
+    json_t *budgets = NULL;
+    if (ctl_budget_section(o->env, true, &budgets) != 0) {
+        json_decref(o->groups);
+        o->groups = NULL;
+        return CTL_EXIT_ERROR;
+    }
     const struct {
         const char *key; /* member name */
         json_t *value;   /* its value (NULL when out of memory) */
     } m[] = {
         {"by", ctl_json_text(a->by_text)},
-        {"period", json_string(ctl_period_name(a->period))},
+        {"period", json_string(pgt_period_name(a->period))},
         {"label", json_string(label)},
         {"from", json_string(ctl_fmt_iso(from, true, f, sizeof(f)))},
         {"to", json_string(ctl_fmt_iso(to, true, t, sizeof(t)))},
-        {"timezone", json_string("UTC")},
+        {"timezone", ctl_json_text(o->env->timezone)},
         {"currency", json_string(o->env->currency)},
         {"groups", o->groups},
         {"total", group_json(&o->total, false)},
+        {"budgets", budgets},
     };
     o->groups = NULL; /* now owned by the document */
     json_t *root = json_object();
@@ -250,13 +255,14 @@ static int finish(out_t *o, const args_t *a, int64_t from, int64_t to)
     period_label(a->period, from, to, label, sizeof(label));
     if (o->format == CTL_FORMAT_JSON)
         return print_json(o, a, label, from, to);
-    if (o->format == CTL_FORMAT_TABLE) {
-        printf("Usage by %s, %s %s (UTC)\n\n", a->by_text, ctl_period_name(a->period), label);
-        if (!o->total.statements) {
-            ctl_table_free(o->table);
-            printf("No statements in this period.\n");
-            return CTL_EXIT_OK;
-        }
+    if (o->format != CTL_FORMAT_TABLE)
+        return CTL_EXIT_OK;
+    printf("Usage by %s, %s %s (%s)\n\n", a->by_text, pgt_period_name(a->period), label,
+           o->env->timezone);
+    if (!o->total.statements) {
+        ctl_table_free(o->table);
+        printf("No statements in this period.\n");
+    } else {
         ctl_table_rule(o->table);
         if (table_row(o, &o->total, "TOTAL") != 0) {
             ctl_table_free(o->table);
@@ -264,13 +270,14 @@ static int finish(out_t *o, const args_t *a, int64_t from, int64_t to)
         }
         ctl_table_print(o->table, stdout);
     }
-    return CTL_EXIT_OK;
+    return ctl_budget_section(o->env, false, NULL) == 0 ? CTL_EXIT_OK : CTL_EXIT_ERROR;
 }
 
 static int run(ctl_env_t *env, const args_t *a, pgt_ledger_reader_t *rd)
 {
-    int64_t from, to;
-    ctl_period_range(a->period, a->y, a->m, a->d, &from, &to);
+    /* The period holding local noon of --date, or now. */
+    int64_t from, to, at = a->y ? ctl_date_noon(a->y, a->m, a->d) : pgt_clock_us();
+    pgt_period_bounds(a->period, at, &from, &to);
     out_t o = {.env = env, .format = a->format};
     char group_header[TAG_MAX + 8];
     snprintf(group_header, sizeof(group_header), "%s", a->by_text);

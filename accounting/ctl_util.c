@@ -1,5 +1,5 @@
-/* pgtallyctl's shared pieces: the config and ledger lookup, option
- * parsing, times and periods, and the table, CSV and JSON writers. */
+/* pgtallyctl's shared pieces: the config, ledger and time zone lookup,
+ * option parsing, times and amounts, and the table, CSV and JSON writers. */
 #include "ctl.h"
 
 #include <ctype.h>
@@ -9,7 +9,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pgtally/budget_store.h"
 #include "pgtally/config.h"
+#include "pgtally/period.h"
+#include "pgtally/pricing.h"
 
 #define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
 #define US_PER_S 1000000LL
@@ -18,12 +21,6 @@
 static const char *const format_names[] = {
 #define X(name, str) str,
     CTL_FORMAT_MAP(X)
-#undef X
-};
-
-static const char *const period_names[] = {
-#define X(name, str) str,
-    CTL_PERIOD_MAP(X)
 #undef X
 };
 
@@ -44,24 +41,31 @@ int ctl_format_parse(const char *s, ctl_format_t *out)
     return 0;
 }
 
-const char *ctl_period_name(ctl_period_t p)
-{
-    return (unsigned)p < NELEMS(period_names) ? period_names[p] : "unknown";
-}
+/* ---- Config and ledger ------------------------------------------------ */
 
-int ctl_period_parse(const char *s, ctl_period_t *out)
+/* Makes the config's zone (or, without a config, $TZ, else UTC) the local
+ * time zone. Returns 0, or prints why and returns -1. */
+static int apply_timezone(ctl_env_t *env, const pgt_config_t *cfg)
 {
-    int i = lookup(period_names, NELEMS(period_names), s);
-    if (i < 0)
+    const char *tz = getenv("TZ");
+    if (!cfg && tz && tz[0]) {
+        snprintf(env->timezone, sizeof(env->timezone), "%s", tz);
+        return 0;
+    }
+    char err[512];
+    const char *zone = cfg ? cfg->timezone : "UTC";
+    if (pgt_timezone_apply(zone, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s: %s\n", env->prog, err);
         return -1;
-    *out = (ctl_period_t)i;
+    }
+    snprintf(env->timezone, sizeof(env->timezone), "%s", zone);
     return 0;
 }
 
-/* ---- Config and ledger ------------------------------------------------ */
-
 int ctl_env_resolve(ctl_env_t *env)
 {
+    if (env->resolved_ledger)
+        return 0;
     snprintf(env->currency, sizeof(env->currency), "USD");
     const char *config = env->config_path;
     if (!config && !env->ledger_path && access("pgtally.ini", F_OK) == 0)
@@ -80,13 +84,14 @@ int ctl_env_resolve(ctl_env_t *env)
         if (!ledger)
             ledger = cfg->ledger_path;
     }
-    env->resolved_ledger = strdup(ledger ? ledger : "pgtally.db");
+    int rc = apply_timezone(env, cfg);
+    env->resolved_ledger = rc == 0 ? strdup(ledger ? ledger : "pgtally.db") : NULL;
     pgt_config_free(cfg);
-    if (!env->resolved_ledger) {
+    if (rc == 0 && !env->resolved_ledger) {
         fprintf(stderr, "%s: out of memory\n", env->prog);
         return -1;
     }
-    return 0;
+    return rc;
 }
 
 void ctl_env_free(ctl_env_t *env)
@@ -106,11 +111,51 @@ int ctl_common_opt(ctl_env_t *env, int id, const char *value)
     return 1;
 }
 
+int ctl_list_apply(ctl_env_t *env, void *args, int id, const char *value, char *what, size_t len)
+{
+    ctl_list_args_t *a = args;
+    if (id == CTL_OPT_FORMAT) {
+        if (ctl_format_parse(value, &a->format) == 0)
+            return 0;
+        snprintf(what, len, "bad --format '%s': expected table, json or csv", value);
+        return -1;
+    }
+    if (id == CTL_OPT_HELP) {
+        a->help = true;
+        return 0;
+    }
+    return ctl_common_opt(env, id, value) ? 0 : -1;
+}
+
 int ctl_usage_error(const ctl_env_t *env, const char *cmd, const char *synopsis, const char *what)
 {
     fprintf(stderr, "%s%s%s: %s\n%sTry '%s%s%s --help' for more.\n", env->prog, cmd ? " " : "",
             cmd ? cmd : "", what, synopsis, env->prog, cmd ? " " : "", cmd ? cmd : "");
     return CTL_EXIT_USAGE;
+}
+
+int ctl_dispatch(ctl_env_t *env, int argc, char **argv, const ctl_command_t *subs, size_t n,
+                 const char *synopsis, const char *help)
+{
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("%s%s", synopsis, help);
+        return CTL_EXIT_OK;
+    }
+    for (size_t k = 0; argc >= 2 && k < n; k++)
+        if (strcmp(subs[k].name, argv[1]) == 0)
+            return subs[k].run(env, argc - 1, argv + 1);
+    char what[256], names[128] = "";
+    for (size_t k = 0; k < n; k++)
+        snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+                 k == 0       ? ""
+                 : k + 1 == n ? " or "
+                              : ", ",
+                 subs[k].name);
+    if (argc < 2)
+        snprintf(what, sizeof(what), "no subcommand given; use %s", names);
+    else
+        snprintf(what, sizeof(what), "unknown subcommand '%s'; use %s", argv[1], names);
+    return ctl_usage_error(env, argv[0], synopsis, what);
 }
 
 /* ---- Options ---------------------------------------------------------- */
@@ -337,23 +382,21 @@ int ctl_parse_time(const char *s, int64_t now_us, int64_t *out)
     return parse_absolute(s, out);
 }
 
-void ctl_period_range(ctl_period_t p, int y, int m, int d, int64_t *from_us, int64_t *to_us)
+int64_t ctl_date_noon(int y, int m, int d)
 {
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d};
-    time_t day = timegm(&tm), from = day, to = day + DAY_S;
-    if (p == CTL_PERIOD_WEEK) {
-        struct tm g;
-        gmtime_r(&day, &g);
-        from = day - ((g.tm_wday + 6) % 7) * DAY_S; /* back to Monday */
-        to = from + 7 * DAY_S;
-    } else if (p == CTL_PERIOD_MONTH) {
-        struct tm first = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = 1};
-        struct tm next = {.tm_year = y - 1900, .tm_mon = m, .tm_mday = 1};
-        from = timegm(&first);
-        to = timegm(&next);
-    }
-    *from_us = (int64_t)from * US_PER_S;
-    *to_us = (int64_t)to * US_PER_S;
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d, .tm_hour = 12};
+    tm.tm_isdst = -1;
+    return (int64_t)mktime(&tm) * US_PER_S;
+}
+
+int ctl_parse_amount(const ctl_env_t *env, const char *flag, const char *text, int64_t *out,
+                     char *what, size_t len)
+{
+    char err[256];
+    if (pgt_pricing_parse(text, env->currency, out, err, sizeof(err)) == 0)
+        return 0;
+    snprintf(what, len, "bad %s: %s", flag, err);
+    return -1;
 }
 
 /* ---- Formatting ------------------------------------------------------- */
@@ -427,6 +470,19 @@ char *ctl_fmt_bytes(int64_t b, char *buf, size_t len)
     for (v /= 1024; v >= 1024 && u + 1 < NELEMS(units); v /= 1024)
         u++;
     snprintf(buf, len, "%.1f %s", v, units[u]);
+    return buf;
+}
+
+char *ctl_fmt_money(int64_t micro, const char *currency, char *buf, size_t len)
+{
+    char exact[PGT_MONEY_TEXT_MAX];
+    pgt_pricing_format(micro, NULL, exact, sizeof(exact));
+    /* Drop trailing zeros down to cents: 12.500000 -> 12.50. */
+    size_t n = strlen(exact);
+    while (n > 0 && exact[n - 1] == '0' && n - (size_t)(strchr(exact, '.') - exact) > 3)
+        exact[--n] = '\0';
+    snprintf(buf, len, "%s%s%s", exact, currency && currency[0] ? " " : "",
+             currency ? currency : "");
     return buf;
 }
 
@@ -726,19 +782,61 @@ pgt_ledger_reader_t *ctl_open_reader(ctl_env_t *env)
     return rd;
 }
 
-int ctl_parse_opts(ctl_env_t *env, int argc, char **argv, const ctl_opt_t *opts, ctl_apply_fn apply,
-                   void *args, char *what, size_t len)
+int ctl_parse_args(ctl_env_t *env, int argc, char **argv, const ctl_opt_t *opts, ctl_apply_fn apply,
+                   void *args, const char **pos, size_t maxpos, size_t *npos, char *what,
+                   size_t len)
 {
     int i = 1, id, rc;
     const char *v;
-    while ((rc = ctl_next_opt(argc, argv, &i, opts, &id, &v, what, len)) == 1)
-        if (apply(env, args, id, v, what, len) != 0)
+    *npos = 0;
+    for (;;) {
+        while ((rc = ctl_next_opt(argc, argv, &i, opts, &id, &v, what, len)) == 1)
+            if (apply(env, args, id, v, what, len) != 0)
+                return -1;
+        if (rc < 0)
             return -1;
-    if (rc < 0)
+        if (i >= argc)
+            return 0;
+        if (*npos == maxpos) {
+            snprintf(what, len, "unexpected argument '%s'", argv[i]);
+            return -1;
+        }
+        pos[(*npos)++] = argv[i++];
+    }
+}
+
+int ctl_parse_opts(ctl_env_t *env, int argc, char **argv, const ctl_opt_t *opts, ctl_apply_fn apply,
+                   void *args, char *what, size_t len)
+{
+    size_t npos;
+    return ctl_parse_args(env, argc, argv, opts, apply, args, NULL, 0, &npos, what, len);
+}
+
+int ctl_open_store(ctl_env_t *env, ctl_store_mode_t mode, sqlite3 **db)
+{
+    *db = NULL;
+    if (ctl_env_resolve(env) != 0)
         return -1;
-    if (i < argc) {
-        snprintf(what, len, "unexpected argument '%s'", argv[i]);
+    const char *path = env->resolved_ledger;
+    char err[512];
+    if (mode == CTL_STORE_CHANGE && access(path, F_OK) != 0) {
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, path, strerror(errno));
         return -1;
     }
-    return 0;
+    int rc = pgt_budget_store_open(path, mode != CTL_STORE_READ, db, err, sizeof(err));
+    if (rc < 0)
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, path, err);
+    return rc < 0 ? -1 : 0;
+}
+
+int ctl_check_name(const char *what_name, const char *name, char *what, size_t len)
+{
+    bool ok = name[0] && strlen(name) <= PGT_BUDGET_SUBJECT_MAX;
+    for (const unsigned char *p = (const unsigned char *)name; ok && *p; p++)
+        ok = *p >= 0x20 && *p != 0x7F;
+    if (!ok)
+        snprintf(what, len,
+                 "bad %s '%s': expected a name of 1 to %d characters without control characters",
+                 what_name, name, PGT_BUDGET_SUBJECT_MAX);
+    return ok ? 0 : -1;
 }

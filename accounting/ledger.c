@@ -234,6 +234,14 @@ static void fifo_drain(fifo_t *q, recvec_t *v)
 
 /* ---- Schema ----------------------------------------------------------- */
 
+/* The triggers that bump settings_version on every change of a table. */
+#define SETTINGS_TRIGGER(table, op)                                                                \
+    "CREATE TRIGGER " table "_" op "_version AFTER " op " ON " table                               \
+    " BEGIN UPDATE settings_version SET version = version + 1 WHERE id = 1; END;"
+#define SETTINGS_TRIGGERS(table)                                                                   \
+    SETTINGS_TRIGGER(table, "INSERT")                                                              \
+    SETTINGS_TRIGGER(table, "UPDATE") SETTINGS_TRIGGER(table, "DELETE")
+
 /* migrations[i] takes the schema from version i to i + 1 (PRAGMA
  * user_version). Never edit one that has shipped: append a new one. */
 static const char *const migrations[] = {
@@ -300,6 +308,35 @@ static const char *const migrations[] = {
     " attempts INTEGER NOT NULL DEFAULT 0,"
     " last_error TEXT,"
     " UNIQUE (report_date, channel));",
+    /* 2: budgets. Grants of extra budget, PostgreSQL role memberships (read
+     * by pgtally from pg_auth_members), and a settings version that every
+     * change of budgets, teams or grants bumps, so that a running pgtally
+     * notices pgtallyctl's changes by polling one number. The budget that
+     * refused or cancelled a statement, and the pgtally instance that
+     * metered it, are recorded with the statement. */
+    "CREATE TABLE budget_grants ("
+    " id INTEGER PRIMARY KEY,"
+    " \"user\" TEXT NOT NULL,"
+    " amount_micro INTEGER NOT NULL,"
+    " granted_at INTEGER NOT NULL," /* unix microseconds */
+    " until_us INTEGER);"           /* NULL: end of the period current when granted */
+    "CREATE TABLE role_members ("
+    " role TEXT NOT NULL,"
+    " \"user\" TEXT NOT NULL,"
+    " refreshed_at INTEGER NOT NULL," /* unix microseconds */
+    " PRIMARY KEY (role, \"user\"));"
+    "CREATE TABLE settings_version ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " version INTEGER NOT NULL);"
+    "INSERT INTO settings_version VALUES (1, 0);"
+    /* clang-format off */
+    SETTINGS_TRIGGERS("budgets")
+    SETTINGS_TRIGGERS("teams")
+    SETTINGS_TRIGGERS("team_members")
+    SETTINGS_TRIGGERS("budget_grants")
+    /* clang-format on */
+    "ALTER TABLE queries ADD COLUMN budget_id INTEGER;"
+    "ALTER TABLE queries ADD COLUMN instance INTEGER;",
 };
 
 #define SCHEMA_VERSION ((int)NELEMS(migrations))
@@ -422,19 +459,22 @@ static int user_version(sqlite3 *db, int *out)
     return rc;
 }
 
-/* Brings the schema to SCHEMA_VERSION in one transaction, rechecking the
+/* Brings the schema to version target in one transaction, rechecking the
  * version under the write lock since another process may migrate too. Sets
- * *newer when the file comes from a newer pgtally. */
-static int migrate(sqlite3 *db, bool *newer, char *err, size_t errlen)
+ * *newer when the file comes from a newer pgtally, and *from to the version
+ * found. */
+static int migrate(sqlite3 *db, int target, bool *newer, int *from, char *err, size_t errlen)
 {
     int v = 0;
     int rc = user_version(db, &v);
-    if (rc == SQLITE_OK && v == SCHEMA_VERSION)
+    *from = v;
+    if (rc == SQLITE_OK && v == target)
         return SQLITE_OK;
     if (rc == SQLITE_OK)
         rc = exec_sql(db, "BEGIN IMMEDIATE");
     if (rc == SQLITE_OK)
         rc = user_version(db, &v);
+    *from = v;
     if (rc == SQLITE_OK && v > SCHEMA_VERSION) {
         *newer = true;
         snprintf(err, errlen, "ledger schema version %d is newer than this build's %d", v,
@@ -442,11 +482,10 @@ static int migrate(sqlite3 *db, bool *newer, char *err, size_t errlen)
         rollback_if_open(db);
         return SQLITE_ERROR;
     }
-    int from = v;
-    for (; rc == SQLITE_OK && v < SCHEMA_VERSION; v++)
+    for (; rc == SQLITE_OK && v < target; v++)
         rc = exec_sql(db, migrations[v]);
     char sql[64];
-    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", SCHEMA_VERSION);
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v);
     if (rc == SQLITE_OK)
         rc = exec_sql(db, sql);
     if (rc == SQLITE_OK)
@@ -454,11 +493,117 @@ static int migrate(sqlite3 *db, bool *newer, char *err, size_t errlen)
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "migrating the schema: %s", sqlite3_errmsg(db));
         rollback_if_open(db);
+    }
+    return rc;
+}
+
+int pgt_ledger_schema_version(void)
+{
+    return SCHEMA_VERSION;
+}
+
+int pgt_ledger_migrate(sqlite3 *db, int target, char *err, size_t errlen)
+{
+    bool newer = false;
+    int from;
+    if (target <= 0 || target > SCHEMA_VERSION)
+        target = SCHEMA_VERSION;
+    return migrate(db, target, &newer, &from, err, errlen) == SQLITE_OK ? 0 : -1;
+}
+
+/* Writes what failed, with SQLite's message, to err. */
+static void open_failed(sqlite3 *db, const char *doing, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "%s: %s", doing, db ? sqlite3_errmsg(db) : "cannot open the database");
+}
+
+/* Sets the pragmas of a read-write connection: the busy timeout, WAL
+ * (persistent in the file) and synchronous=NORMAL (durable at each
+ * checkpoint, safe in WAL). Returns an SQLite code with the cause in err. */
+static int rw_pragmas(sqlite3 *db, int busy_ms, char *err, size_t errlen)
+{
+    sqlite3_busy_timeout(db, busy_ms);
+    if (sqlite3_db_readonly(db, "main") == 1) {
+        snprintf(err, errlen, "opening: the ledger file is read-only");
+        return SQLITE_READONLY;
+    }
+    int rc = exec_sql(db, "PRAGMA journal_mode=WAL");
+    if (rc == SQLITE_OK)
+        rc = exec_sql(db, "PRAGMA synchronous=NORMAL");
+    if (rc != SQLITE_OK)
+        open_failed(db, "setting WAL mode", err, errlen);
+    return rc;
+}
+
+/* Opens path read-write, creating it, sets the pragmas and migrates it to
+ * SCHEMA_VERSION. Returns an SQLite code with the cause in err; *newer and
+ * *from as migrate. */
+static int open_rw(const char *path, int busy_ms, int flags, sqlite3 **out, bool *newer, int *from,
+                   char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    int rc = sqlite3_open_v2(path, &db, flags, NULL);
+    if (rc != SQLITE_OK)
+        open_failed(db, "opening", err, errlen);
+    if (rc == SQLITE_OK)
+        rc = rw_pragmas(db, busy_ms, err, errlen);
+    if (rc == SQLITE_OK)
+        rc = migrate(db, SCHEMA_VERSION, newer, from, err, errlen);
+    if (rc != SQLITE_OK) {
+        sqlite3_close_v2(db);
         return rc;
     }
-    if (from != SCHEMA_VERSION)
-        PGT_INFO("ledger_migrated", "from=%d to=%d", from, SCHEMA_VERSION);
+    *out = db;
     return SQLITE_OK;
+}
+
+/* Opens path read-only after checking that it is a pgtally ledger this
+ * build can read; sets *version. Returns the connection, or NULL with the
+ * cause in err. */
+static sqlite3 *open_ro(const char *path, int *version, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "%s", strerror(errno));
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "not a regular file");
+        return NULL;
+    }
+    sqlite3 *db = NULL;
+    int v = 0;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(db, DEFAULT_BUSY_TIMEOUT_MS);
+        rc = user_version(db, &v);
+    }
+    if (rc != SQLITE_OK)
+        snprintf(err, errlen, "%s", db ? sqlite3_errmsg(db) : "out of memory");
+    else if (v == 0)
+        snprintf(err, errlen, "not a pgtally ledger (no schema)");
+    else if (v > SCHEMA_VERSION)
+        snprintf(err, errlen, "schema version %d is newer than this build's %d", v, SCHEMA_VERSION);
+    if (rc != SQLITE_OK || v == 0 || v > SCHEMA_VERSION) {
+        sqlite3_close_v2(db);
+        return NULL;
+    }
+    *version = v;
+    return db;
+}
+
+sqlite3 *pgt_ledger_db_open(const char *path, bool writable, int *version, char *err, size_t errlen)
+{
+    if (!writable)
+        return open_ro(path, version, err, errlen);
+    sqlite3 *db = NULL;
+    bool newer = false;
+    int from;
+    if (open_rw(path, DEFAULT_BUSY_TIMEOUT_MS, 0, &db, &newer, &from, err, errlen) != SQLITE_OK)
+        return NULL;
+    *version = SCHEMA_VERSION;
+    return db;
 }
 
 /* ---- The writer ------------------------------------------------------- */
@@ -543,37 +688,15 @@ static void writer_close(pgt_ledger_t *l, bool optimize)
     l->db = NULL;
 }
 
-/* Sets the per-connection pragmas of the writer: WAL (persistent in the
- * file), synchronous=NORMAL (durable at each checkpoint, safe in WAL). */
-static int writer_pragmas(pgt_ledger_t *l, sqlite3 *db)
-{
-    sqlite3_busy_timeout(db, l->busy_timeout_ms);
-    if (sqlite3_db_readonly(db, "main") == 1) {
-        snprintf(l->error, sizeof(l->error), "opening: the ledger file is read-only");
-        return SQLITE_READONLY;
-    }
-    int rc = exec_sql(db, "PRAGMA journal_mode=WAL");
-    if (rc == SQLITE_OK)
-        rc = exec_sql(db, "PRAGMA synchronous=NORMAL");
-    if (rc != SQLITE_OK)
-        note_sqlite_error(l, db, "setting WAL mode");
-    return rc;
-}
-
 /* Opens, migrates and prepares the writer connection. Returns an SQLite
  * code; *fatal says the file can never work (not a database, newer schema). */
 static int writer_open(pgt_ledger_t *l, bool *fatal)
 {
     sqlite3 *db = NULL;
     bool newer = false;
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-    int rc = sqlite3_open_v2(l->path, &db, flags, NULL);
-    if (rc != SQLITE_OK)
-        note_sqlite_error(l, db, "opening");
-    if (rc == SQLITE_OK)
-        rc = writer_pragmas(l, db);
-    if (rc == SQLITE_OK)
-        rc = migrate(db, &newer, l->error, sizeof(l->error));
+    int from = SCHEMA_VERSION;
+    int rc = open_rw(l->path, l->busy_timeout_ms, SQLITE_OPEN_NOMUTEX, &db, &newer, &from, l->error,
+                     sizeof(l->error));
     if (rc == SQLITE_OK) {
         rc = sqlite3_prepare_v2(db, insert_sql, -1, &l->insert, NULL);
         if (rc != SQLITE_OK)
@@ -584,6 +707,8 @@ static int writer_open(pgt_ledger_t *l, bool *fatal)
         sqlite3_close_v2(db);
         return rc;
     }
+    if (from != SCHEMA_VERSION)
+        PGT_INFO("ledger_migrated", "from=%d to=%d", from, SCHEMA_VERSION);
     l->db = db;
     return SQLITE_OK;
 }
@@ -1242,34 +1367,15 @@ struct pgt_ledger_reader {
 
 pgt_ledger_reader_t *pgt_ledger_reader_open(const char *path, char *err, size_t errlen)
 {
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        snprintf(err, errlen, "%s", strerror(errno));
-        return NULL;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "not a regular file");
-        return NULL;
-    }
     pgt_ledger_reader_t *rd = calloc(1, sizeof(*rd));
     if (!rd) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    int v = 0;
-    int rc = sqlite3_open_v2(path, &rd->db, SQLITE_OPEN_READONLY, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_busy_timeout(rd->db, DEFAULT_BUSY_TIMEOUT_MS);
-        rc = user_version(rd->db, &v);
-    }
-    if (rc != SQLITE_OK)
-        snprintf(err, errlen, "%s", sqlite3_errmsg(rd->db));
-    else if (v == 0)
-        snprintf(err, errlen, "not a pgtally ledger (no schema)");
-    else if (v > SCHEMA_VERSION)
-        snprintf(err, errlen, "schema version %d is newer than this build's %d", v, SCHEMA_VERSION);
-    if (rc != SQLITE_OK || v == 0 || v > SCHEMA_VERSION) {
-        pgt_ledger_reader_close(rd);
+    int v;
+    rd->db = open_ro(path, &v, err, errlen);
+    if (!rd->db) {
+        free(rd);
         return NULL;
     }
     return rd;
@@ -1283,20 +1389,27 @@ void pgt_ledger_reader_close(pgt_ledger_reader_t *rd)
     free(rd);
 }
 
-/* Steps st to the end, handing each row to row_cb. Returns 0, the
- * callback's value, or -1 with err set; finalizes st. */
+/* Steps st to the end, handing each row to row_cb (NULL: rows are
+ * ignored). Returns 0, the callback's value, or -1 with "doing: what
+ * failed" in err; finalizes st. */
 static int walk_rows(sqlite3 *db, sqlite3_stmt *st, int (*row_cb)(sqlite3_stmt *, void *),
-                     void *arg, char *err, size_t errlen)
+                     void *arg, const char *doing, char *err, size_t errlen)
 {
     int rc, ret = 0;
     while (ret == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
-        ret = row_cb(st, arg);
+        ret = row_cb ? row_cb(st, arg) : 0;
     if (ret == 0 && rc != SQLITE_DONE) {
-        snprintf(err, errlen, "reading the ledger: %s", sqlite3_errmsg(db));
+        snprintf(err, errlen, "%s: %s", doing, sqlite3_errmsg(db));
         ret = -1;
     }
     sqlite3_finalize(st);
     return ret;
+}
+
+int pgt_ledger_walk(sqlite3 *db, sqlite3_stmt *st, int (*row_cb)(sqlite3_stmt *, void *), void *arg,
+                    const char *doing, char *err, size_t errlen)
+{
+    return walk_rows(db, st, row_cb, arg, doing, err, errlen);
 }
 
 /* The callback of pgt_ledger_list and its argument. */
@@ -1336,7 +1449,7 @@ int pgt_ledger_list(pgt_ledger_reader_t *rd, const pgt_ledger_filter_t *f, pgt_l
         sqlite3_bind_text(st, 3, f->user, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, f->limit > 0 ? f->limit : -1);
     list_ctx_t c = {cb, arg};
-    return walk_rows(rd->db, st, list_row, &c, err, errlen);
+    return walk_rows(rd->db, st, list_row, &c, "reading the ledger", err, errlen);
 }
 
 /* The callback of pgt_ledger_usage and its argument. */
@@ -1403,5 +1516,5 @@ int pgt_ledger_usage(pgt_ledger_reader_t *rd, pgt_usage_by_t by, const char *tag
         sqlite3_bind_text(st, 3, path, -1, SQLITE_TRANSIENT);
     }
     usage_ctx_t c = {cb, arg};
-    return walk_rows(rd->db, st, usage_row, &c, err, errlen);
+    return walk_rows(rd->db, st, usage_row, &c, "reading the ledger", err, errlen);
 }

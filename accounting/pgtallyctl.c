@@ -1,5 +1,6 @@
 /* pgtallyctl: the admin command line of pgtally. It reads the ledger
- * through its own read-only connection, so it runs beside a live pgtally.
+ * through its own connection, so it runs beside a live pgtally; budget and
+ * team changes are short transactions that pgtally picks up by itself.
  * Exit codes: 0 success, 1 a runtime error (missing ledger), 2 bad usage. */
 #include <stdio.h>
 #include <string.h>
@@ -12,24 +13,23 @@ static const char help[] =
     "\n"
     "Commands:\n"
     "  queries   list metered statements, most recent (or most expensive) first\n"
-    "  usage     spend per user, database, application or tag over a day, week or month\n"
+    "  usage     spend per user, database, application or tag over a day, week or month,\n"
+    "            and each budget's spend in its current period\n"
+    "  budget    set, list or remove budgets (set, list, rm), grant extra budget (grant)\n"
+    "  team      pgtally's groups of users for team budgets (add, rm, list)\n"
     "\n"
     "Options:\n"
-    "  -c, --config FILE  pgtally.ini to read the ledger path and currency from\n"
+    "  -c, --config FILE  pgtally.ini to read the ledger path, currency and timezone from\n"
     "                     (default ./pgtally.ini when it exists)\n"
     "      --ledger PATH  the ledger file (default: the config's, or ./pgtally.db)\n"
     "  -h, --help         this help; 'pgtallyctl COMMAND --help' for a command's\n"
     "      --version      print the version\n";
 
-/* One command: its name and the function that runs it. */
-typedef struct command {
-    const char *name;                      /* as typed */
-    int (*run)(ctl_env_t *, int, char **); /* returns an exit code */
-} command_t;
-
-static const command_t commands[] = {
+static const ctl_command_t commands[] = {
     {"queries", ctl_cmd_queries},
     {"usage", ctl_cmd_usage},
+    {"budget", ctl_cmd_budget},
+    {"team", ctl_cmd_team},
 };
 
 #define OPT_VERSION 1

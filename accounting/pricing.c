@@ -1,9 +1,10 @@
 /* Pricing: the cost of a statement from its compute time and the bytes it
- * returned, and the text of amounts of money. Money is integer micro-units
- * of the configured currency so sums never drift. */
+ * returned, and amounts of money read from and written as text. Money is
+ * integer micro-units of the configured currency so sums never drift. */
 #include "pgtally/pricing.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -88,4 +89,89 @@ char *pgt_pricing_format_short(int64_t micro, const char *currency, char *buf, s
         n = snprintf(buf, len, "%s0.%s", sign, digits);
     }
     return with_currency(buf, len, n, currency);
+}
+
+/* Reads the digits at *p into *v (at most max_digits of them, more fail)
+ * and advances; returns how many were read, or -1. */
+static int read_units(const char **p, int max_digits, uint64_t *v)
+{
+    int n = 0;
+    for (; **p >= '0' && **p <= '9'; ++*p, n++) {
+        if (n == max_digits)
+            return -1;
+        *v = *v * 10 + (uint64_t)(**p - '0');
+    }
+    return n;
+}
+
+/* Reads a fraction after the point into micro-units, rounding half up on
+ * the seventh digit, and advances; returns how many digits were read. */
+static int read_fraction(const char **p, uint64_t *micro)
+{
+    int n = 0;
+    uint64_t scale = MICRO_PER_UNIT / 10;
+    for (; **p >= '0' && **p <= '9'; ++*p, n++) {
+        if (scale) {
+            *micro += (uint64_t)(**p - '0') * scale;
+            scale /= 10;
+        } else if (n == 6 && **p >= '5') {
+            ++*micro;
+        }
+    }
+    return n;
+}
+
+/* Checks the currency code after an amount (p, maybe empty). */
+static int check_currency(const char *text, const char *p, const char *currency, char *err,
+                          size_t errlen)
+{
+    if (*p == ' ')
+        p++;
+    if (!*p)
+        return 0;
+    bool code = strlen(p) == 3;
+    for (size_t i = 0; code && i < 3; i++)
+        code = p[i] >= 'A' && p[i] <= 'Z';
+    if (!code)
+        snprintf(err, errlen, "'%s' is not an amount; write it as 12.50 or 12.50 %s", text,
+                 currency ? currency : "USD");
+    else if (!currency)
+        snprintf(err, errlen, "'%s': write the amount without a currency, as 12.50", text);
+    else if (strcmp(p, currency) != 0)
+        snprintf(err, errlen,
+                 "'%s' is in %s, but amounts here are in %s (pricing.currency); write 12.50 or "
+                 "12.50 %s",
+                 text, p, currency, currency);
+    else
+        return 0;
+    return -1;
+}
+
+int pgt_pricing_parse(const char *text, const char *currency, int64_t *out, char *err,
+                      size_t errlen)
+{
+    const char *p = text;
+    uint64_t units = 0, micro = 0;
+    if (*p == '-') {
+        snprintf(err, errlen, "'%s' is negative; amounts are 0 or more, such as 12.50", text);
+        return -1;
+    }
+    int n = read_units(&p, 13, &units);
+    if (n >= 0 && *p == '.') {
+        p++;
+        n += read_fraction(&p, &micro);
+    }
+    if (n < 0 || units > PGT_MONEY_MAX_UNITS) {
+        snprintf(err, errlen, "'%s' is too large; at most %lld", text, PGT_MONEY_MAX_UNITS);
+        return -1;
+    }
+    if (n == 0) {
+        snprintf(err, errlen, "'%s' is not an amount; write it as 12.50 or 12.50 %s", text,
+                 currency ? currency : "USD");
+        return -1;
+    }
+    if (check_currency(text, p, currency, err, errlen) != 0)
+        return -1;
+    *out = (int64_t)(units * MICRO_PER_UNIT + micro);
+    return 0;
 }

@@ -3,12 +3,21 @@
  * flags and --help, so the three never disagree. */
 #include "pgtally/config.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pgtally/pricing.h"
+
+#define ZONEINFO_DIR "/usr/share/zoneinfo"
+#define ZONE_NAME_MAX 128
 
 static const char *const client_tls_names[] = {
 #define X(name, str) str,
@@ -78,6 +87,20 @@ static const pgt_config_key_t keys[] = {
     {"pricing.per_gib_returned", "an amount such as 0.09",
      "price of one GiB sent to clients (default 0.09)"},
     {"pricing.per_query", "an amount such as 0.000001", "price per statement (default 0)"},
+    {"timezone", "an IANA time zone name such as Europe/Berlin, or UTC",
+     "time zone of budget periods: days, weeks (from Monday), months (default UTC)"},
+    {"admin_conninfo", "a libpq connection string such as 'host=db user=pgtally'",
+     "connection used to read role memberships for role budgets (default none)"},
+    {"budget.contact", "any text, such as 'ask #data-platform'",
+     "who to ask for more budget, shown in the hint of a refusal (default none)"},
+    {"budget.notice_above", "an amount such as 0.10 (0 turns it off)",
+     "statements estimated to cost more get a NOTICE with the estimate (default 0.10)"},
+    {"budget.exempt_users", "user names separated by commas",
+     "users no budget applies to (default none)"},
+    {"budget.check_interval", "milliseconds from 50 to 5000, such as 250 or 1s",
+     "how often running statements are checked against their budgets (default 250)"},
+    {"budget.role_refresh", "a duration from 1s to 24h, such as 60s or 5m",
+     "how often role memberships are read again (default 60s)"},
     {NULL, NULL, NULL},
 };
 
@@ -112,7 +135,15 @@ pgt_config_t *pgt_config_new(void)
     cfg->price_compute_second_micro = 400;
     cfg->price_gib_micro = 90000;
     cfg->price_query_micro = 0;
-    if (!cfg->listen_host || !cfg->upstream_host) {
+    cfg->timezone = strdup("UTC");
+    cfg->admin_conninfo = strdup("");
+    cfg->budget_contact = strdup("");
+    cfg->budget_notice_above_micro = 100000;
+    cfg->budget_exempt_users = calloc(1, sizeof(*cfg->budget_exempt_users));
+    cfg->budget_check_interval_ms = 250;
+    cfg->budget_role_refresh_ms = 60000;
+    if (!cfg->listen_host || !cfg->upstream_host || !cfg->timezone || !cfg->admin_conninfo ||
+        !cfg->budget_contact || !cfg->budget_exempt_users) {
         pgt_config_free(cfg);
         return NULL;
     }
@@ -132,6 +163,12 @@ void pgt_config_free(pgt_config_t *cfg)
     free(cfg->upstream_tls_cert_file);
     free(cfg->upstream_tls_key_file);
     free(cfg->ledger_path);
+    free(cfg->timezone);
+    free(cfg->admin_conninfo);
+    free(cfg->budget_contact);
+    for (size_t i = 0; i < cfg->budget_exempt_count; i++)
+        free(cfg->budget_exempt_users[i]);
+    free(cfg->budget_exempt_users);
     free(cfg);
 }
 
@@ -266,17 +303,11 @@ static int parse_size(const char *value, int64_t min, int64_t max, int64_t *out)
     return 0;
 }
 
-/* A non-negative amount of money with up to 6 decimals, stored in
- * micro-units so that sums never drift. */
+/* A non-negative amount of money, stored in micro-units so that sums
+ * never drift; read by the pricing module, as every amount is. */
 static int parse_money(const char *value, int64_t *out)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(value, &end);
-    if (errno || end == value || *end || v < 0 || v > 1e12)
-        return -1;
-    *out = (int64_t)(v * 1e6 + 0.5);
-    return 0;
+    return pgt_pricing_parse(value, NULL, out, NULL, 0);
 }
 
 static int parse_currency(const char *value, char out[8])
@@ -326,12 +357,121 @@ static int apply_metering(pgt_config_t *cfg, const char *key, const char *value)
     return 1;
 }
 
+int pgt_config_check_timezone(const char *name, char *err, size_t errlen)
+{
+    if (strcmp(name, "UTC") == 0)
+        return 0;
+    /* Only a plain relative name: the file is opened below the zone dir. */
+    bool ok = name[0] && name[0] != '/' && !strstr(name, "..") && strlen(name) < ZONE_NAME_MAX;
+    for (const char *c = name; ok && *c; c++)
+        ok = isalnum((unsigned char)*c) || strchr("/_+-", *c);
+    const char *dir = getenv("TZDIR");
+    if (!dir || !dir[0])
+        dir = ZONEINFO_DIR;
+    char path[PATH_MAX], magic[4];
+    struct stat st;
+    int fd = -1;
+    if (ok && snprintf(path, sizeof(path), "%s/%s", dir, name) < (int)sizeof(path))
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* A compiled zone file starts with "TZif" (RFC 8536); the directory
+     * also holds tables (zone.tab) and directories (Europe) that are not. */
+    ok = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+         read(fd, magic, sizeof(magic)) == (ssize_t)sizeof(magic) &&
+         memcmp(magic, "TZif", sizeof(magic)) == 0;
+    if (fd >= 0)
+        close(fd);
+    if (!ok)
+        snprintf(err, errlen,
+                 "unknown time zone '%s': expected an IANA name with a zone file in %s, such as "
+                 "Europe/Berlin, or UTC",
+                 name, dir);
+    return ok ? 0 : -1;
+}
+
+bool pgt_config_budget_exempt(const pgt_config_t *cfg, const char *user)
+{
+    for (size_t i = 0; user && i < cfg->budget_exempt_count; i++)
+        if (strcmp(cfg->budget_exempt_users[i], user) == 0)
+            return true;
+    return false;
+}
+
+/* Splits "alice, bob" into a NULL-terminated list of trimmed, non-empty
+ * names and replaces cfg's. Returns 0, or -2 when out of memory. */
+static int set_exempt_users(pgt_config_t *cfg, const char *value)
+{
+    size_t cap = 2, n = 0;
+    for (const char *c = value; *c; c++)
+        cap += *c == ',';
+    char **names = calloc(cap, sizeof(*names));
+    for (const char *p = value; names && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *q = p;
+        while (len && isspace((unsigned char)*q))
+            q++, len--;
+        while (len && isspace((unsigned char)q[len - 1]))
+            len--;
+        if (len && !(names[n++] = strndup(q, len)))
+            break;
+        p = end ? end + 1 : p + strlen(p);
+    }
+    if (!names || (n && !names[n - 1])) {
+        for (size_t i = 0; names && i < n; i++)
+            free(names[i]);
+        free(names);
+        return -2;
+    }
+    for (size_t i = 0; i < cfg->budget_exempt_count; i++)
+        free(cfg->budget_exempt_users[i]);
+    free(cfg->budget_exempt_users);
+    cfg->budget_exempt_users = names;
+    cfg->budget_exempt_count = n;
+    return 0;
+}
+
+/* Keys of budgets ([budget], timezone, admin_conninfo); returns 1 when key
+ * is not one of them. */
+static int apply_budget(pgt_config_t *cfg, const char *key, const char *value)
+{
+    int ms = 0;
+    if (strcmp(key, "timezone") == 0)
+        return pgt_config_check_timezone(value, NULL, 0) == 0 ? set_string(&cfg->timezone, value)
+                                                              : -1;
+    if (strcmp(key, "admin_conninfo") == 0)
+        return set_string(&cfg->admin_conninfo, value);
+    if (strcmp(key, "budget.contact") == 0)
+        return set_string(&cfg->budget_contact, value);
+    if (strcmp(key, "budget.notice_above") == 0)
+        return parse_money(value, &cfg->budget_notice_above_micro);
+    if (strcmp(key, "budget.exempt_users") == 0)
+        return set_exempt_users(cfg, value);
+    if (strcmp(key, "budget.check_interval") == 0) {
+        /* A bare number is milliseconds here, as the key's unit. */
+        bool bare = value[0] && strspn(value, "0123456789") == strlen(value);
+        int rc = bare ? parse_int(value, 0, INT_MAX, &ms) : parse_duration(value, &ms);
+        if (rc != 0 || ms < 50 || ms > 5000)
+            return -1;
+        cfg->budget_check_interval_ms = ms;
+        return 0;
+    }
+    if (strcmp(key, "budget.role_refresh") == 0) {
+        if (parse_duration(value, &ms) != 0 || ms < 1000 || ms > 86400000)
+            return -1;
+        cfg->budget_role_refresh_ms = ms;
+        return 0;
+    }
+    return 1;
+}
+
 /* Applies one key; returns 0, -1 for a bad value, -2 when out of memory. */
 static int apply(pgt_config_t *cfg, const char *key, const char *value)
 {
     int iv = 0;
     int64_t sv = 0;
     int rc = apply_metering(cfg, key, value);
+    if (rc == 1)
+        rc = apply_budget(cfg, key, value);
     if (rc != 1)
         return rc;
     rc = -1;
@@ -407,12 +547,12 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
     if (strcmp(section, "pgtally") == 0) {
         snprintf(full, sizeof(full), "%s", name);
     } else if (strcmp(section, "ledger") == 0 || strcmp(section, "pricing") == 0 ||
-               strcmp(section, "estimate") == 0) {
+               strcmp(section, "estimate") == 0 || strcmp(section, "budget") == 0) {
         snprintf(full, sizeof(full), "%s.%s", section, name);
     } else {
         snprintf(ctx->msg, sizeof(ctx->msg),
-                 "section [%s], key '%s': unknown section; use [pgtally], [ledger], [pricing] or "
-                 "[estimate]",
+                 "section [%s], key '%s': unknown section; use [pgtally], [ledger], [pricing], "
+                 "[estimate] or [budget]",
                  section, name);
         return 0;
     }

@@ -3,6 +3,7 @@
 #ifndef PGTALLY_CONFIG_H
 #define PGTALLY_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -66,6 +67,14 @@ typedef struct pgt_config {
     int estimate_cache_ttl_ms;          /* [estimate] cache_ttl */
     int estimate_format_text;           /* [estimate] format: 0 json, 1 text */
     int estimate_explain_above_ms;      /* [estimate] explain_above */
+    char *timezone;                     /* IANA zone of budget periods and reports ("UTC") */
+    char *admin_conninfo;               /* libpq conninfo to read role memberships, or "" */
+    char *budget_contact;               /* [budget] contact, shown in refusal hints, or "" */
+    int64_t budget_notice_above_micro;  /* [budget] notice_above: NOTICE above this; 0 off */
+    char **budget_exempt_users;         /* [budget] exempt_users, NULL-terminated (owned) */
+    size_t budget_exempt_count;         /* names in budget_exempt_users */
+    int budget_check_interval_ms;       /* [budget] check_interval, 50 to 5000 ms */
+    int budget_role_refresh_ms;         /* [budget] role_refresh */
 } pgt_config_t;
 
 /* Values of estimate_mode. */
@@ -104,6 +113,15 @@ int pgt_config_load_file(pgt_config_t *cfg, const char *path, char *err, size_t 
  * Returns 0, or -1 with a message in err. */
 int pgt_config_check(const pgt_config_t *cfg, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+
+/* Checks that name is a time zone this system knows: "UTC", or an IANA
+ * name with a compiled zone file under $TZDIR or /usr/share/zoneinfo.
+ * Returns 0, or -1 with what is wrong and an example in err. */
+int pgt_config_check_timezone(const char *name, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Returns true when user is one of [budget] exempt_users. */
+bool pgt_config_budget_exempt(const pgt_config_t *cfg, const char *user);
 
 /* Printable names of the enums. */
 const char *pgt_client_tls_name(pgt_client_tls_t v);

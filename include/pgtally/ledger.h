@@ -108,6 +108,38 @@ void pgt_ledger_stats(pgt_ledger_t *l, pgt_ledger_stats_t *out);
  * the thread and closes. */
 void pgt_ledger_close(pgt_ledger_t *l);
 
+/* Direct connections, for the settings tables (budgets, teams, grants)
+ * that pgtallyctl changes and a running pgtally reads. */
+struct sqlite3;
+struct sqlite3_stmt;
+
+/* Returns the schema version this build writes (PRAGMA user_version). */
+int pgt_ledger_schema_version(void);
+
+/* Brings db's schema up to version target (0: this build's) in one
+ * transaction; another process may migrate the same file at the same time.
+ * Returns 0, or -1 with the cause in err (also when the file's schema is
+ * newer than this build's). Tests pass an older target to make a ledger of
+ * an earlier release. */
+int pgt_ledger_migrate(struct sqlite3 *db, int target, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Opens the ledger at path. writable: read-write, creating the file and
+ * migrating it to this build's schema, in WAL mode like the writer.
+ * Otherwise read-only, and only a pgtally ledger no newer than this build
+ * (never created). Sets *version to the file's schema version. Returns the
+ * connection, which the caller closes with sqlite3_close, or NULL with the
+ * cause (without the path) in err. */
+struct sqlite3 *pgt_ledger_db_open(const char *path, bool writable, int *version, char *err,
+                                   size_t errlen);
+
+/* Steps the prepared statement st of db to the end, handing each row to
+ * row_cb (NULL: rows are ignored), and finalizes st. Returns 0, the
+ * callback's non-zero value, or -1 with "doing: what failed" in err. */
+int pgt_ledger_walk(struct sqlite3 *db, struct sqlite3_stmt *st,
+                    int (*row_cb)(struct sqlite3_stmt *st, void *arg), void *arg, const char *doing,
+                    char *err, size_t errlen) __attribute__((warn_unused_result));
+
 /* Reading the ledger (pgtallyctl, reports). A reader has its own read-only
  * connection, so it works beside a running pgtally and never blocks it. */
 typedef struct pgt_ledger_reader pgt_ledger_reader_t;

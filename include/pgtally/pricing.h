@@ -1,6 +1,7 @@
 /* Pricing: what a statement costs in integer micro-units of the configured
- * currency, and how amounts are written for people. Pure functions: no I/O,
- * no allocation, safe from any thread. */
+ * currency, and how amounts are read and written for people. Pure
+ * functions: no I/O, no allocation, safe from any thread. Part of the core
+ * library, since the configuration reads amounts with it. */
 #ifndef PGTALLY_PRICING_H
 #define PGTALLY_PRICING_H
 
@@ -38,5 +39,17 @@ char *pgt_pricing_format(int64_t micro, const char *currency, char *buf, size_t 
  * two significant digits without trailing zeros ("0.0012 USD", "0.00003 USD",
  * "0.00 USD" for zero). Amounts round half away from zero. Returns buf. */
 char *pgt_pricing_format_short(int64_t micro, const char *currency, char *buf, size_t len);
+
+/* Largest amount pgt_pricing_parse accepts, in whole units. */
+#define PGT_MONEY_MAX_UNITS 1000000000000LL
+
+/* Parses an amount of money: digits with an optional decimal point
+ * ("12.50", "0.0004", "3"), rounded half up to micro-units, optionally
+ * followed by a currency code, with or without a space ("12.50USD",
+ * "12.50 USD"). The code must equal currency; with currency NULL no code is
+ * allowed. Returns 0 with the amount in *out, or -1 with what is wrong and
+ * how to write it in err (err may be NULL). */
+int pgt_pricing_parse(const char *text, const char *currency, int64_t *out, char *err,
+                      size_t errlen) __attribute__((warn_unused_result));
 
 #endif

@@ -22,6 +22,7 @@ from psycopg.conninfo import make_conninfo
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("PGTALLY_BUILD") or REPO / "build").resolve()
 PGTALLY_BIN = BUILD / "pgtally"
+PGTALLYCTL_BIN = BUILD / "pgtallyctl"
 PG_BINDIR = Path(os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin"))
 
 # Sanitizer builds run slower; stretch the generous (not the behavioural)
@@ -429,6 +430,16 @@ def run_pgtally(args, timeout=10.0, cwd=None):
     return subprocess.run([str(PGTALLY_BIN)] + [str(a) for a in args],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=timeout * SLOW, cwd=cwd)
+
+
+def run_pgtallyctl(args, tz="UTC", env=None, cwd=None, timeout=60.0):
+    """Run pgtallyctl to completion with TZ=tz and the extra variables in
+    env; return the CompletedProcess (text)."""
+    assert PGTALLYCTL_BIN.exists(), "%s is not built (PGTALLY_BUILD=%s)" % (PGTALLYCTL_BIN, BUILD)
+    full_env = dict(os.environ, TZ=tz)
+    full_env.update(env or {})
+    return subprocess.run([str(PGTALLYCTL_BIN)] + [str(a) for a in args], capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=timeout * SLOW)
 
 
 def run_psql(dsn, *commands, env=None, timeout=30.0):

@@ -10,7 +10,9 @@ from helpers import REPO, assert_healthy, free_port, run_pgtally
 
 KEYS = ["listen", "upstream", "client_tls", "client_tls_cert_file", "client_tls_key_file",
         "upstream_tls", "upstream_tls_ca_file", "max_clients", "startup_timeout",
-        "max_startup_packet_size", "max_message_size", "shutdown_timeout", "log_level"]
+        "max_startup_packet_size", "max_message_size", "shutdown_timeout", "log_level",
+        "timezone", "admin_conninfo", "budget_contact", "budget_notice_above",
+        "budget_exempt_users", "budget_check_interval", "budget_role_refresh"]
 
 
 def project_version():
@@ -74,18 +76,47 @@ BAD_VALUES = [
     ("max_startup_packet_size", "20000", []),
     ("max_message_size", "big", []),
     ("shutdown_timeout", "1.5x", []),
+    ("timezone", "Mars/Olympus_Mons", ["IANA", "Europe/Berlin", "UTC"]),
+    ("timezone", "CEST", ["IANA", "Europe/Berlin"]),
+    ("budget.notice_above", "-0.10", ["0.10"]),
+    ("budget.notice_above", "ten cents", ["0.10"]),
+    ("pricing.per_query", "0.01 USD", []),
+    ("budget.check_interval", "10", ["50", "5000"]),
+    ("budget.role_refresh", "0s", []),
 ]
 
 
-@pytest.mark.parametrize("key,value,allowed", BAD_VALUES, ids=[k for k, _, _ in BAD_VALUES])
+@pytest.mark.parametrize("key,value,allowed", BAD_VALUES,
+                         ids=["%s=%s" % (k, v) for k, v, _ in BAD_VALUES])
 def test_bad_value(pgtally_bin, tmp_path, key, value, allowed):
-    lines = base_lines() + ["", "; a comment", "%s = %s" % (key, value)]
+    section, dot, name = key.partition(".")
+    line = "%s = %s" % (name, value) if dot else "%s = %s" % (key, value)
+    lines = base_lines() + (["[%s]" % section] if dot else ["; no section"]) + ["; a comment",
+                                                                               line]
     path = write(tmp_path, "\n".join(lines) + "\n")
     out = must_refuse(["-c", path], "%s = %s" % (key, value))
     assert "%s:6" % path in out, "message does not name %s:6:\n%s" % (path, out)
     assert key in out, out
     for word in allowed:
         assert word in out, "message does not list allowed value %r:\n%s" % (word, out)
+
+
+@pytest.mark.parametrize("flag,value", [("--timezone", "Europe/Atlantis"),
+                                        ("--budget-notice-above", "-1"),
+                                        ("--budget-check-interval", "9000")])
+def test_bad_budget_flag(pgtally_bin, flag, value):
+    out = must_refuse(["--listen", "127.0.0.1:%d" % free_port(), "--upstream", "127.0.0.1:5",
+                       flag, value], "%s %s" % (flag, value))
+    assert flag in out and value in out, out
+
+
+def test_budget_keys_accepted(pgtally):
+    proxy = pgtally(**{"timezone": "Europe/Berlin", "admin_conninfo": "",
+                       "budget.contact": "ask #data-platform", "budget.notice_above": "0.5",
+                       "budget.exempt_users": "etl, admin", "budget.check_interval": "100",
+                       "budget.role_refresh": "5m"})
+    with proxy.connect() as c:
+        assert_healthy(c)
 
 
 def test_bad_listen_address(pgtally_bin, tmp_path):

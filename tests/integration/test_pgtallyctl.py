@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_pgtallyctl
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("PGTALLY_BUILD") or REPO / "build").resolve()
 CTL = BUILD / "pgtallyctl"
@@ -96,9 +98,7 @@ def ledger(tmp_path_factory):
 
 
 def ctl(*args, tz="UTC", check_rc=0):
-    env = dict(os.environ, TZ=tz)
-    p = subprocess.run([str(CTL)] + [str(a) for a in args], capture_output=True, text=True,
-                       env=env, timeout=60)
+    p = run_pgtallyctl(args, tz=tz)
     if check_rc is not None:
         assert p.returncode == check_rc, (args, p.returncode, p.stdout, p.stderr)
     return p

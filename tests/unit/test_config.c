@@ -12,17 +12,52 @@ static void test_values(void)
         const char *key, *value;
         int ok;
     } cases[] = {
-        {"listen", "127.0.0.1:6433", 1}, {"listen", "[::1]:6433", 1},
-        {"listen", "localhost", 0},      {"listen", "h:0", 0},
-        {"listen", "h:70000", 0},        {"client_tls", "require", 1},
-        {"client_tls", "maybe", 0},      {"upstream_tls", "verify-full", 1},
-        {"upstream_tls", "verify", 0},   {"max_clients", "10", 1},
-        {"max_clients", "0", 0},         {"max_clients", "ten", 0},
-        {"startup_timeout", "500ms", 1}, {"startup_timeout", "2m", 1},
-        {"startup_timeout", "soon", 0},  {"max_message_size", "64MB", 1},
-        {"max_message_size", "2GB", 0},  {"max_startup_packet_size", "10001", 0},
-        {"log_level", "debug", 1},       {"log_level", "loud", 0},
+        {"listen", "127.0.0.1:6433", 1},
+        {"listen", "[::1]:6433", 1},
+        {"listen", "localhost", 0},
+        {"listen", "h:0", 0},
+        {"listen", "h:70000", 0},
+        {"client_tls", "require", 1},
+        {"client_tls", "maybe", 0},
+        {"upstream_tls", "verify-full", 1},
+        {"upstream_tls", "verify", 0},
+        {"max_clients", "10", 1},
+        {"max_clients", "0", 0},
+        {"max_clients", "ten", 0},
+        {"startup_timeout", "500ms", 1},
+        {"startup_timeout", "2m", 1},
+        {"startup_timeout", "soon", 0},
+        {"max_message_size", "64MB", 1},
+        {"max_message_size", "2GB", 0},
+        {"max_startup_packet_size", "10001", 0},
+        {"log_level", "debug", 1},
+        {"log_level", "loud", 0},
         {"no_such_key", "1", 0},
+        {"timezone", "Europe/Berlin", 1},
+        {"timezone", "UTC", 1},
+        {"timezone", "Mars/Base", 0},
+        {"timezone", "zone.tab", 0},
+        {"timezone", "../etc/passwd", 0},
+        {"timezone", "", 0},
+        {"admin_conninfo", "host=db user=x", 1},
+        {"admin_conninfo", "", 1},
+        {"budget.contact", "ask #data", 1},
+        {"budget.notice_above", "0", 1},
+        {"budget.notice_above", "0.25", 1},
+        {"budget.notice_above", "-1", 0},
+        {"budget.notice_above", "cheap", 0},
+        {"budget.exempt_users", "a, b", 1},
+        {"budget.check_interval", "50", 1},
+        {"budget.check_interval", "5000", 1},
+        {"budget.check_interval", "49", 0},
+        {"budget.check_interval", "5001", 0},
+        {"budget.check_interval", "1s", 1},
+        {"budget.check_interval", "10s", 0},
+        {"budget.role_refresh", "5m", 1},
+        {"budget.role_refresh", "0", 0},
+        {"budget.role_refresh", "often", 0},
+        {"pricing.per_query", "0.001", 1},
+        {"pricing.per_query", "-0.001", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         pgt_config_t *cfg = pgt_config_new();
@@ -44,6 +79,46 @@ static void test_values(void)
     CHECK_INT(pgt_config_set(cfg, "listen", "[::1]:7000", err, sizeof(err)), 0);
     CHECK_STR(cfg->listen_host, "::1");
     CHECK_INT(cfg->listen_port, 7000);
+    pgt_config_free(cfg);
+}
+
+static void test_budget_keys(void)
+{
+    pgt_config_t *cfg = pgt_config_new();
+    char err[256];
+    /* Defaults. */
+    CHECK_STR(cfg->timezone, "UTC");
+    CHECK_STR(cfg->admin_conninfo, "");
+    CHECK_STR(cfg->budget_contact, "");
+    CHECK_INT(cfg->budget_notice_above_micro, 100000);
+    CHECK_INT(cfg->budget_exempt_count, 0);
+    CHECK_INT(cfg->budget_check_interval_ms, 250);
+    CHECK_INT(cfg->budget_role_refresh_ms, 60000);
+    CHECK(!pgt_config_budget_exempt(cfg, "alice"));
+    CHECK_INT(pgt_config_set(cfg, "timezone", "America/New_York", err, sizeof(err)), 0);
+    CHECK_STR(cfg->timezone, "America/New_York");
+    CHECK_INT(pgt_config_set(cfg, "budget.notice_above", "0.5", err, sizeof(err)), 0);
+    CHECK_INT(cfg->budget_notice_above_micro, 500000);
+    CHECK_INT(pgt_config_set(cfg, "budget.exempt_users", " etl , ,admin,", err, sizeof(err)), 0);
+    CHECK_INT(cfg->budget_exempt_count, 2);
+    CHECK_STR(cfg->budget_exempt_users[0], "etl");
+    CHECK_STR(cfg->budget_exempt_users[1], "admin");
+    CHECK(cfg->budget_exempt_users[2] == NULL);
+    CHECK(pgt_config_budget_exempt(cfg, "admin"));
+    CHECK(!pgt_config_budget_exempt(cfg, "adm"));
+    CHECK_INT(pgt_config_set(cfg, "budget.exempt_users", "", err, sizeof(err)), 0);
+    CHECK_INT(cfg->budget_exempt_count, 0);
+    CHECK_INT(pgt_config_set(cfg, "budget.check_interval", "1s", err, sizeof(err)), 0);
+    CHECK_INT(cfg->budget_check_interval_ms, 1000);
+    CHECK_INT(pgt_config_set(cfg, "budget.check_interval", "100", err, sizeof(err)), 0);
+    CHECK_INT(cfg->budget_check_interval_ms, 100);
+    CHECK_INT(pgt_config_set(cfg, "budget.role_refresh", "90", err, sizeof(err)), 0);
+    CHECK_INT(cfg->budget_role_refresh_ms, 90000);
+    /* A wrong zone says what is allowed, with an example. */
+    CHECK_INT(pgt_config_set(cfg, "timezone", "Berlin", err, sizeof(err)), -1);
+    CHECK(strstr(err, "key 'timezone'") && strstr(err, "Europe/Berlin"));
+    CHECK_INT(pgt_config_check_timezone("Berlin", err, sizeof(err)), -1);
+    CHECK(strstr(err, "unknown time zone 'Berlin'") != NULL);
     pgt_config_free(cfg);
 }
 
@@ -70,6 +145,12 @@ static void test_file_errors(void)
         {"[pgtally]\nlisten_port = 1\n", ":2: unknown key 'listen_port'"},
         {"[proxy]\nlisten = 127.0.0.1:1\n", ":2: section [proxy]"},
         {"[pgtally]\nthis is not ini\n", ":2: syntax error"},
+        {"[pgtally]\nlisten = 127.0.0.1:7000\n[budget]\ncontact = ask #data\nnotice_above = 1\n",
+         NULL},
+        {"[pgtally]\ntimezone = Mars/Base\n",
+         ":2: key 'timezone': 'Mars/Base' is not allowed; use an IANA time zone name such as "
+         "Europe/Berlin, or UTC"},
+        {"[budget]\nnotice_above = lots\n", ":2: key 'budget.notice_above': 'lots'"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const char *path = write_file(cases[i].text);
@@ -109,6 +190,7 @@ static void test_checks(void)
 int main(void)
 {
     test_values();
+    test_budget_keys();
     test_file_errors();
     test_checks();
     TASK_DONE();

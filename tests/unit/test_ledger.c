@@ -164,7 +164,7 @@ static void test_basic(void)
     CHECK(!pgt_ledger_refusing(l));
     pgt_ledger_close(l);
     check_rows(path, 10001);
-    CHECK_INT(file_int(path, "PRAGMA user_version"), 1);
+    CHECK_INT(file_int(path, "PRAGMA user_version"), 2);
     sqlite3 *db = db_open(path);
     CHECK_INT(db_int(db, "SELECT fingerprint = -1 AND status = 'budget_cancelled' AND "
                          "sqlstate = '57014' AND \"user\" = '' AND est_planner_cost IS NULL "
@@ -194,7 +194,7 @@ static void test_migrations(void)
     pgt_ledger_opts_t o = {.path = path};
     pgt_ledger_t *l = open_ledger(&o);
     pgt_ledger_close(l);
-    CHECK_INT(file_int(path, "PRAGMA user_version"), 1);
+    CHECK_INT(file_int(path, "PRAGMA user_version"), 2);
     CHECK_INT(file_int(path, "SELECT count(*) FROM queries"), 0);
     /* Opening again is a no-op. */
     pgt_ledger_close(open_ledger(&o));
@@ -216,6 +216,64 @@ static void test_migrations(void)
     CHECK(strstr(err, "not a database") != NULL);
     CHECK(pgt_ledger_reader_open(tmp_path("nonexistent.db"), err, sizeof(err)) == NULL);
     CHECK(strstr(err, "No such file") != NULL);
+}
+
+/* A ledger of the first release (schema 1) is upgraded in place when
+ * pgtally opens it: its statements stay, the budget tables, the settings
+ * version and its triggers, and the new columns of queries appear. */
+static void test_upgrade_from_1(void)
+{
+    const char *path = tmp_path("v1.db");
+    sqlite3 *db = NULL;
+    char err[512] = "";
+    CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
+    CHECK_INT(pgt_ledger_migrate(db, 1, err, sizeof(err)), 0);
+    CHECK_INT(db_int(db, "PRAGMA user_version"), 1);
+    CHECK_INT(db_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'budget_grants'"), 0);
+    sqlite3_exec(db,
+                 "INSERT INTO queries (started_at, finished_at, \"user\", database, status, "
+                 "cost_micro) VALUES (1, 2, 'alice', 'shop', 'ok', 42);"
+                 "INSERT INTO budgets (subject_type, subject, period, limit_micro, created_at) "
+                 "VALUES ('user', 'alice', 'day', 5000000, 1);",
+                 NULL, NULL, NULL);
+    sqlite3_close(db);
+
+    pgt_ledger_opts_t o = {.path = path};
+    pgt_ledger_t *l = open_ledger(&o);
+    pgt_ledger_submit(l, make_record(7, "bob", now_us()));
+    wait_written(l, 1);
+    pgt_ledger_close(l);
+    CHECK_INT(file_int(path, "PRAGMA user_version"), pgt_ledger_schema_version());
+    CHECK_INT(file_int(path, "SELECT count(*) FROM queries"), 2);
+    CHECK_INT(file_int(path, "SELECT cost_micro FROM queries WHERE \"user\" = 'alice'"), 42);
+    /* The new columns exist; the old row has neither. */
+    CHECK_INT(file_int(path, "SELECT count(*) FROM queries WHERE \"user\" = 'alice' AND "
+                             "budget_id IS NULL AND instance IS NULL"),
+              1);
+    CHECK_INT(file_int(path, "SELECT count(*) FROM budgets"), 1);
+    db = db_open(path);
+    CHECK_INT(db_int(db, "SELECT version FROM settings_version"), 0);
+    static const char *const changes[] = {
+        "UPDATE budgets SET limit_micro = 1",
+        "INSERT INTO teams (name, created_at) VALUES ('data', 1)",
+        "INSERT INTO team_members VALUES (1, 'alice')",
+        "INSERT INTO budget_grants (\"user\", amount_micro, granted_at) VALUES ('a', 1, 1)",
+        "DELETE FROM budget_grants",
+        "DELETE FROM team_members",
+        "UPDATE teams SET name = 'ops'",
+        "DELETE FROM budgets",
+    };
+    for (size_t i = 0; i < sizeof(changes) / sizeof(changes[0]); i++) {
+        CHECK_INT(sqlite3_exec(db, changes[i], NULL, NULL, NULL), SQLITE_OK);
+        CHECK_INT(db_int(db, "SELECT version FROM settings_version"), (int64_t)i + 1);
+    }
+    /* role_members is pgtally's own cache, not a setting: no bump. */
+    sqlite3_exec(db, "INSERT INTO role_members VALUES ('r', 'u', 1)", NULL, NULL, NULL);
+    CHECK_INT(db_int(db, "SELECT version FROM settings_version"), 8);
+    sqlite3_close(db);
+    /* Opening again is a no-op. */
+    pgt_ledger_close(open_ledger(&o));
+    CHECK_INT(file_int(path, "SELECT version FROM settings_version"), 8);
 }
 
 /* The database's directory is missing at first: records wait in memory,
@@ -493,6 +551,7 @@ int main(void)
     test_names();
     test_basic();
     test_migrations();
+    test_upgrade_from_1();
     test_missing_directory();
     test_locked();
     test_spool_across_restart();

@@ -100,10 +100,62 @@ static void test_format(void)
     CHECK_STR(small, "1.234");
 }
 
+static void test_parse(void)
+{
+    static const struct {
+        const char *text;     /* what was typed */
+        const char *currency; /* the configured currency, or NULL */
+        int64_t want;         /* micro-units, or -1 for an error */
+        const char *why;      /* a word of the error */
+    } cases[] = {
+        {"12.50", "USD", 12500000, NULL},
+        {"12.50USD", "USD", 12500000, NULL},
+        {"12.50 USD", "USD", 12500000, NULL},
+        {"0", "USD", 0, NULL},
+        {"3", NULL, 3000000, NULL},
+        {"0.0004", NULL, 400, NULL},
+        {".5", NULL, 500000, NULL},
+        {"7.", NULL, 7000000, NULL},
+        {"0.000001", NULL, 1, NULL},
+        {"0.0000015", NULL, 2, NULL}, /* rounds half up */
+        {"0.0000014999", NULL, 1, NULL},
+        {"1000000000000", NULL, 1000000000000000000LL, NULL},
+        {"1000000000000.5", NULL, 1000000000000500000LL, NULL},
+        {"1000000000001", NULL, -1, "too large"},
+        {"99999999999999999999", NULL, -1, "too large"},
+        {"-1", "USD", -1, "negative"},
+        {"-0.5 USD", "USD", -1, "negative"},
+        {"", "USD", -1, "not an amount"},
+        {".", "USD", -1, "not an amount"},
+        {"ten", "USD", -1, "not an amount"},
+        {"1e3", "USD", -1, "not an amount"},
+        {"12,50", "USD", -1, "not an amount"},
+        {"12.50 EUR", "USD", -1, "EUR"},
+        {"12.50usd", "USD", -1, "not an amount"},
+        {"12.50  USD", "USD", -1, "not an amount"},
+        {"12.50 USD", NULL, -1, "without a currency"},
+        {"+5", "USD", -1, "not an amount"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[256] = "";
+        int64_t got = -1;
+        int rc = pgt_pricing_parse(cases[i].text, cases[i].currency, &got, err, sizeof(err));
+        if ((rc == 0 ? got : -1) != cases[i].want || (rc && !strstr(err, cases[i].why)))
+            fprintf(stderr, "parse case %zu '%s': rc=%d got=%lld err=%s\n", i, cases[i].text, rc,
+                    (long long)got, err);
+        CHECK_INT(rc == 0 ? got : -1, cases[i].want);
+        if (rc != 0)
+            CHECK(strstr(err, cases[i].why) != NULL);
+    }
+    int64_t v;
+    CHECK_INT(pgt_pricing_parse("oops", NULL, &v, NULL, 0), -1); /* err may be NULL */
+}
+
 int main(void)
 {
     test_cost();
     test_from_config();
     test_format();
+    test_parse();
     TASK_DONE();
 }

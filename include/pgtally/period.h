@@ -1,0 +1,47 @@
+/* Budget and usage periods: a day, a week (from Monday) or a month of the
+ * local time zone, which is the configured `timezone`; and the one clock
+ * that budgets and periods are measured with. */
+#ifndef PGTALLY_PERIOD_H
+#define PGTALLY_PERIOD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PGT_PERIOD_MAP(X)                                                                          \
+    X(DAY, "day")                                                                                  \
+    X(WEEK, "week")                                                                                \
+    X(MONTH, "month")
+
+typedef enum {
+#define X(name, str) PGT_PERIOD_##name,
+    PGT_PERIOD_MAP(X)
+#undef X
+} pgt_period_t;
+
+/* Returns the period's name ("day"), or "unknown" for a value out of range. */
+const char *pgt_period_name(pgt_period_t p);
+
+/* Parses a period name; returns 0 and sets *out, or -1 when unknown. */
+int pgt_period_parse(const char *name, pgt_period_t *out) __attribute__((warn_unused_result));
+
+/* Sets [*start_us, *end_us) to the period p that holds now_us, in unix
+ * microseconds: from local midnight of the first day to local midnight after
+ * the last one. Weeks start on Monday. The bounds come from calendar dates
+ * (mktime with tm_isdst = -1), so a day across a DST change lasts 23 or 25
+ * hours. Uses the process's time zone (see pgt_timezone_apply). */
+void pgt_period_bounds(pgt_period_t p, int64_t now_us, int64_t *start_us, int64_t *end_us);
+
+/* Makes iana (an IANA zone name such as "Europe/Berlin", or "UTC") the
+ * process's local time zone: checks it as pgt_config_check_timezone does,
+ * then sets TZ and calls tzset(). Not thread-safe: call it before starting
+ * threads. Returns 0, or -1 with what is wrong (and an example) in err. */
+int pgt_timezone_apply(const char *iana, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Returns the wall-clock time in unix microseconds, shifted by the number of
+ * seconds (fractional or negative) in the environment variable
+ * PGTALLY_CLOCK_OFFSET, read once; tests use it to move to another period.
+ * Everything that asks what time it is for budgets and periods uses this. */
+int64_t pgt_clock_us(void);
+
+#endif

@@ -1,0 +1,351 @@
+/* Unit tests of the budget tables: opening (and upgrading) a ledger, every
+ * change pgtallyctl makes and the settings version it bumps, loading the
+ * whole config, grant totals, and the spend of each kind of subject. */
+#include <ftw.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pgtally/budget_store.h"
+#include "pgtally/ledger.h"
+#include "task.h"
+
+#define US 1000000LL
+#define HOUR_US (3600 * US)
+#define DAY_US (24 * HOUR_US)
+
+static char tmpdir[64];
+
+static const char *tmp_path(const char *name)
+{
+    static char buf[256];
+    snprintf(buf, sizeof(buf), "%s/%s", tmpdir, name);
+    return buf;
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void exec(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "%s: %s\n", sql, msg);
+    CHECK_INT(rc, SQLITE_OK);
+    sqlite3_free(msg);
+}
+
+static int64_t query_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static sqlite3 *open_store(const char *path)
+{
+    sqlite3 *db = NULL;
+    char err[256] = "";
+    int rc = pgt_budget_store_open(path, true, &db, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "open %s: %s\n", path, err);
+    CHECK_INT(rc, 0);
+    return db;
+}
+
+/* Stores a budget and returns its id. */
+static int64_t set(sqlite3 *db, pgt_budget_subject_t type, const char *subject, pgt_period_t p,
+                   int64_t limit, bool want_created)
+{
+    pgt_budget_t b = {.subject_type = type, .subject = (char *)subject, .period = p};
+    b.limit_micro = limit;
+    b.per_query_micro = -1;
+    CHECK_INT(pgt_budget_warn_add(&b, 80), 0);
+    int64_t id = 0;
+    bool created = !want_created;
+    char err[256] = "";
+    CHECK_INT(pgt_budget_set(db, &b, &id, &created, err, sizeof(err)), 0);
+    CHECK_INT(created, want_created);
+    CHECK(id > 0);
+    return id;
+}
+
+static void test_open(void)
+{
+    sqlite3 *db = NULL;
+    char err[256] = "";
+    /* Read-only never creates the file. */
+    CHECK_INT(pgt_budget_store_open(tmp_path("missing.db"), false, &db, err, sizeof(err)), -1);
+    CHECK(strstr(err, "No such file") != NULL);
+    CHECK_INT(access(tmp_path("missing.db"), F_OK), -1);
+    /* A ledger of the release before budgets: none to read, and opening it
+     * for writing upgrades it in place, keeping its statements. */
+    const char *old = tmp_path("v1.db");
+    sqlite3 *raw;
+    CHECK_INT(sqlite3_open(old, &raw), SQLITE_OK);
+    CHECK_INT(pgt_ledger_migrate(raw, 1, err, sizeof(err)), 0);
+    exec(raw, "INSERT INTO queries (started_at, finished_at, \"user\", database, status, "
+              "cost_micro) VALUES (1, 2, 'alice', 'shop', 'ok', 42)");
+    exec(raw, "INSERT INTO budgets (subject_type, subject, period, limit_micro, created_at) "
+              "VALUES ('user', 'alice', 'day', 5000000, 1)");
+    sqlite3_close(raw);
+    CHECK_INT(pgt_budget_store_open(old, false, &db, err, sizeof(err)), PGT_BUDGET_NO_TABLES);
+    CHECK(db == NULL);
+    db = open_store(old);
+    CHECK_INT(query_int(db, "PRAGMA user_version"), pgt_ledger_schema_version());
+    CHECK_INT(query_int(db, "SELECT cost_micro FROM queries WHERE \"user\" = 'alice'"), 42);
+    CHECK_INT(pgt_budget_settings_version(db), 0);
+    /* The row of migration 1 has its defaults: 'refuse' and [80,100]. */
+    pgt_budget_config_t *cfg = NULL;
+    CHECK_INT(pgt_budget_config_load(db, &cfg, err, sizeof(err)), 0);
+    CHECK_INT(cfg->nbudgets, 1);
+    CHECK_INT(cfg->budgets[0].action, PGT_BUDGET_ACTION_BLOCK);
+    CHECK_INT(cfg->budgets[0].nwarn, 2);
+    CHECK_INT(cfg->budgets[0].warn_pcts[1], 100);
+    pgt_budget_config_free(cfg);
+    pgt_budget_store_close(db);
+}
+
+static void test_budgets(void)
+{
+    sqlite3 *db = open_store(tmp_path("budgets.db"));
+    CHECK_INT(pgt_budget_settings_version(db), 0);
+    int64_t alice = set(db, PGT_BUDGET_SUBJECT_USER, "alice", PGT_PERIOD_DAY, 10 * US, true);
+    CHECK_INT(pgt_budget_settings_version(db), 1);
+    /* The same subject and period: new settings for the same budget. */
+    CHECK_INT(set(db, PGT_BUDGET_SUBJECT_USER, "alice", PGT_PERIOD_DAY, 12 * US, false), alice);
+    CHECK_INT(pgt_budget_settings_version(db), 2);
+    int64_t month = set(db, PGT_BUDGET_SUBJECT_USER, "alice", PGT_PERIOD_MONTH, 100 * US, true);
+    CHECK(month != alice);
+    set(db, PGT_BUDGET_SUBJECT_DEFAULT, "ignored", PGT_PERIOD_DAY, 2 * US, true);
+    pgt_budget_t b = {.subject_type = PGT_BUDGET_SUBJECT_TEAM, .subject = "data"};
+    b.period = PGT_PERIOD_WEEK;
+    b.limit_micro = 50 * US;
+    b.action = PGT_BUDGET_ACTION_WARN;
+    b.per_query_micro = US / 2;
+    CHECK_INT(pgt_budget_warn_add(&b, 90), 0);
+    CHECK_INT(pgt_budget_warn_add(&b, 50), 0);
+    CHECK_INT(pgt_budget_warn_add(&b, 90), 0); /* a repeat is kept once */
+    CHECK_INT(pgt_budget_warn_add(&b, 0), -1);
+    CHECK_INT(pgt_budget_warn_add(&b, 101), -1);
+    int64_t team_id;
+    bool created;
+    char err[256] = "";
+    CHECK_INT(pgt_budget_set(db, &b, &team_id, &created, err, sizeof(err)), 0);
+
+    pgt_budget_config_t *cfg = NULL;
+    CHECK_INT(pgt_budget_config_load(db, &cfg, err, sizeof(err)), 0);
+    CHECK_INT(cfg->settings_version, 5);
+    CHECK_INT(cfg->nbudgets, 4);
+    const pgt_budget_t *a = &cfg->budgets[0];
+    CHECK_INT(a->id, alice);
+    CHECK_STR(a->subject, "alice");
+    CHECK_INT(a->limit_micro, 12 * US);
+    CHECK_INT(a->per_query_micro, -1);
+    CHECK_INT(a->action, PGT_BUDGET_ACTION_BLOCK);
+    CHECK_STR(cfg->budgets[2].subject, ""); /* default has no subject */
+    const pgt_budget_t *t = &cfg->budgets[3];
+    CHECK_INT(t->subject_type, PGT_BUDGET_SUBJECT_TEAM);
+    CHECK_INT(t->period, PGT_PERIOD_WEEK);
+    CHECK_INT(t->action, PGT_BUDGET_ACTION_WARN);
+    CHECK_INT(t->per_query_micro, US / 2);
+    CHECK_INT(t->nwarn, 2);
+    CHECK_INT(t->warn_pcts[0], 50);
+    CHECK_INT(t->warn_pcts[1], 90);
+    pgt_budget_config_free(cfg);
+    CHECK_INT(query_int(db, "SELECT count(*) FROM budgets WHERE warn_pcts = '[50,90]' AND "
+                            "action = 'warn'"),
+              1);
+
+    pgt_budget_t removed = {0};
+    CHECK_INT(pgt_budget_rm(db, month, &removed, err, sizeof(err)), 0);
+    CHECK_INT(removed.id, month);
+    CHECK_INT(removed.period, PGT_PERIOD_MONTH);
+    free(removed.subject);
+    CHECK_INT(pgt_budget_settings_version(db), 6);
+    CHECK_INT(pgt_budget_rm(db, month, NULL, err, sizeof(err)), PGT_BUDGET_NOT_FOUND);
+    CHECK(strstr(err, "no budget") != NULL);
+    CHECK_INT(pgt_budget_settings_version(db), 6);
+    pgt_budget_store_close(db);
+}
+
+static void test_teams(void)
+{
+    sqlite3 *db = open_store(tmp_path("teams.db"));
+    const char *first[] = {"alice", "bob"}, *second[] = {"bob", "carol"};
+    const char *gone[] = {"carol"}, *stranger[] = {"bob", "mallory"};
+    bool created = false;
+    size_t added = 0;
+    char err[256] = "";
+    CHECK_INT(pgt_budget_team_add(db, "data", first, 2, &created, &added, err, sizeof(err)), 0);
+    CHECK(created);
+    CHECK_INT(added, 2);
+    int64_t v = pgt_budget_settings_version(db);
+    CHECK_INT(v, 3); /* the team and two members */
+    CHECK_INT(pgt_budget_team_add(db, "data", second, 2, &created, &added, err, sizeof(err)), 0);
+    CHECK(!created);
+    CHECK_INT(added, 1);
+    CHECK_INT(pgt_budget_team_add(db, "ops", first, 1, &created, &added, err, sizeof(err)), 0);
+    CHECK_INT(pgt_budget_team_rm(db, "data", gone, 1, err, sizeof(err)), 0);
+    /* One unknown member: nothing changes. */
+    v = pgt_budget_settings_version(db);
+    CHECK_INT(pgt_budget_team_rm(db, "data", stranger, 2, err, sizeof(err)), PGT_BUDGET_NOT_FOUND);
+    CHECK(strstr(err, "mallory") != NULL);
+    CHECK_INT(pgt_budget_settings_version(db), v);
+    CHECK_INT(pgt_budget_team_rm(db, "nope", NULL, 0, err, sizeof(err)), PGT_BUDGET_NOT_FOUND);
+
+    pgt_budget_config_t *cfg = NULL;
+    CHECK_INT(pgt_budget_config_load(db, &cfg, err, sizeof(err)), 0);
+    CHECK_INT(cfg->nteams, 2);
+    const pgt_budget_team_t *t = pgt_budget_team_find(cfg, "data");
+    CHECK(t != NULL);
+    CHECK_INT(t ? t->nmembers : 0, 2);
+    CHECK_STR(t ? t->members[0] : NULL, "alice");
+    CHECK_STR(t ? t->members[1] : NULL, "bob");
+    CHECK_INT(pgt_budget_team_find(cfg, "ops")->nmembers, 1);
+    CHECK(pgt_budget_team_find(cfg, "nope") == NULL);
+    pgt_budget_config_free(cfg);
+
+    /* The whole team, members too. */
+    CHECK_INT(pgt_budget_team_rm(db, "data", NULL, 0, err, sizeof(err)), 0);
+    CHECK_INT(query_int(db, "SELECT count(*) FROM team_members"), 1);
+    CHECK_INT(query_int(db, "SELECT count(*) FROM teams"), 1);
+    pgt_budget_store_close(db);
+}
+
+static void test_grants(void)
+{
+    sqlite3 *db = open_store(tmp_path("grants.db"));
+    int64_t now = pgt_clock_us(), id;
+    char err[256] = "";
+    int64_t v = pgt_budget_settings_version(db);
+    CHECK_INT(pgt_budget_grant_add(db, "alice", 5 * US, now, -1, &id, err, sizeof(err)), 0);
+    CHECK_INT(pgt_budget_settings_version(db), v + 1);
+    CHECK_INT(pgt_budget_grant_add(db, "alice", 2 * US, now, now + HOUR_US, &id, err, sizeof(err)),
+              0);
+    CHECK_INT(
+        pgt_budget_grant_add(db, "alice", 3 * US, now - HOUR_US, now - 1, &id, err, sizeof(err)),
+        0); /* over */
+    CHECK_INT(
+        pgt_budget_grant_add(db, "alice", 7 * US, now - 70 * DAY_US, -1, &id, err, sizeof(err)),
+        0); /* long ago */
+    CHECK_INT(pgt_budget_grant_add(db, "bob", 11 * US, now, -1, &id, err, sizeof(err)), 0);
+    pgt_budget_config_t *cfg = NULL;
+    CHECK_INT(pgt_budget_config_load(db, &cfg, err, sizeof(err)), 0);
+    CHECK_INT(cfg->ngrants, 3); /* the over and the old are not loaded */
+    int64_t start, end;
+    pgt_period_bounds(PGT_PERIOD_DAY, now, &start, &end);
+    CHECK_INT(pgt_budget_grant_total(cfg, "alice", PGT_PERIOD_DAY, start, end, now), 7 * US);
+    CHECK_INT(pgt_budget_grant_total(cfg, "bob", PGT_PERIOD_DAY, start, end, now), 11 * US);
+    CHECK_INT(pgt_budget_grant_total(cfg, "carol", PGT_PERIOD_DAY, start, end, now), 0);
+    /* In the next period a grant without an end no longer counts; one with
+     * an end counts while it lasts. */
+    CHECK_INT(pgt_budget_grant_total(cfg, "alice", PGT_PERIOD_DAY, end, end + DAY_US, now), 2 * US);
+    CHECK_INT(
+        pgt_budget_grant_total(cfg, "alice", PGT_PERIOD_DAY, end, end + DAY_US, now + 2 * HOUR_US),
+        0);
+    pgt_budget_config_free(cfg);
+    pgt_budget_store_close(db);
+}
+
+/* Collects spend lines as "user=micro;" (user "-" for NULL). */
+static int spend_cb(const char *user, int64_t spent, void *arg)
+{
+    char *out = arg;
+    size_t n = strlen(out);
+    snprintf(out + n, 512 - n, "%s=%lld;", user ? user : "-", (long long)spent);
+    return 0;
+}
+
+static const char *spend(sqlite3 *db, pgt_budget_subject_t type, const char *subject,
+                         pgt_period_t p)
+{
+    static char out[512];
+    out[0] = '\0';
+    pgt_budget_t b = {.subject_type = type, .subject = (char *)subject, .period = p};
+    char err[256] = "";
+    int rc = pgt_budget_spend(db, &b, 1000, 2000, spend_cb, out, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "spend: %s\n", err);
+    CHECK_INT(rc, 0);
+    return out;
+}
+
+static void test_spend(void)
+{
+    sqlite3 *db = open_store(tmp_path("spend.db"));
+    /* Statements at 1000..2000 count; the one at 2000 and at 999 do not. */
+    exec(db, "INSERT INTO queries (started_at, finished_at, \"user\", database, application, "
+             "status, cost_micro) VALUES "
+             "(1000, 1, 'alice', 'shop', 'psql', 'ok', 1),"
+             "(1500, 1, 'alice', 'dw', 'etl', 'ok', 20),"
+             "(1999, 1, 'bob', 'shop', 'etl', 'ok', 300),"
+             "(1999, 1, 'carol', 'dw', 'psql', 'ok', 4000),"
+             "(1999, 1, 'dave', 'dw', 'psql', 'error', 50000),"
+             "(2000, 1, 'alice', 'shop', 'psql', 'ok', 600000),"
+             "(999, 1, 'bob', 'shop', 'psql', 'ok', 7000000)");
+    exec(db, "INSERT INTO role_members VALUES ('analysts', 'bob', 1), ('analysts', 'carol', 1)");
+    const char *members[] = {"alice", "carol"};
+    bool created;
+    size_t added;
+    char err[256];
+    CHECK_INT(pgt_budget_team_add(db, "data", members, 2, &created, &added, err, sizeof(err)), 0);
+    set(db, PGT_BUDGET_SUBJECT_USER, "carol", PGT_PERIOD_DAY, US, true);
+    set(db, PGT_BUDGET_SUBJECT_USER, "bob", PGT_PERIOD_WEEK, US, true);
+
+    CHECK_STR(spend(db, PGT_BUDGET_SUBJECT_USER, "alice", PGT_PERIOD_DAY), "-=21;");
+    CHECK_STR(spend(db, PGT_BUDGET_SUBJECT_USER, "nobody", PGT_PERIOD_DAY), "-=0;");
+    CHECK_STR(spend(db, PGT_BUDGET_SUBJECT_DATABASE, "dw", PGT_PERIOD_DAY), "-=54020;");
+    CHECK_STR(spend(db, PGT_BUDGET_SUBJECT_APPLICATION, "etl", PGT_PERIOD_DAY), "-=320;");
+    CHECK_STR(spend(db, PGT_BUDGET_SUBJECT_TEAM, "data", PGT_PERIOD_DAY), "-=4021;");
+    CHECK_STR(spend(db, PGT_BUDGET_SUBJECT_ROLE, "analysts", PGT_PERIOD_DAY), "-=4300;");
+    /* Default: each user without a user budget of the same period. carol
+     * has a day budget, bob only a week budget. */
+    CHECK_STR(spend(db, PGT_BUDGET_SUBJECT_DEFAULT, "", PGT_PERIOD_DAY),
+              "dave=50000;bob=300;alice=21;");
+    CHECK_STR(spend(db, PGT_BUDGET_SUBJECT_DEFAULT, "", PGT_PERIOD_WEEK),
+              "dave=50000;carol=4000;alice=21;");
+    pgt_budget_store_close(db);
+}
+
+static void test_names(void)
+{
+    pgt_budget_subject_t s;
+    pgt_budget_action_t a;
+    CHECK_INT(pgt_budget_subject_parse("application", &s), 0);
+    CHECK_INT(s, PGT_BUDGET_SUBJECT_APPLICATION);
+    CHECK_STR(pgt_budget_subject_name(PGT_BUDGET_SUBJECT_DEFAULT), "default");
+    CHECK_INT(pgt_budget_subject_parse("group", &s), -1);
+    CHECK_INT(pgt_budget_action_parse("warn", &a), 0);
+    CHECK_STR(pgt_budget_action_name(a), "warn");
+    CHECK_INT(pgt_budget_action_parse("refuse", &a), -1);
+}
+
+int main(void)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/pgtally-test-budget-XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_names();
+    test_open();
+    test_budgets();
+    test_teams();
+    test_grants();
+    test_spend();
+    if (!task_failures)
+        nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    else
+        fprintf(stderr, "files kept in %s\n", tmpdir);
+    TASK_DONE();
+}
