@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "pgtally/period.h"
 #include "pgtally/wire.h"
 
 const uint8_t pgt_intercept_capture[256] = {['Q'] = 1, ['P'] = 1, ['B'] = 1, ['E'] = 1, ['C'] = 1};
@@ -34,13 +35,14 @@ struct pgt_intercept {
     uint64_t last_done_ns;      /* when the upstream last finished a statement */
     int64_t cur_rows;           /* DataRows of the statement being answered */
     int64_t cur_bytes;          /* bytes sent to the client for it */
+    pgt_budgets_t *budgets;     /* where finished statements' cost goes, or NULL */
+    pgt_query_status_t outcome; /* status of the next failure (budget refusals), or OK */
+    int64_t outcome_budget;     /* and the budget behind it */
 };
 
 static int64_t wall_us(void)
 {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+    return pgt_clock_us();
 }
 
 pgt_intercept_t *pgt_intercept_new(pgt_meter_t *m, pgt_estimator_t *est, uint64_t session_id,
@@ -193,6 +195,16 @@ static void complete(pgt_intercept_t *ic, pgt_exec_t *e, pgt_query_status_t stat
     ic->last_done_ns = now;
     if (ic->estimator && e->est.key && status == PGT_QUERY_OK)
         pgt_estimator_learn(ic->estimator, &e->est, d->compute_s, d->bytes_out);
+    if (status != PGT_QUERY_OK && ic->outcome != PGT_QUERY_OK) {
+        d->status = ic->outcome;
+        d->budget_id = ic->outcome_budget;
+        ic->outcome = PGT_QUERY_OK;
+    }
+    if (ic->budgets && d->status != PGT_QUERY_REFUSED) {
+        pgt_who_t who = {e->attr->user, e->attr->database, e->attr->application};
+        pgt_budgets_spent(ic->budgets, &who,
+                          pgt_budgets_cost(ic->budgets, d->compute_s, d->bytes_out));
+    }
     ic->cur_rows = 0;
     ic->cur_bytes = 0;
 }
@@ -236,6 +248,28 @@ void pgt_intercept_unsent(pgt_intercept_t *ic, const uint8_t *body, size_t len,
     ic->cur_bytes = 0;
     complete(ic, e, status, sqlstate, 0);
     finish(ic, pop(ic));
+}
+
+void pgt_intercept_set_budgets(pgt_intercept_t *ic, pgt_budgets_t *b)
+{
+    ic->budgets = b;
+}
+
+void pgt_intercept_budget_outcome(pgt_intercept_t *ic, pgt_query_status_t status, int64_t budget_id)
+{
+    ic->outcome = status;
+    ic->outcome_budget = budget_id;
+}
+
+bool pgt_intercept_running(const pgt_intercept_t *ic, double *seconds)
+{
+    const pgt_exec_t *e = ic->head;
+    if (!e || e->is_marker)
+        return false;
+    uint64_t now = uv_hrtime();
+    uint64_t start = e->sent_ns > ic->last_done_ns ? e->sent_ns : ic->last_done_ns;
+    *seconds = now > start ? (double)(now - start) / 1e9 : 0;
+    return true;
 }
 
 void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est)
@@ -368,17 +402,8 @@ static int64_t tag_rows(const uint8_t *peek, size_t plen)
 /* The SQLSTATE field of an ErrorResponse, from its first bytes. */
 static void error_sqlstate(const uint8_t *peek, size_t plen, char out[6])
 {
-    pgt_reader_t r;
-    pgt_reader_init(&r, peek, plen);
-    uint8_t field;
-    const char *value;
-    memcpy(out, "XX000", 6);
-    while (pgt_reader_u8(&r, &field) && field != 0 && pgt_reader_cstr(&r, &value)) {
-        if (field == 'C' && strlen(value) == 5) {
-            memcpy(out, value, 6);
-            return;
-        }
-    }
+    if (!pgt_wire_error_code(peek, plen, out))
+        memcpy(out, "XX000", 6);
 }
 
 /* After an error in the extended protocol the server skips everything up to
@@ -419,6 +444,7 @@ static void server_ready(pgt_intercept_t *ic)
 {
     ic->cur_rows = 0;
     ic->cur_bytes = 0;
+    ic->outcome = PGT_QUERY_OK;
     /* ReadyForQuery ends one Query, or one Sync with whatever is left
      * before it. */
     while (ic->head) {

@@ -347,8 +347,8 @@ static const char *const migrations[] = {
     "client_addr, tags, fingerprint, normalized, kind, protocol, est_planner_cost, "               \
     "est_cost_micro, compute_s, rows, bytes_out, cost_micro, status, sqlstate"
 
-static const char insert_sql[] = "INSERT INTO queries (" RECORD_COLUMNS ") VALUES "
-                                 "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+static const char insert_sql[] = "INSERT INTO queries (" RECORD_COLUMNS ", budget_id, instance)"
+                                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
 {
@@ -358,8 +358,9 @@ static void bind_text(sqlite3_stmt *st, int i, const char *s)
         sqlite3_bind_null(st, i);
 }
 
-/* Binds r to insert_sql; r must outlive the step. */
-static void bind_record(sqlite3_stmt *st, const pgt_record_t *r)
+/* Binds r, written by pgtally instance, to insert_sql; r must outlive the
+ * step. */
+static void bind_record(sqlite3_stmt *st, const pgt_record_t *r, int64_t instance)
 {
     sqlite3_bind_int64(st, 1, r->started_us);
     sqlite3_bind_int64(st, 2, r->finished_us);
@@ -392,6 +393,11 @@ static void bind_record(sqlite3_stmt *st, const pgt_record_t *r)
         sqlite3_bind_text(st, 21, r->sqlstate, (int)n, SQLITE_STATIC);
     else
         sqlite3_bind_null(st, 21);
+    if (r->budget_id > 0)
+        sqlite3_bind_int64(st, 22, r->budget_id);
+    else
+        sqlite3_bind_null(st, 22);
+    sqlite3_bind_int64(st, 23, instance);
 }
 
 static char *column_text(sqlite3_stmt *st, int i)
@@ -615,6 +621,7 @@ struct pgt_ledger {
     size_t memory_capacity;             /* records held in memory while failing */
     int retention_days;                 /* rows older than this are deleted; 0 keeps all */
     int busy_timeout_ms;                /* SQLite busy timeout */
+    int64_t instance;                   /* written with each record */
     pgt_ledger_on_failure_t on_failure; /* whether to refuse while failing */
     int failing;                        /* 1 while writes fail; atomic, read lock-free */
     uv_thread_t thread;                 /* the writer thread */
@@ -718,7 +725,7 @@ static int writer_open(pgt_ledger_t *l, bool *fatal)
 static int insert_all(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        bind_record(l->insert, recs[i]);
+        bind_record(l->insert, recs[i], l->instance);
         int rc = sqlite3_step(l->insert);
         sqlite3_reset(l->insert);
         if (rc != SQLITE_DONE) {
@@ -809,13 +816,14 @@ static json_t *record_to_json(const pgt_record_t *r)
 {
     double est = isfinite(r->est_planner_cost) ? r->est_planner_cost : -1;
     double compute_s = isfinite(r->compute_s) ? r->compute_s : 0;
-    json_t *o = json_pack(
-        "{sIsIsIsisIsfsIsfsIsIsIss}", "started_us", (json_int_t)r->started_us, "finished_us",
-        (json_int_t)r->finished_us, "session_id", (json_int_t)r->session_id, "backend_pid",
-        (int)r->backend_pid, "fingerprint", (json_int_t)r->fingerprint, "est_planner_cost", est,
-        "est_cost_micro", (json_int_t)r->est_cost_micro, "compute_s", compute_s, "rows",
-        (json_int_t)r->rows, "bytes_out", (json_int_t)r->bytes_out, "cost_micro",
-        (json_int_t)r->cost_micro, "status", pgt_query_status_name(r->status));
+    json_t *o = json_pack("{sIsIsIsisIsfsIsfsIsIsIsssI}", "started_us", (json_int_t)r->started_us,
+                          "finished_us", (json_int_t)r->finished_us, "session_id",
+                          (json_int_t)r->session_id, "backend_pid", (int)r->backend_pid,
+                          "fingerprint", (json_int_t)r->fingerprint, "est_planner_cost", est,
+                          "est_cost_micro", (json_int_t)r->est_cost_micro, "compute_s", compute_s,
+                          "rows", (json_int_t)r->rows, "bytes_out", (json_int_t)r->bytes_out,
+                          "cost_micro", (json_int_t)r->cost_micro, "status",
+                          pgt_query_status_name(r->status), "budget_id", (json_int_t)r->budget_id);
     if (!o)
         return NULL;
     char sqlstate[sizeof(r->sqlstate)];
@@ -858,6 +866,7 @@ static pgt_record_t *record_from_json(json_t *o)
     r->rows = json_get_i64(o, "rows", 0);
     r->bytes_out = json_get_i64(o, "bytes_out", 0);
     r->cost_micro = json_get_i64(o, "cost_micro", 0);
+    r->budget_id = json_get_i64(o, "budget_id", 0);
     if (pgt_query_status_parse(json_string_value(json_object_get(o, "status")), &r->status) != 0)
         r->status = PGT_QUERY_ERROR;
     const char *sqlstate = json_string_value(json_object_get(o, "sqlstate"));
@@ -1279,6 +1288,7 @@ static pgt_ledger_t *ledger_alloc(const pgt_ledger_opts_t *o)
     l->memory_capacity = o->memory_capacity ? o->memory_capacity : DEFAULT_MEMORY_CAPACITY;
     l->retention_days = o->retention_days > 0 ? o->retention_days : 0;
     l->busy_timeout_ms = o->busy_timeout_ms > 0 ? o->busy_timeout_ms : DEFAULT_BUSY_TIMEOUT_MS;
+    l->instance = o->instance;
     l->on_failure = o->on_failure;
     return l;
 }

@@ -204,6 +204,9 @@ static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t
     r->bytes_out = d->bytes_out;
     r->cost_micro = price(p, d);
     r->status = d->status;
+    r->budget_id = d->budget_id;
+    if (d->status == PGT_QUERY_REFUSED)
+        r->cost_micro = 0; /* never ran */
     memcpy(r->sqlstate, d->sqlstate, sizeof(r->sqlstate));
     pgt_ledger_submit(m->ledger, r);
 }

@@ -115,6 +115,16 @@ static void on_connection(uv_stream_t *server, int status)
     pgt_session_begin(s);
 }
 
+static void budget_timer_cb(uv_timer_t *t)
+{
+    pgt_proxy_t *p = t->data;
+    pgt_budgets_running_begin(p->budgets);
+    for (pgt_session_t *s = p->sessions; s; s = pgt_session_next(s))
+        pgt_session_budget_add(s);
+    for (pgt_session_t *s = p->sessions; s; s = pgt_session_next(s))
+        pgt_session_budget_enforce(s);
+}
+
 int pgt_proxy_listen(pgt_proxy_t *p, char *err, size_t errlen)
 {
     pgt_sockaddr_t addr;
@@ -127,6 +137,14 @@ int pgt_proxy_listen(pgt_proxy_t *p, char *err, size_t errlen)
         snprintf(err, errlen, "cannot listen on %s:%d: %s", p->cfg->listen_host,
                  p->cfg->listen_port, uv_strerror(rc));
         return -1;
+    }
+    if (p->budgets) {
+        /* The running check of budgets. */
+        uv_timer_init(p->loop, &p->budget_timer);
+        p->budget_timer.data = p;
+        p->budget_timer_open = true;
+        int ms = pgt_budgets_interval_ms(p->budgets);
+        uv_timer_start(&p->budget_timer, budget_timer_cb, (uint64_t)ms, (uint64_t)ms);
     }
     PGT_INFO("listening", "addr=%s:%d upstream=%s client_tls=%s upstream_tls=%s",
              p->cfg->listen_host, p->cfg->listen_port, p->upstream_name,
@@ -202,6 +220,9 @@ static void maybe_finish(pgt_proxy_t *p)
             uv_close(hs[i], NULL);
     if (p->meter)
         pgt_meter_stop(p->meter);
+    if (p->budget_timer_open && !uv_is_closing((uv_handle_t *)&p->budget_timer))
+        uv_close((uv_handle_t *)&p->budget_timer, NULL);
+    pgt_budgets_stop(p->budgets);
 }
 
 void pgt_proxy_session_gone(pgt_proxy_t *p)
@@ -279,6 +300,8 @@ void pgt_proxy_reload(pgt_proxy_t *p)
     install(p, cfg, &prep);
     if (p->meter)
         pgt_meter_set_prices(p->meter, cfg);
+    if (p->budgets)
+        pgt_budgets_configure(p->budgets, cfg);
     if (p->estimator)
         pgt_estimator_configure(p->estimator, cfg);
     PGT_INFO("reloaded", "path=%s upstream=%s log_level=%s", cfg->path ? cfg->path : "-",

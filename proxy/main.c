@@ -8,7 +8,11 @@
 #include <string.h>
 #include <uv.h>
 
+#include <unistd.h>
+
+#include "pgtally/budget.h"
 #include "pgtally/config.h"
+#include "pgtally/period.h"
 #include "pgtally/ledger.h"
 #include "pgtally/estimator.h"
 #include "pgtally/meter.h"
@@ -139,6 +143,9 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
         .memory_capacity = 100000,
         .retention_days = p->cfg->ledger_retention_days,
         .on_failure = p->cfg->ledger_on_failure_closed ? PGT_LEDGER_CLOSED : PGT_LEDGER_OPEN,
+        /* Tells this process's records from those of others sharing the
+         * ledger (their spend counts towards the same budgets). */
+        .instance = (int64_t)((((uint64_t)pgt_clock_us() << 20) ^ (uint64_t)getpid()) >> 1),
     };
     pgt_ledger_t *l = pgt_ledger_open(&opts, err, sizeof(err));
     if (!l) {
@@ -155,7 +162,24 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
         pgt_ledger_close(l);
         return -1;
     }
-    PGT_INFO("metering", "ledger=%s currency=%s", opts.path, p->cfg->currency);
+    if (pgt_timezone_apply(p->cfg->timezone ? p->cfg->timezone : "UTC", err, sizeof(err)) != 0) {
+        fprintf(stderr, "pgtally: timezone: %s\n", err);
+        pgt_meter_free(p->meter);
+        p->meter = NULL;
+        pgt_ledger_close(l);
+        return -1;
+    }
+    p->budgets = pgt_budgets_new(p->loop, p->cfg, opts.path, opts.instance, err, sizeof(err));
+    if (!p->budgets) {
+        fprintf(stderr, "pgtally: budgets: %s\n", err);
+        PGT_ERROR("budgets_failed", "error=\"%s\"", err);
+        pgt_meter_free(p->meter);
+        p->meter = NULL;
+        pgt_ledger_close(l);
+        return -1;
+    }
+    PGT_INFO("metering", "ledger=%s currency=%s timezone=%s", opts.path, p->cfg->currency,
+             p->cfg->timezone ? p->cfg->timezone : "UTC");
     p->ledger = l;
     *out = l;
     return 0;
@@ -200,6 +224,7 @@ int main(int argc, char **argv)
         proxy.exit_code = 1;
     }
     uv_run(&loop, UV_RUN_DEFAULT);
+    pgt_budgets_free(proxy.budgets);
     pgt_meter_free(proxy.meter);
     pgt_estimator_free(proxy.estimator);
     if (ledger)

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "pgtally/estimator.h"
+#include "pgtally/fingerprint.h"
 #include "pgtally/intercept.h"
 #include "pgtally/log.h"
 #include "pgtally/tls.h"
@@ -97,6 +98,14 @@ struct pgt_session {
     pgt_estimate_t est;           /* estimate of the statement being explained */
     uint8_t *explain_msg;         /* EXPLAIN messages to send once the framer has stopped */
     size_t explain_msg_len;       /* their length */
+    bool ext_refuse;              /* the held Bind is refused: pgtally's Bind fails upstream
+                                     and the client gets the budget's error instead */
+    bool refusing;                /* a held Query is refused: its stand-in fails upstream and
+                                     the client gets the budget's error instead */
+    bool budget_cancel;           /* pgtally cancelled the running statement for a budget */
+    pgt_verdict_t *verdict;       /* why the held statement is refused, or NULL */
+    uint8_t *subst;               /* the ErrorResponse the client gets instead, or NULL */
+    size_t subst_len;             /* its length */
     bool cancel_requested;        /* the client cancelled while its Query waited */
     bool refuse;                  /* the held Query is refused (ledger.on_failure = closed) */
     uint8_t *explain_out;         /* EXPLAIN output gathered so far */
@@ -186,6 +195,8 @@ static void timer_close_cb(uv_handle_t *h)
     free(s->names);
     free(s->explain_msg);
     free(s->explain_out);
+    free(s->verdict);
+    free(s->subst);
     free(s);
     pgt_proxy_session_gone(p);
 }
@@ -552,6 +563,8 @@ static void enter_idle(pgt_session_t *s)
                                   (int32_t)s->backend_pid, s->user, s->database, app, s->addr);
         if (s->ic)
             pgt_framer_capture(&s->client.framer, pgt_intercept_capture, PGT_INTERCEPT_MAX_SQL);
+        if (s->ic)
+            pgt_intercept_set_budgets(s->ic, s->proxy->budgets);
     }
     PGT_INFO("session_ready", "session=C-%llu user=%s db=%s app=\"%s\" addr=%s pid=%u",
              (unsigned long long)s->id, s->user, s->database, s->app, s->addr, s->backend_pid);
@@ -800,6 +813,19 @@ static bool explain_bind_msgs(pgt_session_t *s, const char *sql, const uint8_t *
     return true;
 }
 
+/* The statement a client's Bind (body[0..blen)) binds, and its parameter
+ * types; NULL when unknown. */
+static const pgt_text_t *bind_statement(const pgt_session_t *s, const uint8_t *body, size_t blen,
+                                        const uint8_t **types, size_t *types_len)
+{
+    size_t pos = strnlen((const char *)body, blen) + 1;
+    if (pos >= blen || !memchr(body + pos, 0, blen - pos))
+        return NULL;
+    return pgt_intercept_statement(s->ic, (const char *)body + pos, types, types_len);
+}
+
+static bool budgets_apply(const pgt_session_t *s);
+
 /* A Bind is explained when nothing but Parse, Bind and Close messages
  * came before it since the last Sync, so the replies the server owes the
  * client ahead of pgtally's are known (batch_replies). Returns true when
@@ -808,24 +834,186 @@ static bool explain_bind_msgs(pgt_session_t *s, const char *sql, const uint8_t *
 static bool plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
 {
     s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
-    if (!may_explain(s) || s->batch_replies < 0)
-        return false;
-    size_t pos = strnlen((const char *)body, blen) + 1;
-    if (pos >= blen || !memchr(body + pos, 0, blen - pos))
+    bool explain = may_explain(s) && s->batch_replies >= 0;
+    if (!explain && !(s->proxy->estimator && budgets_apply(s)))
         return false;
     const uint8_t *types;
     size_t types_len;
-    const pgt_text_t *t =
-        pgt_intercept_statement(s->ic, (const char *)body + pos, &types, &types_len);
+    const pgt_text_t *t = bind_statement(s, body, blen, &types, &types_len);
     if (!t)
         return false;
     char *sql =
-        pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, true, &s->est);
+        pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, explain, &s->est);
     if (!sql)
         return false;
     bool ok = explain_bind_msgs(s, sql, types, types_len, body, blen);
     free(sql);
     return ok;
+}
+
+/* ---- budgets ------------------------------------------------------------ */
+
+static bool budgets_apply(const pgt_session_t *s)
+{
+    pgt_who_t who = {.user = s->user, .database = s->database, .application = s->app ? s->app : ""};
+    return s->ic && pgt_budgets_apply(s->proxy->budgets, &who);
+}
+
+static pgt_who_t who_of(const pgt_session_t *s)
+{
+    return (pgt_who_t){
+        .user = s->user, .database = s->database, .application = s->app ? s->app : ""};
+}
+
+/* Statement words budgets never refuse: transaction control and session
+ * settings, so that nobody is stuck inside an open transaction. */
+static bool free_word(const char *sql, size_t len)
+{
+    static const char *const words[] = {
+        "begin", "start", "commit", "end",     "rollback",   "abort", "savepoint", "release",
+        "set",   "show",  "reset",  "discard", "deallocate", "close", "listen",    "unlisten"};
+    size_t i = 0;
+    for (;;) {
+        while (i < len && strchr(" \t\r\n", sql[i]))
+            i++;
+        if (i + 1 < len && sql[i] == '-' && sql[i + 1] == '-') {
+            while (i < len && sql[i] != '\n')
+                i++;
+        } else if (i + 1 < len && sql[i] == '/' && sql[i + 1] == '*') {
+            const char *end = memmem(sql + i + 2, len - i - 2, "*/", 2);
+            i = end ? (size_t)(end - sql) + 2 : len;
+        } else {
+            break;
+        }
+    }
+    size_t n = 0;
+    while (i + n < len && ((sql[i + n] | 0x20) >= 'a' && (sql[i + n] | 0x20) <= 'z'))
+        n++;
+    for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++)
+        if (strlen(words[w]) == n && strncasecmp(words[w], sql + i, n) == 0)
+            return true;
+    return false;
+}
+
+/* Whether every statement of sql[0..len) (NUL-terminated) is one budgets
+ * never refuse. */
+static bool never_refused(const char *sql, size_t len)
+{
+    pgt_stmt_t st[16];
+    if (free_word(sql, len) && !memchr(sql, ';', len))
+        return true;
+    int n = pgt_fp_split(sql, st, 16);
+    if (n <= 0 || n >= 16)
+        return n == 0;
+    for (int i = 0; i < n; i++)
+        if (!free_word(sql + st[i].offset, st[i].length))
+            return false;
+    return true;
+}
+
+static void send_notice(pgt_session_t *s, const char *severity, const char *sqlstate,
+                        const char *text)
+{
+    uint8_t buf[1024];
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, buf, sizeof(buf));
+    pgt_wire_notice(&mb, severity, sqlstate, text);
+    if (!mb.failed)
+        conn_send(&s->client, buf, mb.len);
+}
+
+/* Checks the statement sql[0..len) about to go upstream (s->est holds its
+ * estimate) against the budgets. Returns true when it is refused, with
+ * the reason in s->verdict; otherwise sends the client the warning and
+ * notice the verdict holds, ahead of the statement's results. A statement
+ * is refused only when the reply that refuses it can be told from others:
+ * nothing else in flight (simple) or a known batch (extended); otherwise
+ * it runs, and the running check stops it. */
+static bool judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
+{
+    pgt_budgets_t *b = s->proxy->budgets;
+    if (!b || !s->ic)
+        return false;
+    pgt_who_t who = who_of(s);
+    int64_t est = s->est.cost_micro;
+    bool apply = pgt_budgets_apply(b, &who);
+    if (!apply && !pgt_budgets_notice_due(b, est))
+        return false;
+    pgt_verdict_t v;
+    /* In a failed transaction block the server refuses the statement
+     * anyway (25P02), at no cost. */
+    pgt_budgets_check(b, &who, est, !apply || s->txn_status == 'E' || never_refused(sql, len), &v);
+    if (v.refuse && can_refuse && (s->verdict = malloc(sizeof(v))) != NULL) {
+        *s->verdict = v;
+        PGT_INFO("budget_refused", "session=C-%llu user=%s budget=%lld sqlstate=%s",
+                 (unsigned long long)s->id, s->user, (long long)v.budget_id, v.sqlstate);
+        return true;
+    }
+    if (v.warning[0])
+        send_notice(s, "WARNING", "01000", v.warning);
+    if (v.notice[0])
+        send_notice(s, "NOTICE", "00000", v.notice);
+    return false;
+}
+
+/* The ErrorResponse of a verdict, kept in s->subst: it replaces the
+ * server's answer to the statement pgtally sent in the refused one's
+ * place. */
+static bool set_subst(pgt_session_t *s, const pgt_verdict_t *v)
+{
+    uint8_t buf[2048];
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, buf, sizeof(buf));
+    pgt_wire_error(&mb, "ERROR", v->sqlstate, v->message, v->detail[0] ? v->detail : NULL,
+                   v->hint[0] ? v->hint : NULL);
+    free(s->subst);
+    s->subst = mb.failed ? NULL : malloc(mb.len);
+    if (!s->subst)
+        return false;
+    memcpy(s->subst, buf, mb.len);
+    s->subst_len = mb.len;
+    return true;
+}
+
+/* pgtally's stand-in for a refused Bind: a Bind of a statement that does
+ * not exist, which fails, and a Flush. */
+static bool refuse_bind_msgs(pgt_session_t *s)
+{
+    s->explain_msg = malloc(64);
+    if (!s->explain_msg)
+        return false;
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, s->explain_msg, 64);
+    pgt_msgbuf_begin(&mb, 'B');
+    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+    pgt_msgbuf_cstr(&mb, "pgtally_refused");
+    pgt_msgbuf_bytes(&mb, "\0\0\0\0\0\0", 6); /* no formats, parameters or results */
+    pgt_msgbuf_end(&mb);
+    pgt_msgbuf_begin(&mb, 'H');
+    pgt_msgbuf_end(&mb);
+    s->explain_msg_len = mb.len;
+    s->ext_explain = true;
+    s->ext_refuse = true;
+    return true;
+}
+
+/* Checks a Bind's statement (s->est from plan_bind) against the budgets.
+ * A refused one is held, and refuse_bind_msgs's stand-in goes upstream. */
+static bool judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
+{
+    if (!budgets_apply(s) && !pgt_budgets_notice_due(s->proxy->budgets, s->est.cost_micro))
+        return false;
+    const uint8_t *types;
+    size_t types_len;
+    const pgt_text_t *t = bind_statement(s, body, blen, &types, &types_len);
+    bool can_refuse = s->pending_syncs == 0 && s->batch_replies >= 0;
+    if (!t || !judge(s, t->data, t->len, can_refuse))
+        return false;
+    if (refuse_bind_msgs(s))
+        return true;
+    free(s->verdict);
+    s->verdict = NULL;
+    return false;
 }
 
 static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
@@ -839,13 +1027,14 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
         s->client.framer.stop = true;
         return;
     }
-    if (type == 'Q' && may_explain(s)) {
+    /* A well-formed Query body is NUL-terminated in place. */
+    bool whole_query = type == 'Q' && plen > 0 && peek[plen - 1] == 0;
+    if (type == 'Q' && s->ic && (may_explain(s) || budgets_apply(s))) {
         s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
         char *sql = NULL;
-        /* A well-formed Query body is NUL-terminated in place. */
-        if (plen > 0 && peek[plen - 1] == 0)
+        if (whole_query && s->proxy->estimator)
             sql = pgt_estimator_plan(s->proxy->estimator, s->database, (const char *)peek, plen - 1,
-                                     true, &s->est);
+                                     may_explain(s), &s->est);
         bool held = sql && explain_query_msg(s, sql);
         free(sql);
         if (held) {
@@ -853,11 +1042,21 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
             return;
         }
         pgt_intercept_set_estimate(s->ic, &s->est);
+        if (whole_query && judge(s, (const char *)peek, plen - 1, s->pending_syncs == 0)) {
+            s->client.framer.stop = true;
+            return;
+        }
     }
-    if (type == 'B' && s->ic && plen + 4 == len && plan_bind(s, peek, plen)) {
-        s->ext_explain = true;
-        s->client.framer.stop = true;
-        return;
+    if (type == 'B' && s->ic && plen + 4 == len) {
+        if (plan_bind(s, peek, plen)) {
+            s->ext_explain = true;
+            s->client.framer.stop = true;
+            return;
+        }
+        if (judge_bind(s, peek, plen)) {
+            s->client.framer.stop = true;
+            return;
+        }
     }
     client_account(s, type, peek, plen);
     if (type == 'B' && s->est.key)
@@ -893,14 +1092,26 @@ static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     case 'E': /* ErrorResponse */
         if (pgt_wire_error_severity(peek, plen, sev, sizeof(sev)) && strcmp(sev, "FATAL") == 0)
             s->server_fatal = true;
+        /* The statement pgtally cancelled for a budget: the client gets the
+         * budget's error instead. */
+        if (s->budget_cancel && s->subst && plen + 4 == len &&
+            pgt_wire_error_code(peek, plen, sev) && strcmp(sev, "57014") == 0)
+            s->server.framer.stop = true;
         break;
     default:
         break;
     }
+    if (type == 'Z' && s->budget_cancel) {
+        s->budget_cancel = false;
+        pgt_framer_capture(&s->server.framer, NULL, 0);
+        free(s->subst);
+        s->subst = NULL;
+    }
 }
 
-static void start_explain(pgt_session_t *s);
+static void start_explain(pgt_session_t *s, uint32_t ahead);
 static void refuse_held(pgt_session_t *s);
+static void refuse_query(pgt_session_t *s);
 
 /* Frames client bytes and forwards what may go. A captured message that
  * is not all here waits in client.pend; a Query to be explained first waits
@@ -925,8 +1136,10 @@ static void feed_client(pgt_session_t *s, const uint8_t *data, size_t len)
     }
     if (rc == PGT_WIRE_STOPPED && s->refuse)
         refuse_held(s);
+    else if (rc == PGT_WIRE_STOPPED && s->verdict && !s->ext_explain)
+        refuse_query(s);
     else if (rc == PGT_WIRE_STOPPED)
-        start_explain(s);
+        start_explain(s, s->batch_replies > 0 ? (uint32_t)s->batch_replies : 0);
 }
 
 /* Client bytes after the startup packet. */
@@ -986,18 +1199,79 @@ static void refuse_held(pgt_session_t *s)
     release_held(s, qlen);
 }
 
-/* Sends pgtally's EXPLAIN ahead of the client's Query or Bind, which
- * waits at the start of client.pend. */
-static void start_explain(pgt_session_t *s)
+/* Sends pgtally's EXPLAIN (or the stand-in of a refused Bind) ahead of
+ * the client's Query or Bind, which waits at the start of client.pend;
+ * ahead: replies the server owes the client first (extended protocol). */
+static void start_explain(pgt_session_t *s, uint32_t ahead)
 {
     s->explaining = true;
     if (s->ext_explain) {
-        s->ext_ahead = (uint32_t)s->batch_replies;
-        s->ext_ours = EXT_EXPLAIN_REPLIES;
+        s->ext_ahead = ahead;
+        s->ext_ours = s->ext_refuse ? 1 : EXT_EXPLAIN_REPLIES;
     }
     conn_send(&s->server, s->explain_msg, s->explain_msg_len);
     free(s->explain_msg);
     s->explain_msg = NULL;
+}
+
+/* Sends a Query that makes the server raise the verdict's error (the
+ * server's log then names the budget). */
+static bool send_raise(pgt_session_t *s, const pgt_verdict_t *v)
+{
+    char lit[600];
+    size_t n = 0;
+    lit[n++] = '\'';
+    for (const char *c = v->message; *c && n < sizeof(lit) - 3; c++) {
+        if (*c == '$')
+            continue; /* cannot end the dollar quote */
+        if (*c == '\'')
+            lit[n++] = '\'';
+        lit[n++] = *c;
+    }
+    lit[n++] = '\'';
+    lit[n] = 0;
+    char sql[800];
+    snprintf(sql, sizeof(sql),
+             "DO $pgtally$BEGIN RAISE EXCEPTION USING ERRCODE = '%s', MESSAGE = %s; END$pgtally$",
+             v->sqlstate, lit);
+    uint8_t buf[900];
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, buf, sizeof(buf));
+    pgt_msgbuf_begin(&mb, 'Q');
+    pgt_msgbuf_cstr(&mb, sql);
+    pgt_msgbuf_end(&mb);
+    if (mb.failed)
+        return false;
+    conn_send(&s->server, buf, mb.len);
+    return true;
+}
+
+/* Refuses the held Query for a budget. A stand-in that fails goes
+ * upstream in its place, so the server ends it as it ends any failed
+ * statement (a transaction block is left aborted) and answers
+ * ReadyForQuery; the client gets the budget's ErrorResponse instead of the
+ * stand-in's. The ledger records the client's statement as refused. */
+static void refuse_query(pgt_session_t *s)
+{
+    pgt_verdict_t *v = s->verdict;
+    s->verdict = NULL;
+    conn_t *c = &s->client;
+    size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
+    if (!set_subst(s, v)) {
+        free(v);
+        session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    client_account(s, 'Q', c->pend + 5, qlen - 5);
+    pgt_intercept_budget_outcome(s->ic, PGT_QUERY_REFUSED, v->budget_id);
+    bool sent = send_raise(s, v);
+    free(v);
+    if (!sent) {
+        session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    s->refusing = true;
+    release_held(s, qlen);
 }
 
 /* Answers a held Query with an ERROR and ReadyForQuery, as the server
@@ -1043,6 +1317,9 @@ static void finish_explain(pgt_session_t *s)
         s->cancel_requested = false;
         answer_error(s, "57014", "canceling statement due to user request", NULL);
         pgt_intercept_unsent(s->ic, c->pend + 5, qlen - 5, PGT_QUERY_CANCELLED, "57014");
+    } else if (judge(s, (const char *)c->pend + 5, qlen - 6, true)) {
+        refuse_query(s);
+        return;
     } else {
         client_account(s, 'Q', c->pend + 5, qlen - 5);
         conn_send(&s->server, c->pend, qlen);
@@ -1071,7 +1348,7 @@ static void explain_row(pgt_session_t *s, const uint8_t *body, size_t blen)
 
 static bool in_explain(const pgt_session_t *s)
 {
-    return s->explaining;
+    return s->explaining || s->refusing;
 }
 
 static void relay_server(pgt_session_t *s, const uint8_t *data, size_t len);
@@ -1084,13 +1361,42 @@ static void relay_server(pgt_session_t *s, const uint8_t *data, size_t len);
  * would have failed the same way. */
 static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_len)
 {
-    take_explain(s, err != NULL);
+    conn_t *c = &s->client;
+    size_t blen = (size_t)pgt_be32(c->pend + 1) + 1;
+    if (s->ext_refuse) {
+        /* The stand-in failed (or a message ahead of it did): the server
+         * skips to the client's Sync. */
+        s->explaining = false;
+        if (err && s->verdict && set_subst(s, s->verdict)) {
+            pgt_intercept_budget_outcome(s->ic, PGT_QUERY_REFUSED, s->verdict->budget_id);
+            err = s->subst;
+            err_len = s->subst_len;
+        } else {
+            err = NULL;
+        }
+        free(s->verdict);
+        s->verdict = NULL;
+    } else {
+        take_explain(s, err != NULL);
+        const uint8_t *types;
+        size_t types_len;
+        const pgt_text_t *t =
+            err ? NULL : bind_statement(s, c->pend + 5, blen - 5, &types, &types_len);
+        if (t && judge(s, t->data, t->len, true)) {
+            /* The estimate is over a cap: the stand-in goes now. */
+            if (refuse_bind_msgs(s)) {
+                start_explain(s, 0);
+                return;
+            }
+            free(s->verdict);
+            s->verdict = NULL;
+        }
+    }
     s->ext_explain = false;
+    s->ext_refuse = false;
     /* A cancel reached the server too: it stops the EXPLAIN, whose error
      * the client then gets, or finds nothing to stop, as when direct. */
     s->cancel_requested = false;
-    conn_t *c = &s->client;
-    size_t blen = (size_t)pgt_be32(c->pend + 1) + 1;
     client_account(s, 'B', c->pend + 5, blen - 5);
     pgt_intercept_set_portal_estimate(s->ic, (const char *)c->pend + 5, &s->est);
     conn_send(&s->server, c->pend, blen);
@@ -1123,9 +1429,27 @@ static void ext_explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg
         finish_ext_explain(s, NULL, 0);
 }
 
+/* Server messages while a refused Query's stand-in runs: its error is
+ * replaced by the budget's; then all goes on as usual. */
+static void refusing_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
+{
+    if (type != 'E') {
+        relay_server(s, msg, total);
+        return;
+    }
+    s->refusing = false;
+    uint8_t *err = s->subst;
+    s->subst = NULL;
+    if (err)
+        relay_server(s, err, s->subst_len);
+    free(err);
+}
+
 static void explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
 {
-    if (s->ext_explain)
+    if (s->refusing)
+        refusing_whole(s, type, msg, total);
+    else if (s->ext_explain)
         ext_explain_whole(s, type, msg, total);
     else if (type == 'D')
         explain_row(s, msg + 5, total - 5);
@@ -1144,21 +1468,54 @@ static void explain_data(pgt_session_t *s, const uint8_t *data, size_t len)
     server_whole(s, data, len, 64 << 20, in_explain, explain_whole);
 }
 
-/* Server bytes framed, metered and forwarded. */
+/* Server bytes framed, metered and forwarded. While a statement cancelled
+ * for a budget runs, ErrorResponses are taken whole (a partial one waits
+ * in server.pend) so that its cancel error can be replaced. */
 static void relay_server(pgt_session_t *s, const uint8_t *data, size_t len)
 {
-    if (pgt_framer_feed(&s->server.framer, data, len, server_msg_cb, s) != 0) {
-        session_fail(s, "08006", "pgtally: invalid message from upstream %s",
-                     s->proxy->upstream_name);
-        return;
+    pgt_framer_t *f = &s->server.framer;
+    for (;;) {
+        int rc = pgt_framer_feed(f, data, len, server_msg_cb, s);
+        if (rc < 0) {
+            session_fail(s, "08006", "pgtally: invalid message from upstream %s",
+                         s->proxy->upstream_name);
+            return;
+        }
+        size_t upto = rc == 0 ? len : rc == PGT_WIRE_STOPPED ? f->msg_start : f->stopped_at;
+        conn_send(&s->client, data, upto);
+        if (rc == 0)
+            return;
+        if (rc == PGT_WIRE_PARTIAL) {
+            if (pend_append(&s->server, data + upto, len - upto) != 0)
+                session_fail(s, "53200", "pgtally: out of memory");
+            return;
+        }
+        if (s->subst)
+            conn_send(&s->client, s->subst, s->subst_len);
+        free(s->subst);
+        s->subst = NULL;
+        data += f->stopped_at;
+        len -= f->stopped_at;
     }
-    conn_send(&s->client, data, len);
 }
 
 /* Server bytes after login. */
 static void pass_server(pgt_session_t *s, const uint8_t *data, size_t len)
 {
-    relay_server(s, data, len);
+    conn_t *c = &s->server;
+    if (c->pend_len == 0) {
+        relay_server(s, data, len);
+    } else if (pend_append(c, data, len) != 0) {
+        session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    } else {
+        uint8_t *buf = c->pend;
+        size_t n = c->pend_len;
+        c->pend = NULL;
+        c->pend_len = c->pend_cap = 0;
+        relay_server(s, buf, n);
+        free(buf);
+    }
     if (s->drain && s->state == ST_IDLE)
         session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
 }
@@ -1306,7 +1663,7 @@ static void on_data(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len
     case ST_COPY:
         if (from_client)
             pass_client(s, data, len);
-        else if (s->explaining)
+        else if (s->explaining || s->refusing)
             explain_data(s, data, len);
         else
             pass_server(s, data, len);
@@ -1517,6 +1874,52 @@ void pgt_session_kill(pgt_session_t *s)
     session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
     conn_close_now(&s->client);
     conn_close_now(&s->server);
+}
+
+/* The cost so far of the statement the session runs, or -1 when none
+ * runs or budgets do not apply to it. */
+static int64_t running_cost(const pgt_session_t *s)
+{
+    double seconds;
+    if (!s->ic || s->state == ST_CLOSING || !budgets_apply(s) ||
+        !pgt_intercept_running(s->ic, &seconds))
+        return -1;
+    return pgt_budgets_cost(s->proxy->budgets, seconds, 0);
+}
+
+void pgt_session_budget_add(pgt_session_t *s)
+{
+    int64_t cost = running_cost(s);
+    if (cost >= 0) {
+        pgt_who_t who = who_of(s);
+        pgt_budgets_running_add(s->proxy->budgets, &who, cost);
+    }
+}
+
+static const uint8_t error_capture[256] = {['E'] = 1};
+
+void pgt_session_budget_enforce(pgt_session_t *s)
+{
+    int64_t cost = running_cost(s);
+    if (cost < 0 || s->budget_cancel || !s->have_key)
+        return;
+    pgt_who_t who = who_of(s);
+    pgt_verdict_t v;
+    if (!pgt_budgets_running_check(s->proxy->budgets, &who, cost, &v) || !set_subst(s, &v))
+        return;
+    s->budget_cancel = true;
+    pgt_intercept_budget_outcome(s->ic, PGT_QUERY_BUDGET_CANCELLED, v.budget_id);
+    pgt_framer_capture(&s->server.framer, error_capture, 65536);
+    uint8_t pkt[16];
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, pkt, sizeof(pkt));
+    pgt_msgbuf_u32(&mb, 16);
+    pgt_msgbuf_u32(&mb, 80877102); /* CancelRequest */
+    pgt_msgbuf_u32(&mb, s->backend_pid);
+    pgt_msgbuf_u32(&mb, s->backend_key);
+    pgt_cancel_forward(s->proxy->loop, &s->upstream_addr, pkt);
+    PGT_INFO("budget_cancel", "session=C-%llu user=%s budget=%lld running_micro=%lld",
+             (unsigned long long)s->id, s->user, (long long)v.budget_id, (long long)cost);
 }
 
 pgt_session_t *pgt_session_next(pgt_session_t *s)

@@ -269,10 +269,11 @@ int pgt_wire_startup_parse(const uint8_t *pkt, size_t len, pgt_startup_t *out,
     return 0;
 }
 
-void pgt_wire_error(pgt_msgbuf_t *mb, const char *severity, const char *sqlstate,
-                    const char *message, const char *detail, const char *hint)
+/* An ErrorResponse or NoticeResponse: the same fields. */
+static void wire_report(pgt_msgbuf_t *mb, uint8_t type, const char *severity, const char *sqlstate,
+                        const char *message, const char *detail, const char *hint)
 {
-    pgt_msgbuf_begin(mb, 'E');
+    pgt_msgbuf_begin(mb, type);
     pgt_msgbuf_u8(mb, 'S');
     pgt_msgbuf_cstr(mb, severity);
     pgt_msgbuf_u8(mb, 'V');
@@ -291,6 +292,18 @@ void pgt_wire_error(pgt_msgbuf_t *mb, const char *severity, const char *sqlstate
     }
     pgt_msgbuf_u8(mb, 0);
     pgt_msgbuf_end(mb);
+}
+
+void pgt_wire_error(pgt_msgbuf_t *mb, const char *severity, const char *sqlstate,
+                    const char *message, const char *detail, const char *hint)
+{
+    wire_report(mb, 'E', severity, sqlstate, message, detail, hint);
+}
+
+void pgt_wire_notice(pgt_msgbuf_t *mb, const char *severity, const char *sqlstate,
+                     const char *message)
+{
+    wire_report(mb, 'N', severity, sqlstate, message, NULL, NULL);
 }
 
 int pgt_wire_sasl_strip_plus(const uint8_t *body, size_t len, pgt_msgbuf_t *mb)
@@ -323,4 +336,19 @@ bool pgt_wire_error_severity(const uint8_t *body, size_t len, char *out, size_t 
         return false;
     snprintf(out, outlen, "%s", value);
     return true;
+}
+
+bool pgt_wire_error_code(const uint8_t *body, size_t len, char out[6])
+{
+    pgt_reader_t r;
+    pgt_reader_init(&r, body, len);
+    uint8_t field;
+    const char *value;
+    while (pgt_reader_u8(&r, &field) && field != 0 && pgt_reader_cstr(&r, &value)) {
+        if (field == 'C' && strlen(value) == 5) {
+            memcpy(out, value, 6);
+            return true;
+        }
+    }
+    return false;
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pgtally/budget.h"
 #include "pgtally/meter.h"
 
 typedef struct pgt_intercept pgt_intercept_t;
@@ -40,6 +41,19 @@ const pgt_text_t *pgt_intercept_statement(const pgt_intercept_t *ic, const char 
  * passed to pgt_intercept_client. */
 void pgt_intercept_set_portal_estimate(pgt_intercept_t *ic, const char *portal,
                                        const pgt_estimate_t *est);
+
+/* Budgets the session's statements count against as they finish (NULL:
+ * none). */
+void pgt_intercept_set_budgets(pgt_intercept_t *ic, pgt_budgets_t *b);
+
+/* The next statement to fail, before the next ReadyForQuery, was refused
+ * or cancelled by pgtally for budget budget_id: it is recorded with status
+ * (PGT_QUERY_REFUSED or PGT_QUERY_BUDGET_CANCELLED). */
+void pgt_intercept_budget_outcome(pgt_intercept_t *ic, pgt_query_status_t status,
+                                  int64_t budget_id);
+
+/* Whether a statement is running upstream; if so, for how many seconds. */
+bool pgt_intercept_running(const pgt_intercept_t *ic, double *seconds);
 
 /* A complete client message (body whole for captured types). */
 void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body, size_t len);

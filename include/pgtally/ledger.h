@@ -52,6 +52,7 @@ typedef struct pgt_record {
     int64_t cost_micro;        /* actual cost in micro-units of the currency */
     pgt_query_status_t status; /* how it ended */
     char sqlstate[6];          /* error SQLSTATE, or "" */
+    int64_t budget_id;         /* budget that refused or cancelled it, or 0 */
 } pgt_record_t;
 
 /* Returns a zeroed record with the "not explained" estimates (-1) and
@@ -72,6 +73,8 @@ typedef struct pgt_ledger_opts {
     int retention_days;     /* delete rows older than this many days; 0 keeps all */
     pgt_ledger_on_failure_t on_failure; /* whether queries run while the ledger fails */
     int busy_timeout_ms;                /* wait for another writer's lock (0 means 2000) */
+    int64_t instance; /* this pgtally process, written with each record (budgets tell their
+                         own records from other processes' by it) */
 } pgt_ledger_opts_t;
 
 typedef struct pgt_ledger pgt_ledger_t;

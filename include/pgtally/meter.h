@@ -52,6 +52,7 @@ typedef struct pgt_done {
     int64_t bytes_out;         /* bytes sent to the client for it */
     pgt_query_status_t status; /* ok, error, cancelled */
     char sqlstate[6];          /* SQLSTATE of an error, or "" */
+    int64_t budget_id;         /* budget that refused or cancelled it, or 0 */
 } pgt_done_t;
 
 /* One Query message (several statements maybe) or one Execute. */

@@ -13,6 +13,7 @@
 
 #include "pgtally/cancel.h"
 #include "pgtally/config.h"
+#include "pgtally/budget.h"
 #include "pgtally/estimator.h"
 #include "pgtally/ledger.h"
 #include "pgtally/meter.h"
@@ -49,6 +50,9 @@ typedef struct pgt_proxy {
     pgt_estimator_t *estimator;    /* estimates before execution, or NULL */
     pgt_ledger_t *ledger;          /* the ledger, or NULL when metering is off */
     pgt_meter_t *meter;            /* metering pipeline, or NULL when metering is off */
+    pgt_budgets_t *budgets;        /* budget enforcement, or NULL when metering is off */
+    uv_timer_t budget_timer;       /* checks running statements against budgets */
+    bool budget_timer_open;        /* budget_timer initialised */
     pgt_session_t *sessions;       /* all live sessions, linked */
     int nclients;                  /* live sessions */
     uint64_t next_session_id;      /* id of the next session */

@@ -28,4 +28,11 @@ void pgt_session_kill(pgt_session_t *s);
 /* Next session in the proxy's list. */
 pgt_session_t *pgt_session_next(pgt_session_t *s);
 
+/* The running check of budgets, in two passes over all sessions: first
+ * each adds the cost so far of its running statement, then each whose
+ * statement runs past a budget has it cancelled (SQLSTATE 57014 with a
+ * message naming the budget). */
+void pgt_session_budget_add(pgt_session_t *s);
+void pgt_session_budget_enforce(pgt_session_t *s);
+
 #endif

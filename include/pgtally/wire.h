@@ -136,6 +136,10 @@ int pgt_wire_startup_parse(const uint8_t *pkt, size_t len, pgt_startup_t *out,
 void pgt_wire_error(pgt_msgbuf_t *mb, const char *severity, const char *sqlstate,
                     const char *message, const char *detail, const char *hint);
 
+/* Writes a NoticeResponse (severity WARNING, NOTICE...) to mb. */
+void pgt_wire_notice(pgt_msgbuf_t *mb, const char *severity, const char *sqlstate,
+                     const char *message);
+
 /* Rewrites the body of an AuthenticationSASL message (after the int32 10)
  * without the SCRAM-SHA-256-PLUS mechanism. Writes a whole 'R' message to
  * mb. Returns 0 or PGT_WIRE_EFORMAT. */
@@ -145,5 +149,9 @@ int pgt_wire_sasl_strip_plus(const uint8_t *body, size_t len, pgt_msgbuf_t *mb)
 /* Reads the severity ("FATAL", "ERROR", ...) from the start of an
  * ErrorResponse body; returns false when it is not there. */
 bool pgt_wire_error_severity(const uint8_t *body, size_t len, char *out, size_t outlen);
+
+/* The SQLSTATE (field C) of an ErrorResponse or NoticeResponse body;
+ * false when there is none. */
+bool pgt_wire_error_code(const uint8_t *body, size_t len, char out[6]);
 
 #endif

@@ -70,11 +70,11 @@ class _Launcher:
         self.pg, self.proxy_cert, self.workdir = pg, proxy_cert, Path(workdir)
         self.instances = []
 
-    def __call__(self, extra_args=(), wait=True, as_flags=False, **config):
+    def __call__(self, extra_args=(), wait=True, as_flags=False, env=None, **config):
         for attempt in range(3):
             cfg = make_pgtally_config(self.pg, self.proxy_cert, config)
             p = Pgtally(self.workdir / ("pgtally%d" % len(self.instances)), cfg, extra_args,
-                        as_flags)
+                        as_flags, env)
             self.instances.append(p)
             try:
                 p.start(wait=wait)

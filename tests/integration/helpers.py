@@ -126,6 +126,8 @@ class PgServer:
             "host all postgres   127.0.0.1/32 trust\n"
             "host all trust_user 127.0.0.1/32 trust\n"
             "host all md5_user   127.0.0.1/32 md5\n"
+            # users made by tests (budgets): members of this group role
+            "host all +pgtally_test_users 127.0.0.1/32 trust\n"
             "host all scram_user 127.0.0.1/32 scram-sha-256\n"
             # a second loopback address, not in the certificate, for verify-full
             "host all trust_user 127.0.0.2/32 trust\n")
@@ -169,6 +171,7 @@ shared_preload_libraries = 'pg_stat_statements'
             c.execute("CREATE ROLE md5_user LOGIN CREATEDB PASSWORD 'md5_pw'")
             c.execute("RESET password_encryption")
             c.execute("CREATE ROLE trust_user LOGIN CREATEDB")
+            c.execute("CREATE ROLE pgtally_test_users NOLOGIN")
             c.execute("CREATE DATABASE " + DBNAME)
             stored = dict(c.execute(
                 "SELECT rolname, left(rolpassword, 14) FROM pg_authid"
@@ -265,8 +268,9 @@ def write_ini(path, config):
 class Pgtally:
     """One running pgtally process, configured through an INI file."""
 
-    def __init__(self, workdir, config, extra_args=(), as_flags=False):
+    def __init__(self, workdir, config, extra_args=(), as_flags=False, env=None):
         self.as_flags = as_flags  # pass the config as flags, without a file
+        self.env = dict(env or {})  # added to pgtally's environment
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = dict(config)
@@ -285,6 +289,7 @@ class Pgtally:
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        env.update(self.env)
         self.logfile = open(self.log_path, "wb")
         if self.as_flags:
             args = []

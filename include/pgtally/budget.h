@@ -1,0 +1,89 @@
+/* Budget enforcement in a running pgtally. The event loop keeps, per user,
+ * application and database, what was spent in the current day, week and
+ * month; checks each statement against the budgets that apply to who sends
+ * it before it runs; and, on a timer, adds the running cost of statements
+ * in flight so that one past a limit is cancelled. A thread keeps the
+ * budgets in step with the ledger: it reloads them when pgtallyctl changes
+ * them, adds what other pgtally processes sharing the ledger spent, reads
+ * role memberships from the server, and records alerts. */
+#ifndef PGTALLY_BUDGET_H
+#define PGTALLY_BUDGET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "pgtally/config.h"
+
+typedef struct pgt_budgets pgt_budgets_t;
+
+/* Who sends a statement: what budgets match on. */
+typedef struct pgt_who {
+    const char *user;        /* PostgreSQL user */
+    const char *database;    /* database */
+    const char *application; /* application_name, or "" */
+} pgt_who_t;
+
+/* What pgtally tells the client about one statement. Strings are empty
+ * when there is nothing to say. */
+typedef struct pgt_verdict {
+    bool refuse;       /* refuse the statement with sqlstate/message/detail/hint */
+    int64_t budget_id; /* the budget that refuses or cancels it, or 0 */
+    char sqlstate[6];  /* 53400 (budget spent), 54000 (per-query cap), 57014 (cancel) */
+    char message[256]; /* the ErrorResponse's message */
+    char detail[384];  /* its DETAIL */
+    char hint[256];    /* its HINT */
+    char warning[384]; /* a WARNING to send before the statement's results */
+    char notice[384];  /* a NOTICE to send before the statement's results */
+} pgt_verdict_t;
+
+/* Starts enforcement with the [budget] settings of cfg over the ledger at
+ * ledger_path; instance tells this process's ledger rows from those of
+ * other processes sharing the file. Returns NULL with the cause in err. */
+pgt_budgets_t *pgt_budgets_new(uv_loop_t *loop, const pgt_config_t *cfg, const char *ledger_path,
+                               int64_t instance, char *err, size_t errlen);
+
+/* Takes new settings (SIGHUP): prices, contact, notice_above, exemptions. */
+void pgt_budgets_configure(pgt_budgets_t *b, const pgt_config_t *cfg);
+
+/* Whether any budget exists and who is not exempt: when false, statements
+ * of who need no check at all. */
+bool pgt_budgets_apply(const pgt_budgets_t *b, const pgt_who_t *who);
+
+/* Whether a statement estimated at est_micro gets the estimate NOTICE
+ * ([budget] notice_above), budgets or not. */
+bool pgt_budgets_notice_due(const pgt_budgets_t *b, int64_t est_micro);
+
+/* Before a statement of who estimated at est_micro (-1: unknown) runs.
+ * never_refuse: transaction control and settings (COMMIT, ROLLBACK, SET,
+ * SHOW...), which are never refused so nobody is stuck in a transaction. */
+void pgt_budgets_check(pgt_budgets_t *b, const pgt_who_t *who, int64_t est_micro, bool never_refuse,
+                       pgt_verdict_t *out);
+
+/* A statement of who finished and cost cost_micro. */
+void pgt_budgets_spent(pgt_budgets_t *b, const pgt_who_t *who, int64_t cost_micro);
+
+/* The running cost of statements in flight, on each check: first every
+ * running statement is added with pgt_budgets_running_add, then each is
+ * judged with pgt_budgets_running_check (true: cancel it, out says why). */
+void pgt_budgets_running_begin(pgt_budgets_t *b);
+void pgt_budgets_running_add(pgt_budgets_t *b, const pgt_who_t *who, int64_t running_micro);
+bool pgt_budgets_running_check(pgt_budgets_t *b, const pgt_who_t *who, int64_t running_micro,
+                               pgt_verdict_t *out);
+
+/* What a statement costs that kept the upstream busy for seconds and sent
+ * bytes to the client. */
+int64_t pgt_budgets_cost(const pgt_budgets_t *b, double seconds, int64_t bytes);
+
+/* Milliseconds between running checks ([budget] check_interval). */
+int pgt_budgets_interval_ms(const pgt_budgets_t *b);
+
+/* Closes the loop handle; call it before the loop ends. */
+void pgt_budgets_stop(pgt_budgets_t *b);
+
+/* After the loop has ended: stops the thread (its last alerts are
+ * written) and frees everything. */
+void pgt_budgets_free(pgt_budgets_t *b);
+
+#endif
