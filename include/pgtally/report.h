@@ -43,8 +43,8 @@ int pgt_report_format_parse(const char *name, pgt_report_format_t *out)
 /* Renders report. section: for csv, the name of one section, or NULL for
  * every section one after another; ignored by the other formats. Returns a
  * malloc'd NUL-terminated string, or NULL with the cause in err. */
-char *pgt_report_render(const json_t *report, pgt_report_format_t f, const char *section,
-                        char *err, size_t errlen);
+char *pgt_report_render(const json_t *report, pgt_report_format_t f, const char *section, char *err,
+                        size_t errlen);
 
 /* The e-mail subject: the date and the day's total, e.g.
  * "pgtally: 2026-11-26: 123.45 USD in 10234 statements". malloc'd. */
