@@ -120,6 +120,21 @@ static void say(char *buf, size_t len, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Makes room for one more item after len in the array *items of *cap
+ * items of size bytes. Returns false when out of memory. */
+static bool reserve(void **items, size_t *cap, size_t len, size_t size)
+{
+    if (len < *cap)
+        return true;
+    size_t ncap = *cap ? *cap * 2 : 16;
+    void *n = realloc(*items, ncap * size);
+    if (!n)
+        return false;
+    *items = n;
+    *cap = ncap;
+    return true;
+}
+
 static char *dup_or_empty(const char *s)
 {
     return strdup(s ? s : "");
@@ -358,15 +373,7 @@ static void queue_alert(pgt_budgets_t *b, const pgt_budget_t *bg, const pgt_who_
         say(a.channel, sizeof(a.channel), "log");
     say(a.text, sizeof(a.text), "%s", text);
     pthread_mutex_lock(&b->mu);
-    if (b->nalerts == b->alerts_cap) {
-        size_t cap = b->alerts_cap ? b->alerts_cap * 2 : 16;
-        alert_t *na = realloc(b->alerts, cap * sizeof(*na));
-        if (na) {
-            b->alerts = na;
-            b->alerts_cap = cap;
-        }
-    }
-    if (b->nalerts < b->alerts_cap)
+    if (reserve((void **)&b->alerts, &b->alerts_cap, b->nalerts, sizeof(a)))
         b->alerts[b->nalerts++] = a;
     pthread_cond_signal(&b->cv);
     pthread_mutex_unlock(&b->mu);
@@ -598,15 +605,8 @@ static void post_row(pgt_budgets_t *b, sqlite3_stmt *st, int64_t started_us, int
                .started_us = started_us,
                .period = period};
     pthread_mutex_lock(&b->mu);
-    if (b->nrows == b->rows_cap) {
-        size_t cap = b->rows_cap ? b->rows_cap * 2 : 64;
-        row_t *nr = realloc(b->rows, cap * sizeof(*nr));
-        if (nr) {
-            b->rows = nr;
-            b->rows_cap = cap;
-        }
-    }
-    if (b->nrows < b->rows_cap && r.user && r.database && r.application) {
+    if (r.user && r.database && r.application &&
+        reserve((void **)&b->rows, &b->rows_cap, b->nrows, sizeof(r))) {
         b->rows[b->nrows++] = r;
         r.user = r.database = r.application = NULL;
     }

@@ -349,6 +349,16 @@ static int pend_append(conn_t *c, const uint8_t *data, size_t len)
     return 0;
 }
 
+/* Takes the kept bytes out of c (the caller frees them); *n is their length. */
+static uint8_t *pend_take(conn_t *c, size_t *n)
+{
+    uint8_t *buf = c->pend;
+    *n = c->pend_len;
+    c->pend = NULL;
+    c->pend_len = c->pend_cap = 0;
+    return buf;
+}
+
 static void pend_consume(conn_t *c, size_t n)
 {
     memmove(c->pend, c->pend + n, c->pend_len - n);
@@ -646,10 +656,8 @@ static void server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int6
         pend_consume(c, off);
         return;
     }
-    uint8_t *buf = c->pend;
-    size_t n = c->pend_len;
-    c->pend = NULL;
-    c->pend_len = c->pend_cap = 0;
+    size_t n;
+    uint8_t *buf = pend_take(c, &n);
     if (n > off)
         on_data(s, c, buf + off, n - off);
     free(buf);
@@ -1156,10 +1164,8 @@ static void pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
     }
     if (s->explaining)
         return;
-    uint8_t *buf = c->pend;
-    size_t n = c->pend_len;
-    c->pend = NULL;
-    c->pend_len = c->pend_cap = 0;
+    size_t n;
+    uint8_t *buf = pend_take(c, &n);
     feed_client(s, buf, n);
     free(buf);
 }
@@ -1174,10 +1180,8 @@ static void answer_error(pgt_session_t *s, const char *sqlstate, const char *mes
 static void release_held(pgt_session_t *s, size_t qlen)
 {
     conn_t *c = &s->client;
-    uint8_t *buf = c->pend;
-    size_t n = c->pend_len;
-    c->pend = NULL;
-    c->pend_len = c->pend_cap = 0;
+    size_t n;
+    uint8_t *buf = pend_take(c, &n);
     if (n > qlen && s->state != ST_CLOSING)
         pass_client(s, buf + qlen, n - qlen);
     free(buf);
@@ -1509,10 +1513,8 @@ static void pass_server(pgt_session_t *s, const uint8_t *data, size_t len)
         session_fail(s, "53200", "pgtally: out of memory");
         return;
     } else {
-        uint8_t *buf = c->pend;
-        size_t n = c->pend_len;
-        c->pend = NULL;
-        c->pend_len = c->pend_cap = 0;
+        size_t n;
+        uint8_t *buf = pend_take(c, &n);
         relay_server(s, buf, n);
         free(buf);
     }
