@@ -8,9 +8,11 @@
 #include <fcntl.h>
 #include <ini.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -101,6 +103,27 @@ static const pgt_config_key_t keys[] = {
      "how often running statements are checked against their budgets (default 250)"},
     {"budget.role_refresh", "a duration from 1s to 24h, such as 60s or 5m",
      "how often role memberships are read again (default 60s)"},
+    {"report.time", "a local time HH:MM such as 09:00",
+     "when yesterday's report is delivered, in the configured timezone (default 09:00)"},
+    {"report.catch_up_days", "an integer from 0 to 365",
+     "after downtime, undelivered reports of up to this many days are sent at start (default 3)"},
+    {"report.retry_interval", "a duration from 100ms to 1h, such as 60s",
+     "delay before a failed delivery is tried again; it doubles up to 1h (default 60s)"},
+    {"report.slack_webhook_url", "an https:// URL (http:// for a local relay)",
+     "Slack incoming webhook the daily report is posted to (default none)"},
+    {"report.slack_webhook_url_file", "a readable file holding the webhook URL",
+     "the webhook URL kept out of the config (default none)"},
+    {"report.smtp_url", "smtp://host:587 (STARTTLS) or smtps://host:465",
+     "mail server the daily report is sent through (default none)"},
+    {"report.smtp_tls", "starttls or none",
+     "for smtp:// URLs: require STARTTLS, or send in clear (default starttls)"},
+    {"report.smtp_user", "a user name", "SMTP AUTH user (default none: no AUTH)"},
+    {"report.smtp_password_file", "a readable file holding the password",
+     "SMTP AUTH password, kept out of the config"},
+    {"report.mail_from", "an address such as pgtally@example.com", "sender of the report e-mail"},
+    {"report.mail_to", "addresses separated by commas", "recipients of the report e-mail"},
+    {"report.ca_file", "a PEM file path",
+     "CA certificates the SMTP and webhook servers are checked against (default the system's)"},
     {NULL, NULL, NULL},
 };
 
@@ -142,12 +165,24 @@ pgt_config_t *pgt_config_new(void)
     cfg->budget_exempt_users = calloc(1, sizeof(*cfg->budget_exempt_users));
     cfg->budget_check_interval_ms = 250;
     cfg->budget_role_refresh_ms = 60000;
-    if (!cfg->listen_host || !cfg->upstream_host || !cfg->timezone || !cfg->admin_conninfo ||
-        !cfg->budget_contact || !cfg->budget_exempt_users) {
+    cfg->report_time_min = 9 * 60;
+    cfg->report_catch_up_days = 3;
+    cfg->report_retry_interval_ms = 60000;
+    cfg->report_mail_to = calloc(1, sizeof(*cfg->report_mail_to));
+    if (!cfg->report_mail_to || !cfg->listen_host || !cfg->upstream_host || !cfg->timezone ||
+        !cfg->admin_conninfo || !cfg->budget_contact || !cfg->budget_exempt_users) {
         pgt_config_free(cfg);
         return NULL;
     }
     return cfg;
+}
+
+/* Frees a secret after overwriting it. NULL is allowed. */
+static void free_secret(char *s)
+{
+    if (s)
+        explicit_bzero(s, strlen(s));
+    free(s);
 }
 
 void pgt_config_free(pgt_config_t *cfg)
@@ -169,6 +204,17 @@ void pgt_config_free(pgt_config_t *cfg)
     for (size_t i = 0; i < cfg->budget_exempt_count; i++)
         free(cfg->budget_exempt_users[i]);
     free(cfg->budget_exempt_users);
+    free_secret(cfg->report_slack_webhook_url);
+    free(cfg->report_slack_url_file);
+    free(cfg->report_smtp_url);
+    free(cfg->report_smtp_user);
+    free_secret(cfg->report_smtp_password);
+    free(cfg->report_smtp_password_file);
+    free(cfg->report_mail_from);
+    for (size_t i = 0; i < cfg->report_mail_to_count; i++)
+        free(cfg->report_mail_to[i]);
+    free(cfg->report_mail_to);
+    free(cfg->report_ca_file);
     free(cfg);
 }
 
@@ -397,8 +443,8 @@ bool pgt_config_budget_exempt(const pgt_config_t *cfg, const char *user)
 }
 
 /* Splits "alice, bob" into a NULL-terminated list of trimmed, non-empty
- * names and replaces cfg's. Returns 0, or -2 when out of memory. */
-static int set_exempt_users(pgt_config_t *cfg, const char *value)
+ * names and replaces *list and *count. Returns 0, or -2 when out of memory. */
+static int set_list(char ***list, size_t *count, const char *value)
 {
     size_t cap = 2, n = 0;
     for (const char *c = value; *c; c++)
@@ -422,11 +468,11 @@ static int set_exempt_users(pgt_config_t *cfg, const char *value)
         free(names);
         return -2;
     }
-    for (size_t i = 0; i < cfg->budget_exempt_count; i++)
-        free(cfg->budget_exempt_users[i]);
-    free(cfg->budget_exempt_users);
-    cfg->budget_exempt_users = names;
-    cfg->budget_exempt_count = n;
+    for (size_t i = 0; i < *count; i++)
+        free((*list)[i]);
+    free(*list);
+    *list = names;
+    *count = n;
     return 0;
 }
 
@@ -445,7 +491,7 @@ static int apply_budget(pgt_config_t *cfg, const char *key, const char *value)
     if (strcmp(key, "budget.notice_above") == 0)
         return parse_money(value, &cfg->budget_notice_above_micro);
     if (strcmp(key, "budget.exempt_users") == 0)
-        return set_exempt_users(cfg, value);
+        return set_list(&cfg->budget_exempt_users, &cfg->budget_exempt_count, value);
     if (strcmp(key, "budget.check_interval") == 0) {
         /* A bare number is milliseconds here, as the key's unit. */
         bool bare = value[0] && strspn(value, "0123456789") == strlen(value);
@@ -462,6 +508,253 @@ static int apply_budget(pgt_config_t *cfg, const char *key, const char *value)
         return 0;
     }
     return 1;
+}
+
+/* ---- [report]: the daily report's schedule and delivery ------------------ */
+
+static const char *const smtp_tls_names[] = {"starttls", "none", NULL};
+
+/* "HH:MM" (or "H:MM"), a local time of day; stores minutes after midnight. */
+static int parse_clock(const char *value, int *out)
+{
+    int h = 0, m = 0, used = 0;
+    if (sscanf(value, "%2d:%2d%n", &h, &m, &used) != 2 || value[used] || !isdigit(value[0]) ||
+        strlen(strchr(value, ':') + 1) != 2 || h < 0 || h > 23 || m < 0 || m > 59)
+        return -1;
+    *out = h * 60 + m;
+    return 0;
+}
+
+/* Whether value is "scheme://host..." for one of schemes, without blanks or
+ * control characters. */
+static bool url_ok(const char *value, const char *const *schemes)
+{
+    for (const char *c = value; *c; c++)
+        if ((unsigned char)*c <= ' ' || *c == 0x7f)
+            return false;
+    for (size_t i = 0; schemes[i]; i++) {
+        size_t n = strlen(schemes[i]);
+        if (strncasecmp(value, schemes[i], n) == 0 && value[n] && value[n] != '/' &&
+            value[n] != ':')
+            return true;
+    }
+    return false;
+}
+
+/* Whether a is a bare mail address, local@domain: nothing that could
+ * break out of a header or an SMTP command (blanks, CR, LF, <>, commas). */
+static bool address_ok(const char *a)
+{
+    const char *at = strrchr(a, '@');
+    if (!at || at == a || !at[1] || strlen(a) > 254)
+        return false;
+    for (const char *c = a; *c; c++)
+        if ((unsigned char)*c <= ' ' || *c == 0x7f || strchr("<>,;\"()[]\\", *c))
+            return false;
+    return true;
+}
+
+/* Reads the secret in path: the file's contents without surrounding white
+ * space, on one line. Sets *dst (freeing the old one), or returns -1 with
+ * why in err (the secret itself is never quoted). */
+static int read_secret(const char *path, char **dst, char *err, size_t errlen)
+{
+    char buf[4097];
+    FILE *f = path[0] ? fopen(path, "r") : NULL;
+    if (!f) {
+        snprintf(err, errlen, "cannot read '%s': %s; create it or make it readable by pgtally",
+                 path, path[0] ? strerror(errno) : "empty path");
+        return -1;
+    }
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    bool bad = ferror(f) || !feof(f);
+    fclose(f);
+    buf[n] = '\0';
+    char *s = buf, *end = buf + n;
+    while (s < end && isspace((unsigned char)*s))
+        s++;
+    while (end > s && isspace((unsigned char)end[-1]))
+        end--;
+    *end = '\0';
+    bool multi = false;
+    for (const char *c = s; *c; c++)
+        multi |= (unsigned char)*c < ' ' || *c == 0x7f;
+    char *copy = !bad && *s && !multi ? strdup(s) : NULL;
+    explicit_bzero(buf, sizeof(buf));
+    if (!copy) {
+        snprintf(err, errlen, "'%s' %s", path,
+                 bad     ? "cannot be read whole (larger than 4 kB?)"
+                 : multi ? "holds more than one line; put the secret alone on one line"
+                 : *s    ? "out of memory"
+                         : "is empty; put the secret in it");
+        return -1;
+    }
+    if (*dst) {
+        explicit_bzero(*dst, strlen(*dst));
+        free(*dst);
+    }
+    *dst = copy;
+    return 0;
+}
+
+static const char *const webhook_schemes[] = {"https://", "http://", NULL};
+static const char *const smtp_schemes[] = {"smtp://", "smtps://", NULL};
+
+/* The Slack webhook, inline or from a file (one of the two). */
+static int apply_webhook(pgt_config_t *cfg, const char *k, const char *value, char *why,
+                         size_t whylen)
+{
+    bool from_file = strcmp(k, "slack_webhook_url_file") == 0;
+    if (from_file ? cfg->report_slack_webhook_url && !cfg->report_slack_url_file
+                  : cfg->report_slack_url_file != NULL) {
+        snprintf(why, whylen,
+                 "report.slack_webhook_url and report.slack_webhook_url_file "
+                 "exclude each other; keep one");
+        return -1;
+    }
+    char *url = NULL;
+    if (from_file) {
+        if (read_secret(value, &url, why, whylen) != 0)
+            return -1;
+    } else if (!(url = strdup(value))) {
+        return -2;
+    }
+    if (!url_ok(url, webhook_schemes)) {
+        snprintf(why, whylen, "%s is not an https:// URL; use the incoming webhook URL Slack gives",
+                 from_file ? "the file's contents" : "the value");
+        free_secret(url);
+        return -1;
+    }
+    if (from_file && set_string(&cfg->report_slack_url_file, value) != 0) {
+        free_secret(url);
+        return -2;
+    }
+    free_secret(cfg->report_slack_webhook_url);
+    cfg->report_slack_webhook_url = url;
+    return 0;
+}
+
+/* Mail keys: server, TLS, AUTH, sender and recipients. */
+static int apply_mail(pgt_config_t *cfg, const char *k, const char *value, char *why, size_t whylen)
+{
+    if (strcmp(k, "smtp_url") == 0) {
+        if (url_ok(value, smtp_schemes))
+            return set_string(&cfg->report_smtp_url, value);
+        snprintf(why, whylen,
+                 "'%s' is not allowed; use smtp://host:587 (STARTTLS) or "
+                 "smtps://host:465",
+                 value);
+        return -1;
+    }
+    if (strcmp(k, "smtp_tls") == 0)
+        return parse_enum(smtp_tls_names, value, &cfg->report_smtp_tls_none);
+    if (strcmp(k, "smtp_user") == 0)
+        return value[0] ? set_string(&cfg->report_smtp_user, value) : -1;
+    if (strcmp(k, "smtp_password_file") == 0) {
+        if (read_secret(value, &cfg->report_smtp_password, why, whylen) != 0)
+            return -1;
+        return set_string(&cfg->report_smtp_password_file, value);
+    }
+    if (strcmp(k, "mail_from") == 0) {
+        if (address_ok(value))
+            return set_string(&cfg->report_mail_from, value);
+        snprintf(why, whylen,
+                 "'%s' is not allowed; use a bare address such as "
+                 "pgtally@example.com",
+                 value);
+        return -1;
+    }
+    if (strcmp(k, "mail_to") == 0) {
+        char **list = NULL;
+        size_t n = 0;
+        if (set_list(&list, &n, value) != 0)
+            return -2;
+        int rc = n ? 0 : -1;
+        for (size_t i = 0; i < n; i++) {
+            if (rc == 0 && !address_ok(list[i])) {
+                snprintf(why, whylen,
+                         "'%s' is not an address; use addresses such as "
+                         "a@example.com, b@example.com",
+                         list[i]);
+                rc = -1;
+            }
+        }
+        if (rc == 0)
+            rc = set_list(&cfg->report_mail_to, &cfg->report_mail_to_count, value);
+        for (size_t i = 0; i < n; i++)
+            free(list[i]);
+        free(list);
+        return rc;
+    }
+    return 1;
+}
+
+/* Keys of [report] that concern delivery. Returns 1 when key is not one
+ * of them, 0 when set, -2 when out of memory, or -1 for a bad value, with
+ * why in why when the generic message would not say enough. */
+static int apply_report(pgt_config_t *cfg, const char *key, const char *value, char *why,
+                        size_t whylen)
+{
+    if (strncmp(key, "report.", 7) != 0)
+        return 1;
+    const char *k = key + 7;
+    int ms = 0;
+    if (strcmp(k, "time") == 0)
+        return parse_clock(value, &cfg->report_time_min);
+    if (strcmp(k, "catch_up_days") == 0)
+        return parse_int(value, 0, 365, &cfg->report_catch_up_days);
+    if (strcmp(k, "retry_interval") == 0) {
+        if (parse_duration(value, &ms) != 0 || ms < 100 || ms > 3600000)
+            return -1;
+        cfg->report_retry_interval_ms = ms;
+        return 0;
+    }
+    if (strcmp(k, "slack_webhook_url") == 0 || strcmp(k, "slack_webhook_url_file") == 0)
+        return apply_webhook(cfg, k, value, why, whylen);
+    if (strcmp(k, "ca_file") == 0) {
+        if (value[0] && access(value, R_OK) == 0)
+            return set_string(&cfg->report_ca_file, value);
+        snprintf(why, whylen, "cannot read '%s': %s; give a readable PEM file", value,
+                 value[0] ? strerror(errno) : "empty path");
+        return -1;
+    }
+    return apply_mail(cfg, k, value, why, whylen);
+}
+
+/* Cross-key rules of [report]. Returns 0, or -1 with a message in err. */
+static int check_report(const pgt_config_t *cfg, char *err, size_t errlen)
+{
+    bool mail = cfg->report_mail_from || cfg->report_mail_to_count || cfg->report_smtp_user;
+    if (cfg->report_smtp_url && (!cfg->report_mail_from || !cfg->report_mail_to_count)) {
+        snprintf(err, errlen,
+                 "report.smtp_url needs report.mail_from and report.mail_to "
+                 "(the sender and the recipients)");
+        return -1;
+    }
+    if (!cfg->report_smtp_url && mail) {
+        snprintf(err, errlen,
+                 "report.mail_from, mail_to and smtp_user need report.smtp_url "
+                 "(smtp://host:587 or smtps://host:465)");
+        return -1;
+    }
+    if (!cfg->report_smtp_user != !cfg->report_smtp_password) {
+        snprintf(err, errlen, "report.smtp_user and report.smtp_password_file go together");
+        return -1;
+    }
+    bool smtps = cfg->report_smtp_url && strncasecmp(cfg->report_smtp_url, "smtps://", 8) == 0;
+    if (cfg->report_smtp_tls_none && smtps) {
+        snprintf(err, errlen,
+                 "report.smtp_tls = none contradicts smtps:// (TLS from the first "
+                 "byte); use smtp://host:25 or drop smtp_tls");
+        return -1;
+    }
+    if (cfg->report_smtp_tls_none && cfg->report_smtp_user) {
+        snprintf(err, errlen,
+                 "report.smtp_tls = none would send the SMTP password in clear; "
+                 "use STARTTLS (smtp_tls = starttls) or smtps://");
+        return -1;
+    }
+    return 0;
 }
 
 /* Applies one key; returns 0, -1 for a bad value, -2 when out of memory. */
@@ -525,8 +818,15 @@ int pgt_config_set(pgt_config_t *cfg, const char *key, const char *value, char *
                  key);
         return -1;
     }
-    if (apply(cfg, key, value) != 0) {
-        snprintf(err, errlen, "key '%s': '%s' is not allowed; use %s", key, value, k->allowed);
+    char why[400] = "";
+    int rc = apply_report(cfg, key, value, why, sizeof(why));
+    if (rc == 1)
+        rc = apply(cfg, key, value);
+    if (rc != 0) {
+        if (why[0])
+            snprintf(err, errlen, "key '%s': %s", key, why);
+        else
+            snprintf(err, errlen, "key '%s': '%s' is not allowed; use %s", key, value, k->allowed);
         return -1;
     }
     return 0;
@@ -547,12 +847,13 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
     if (strcmp(section, "pgtally") == 0) {
         snprintf(full, sizeof(full), "%s", name);
     } else if (strcmp(section, "ledger") == 0 || strcmp(section, "pricing") == 0 ||
-               strcmp(section, "estimate") == 0 || strcmp(section, "budget") == 0) {
+               strcmp(section, "estimate") == 0 || strcmp(section, "budget") == 0 ||
+               strcmp(section, "report") == 0) {
         snprintf(full, sizeof(full), "%s.%s", section, name);
     } else {
         snprintf(ctx->msg, sizeof(ctx->msg),
                  "section [%s], key '%s': unknown section; use [pgtally], [ledger], [pricing], "
-                 "[estimate] or [budget]",
+                 "[estimate], [budget] or [report]",
                  section, name);
         return 0;
     }
@@ -616,5 +917,5 @@ int pgt_config_check(const pgt_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "upstream_tls_cert_file and upstream_tls_key_file go together");
         return -1;
     }
-    return 0;
+    return check_report(cfg, err, errlen);
 }

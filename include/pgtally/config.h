@@ -75,6 +75,20 @@ typedef struct pgt_config {
     size_t budget_exempt_count;         /* names in budget_exempt_users */
     int budget_check_interval_ms;       /* [budget] check_interval, 50 to 5000 ms */
     int budget_role_refresh_ms;         /* [budget] role_refresh */
+    int report_time_min;                /* [report] time: minutes after local midnight */
+    int report_catch_up_days;           /* [report] catch_up_days: missed days sent at start */
+    int report_retry_interval_ms;       /* [report] retry_interval: first retry, doubling */
+    char *report_slack_webhook_url;     /* the webhook URL (from the key or its file), or NULL */
+    char *report_slack_url_file;        /* [report] slack_webhook_url_file, or NULL */
+    char *report_smtp_url;              /* [report] smtp_url: smtp:// or smtps://, or NULL */
+    int report_smtp_tls_none;           /* [report] smtp_tls: 0 starttls (required), 1 none */
+    char *report_smtp_user;             /* [report] smtp_user, or NULL */
+    char *report_smtp_password;         /* contents of [report] smtp_password_file, or NULL */
+    char *report_smtp_password_file;    /* [report] smtp_password_file, or NULL */
+    char *report_mail_from;             /* [report] mail_from, or NULL */
+    char **report_mail_to;              /* [report] mail_to, NULL-terminated (owned) */
+    size_t report_mail_to_count;        /* addresses in report_mail_to */
+    char *report_ca_file;               /* [report] ca_file, or NULL: the system's CAs */
 } pgt_config_t;
 
 /* Values of estimate_mode. */
