@@ -337,6 +337,13 @@ static const char *const migrations[] = {
     /* clang-format on */
     "ALTER TABLE queries ADD COLUMN budget_id INTEGER;"
     "ALTER TABLE queries ADD COLUMN instance INTEGER;",
+    /* 3: delivery of the daily report. A process about to send a report
+     * claims its row (who, and until when), so that another process or a
+     * restart sharing the ledger does not send it at the same time; a claim
+     * left by a crash expires. */
+    "ALTER TABLE reports_sent ADD COLUMN claimed_by INTEGER;"
+    "ALTER TABLE reports_sent ADD COLUMN claimed_until INTEGER;" /* unix microseconds */
+    "ALTER TABLE reports_sent ADD COLUMN last_attempt_at INTEGER;",
 };
 
 #define SCHEMA_VERSION ((int)NELEMS(migrations))
