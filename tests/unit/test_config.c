@@ -1,6 +1,7 @@
 /* Unit tests of configuration parsing: values, errors that name file, line
  * and key, and the cross-key checks. */
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "pgtally/config.h"
@@ -187,11 +188,100 @@ static void test_checks(void)
     pgt_config_free(cfg);
 }
 
+/* Sets key to value in cfg, expecting rc; on failure the error must hold
+ * want (when not NULL). */
+static void set_expect(pgt_config_t *cfg, const char *key, const char *value, int rc,
+                       const char *want)
+{
+    char err[512] = "";
+    int got = pgt_config_set(cfg, key, value, err, sizeof(err));
+    if (got != rc || (want && !strstr(err, want)))
+        fprintf(stderr, "%s=%s: rc=%d err=\"%s\", want rc=%d \"%s\"\n", key, value, got, err, rc,
+                want ? want : "");
+    CHECK_INT(got, rc);
+    if (want)
+        CHECK(strstr(err, want) != NULL);
+}
+
+static void test_report_keys(void)
+{
+    pgt_config_t *cfg = pgt_config_new();
+    char err[512];
+    /* Defaults: 09:00, three days of catch-up, a minute before a retry. */
+    CHECK_INT(cfg->report_time_min, 540);
+    CHECK_INT(cfg->report_catch_up_days, 3);
+    CHECK_INT(cfg->report_retry_interval_ms, 60000);
+    CHECK(cfg->report_slack_webhook_url == NULL && cfg->report_smtp_url == NULL);
+    set_expect(cfg, "report.time", "7:05", 0, NULL);
+    CHECK_INT(cfg->report_time_min, 7 * 60 + 5);
+    set_expect(cfg, "report.time", "23:59", 0, NULL);
+    set_expect(cfg, "report.time", "24:00", -1, "HH:MM");
+    set_expect(cfg, "report.time", "9:5", -1, "HH:MM");
+    set_expect(cfg, "report.time", "noon", -1, "HH:MM");
+    set_expect(cfg, "report.catch_up_days", "0", 0, NULL);
+    set_expect(cfg, "report.catch_up_days", "366", -1, NULL);
+    set_expect(cfg, "report.retry_interval", "500ms", 0, NULL);
+    CHECK_INT(cfg->report_retry_interval_ms, 500);
+    set_expect(cfg, "report.retry_interval", "2h", -1, NULL);
+    /* A webhook URL is a secret: a bad one is not echoed. */
+    set_expect(cfg, "report.slack_webhook_url", "ftp://hooks/T0/SECRET", -1, "https://");
+    CHECK_INT(pgt_config_set(cfg, "report.slack_webhook_url", "ftp://x/SECRET", err, sizeof(err)),
+              -1);
+    CHECK(strstr(err, "SECRET") == NULL);
+    set_expect(cfg, "report.slack_webhook_url", "https://hooks.slack.com/services/T/B/x", 0, NULL);
+    /* ...or read from a file, trimmed; not both. */
+    const char *path = write_file("  https://hooks.slack.com/services/T/B/fromfile \n");
+    set_expect(cfg, "report.slack_webhook_url_file", path, -1, "exclude each other");
+    pgt_config_free(cfg);
+    cfg = pgt_config_new();
+    set_expect(cfg, "report.slack_webhook_url_file", path, 0, NULL);
+    CHECK_STR(cfg->report_slack_webhook_url, "https://hooks.slack.com/services/T/B/fromfile");
+    unlink(path);
+    set_expect(cfg, "report.slack_webhook_url_file", path, -1, "cannot read");
+    path = write_file("\n \n");
+    set_expect(cfg, "report.slack_webhook_url_file", path, -1, "is empty");
+    unlink(path);
+    /* Mail. */
+    set_expect(cfg, "report.smtp_url", "http://mail:25", -1, "smtp://host:587");
+    set_expect(cfg, "report.smtp_url", "smtp://mail.example.com:587", 0, NULL);
+    CHECK_INT(pgt_config_check(cfg, err, sizeof(err)), -1);
+    CHECK(strstr(err, "report.mail_from") != NULL);
+    set_expect(cfg, "report.mail_from", "Pgtally <p@example.com>", -1, "bare address");
+    set_expect(cfg, "report.mail_from", "pgtally@example.com", 0, NULL);
+    set_expect(cfg, "report.mail_to", "a@example.com, b", -1, "'b' is not an address");
+    set_expect(cfg, "report.mail_to", "a@example.com\r\nBcc: x@evil", -1, NULL);
+    set_expect(cfg, "report.mail_to", " a@example.com, b@example.com ", 0, NULL);
+    CHECK_INT(cfg->report_mail_to_count, 2);
+    CHECK_STR(cfg->report_mail_to[1], "b@example.com");
+    CHECK_INT(pgt_config_check(cfg, err, sizeof(err)), 0);
+    set_expect(cfg, "report.smtp_user", "bob", 0, NULL);
+    CHECK_INT(pgt_config_check(cfg, err, sizeof(err)), -1);
+    CHECK(strstr(err, "smtp_password_file") != NULL);
+    path = write_file("s3cret\n");
+    set_expect(cfg, "report.smtp_password_file", path, 0, NULL);
+    unlink(path);
+    CHECK_STR(cfg->report_smtp_password, "s3cret");
+    CHECK_INT(pgt_config_check(cfg, err, sizeof(err)), 0);
+    set_expect(cfg, "report.smtp_tls", "none", 0, NULL);
+    CHECK_INT(pgt_config_check(cfg, err, sizeof(err)), -1);
+    CHECK(strstr(err, "in clear") != NULL);
+    set_expect(cfg, "report.smtp_tls", "maybe", -1, "starttls or none");
+    set_expect(cfg, "report.ca_file", "/nonexistent/ca.pem", -1, "cannot read");
+    pgt_config_free(cfg);
+    /* Recipients without a server. */
+    cfg = pgt_config_new();
+    set_expect(cfg, "report.mail_to", "a@example.com", 0, NULL);
+    CHECK_INT(pgt_config_check(cfg, err, sizeof(err)), -1);
+    CHECK(strstr(err, "report.smtp_url") != NULL);
+    pgt_config_free(cfg);
+}
+
 int main(void)
 {
     test_values();
     test_budget_keys();
     test_file_errors();
     test_checks();
+    test_report_keys();
     TASK_DONE();
 }
