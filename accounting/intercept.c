@@ -250,6 +250,17 @@ void pgt_intercept_unsent(pgt_intercept_t *ic, const uint8_t *body, size_t len,
     finish(ic, pop(ic));
 }
 
+void pgt_intercept_set_application(pgt_intercept_t *ic, const char *app)
+{
+    pgt_attr_t *old = ic->attr;
+    pgt_attr_t *a = pgt_attr_new(old->session_id, old->user, old->database, app, old->client_addr);
+    if (!a)
+        return;
+    a->backend_pid = old->backend_pid;
+    ic->attr = a;
+    pgt_attr_unref(old);
+}
+
 void pgt_intercept_set_budgets(pgt_intercept_t *ic, pgt_budgets_t *b)
 {
     ic->budgets = b;

@@ -111,6 +111,7 @@ struct pgt_session {
     uint8_t *explain_out;         /* EXPLAIN output gathered so far */
     size_t explain_out_len;       /* its length */
     char *names;                  /* one block holding user, database and app */
+    char *app_set;                /* application_name set after login, or NULL */
     const char *user;             /* startup "user", or NULL before the startup packet */
     const char *database;         /* startup "database" */
     const char *app;              /* startup "application_name", or "" */
@@ -197,6 +198,7 @@ static void timer_close_cb(uv_handle_t *h)
     free(s->explain_out);
     free(s->verdict);
     free(s->subst);
+    free(s->app_set);
     free(s);
     pgt_proxy_session_gone(p);
 }
@@ -561,6 +563,11 @@ static void upstream_tls_answer(pgt_session_t *s, const uint8_t *data, size_t le
 
 /* ---- authentication relay ---------------------------------------------- */
 
+/* Server messages taken whole after login: ParameterStatus; and
+ * ErrorResponse while a statement cancelled for a budget runs. */
+static const uint8_t server_capture[256] = {['S'] = 1};
+static const uint8_t cancel_capture[256] = {['S'] = 1, ['E'] = 1};
+
 static void enter_idle(pgt_session_t *s)
 {
     uv_timer_stop(&s->timer);
@@ -575,6 +582,9 @@ static void enter_idle(pgt_session_t *s)
             pgt_framer_capture(&s->client.framer, pgt_intercept_capture, PGT_INTERCEPT_MAX_SQL);
         if (s->ic)
             pgt_intercept_set_budgets(s->ic, s->proxy->budgets);
+        /* ParameterStatus whole: SET application_name moves attribution. */
+        if (s->ic)
+            pgt_framer_capture(&s->server.framer, server_capture, 4096);
     }
     PGT_INFO("session_ready", "session=C-%llu user=%s db=%s app=\"%s\" addr=%s pid=%u",
              (unsigned long long)s->id, s->user, s->database, s->app, s->addr, s->backend_pid);
@@ -1109,9 +1119,20 @@ static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     default:
         break;
     }
+    /* The server reports application_name when a client sets it. */
+    if (type == 'S' && s->ic && plen + 4 == len && plen > 17 &&
+        memcmp(peek, "application_name", 17) == 0 && peek[plen - 1] == 0) {
+        char *app = strdup((const char *)peek + 17);
+        if (app) {
+            free(s->app_set);
+            s->app_set = app;
+            s->app = app;
+            pgt_intercept_set_application(s->ic, app);
+        }
+    }
     if (type == 'Z' && s->budget_cancel) {
         s->budget_cancel = false;
-        pgt_framer_capture(&s->server.framer, NULL, 0);
+        pgt_framer_capture(&s->server.framer, server_capture, 4096);
         free(s->subst);
         s->subst = NULL;
     }
@@ -1898,8 +1919,6 @@ void pgt_session_budget_add(pgt_session_t *s)
     }
 }
 
-static const uint8_t error_capture[256] = {['E'] = 1};
-
 void pgt_session_budget_enforce(pgt_session_t *s)
 {
     int64_t cost = running_cost(s);
@@ -1911,7 +1930,7 @@ void pgt_session_budget_enforce(pgt_session_t *s)
         return;
     s->budget_cancel = true;
     pgt_intercept_budget_outcome(s->ic, PGT_QUERY_BUDGET_CANCELLED, v.budget_id);
-    pgt_framer_capture(&s->server.framer, error_capture, 65536);
+    pgt_framer_capture(&s->server.framer, cancel_capture, 65536);
     uint8_t pkt[16];
     pgt_msgbuf_t mb;
     pgt_msgbuf_init(&mb, pkt, sizeof(pkt));

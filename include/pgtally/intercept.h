@@ -42,6 +42,10 @@ const pgt_text_t *pgt_intercept_statement(const pgt_intercept_t *ic, const char 
 void pgt_intercept_set_portal_estimate(pgt_intercept_t *ic, const char *portal,
                                        const pgt_estimate_t *est);
 
+/* The client changed application_name (the server reported it): the
+ * statements sent from now on are attributed to app. */
+void pgt_intercept_set_application(pgt_intercept_t *ic, const char *app);
+
 /* Budgets the session's statements count against as they finish (NULL:
  * none). */
 void pgt_intercept_set_budgets(pgt_intercept_t *ic, pgt_budgets_t *b);

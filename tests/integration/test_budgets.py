@@ -366,3 +366,24 @@ def test_default_budget_for_users_without_their_own(pgtally, users):
         assert "budget default (user %s)/day is spent" % user in r.stderr, r
     for i in range(4):   # bud_s has its own budget: the default does not apply
         assert psql(proxy, "bud_s", "SELECT %d" % i).returncode == 0
+
+
+def test_application_budget_follows_set_application_name(pgtally, users):
+    """SET application_name after login moves attribution and the
+    application's budget with it, as the server reports the change."""
+    proxy = pgtally(**PER_QUERY)
+    set_budget(proxy, "--application", "bud_dashboard", "--period", "day", "--limit", "0.15")
+    with connect(proxy, "bud_u") as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)          # app "": no budget
+        c.execute("SET application_name = 'bud_dashboard'")      # 0.10 ... not the app's yet
+        assert c.execute("SELECT 2").fetchone() == (2,)          # app spent 0.10
+        assert c.execute("SELECT 3").fetchone() == (3,)          # 0.10 < 0.15: runs
+        with pytest.raises(errors.ConfigurationLimitExceeded) as ei:
+            c.execute("SELECT 4")
+        assert "budget application bud_dashboard/day is spent" in str(ei.value)
+        c.execute("SET application_name = 'other'")
+        assert c.execute("SELECT 5").fetchone() == (5,)
+    recs = ledger(proxy, "\"user\" = 'bud_u'")
+    assert [(r["application"], r["status"]) for r in recs] == [
+        ("", "ok"), ("", "ok"), ("bud_dashboard", "ok"), ("bud_dashboard", "ok"),
+        ("bud_dashboard", "refused"), ("bud_dashboard", "ok"), ("other", "ok")], show(recs)
