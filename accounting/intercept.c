@@ -33,6 +33,7 @@ struct pgt_intercept {
     pgt_exec_t *head;           /* FIFO of executions and markers, oldest first */
     pgt_exec_t *tail;           /* newest */
     uint64_t last_done_ns;      /* when the upstream last finished a statement */
+    int64_t last_done_us;       /* the same, wall-clock µs */
     int64_t cur_rows;           /* DataRows of the statement being answered */
     int64_t cur_bytes;          /* bytes sent to the client for it */
     pgt_budgets_t *budgets;     /* where finished statements' cost goes, or NULL */
@@ -186,13 +187,18 @@ static void complete(pgt_intercept_t *ic, pgt_exec_t *e, pgt_query_status_t stat
     memset(d, 0, sizeof(*d));
     d->end_us = wall_us();
     d->compute_s = now > start ? (double)(now - start) / 1e9 : 0;
-    d->start_us = d->end_us - (int64_t)(d->compute_s * 1e6);
+    /* Started when the one before ended: the same instant, not one read
+     * from two clocks. */
+    d->start_us = start == ic->last_done_ns && ic->last_done_us <= d->end_us
+                      ? ic->last_done_us
+                      : d->end_us - (int64_t)(d->compute_s * 1e6);
     d->rows = ic->cur_rows > tag_rows ? ic->cur_rows : tag_rows;
     d->bytes_out = ic->cur_bytes;
     d->status = status;
     if (sqlstate)
         memcpy(d->sqlstate, sqlstate, 6);
     ic->last_done_ns = now;
+    ic->last_done_us = d->end_us;
     if (ic->estimator && e->est.key && status == PGT_QUERY_OK)
         pgt_estimator_learn(ic->estimator, &e->est, d->compute_s, d->bytes_out);
     if (status != PGT_QUERY_OK && ic->outcome != PGT_QUERY_OK) {
