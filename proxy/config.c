@@ -124,6 +124,11 @@ static const pgt_config_key_t keys[] = {
     {"report.mail_to", "addresses separated by commas", "recipients of the report e-mail"},
     {"report.ca_file", "a PEM file path",
      "CA certificates the SMTP and webhook servers are checked against (default the system's)"},
+    {"report.top", "an integer from 1 to 50",
+     "rows in each top list of the daily report: statements, users, shapes (default 10)"},
+    {"report.show_literals", "false or true (off or on)",
+     "reserved: the ledger keeps only normalized text, so reports show $1 placeholders "
+     "either way (default false)"},
     {NULL, NULL, NULL},
 };
 
@@ -168,6 +173,8 @@ pgt_config_t *pgt_config_new(void)
     cfg->report_time_min = 9 * 60;
     cfg->report_catch_up_days = 3;
     cfg->report_retry_interval_ms = 60000;
+    cfg->report_top = 10;
+    cfg->report_show_literals = 0;
     cfg->report_mail_to = calloc(1, sizeof(*cfg->report_mail_to));
     if (!cfg->report_mail_to || !cfg->listen_host || !cfg->upstream_host || !cfg->timezone ||
         !cfg->admin_conninfo || !cfg->budget_contact || !cfg->budget_exempt_users) {
@@ -513,6 +520,7 @@ static int apply_budget(pgt_config_t *cfg, const char *key, const char *value)
 /* ---- [report]: the daily report's schedule and delivery ------------------ */
 
 static const char *const smtp_tls_names[] = {"starttls", "none", NULL};
+static const char *const bool_names[] = {"false", "true", "off", "on", NULL};
 
 /* "HH:MM" (or "H:MM"), a local time of day; stores minutes after midnight. */
 static int parse_clock(const char *value, int *out)
@@ -703,6 +711,15 @@ static int apply_report(pgt_config_t *cfg, const char *key, const char *value, c
         return parse_clock(value, &cfg->report_time_min);
     if (strcmp(k, "catch_up_days") == 0)
         return parse_int(value, 0, 365, &cfg->report_catch_up_days);
+    if (strcmp(k, "top") == 0)
+        return parse_int(value, 1, 50, &cfg->report_top);
+    if (strcmp(k, "show_literals") == 0) {
+        int iv = 0;
+        if (parse_enum(bool_names, value, &iv) != 0)
+            return -1;
+        cfg->report_show_literals = iv % 2;
+        return 0;
+    }
     if (strcmp(k, "retry_interval") == 0) {
         if (parse_duration(value, &ms) != 0 || ms < 100 || ms > 3600000)
             return -1;

@@ -89,6 +89,8 @@ typedef struct pgt_config {
     char **report_mail_to;              /* [report] mail_to, NULL-terminated (owned) */
     size_t report_mail_to_count;        /* addresses in report_mail_to */
     char *report_ca_file;               /* [report] ca_file, or NULL: the system's CAs */
+    int report_top;                     /* [report] top: rows of each top list, 1 to 50 */
+    int report_show_literals;           /* [report] show_literals: reserved (the ledger has none) */
 } pgt_config_t;
 
 /* Values of estimate_mode. */

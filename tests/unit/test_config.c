@@ -59,6 +59,14 @@ static void test_values(void)
         {"budget.role_refresh", "often", 0},
         {"pricing.per_query", "0.001", 1},
         {"pricing.per_query", "-0.001", 0},
+        {"report.top", "1", 1},
+        {"report.top", "50", 1},
+        {"report.top", "0", 0},
+        {"report.top", "51", 0},
+        {"report.top", "ten", 0},
+        {"report.show_literals", "true", 1},
+        {"report.show_literals", "off", 1},
+        {"report.show_literals", "maybe", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         pgt_config_t *cfg = pgt_config_new();
