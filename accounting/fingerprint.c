@@ -1042,6 +1042,102 @@ int pgt_fp_shape_known(pgt_fp_cache_t *c, uint64_t fingerprint, pgt_stmt_kind_t 
     return rc;
 }
 
+/* Statement words after which every number and string is a constant
+ * (an A_Const, which fingerprints leave out): data statements. */
+static bool masks_constants(const char *text, size_t len)
+{
+    static const char *const words[] = {"select", "insert", "update", "delete", "with", "values"};
+    size_t i = 0;
+    while (i < len && is_space(text[i]))
+        i++;
+    size_t n = 0;
+    while (i + n < len && is_word(text[i + n]))
+        n++;
+    for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++)
+        if (n == strlen(words[w]) && word_eq(text + i, n, words[w]))
+            return true;
+    return false;
+}
+
+/* The key of a data statement in the text table: its text with each
+ * number and string constant replaced by a marker byte, so that the
+ * constants of a point lookup (WHERE aid = 12345) do not make every run
+ * a new text that must be parsed. Statements with the same key have the
+ * same fingerprint, which leaves constants out. Writes the key to
+ * out[0..cap) and returns its length, or 0 when the text is not a data
+ * statement or holds what the scan does not follow exactly (dollar quotes,
+ * E'' strings, backslashes in strings, nested comments), or does not fit. */
+static size_t constants_masked(const char *text, size_t len, char *out, size_t cap)
+{
+    if (!masks_constants(text, len))
+        return 0;
+    size_t o = 0, i = 0;
+#define EMIT(ch)                                                                                   \
+    do {                                                                                           \
+        if (o == cap)                                                                              \
+            return 0;                                                                              \
+        out[o++] = (ch);                                                                           \
+    } while (0)
+    while (i < len) {
+        char ch = text[i];
+        bool after_word = i > 0 && is_word(text[i - 1]);
+        if (ch == '\'') {
+            if (after_word || (i > 0 && text[i - 1] == '&'))
+                return 0; /* E'...', B'...', X'...', U&'...' */
+            for (i++;; i++) {
+                if (i >= len || text[i] == '\\')
+                    return 0;
+                if (text[i] == '\'' && i + 1 < len && text[i + 1] == '\'')
+                    i++;
+                else if (text[i] == '\'')
+                    break;
+            }
+            i++;
+            EMIT('\x02');
+        } else if (ch == '"') {
+            EMIT(text[i++]);
+            for (;;) {
+                if (i >= len)
+                    return 0;
+                bool doubled = text[i] == '"' && i + 1 < len && text[i + 1] == '"';
+                bool end = text[i] == '"' && !doubled;
+                EMIT(text[i++]);
+                if (doubled)
+                    EMIT(text[i++]);
+                if (end)
+                    break;
+            }
+        } else if (ch == '$') {
+            if (after_word) {
+                EMIT(text[i++]);
+                continue;
+            }
+            if (i + 1 >= len || text[i + 1] < '0' || text[i + 1] > '9')
+                return 0; /* a dollar quote */
+            EMIT(text[i++]);
+            while (i < len && text[i] >= '0' && text[i] <= '9')
+                EMIT(text[i++]);
+        } else if (ch == '-' && i + 1 < len && text[i + 1] == '-') {
+            while (i < len && text[i] != '\n')
+                EMIT(text[i++]);
+        } else if (ch == '/' && i + 1 < len && text[i + 1] == '*') {
+            const char *end = memmem(text + i + 2, len - i - 2, "*/", 2);
+            if (!end || memmem(text + i + 2, (size_t)(end - text) - i - 2, "/*", 2))
+                return 0;
+            while (text + i < end + 2)
+                EMIT(text[i++]);
+        } else if (ch >= '0' && ch <= '9' && !after_word) {
+            while (i < len && ((text[i] >= '0' && text[i] <= '9') || text[i] == '.'))
+                i++;
+            EMIT('\x01');
+        } else {
+            EMIT(text[i++]);
+        }
+    }
+#undef EMIT
+    return o;
+}
+
 int pgt_fp_shape(pgt_fp_cache_t *c, const char *text, size_t len, pgt_shape_t *out)
 {
     if (!c || !out || (!text && len > 0))
@@ -1049,19 +1145,31 @@ int pgt_fp_shape(pgt_fp_cache_t *c, const char *text, size_t len, pgt_shape_t *o
     if (!text)
         text = "";
     c->stats.calls++;
-    uint64_t h = hash64(text, len);
-    entry_t *t = lru_find(&c->texts, h, text, len);
+    char masked[2048];
+    size_t klen = constants_masked(text, len, masked, sizeof(masked));
+    const char *key = klen ? masked : text;
+    if (!klen)
+        klen = len;
+    uint64_t h = hash64(key, klen);
+    entry_t *t = lru_find(&c->texts, h, key, klen);
     if (t) {
         c->stats.text_hits++;
         ident_t id = {t->fingerprint, {t->kind, t->explainable}};
-        return fill_shape(c, t->str, t->len, &id, out);
+        return fill_shape(c, text, len, &id, out);
     }
     char *copy = dup_nul(text, len);
-    if (!copy)
+    char *kept = key == text ? copy : dup_nul(key, klen);
+    if (!copy || !kept) {
+        free(copy);
+        if (kept != copy)
+            free(kept);
         return -1;
+    }
     ident_t id = identify(c, copy, len, h);
     int rc = fill_shape(c, copy, len, &id, out);
-    remember_text(c, copy, len, h, &id);
+    if (kept != copy)
+        free(copy);
+    remember_text(c, kept, klen, h, &id);
     return rc;
 }
 

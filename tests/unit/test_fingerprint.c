@@ -329,11 +329,69 @@ static void test_cache_counts(void)
     pgt_fp_cache_stats(c, &s);
     CHECK_INT(s.calls, 100);
     CHECK_INT(s.normalizes, 1);
-    CHECK_INT(s.fingerprints, 50);
-    CHECK_INT(s.text_hits, 50);
+    /* A data statement's constants do not make a new text: one parse. */
+    CHECK_INT(s.fingerprints, 1);
+    CHECK_INT(s.text_hits, 99);
     CHECK_INT(s.shapes, 1);
-    CHECK_INT(s.texts, 50);
+    CHECK_INT(s.texts, 1);
+    /* Other statements are keyed by their exact text. */
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 10; i++) {
+            snprintf(sql, sizeof(sql), "COMMENT ON TABLE t IS 'v%d'", i);
+            CHECK(shape_of(c, sql, &sh) != NULL);
+        }
+    }
+    pgt_fp_cache_stats(c, &s);
+    CHECK_INT(s.fingerprints, 11);
+    CHECK_INT(s.texts, 11);
     pgt_fp_cache_free(c);
+}
+
+/* Texts that differ only in constants share a key in the text table; the
+ * fingerprint found through it is the one a fresh parse gives, also for
+ * texts the key must tell apart (quoted names, comments, odd strings). */
+static void test_constants_share_a_text(void)
+{
+    static const char *const texts[] = {
+        "SELECT * FROM t WHERE a = 1 AND b = 'x'",
+        "SELECT * FROM t WHERE a = 22 AND b = 'it''s'",
+        "SELECT * FROM t WHERE a = 3.5e10 AND b = ''",
+        "select * from t where a = -7 and b = 'y' -- it's a comment 5",
+        "SELECT * FROM t WHERE a = 1 AND b = 'x' /* it's 'quoted' */",
+        "SELECT * FROM \"t1\" WHERE a = 1",
+        "SELECT * FROM \"t2\" WHERE a = 1",
+        "SELECT * FROM \"t\"\"3\" WHERE a = 1",
+        "SELECT * FROM t1 WHERE a = 1",
+        "SELECT * FROM t2 WHERE a = 1",
+        "SELECT * FROM t WHERE a = $1 AND b = 5",
+        "SELECT * FROM t WHERE a = $2 AND b = 6",
+        "SELECT E'\\n', 1",
+        "SELECT $$x$$, 1",
+        "SELECT $q$x$q$, 2",
+        "UPDATE t SET a = a + 1 WHERE id = 9",
+        "UPDATE t SET a = a + 2 WHERE id = 10",
+        "WITH x AS (SELECT 1) SELECT * FROM x LIMIT 5",
+        "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+        "INSERT INTO t VALUES (1, 'a')",
+        "SELECT 1 /* a /* nested */ comment */",
+        "DELETE FROM t WHERE a IN (1, 2, 3)",
+    };
+    pgt_fp_cache_t *shared = pgt_fp_cache_new(64);
+    for (size_t i = 0; i < COUNTOF(texts); i++) {
+        pgt_fp_cache_t *fresh = pgt_fp_cache_new(4);
+        pgt_shape_t a, b;
+        shape_of(shared, texts[i], &a);
+        shape_of(fresh, texts[i], &b);
+        if (a.fingerprint != b.fingerprint || a.kind != b.kind)
+            fprintf(stderr, "text %zu: %s\n", i, texts[i]);
+        CHECK(a.fingerprint == b.fingerprint);
+        CHECK_INT(a.kind, b.kind);
+        pgt_fp_cache_free(fresh);
+    }
+    pgt_fp_stats_t s;
+    pgt_fp_cache_stats(shared, &s);
+    CHECK(s.text_hits >= 2); /* texts 1 and 16 */
+    pgt_fp_cache_free(shared);
 }
 
 /* A small cache stays within its bounds and still answers correctly. */
@@ -433,6 +491,7 @@ int main(void)
     test_long_normalized();
     test_unparsed();
     test_cache_counts();
+    test_constants_share_a_text();
     test_lru_eviction();
     test_tags_table();
     TASK_DONE();
