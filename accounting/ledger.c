@@ -349,11 +349,15 @@ static const char *const migrations[] = {
      * rows) from one index, in start order, without visiting the table,
      * whose rows carry the long normalized text: a day of 10 million
      * statements is half a gigabyte of index instead of several of table.
-     * It replaces queries_started_cost, which is its prefix, so the writer
-     * still maintains three indexes. */
+     * It replaces queries_started_cost, which is its prefix; the user
+     * index gains cost_micro, so that the spend of a user, team, role or
+     * default budget is read from the index alone too. The writer still
+     * maintains three indexes. */
     "CREATE INDEX queries_started_report ON queries"
     " (started_at, cost_micro, \"user\", fingerprint, compute_s, status, budget_id);"
-    "DROP INDEX queries_started_cost;",
+    "DROP INDEX queries_started_cost;"
+    "CREATE INDEX queries_user_started_cost ON queries (\"user\", started_at, cost_micro);"
+    "DROP INDEX queries_user_started;",
 };
 
 #define SCHEMA_VERSION ((int)NELEMS(migrations))
