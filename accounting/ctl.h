@@ -33,19 +33,20 @@ int ctl_format_parse(const char *s, ctl_format_t *out) __attribute__((warn_unuse
 /* What every command needs: where the ledger is, the currency and the
  * time zone. */
 typedef struct ctl_env {
-    const char *prog;        /* "pgtallyctl", for messages */
-    const char *config_path; /* -c FILE, or NULL */
-    const char *ledger_path; /* --ledger PATH, or NULL */
-    char *resolved_ledger;   /* the ledger file (owned), set by ctl_env_resolve */
-    char currency[8];        /* from the config; "USD" by default */
-    char timezone[128];      /* the local time zone in effect, for titles */
+    const char *prog;          /* "pgtallyctl", for messages */
+    const char *config_path;   /* -c FILE, or NULL */
+    const char *ledger_path;   /* --ledger PATH, or NULL */
+    char *resolved_ledger;     /* the ledger file (owned), set by ctl_env_resolve */
+    char currency[8];          /* from the config; "USD" by default */
+    char timezone[128];        /* the local time zone in effect, for titles */
+    struct pgt_config *config; /* the config read, or NULL without one (owned) */
 } ctl_env_t;
 
-/* Loads the config (when given, or ./pgtally.ini when present), picks the
- * ledger file and sets the local time zone: the config's `timezone`; without
- * a config, the TZ environment variable, else UTC. Local times are read and
- * shown in that zone from then on. Does nothing the second time. Returns 0,
- * or prints the problem and returns -1. */
+/* Loads the config (when given, or ./pgtally.ini when present) and keeps it
+ * in env->config, picks the ledger file and sets the local time zone: the
+ * config's `timezone`; without a config, the TZ environment variable, else
+ * UTC. Local times are read and shown in that zone from then on. Does
+ * nothing the second time. Returns 0, or prints the problem and returns -1. */
 int ctl_env_resolve(ctl_env_t *env) __attribute__((warn_unused_result));
 
 /* How ctl_open_store opens the budget tables. */
@@ -184,6 +185,7 @@ int ctl_cmd_queries(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_usage(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_budget(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_team(ctl_env_t *env, int argc, char **argv);
+int ctl_cmd_report(ctl_env_t *env, int argc, char **argv);
 
 /* The budgets section of `usage`: every budget's spend in its current
  * period. For a table, prints it to stdout (nothing when there are no

@@ -86,7 +86,8 @@ int ctl_env_resolve(ctl_env_t *env)
     }
     int rc = apply_timezone(env, cfg);
     env->resolved_ledger = rc == 0 ? strdup(ledger ? ledger : "pgtally.db") : NULL;
-    pgt_config_free(cfg);
+    pgt_config_free(env->config);
+    env->config = cfg;
     if (rc == 0 && !env->resolved_ledger) {
         fprintf(stderr, "%s: out of memory\n", env->prog);
         return -1;
@@ -98,6 +99,8 @@ void ctl_env_free(ctl_env_t *env)
 {
     free(env->resolved_ledger);
     env->resolved_ledger = NULL;
+    pgt_config_free(env->config);
+    env->config = NULL;
 }
 
 int ctl_common_opt(ctl_env_t *env, int id, const char *value)

@@ -1,0 +1,276 @@
+/* Unit tests of the daily report: the builder on an in-memory ledger (one
+ * thread), and the renderers on hostile text: HTML, Markdown, CSV and
+ * Slack escaping, Slack's limits with cuts on UTF-8 boundaries, and the
+ * e-mail subject. */
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgtally/ledger.h"
+#include "pgtally/period.h"
+#include "pgtally/report.h"
+#include "task.h"
+
+#define DAY_US 86400000000LL
+#define D0 1778630400000000LL /* 2026-05-13 00:00:00 UTC */
+
+/* A ledger in memory with the current schema. */
+static sqlite3 *memory_ledger(void)
+{
+    sqlite3 *db = NULL;
+    char err[256];
+    CHECK(sqlite3_open(":memory:", &db) == SQLITE_OK);
+    CHECK(pgt_ledger_migrate(db, 0, err, sizeof(err)) == 0);
+    return db;
+}
+
+static void insert(sqlite3 *db, int64_t started, const char *user, int64_t fp, const char *text,
+                   int64_t cost, const char *status, int64_t budget)
+{
+    sqlite3_stmt *st;
+    CHECK(sqlite3_prepare_v2(db,
+                             "INSERT INTO queries (started_at, finished_at, \"user\", database, "
+                             "application, tags, fingerprint, normalized, kind, compute_s, rows, "
+                             "cost_micro, status, budget_id) VALUES (?1, ?1 + 2000000, ?2, 'db', "
+                             "'app', '{\"team\":\"a|b\"}', ?3, ?4, 'select', 0.5, 7, ?5, ?6, ?7)",
+                             -1, &st, NULL) == SQLITE_OK);
+    sqlite3_bind_int64(st, 1, started);
+    sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, fp);
+    sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, cost);
+    sqlite3_bind_text(st, 6, status, -1, SQLITE_STATIC);
+    if (budget)
+        sqlite3_bind_int64(st, 7, budget);
+    else
+        sqlite3_bind_null(st, 7);
+    CHECK(sqlite3_step(st) == SQLITE_DONE);
+    sqlite3_finalize(st);
+}
+
+static json_t *build(sqlite3 *db, const char *date, int top)
+{
+    char err[256] = "";
+    pgt_report_opts_t o = {.top = top, .currency = "EUR", .timezone = "UTC"};
+    json_t *r = pgt_report_build(db, date, &o, err, sizeof(err));
+    if (!r)
+        fprintf(stderr, "build: %s\n", err);
+    return r;
+}
+
+static const char *HOSTILE = "SELECT '<script>alert(1)</script>' | `x` & *y* _z_ <@U123> é€😀";
+
+static void test_build(void)
+{
+    sqlite3 *db = memory_ledger();
+    /* The day: alice spends 30 on shape 1 and 5 on shape 2, bob 20 on 2. */
+    insert(db, D0 + 1000, "alice", 1, HOSTILE, 10000000, "ok", 0);
+    insert(db, D0 + 2000, "alice", 1, HOSTILE, 20000000, "ok", 0);
+    insert(db, D0 + 3000, "alice", 2, "SELECT 2", 5000000, "ok", 0);
+    insert(db, D0 + 4000, "bob", 2, "SELECT 2", 20000000, "ok", 0);
+    insert(db, D0 + 5000, "bob", 2, "SELECT 2", 0, "refused", 7);
+    insert(db, D0 + DAY_US, "bob", 2, "SELECT 2", 99000000, "ok", 0); /* the next day */
+    /* The day before: alice 10; two days before: 30. */
+    insert(db, D0 - 1000, "alice", 1, HOSTILE, 10000000, "ok", 0);
+    insert(db, D0 - DAY_US - 1000, "carol", 3, "SELECT 3", 30000000, "ok", 0);
+    json_t *r = build(db, "2026-05-13", 10);
+    CHECK(r != NULL);
+    json_t *t = json_object_get(r, "totals");
+    CHECK_INT(json_integer_value(json_object_get(t, "statements")), 5);
+    CHECK_INT(json_integer_value(json_object_get(t, "cost_micro")), 55000000);
+    CHECK_STR(json_string_value(json_object_get(t, "cost")), "55.000000");
+    json_t *prev = json_object_get(t, "previous_day");
+    CHECK_INT(json_integer_value(json_object_get(prev, "cost_micro")), 10000000);
+    CHECK_STR(json_string_value(json_object_get(prev, "date")), "2026-05-12");
+    /* The ledger starts two days before: the mean is over 2 days. */
+    json_t *mean = json_object_get(t, "mean_7d");
+    CHECK_INT(json_integer_value(json_object_get(mean, "days")), 2);
+    CHECK_INT(json_integer_value(json_object_get(mean, "cost_micro")), 20000000);
+    CHECK(json_real_value(
+              json_object_get(json_object_get(t, "change_vs_previous_day"), "cost_pct")) == 450.0);
+    json_t *st = json_object_get(r, "statements");
+    CHECK_INT(json_array_size(st), 5);
+    CHECK_INT(json_integer_value(json_object_get(json_array_get(st, 0), "cost_micro")), 20000000);
+    /* Ties on cost: the earlier start first. */
+    CHECK_STR(json_string_value(json_object_get(json_array_get(st, 0), "user")), "alice");
+    CHECK_STR(json_string_value(json_object_get(json_array_get(st, 1), "user")), "bob");
+    CHECK_STR(json_string_value(json_object_get(json_array_get(st, 0), "normalized")), HOSTILE);
+    json_t *u = json_object_get(r, "users");
+    CHECK_INT(json_array_size(u), 2);
+    json_t *alice = json_array_get(u, 0);
+    CHECK_STR(json_string_value(json_object_get(alice, "user")), "alice");
+    CHECK_INT(json_integer_value(json_object_get(alice, "cost_micro")), 35000000);
+    CHECK_INT(json_integer_value(json_object_get(alice, "previous_day_cost_micro")), 10000000);
+    CHECK_STR(
+        json_string_value(json_object_get(json_object_get(alice, "top_shape"), "fingerprint")),
+        "0000000000000001");
+    CHECK(json_is_null(json_object_get(json_array_get(u, 1), "change_pct")));
+    json_t *s = json_object_get(r, "shapes");
+    CHECK_INT(json_array_size(s), 2);
+    json_t *s0 = json_array_get(s, 0);
+    CHECK_INT(json_integer_value(json_object_get(s0, "cost_micro")), 30000000);
+    CHECK_INT(json_integer_value(json_object_get(s0, "users")), 1);
+    json_t *s1 = json_array_get(s, 1);
+    CHECK_INT(json_integer_value(json_object_get(s1, "statements")), 3);
+    CHECK_INT(json_integer_value(json_object_get(s1, "mean_cost_micro")), 8333333);
+    CHECK_INT(json_array_size(json_object_get(s1, "user_names")), 2);
+    json_t *ref = json_object_get(r, "refusals");
+    CHECK_INT(json_integer_value(json_object_get(ref, "refused")), 1);
+    CHECK_INT(json_integer_value(json_object_get(
+                  json_array_get(json_object_get(ref, "by_budget"), 0), "budget_id")),
+              7);
+    json_decref(r);
+    /* top 1 keeps one of each list. */
+    r = build(db, "2026-05-13", 1);
+    CHECK_INT(json_array_size(json_object_get(r, "statements")), 1);
+    CHECK_INT(json_array_size(json_object_get(r, "users")), 1);
+    CHECK_INT(json_array_size(json_object_get(r, "shapes")), 1);
+    json_decref(r);
+    /* An empty day renders in every format. */
+    r = build(db, "2026-01-01", 10);
+    CHECK(r != NULL);
+    for (int f = PGT_REPORT_FORMAT_TEXT; r && f <= PGT_REPORT_FORMAT_SLACK; f++) {
+        char err[128];
+        char *out = pgt_report_render(r, (pgt_report_format_t)f, NULL, err, sizeof(err));
+        CHECK(out != NULL);
+        free(out);
+    }
+    json_decref(r);
+    char err[128];
+    pgt_report_opts_t o = {.top = 10};
+    CHECK(pgt_report_build(db, "2026-02-30", &o, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "2026-02-30") != NULL);
+    CHECK(pgt_report_build(db, "yesterday", &o, err, sizeof(err)) == NULL);
+    sqlite3_close(db);
+}
+
+/* A report of the hostile statement, rendered as f. */
+static char *render_hostile(pgt_report_format_t f, const char *section)
+{
+    sqlite3 *db = memory_ledger();
+    insert(db, D0 + 1000, "eve|<b>", 1, HOSTILE, 1234567, "ok", 0);
+    json_t *r = build(db, "2026-05-13", 10);
+    char err[128];
+    char *out = r ? pgt_report_render(r, f, section, err, sizeof(err)) : NULL;
+    json_decref(r);
+    sqlite3_close(db);
+    return out;
+}
+
+static void test_escaping(void)
+{
+    char *html = render_hostile(PGT_REPORT_FORMAT_HTML, NULL);
+    CHECK(html && !strstr(html, "<script") && !strstr(html, "|<b>"));
+    CHECK(html && strstr(html, "&lt;script&gt;alert(1)&lt;/script&gt;"));
+    CHECK(html && strstr(html, "eve|&lt;b&gt;"));
+    CHECK(html && !strstr(html, "<img") && !strstr(html, "<link") && !strstr(html, "<style"));
+    free(html);
+    char *md = render_hostile(PGT_REPORT_FORMAT_MARKDOWN, NULL);
+    CHECK(md && strstr(md, "eve\\|&lt;b>"));
+    CHECK(md && strstr(md, "``SELECT '<script>alert(1)</script>' \\| `x` & *y* _z_"));
+    free(md);
+    char *csv = render_hostile(PGT_REPORT_FORMAT_CSV, "statements");
+    CHECK(csv && strstr(csv, "\"{\"\"team\"\":\"\"a|b\"\"}\""));
+    CHECK(csv && strstr(csv, ",1.234567,EUR,eve|<b>,"));
+    CHECK(csv && !strstr(csv, "# statements"));
+    free(csv);
+    char *all = render_hostile(PGT_REPORT_FORMAT_CSV, NULL);
+    CHECK(all && strncmp(all, "# statements\r\n", 14) == 0 && strstr(all, "\r\n# refusals\r\n"));
+    free(all);
+    char *slack = render_hostile(PGT_REPORT_FORMAT_SLACK, NULL);
+    json_t *p = slack ? json_loads(slack, 0, NULL) : NULL;
+    CHECK(p != NULL);
+    CHECK(slack && !strstr(slack, "<script") && !strstr(slack, "<@U123>"));
+    CHECK(slack && strstr(slack, "&lt;@U123&gt;"));
+    CHECK(slack && strstr(slack, "`eve|&lt;b&gt;`"));
+    json_decref(p);
+    free(slack);
+    char *text = render_hostile(PGT_REPORT_FORMAT_TEXT, NULL);
+    CHECK(text && strstr(text, "1.23 EUR") && strstr(text, "eve|<b>"));
+    free(text);
+}
+
+/* Every text of a Slack payload: at most 3000 bytes, entities whole. */
+static void check_texts(const json_t *v, int *count)
+{
+    const char *key;
+    json_t *x;
+    size_t i;
+    if (json_is_object(v)) {
+        json_object_foreach((json_t *)v, key, x)
+        {
+            if (strcmp(key, "text") == 0 && json_is_string(x)) {
+                const char *s = json_string_value(x);
+                CHECK(strlen(s) <= 3000);
+                for (const char *a = strchr(s, '&'); a; a = strchr(a + 1, '&'))
+                    CHECK(strncmp(a, "&amp;", 5) == 0 || strncmp(a, "&lt;", 4) == 0 ||
+                          strncmp(a, "&gt;", 4) == 0);
+                (*count)++;
+            }
+            check_texts(x, count);
+        }
+    } else if (json_is_array(v)) {
+        json_array_foreach((json_t *)v, i, x) check_texts(x, count);
+    }
+}
+
+static void test_slack_limits(void)
+{
+    sqlite3 *db = memory_ledger();
+    /* 60 users with statements of 20 kB of entities and 4-byte characters. */
+    char *huge = malloc(20001);
+    for (int i = 0; i < 20000; i += 4)
+        memcpy(huge + i, i % 8 ? "&<>`" : "😀", 4);
+    huge[20000] = '\0';
+    for (int u = 0; u < 60; u++) {
+        char user[64];
+        snprintf(user, sizeof(user), "user_%02d_&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&", u);
+        insert(db, D0 + u, user, u + 1, huge, 1000000 + u, "ok", 0);
+        insert(db, D0 + 100 + u, user, u + 1, huge, 0, "refused", u + 1);
+    }
+    json_t *r = build(db, "2026-05-13", 50);
+    char err[128];
+    char *slack = r ? pgt_report_render(r, PGT_REPORT_FORMAT_SLACK, NULL, err, sizeof(err)) : NULL;
+    json_t *p = slack ? json_loads(slack, 0, NULL) : NULL;
+    CHECK(p != NULL);
+    json_t *blocks = json_object_get(p, "blocks");
+    CHECK(json_array_size(blocks) <= 50);
+    CHECK(json_array_size(blocks) >= 10);
+    int texts = 0;
+    check_texts(p, &texts);
+    CHECK(texts > 10);
+    json_decref(p);
+    free(slack);
+    json_decref(r);
+    free(huge);
+    sqlite3_close(db);
+}
+
+static void test_names_and_subject(void)
+{
+    pgt_report_format_t f;
+    CHECK(pgt_report_format_parse("slack", &f) == 0 && f == PGT_REPORT_FORMAT_SLACK);
+    CHECK_STR(pgt_report_format_name(PGT_REPORT_FORMAT_MARKDOWN), "markdown");
+    CHECK(pgt_report_format_parse("pdf", &f) != 0);
+    json_t *r =
+        json_pack("{s:s,s:s,s:{s:I,s:I}}", "date", "2026-11-26", "currency", "USD", "totals",
+                  "cost_micro", (json_int_t)123450000, "statements", (json_int_t)10234);
+    char *subject = pgt_report_subject(r);
+    CHECK_STR(subject, "pgtally: 2026-11-26: 123.45 USD in 10234 statements");
+    free(subject);
+    json_decref(r);
+}
+
+int main(void)
+{
+    char err[128];
+    if (pgt_timezone_apply("UTC", err, sizeof(err)) != 0)
+        return 1;
+    test_build();
+    test_escaping();
+    test_slack_limits();
+    test_names_and_subject();
+    TASK_DONE();
+}
