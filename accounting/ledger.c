@@ -349,12 +349,12 @@ static const char *const migrations[] = {
      * rows) from one index, in start order, without visiting the table,
      * whose rows carry the long normalized text: a day of 10 million
      * statements is half a gigabyte of index instead of several of table.
-     * It replaces queries_started_cost, which is its prefix; the user
-     * index gains cost_micro, so that the spend of a user, team, role or
-     * default budget is read from the index alone too. The writer still
-     * maintains three indexes. */
-    "CREATE INDEX queries_started_report ON queries"
-    " (started_at, cost_micro, \"user\", fingerprint, compute_s, status, budget_id);"
+     * It replaces queries_started_cost, which is its prefix. With database
+     * and application in it too, the spend of any budget over a period is
+     * read from an index alone: this one, or the user index, which gains
+     * cost_micro. The writer still maintains three indexes. */
+    "CREATE INDEX queries_started_report ON queries (started_at, cost_micro, \"user\","
+    " fingerprint, compute_s, status, budget_id, database, application);"
     "DROP INDEX queries_started_cost;"
     "CREATE INDEX queries_user_started_cost ON queries (\"user\", started_at, cost_micro);"
     "DROP INDEX queries_user_started;",
