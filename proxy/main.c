@@ -18,6 +18,7 @@
 #include "pgtally/meter.h"
 #include "pgtally/log.h"
 #include "pgtally/proxy.h"
+#include "pgtally/scheduler.h"
 
 #define MAX_OVERRIDES 64
 
@@ -178,6 +179,17 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
         pgt_ledger_close(l);
         return -1;
     }
+    /* The daily report's delivery, on its own thread, once the time zone
+     * is set (the thread reads local dates). */
+    if (pgt_scheduler_wanted(p->cfg) &&
+        !(p->scheduler = pgt_scheduler_new(p->cfg, opts.path, err, sizeof(err)))) {
+        fprintf(stderr, "pgtally: report delivery: %s\n", err);
+        PGT_ERROR("scheduler_failed", "error=\"%s\"", err);
+        pgt_meter_free(p->meter);
+        p->meter = NULL;
+        pgt_ledger_close(l);
+        return -1;
+    }
     PGT_INFO("metering", "ledger=%s currency=%s timezone=%s", opts.path, p->cfg->currency,
              p->cfg->timezone ? p->cfg->timezone : "UTC");
     p->ledger = l;
@@ -224,6 +236,7 @@ int main(int argc, char **argv)
         proxy.exit_code = 1;
     }
     uv_run(&loop, UV_RUN_DEFAULT);
+    pgt_scheduler_free(proxy.scheduler);
     pgt_budgets_free(proxy.budgets);
     pgt_meter_free(proxy.meter);
     pgt_estimator_free(proxy.estimator);

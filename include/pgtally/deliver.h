@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -21,6 +22,10 @@ typedef enum {
 #undef X
 } pgt_channel_t;
 
+/* Number of channels: outcome arrays are indexed by pgt_channel_t. */
+#define PGT_CHANNEL_COUNT (0 PGT_CHANNEL_MAP(PGT_CHANNEL_COUNT_ONE))
+#define PGT_CHANNEL_COUNT_ONE(name, str) +1
+
 const char *pgt_channel_name(pgt_channel_t c);
 int pgt_channel_parse(const char *name, pgt_channel_t *out) __attribute__((warn_unused_result));
 
@@ -28,10 +33,27 @@ int pgt_channel_parse(const char *name, pgt_channel_t *out) __attribute__((warn_
  * sender and recipients). */
 bool pgt_channel_configured(const pgt_config_t *cfg, pgt_channel_t c);
 
+/* Returns 0 when cfg configures channel c, or -1 with the keys to set in
+ * err. */
+int pgt_channel_check(const pgt_config_t *cfg, pgt_channel_t c, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* Sends report to channel c now, blocking (no bookkeeping). Returns 0, or
  * -1 with what failed, including the server's answer, in err. */
 int pgt_deliver(const pgt_config_t *cfg, pgt_channel_t c, const json_t *report, char *err,
                 size_t errlen);
+
+/* Initialises libcurl once per process (pgt_deliver and the functions
+ * below call it; call it early, before threads, where that matters).
+ * Returns 0, or -1 with the cause in err. */
+int pgt_deliver_init(char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* pgt_deliver, also giving the server's answer on success (the webhook's
+ * "HTTP 200: ok", the SMTP server's last line) in answer; a transfer ends
+ * early when *stop turns true (stop may be NULL). */
+int pgt_deliver_channel(const pgt_config_t *cfg, pgt_channel_t c, const json_t *report,
+                        const atomic_bool *stop, char *answer, size_t alen, char *err,
+                        size_t errlen) __attribute__((warn_unused_result));
 
 /* Builds the report of date and sends it to each channel of channels
  * (NULL: every configured one) that has not had it yet, recording each
@@ -41,5 +63,37 @@ int pgt_deliver(const pgt_config_t *cfg, pgt_channel_t c, const json_t *report, 
 int pgt_report_send(sqlite3 *db, const pgt_config_t *cfg, const char *date,
                     const pgt_channel_t *channels, size_t nchannels, bool force, char *err,
                     size_t errlen);
+
+/* What became of one channel in pgt_report_send_opts. */
+#define PGT_SEND_OUTCOME_MAP(X)                                                                    \
+    X(NONE, "none")       /* not asked for */                                                      \
+    X(SENT, "sent")       /* delivered now */                                                      \
+    X(ALREADY, "already") /* reports_sent says it was delivered before */                          \
+    X(CLAIMED, "claimed") /* another process is delivering it right now */                         \
+    X(FAILED, "failed")
+
+typedef enum {
+#define X(name, str) PGT_SEND_##name,
+    PGT_SEND_OUTCOME_MAP(X)
+#undef X
+} pgt_send_outcome_t;
+
+const char *pgt_send_outcome_name(pgt_send_outcome_t o);
+int pgt_send_outcome_parse(const char *name, pgt_send_outcome_t *out)
+    __attribute__((warn_unused_result));
+
+/* How pgt_report_send_opts sends. */
+typedef struct pgt_send_opts {
+    bool force;              /* send even if reports_sent says it was sent */
+    const atomic_bool *stop; /* when it turns true (shutdown), transfers end early; or NULL */
+    pgt_send_outcome_t outcomes[PGT_CHANNEL_COUNT]; /* filled in, by channel */
+} pgt_send_opts_t;
+
+/* pgt_report_send with options: opts->outcomes says, per channel, what
+ * happened. A channel that another process has claimed (it is sending the
+ * same report now) counts as a failure in the result. */
+int pgt_report_send_opts(sqlite3 *db, const pgt_config_t *cfg, const char *date,
+                         const pgt_channel_t *channels, size_t nchannels, pgt_send_opts_t *opts,
+                         char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif

@@ -17,6 +17,7 @@
 #include "pgtally/estimator.h"
 #include "pgtally/ledger.h"
 #include "pgtally/meter.h"
+#include "pgtally/scheduler.h"
 
 typedef struct pgt_session pgt_session_t;
 
@@ -53,6 +54,7 @@ typedef struct pgt_proxy {
     pgt_budgets_t *budgets;        /* budget enforcement, or NULL when metering is off */
     uv_timer_t budget_timer;       /* checks running statements against budgets */
     bool budget_timer_open;        /* budget_timer initialised */
+    pgt_scheduler_t *scheduler;    /* daily report delivery, or NULL (no channel, no metering) */
     pgt_session_t *sessions;       /* all live sessions, linked */
     int nclients;                  /* live sessions */
     uint64_t next_session_id;      /* id of the next session */
