@@ -599,3 +599,21 @@ def test_bad_delivery_settings_stop_start_up(pgtally, tmp_path):
         p.signalled = True
         assert want in p.log(), (keys, want, p.log())
         assert "SECRETPATH" not in p.log()
+
+
+def test_sighup_adds_a_channel(pgtally, hook, tmp_path):
+    """A pgtally started without channels begins delivering when SIGHUP
+    brings a webhook into the config."""
+    from helpers import write_ini
+    d = day_d()
+    p = pgtally(env=clock_env(at(d + datetime.timedelta(days=1), 10, 0)),
+                **{"report.catch_up_days": "1"})
+    assert "event=report_schedule" not in p.log()
+    p.config["report.slack_webhook_url"] = hook.url
+    write_ini(p.config_path, p.config)
+    mark = p.log_mark()
+    p.send_signal(signal.SIGHUP)
+    p.wait_log(r"event=report_schedule .*channels=slack", since=mark)
+    hook.wait(1)
+    assert hook_dates(hook) == [d.isoformat()]
+    p.wait_log(r"event=report_sent date=%s channel=slack attempt=1 " % d, since=mark)
