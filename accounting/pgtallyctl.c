@@ -17,6 +17,8 @@ static const char help[] =
     "            and each budget's spend in its current period\n"
     "  budget    set, list or remove budgets (set, list, rm), grant extra budget (grant)\n"
     "  team      pgtally's groups of users for team budgets (add, rm, list)\n"
+    "  report    the daily report of a date: print it (text, markdown, html, json, csv,\n"
+    "            slack) or send it to Slack and e-mail\n"
     "\n"
     "Options:\n"
     "  -c, --config FILE  pgtally.ini to read the ledger path, currency and timezone from\n"
@@ -26,10 +28,8 @@ static const char help[] =
     "      --version      print the version\n";
 
 static const ctl_command_t commands[] = {
-    {"queries", ctl_cmd_queries},
-    {"usage", ctl_cmd_usage},
-    {"budget", ctl_cmd_budget},
-    {"team", ctl_cmd_team},
+    {"queries", ctl_cmd_queries}, {"usage", ctl_cmd_usage},   {"budget", ctl_cmd_budget},
+    {"team", ctl_cmd_team},       {"report", ctl_cmd_report},
 };
 
 #define OPT_VERSION 1

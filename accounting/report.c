@@ -321,13 +321,13 @@ static int scan_all(build_t *b)
     }
     /* The largest first, so that the workers end together. */
     for (size_t i = 0; i < b->nday; i++)
-        tasks[k++] = (rs_task_t){.fn = rs_scan_task, .arg = &b->day[i]};
+        tasks[k++] = (rs_task_t){.fn = rs_scan_task, .arg = &b->day[i], .what = "day"};
     for (size_t i = 0; i < b->nprev; i++)
-        tasks[k++] = (rs_task_t){.fn = rs_scan_task, .arg = &b->prev[i]};
+        tasks[k++] = (rs_task_t){.fn = rs_scan_task, .arg = &b->prev[i], .what = "day_before"};
     for (size_t i = 0; i < nb; i++)
-        tasks[k++] = (rs_task_t){.fn = spend_task, .arg = &b->spends[i]};
+        tasks[k++] = (rs_task_t){.fn = spend_task, .arg = &b->spends[i], .what = "budget"};
     for (int d = 0; d < HISTORY_DAYS - 1; d++)
-        tasks[k++] = (rs_task_t){.fn = rs_scan_task, .arg = &b->hist[d]};
+        tasks[k++] = (rs_task_t){.fn = rs_scan_task, .arg = &b->hist[d], .what = "history"};
     int rc = rs_run(b->db, tasks, n, threads, b->err, sizeof(b->err));
     free(tasks);
     return rc;
@@ -344,8 +344,7 @@ static int merge(rs_acc_t *dst, const rs_acc_t *src)
         dst->by_status[i] += src->by_status[i];
     for (size_t i = 0; i < src->pairs.n; i++) {
         const rs_pair_t *p = &src->pairs.v[i];
-        const char *name = src->users.v[p->user];
-        uint32_t u = rs_names_intern(&dst->users, name, strlen(name));
+        uint32_t u = rs_names_intern(&dst->users, src->users.v[p->user], src->users.lens[p->user]);
         rs_pair_t *q = u == UINT32_MAX ? NULL : rs_pairs_get(&dst->pairs, p->fp, u);
         if (!q)
             return -1;
@@ -386,6 +385,7 @@ static int merge_all(build_t *b)
     for (size_t i = 0; i < b->nday; i++)
         if (merge(&b->all, &b->day[i].acc) != 0)
             goto oom;
+    rs_pairs_compact(&b->all.pairs);
     rs_top_sort(&b->all);
     for (size_t i = 0; i < b->nprev; i++) {
         const rs_acc_t *a = &b->prev[i].acc;
@@ -393,9 +393,9 @@ static int merge_all(build_t *b)
         b->prev_total += a->cost;
         b->prev_compute += a->compute_s;
         for (size_t k = 0; k < a->pairs.n; k++) {
-            const char *name = a->users.v[a->pairs.v[k].user];
+            uint32_t id = a->pairs.v[k].user;
             size_t before = b->prev_users.n;
-            uint32_t u = rs_names_intern(&b->prev_users, name, strlen(name));
+            uint32_t u = rs_names_intern(&b->prev_users, a->users.v[id], a->users.lens[id]);
             if (u == UINT32_MAX)
                 goto oom;
             if (b->prev_users.n > before) {
@@ -512,7 +512,6 @@ static json_t *statements_section(build_t *b, bool *ok)
             statement_row(st, o, ok);
         } else { /* removed since the scan (retention): what the scan saw */
             put_money(o, "cost", b->all.tops[i].cost, ok);
-            put(o, "started_us", json_integer(b->all.tops[i].started), ok);
         }
         if (!o || json_array_append_new(a, o) != 0)
             *ok = false;

@@ -118,7 +118,7 @@ static void text_cell(rbuf_t *out, const char *s)
 static void code_cell(rbuf_t *out, const char *s, size_t max)
 {
     rb_puts(out, "<td style=\"" TD "\"><code style=\"" MONO
-                 "font-size:11px;color:#1f2937;word-break:break-all;\">");
+                 "font-size:11px;color:#1f2937;word-wrap:break-word;overflow-wrap:break-word;\">");
     esc_snip(out, s, max);
     rb_puts(out, "</code></td>");
 }
@@ -243,7 +243,7 @@ static void users(rbuf_t *out, const json_t *doc)
         rb_printf(out,
                   "<td style=\"" TD "\"><div style=\"font-size:11px;color:" MUTED
                   ";\">%s · %s</div><code style=\"" MONO
-                  "font-size:11px;color:#1f2937;word-break:break-all;\">",
+                  "font-size:11px;color:#1f2937;word-wrap:break-word;overflow-wrap:break-word;\">",
                   rj_str(top, "fingerprint"), rf_money(doc, top, "cost", cell, sizeof(cell)));
         esc_snip(out, rj_str(top, "normalized"), QUERY_CHARS / 2);
         rb_puts(out, "</code></td></tr>\n");
@@ -283,7 +283,8 @@ static void shapes(rbuf_t *out, const json_t *doc)
                   ";\">%s</div>",
                   rj_str(s, "fingerprint"));
         rb_printf(out,
-                  "<code style=\"" MONO "font-size:11px;color:#1f2937;word-break:break-all;\">");
+                  "<code style=\"" MONO
+                  "font-size:11px;color:#1f2937;word-wrap:break-word;overflow-wrap:break-word;\">");
         esc_snip(out, rj_str(s, "normalized"), QUERY_CHARS);
         rb_puts(out, "</code></td></tr>\n");
     }

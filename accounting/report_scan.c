@@ -11,20 +11,29 @@
 #include <string.h>
 #include <uv.h>
 
+#include "pgtally/log.h"
+
 #define ROW_FN "pgt_report_row"
-#define ROW_FN_ARGS 8
+#define ROW_FN_ARGS 7
 #define MIN_SLOTS 1024
-#define MMAP_BYTES (256LL << 20) /* maps index pages instead of copying them */
+#define MMAP_BYTES 2147418112LL /* the most SQLite maps: index pages are not copied */
 #define BUSY_TIMEOUT_MS 2000
 
 /* ---- Interned names ------------------------------------------------------ */
 
+/* A hash of len bytes, eight at a time (user names are short). */
 static uint64_t hash_bytes(const char *s, size_t len)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
+    uint64_t h = (uint64_t)len * 0x9e3779b97f4a7c15ull, w;
+    for (; len >= 8; s += 8, len -= 8) {
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
+        h ^= h >> 29;
+    }
+    w = 0;
+    memcpy(&w, s, len);
+    h = (h ^ w) * 0x94d049bb133111ebull;
+    return h ^ (h >> 31);
 }
 
 static uint64_t hash_pair(uint64_t fp, uint32_t user)
@@ -33,57 +42,65 @@ static uint64_t hash_pair(uint64_t fp, uint32_t user)
     return h ^ (h >> 31);
 }
 
-/* Doubles a slot table of ids (id + 1 per slot), placing each entry again
- * by hash_of. Returns 0, or -1 when out of memory. */
-static int rehash(uint32_t **slots, size_t *nslots, size_t n, uint64_t (*hash_of)(void *, size_t),
-                  void *ctx)
+/* A slot of the names table: the hash's high half, and id + 1 (0: empty). */
+#define SLOT(hash, id) (((hash)&0xFFFFFFFF00000000ull) | ((uint64_t)(id) + 1))
+#define SLOT_ID(slot) ((uint32_t)((slot)&0xFFFFFFFFu) - 1)
+
+/* Doubles the names' slot table. Returns 0, or -1 when out of memory. */
+static int names_grow(rs_names_t *t)
 {
-    size_t ns = *nslots ? *nslots * 2 : MIN_SLOTS;
-    uint32_t *s = calloc(ns, sizeof(*s));
+    size_t ns = t->nslots ? t->nslots * 2 : MIN_SLOTS;
+    uint64_t *s = calloc(ns, sizeof(*s));
     if (!s)
         return -1;
-    for (size_t i = 0; i < n; i++) {
-        size_t k = hash_of(ctx, i) & (ns - 1);
+    for (size_t i = 0; i < t->n; i++) {
+        uint64_t h = hash_bytes(t->v[i], t->lens[i]);
+        size_t k = h & (ns - 1);
         while (s[k])
             k = (k + 1) & (ns - 1);
-        s[k] = (uint32_t)i + 1;
+        s[k] = SLOT(h, i);
     }
-    free(*slots);
-    *slots = s;
-    *nslots = ns;
+    free(t->slots);
+    t->slots = s;
+    t->nslots = ns;
     return 0;
 }
 
-static uint64_t name_hash_at(void *ctx, size_t i)
+/* Adds s as id t->n at slot k. Returns the id, or UINT32_MAX. */
+static uint32_t names_add(rs_names_t *t, size_t k, uint64_t h, const char *s, size_t len)
 {
-    const rs_names_t *t = ctx;
-    return hash_bytes(t->v[i], strlen(t->v[i]));
-}
-
-uint32_t rs_names_intern(rs_names_t *t, const char *s, size_t len)
-{
-    if ((t->n + 1) * 2 > t->nslots && rehash(&t->slots, &t->nslots, t->n, name_hash_at, t) != 0)
-        return UINT32_MAX;
-    size_t k = hash_bytes(s, len) & (t->nslots - 1);
-    for (; t->slots[k]; k = (k + 1) & (t->nslots - 1)) {
-        const char *x = t->v[t->slots[k] - 1];
-        if (strncmp(x, s, len) == 0 && x[len] == '\0')
-            return t->slots[k] - 1;
-    }
     if (t->n == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 64;
         char **v = realloc(t->v, cap * sizeof(*v));
-        if (!v)
+        if (v)
+            t->v = v;
+        size_t *lens = v ? realloc(t->lens, cap * sizeof(*lens)) : NULL;
+        if (!lens)
             return UINT32_MAX;
-        t->v = v;
+        t->lens = lens;
         t->cap = cap;
     }
     char *copy = strndup(s, len);
     if (!copy)
         return UINT32_MAX;
     t->v[t->n] = copy;
-    t->slots[k] = (uint32_t)++t->n;
-    return (uint32_t)(t->n - 1);
+    t->lens[t->n] = len;
+    t->slots[k] = SLOT(h, t->n);
+    return (uint32_t)t->n++;
+}
+
+uint32_t rs_names_intern(rs_names_t *t, const char *s, size_t len)
+{
+    if ((t->n + 1) * 2 > t->nslots && names_grow(t) != 0)
+        return UINT32_MAX;
+    uint64_t h = hash_bytes(s, len);
+    size_t k = h & (t->nslots - 1);
+    for (; t->slots[k]; k = (k + 1) & (t->nslots - 1)) {
+        uint32_t id = SLOT_ID(t->slots[k]);
+        if ((t->slots[k] >> 32) == (h >> 32) && t->lens[id] == len && memcmp(t->v[id], s, len) == 0)
+            return id;
+    }
+    return names_add(t, k, h, s, len);
 }
 
 void rs_names_free(rs_names_t *t)
@@ -91,71 +108,77 @@ void rs_names_free(rs_names_t *t)
     for (size_t i = 0; i < t->n; i++)
         free(t->v[i]);
     free(t->v);
+    free(t->lens);
     free(t->slots);
     memset(t, 0, sizeof(*t));
 }
 
 /* ---- Pairs --------------------------------------------------------------- */
 
-static uint64_t pair_hash_at(void *ctx, size_t i)
+/* Returns the slot of (fp, user) in a table of nslots: the pair, or the
+ * empty slot where it goes. */
+static rs_pair_t *slot_of(rs_pair_t *v, size_t nslots, uint64_t fp, uint32_t user)
 {
-    const rs_pairs_t *t = ctx;
-    return hash_pair(t->v[i].fp, t->v[i].user);
+    size_t k = hash_pair(fp, user) & (nslots - 1);
+    while (v[k].user != RS_NO_USER && (v[k].fp != fp || v[k].user != user))
+        k = (k + 1) & (nslots - 1);
+    return &v[k];
 }
 
-rs_pair_t *rs_pairs_find(const rs_pairs_t *t, uint64_t fp, uint32_t user)
+/* Doubles the table. Returns 0, or -1 when out of memory. */
+static int pairs_grow(rs_pairs_t *t)
 {
-    if (!t->nslots)
-        return NULL;
-    for (size_t k = hash_pair(fp, user) & (t->nslots - 1); t->slots[k];
-         k = (k + 1) & (t->nslots - 1)) {
-        rs_pair_t *p = &t->v[t->slots[k] - 1];
-        if (p->fp == fp && p->user == user)
-            return p;
-    }
-    return NULL;
+    size_t ns = t->nslots ? t->nslots * 2 : MIN_SLOTS;
+    rs_pair_t *v = malloc(ns * sizeof(*v));
+    if (!v)
+        return -1;
+    for (size_t i = 0; i < ns; i++)
+        v[i].user = RS_NO_USER;
+    for (size_t i = 0; i < t->nslots; i++)
+        if (t->v[i].user != RS_NO_USER)
+            *slot_of(v, ns, t->v[i].fp, t->v[i].user) = t->v[i];
+    free(t->v);
+    t->v = v;
+    t->nslots = ns;
+    return 0;
 }
 
 rs_pair_t *rs_pairs_get(rs_pairs_t *t, uint64_t fp, uint32_t user)
 {
-    if ((t->n + 1) * 2 > t->nslots && rehash(&t->slots, &t->nslots, t->n, pair_hash_at, t) != 0)
+    if (t->v && !t->nslots)
+        return NULL; /* compacted */
+    if ((t->n + 1) * 2 > t->nslots && pairs_grow(t) != 0)
         return NULL;
-    size_t k = hash_pair(fp, user) & (t->nslots - 1);
-    for (; t->slots[k]; k = (k + 1) & (t->nslots - 1)) {
-        rs_pair_t *p = &t->v[t->slots[k] - 1];
-        if (p->fp == fp && p->user == user)
-            return p;
+    rs_pair_t *p = slot_of(t->v, t->nslots, fp, user);
+    if (p->user == RS_NO_USER) {
+        *p = (rs_pair_t){.fp = fp, .user = user};
+        t->n++;
     }
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 256;
-        rs_pair_t *v = realloc(t->v, cap * sizeof(*v));
-        if (!v)
-            return NULL;
-        t->v = v;
-        t->cap = cap;
-    }
-    rs_pair_t *p = &t->v[t->n];
-    *p = (rs_pair_t){.fp = fp, .user = user};
-    t->slots[k] = (uint32_t)++t->n;
     return p;
+}
+
+void rs_pairs_compact(rs_pairs_t *t)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < t->nslots; i++)
+        if (t->v[i].user != RS_NO_USER)
+            t->v[n++] = t->v[i];
+    t->nslots = 0;
 }
 
 void rs_pairs_free(rs_pairs_t *t)
 {
     free(t->v);
-    free(t->slots);
     memset(t, 0, sizeof(*t));
 }
 
 /* ---- The top list -------------------------------------------------------- */
 
-/* Whether a ranks below b: cheaper, or as dear but later, or a higher id. */
+/* Whether a ranks below b: cheaper, or as dear and recorded later. */
 static bool worse(const rs_top_t *a, const rs_top_t *b)
 {
     if (a->cost != b->cost)
         return a->cost < b->cost;
-    if (a->started != b->started)
-        return a->started > b->started;
     return a->id > b->id;
 }
 
@@ -268,24 +291,36 @@ static bool add_refusal(rs_acc_t *a, int64_t budget, pgt_query_status_t st, int6
     return true;
 }
 
-/* Adds one statement to the accumulator: arguments started_at, cost_micro,
- * user, fingerprint, compute_s, status, budget_id, id. */
+/* Adds one statement to the accumulator: arguments cost_micro, user,
+ * fingerprint, compute_s, status, budget_id, id. Each column costs about
+ * 20 ns a row to decode, so there are no more of them than needed. */
 static void row_step(sqlite3_context *ctx, int argc, sqlite3_value **v)
 {
     rs_acc_t *a = sqlite3_user_data(ctx);
     (void)argc;
     if (a->failed)
         return;
-    int64_t cost = sqlite3_value_int64(v[1]);
-    double compute = sqlite3_value_double(v[4]);
-    pgt_query_status_t st = status_of(sqlite3_value_text(v[5]));
+    /* The pair first, so that its slot is on its way while the rest is
+     * done: the table is larger than the caches. */
+    const char *user = (const char *)sqlite3_value_text(v[1]);
+    uint32_t uid = rs_names_intern(&a->users, user ? user : "", (size_t)sqlite3_value_bytes(v[1]));
+    uint64_t fp = a->shapes ? (uint64_t)sqlite3_value_int64(v[2]) : 0;
+    if (a->pairs.nslots)
+        __builtin_prefetch(&a->pairs.v[hash_pair(fp, uid) & (a->pairs.nslots - 1)], 1);
+    int64_t cost = sqlite3_value_int64(v[0]);
+    double compute = sqlite3_value_double(v[3]);
+    pgt_query_status_t st = status_of(sqlite3_value_text(v[4]));
     a->statements++;
     a->cost += cost;
     a->compute_s += compute;
     a->by_status[st]++;
-    const char *user = (const char *)sqlite3_value_text(v[2]);
-    uint32_t uid = rs_names_intern(&a->users, user ? user : "", (size_t)sqlite3_value_bytes(v[2]));
-    uint64_t fp = a->shapes ? (uint64_t)sqlite3_value_int64(v[3]) : 0;
+    bool budgeted = st == PGT_QUERY_REFUSED || st == PGT_QUERY_BUDGET_CANCELLED;
+    if (budgeted && sqlite3_value_type(v[5]) != SQLITE_NULL &&
+        !add_refusal(a, sqlite3_value_int64(v[5]), st, cost))
+        a->failed = true;
+    rs_top_t t = {cost, sqlite3_value_int64(v[6])};
+    if (a->top > 0 && !rs_top_offer(a, &t))
+        a->failed = true;
     rs_pair_t *p = uid == UINT32_MAX ? NULL : rs_pairs_get(&a->pairs, fp, uid);
     if (!p) {
         a->failed = true;
@@ -296,13 +331,6 @@ static void row_step(sqlite3_context *ctx, int argc, sqlite3_value **v)
     p->compute_s += compute;
     if (cost > p->max_cost)
         p->max_cost = cost;
-    bool budgeted = st == PGT_QUERY_REFUSED || st == PGT_QUERY_BUDGET_CANCELLED;
-    if (budgeted && sqlite3_value_type(v[6]) != SQLITE_NULL &&
-        !add_refusal(a, sqlite3_value_int64(v[6]), st, cost))
-        a->failed = true;
-    rs_top_t t = {cost, sqlite3_value_int64(v[0]), sqlite3_value_int64(v[7])};
-    if (a->top > 0 && !rs_top_offer(a, &t))
-        a->failed = true;
 }
 
 static void row_final(sqlite3_context *ctx)
@@ -348,10 +376,10 @@ int rs_scan_task(sqlite3 *db, void *arg, char *err, size_t errlen)
     /* Unused columns are constants, so SQLite does not decode them. */
     char sql[512];
     snprintf(sql, sizeof(sql),
-             "SELECT " ROW_FN "(%s, cost_micro, \"user\", %s, compute_s, status, %s, %s) "
+             "SELECT " ROW_FN "(cost_micro, \"user\", %s, compute_s, status, %s, %s) "
              "FROM queries WHERE started_at >= ?1 AND started_at < ?2",
-             full ? "started_at" : "0", full ? "fingerprint" : "0",
-             full && s->version >= 2 ? "budget_id" : "NULL", full ? "id" : "0");
+             full ? "fingerprint" : "0", full && s->version >= 2 ? "budget_id" : "NULL",
+             full ? "id" : "0");
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_create_function_v2(db, ROW_FN, ROW_FN_ARGS, SQLITE_UTF8, &s->acc, NULL,
                                         row_step, row_final, NULL);
@@ -363,6 +391,7 @@ int rs_scan_task(sqlite3 *db, void *arg, char *err, size_t errlen)
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
             ;
     }
+    rs_pairs_compact(&s->acc.pairs);
     if (rc != SQLITE_DONE)
         snprintf(err, errlen, "reading the ledger: %s", sqlite3_errmsg(db));
     else if (s->acc.failed)
@@ -384,6 +413,15 @@ typedef struct pool {
     size_t next;      /* the next task to take */
     uv_mutex_t mu;    /* guards next */
 } pool_t;
+
+/* Runs one task on db, logging how long it took at debug level. */
+static void run_task(sqlite3 *db, rs_task_t *t)
+{
+    uint64_t t0 = uv_hrtime();
+    t->rc = t->fn(db, t->arg, t->err, sizeof(t->err));
+    PGT_DEBUG("report_task", "task=%s ms=%.1f rc=%d", t->what ? t->what : "?",
+              (double)(uv_hrtime() - t0) / 1e6, t->rc);
+}
 
 /* Takes the next task, or returns NULL when none is left. */
 static rs_task_t *take(pool_t *p)
@@ -422,7 +460,7 @@ static void worker_main(void *arg)
             snprintf(t->err, sizeof(t->err), "%s", err);
             continue;
         }
-        t->rc = t->fn(db, t->arg, t->err, sizeof(t->err));
+        run_task(db, t);
     }
     sqlite3_close(db);
 }
@@ -431,7 +469,7 @@ static void worker_main(void *arg)
 static void run_inline(sqlite3 *db, rs_task_t *tasks, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        tasks[i].rc = tasks[i].fn(db, tasks[i].arg, tasks[i].err, sizeof(tasks[i].err));
+        run_task(db, &tasks[i]);
 }
 
 int rs_run(sqlite3 *db, rs_task_t *tasks, size_t n, int threads, char *err, size_t errlen)

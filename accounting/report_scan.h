@@ -18,9 +18,10 @@
  * first sight. */
 typedef struct rs_names {
     char **v;        /* the strings, by id (owned) */
+    size_t *lens;    /* their lengths, by id */
     size_t n;        /* strings held */
-    size_t cap;      /* entries allocated in v */
-    uint32_t *slots; /* open addressing: id + 1, or 0 for an empty slot */
+    size_t cap;      /* entries allocated in v and lens */
+    uint64_t *slots; /* open addressing: the hash's high half and id + 1, or 0 */
     size_t nslots;   /* a power of two, at least twice n */
 } rs_names_t;
 
@@ -34,20 +35,21 @@ typedef struct rs_pair {
     double compute_s;   /* summed compute seconds */
 } rs_pair_t;
 
-/* A hash table of pairs keyed by (fp, user). */
+/* Pairs keyed by (fp, user): while being filled, an open-addressing table
+ * holding the pairs themselves (one cache miss a row); once compacted, the
+ * pairs alone, v[0..n). */
 typedef struct rs_pairs {
-    rs_pair_t *v;    /* the pairs, in order of first sight */
-    size_t n;        /* pairs held */
-    size_t cap;      /* entries allocated in v */
-    uint32_t *slots; /* open addressing: index + 1, or 0 */
-    size_t nslots;   /* a power of two, at least twice n */
+    rs_pair_t *v;  /* the table (user RS_NO_USER: empty slot), or n pairs once compacted */
+    size_t n;      /* pairs held */
+    size_t nslots; /* entries of the table, a power of two; 0 once compacted */
 } rs_pairs_t;
+
+#define RS_NO_USER UINT32_MAX
 
 /* One statement in the running top list. */
 typedef struct rs_top {
-    int64_t cost;    /* cost, micro-units */
-    int64_t started; /* started_at, unix µs */
-    int64_t id;      /* row id in queries */
+    int64_t cost; /* cost, micro-units */
+    int64_t id;   /* row id in queries */
 } rs_top_t;
 
 /* Statements a budget refused or cancelled. */
@@ -85,18 +87,18 @@ uint32_t rs_names_intern(rs_names_t *names, const char *s, size_t len);
 void rs_names_free(rs_names_t *names);
 
 /* Returns the pair (fp, user) of t, adding a zeroed one; NULL when out of
- * memory. The pointer is valid until the next call. */
+ * memory or t is compacted. The pointer is valid until the next call. */
 rs_pair_t *rs_pairs_get(rs_pairs_t *t, uint64_t fp, uint32_t user);
 
-/* Looks the pair up without adding it; returns NULL when absent. */
-rs_pair_t *rs_pairs_find(const rs_pairs_t *t, uint64_t fp, uint32_t user);
+/* Packs the pairs into v[0..n) (in no particular order) and ends lookups. */
+void rs_pairs_compact(rs_pairs_t *t);
 void rs_pairs_free(rs_pairs_t *t);
 
 /* Offers a statement to the top list of a (a heap of a->top entries). */
 bool rs_top_offer(rs_acc_t *a, const rs_top_t *s);
 
-/* Sorts a's top list, most expensive first (ties: earlier start, then lower
- * id), leaving it no longer a heap. */
+/* Sorts a's top list, most expensive first (ties: the lower row id, that
+ * is the one recorded first), leaving it no longer a heap. */
 void rs_top_sort(rs_acc_t *a);
 
 /* What a scan task does. */
@@ -111,10 +113,11 @@ typedef enum {
 typedef int (*rs_task_fn)(sqlite3 *db, void *arg, char *err, size_t errlen);
 
 typedef struct rs_task {
-    rs_task_fn fn; /* what to do */
-    void *arg;     /* its argument */
-    int rc;        /* its result */
-    char err[256]; /* why it failed */
+    rs_task_fn fn;    /* what to do */
+    void *arg;        /* its argument */
+    const char *what; /* what it is, for the debug log ("day", "budget") */
+    int rc;           /* its result */
+    char err[256];    /* why it failed */
 } rs_task_t;
 
 /* A scan of [from_us, to_us): the argument of rs_scan_task. */

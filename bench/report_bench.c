@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "pgtally/ledger.h"
+#include "pgtally/log.h"
 #include "pgtally/period.h"
 #include "pgtally/pricing.h"
 #include "pgtally/report.h"
@@ -32,14 +33,14 @@
 
 /* The generator's state and the shapes and users it draws from. */
 typedef struct gen {
-    uint64_t rng;                /* splitmix64 state */
-    double user_cdf[NUSERS];     /* cumulative weights of users */
-    double pool_cdf[POOL];       /* cumulative weights of a user's shapes */
-    double shape_mu[NSHAPES];    /* log of each shape's median compute seconds */
-    char *shape_text[NSHAPES];   /* normalized text of each shape */
-    uint64_t shape_fp[NSHAPES];  /* fingerprint of each shape */
+    uint64_t rng;                    /* splitmix64 state */
+    double user_cdf[NUSERS];         /* cumulative weights of users */
+    double pool_cdf[POOL];           /* cumulative weights of a user's shapes */
+    double shape_mu[NSHAPES];        /* log of each shape's median compute seconds */
+    char *shape_text[NSHAPES];       /* normalized text of each shape */
+    uint64_t shape_fp[NSHAPES];      /* fingerprint of each shape */
     const char *shape_kind[NSHAPES]; /* statement kind of each shape */
-    pgt_price_t price;           /* a warehouse-like price list */
+    pgt_price_t price;               /* a warehouse-like price list */
 } gen_t;
 
 static uint64_t next_u64(gen_t *g)
@@ -163,8 +164,7 @@ static int fill_day(sqlite3 *db, gen_t *g, int64_t from_us, size_t n)
 {
     static const char *const dbs[] = {"warehouse", "warehouse", "staging", "analytics"};
     static const char *const teams[] = {"{\"team\":\"growth\"}", "{\"team\":\"finance\"}",
-                                        "{\"team\":\"data\",\"dag\":\"daily_rollup\"}", NULL,
-                                        NULL};
+                                        "{\"team\":\"data\",\"dag\":\"daily_rollup\"}", NULL, NULL};
     char users[NUSERS][16], apps[NAPPS][16];
     for (size_t i = 0; i < NUSERS; i++)
         snprintf(users[i], sizeof(users[i]), "user%03zu", i);
@@ -264,8 +264,8 @@ static int prepare_ledger(const char *path, size_t rows, size_t history)
         fresh = count_day(db, DAY0_US - d * DAY_US) != (int64_t)history;
     if (fresh) {
         gen_t *g = malloc(sizeof(*g));
-        printf("filling %s: %zu statements on %s, %zu on each of the %d days before\n", path,
-               rows, REPORT_DATE, history, HISTORY_DAYS);
+        printf("filling %s: %zu statements on %s, %zu on each of the %d days before\n", path, rows,
+               REPORT_DATE, history, HISTORY_DAYS);
         fflush(stdout);
         rc = g && gen_init(g) == 0 ? 0 : -1;
         (void)sqlite3_exec(db, "PRAGMA synchronous=OFF; PRAGMA cache_size=-2000000", NULL, NULL,
@@ -279,8 +279,8 @@ static int prepare_ledger(const char *path, size_t rows, size_t history)
         if (rc == 0)
             rc = sqlite3_exec(db, budgets_sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
         if (rc == 0)
-            rc = sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE); ANALYZE", NULL, NULL,
-                              NULL) == SQLITE_OK
+            rc = sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE); ANALYZE", NULL, NULL, NULL) ==
+                         SQLITE_OK
                      ? 0
                      : -1;
         if (rc != 0)
@@ -291,6 +291,21 @@ static int prepare_ledger(const char *path, size_t rows, size_t history)
     }
     sqlite3_close(db);
     return rc;
+}
+
+/* Puts the bench's budgets in the ledger, or takes them out. Returns 0, or
+ * -1. */
+static int set_budgets(const char *path, bool on)
+{
+    char err[512];
+    int version;
+    sqlite3 *db = pgt_ledger_db_open(path, true, &version, err, sizeof(err));
+    int rc = db ? sqlite3_exec(db, on ? budgets_sql : "DELETE FROM budgets", NULL, NULL, NULL)
+                : SQLITE_ERROR;
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "report_bench: budgets: %s\n", db ? sqlite3_errmsg(db) : err);
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? 0 : -1;
 }
 
 static double now_s(void)
@@ -306,8 +321,9 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Times RUNS builds and the renderers of the last one. Returns 0, or -1. */
-static int time_report(const char *path)
+/* Times RUNS builds and, when render, the renderers of the last one.
+ * Returns 0, or -1. */
+static int time_report(const char *path, const char *label, bool render)
 {
     char err[512];
     int version;
@@ -329,16 +345,15 @@ static int time_report(const char *path)
             sqlite3_close(db);
             return -1;
         }
-        printf("build %d            %.3f s\n", i + 1, t[i]);
     }
     qsort(t, RUNS, sizeof(*t), cmp_double);
-    printf("build median       %.3f s (best %.3f s, worst %.3f s)\n", t[RUNS / 2], t[0],
-           t[RUNS - 1]);
+    printf("build, %-26s median %.3f s (best %.3f s, worst %.3f s of %d)\n", label, t[RUNS / 2],
+           t[0], t[RUNS - 1], RUNS);
     json_t *totals = json_object_get(report, "totals");
     printf("statements         %lld\n",
            (long long)json_integer_value(json_object_get(totals, "statements")));
     int rc = 0;
-    for (int f = PGT_REPORT_FORMAT_TEXT; f <= PGT_REPORT_FORMAT_SLACK; f++) {
+    for (int f = PGT_REPORT_FORMAT_TEXT; render && f <= PGT_REPORT_FORMAT_SLACK; f++) {
         double t0 = now_s();
         char *out = pgt_report_render(report, (pgt_report_format_t)f, NULL, err, sizeof(err));
         double dt = now_s() - t0;
@@ -370,9 +385,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "report_bench: %s\n", err);
         return 1;
     }
+    if (getenv("REPORT_BENCH_DEBUG"))
+        pgt_log_set_level(PGT_LOG_DEBUG); /* each task's time */
     double t0 = now_s();
     if (prepare_ledger(path, rows, history) != 0)
         return 1;
     printf("ledger ready       %.1f s\n", now_s() - t0);
-    return time_report(path) == 0 ? 0 : 1;
+    if (time_report(path, "with its 4 budgets:", true) != 0)
+        return 1;
+    /* The same without budgets, then put them back. */
+    int rc = set_budgets(path, false) == 0 ? time_report(path, "without budgets:", false) : -1;
+    return set_budgets(path, true) == 0 && rc == 0 ? 0 : 1;
 }
