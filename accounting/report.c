@@ -344,8 +344,8 @@ static int merge(rs_acc_t *dst, const rs_acc_t *src)
         dst->by_status[i] += src->by_status[i];
     for (size_t i = 0; i < src->pairs.n; i++) {
         const rs_pair_t *p = &src->pairs.v[i];
-        uint32_t u = rs_names_intern(&dst->users, src->users.v[p->user], src->users.lens[p->user]);
-        rs_pair_t *q = u == UINT32_MAX ? NULL : rs_pairs_get(&dst->pairs, p->fp, u);
+        rs_pair_t *q = rs_pairs_get(&dst->pairs, &dst->users, p->fp, src->users.v[p->user],
+                                    src->users.lens[p->user], p->uhash);
         if (!q)
             return -1;
         q->statements += p->statements;

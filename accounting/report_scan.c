@@ -36,10 +36,15 @@ static uint64_t hash_bytes(const char *s, size_t len)
     return h ^ (h >> 31);
 }
 
-static uint64_t hash_pair(uint64_t fp, uint32_t user)
+static uint64_t hash_pair(uint64_t fp, uint32_t uhash)
 {
-    uint64_t h = (fp ^ ((uint64_t)user * 0x9e3779b97f4a7c15ull)) * 0xbf58476d1ce4e5b9ull;
+    uint64_t h = (fp ^ ((uint64_t)uhash * 0x9e3779b97f4a7c15ull)) * 0xbf58476d1ce4e5b9ull;
     return h ^ (h >> 31);
+}
+
+uint32_t rs_user_hash(const char *s, size_t len)
+{
+    return (uint32_t)(hash_bytes(s, len) >> 32);
 }
 
 /* A slot of the names table: the hash's high half, and id + 1 (0: empty). */
@@ -115,17 +120,8 @@ void rs_names_free(rs_names_t *t)
 
 /* ---- Pairs --------------------------------------------------------------- */
 
-/* Returns the slot of (fp, user) in a table of nslots: the pair, or the
- * empty slot where it goes. */
-static rs_pair_t *slot_of(rs_pair_t *v, size_t nslots, uint64_t fp, uint32_t user)
-{
-    size_t k = hash_pair(fp, user) & (nslots - 1);
-    while (v[k].user != RS_NO_USER && (v[k].fp != fp || v[k].user != user))
-        k = (k + 1) & (nslots - 1);
-    return &v[k];
-}
-
-/* Doubles the table. Returns 0, or -1 when out of memory. */
+/* Doubles the table, placing each pair by its shape and user hash.
+ * Returns 0, or -1 when out of memory. */
 static int pairs_grow(rs_pairs_t *t)
 {
     size_t ns = t->nslots ? t->nslots * 2 : MIN_SLOTS;
@@ -134,27 +130,48 @@ static int pairs_grow(rs_pairs_t *t)
         return -1;
     for (size_t i = 0; i < ns; i++)
         v[i].user = RS_NO_USER;
-    for (size_t i = 0; i < t->nslots; i++)
-        if (t->v[i].user != RS_NO_USER)
-            *slot_of(v, ns, t->v[i].fp, t->v[i].user) = t->v[i];
+    for (size_t i = 0; i < t->nslots; i++) {
+        if (t->v[i].user == RS_NO_USER)
+            continue;
+        size_t k = hash_pair(t->v[i].fp, t->v[i].uhash) & (ns - 1);
+        while (v[k].user != RS_NO_USER)
+            k = (k + 1) & (ns - 1);
+        v[k] = t->v[i];
+    }
     free(t->v);
     t->v = v;
     t->nslots = ns;
     return 0;
 }
 
-rs_pair_t *rs_pairs_get(rs_pairs_t *t, uint64_t fp, uint32_t user)
+void rs_pairs_prefetch(const rs_pairs_t *t, uint64_t fp, uint32_t uhash)
+{
+    if (t->nslots)
+        __builtin_prefetch(&t->v[hash_pair(fp, uhash) & (t->nslots - 1)], 1);
+}
+
+rs_pair_t *rs_pairs_get(rs_pairs_t *t, rs_names_t *names, uint64_t fp, const char *user, size_t len,
+                        uint32_t uhash)
 {
     if (t->v && !t->nslots)
         return NULL; /* compacted */
     if ((t->n + 1) * 2 > t->nslots && pairs_grow(t) != 0)
         return NULL;
-    rs_pair_t *p = slot_of(t->v, t->nslots, fp, user);
-    if (p->user == RS_NO_USER) {
-        *p = (rs_pair_t){.fp = fp, .user = user};
-        t->n++;
+    size_t k = hash_pair(fp, uhash) & (t->nslots - 1);
+    for (;; k = (k + 1) & (t->nslots - 1)) {
+        rs_pair_t *p = &t->v[k];
+        if (p->user == RS_NO_USER)
+            break;
+        if (p->fp == fp && p->uhash == uhash && names->lens[p->user] == len &&
+            memcmp(names->v[p->user], user, len) == 0)
+            return p;
     }
-    return p;
+    uint32_t id = rs_names_intern(names, user, len);
+    if (id == UINT32_MAX)
+        return NULL;
+    t->v[k] = (rs_pair_t){.fp = fp, .user = id, .uhash = uhash};
+    t->n++;
+    return &t->v[k];
 }
 
 void rs_pairs_compact(rs_pairs_t *t)
@@ -300,13 +317,14 @@ static void row_step(sqlite3_context *ctx, int argc, sqlite3_value **v)
     (void)argc;
     if (a->failed)
         return;
-    /* The pair first, so that its slot is on its way while the rest is
+    /* The pair's slot first, so that it is on its way while the rest is
      * done: the table is larger than the caches. */
     const char *user = (const char *)sqlite3_value_text(v[1]);
-    uint32_t uid = rs_names_intern(&a->users, user ? user : "", (size_t)sqlite3_value_bytes(v[1]));
+    size_t len = (size_t)sqlite3_value_bytes(v[1]);
+    user = user ? user : "";
+    uint32_t uhash = rs_user_hash(user, len);
     uint64_t fp = a->shapes ? (uint64_t)sqlite3_value_int64(v[2]) : 0;
-    if (a->pairs.nslots)
-        __builtin_prefetch(&a->pairs.v[hash_pair(fp, uid) & (a->pairs.nslots - 1)], 1);
+    rs_pairs_prefetch(&a->pairs, fp, uhash);
     int64_t cost = sqlite3_value_int64(v[0]);
     double compute = sqlite3_value_double(v[3]);
     pgt_query_status_t st = status_of(sqlite3_value_text(v[4]));
@@ -321,7 +339,7 @@ static void row_step(sqlite3_context *ctx, int argc, sqlite3_value **v)
     rs_top_t t = {cost, sqlite3_value_int64(v[6])};
     if (a->top > 0 && !rs_top_offer(a, &t))
         a->failed = true;
-    rs_pair_t *p = uid == UINT32_MAX ? NULL : rs_pairs_get(&a->pairs, fp, uid);
+    rs_pair_t *p = rs_pairs_get(&a->pairs, &a->users, fp, user, len, uhash);
     if (!p) {
         a->failed = true;
         return;

@@ -29,6 +29,7 @@ typedef struct rs_names {
 typedef struct rs_pair {
     uint64_t fp;        /* shape (fingerprint); 0 when the scan ignores shapes */
     uint32_t user;      /* user id in the scan's names */
+    uint32_t uhash;     /* rs_user_hash of the user's name */
     int64_t statements; /* statements */
     int64_t cost;       /* summed cost, micro-units */
     int64_t max_cost;   /* the most expensive one */
@@ -86,9 +87,20 @@ void rs_acc_free(rs_acc_t *a);
 uint32_t rs_names_intern(rs_names_t *names, const char *s, size_t len);
 void rs_names_free(rs_names_t *names);
 
-/* Returns the pair (fp, user) of t, adding a zeroed one; NULL when out of
- * memory or t is compacted. The pointer is valid until the next call. */
-rs_pair_t *rs_pairs_get(rs_pairs_t *t, uint64_t fp, uint32_t user);
+/* A hash of a user name of len bytes. */
+uint32_t rs_user_hash(const char *s, size_t len);
+
+/* Returns the pair of shape fp and the user named user (len bytes, hash
+ * uhash from rs_user_hash) in t, adding a zeroed one and interning the name
+ * in names; NULL when out of memory or t is compacted. A row costs one
+ * lookup in t, whose slots carry the user's hash, and a comparison with the
+ * name in names: names itself is searched only for a new pair. The pointer
+ * is valid until the next call. */
+rs_pair_t *rs_pairs_get(rs_pairs_t *t, rs_names_t *names, uint64_t fp, const char *user, size_t len,
+                        uint32_t uhash);
+
+/* Starts fetching the slot of the pair (fp, uhash) into the cache. */
+void rs_pairs_prefetch(const rs_pairs_t *t, uint64_t fp, uint32_t uhash);
 
 /* Packs the pairs into v[0..n) (in no particular order) and ends lookups. */
 void rs_pairs_compact(rs_pairs_t *t);

@@ -391,7 +391,7 @@ int main(int argc, char **argv)
     if (prepare_ledger(path, rows, history) != 0)
         return 1;
     printf("ledger ready       %.1f s\n", now_s() - t0);
-    if (time_report(path, "with its 4 budgets:", true) != 0)
+    if (set_budgets(path, true) != 0 || time_report(path, "with its 4 budgets:", true) != 0)
         return 1;
     /* The same without budgets, then put them back. */
     int rc = set_budgets(path, false) == 0 ? time_report(path, "without budgets:", false) : -1;
