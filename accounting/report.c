@@ -948,7 +948,8 @@ static json_t *refusals_section(build_t *b, bool *ok)
 {
     json_t *o = json_object(), *by = json_array();
     int64_t cost = 0;
-    qsort(b->all.refusals, b->all.nrefusals, sizeof(*b->all.refusals), cmp_refusal);
+    if (b->all.nrefusals)
+        qsort(b->all.refusals, b->all.nrefusals, sizeof(*b->all.refusals), cmp_refusal);
     for (size_t i = 0; i < b->all.nrefusals; i++) {
         const rs_refusal_t *r = &b->all.refusals[i];
         const pgt_budget_t *bg = budget_by_id(b, r->budget_id);

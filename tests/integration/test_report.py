@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psycopg
 import pytest
 
-from helpers import SLOW, run_pgtallyctl, write_ini
+from helpers import SANITIZER_MARKERS, SLOW, run_pgtallyctl, write_ini
 from test_metering import stop
 
 US = 1_000_000
@@ -199,6 +199,7 @@ def ledger_rows(path, since, until):
 def ctl(args, rc=0, tz="UTC", env=None):
     p = run_pgtallyctl([str(a) for a in args], tz=tz, env=env)
     assert p.returncode == rc, (args, p.returncode, p.stdout, p.stderr)
+    assert not [m for m in SANITIZER_MARKERS if m in p.stderr], p.stderr
     return p
 
 
