@@ -263,6 +263,30 @@ static void test_names_and_subject(void)
     json_decref(r);
 }
 
+/* A ledger of the first schema: no budget tables' columns in queries, no
+ * covering index; the report still builds, without budgets. */
+static void test_old_schema(void)
+{
+    sqlite3 *db = NULL;
+    char err[256];
+    CHECK(sqlite3_open(":memory:", &db) == SQLITE_OK);
+    CHECK(pgt_ledger_migrate(db, 1, err, sizeof(err)) == 0);
+    CHECK(sqlite3_exec(db,
+                       "INSERT INTO queries (started_at, finished_at, \"user\", database, "
+                       "fingerprint, normalized, cost_micro, status) VALUES (1778630400000001, "
+                       "1778630400000002, 'old', 'db', 5, 'SELECT 1', 42, 'refused')",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    json_t *r = build(db, "2026-05-13", 10);
+    CHECK(r != NULL);
+    json_t *t = json_object_get(r, "totals");
+    CHECK_INT(json_integer_value(json_object_get(t, "cost_micro")), 42);
+    CHECK_INT(json_integer_value(json_object_get(json_object_get(r, "budgets"), "checked")), 0);
+    CHECK_INT(json_integer_value(json_object_get(json_object_get(r, "refusals"), "refused")), 1);
+    CHECK_INT(json_array_size(json_object_get(json_object_get(r, "refusals"), "by_budget")), 0);
+    json_decref(r);
+    sqlite3_close(db);
+}
+
 int main(void)
 {
     char err[128];
@@ -272,5 +296,6 @@ int main(void)
     test_escaping();
     test_slack_limits();
     test_names_and_subject();
+    test_old_schema();
     TASK_DONE();
 }
