@@ -559,6 +559,12 @@ int64_t pgt_budgets_cost(const pgt_budgets_t *b, double seconds, int64_t bytes)
     return pgt_pricing_cost(&b->price, seconds, bytes);
 }
 
+int64_t pgt_budgets_running_cost(const pgt_budgets_t *b, double seconds)
+{
+    pgt_price_t compute = {.per_compute_second_micro = b->price.per_compute_second_micro};
+    return pgt_pricing_cost(&compute, seconds, 0);
+}
+
 int pgt_budgets_interval_ms(const pgt_budgets_t *b)
 {
     return b->interval_ms;

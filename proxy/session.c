@@ -1904,10 +1904,11 @@ void pgt_session_kill(pgt_session_t *s)
 static int64_t running_cost(const pgt_session_t *s)
 {
     double seconds;
-    if (!s->ic || s->state == ST_CLOSING || !budgets_apply(s) ||
-        !pgt_intercept_running(s->ic, &seconds))
+    /* A refused statement's stand-in is not the statement running. */
+    if (!s->ic || s->state == ST_CLOSING || s->refusing || s->explaining || s->subst ||
+        !budgets_apply(s) || !pgt_intercept_running(s->ic, &seconds))
         return -1;
-    return pgt_budgets_cost(s->proxy->budgets, seconds, 0);
+    return pgt_budgets_running_cost(s->proxy->budgets, seconds);
 }
 
 void pgt_session_budget_add(pgt_session_t *s)

@@ -76,6 +76,10 @@ bool pgt_budgets_running_check(pgt_budgets_t *b, const pgt_who_t *who, int64_t r
  * bytes to the client. */
 int64_t pgt_budgets_cost(const pgt_budgets_t *b, double seconds, int64_t bytes);
 
+/* The cost so far of a statement running for seconds: its compute only
+ * (the per-statement price counts when it finishes). */
+int64_t pgt_budgets_running_cost(const pgt_budgets_t *b, double seconds);
+
 /* Milliseconds between running checks ([budget] check_interval). */
 int pgt_budgets_interval_ms(const pgt_budgets_t *b);
 
