@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "pgtally/ledger.h"
+#include "pgtally/text.h"
 
 /* Exit codes: 0 success, 1 a runtime error (missing ledger), 2 bad usage. */
 #define CTL_EXIT_OK 0
@@ -130,7 +131,6 @@ int ctl_parse_positive(const char *s, int64_t *out) __attribute__((warn_unused_r
 /* Formatting helpers; each returns buf. */
 char *ctl_fmt_local(int64_t us, char *buf, size_t len);         /* 2024-05-01 14:03:07 */
 char *ctl_fmt_iso(int64_t us, bool utc, char *buf, size_t len); /* RFC 3339, microseconds */
-char *ctl_fmt_seconds(double s, char *buf, size_t len);         /* 12.3 ms, 1.52 s */
 char *ctl_fmt_bytes(int64_t b, char *buf, size_t len);          /* 1.2 MiB */
 /* An exact amount with at least 2 decimals: "12.50 USD", "0.0004 USD". */
 char *ctl_fmt_money(int64_t micro, const char *currency, char *buf, size_t len);

@@ -131,7 +131,7 @@ static int table_row(out_t *o, const pgt_record_t *r)
         r->database,
         r->application,
         r->kind,
-        ctl_fmt_seconds(r->compute_s, compute, sizeof(compute)),
+        pgt_fmt_seconds(r->compute_s, compute, sizeof(compute)),
         rows,
         pgt_pricing_format_short(r->cost_micro, o->env->currency, cost, sizeof(cost)),
         status,

@@ -127,7 +127,7 @@ static int table_row(out_t *o, const pgt_usage_row_t *r, const char *group)
     const char *cells[] = {
         group,
         n,
-        ctl_fmt_seconds(r->compute_s, compute, sizeof(compute)),
+        pgt_fmt_seconds(r->compute_s, compute, sizeof(compute)),
         rows,
         ctl_fmt_bytes(r->bytes_out, bytes, sizeof(bytes)),
         pgt_pricing_format_short(r->cost_micro, o->env->currency, cost, sizeof(cost)),

@@ -446,21 +446,6 @@ char *ctl_fmt_iso(int64_t us, bool utc, char *buf, size_t len)
     return buf;
 }
 
-char *ctl_fmt_seconds(double s, char *buf, size_t len)
-{
-    if (s < 0.001)
-        snprintf(buf, len, "%.3f ms", s * 1e3);
-    else if (s < 1)
-        snprintf(buf, len, "%.1f ms", s * 1e3);
-    else if (s < 100)
-        snprintf(buf, len, "%.2f s", s);
-    else if (s < 3600)
-        snprintf(buf, len, "%dm%02ds", (int)(s / 60), (int)s % 60);
-    else
-        snprintf(buf, len, "%ldh%02dm", (long)(s / 3600), (int)((long)(s / 60) % 60));
-    return buf;
-}
-
 char *ctl_fmt_bytes(int64_t b, char *buf, size_t len)
 {
     static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
@@ -491,29 +476,6 @@ char *ctl_fmt_money(int64_t micro, const char *currency, char *buf, size_t len)
 
 /* ---- UTF-8 ------------------------------------------------------------ */
 
-/* Returns the length of the valid UTF-8 sequence at p (1 to 4), or 0. */
-static size_t utf8_len(const unsigned char *p)
-{
-    unsigned c = p[0];
-    if (c < 0x80)
-        return 1;
-    size_t n = c >= 0xC2 && c <= 0xDF   ? 2
-               : c >= 0xE0 && c <= 0xEF ? 3
-               : c >= 0xF0 && c <= 0xF4 ? 4
-                                        : 0;
-    if (!n)
-        return 0;
-    /* The second byte's range excludes overlong forms and surrogates. */
-    unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
-    unsigned hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t k = 2; k < n; k++)
-        if ((p[k] & 0xC0) != 0x80)
-            return 0;
-    return n;
-}
-
 json_t *ctl_json_text(const char *s)
 {
     if (!s)
@@ -526,7 +488,7 @@ json_t *ctl_json_text(const char *s)
     if (!clean)
         return NULL;
     for (const unsigned char *p = (const unsigned char *)s; *p;) {
-        size_t k = utf8_len(p);
+        size_t k = pgt_utf8_len(p);
         if (k) {
             memcpy(q, p, k);
             q += k;
@@ -632,7 +594,7 @@ static char *clean_cell(const char *s, size_t max, size_t *width)
                 *q++ = ' ', w++;
             continue;
         }
-        size_t k = utf8_len(p);
+        size_t k = pgt_utf8_len(p);
         bool bad = k == 0 || *p < 0x20 || *p == 0x7F || (k == 2 && p[0] == 0xC2 && p[1] < 0xA0);
         if (bad) {
             *q++ = '?';

@@ -3,6 +3,7 @@
  * shape) and assembles the report as a JSON document, whose schema is in
  * docs/report.md. Renderers only ever see that document. */
 #include "pgtally/report.h"
+#include "pgtally/text.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -26,29 +27,6 @@
 
 /* ---- JSON helpers -------------------------------------------------------- */
 
-/* Returns the length of the valid UTF-8 sequence at p (1 to 4), or 0. */
-static size_t utf8_len(const unsigned char *p)
-{
-    unsigned c = p[0];
-    if (c < 0x80)
-        return 1;
-    size_t n = c >= 0xC2 && c <= 0xDF   ? 2
-               : c >= 0xE0 && c <= 0xEF ? 3
-               : c >= 0xF0 && c <= 0xF4 ? 4
-                                        : 0;
-    if (!n)
-        return 0;
-    /* The second byte's range excludes overlong forms and surrogates. */
-    unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
-    unsigned hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t k = 2; k < n; k++)
-        if ((p[k] & 0xC0) != 0x80)
-            return 0;
-    return n;
-}
-
 /* A JSON string of s with invalid UTF-8 replaced by U+FFFD; null for NULL. */
 static json_t *jtext(const char *s)
 {
@@ -61,7 +39,7 @@ static json_t *jtext(const char *s)
     if (!clean)
         return NULL;
     for (const unsigned char *p = (const unsigned char *)s; *p;) {
-        size_t k = utf8_len(p);
+        size_t k = pgt_utf8_len(p);
         memcpy(q, k ? (const char *)p : "\xEF\xBF\xBD", k ? k : 3);
         q += k ? k : 3;
         p += k ? k : 1;

@@ -156,21 +156,6 @@ char *rf_count(int64_t n, char *buf, size_t len)
     return buf;
 }
 
-char *rf_seconds(double s, char *buf, size_t len)
-{
-    if (s < 0.001)
-        snprintf(buf, len, "%.3f ms", s * 1e3);
-    else if (s < 1)
-        snprintf(buf, len, "%.1f ms", s * 1e3);
-    else if (s < 100)
-        snprintf(buf, len, "%.2f s", s);
-    else if (s < 3600)
-        snprintf(buf, len, "%dm%02ds", (int)(s / 60), (int)s % 60);
-    else
-        snprintf(buf, len, "%ldh%02dm", (long)(s / 3600), (int)((long)(s / 60) % 60));
-    return buf;
-}
-
 char *rf_change(const json_t *o, const char *key, const char *none_text, char *buf, size_t len)
 {
     if (rj_null(o, key))
@@ -343,7 +328,7 @@ static void totals_lines(rbuf_t *out, const json_t *doc, const char *bold)
     rb_printf(out, "Total: %s%s%s in %s statements, %s compute, %s users\n", bold,
               rf_money(doc, t, "cost", cost, sizeof(cost)), bold,
               rf_count(rj_int(t, "statements"), n, sizeof(n)),
-              rf_seconds(rj_num(t, "compute_s"), comp, sizeof(comp)),
+              pgt_fmt_seconds(rj_num(t, "compute_s"), comp, sizeof(comp)),
               rf_count(rj_int(t, "users"), users, sizeof(users)));
     rb_printf(out, "vs %s (%s): cost %s, statements %s, compute %s\n", rj_str(prev, "date"),
               rf_money(doc, prev, "cost", pc, sizeof(pc)),
@@ -399,7 +384,7 @@ static void text_statements(rbuf_t *out, const json_t *doc)
         table_cell(&t, 1, rf_money(doc, s, "cost", cost, sizeof(cost)), 0);
         table_cell(&t, 2, rj_str(s, "user"), TEXT_CELL_CHARS);
         table_cell(&t, 3, rf_clock(rj_str(s, "started_at"), clock, sizeof(clock)), 0);
-        table_cell(&t, 4, rf_seconds(rj_num(s, "duration_s"), dur, sizeof(dur)), 0);
+        table_cell(&t, 4, pgt_fmt_seconds(rj_num(s, "duration_s"), dur, sizeof(dur)), 0);
         table_cell(&t, 5, rf_count(rj_int(s, "rows"), rows, sizeof(rows)), 0);
         table_cell(&t, 6, rj_str(s, "database"), TEXT_CELL_CHARS);
         table_cell(&t, 7, rj_str(s, "application"), TEXT_CELL_CHARS);
@@ -473,13 +458,12 @@ static void text_shapes(rbuf_t *out, const json_t *doc)
     table_print(out, &t);
 }
 
-/* "user alice", "default: bob", "team data". */
-static void subject_text(rbuf_t *out, const json_t *b)
+void rf_subject_text(rbuf_t *out, const json_t *b)
 {
-    if (strcmp(rj_str(b, "subject_type"), "default") == 0)
-        rb_printf(out, "default%s%s", rj_null(b, "user") ? "" : ": ", rj_str(b, "user"));
-    else if (rj_null(b, "subject_type"))
+    if (rj_null(b, "subject_type"))
         rb_puts(out, "(removed)");
+    else if (strcmp(rj_str(b, "subject_type"), "default") == 0)
+        rb_printf(out, "default%s%s", rj_null(b, "user") ? "" : ": ", rj_str(b, "user"));
     else
         rb_printf(out, "%s %s", rj_str(b, "subject_type"), rj_str(b, "subject"));
 }
@@ -519,7 +503,7 @@ static void text_budgets(rbuf_t *out, const json_t *doc)
     {
         char id[24], spent[RF_SHORT], limit[RF_SHORT], bar[16], pct[16];
         rbuf_t subject = {0};
-        subject_text(&subject, b);
+        rf_subject_text(&subject, b);
         snprintf(id, sizeof(id), "%lld", (long long)rj_int(b, "id"));
         snprintf(pct, sizeof(pct), "%d%%", (int)rj_num(b, "percent"));
         table_cell(&t, 0, id, 0);
@@ -558,7 +542,7 @@ static void text_refusals(rbuf_t *out, const json_t *doc)
     {
         char id[24], cost[RF_SHORT];
         rbuf_t subject = {0};
-        subject_text(&subject, x);
+        rf_subject_text(&subject, x);
         snprintf(id, sizeof(id), "%lld", (long long)rj_int(x, "budget_id"));
         table_cell(&t, 0, id, 0);
         table_cell(&t, 1, subject.s ? subject.s : "", TEXT_CELL_CHARS);
@@ -663,7 +647,7 @@ static void md_statements(rbuf_t *out, const json_t *doc)
         md_text(out, rj_str(s, "user"), TEXT_CELL_CHARS);
         rb_printf(out, " | %s | %s | %s | ",
                   rf_clock(rj_str(s, "started_at"), clock, sizeof(clock)),
-                  rf_seconds(rj_num(s, "duration_s"), dur, sizeof(dur)),
+                  pgt_fmt_seconds(rj_num(s, "duration_s"), dur, sizeof(dur)),
                   rf_count(rj_int(s, "rows"), rows, sizeof(rows)));
         md_text(out, rj_str(s, "database"), TEXT_CELL_CHARS);
         rb_puts(out, " | ");
@@ -738,7 +722,7 @@ static void md_budgets(rbuf_t *out, const json_t *doc)
     {
         char spent[RF_SHORT], limit[RF_SHORT];
         rbuf_t subject = {0};
-        subject_text(&subject, b);
+        rf_subject_text(&subject, b);
         rb_printf(out, "| %lld | ", (long long)rj_int(b, "id"));
         md_text(out, subject.s ? subject.s : "", TEXT_CELL_CHARS);
         rb_printf(out, " | %s | %s | %s | %.1f%% | %s |\n", rj_str(b, "period"),
@@ -767,7 +751,7 @@ static void md_refusals(rbuf_t *out, const json_t *doc)
     {
         char cost[RF_SHORT];
         rbuf_t subject = {0};
-        subject_text(&subject, x);
+        rf_subject_text(&subject, x);
         rb_printf(out, "| %lld | ", (long long)rj_int(x, "budget_id"));
         md_text(out, subject.s ? subject.s : "", TEXT_CELL_CHARS);
         rb_printf(out, " | %s | %s | %s |\n", rf_count(rj_int(x, "refused"), a, sizeof(a)),

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pgtally/text.h"
+
 /* A growing string. After an allocation fails, appends do nothing and
  * rb_finish reports it once. */
 typedef struct rbuf {
@@ -47,9 +49,6 @@ char *rf_money(const json_t *doc, const json_t *o, const char *key, char *buf, s
 /* "10,000,000". */
 char *rf_count(int64_t n, char *buf, size_t len);
 
-/* "0.850 ms", "12.3 ms", "1.52 s", "2m03s", "3h12m". */
-char *rf_seconds(double s, char *buf, size_t len);
-
 /* A change in percent: "+12.3%", "-4.0%", or none_text when null. */
 char *rf_change(const json_t *o, const char *key, const char *none_text, char *buf, size_t len);
 
@@ -68,5 +67,9 @@ void rf_tags(rbuf_t *out, const json_t *tags);
  * err. */
 char *pgt_report_render_html(const json_t *doc, char *err, size_t errlen);
 char *pgt_report_render_slack(const json_t *doc, char *err, size_t errlen);
+
+/* A budget's subject in plain text: "user alice", "default: bob",
+ * "(removed)". */
+void rf_subject_text(rbuf_t *out, const json_t *b);
 
 #endif

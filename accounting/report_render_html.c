@@ -175,8 +175,8 @@ static void summary(rbuf_t *out, const json_t *doc)
     kpi(out, t, "Total cost", rf_money(doc, t, "cost", cost, sizeof(cost)), "cost_pct", true);
     kpi(out, t, "Statements", rf_count(rj_int(t, "statements"), n, sizeof(n)), "statements_pct",
         false);
-    kpi(out, t, "Compute", rf_seconds(rj_num(t, "compute_s"), comp, sizeof(comp)), "compute_pct",
-        false);
+    kpi(out, t, "Compute", pgt_fmt_seconds(rj_num(t, "compute_s"), comp, sizeof(comp)),
+        "compute_pct", false);
     kpi(out, t, "Users", rf_count(rj_int(t, "users"), users, sizeof(users)), NULL, false);
     rb_puts(out, "</tr></table>\n");
 }
@@ -203,7 +203,7 @@ static void statements(rbuf_t *out, const json_t *doc)
                        BAR_BLUE);
         text_cell(out, rj_str(s, "user"));
         text_cell(out, rf_clock(rj_str(s, "started_at"), cell, sizeof(cell)));
-        num_cell(out, rf_seconds(rj_num(s, "duration_s"), cell, sizeof(cell)));
+        num_cell(out, pgt_fmt_seconds(rj_num(s, "duration_s"), cell, sizeof(cell)));
         num_cell(out, rf_count(rj_int(s, "rows"), cell, sizeof(cell)));
         text_cell(out, rj_str(s, "database"));
         text_cell(out, rj_str(s, "application"));
@@ -295,12 +295,7 @@ static void shapes(rbuf_t *out, const json_t *doc)
 static void subject_cell(rbuf_t *out, const json_t *b)
 {
     rbuf_t t = {0};
-    if (rj_null(b, "subject_type"))
-        rb_puts(&t, "(removed)");
-    else if (strcmp(rj_str(b, "subject_type"), "default") == 0)
-        rb_printf(&t, "default%s%s", rj_null(b, "user") ? "" : ": ", rj_str(b, "user"));
-    else
-        rb_printf(&t, "%s %s", rj_str(b, "subject_type"), rj_str(b, "subject"));
+    rf_subject_text(&t, b);
     text_cell(out, t.s ? t.s : "");
     out->failed |= t.failed;
     rb_free(&t);

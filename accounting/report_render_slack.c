@@ -168,7 +168,7 @@ static void totals(slack_t *s, const json_t *doc)
     rb_printf(&text, "*Total: %s* in %s statements, %s compute, %s users\n",
               rf_money(doc, t, "cost", cost, sizeof(cost)),
               rf_count(rj_int(t, "statements"), n, sizeof(n)),
-              rf_seconds(rj_num(t, "compute_s"), comp, sizeof(comp)),
+              pgt_fmt_seconds(rj_num(t, "compute_s"), comp, sizeof(comp)),
               rf_count(rj_int(t, "users"), users, sizeof(users)));
     rb_printf(&text, "Cost %s vs %s (%s), %s vs the 7-day mean",
               rf_change(cp, "cost_pct", "n/a", a, sizeof(a)), rj_str(prev, "date"),
@@ -198,7 +198,7 @@ static void statements(slack_t *s, const json_t *doc)
         code(&it, rj_str(x, "user"), NAME_CHARS);
         rb_printf(&it, " · %s · %s · %s rows · ",
                   rf_clock(rj_str(x, "started_at"), clock, sizeof(clock)),
-                  rf_seconds(rj_num(x, "duration_s"), dur, sizeof(dur)),
+                  pgt_fmt_seconds(rj_num(x, "duration_s"), dur, sizeof(dur)),
                   rf_count(rj_int(x, "rows"), rows, sizeof(rows)));
         code(&it, rj_str(x, "database"), NAME_CHARS);
         if (rj_str(x, "application")[0]) {
@@ -289,12 +289,7 @@ static void shapes(slack_t *s, const json_t *doc)
 static void subject(rbuf_t *out, const json_t *b)
 {
     rbuf_t t = {0};
-    if (rj_null(b, "subject_type"))
-        rb_puts(&t, "(removed)");
-    else if (strcmp(rj_str(b, "subject_type"), "default") == 0)
-        rb_printf(&t, "default%s%s", rj_null(b, "user") ? "" : ": ", rj_str(b, "user"));
-    else
-        rb_printf(&t, "%s %s", rj_str(b, "subject_type"), rj_str(b, "subject"));
+    rf_subject_text(&t, b);
     code(out, t.s ? t.s : "", NAME_CHARS);
     out->failed |= t.failed;
     rb_free(&t);
