@@ -622,19 +622,26 @@ static void post_row(pgt_budgets_t *b, sqlite3_stmt *st, int64_t started_us, int
     free(r.application);
 }
 
-/* At start: what every other process (and earlier runs) spent in each
- * current period, up to row max_id. */
-static int load_sums(pgt_budgets_t *b, sqlite3 *db, int64_t *max_id)
+/* The id of the newest row of queries (0 when none), or -1 on an error. */
+static int64_t max_id(sqlite3 *db)
 {
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM queries", -1, &st, NULL) !=
-            SQLITE_OK ||
-        sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_finalize(st);
-        return -1;
-    }
-    *max_id = sqlite3_column_int64(st, 0);
+    int64_t id = -1;
+    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM queries", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        id = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
+    return id;
+}
+
+/* At start: what every other process (and earlier runs) spent in each
+ * current period, up to row max_id. */
+static int load_sums(pgt_budgets_t *b, sqlite3 *db, int64_t *max)
+{
+    sqlite3_stmt *st = NULL;
+    if ((*max = max_id(db)) < 0)
+        return -1;
     const char *sql = "SELECT \"user\", database, application, sum(cost_micro) FROM queries"
                       " WHERE started_at >= ?1 AND id <= ?2 AND (instance IS NULL OR instance <> "
                       "?3) GROUP BY 1, 2, 3";
@@ -646,7 +653,7 @@ static int load_sums(pgt_budgets_t *b, sqlite3 *db, int64_t *max_id)
         pgt_period_bounds((pgt_period_t)p, now, &start, &end);
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, start);
-        sqlite3_bind_int64(st, 2, *max_id);
+        sqlite3_bind_int64(st, 2, *max);
         sqlite3_bind_int64(st, 3, b->instance);
         while (sqlite3_step(st) == SQLITE_ROW)
             post_row(b, st, start, p);
@@ -658,18 +665,28 @@ static int load_sums(pgt_budgets_t *b, sqlite3 *db, int64_t *max_id)
 /* Statements other processes recorded since row *last_id. */
 static int poll_rows(pgt_budgets_t *b, sqlite3 *db, sqlite3_stmt *st, int64_t *last_id)
 {
+    /* Up to the newest row now, at most POLL_ROWS: this process's own rows
+     * in the range are read once and passed over, never read again. */
+    int64_t upto = max_id(db);
+    if (upto < 0)
+        return -1;
+    if (upto > *last_id + POLL_ROWS)
+        upto = *last_id + POLL_ROWS;
+    if (upto <= *last_id)
+        return 0;
     sqlite3_reset(st);
     sqlite3_bind_int64(st, 1, *last_id);
-    sqlite3_bind_int64(st, 2, b->instance);
-    sqlite3_bind_int(st, 3, POLL_ROWS);
+    sqlite3_bind_int64(st, 2, upto);
+    sqlite3_bind_int64(st, 3, b->instance);
     int rc, n = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        *last_id = sqlite3_column_int64(st, 5);
         post_row(b, st, sqlite3_column_int64(st, 4), -1);
         n++;
     }
-    (void)db;
-    return rc == SQLITE_DONE ? n : -1;
+    if (rc != SQLITE_DONE)
+        return -1;
+    *last_id = upto;
+    return n;
 }
 
 /* Role memberships from the server (admin_conninfo) into role_members. */
@@ -743,18 +760,21 @@ static void write_alerts(pgt_budgets_t *b, sqlite3 *db)
     free(alerts);
 }
 
-static void post_config(pgt_budgets_t *b, sqlite3 *db)
+/* Loads the budgets for the loop. Returns how many there are, or -1. */
+static long post_config(pgt_budgets_t *b, sqlite3 *db)
 {
     char err[256];
     pgt_budget_config_t *cfg = NULL;
     if (pgt_budget_config_load(db, &cfg, err, sizeof(err)) != 0) {
         PGT_WARN("budgets_load_failed", "error=\"%s\"", err);
-        return;
+        return -1;
     }
+    long n = (long)cfg->nbudgets;
     pthread_mutex_lock(&b->mu);
     pgt_budget_config_free(b->posted_cfg);
     b->posted_cfg = cfg;
     pthread_mutex_unlock(&b->mu);
+    return n;
 }
 
 static void *thread_main(void *arg)
@@ -763,7 +783,7 @@ static void *thread_main(void *arg)
     sqlite3 *db = NULL;
     sqlite3_stmt *poll = NULL;
     int64_t version = -1, last_id = 0, next_roles = 0;
-    bool loaded = false;
+    bool loaded = false, active = false;
     char err[256];
     pthread_mutex_lock(&b->mu);
     while (!b->stop) {
@@ -774,9 +794,9 @@ static void *thread_main(void *arg)
         }
         if (db && !poll &&
             sqlite3_prepare_v2(db,
-                               "SELECT \"user\", database, application, cost_micro, started_at, "
-                               "id FROM queries WHERE id > ?1 AND (instance IS NULL OR instance "
-                               "<> ?2) ORDER BY id LIMIT ?3",
+                               "SELECT \"user\", database, application, cost_micro, started_at "
+                               "FROM queries WHERE id > ?1 AND id <= ?2 AND (instance IS NULL OR "
+                               "instance <> ?3)",
                                -1, &poll, NULL) != SQLITE_OK) {
             PGT_WARN("budgets_ledger_failed", "error=\"%s\"", sqlite3_errmsg(db));
             poll = NULL;
@@ -791,14 +811,17 @@ static void *thread_main(void *arg)
             }
             int64_t v = pgt_budget_settings_version(db);
             if (v != version) {
-                post_config(b, db);
+                /* Spend of other processes is followed from the first
+                 * budget on; until then no row is read. */
+                if (post_config(b, db) > 0)
+                    active = true;
                 version = v;
                 news = true;
             }
-            if (!loaded) {
+            if (active && !loaded) {
                 loaded = load_sums(b, db, &last_id) == 0;
                 news = true;
-            } else if (poll_rows(b, db, poll, &last_id) > 0) {
+            } else if (loaded && poll_rows(b, db, poll, &last_id) > 0) {
                 news = true;
             }
             write_alerts(b, db);

@@ -169,7 +169,7 @@ static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t
     pgt_fp_trim(text, &off, &len);
     text += off;
     /* A single statement the loop already fingerprinted is not parsed again. */
-    int rc = e->est.fingerprint && !e->extended && e->ndone == 1
+    int rc = e->est.fingerprint && e->ndone == 1
                  ? pgt_fp_shape_known(m->cache, e->est.fingerprint, (pgt_stmt_kind_t)e->est.kind,
                                       e->est.explainable, text, len, &shape)
                  : pgt_fp_shape(m->cache, text, len, &shape);
