@@ -86,10 +86,7 @@ static int apply(ctl_env_t *env, void *args, int id, const char *v, char *what, 
         snprintf(what, len, "bad --order '%s': expected time or cost", v);
         return -1;
     case OPT_FORMAT:
-        if (ctl_format_parse(v, &a->format) == 0)
-            return 0;
-        snprintf(what, len, "bad --format '%s': expected table, json or csv", v);
-        return -1;
+        return ctl_format_opt(v, &a->format, what, len);
     case CTL_OPT_HELP:
         a->help = true;
         return 0;

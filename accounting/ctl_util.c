@@ -114,15 +114,19 @@ int ctl_common_opt(ctl_env_t *env, int id, const char *value)
     return 1;
 }
 
+int ctl_format_opt(const char *value, ctl_format_t *out, char *what, size_t len)
+{
+    if (ctl_format_parse(value, out) == 0)
+        return 0;
+    snprintf(what, len, "bad --format '%s': expected table, json or csv", value);
+    return -1;
+}
+
 int ctl_list_apply(ctl_env_t *env, void *args, int id, const char *value, char *what, size_t len)
 {
     ctl_list_args_t *a = args;
-    if (id == CTL_OPT_FORMAT) {
-        if (ctl_format_parse(value, &a->format) == 0)
-            return 0;
-        snprintf(what, len, "bad --format '%s': expected table, json or csv", value);
-        return -1;
-    }
+    if (id == CTL_OPT_FORMAT)
+        return ctl_format_opt(value, &a->format, what, len);
     if (id == CTL_OPT_HELP) {
         a->help = true;
         return 0;
