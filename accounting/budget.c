@@ -142,7 +142,7 @@ static char *dup_or_empty(const char *s)
 
 static void money(const pgt_budgets_t *b, int64_t micro, char *buf, size_t len)
 {
-    pgt_pricing_format_short(micro, b->currency, buf, len);
+    pgt_money_format_short(micro, b->currency, buf, len);
 }
 
 /* The local time at which a period ends, e.g. "2026-11-28 00:00 CET". */

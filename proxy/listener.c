@@ -223,7 +223,8 @@ static void maybe_finish(pgt_proxy_t *p)
     if (p->budget_timer_open && !uv_is_closing((uv_handle_t *)&p->budget_timer))
         uv_close((uv_handle_t *)&p->budget_timer, NULL);
     pgt_budgets_stop(p->budgets);
-    pgt_scheduler_stop(p->scheduler);
+    if (p->hooks.stopping)
+        p->hooks.stopping(p, p->hooks.arg);
 }
 
 void pgt_proxy_session_gone(pgt_proxy_t *p)
@@ -279,20 +280,6 @@ void pgt_proxy_stop(pgt_proxy_t *p)
     maybe_finish(p);
 }
 
-/* Hands reloaded [report] settings to the scheduler, starting it when the
- * first channel appears (metering must be on: the report reads the ledger). */
-static void reload_scheduler(pgt_proxy_t *p)
-{
-    char err[512];
-    if (p->scheduler)
-        pgt_scheduler_configure(p->scheduler, p->cfg);
-    else if (p->ledger && pgt_scheduler_wanted(p->cfg) &&
-             !(p->scheduler = pgt_scheduler_new(
-                   p->cfg, p->cfg->ledger_path ? p->cfg->ledger_path : "pgtally.db", err,
-                   sizeof(err))))
-        PGT_ERROR("scheduler_failed", "error=\"%s\"", err);
-}
-
 void pgt_proxy_reload(pgt_proxy_t *p)
 {
     char err[1024];
@@ -319,7 +306,8 @@ void pgt_proxy_reload(pgt_proxy_t *p)
         pgt_budgets_configure(p->budgets, cfg);
     if (p->estimator)
         pgt_estimator_configure(p->estimator, cfg);
-    reload_scheduler(p);
+    if (p->hooks.reloaded)
+        p->hooks.reloaded(p, p->hooks.arg);
     PGT_INFO("reloaded", "path=%s upstream=%s log_level=%s", cfg->path ? cfg->path : "-",
              p->upstream_name, pgt_log_level_name(cfg->log_level));
 }

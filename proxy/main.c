@@ -30,6 +30,32 @@ typedef struct sources {
     const char *values[MAX_OVERRIDES]; /* their values */
 } sources_t;
 
+/* What the daemon runs beside the proxy: the daily report's delivery. */
+typedef struct services {
+    pgt_scheduler_t *scheduler; /* on its own thread, or NULL (no channel, no metering) */
+} services_t;
+
+/* Hands reloaded [report] settings to the scheduler, starting it when the
+ * first channel appears (metering must be on: the report reads the ledger). */
+static void services_reloaded(pgt_proxy_t *p, void *arg)
+{
+    services_t *sv = arg;
+    char err[512];
+    if (sv->scheduler)
+        pgt_scheduler_configure(sv->scheduler, p->cfg);
+    else if (p->ledger && pgt_scheduler_wanted(p->cfg) &&
+             !(sv->scheduler = pgt_scheduler_new(
+                   p->cfg, p->cfg->ledger_path ? p->cfg->ledger_path : "pgtally.db", err,
+                   sizeof(err))))
+        PGT_ERROR("scheduler_failed", "error=\"%s\"", err);
+}
+
+static void services_stopping(pgt_proxy_t *p, void *arg)
+{
+    (void)p;
+    pgt_scheduler_stop(((services_t *)arg)->scheduler);
+}
+
 static pgt_config_t *build_config(void *arg, char *err, size_t errlen)
 {
     const sources_t *src = arg;
@@ -181,8 +207,9 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
     }
     /* The daily report's delivery, on its own thread, once the time zone
      * is set (the thread reads local dates). */
+    services_t *sv = p->hooks.arg;
     if (pgt_scheduler_wanted(p->cfg) &&
-        !(p->scheduler = pgt_scheduler_new(p->cfg, opts.path, err, sizeof(err)))) {
+        !(sv->scheduler = pgt_scheduler_new(p->cfg, opts.path, err, sizeof(err)))) {
         fprintf(stderr, "pgtally: report delivery: %s\n", err);
         PGT_ERROR("scheduler_failed", "error=\"%s\"", err);
         pgt_meter_free(p->meter);
@@ -223,6 +250,9 @@ int main(int argc, char **argv)
         uv_loop_close(&loop);
         return 1;
     }
+    services_t services = {0};
+    proxy.hooks = (pgt_proxy_hooks_t){
+        .reloaded = services_reloaded, .stopping = services_stopping, .arg = &services};
     /* The ledger opens before the port does: a client never meets a
      * pgtally that is about to exit. */
     pgt_ledger_t *ledger = NULL;
@@ -236,7 +266,7 @@ int main(int argc, char **argv)
         proxy.exit_code = 1;
     }
     uv_run(&loop, UV_RUN_DEFAULT);
-    pgt_scheduler_free(proxy.scheduler);
+    pgt_scheduler_free(services.scheduler);
     pgt_budgets_free(proxy.budgets);
     pgt_meter_free(proxy.meter);
     pgt_estimator_free(proxy.estimator);

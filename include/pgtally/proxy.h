@@ -17,7 +17,6 @@
 #include "pgtally/estimator.h"
 #include "pgtally/ledger.h"
 #include "pgtally/meter.h"
-#include "pgtally/scheduler.h"
 
 typedef struct pgt_session pgt_session_t;
 
@@ -33,7 +32,17 @@ typedef union pgt_sockaddr {
  * checks. Returns NULL with a message in err. */
 typedef pgt_config_t *(*pgt_config_builder_fn)(void *arg, char *err, size_t errlen);
 
-typedef struct pgt_proxy {
+typedef struct pgt_proxy pgt_proxy_t;
+
+/* What the daemon runs beside the proxy (the daily report's scheduler),
+ * told of the proxy's life without the proxy knowing what it is. */
+typedef struct pgt_proxy_hooks {
+    void (*reloaded)(pgt_proxy_t *p, void *arg); /* a new configuration took effect, or NULL */
+    void (*stopping)(pgt_proxy_t *p, void *arg); /* the proxy closes its handles, or NULL */
+    void *arg;                                   /* argument of both */
+} pgt_proxy_hooks_t;
+
+struct pgt_proxy {
     uv_loop_t *loop;               /* the one event loop */
     pgt_config_t *cfg;             /* current configuration (owned) */
     SSL_CTX *client_ctx;           /* TLS towards clients, or NULL */
@@ -54,14 +63,14 @@ typedef struct pgt_proxy {
     pgt_budgets_t *budgets;        /* budget enforcement, or NULL when metering is off */
     uv_timer_t budget_timer;       /* checks running statements against budgets */
     bool budget_timer_open;        /* budget_timer initialised */
-    pgt_scheduler_t *scheduler;    /* daily report delivery, or NULL (no channel, no metering) */
+    pgt_proxy_hooks_t hooks;       /* the daemon's services beside the proxy */
     pgt_session_t *sessions;       /* all live sessions, linked */
     int nclients;                  /* live sessions */
     uint64_t next_session_id;      /* id of the next session */
     bool draining;                 /* SIGTERM received */
     bool stopping;                 /* handles are being closed */
     int exit_code;                 /* what main returns */
-} pgt_proxy_t;
+};
 
 /* Prepares the proxy with a built config (ownership passes to the proxy):
  * TLS contexts, upstream address, signal handlers; not yet listening.

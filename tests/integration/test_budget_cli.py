@@ -4,7 +4,7 @@ that tells a running pgtally about changes, and the budgets section of
 `usage` with spend computed here from the rows of the ledger.
 
 Each test gets a fresh ledger made by the real writer
-(build/accounting/ledger_bench). pgtallyctl runs with PGTALLY_CLOCK_OFFSET
+(build/bench/ledger_bench). pgtallyctl runs with PGTALLY_CLOCK_OFFSET
 set so that its clock reads Wednesday 2031-05-14 12:00:00 UTC, which makes
 days, weeks and months fixed; statements are inserted with sqlite3 at known
 times around it. The last test runs a real pgtally and PostgreSQL.
@@ -22,7 +22,7 @@ import pytest
 
 from helpers import BUILD, run_pgtallyctl, wait_until
 
-LEDGER_BENCH = BUILD / "accounting" / "ledger_bench"
+LEDGER_BENCH = BUILD / "bench" / "ledger_bench"
 US = 1_000_000
 USAGE_LINE = "usage: pgtallyctl"
 SETTINGS_TABLES = ("budgets", "teams", "team_members", "budget_grants", "settings_version")

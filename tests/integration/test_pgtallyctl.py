@@ -1,6 +1,6 @@
 """pgtallyctl against a ledger file: queries and usage in every format.
 
-The ledger is created by the real writer (build/accounting/ledger_bench, one
+The ledger is created by the real writer (build/bench/ledger_bench, one
 record, then emptied) so the schema is the one pgtally writes; rows are then
 inserted with Python's sqlite3 and every expected figure is computed here,
 independently of the SQL pgtallyctl runs. No PostgreSQL is needed.
@@ -23,7 +23,7 @@ from helpers import run_pgtallyctl
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("PGTALLY_BUILD") or REPO / "build").resolve()
 CTL = BUILD / "pgtallyctl"
-LEDGER_BENCH = BUILD / "accounting" / "ledger_bench"
+LEDGER_BENCH = BUILD / "bench" / "ledger_bench"
 
 COLUMNS = ("started_at", "finished_at", "session_id", "backend_pid", "user", "database",
            "application", "client_addr", "tags", "fingerprint", "normalized", "kind",

@@ -62,7 +62,7 @@ static void test_format(void)
     static const struct {
         int64_t micro;            /* amount */
         const char *currency;     /* currency, or NULL */
-        const char *full, *brief; /* pgt_pricing_format, pgt_pricing_format_short */
+        const char *full, *brief; /* pgt_money_format, pgt_money_format_short */
     } cases[] = {
         {0, "USD", "0.000000 USD", "0.00 USD"},
         {1, "USD", "0.000001 USD", "0.000001 USD"},
@@ -89,14 +89,14 @@ static void test_format(void)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char buf[PGT_MONEY_TEXT_MAX];
-        CHECK_STR(pgt_pricing_format(cases[i].micro, cases[i].currency, buf, sizeof(buf)),
+        CHECK_STR(pgt_money_format(cases[i].micro, cases[i].currency, buf, sizeof(buf)),
                   cases[i].full);
-        CHECK_STR(pgt_pricing_format_short(cases[i].micro, cases[i].currency, buf, sizeof(buf)),
+        CHECK_STR(pgt_money_format_short(cases[i].micro, cases[i].currency, buf, sizeof(buf)),
                   cases[i].brief);
     }
     /* A small buffer truncates and stays terminated. */
     char small[6];
-    pgt_pricing_format(1234567, "USD", small, sizeof(small));
+    pgt_money_format(1234567, "USD", small, sizeof(small));
     CHECK_STR(small, "1.234");
 }
 
@@ -139,7 +139,7 @@ static void test_parse(void)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char err[256] = "";
         int64_t got = -1;
-        int rc = pgt_pricing_parse(cases[i].text, cases[i].currency, &got, err, sizeof(err));
+        int rc = pgt_money_parse(cases[i].text, cases[i].currency, &got, err, sizeof(err));
         if ((rc == 0 ? got : -1) != cases[i].want || (rc && !strstr(err, cases[i].why)))
             fprintf(stderr, "parse case %zu '%s': rc=%d got=%lld err=%s\n", i, cases[i].text, rc,
                     (long long)got, err);
@@ -148,7 +148,7 @@ static void test_parse(void)
             CHECK(strstr(err, cases[i].why) != NULL);
     }
     int64_t v;
-    CHECK_INT(pgt_pricing_parse("oops", NULL, &v, NULL, 0), -1); /* err may be NULL */
+    CHECK_INT(pgt_money_parse("oops", NULL, &v, NULL, 0), -1); /* err may be NULL */
 }
 
 int main(void)

@@ -110,7 +110,7 @@ int ctl_parse_args(ctl_env_t *env, int argc, char **argv, const ctl_opt_t *opts,
                    size_t len) __attribute__((warn_unused_result));
 
 /* Parses an amount of money in the configured currency ("12.50",
- * "12.50 USD"; see pgt_pricing_parse) given as --flag. Returns 0, or -1
+ * "12.50 USD"; see pgt_money_parse) given as --flag. Returns 0, or -1
  * with what is wrong in what. */
 int ctl_parse_amount(const ctl_env_t *env, const char *flag, const char *text, int64_t *out,
                      char *what, size_t len) __attribute__((warn_unused_result));

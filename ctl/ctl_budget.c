@@ -194,10 +194,10 @@ static json_t *line_json(const ctl_env_t *env, const standing_t *s, const line_t
 {
     char spent[PGT_MONEY_TEXT_MAX], limit[PGT_MONEY_TEXT_MAX], start[48], end[48];
     return json_pack("{sIsssIsIsssssfsssssIss?}", "spent_micro", (json_int_t)l->spent_micro,
-                     "spent", pgt_pricing_format(l->spent_micro, NULL, spent, sizeof(spent)),
+                     "spent", pgt_money_format(l->spent_micro, NULL, spent, sizeof(spent)),
                      "granted_micro", (json_int_t)l->granted_micro, "effective_limit_micro",
                      (json_int_t)l->limit_micro, "effective_limit",
-                     pgt_pricing_format(l->limit_micro, NULL, limit, sizeof(limit)), "currency",
+                     pgt_money_format(l->limit_micro, NULL, limit, sizeof(limit)), "currency",
                      env->currency, "percent", round(line_pct(l) * 10) / 10, "period_start",
                      ctl_fmt_iso(s->start_us, false, start, sizeof(start)), "resets",
                      ctl_fmt_iso(s->end_us, false, end, sizeof(end)), "resets_us",
@@ -212,15 +212,15 @@ static json_t *budget_json(const pgt_budget_t *b)
     for (int i = 0; warn && i < b->nwarn; i++)
         json_array_append_new(warn, json_integer(b->warn_pcts[i]));
     bool capped = b->per_query_micro >= 0;
-    return json_pack(
-        "{sIsssssssIsssosssoso}", "id", (json_int_t)b->id, "subject_type",
-        pgt_budget_subject_name(b->subject_type), "subject", b->subject, "period",
-        pgt_period_name(b->period), "limit_micro", (json_int_t)b->limit_micro, "limit",
-        pgt_pricing_format(b->limit_micro, NULL, limit, sizeof(limit)), "warn_pcts", warn, "action",
-        pgt_budget_action_name(b->action), "per_query_micro",
-        capped ? json_integer(b->per_query_micro) : json_null(), "per_query",
-        capped ? json_string(pgt_pricing_format(b->per_query_micro, NULL, cap, sizeof(cap)))
-               : json_null());
+    return json_pack("{sIsssssssIsssosssoso}", "id", (json_int_t)b->id, "subject_type",
+                     pgt_budget_subject_name(b->subject_type), "subject", b->subject, "period",
+                     pgt_period_name(b->period), "limit_micro", (json_int_t)b->limit_micro, "limit",
+                     pgt_money_format(b->limit_micro, NULL, limit, sizeof(limit)), "warn_pcts",
+                     warn, "action", pgt_budget_action_name(b->action), "per_query_micro",
+                     capped ? json_integer(b->per_query_micro) : json_null(), "per_query",
+                     capped
+                         ? json_string(pgt_money_format(b->per_query_micro, NULL, cap, sizeof(cap)))
+                         : json_null());
 }
 
 /* ---- Loading every budget with its standing ----------------------------- */
@@ -426,20 +426,20 @@ static void list_csv_row(const ctl_env_t *env, const standing_t *s)
         snprintf(warn + strlen(warn), sizeof(warn) - strlen(warn), "%s%d", i ? "," : "",
                  b->warn_pcts[i]);
     if (b->per_query_micro >= 0)
-        pgt_pricing_format(b->per_query_micro, NULL, cap, sizeof(cap));
+        pgt_money_format(b->per_query_micro, NULL, cap, sizeof(cap));
     snprintf(pct, sizeof(pct), "%.1f", line_pct(top));
     const char *cells[] = {
         id,
         pgt_budget_subject_name(b->subject_type),
         top->user ? top->user : b->subject,
         pgt_period_name(b->period),
-        pgt_pricing_format(b->limit_micro, NULL, limit, sizeof(limit)),
-        pgt_pricing_format(top->granted_micro, NULL, granted, sizeof(granted)),
-        pgt_pricing_format(top->limit_micro, NULL, eff, sizeof(eff)),
+        pgt_money_format(b->limit_micro, NULL, limit, sizeof(limit)),
+        pgt_money_format(top->granted_micro, NULL, granted, sizeof(granted)),
+        pgt_money_format(top->limit_micro, NULL, eff, sizeof(eff)),
         warn,
         pgt_budget_action_name(b->action),
         cap,
-        pgt_pricing_format(top->spent_micro, NULL, spent, sizeof(spent)),
+        pgt_money_format(top->spent_micro, NULL, spent, sizeof(spent)),
         pct,
         ctl_fmt_iso(s->end_us, false, resets, sizeof(resets)),
         env->currency,

@@ -127,7 +127,7 @@ static int table_row(out_t *o, const pgt_usage_row_t *r, const char *group)
         pgt_fmt_seconds(r->compute_s, compute, sizeof(compute)),
         rows,
         ctl_fmt_bytes(r->bytes_out, bytes, sizeof(bytes)),
-        pgt_pricing_format_short(r->cost_micro, o->env->currency, cost, sizeof(cost)),
+        pgt_money_format_short(r->cost_micro, o->env->currency, cost, sizeof(cost)),
     };
     return ctl_table_add(o->table, cells, 40);
 }
@@ -144,7 +144,7 @@ static json_t *group_json(const pgt_usage_row_t *r, bool with_group)
     json_t *sums = json_pack("{sIsfsIsIsIss}", "statements", (json_int_t)r->statements, "compute_s",
                              r->compute_s, "rows", (json_int_t)r->rows, "bytes_out",
                              (json_int_t)r->bytes_out, "cost_micro", (json_int_t)r->cost_micro,
-                             "cost", pgt_pricing_format(r->cost_micro, NULL, cost, sizeof(cost)));
+                             "cost", pgt_money_format(r->cost_micro, NULL, cost, sizeof(cost)));
     int rc = o && sums ? json_object_update(o, sums) : -1;
     json_decref(sums);
     if (rc != 0) {
@@ -167,7 +167,7 @@ static void csv_row(const out_t *o, const pgt_usage_row_t *r)
     const char *cells[] = {
         r->group,        n,
         compute,         rows,
-        bytes,           pgt_pricing_format(r->cost_micro, NULL, cost, sizeof(cost)),
+        bytes,           pgt_money_format(r->cost_micro, NULL, cost, sizeof(cost)),
         o->env->currency};
     ctl_csv_row(stdout, cells, sizeof(cells) / sizeof(cells[0]));
 }

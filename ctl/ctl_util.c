@@ -400,7 +400,7 @@ int ctl_parse_amount(const ctl_env_t *env, const char *flag, const char *text, i
                      char *what, size_t len)
 {
     char err[256];
-    if (pgt_pricing_parse(text, env->currency, out, err, sizeof(err)) == 0)
+    if (pgt_money_parse(text, env->currency, out, err, sizeof(err)) == 0)
         return 0;
     snprintf(what, len, "bad %s: %s", flag, err);
     return -1;
@@ -468,7 +468,7 @@ char *ctl_fmt_bytes(int64_t b, char *buf, size_t len)
 char *ctl_fmt_money(int64_t micro, const char *currency, char *buf, size_t len)
 {
     char exact[PGT_MONEY_TEXT_MAX];
-    pgt_pricing_format(micro, NULL, exact, sizeof(exact));
+    pgt_money_format(micro, NULL, exact, sizeof(exact));
     /* Drop trailing zeros down to cents: 12.500000 -> 12.50. */
     size_t n = strlen(exact);
     while (n > 0 && exact[n - 1] == '0' && n - (size_t)(strchr(exact, '.') - exact) > 3)

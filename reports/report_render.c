@@ -137,7 +137,7 @@ char *rf_money(const json_t *doc, const json_t *o, const char *key, char *buf, s
 {
     char name[64];
     snprintf(name, sizeof(name), "%s_micro", key);
-    return pgt_pricing_format_short(rj_int(o, name), rj_str(doc, "currency"), buf, len);
+    return pgt_money_format_short(rj_int(o, name), rj_str(doc, "currency"), buf, len);
 }
 
 char *rf_count(int64_t n, char *buf, size_t len)
@@ -873,7 +873,7 @@ static void csv_value(rbuf_t *out, const json_t *doc, const json_t *o, const csv
         csv_field(out, json_string_value(v), first);
     else {
         if (c->kind == 'm' && json_is_integer(v))
-            pgt_pricing_format(json_integer_value(v), NULL, buf, sizeof(buf));
+            pgt_money_format(json_integer_value(v), NULL, buf, sizeof(buf));
         else if (json_is_integer(v))
             snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(v));
         else if (json_is_real(v))

@@ -63,7 +63,7 @@ static void put_money(json_t *o, const char *key, int64_t micro, bool *ok)
     char name[64], text[PGT_MONEY_TEXT_MAX];
     snprintf(name, sizeof(name), "%s_micro", key);
     put(o, name, json_integer(micro), ok);
-    put(o, key, json_string(pgt_pricing_format(micro, NULL, text, sizeof(text))), ok);
+    put(o, key, json_string(pgt_money_format(micro, NULL, text, sizeof(text))), ok);
 }
 
 /* Percent change from before to now, to a tenth; null when before is 0. */
@@ -1062,8 +1062,8 @@ char *pgt_report_subject(const json_t *report)
     const char *currency = json_string_value(json_object_get(report, "currency"));
     const char *date = json_string_value(json_object_get(report, "date"));
     char money[PGT_MONEY_TEXT_MAX], *s = NULL;
-    pgt_pricing_format_short(json_integer_value(json_object_get(totals, "cost_micro")), currency,
-                             money, sizeof(money));
+    pgt_money_format_short(json_integer_value(json_object_get(totals, "cost_micro")), currency,
+                           money, sizeof(money));
     long long n = json_integer_value(json_object_get(totals, "statements"));
     if (asprintf(&s, "pgtally: %s: %s in %lld statement%s", date ? date : "?", money, n,
                  n == 1 ? "" : "s") < 0)

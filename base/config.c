@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "pgtally/pricing.h"
+#include "pgtally/money.h"
 
 #define ZONEINFO_DIR "/usr/share/zoneinfo"
 #define ZONE_NAME_MAX 128
@@ -360,7 +360,7 @@ static int parse_size(const char *value, int64_t min, int64_t max, int64_t *out)
  * never drift; read by the pricing module, as every amount is. */
 static int parse_money(const char *value, int64_t *out)
 {
-    return pgt_pricing_parse(value, NULL, out, NULL, 0);
+    return pgt_money_parse(value, NULL, out, NULL, 0);
 }
 
 static int parse_currency(const char *value, char out[8])
