@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "pgtally/log.h"
+#include "pgtally/names.h"
 
 #define DEFAULT_QUEUE_CAPACITY 65536
 #define DEFAULT_MEMORY_CAPACITY 100000
@@ -31,74 +32,11 @@
 
 /* ---- Names ------------------------------------------------------------ */
 
-static const char *const status_names[] = {
-#define X(name, str) str,
-    PGT_QUERY_STATUS_MAP(X)
-#undef X
-};
-
-static const char *const order_names[] = {
-#define X(name, str) str,
-    PGT_LEDGER_ORDER_MAP(X)
-#undef X
-};
-
-static const char *const usage_by_names[] = {
-#define X(name, str) str,
-    PGT_USAGE_BY_MAP(X)
-#undef X
-};
-
-/* Returns the index of s in names, or -1. */
-static int name_index(const char *const *names, size_t n, const char *s)
-{
-    for (size_t i = 0; s && i < n; i++)
-        if (strcmp(names[i], s) == 0)
-            return (int)i;
-    return -1;
-}
-
-const char *pgt_query_status_name(pgt_query_status_t s)
-{
-    return (unsigned)s < NELEMS(status_names) ? status_names[s] : "unknown";
-}
-
-int pgt_query_status_parse(const char *name, pgt_query_status_t *out)
-{
-    int i = name_index(status_names, NELEMS(status_names), name);
-    if (i < 0)
-        return -1;
-    *out = (pgt_query_status_t)i;
-    return 0;
-}
-
-const char *pgt_ledger_order_name(pgt_ledger_order_t o)
-{
-    return (unsigned)o < NELEMS(order_names) ? order_names[o] : "unknown";
-}
-
-int pgt_ledger_order_parse(const char *name, pgt_ledger_order_t *out)
-{
-    int i = name_index(order_names, NELEMS(order_names), name);
-    if (i < 0)
-        return -1;
-    *out = (pgt_ledger_order_t)i;
-    return 0;
-}
-
-const char *pgt_usage_by_name(pgt_usage_by_t by)
-{
-    return (unsigned)by < NELEMS(usage_by_names) ? usage_by_names[by] : "unknown";
-}
-
-int pgt_usage_by_parse(const char *name, pgt_usage_by_t *out)
-{
-    int i = name_index(usage_by_names, NELEMS(usage_by_names), name);
-    if (i < 0)
-        return -1;
-    *out = (pgt_usage_by_t)i;
-    return 0;
-}
+PGT_NAMES_DEFINE(PGT_QUERY_STATUS_MAP, pgt_query_status_t, pgt_query_status_name,
+                 pgt_query_status_parse)
+PGT_NAMES_DEFINE(PGT_LEDGER_ORDER_MAP, pgt_ledger_order_t, pgt_ledger_order_name,
+                 pgt_ledger_order_parse)
+PGT_NAMES_DEFINE(PGT_USAGE_BY_MAP, pgt_usage_by_t, pgt_usage_by_name, pgt_usage_by_parse)
 
 /* ---- Records ---------------------------------------------------------- */
 
