@@ -476,8 +476,8 @@ int pgt_ledger_migrate(sqlite3 *db, int target, char *err, size_t errlen)
     return migrate(db, target, &newer, &from, err, errlen) == SQLITE_OK ? 0 : -1;
 }
 
-/* Writes what failed, with SQLite's message, to err. */
-static void open_failed(sqlite3 *db, const char *doing, char *err, size_t errlen)
+/* Writes what failed, with the message of db's last error, to err. */
+static void sqlite_failed(sqlite3 *db, const char *doing, char *err, size_t errlen)
 {
     snprintf(err, errlen, "%s: %s", doing, db ? sqlite3_errmsg(db) : "cannot open the database");
 }
@@ -496,7 +496,7 @@ static int rw_pragmas(sqlite3 *db, int busy_ms, char *err, size_t errlen)
     if (rc == SQLITE_OK)
         rc = exec_sql(db, "PRAGMA synchronous=NORMAL");
     if (rc != SQLITE_OK)
-        open_failed(db, "setting WAL mode", err, errlen);
+        sqlite_failed(db, "setting WAL mode", err, errlen);
     return rc;
 }
 
@@ -510,7 +510,7 @@ static int open_rw(const char *path, int busy_ms, int flags, sqlite3 **out, bool
     flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     int rc = sqlite3_open_v2(path, &db, flags, NULL);
     if (rc != SQLITE_OK)
-        open_failed(db, "opening", err, errlen);
+        sqlite_failed(db, "opening", err, errlen);
     if (rc == SQLITE_OK)
         rc = rw_pragmas(db, busy_ms, err, errlen);
     if (rc == SQLITE_OK)
@@ -637,8 +637,7 @@ bool pgt_ledger_refusing(const pgt_ledger_t *l)
 /* Records an SQLite error of the writer connection (or of db) in l->error. */
 static void note_sqlite_error(pgt_ledger_t *l, sqlite3 *db, const char *doing)
 {
-    snprintf(l->error, sizeof(l->error), "%s: %s", doing,
-             db ? sqlite3_errmsg(db) : "cannot open the database");
+    sqlite_failed(db, doing, l->error, sizeof(l->error));
 }
 
 /* Closes the writer connection; optimize refreshes the planner's
@@ -695,19 +694,35 @@ static int insert_all(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
     return SQLITE_OK;
 }
 
-/* Writes v in one transaction. Returns an SQLite code. */
-static int write_records(pgt_ledger_t *l, const recvec_t *v)
+/* Begins a write transaction on the writer connection. Returns an SQLite
+ * code, with l->error set on failure. */
+static int writer_begin(pgt_ledger_t *l)
 {
     int rc = exec_sql(l->db, "BEGIN IMMEDIATE");
     if (rc != SQLITE_OK)
         note_sqlite_error(l, l->db, "beginning");
-    if (rc == SQLITE_OK)
-        rc = insert_all(l, v->items, v->len);
+    return rc;
+}
+
+/* Ends the transaction of writer_begin: commits it when rc, the code of
+ * the work done in it, is SQLITE_OK; otherwise, or when the commit fails,
+ * rolls it back. Returns an SQLite code, with l->error set on failure. */
+static int writer_end(pgt_ledger_t *l, int rc)
+{
     if (rc == SQLITE_OK && (rc = exec_sql(l->db, "COMMIT")) != SQLITE_OK)
         note_sqlite_error(l, l->db, "committing");
     if (rc != SQLITE_OK)
         rollback_if_open(l->db);
     return rc;
+}
+
+/* Writes v in one transaction. Returns an SQLite code. */
+static int write_records(pgt_ledger_t *l, const recvec_t *v)
+{
+    int rc = writer_begin(l);
+    if (rc == SQLITE_OK)
+        rc = insert_all(l, v->items, v->len);
+    return writer_end(l, rc);
 }
 
 /* Enters (or stays in) the failing state: the connection is dropped so the
@@ -841,6 +856,12 @@ static pgt_record_t *record_from_json(json_t *o)
     return r;
 }
 
+/* Sets l->error to what failed on the spool file, with errno's text. */
+static void note_spool_error(pgt_ledger_t *l, const char *doing)
+{
+    snprintf(l->error, sizeof(l->error), "%s %s: %s", doing, l->spool_path, strerror(errno));
+}
+
 /* Writes v's records as JSON lines to f. Returns 0 or -1. */
 static int spool_write_lines(FILE *f, const recvec_t *v)
 {
@@ -865,7 +886,7 @@ static int spool_append(pgt_ledger_t *l, const recvec_t *v)
     struct stat st;
     FILE *f = NULL;
     if (fd < 0 || fstat(fd, &st) != 0 || !(f = fdopen(fd, "a"))) {
-        snprintf(l->error, sizeof(l->error), "spool %s: %s", l->spool_path, strerror(errno));
+        note_spool_error(l, "spool");
         if (fd >= 0)
             close(fd);
         return -1;
@@ -881,35 +902,45 @@ static int spool_append(pgt_ledger_t *l, const recvec_t *v)
     if (rc == 0 && (fflush(f) != 0 || fsync(fd) != 0))
         rc = -1;
     if (rc != 0) {
-        snprintf(l->error, sizeof(l->error), "spool %s: %s", l->spool_path, strerror(errno));
+        note_spool_error(l, "spool");
         (void)fflush(f);
         if (ftruncate(fd, st.st_size) != 0)
             PGT_ERROR("ledger_spool_truncate_failed", "path=\"%s\"", l->spool_path);
     }
     if (fclose(f) != 0 && rc == 0) {
-        snprintf(l->error, sizeof(l->error), "spool %s: %s", l->spool_path, strerror(errno));
+        note_spool_error(l, "spool");
         rc = -1;
     }
     return rc;
 }
 
+/* Appends v to the spool file, counts its records there and frees them.
+ * Returns 0, or -1 with l->error set (then v is kept). */
+static int spool_out(pgt_ledger_t *l, recvec_t *v)
+{
+    if (spool_append(l, v) != 0)
+        return -1;
+    l->wstats.spooled += v->len;
+    l->spool_records += v->len;
+    l->spool_has_data = true;
+    recvec_clear(v);
+    return 0;
+}
+
 /* Moves the records held in memory to the spool file. */
 static void spool_held(pgt_ledger_t *l)
 {
-    if (spool_append(l, &l->held) != 0) {
+    size_t n = l->held.len;
+    if (spool_out(l, &l->held) != 0) {
         if (!l->spool_failing)
-            PGT_WARN("ledger_spool_failed", "error=\"%s\" in_memory=%zu", l->error, l->held.len);
+            PGT_WARN("ledger_spool_failed", "error=\"%s\" in_memory=%zu", l->error, n);
         l->spool_failing = true;
         return;
     }
     if (l->spool_failing)
         PGT_INFO("ledger_spool_recovered", "path=\"%s\"", l->spool_path);
     l->spool_failing = false;
-    PGT_INFO("ledger_spooled", "records=%zu path=\"%s\"", l->held.len, l->spool_path);
-    l->wstats.spooled += l->held.len;
-    l->spool_records += l->held.len;
-    l->spool_has_data = true;
-    recvec_clear(&l->held);
+    PGT_INFO("ledger_spooled", "records=%zu path=\"%s\"", n, l->spool_path);
 }
 
 /* Inserts every record of the spool file inside the caller's transaction.
@@ -920,7 +951,7 @@ static int spool_replay(pgt_ledger_t *l, uint64_t *count)
     if (!f) {
         if (errno == ENOENT)
             return SQLITE_OK;
-        snprintf(l->error, sizeof(l->error), "spool %s: %s", l->spool_path, strerror(errno));
+        note_spool_error(l, "spool");
         return SQLITE_CANTOPEN;
     }
     char *line = NULL;
@@ -942,8 +973,7 @@ static int spool_replay(pgt_ledger_t *l, uint64_t *count)
         *count += rc == SQLITE_OK;
     }
     if (rc == SQLITE_OK && ferror(f)) {
-        snprintf(l->error, sizeof(l->error), "reading spool %s: %s", l->spool_path,
-                 strerror(errno));
+        note_spool_error(l, "reading spool");
         rc = SQLITE_IOERR;
     }
     free(line);
@@ -1020,17 +1050,12 @@ static int recover(pgt_ledger_t *l)
         return -1;
     }
     uint64_t from_spool = 0;
-    int rc = exec_sql(l->db, "BEGIN IMMEDIATE");
-    if (rc != SQLITE_OK)
-        note_sqlite_error(l, l->db, "beginning");
+    int rc = writer_begin(l);
     if (rc == SQLITE_OK && l->spool_has_data)
         rc = spool_replay(l, &from_spool);
     if (rc == SQLITE_OK)
         rc = insert_all(l, l->held.items, l->held.len);
-    if (rc == SQLITE_OK && (rc = exec_sql(l->db, "COMMIT")) != SQLITE_OK)
-        note_sqlite_error(l, l->db, "committing");
-    if (rc != SQLITE_OK) {
-        rollback_if_open(l->db);
+    if (writer_end(l, rc) != SQLITE_OK) {
         writer_fail(l);
         return -1;
     }
@@ -1059,14 +1084,10 @@ static void hold_batch(pgt_ledger_t *l)
 {
     if (recvec_move(&l->held, &l->batch) != 0) {
         /* Out of memory: straight to the spool, or lost as a last resort. */
-        if (spool_append(l, &l->batch) == 0) {
-            l->wstats.spooled += l->batch.len;
-            l->spool_records += l->batch.len;
-            l->spool_has_data = true;
-        } else {
+        if (spool_out(l, &l->batch) != 0) {
             PGT_ERROR("ledger_records_lost", "count=%zu error=\"%s\"", l->batch.len, l->error);
+            recvec_clear(&l->batch);
         }
-        recvec_clear(&l->batch);
     }
     if (l->held.len > l->memory_capacity)
         spool_held(l);
@@ -1358,11 +1379,8 @@ void pgt_ledger_reader_close(pgt_ledger_reader_t *rd)
     free(rd);
 }
 
-/* Steps st to the end, handing each row to row_cb (NULL: rows are
- * ignored). Returns 0, the callback's value, or -1 with "doing: what
- * failed" in err; finalizes st. */
-static int walk_rows(sqlite3 *db, sqlite3_stmt *st, int (*row_cb)(sqlite3_stmt *, void *),
-                     void *arg, const char *doing, char *err, size_t errlen)
+int pgt_ledger_walk(sqlite3 *db, sqlite3_stmt *st, int (*row_cb)(sqlite3_stmt *, void *), void *arg,
+                    const char *doing, char *err, size_t errlen)
 {
     int rc, ret = 0;
     while (ret == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
@@ -1375,10 +1393,17 @@ static int walk_rows(sqlite3 *db, sqlite3_stmt *st, int (*row_cb)(sqlite3_stmt *
     return ret;
 }
 
-int pgt_ledger_walk(sqlite3 *db, sqlite3_stmt *st, int (*row_cb)(sqlite3_stmt *, void *), void *arg,
-                    const char *doing, char *err, size_t errlen)
+/* Prepares sql on the reader's connection. Returns the statement, or NULL
+ * with the cause in err. */
+static sqlite3_stmt *reader_prepare(pgt_ledger_reader_t *rd, const char *sql, char *err,
+                                    size_t errlen)
 {
-    return walk_rows(db, st, row_cb, arg, doing, err, errlen);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(rd->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "reading the ledger: %s", sqlite3_errmsg(rd->db));
+        return NULL;
+    }
+    return st;
 }
 
 /* The callback of pgt_ledger_list and its argument. */
@@ -1407,18 +1432,16 @@ int pgt_ledger_list(pgt_ledger_reader_t *rd, const pgt_ledger_filter_t *f, pgt_l
              f->user ? " AND \"user\" = ?3" : "",
              f->order == PGT_LEDGER_ORDER_COST ? "cost_micro DESC, started_at DESC"
                                                : "started_at DESC");
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(rd->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "reading the ledger: %s", sqlite3_errmsg(rd->db));
+    sqlite3_stmt *st = reader_prepare(rd, sql, err, errlen);
+    if (!st)
         return -1;
-    }
     sqlite3_bind_int64(st, 1, f->since_us);
     sqlite3_bind_int64(st, 2, f->until_us);
     if (f->user)
         sqlite3_bind_text(st, 3, f->user, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, f->limit > 0 ? f->limit : -1);
     list_ctx_t c = {cb, arg};
-    return walk_rows(rd->db, st, list_row, &c, "reading the ledger", err, errlen);
+    return pgt_ledger_walk(rd->db, st, list_row, &c, "reading the ledger", err, errlen);
 }
 
 /* The callback of pgt_ledger_usage and its argument. */
@@ -1472,11 +1495,9 @@ int pgt_ledger_usage(pgt_ledger_reader_t *rd, pgt_usage_by_t by, const char *tag
              "sum(cost_micro) AS cost FROM queries WHERE started_at >= ?1 AND started_at < ?2 "
              "GROUP BY g ORDER BY cost DESC, g",
              group_expr(by));
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(rd->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "reading the ledger: %s", sqlite3_errmsg(rd->db));
+    sqlite3_stmt *st = reader_prepare(rd, sql, err, errlen);
+    if (!st)
         return -1;
-    }
     sqlite3_bind_int64(st, 1, from_us);
     sqlite3_bind_int64(st, 2, to_us);
     if (by == PGT_USAGE_BY_TAG) {
@@ -1485,5 +1506,5 @@ int pgt_ledger_usage(pgt_ledger_reader_t *rd, pgt_usage_by_t by, const char *tag
         sqlite3_bind_text(st, 3, path, -1, SQLITE_TRANSIENT);
     }
     usage_ctx_t c = {cb, arg};
-    return walk_rows(rd->db, st, usage_row, &c, "reading the ledger", err, errlen);
+    return pgt_ledger_walk(rd->db, st, usage_row, &c, "reading the ledger", err, errlen);
 }
