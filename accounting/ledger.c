@@ -643,7 +643,7 @@ static void note_sqlite_error(pgt_ledger_t *l, sqlite3 *db, const char *doing)
 /* Closes the writer connection; optimize refreshes the planner's
  * statistics, as SQLite advises before closing (not after a failure, when
  * it would wait on the same lock again). */
-static void writer_close(pgt_ledger_t *l, bool optimize)
+static void ledger_conn_close(pgt_ledger_t *l, bool optimize)
 {
     sqlite3_finalize(l->insert);
     l->insert = NULL;
@@ -653,9 +653,10 @@ static void writer_close(pgt_ledger_t *l, bool optimize)
     l->db = NULL;
 }
 
-/* Opens, migrates and prepares the writer connection. Returns an SQLite
- * code; *fatal says the file can never work (not a database, newer schema). */
-static int writer_open(pgt_ledger_t *l, bool *fatal)
+/* Opens, migrates and prepares the writer connection. Returns 0, or -1
+ * with l->error set; *fatal says the file can never work (not a database,
+ * newer schema). */
+static int ledger_conn_open(pgt_ledger_t *l, bool *fatal)
 {
     sqlite3 *db = NULL;
     bool newer = false;
@@ -670,17 +671,17 @@ static int writer_open(pgt_ledger_t *l, bool *fatal)
     *fatal = newer || rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT;
     if (rc != SQLITE_OK) {
         sqlite3_close_v2(db);
-        return rc;
+        return -1;
     }
     if (from != SCHEMA_VERSION)
         PGT_INFO("ledger_migrated", "from=%d to=%d", from, SCHEMA_VERSION);
     l->db = db;
-    return SQLITE_OK;
+    return 0;
 }
 
-/* Inserts n records with the prepared statement, inside the caller's
- * transaction. Returns an SQLite code. */
-static int insert_all(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
+/* Inserts n records with the prepared statement, inside the transaction
+ * of ledger_conn_begin. Returns 0, or -1 with l->error set. */
+static int ledger_conn_insert(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         bind_record(l->insert, recs[i], l->instance);
@@ -688,41 +689,66 @@ static int insert_all(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
         sqlite3_reset(l->insert);
         if (rc != SQLITE_DONE) {
             note_sqlite_error(l, l->db, "inserting");
-            return rc;
+            return -1;
         }
     }
-    return SQLITE_OK;
+    return 0;
 }
 
-/* Begins a write transaction on the writer connection. Returns an SQLite
- * code, with l->error set on failure. */
-static int writer_begin(pgt_ledger_t *l)
+/* Begins a write transaction on the writer connection. Returns 0, or -1
+ * with l->error set. */
+static int ledger_conn_begin(pgt_ledger_t *l)
 {
-    int rc = exec_sql(l->db, "BEGIN IMMEDIATE");
-    if (rc != SQLITE_OK)
-        note_sqlite_error(l, l->db, "beginning");
-    return rc;
+    if (exec_sql(l->db, "BEGIN IMMEDIATE") == SQLITE_OK)
+        return 0;
+    note_sqlite_error(l, l->db, "beginning");
+    return -1;
 }
 
-/* Ends the transaction of writer_begin: commits it when rc, the code of
- * the work done in it, is SQLITE_OK; otherwise, or when the commit fails,
- * rolls it back. Returns an SQLite code, with l->error set on failure. */
-static int writer_end(pgt_ledger_t *l, int rc)
+/* Ends the transaction of ledger_conn_begin: commits it when rc, the
+ * result of the work done in it, is 0; otherwise, or when the commit
+ * fails, rolls it back. Returns 0, or -1 with l->error set. */
+static int ledger_conn_end(pgt_ledger_t *l, int rc)
 {
-    if (rc == SQLITE_OK && (rc = exec_sql(l->db, "COMMIT")) != SQLITE_OK)
+    if (rc == 0 && exec_sql(l->db, "COMMIT") != SQLITE_OK) {
         note_sqlite_error(l, l->db, "committing");
-    if (rc != SQLITE_OK)
+        rc = -1;
+    }
+    if (rc != 0)
         rollback_if_open(l->db);
     return rc;
 }
 
-/* Writes v in one transaction. Returns an SQLite code. */
+/* Deletes at most limit rows that started before cutoff_us, in a
+ * transaction of their own, and sets *deleted. Returns 0, or -1 with
+ * SQLite's message in l->error. */
+static int ledger_conn_delete_before(pgt_ledger_t *l, int64_t cutoff_us, int limit, int *deleted)
+{
+    static const char sql[] = "DELETE FROM queries WHERE id IN "
+                              "(SELECT id FROM queries WHERE started_at < ?1 LIMIT ?2)";
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, cutoff_us);
+        sqlite3_bind_int(st, 2, limit);
+        rc = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        snprintf(l->error, sizeof(l->error), "%s", sqlite3_errmsg(l->db));
+        return -1;
+    }
+    *deleted = sqlite3_changes(l->db);
+    return 0;
+}
+
+/* Writes v in one transaction. Returns 0, or -1 with l->error set. */
 static int write_records(pgt_ledger_t *l, const recvec_t *v)
 {
-    int rc = writer_begin(l);
-    if (rc == SQLITE_OK)
-        rc = insert_all(l, v->items, v->len);
-    return writer_end(l, rc);
+    int rc = ledger_conn_begin(l);
+    if (rc == 0)
+        rc = ledger_conn_insert(l, v->items, v->len);
+    return ledger_conn_end(l, rc);
 }
 
 /* Enters (or stays in) the failing state: the connection is dropped so the
@@ -732,7 +758,7 @@ static void writer_fail(pgt_ledger_t *l)
     if (!is_failing(l))
         PGT_WARN("ledger_write_failed", "error=\"%s\" path=\"%s\" on_failure=%s", l->error, l->path,
                  l->on_failure == PGT_LEDGER_CLOSED ? "closed" : "open");
-    writer_close(l, false);
+    ledger_conn_close(l, false);
     set_failing(l, 1);
     l->next_retry_us = mono_us() + RETRY_INTERVAL_US;
 }
@@ -943,22 +969,23 @@ static void spool_held(pgt_ledger_t *l)
     PGT_INFO("ledger_spooled", "records=%zu path=\"%s\"", n, l->spool_path);
 }
 
-/* Inserts every record of the spool file inside the caller's transaction.
- * Damaged lines are skipped and logged. Returns an SQLite code. */
+/* Inserts every record of the spool file inside the caller's transaction
+ * and adds their number to *count. Damaged lines are skipped and logged.
+ * Returns 0, or -1 with l->error set. */
 static int spool_replay(pgt_ledger_t *l, uint64_t *count)
 {
     FILE *f = fopen(l->spool_path, "re");
     if (!f) {
         if (errno == ENOENT)
-            return SQLITE_OK;
+            return 0;
         note_spool_error(l, "spool");
-        return SQLITE_CANTOPEN;
+        return -1;
     }
     char *line = NULL;
     size_t cap = 0, bad = 0;
     ssize_t len;
-    int rc = SQLITE_OK;
-    while (rc == SQLITE_OK && (len = getline(&line, &cap, f)) > 0) {
+    int rc = 0;
+    while (rc == 0 && (len = getline(&line, &cap, f)) > 0) {
         if (line[0] == '\n')
             continue;
         json_t *o = json_loadb(line, (size_t)len, 0, NULL);
@@ -968,13 +995,13 @@ static int spool_replay(pgt_ledger_t *l, uint64_t *count)
             bad++;
             continue;
         }
-        rc = insert_all(l, &r, 1);
+        rc = ledger_conn_insert(l, &r, 1);
         pgt_record_free(r);
-        *count += rc == SQLITE_OK;
+        *count += rc == 0;
     }
-    if (rc == SQLITE_OK && ferror(f)) {
+    if (rc == 0 && ferror(f)) {
         note_spool_error(l, "reading spool");
-        rc = SQLITE_IOERR;
+        rc = -1;
     }
     free(line);
     fclose(f);
@@ -1045,17 +1072,17 @@ static void publish_stats(pgt_ledger_t *l)
 static int recover(pgt_ledger_t *l)
 {
     bool fatal;
-    if (!l->db && writer_open(l, &fatal) != SQLITE_OK) {
+    if (!l->db && ledger_conn_open(l, &fatal) != 0) {
         l->next_retry_us = mono_us() + RETRY_INTERVAL_US;
         return -1;
     }
     uint64_t from_spool = 0;
-    int rc = writer_begin(l);
-    if (rc == SQLITE_OK && l->spool_has_data)
+    int rc = ledger_conn_begin(l);
+    if (rc == 0 && l->spool_has_data)
         rc = spool_replay(l, &from_spool);
-    if (rc == SQLITE_OK)
-        rc = insert_all(l, l->held.items, l->held.len);
-    if (writer_end(l, rc) != SQLITE_OK) {
+    if (rc == 0)
+        rc = ledger_conn_insert(l, l->held.items, l->held.len);
+    if (ledger_conn_end(l, rc) != 0) {
         writer_fail(l);
         return -1;
     }
@@ -1098,7 +1125,7 @@ static void handle_batch(pgt_ledger_t *l)
     if (!l->batch.len)
         return;
     if (!has_backlog(l)) {
-        if (write_records(l, &l->batch) == SQLITE_OK) {
+        if (write_records(l, &l->batch) == 0) {
             l->wstats.written += l->batch.len;
             l->wstats.batches++;
             recvec_clear(&l->batch);
@@ -1112,23 +1139,15 @@ static void handle_batch(pgt_ledger_t *l)
 /* Deletes one chunk of rows older than the retention period. */
 static void retention_step(pgt_ledger_t *l)
 {
-    static const char sql[] = "DELETE FROM queries WHERE id IN "
-                              "(SELECT id FROM queries WHERE started_at < ?1 LIMIT ?2)";
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, wall_us() - (int64_t)l->retention_days * DAY_US);
-        sqlite3_bind_int(st, 2, RETENTION_CHUNK);
-        rc = sqlite3_step(st);
-    }
-    sqlite3_finalize(st);
+    int deleted = 0;
+    int64_t cutoff_us = wall_us() - (int64_t)l->retention_days * DAY_US;
+    int rc = ledger_conn_delete_before(l, cutoff_us, RETENTION_CHUNK, &deleted);
     int64_t now = mono_us();
-    if (rc != SQLITE_DONE) {
-        PGT_WARN("ledger_retention_failed", "error=\"%s\"", sqlite3_errmsg(l->db));
+    if (rc != 0) {
+        PGT_WARN("ledger_retention_failed", "error=\"%s\"", l->error);
         l->next_retention_us = now + RETENTION_RETRY_US;
         return;
     }
-    int deleted = sqlite3_changes(l->db);
     l->retention_deleted += (uint64_t)deleted;
     if (deleted >= RETENTION_CHUNK)
         return; /* more to delete: the next loop turn goes on */
@@ -1208,7 +1227,7 @@ static void shutdown_flush(pgt_ledger_t *l)
         recvec_clear(&l->held);
     }
     publish_stats(l);
-    writer_close(l, true);
+    ledger_conn_close(l, true);
 }
 
 static void writer_main(void *arg)
@@ -1285,7 +1304,7 @@ pgt_ledger_t *pgt_ledger_open(const pgt_ledger_opts_t *opts, char *err, size_t e
         return NULL;
     }
     bool fatal = false;
-    if (writer_open(l, &fatal) != SQLITE_OK) {
+    if (ledger_conn_open(l, &fatal) != 0) {
         /* A file that may come back (permissions, a lock, a full disk) is
          * retried while records spool; one that never will is an error. */
         if (fatal || !spool_writable(l)) {
@@ -1298,7 +1317,7 @@ pgt_ledger_t *pgt_ledger_open(const pgt_ledger_opts_t *opts, char *err, size_t e
     spool_scan(l);
     if (uv_thread_create(&l->thread, writer_main, l) != 0) {
         snprintf(err, errlen, "cannot start the writer thread");
-        writer_close(l, false);
+        ledger_conn_close(l, false);
         ledger_free(l);
         return NULL;
     }
