@@ -1,0 +1,137 @@
+/* Internals shared by the files of the ledger, and by nothing else: its
+ * state, the record array, and the calls between the backend-neutral writer
+ * (ledger.c, ledger_spool.c) and its SQLite storage (ledger_sqlite.c). */
+#ifndef PGTALLY_LEDGER_INT_H
+#define PGTALLY_LEDGER_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "pgtally/ledger.h"
+
+#define LEDGER_BUSY_TIMEOUT_MS 2000 /* default wait for another writer's lock */
+
+/* The columns of a record, in the order of bind_record and
+ * ledger_row_to_record (ledger_sqlite.c). */
+#define LEDGER_RECORD_COLUMNS                                                                      \
+    "started_at, finished_at, session_id, backend_pid, \"user\", database, application, "          \
+    "client_addr, tags, fingerprint, normalized, kind, protocol, est_planner_cost, "               \
+    "est_cost_micro, compute_s, rows, bytes_out, cost_micro, status, sqlstate"
+
+/* A growable array of records, oldest first. */
+typedef struct recvec {
+    pgt_record_t **items; /* the records */
+    size_t len;           /* records held */
+    size_t cap;           /* slots allocated */
+} recvec_t;
+
+/* The queue between submitters and the writer, a list of chunks (ledger.c). */
+typedef struct fifo {
+    struct chunk *head; /* oldest chunk, or NULL */
+    struct chunk *tail; /* newest chunk, where records are added */
+    size_t len;         /* records queued */
+} fifo_t;
+
+struct pgt_ledger {
+    char *path;                         /* SQLite file */
+    char *spool_path;                   /* spool file, JSON lines */
+    size_t queue_capacity;              /* records queued before they count as overflow */
+    size_t memory_capacity;             /* records held in memory while failing */
+    int retention_days;                 /* rows older than this are deleted; 0 keeps all */
+    int busy_timeout_ms;                /* SQLite busy timeout */
+    int64_t instance;                   /* written with each record */
+    pgt_ledger_on_failure_t on_failure; /* whether to refuse while failing */
+    int failing;                        /* 1 while writes fail; atomic, read lock-free */
+    uv_thread_t thread;                 /* the writer thread */
+    uv_mutex_t mu;                      /* guards the fields down to `stats` */
+    uv_cond_t wake;                     /* signals the writer */
+    fifo_t queue;                       /* records handed in; past queue_capacity they
+                                           are the overflow, counted and kept */
+    bool queue_full;                    /* overflow was logged in this episode */
+    bool writer_idle;                   /* the writer waits on `wake` */
+    bool stopping;                      /* pgt_ledger_close was called */
+    pgt_ledger_stats_t stats;           /* published counters */
+    /* The fields below belong to the writer thread; db and insert are the
+     * only SQLite ones, used by ledger_sqlite.c alone (ledger.c tests db). */
+    struct sqlite3 *db;          /* writer connection; NULL while it fails */
+    struct sqlite3_stmt *insert; /* prepared insert of a record, reused */
+    recvec_t batch;              /* records taken from the queue */
+    recvec_t held;               /* records waiting in memory while failing, oldest first */
+    bool spool_has_data;         /* the spool file holds records to replay */
+    bool spool_failing;          /* the last spool write failed (logged once) */
+    uint64_t spool_records;      /* records in the spool file */
+    pgt_ledger_stats_t wstats;   /* written, spooled, replayed, batches, not yet published */
+    int64_t next_retry_us;       /* monotonic time of the next recovery attempt */
+    int64_t next_retention_us;   /* monotonic time of the next retention step */
+    uint64_t retention_deleted;  /* rows deleted by the current retention pass */
+    char error[512];             /* the last error, for logs and pgt_ledger_open */
+};
+
+/* ---- ledger.c ---------------------------------------------------------- */
+
+/* Frees the records of v and keeps the array. */
+void ledger_recvec_clear(recvec_t *v);
+
+/* ---- ledger_spool.c: the spool file, on the writer thread -------------- */
+
+/* Appends v to the spool file, counts its records there and frees them.
+ * Returns 0, or -1 with l->error set (then v is kept). */
+int ledger_spool_out(pgt_ledger_t *l, recvec_t *v) __attribute__((warn_unused_result));
+
+/* Moves the records held in memory (l->held) to the spool file; logs a
+ * failure once, and the records then stay held. */
+void ledger_spool_held(pgt_ledger_t *l);
+
+/* Inserts every record of the spool file inside the transaction of
+ * ledger_conn_begin and adds their number to *count. Damaged lines are
+ * skipped and logged. Returns 0, or -1 with l->error set. */
+int ledger_spool_replay(pgt_ledger_t *l, uint64_t *count) __attribute__((warn_unused_result));
+
+/* Counts the records in a spool left by an earlier run. */
+void ledger_spool_scan(pgt_ledger_t *l);
+
+/* Whether the spool file can be created or appended to; when not, appends
+ * the cause to l->error. */
+bool ledger_spool_writable(pgt_ledger_t *l);
+
+/* ---- ledger_sqlite.c: the writer's connection -------------------------- */
+
+/* Opens, migrates and prepares the writer connection (l->db). Returns 0,
+ * or -1 with l->error set; *fatal says the file can never work (not a
+ * database, newer schema). */
+int ledger_conn_open(pgt_ledger_t *l, bool *fatal) __attribute__((warn_unused_result));
+
+/* Closes the writer connection; optimize refreshes the planner's
+ * statistics, as SQLite advises before closing (not after a failure, when
+ * it would wait on the same lock again). */
+void ledger_conn_close(pgt_ledger_t *l, bool optimize);
+
+/* Begins a write transaction on the writer connection. Returns 0, or -1
+ * with l->error set. */
+int ledger_conn_begin(pgt_ledger_t *l) __attribute__((warn_unused_result));
+
+/* Inserts n records, inside the transaction of ledger_conn_begin; the
+ * records stay the caller's. Returns 0, or -1 with l->error set. */
+int ledger_conn_insert(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
+    __attribute__((warn_unused_result));
+
+/* Ends the transaction of ledger_conn_begin: commits it when rc, the
+ * result of the work done in it, is 0; otherwise, or when the commit
+ * fails, rolls it back. Returns 0, or -1 with l->error set. */
+int ledger_conn_end(pgt_ledger_t *l, int rc) __attribute__((warn_unused_result));
+
+/* Deletes at most limit rows that started before cutoff_us, in a
+ * transaction of their own, and sets *deleted. Returns 0, or -1 with
+ * SQLite's message in l->error. */
+int ledger_conn_delete_before(pgt_ledger_t *l, int64_t cutoff_us, int limit, int *deleted)
+    __attribute__((warn_unused_result));
+
+/* ---- ledger_sqlite.c: rows, for the readers ---------------------------- */
+
+/* Points r at the current row of a SELECT LEDGER_RECORD_COLUMNS; the
+ * strings stay owned by SQLite until the next step. */
+void ledger_row_to_record(struct sqlite3_stmt *st, pgt_record_t *r);
+
+#endif
