@@ -5,7 +5,9 @@
  * in flight so that one past a limit is cancelled. A thread keeps the
  * budgets in step with the ledger: it reloads them when pgtallyctl changes
  * them, adds what other pgtally processes sharing the ledger spent, reads
- * role memberships from the server, and records alerts. */
+ * role memberships from the server, and records alerts (budget_sync.h).
+ * What a statement gets is decided by the rules of budget_rules.h, which
+ * also define pgt_who_t and pgt_verdict_t. */
 #ifndef PGTALLY_BUDGET_H
 #define PGTALLY_BUDGET_H
 
@@ -14,29 +16,10 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "pgtally/budget_rules.h"
 #include "pgtally/config.h"
 
 typedef struct pgt_budgets pgt_budgets_t;
-
-/* Who sends a statement: what budgets match on. */
-typedef struct pgt_who {
-    const char *user;        /* PostgreSQL user */
-    const char *database;    /* database */
-    const char *application; /* application_name, or "" */
-} pgt_who_t;
-
-/* What pgtally tells the client about one statement. Strings are empty
- * when there is nothing to say. */
-typedef struct pgt_verdict {
-    bool refuse;       /* refuse the statement with sqlstate/message/detail/hint */
-    int64_t budget_id; /* the budget that refuses or cancels it, or 0 */
-    char sqlstate[6];  /* 53400 (budget spent), 54000 (per-query cap), 57014 (cancel) */
-    char message[256]; /* the ErrorResponse's message */
-    char detail[384];  /* its DETAIL */
-    char hint[256];    /* its HINT */
-    char warning[384]; /* a WARNING to send before the statement's results */
-    char notice[384];  /* a NOTICE to send before the statement's results */
-} pgt_verdict_t;
 
 /* Starts enforcement with the [budget] settings of cfg over the ledger at
  * ledger_path; instance tells this process's ledger rows from those of
