@@ -1,7 +1,12 @@
-/* Small text helpers shared by the report and pgtallyctl. */
+/* Small text helpers shared by the report and pgtallyctl: UTF-8, durations,
+ * the one-line rule of cells and snippets with display widths, CSV fields,
+ * aligned tables, and JSON strings from text that may not be UTF-8. */
 #include "pgtally/text.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 size_t pgt_utf8_len(const unsigned char *p)
 {
@@ -38,4 +43,285 @@ char *pgt_fmt_seconds(double s, char *buf, size_t len)
     else
         snprintf(buf, len, "%ldh%02dm", (long)(s / 3600), (int)((long)(s / 60) % 60));
     return buf;
+}
+
+/* ---- Display width -------------------------------------------------------- */
+
+/* A range of code points. */
+typedef struct range {
+    uint32_t lo; /* first */
+    uint32_t hi; /* last */
+} range_t;
+
+/* Combining marks and zero-width characters: no column of their own. */
+static const range_t zero_width[] = {
+    {0x0300, 0x036F}, {0x0483, 0x0489}, {0x0591, 0x05BD},   {0x0610, 0x061A},
+    {0x064B, 0x065F}, {0x1AB0, 0x1AFF}, {0x1DC0, 0x1DFF},   {0x200B, 0x200F},
+    {0x202A, 0x202E}, {0x2060, 0x2064}, {0x20D0, 0x20FF},   {0xFE00, 0xFE0F},
+    {0xFE20, 0xFE2F}, {0xFEFF, 0xFEFF}, {0x1F3FB, 0x1F3FF}, {0xE0100, 0xE01EF},
+};
+
+/* East Asian Wide and Fullwidth, and the emoji blocks: two columns. */
+static const range_t wide[] = {
+    {0x1100, 0x115F},   {0x231A, 0x231B},   {0x2329, 0x232A},   {0x23E9, 0x23EC},
+    {0x2E80, 0x303E},   {0x3041, 0x33FF},   {0x3400, 0x4DBF},   {0x4E00, 0x9FFF},
+    {0xA000, 0xA4CF},   {0xA960, 0xA97F},   {0xAC00, 0xD7A3},   {0xF900, 0xFAFF},
+    {0xFE10, 0xFE19},   {0xFE30, 0xFE6F},   {0xFF00, 0xFF60},   {0xFFE0, 0xFFE6},
+    {0x1F300, 0x1F64F}, {0x1F680, 0x1F6FF}, {0x1F900, 0x1F9FF}, {0x20000, 0x2FFFD},
+    {0x30000, 0x3FFFD},
+};
+
+static bool in_ranges(uint32_t c, const range_t *r, size_t n)
+{
+    for (size_t i = 0; i < n && c >= r[i].lo; i++)
+        if (c <= r[i].hi)
+            return true;
+    return false;
+}
+
+/* Columns of the valid sequence of k bytes at p. */
+static size_t char_width(const unsigned char *p, size_t k)
+{
+    if (k == 1)
+        return 1;
+    uint32_t c = p[0] & (0x7F >> k);
+    for (size_t i = 1; i < k; i++)
+        c = c << 6 | (p[i] & 0x3F);
+    if (in_ranges(c, zero_width, sizeof(zero_width) / sizeof(zero_width[0])))
+        return 0;
+    return in_ranges(c, wide, sizeof(wide) / sizeof(wide[0])) ? 2 : 1;
+}
+
+size_t pgt_text_width(const char *s)
+{
+    size_t w = 0;
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p;) {
+        size_t k = pgt_utf8_len(p);
+        w += k ? char_width(p, k) : 1;
+        p += k ? k : 1;
+    }
+    return w;
+}
+
+/* ---- One line of text ----------------------------------------------------- */
+
+static bool is_white(unsigned char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+/* Whether the valid sequence of k bytes at p is a control character (C0,
+ * DEL or C1). */
+static bool is_control(const unsigned char *p, size_t k)
+{
+    return (k == 1 && (*p < 0x20 || *p == 0x7F)) || (k == 2 && p[0] == 0xC2 && p[1] <= 0x9F);
+}
+
+size_t pgt_text_snippet(pgt_buf_t *out, const char *s, size_t max, const char *ellipsis)
+{
+    size_t ew = pgt_text_width(ellipsis), room = max > ew ? max - ew : 0;
+    size_t width = 0, cut_len = out->len, cut_width = 0;
+    bool begun = false, space = false;
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p;) {
+        if (is_white(*p)) {
+            space = begun;
+            p++;
+            continue;
+        }
+        size_t k = pgt_utf8_len(p);
+        bool shown = k && !is_control(p, k);
+        if (space) {
+            pgt_buf_putc(out, ' ');
+            width++;
+            space = false;
+        }
+        pgt_buf_add(out, shown ? (const char *)p : "?", shown ? k : 1);
+        width += shown ? char_width(p, k) : 1;
+        begun = true;
+        if (width <= room) {
+            cut_len = out->len;
+            cut_width = width;
+        }
+        p += k ? k : 1;
+    }
+    if (!max || width <= max)
+        return width;
+    pgt_buf_truncate(out, cut_len);
+    pgt_buf_puts(out, ellipsis);
+    return cut_width + ew;
+}
+
+/* ---- CSV ------------------------------------------------------------------ */
+
+void pgt_text_csv_field(pgt_buf_t *out, const char *s)
+{
+    s = s ? s : "";
+    size_t n = strlen(s);
+    bool quote = strpbrk(s, ",\"\r\n") ||
+                 (n && (is_white((unsigned char)s[0]) || is_white((unsigned char)s[n - 1])));
+    if (!quote) {
+        pgt_buf_add(out, s, n);
+        return;
+    }
+    pgt_buf_putc(out, '"');
+    for (; *s; s++) {
+        if (*s == '"')
+            pgt_buf_putc(out, '"');
+        pgt_buf_putc(out, *s);
+    }
+    pgt_buf_putc(out, '"');
+}
+
+void pgt_text_csv_row(pgt_buf_t *out, const char *const *cells, size_t n, const char *eol)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            pgt_buf_putc(out, ',');
+        pgt_text_csv_field(out, cells[i]);
+    }
+    pgt_buf_puts(out, eol);
+}
+
+/* ---- Aligned tables ------------------------------------------------------- */
+
+#define RULE SIZE_MAX /* the offset of a rule's cells */
+
+struct pgt_text_table {
+    size_t ncols;   /* columns */
+    bool *right;    /* right-aligned columns */
+    size_t *width;  /* widest cell of each column, in display columns */
+    pgt_buf_t text; /* every cell cleaned and NUL-terminated, headers first */
+    size_t *cell;   /* offset in text of each cell, row after row; RULE in a rule */
+    size_t ncells;  /* cells added, the headers included */
+    size_t cap;     /* offsets allocated */
+    bool failed;    /* out of memory */
+};
+
+/* Makes room for one more offset; false (and failed) when out of memory. */
+static bool grow(pgt_text_table_t *t)
+{
+    if (t->ncells < t->cap)
+        return true;
+    size_t cap = t->cap ? t->cap * 2 : 64;
+    size_t *cell = realloc(t->cell, cap * sizeof(*cell));
+    if (!cell) {
+        t->failed = true;
+        return false;
+    }
+    t->cell = cell;
+    t->cap = cap;
+    return true;
+}
+
+pgt_text_table_t *pgt_text_table_new(size_t ncols, const char *const *headers, const bool *right)
+{
+    pgt_text_table_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->ncols = ncols;
+    t->right = calloc(ncols ? ncols : 1, sizeof(*t->right));
+    t->width = calloc(ncols ? ncols : 1, sizeof(*t->width));
+    if (!t->right || !t->width) {
+        pgt_text_table_free(t);
+        return NULL;
+    }
+    for (size_t i = 0; i < ncols; i++) {
+        t->right[i] = right && right[i];
+        pgt_text_table_cell(t, headers[i], 0);
+    }
+    if (t->failed) {
+        pgt_text_table_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void pgt_text_table_cell(pgt_text_table_t *t, const char *s, size_t max)
+{
+    if (!t || t->failed || !t->ncols || !grow(t))
+        return;
+    size_t at = t->text.len, col = t->ncells % t->ncols;
+    size_t w = pgt_text_snippet(&t->text, s, max, "...");
+    pgt_buf_putc(&t->text, '\0');
+    t->failed = t->text.failed;
+    t->cell[t->ncells++] = at;
+    if (w > t->width[col])
+        t->width[col] = w;
+}
+
+int pgt_text_table_row(pgt_text_table_t *t, const char *const *cells, size_t max)
+{
+    for (size_t i = 0; t && i < t->ncols; i++)
+        pgt_text_table_cell(t, cells[i], max);
+    return t && !t->failed ? 0 : -1;
+}
+
+void pgt_text_table_rule(pgt_text_table_t *t)
+{
+    for (size_t i = 0; t && i < t->ncols && grow(t); i++)
+        t->cell[t->ncells++] = RULE;
+}
+
+/* Appends row r: a cell's text, or dashes for a rule, padded to its column. */
+static void print_row(const pgt_text_table_t *t, size_t r, pgt_buf_t *out)
+{
+    for (size_t i = 0; i < t->ncols; i++) {
+        size_t k = r * t->ncols + i;
+        bool rule = k < t->ncells && t->cell[k] == RULE;
+        const char *s = k < t->ncells && !rule ? t->text.s + t->cell[k] : "";
+        size_t w = rule ? t->width[i] : pgt_text_width(s), pad = t->width[i] - w;
+        if (i)
+            pgt_buf_puts(out, "  ");
+        if (t->right[i])
+            pgt_buf_printf(out, "%*s", (int)pad, "");
+        for (size_t d = 0; rule && d < w; d++)
+            pgt_buf_putc(out, '-');
+        pgt_buf_puts(out, s);
+        if (!t->right[i] && i + 1 < t->ncols)
+            pgt_buf_printf(out, "%*s", (int)pad, "");
+    }
+    pgt_buf_putc(out, '\n');
+}
+
+void pgt_text_table_print(const pgt_text_table_t *t, pgt_buf_t *out)
+{
+    if (!t || t->failed) {
+        out->failed = true;
+        return;
+    }
+    size_t rows = t->ncols ? (t->ncells + t->ncols - 1) / t->ncols : 0;
+    for (size_t r = 0; r < rows; r++)
+        print_row(t, r, out);
+}
+
+void pgt_text_table_free(pgt_text_table_t *t)
+{
+    if (!t)
+        return;
+    pgt_buf_free(&t->text);
+    free(t->cell);
+    free(t->right);
+    free(t->width);
+    free(t);
+}
+
+/* ---- JSON ----------------------------------------------------------------- */
+
+json_t *pgt_text_json(const char *s)
+{
+    if (!s)
+        return json_null();
+    json_t *v = json_string(s);
+    if (v)
+        return v;
+    /* Not UTF-8 (or out of memory): each stray byte becomes U+FFFD. */
+    pgt_buf_t clean = {0};
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t k = pgt_utf8_len(p);
+        pgt_buf_add(&clean, k ? (const char *)p : "\xEF\xBF\xBD", k ? k : 3);
+        p += k ? k : 1;
+    }
+    v = clean.failed ? NULL : json_string(clean.s ? clean.s : "");
+    pgt_buf_free(&clean);
+    return v;
 }

@@ -1,5 +1,6 @@
 /* Pieces shared by pgtallyctl's commands: option parsing, times, amounts,
- * and output as aligned tables, CSV and JSON. Internal to pgtallyctl; not
+ * and output as aligned tables, CSV and JSON (written with base's text
+ * helpers, pgtally/text.h). Internal to pgtallyctl; not
  * part of the daemon. */
 #ifndef PGTALLY_CTL_H
 #define PGTALLY_CTL_H
@@ -139,37 +140,18 @@ char *ctl_fmt_bytes(int64_t b, char *buf, size_t len);          /* 1.2 MiB */
 /* An exact amount with at least 2 decimals: "12.50 USD", "0.0004 USD". */
 char *ctl_fmt_money(int64_t micro, const char *currency, char *buf, size_t len);
 
-/* Returns a JSON string of s, with invalid UTF-8 replaced by U+FFFD; JSON
- * null for NULL. Never returns NULL unless out of memory. */
-json_t *ctl_json_text(const char *s);
-
 /* Prints root as indented JSON and a newline to f, and releases it.
  * Returns 0, or -1. */
 int ctl_json_print(json_t *root, FILE *f) __attribute__((warn_unused_result));
 
-/* Writes one CSV record (RFC 4180 quoting, "\n" line end); NULL cells are
- * empty. */
+/* Writes one CSV record to f (pgt_text_csv_row: RFC 4180 quoting, and
+ * outer white space quoted), ending in "\n"; NULL cells are empty. */
 void ctl_csv_row(FILE *f, const char *const *cells, size_t n);
 
-/* An aligned text table for a terminal. */
-typedef struct ctl_table ctl_table_t;
-
-/* A new table with ncols columns named by headers; right[i] aligns a
- * column right (numbers). Returns NULL when out of memory. */
-ctl_table_t *ctl_table_new(size_t ncols, const char *const *headers, const bool *right);
-
-/* Adds a row of ncols cells (copied; NULL prints empty). Control
- * characters become spaces; max_width > 0 cuts a cell to that many
- * characters with "...". Returns 0, or -1 when out of memory. */
-int ctl_table_add(ctl_table_t *t, const char *const *cells, size_t max_width)
-    __attribute__((warn_unused_result));
-
-/* Adds a rule line (dashes under each column) before the next row. */
-void ctl_table_rule(ctl_table_t *t);
-
-/* Prints the table and frees it. */
-void ctl_table_print(ctl_table_t *t, FILE *f);
-void ctl_table_free(ctl_table_t *t);
+/* Prints table t (pgt_text_table_print) to f and frees it. A NULL or
+ * failed table prints nothing. Returns 0, or -1 when out of memory or when
+ * writing fails. */
+int ctl_table_print(pgt_text_table_t *t, FILE *f) __attribute__((warn_unused_result));
 
 /* A command (queries) or subcommand (budget set): its name and the
  * function that runs it with argv[0] = that name; it returns an exit code. */

@@ -279,7 +279,8 @@ static const char *const section_headers[] = {"ID",    "SUBJECT", "PERIOD", "SPE
                                               "LIMIT", "USED",    "",       "RESETS"};
 static const bool section_right[] = {true, false, false, true, true, false, true, false};
 
-static int section_row(const ctl_env_t *env, ctl_table_t *t, const standing_t *s, const line_t *l)
+static int section_row(const ctl_env_t *env, pgt_text_table_t *t, const standing_t *s,
+                       const line_t *l)
 {
     char id[24], subject[PGT_BUDGET_SUBJECT_MAX + 16], spent[PGT_MONEY_TEXT_MAX];
     char limit[2 * PGT_MONEY_TEXT_MAX], bar[32], pct[16], resets[32];
@@ -294,7 +295,7 @@ static int section_row(const ctl_env_t *env, ctl_table_t *t, const standing_t *s
         pct_text(line_pct(l), pct, sizeof(pct)),
         ctl_fmt_local(s->end_us, resets, sizeof(resets)),
     };
-    return ctl_table_add(t, cells, 60);
+    return pgt_text_table_row(t, cells, 60);
 }
 
 static json_t *section_json(const ctl_env_t *env, const board_t *bd)
@@ -330,15 +331,15 @@ int ctl_budget_section(ctl_env_t *env, bool json, json_t **out)
         *out = section_json(env, &bd);
         rc = *out ? 0 : -1;
     } else if (bd.n) {
-        ctl_table_t *t = ctl_table_new(8, section_headers, section_right);
+        pgt_text_table_t *t = pgt_text_table_new(8, section_headers, section_right);
         for (size_t i = 0; t && rc == 0 && i < bd.n; i++)
             for (size_t k = 0; rc == 0 && k < bd.st[i].n; k++)
                 rc = section_row(env, t, &bd.st[i], &bd.st[i].lines[k]);
         if (t && rc == 0) {
             printf("\nBudgets, current periods (%s)\n\n", env->timezone);
-            ctl_table_print(t, stdout);
+            rc = ctl_table_print(t, stdout);
         } else {
-            ctl_table_free(t);
+            pgt_text_table_free(t);
             rc = -1;
         }
     }
@@ -360,7 +361,7 @@ static const char *const list_headers[] = {"ID",     "SUBJECT",   "PERIOD", "LIM
                                            "ACTION", "PER QUERY", "SPENT",  "USED",  "RESETS"};
 static const bool list_right[] = {true, false, false, true, false, false, true, true, true, false};
 
-static int list_table_row(const ctl_env_t *env, ctl_table_t *t, const standing_t *s)
+static int list_table_row(const ctl_env_t *env, pgt_text_table_t *t, const standing_t *s)
 {
     const pgt_budget_t *b = s->b;
     const line_t *top = top_line(s);
@@ -384,7 +385,7 @@ static int list_table_row(const ctl_env_t *env, ctl_table_t *t, const standing_t
         pct_text(line_pct(top), used, sizeof(used)),
         ctl_fmt_local(s->end_us, resets, sizeof(resets)),
     };
-    return ctl_table_add(t, cells, 60);
+    return pgt_text_table_row(t, cells, 60);
 }
 
 /* One budget of `budget list --format json`: its settings, the standing of
@@ -470,15 +471,16 @@ static int list_print(const ctl_env_t *env, const board_t *bd, ctl_format_t form
                "--limit 10\n");
         return CTL_EXIT_OK;
     }
-    ctl_table_t *t = ctl_table_new(10, list_headers, list_right);
+    pgt_text_table_t *t = pgt_text_table_new(10, list_headers, list_right);
     int rc = t ? 0 : -1;
     for (size_t i = 0; rc == 0 && i < bd->n; i++)
         rc = list_table_row(env, t, &bd->st[i]);
     if (rc != 0) {
-        ctl_table_free(t);
+        pgt_text_table_free(t);
         return CTL_EXIT_ERROR;
     }
-    ctl_table_print(t, stdout);
+    if (ctl_table_print(t, stdout) != 0)
+        return CTL_EXIT_ERROR;
     printf("\nPeriods in %s; LIMIT includes grants (+).\n", env->timezone);
     return CTL_EXIT_OK;
 }

@@ -103,12 +103,12 @@ static int parse(ctl_env_t *env, int argc, char **argv, args_t *a, char *what, s
 
 /* What the row callbacks need. */
 typedef struct out {
-    const ctl_env_t *env; /* currency */
-    ctl_format_t format;  /* which writer */
-    ctl_table_t *table;   /* table rows, for table */
-    json_t *array;        /* statements, for json */
-    int64_t count;        /* rows written */
-    int failed;           /* out of memory */
+    const ctl_env_t *env;    /* currency */
+    ctl_format_t format;     /* which writer */
+    pgt_text_table_t *table; /* table rows, for table */
+    json_t *array;           /* statements, for json */
+    int64_t count;           /* rows written */
+    int failed;              /* out of memory */
 } out_t;
 
 static const char *const table_headers[] = {"STARTED", "USER", "DATABASE", "APPLICATION", "KIND",
@@ -134,7 +134,7 @@ static int table_row(out_t *o, const pgt_record_t *r)
         status,
         r->normalized,
     };
-    return ctl_table_add(o->table, cells, QUERY_WIDTH);
+    return pgt_text_table_row(o->table, cells, QUERY_WIDTH);
 }
 
 /* An integer, or null when v < 0 (not estimated). */
@@ -147,7 +147,7 @@ static json_t *int_or_null(int64_t v)
 static json_t *tags_json(const char *tags)
 {
     json_t *t = tags ? json_loads(tags, 0, NULL) : NULL;
-    return t ? t : ctl_json_text(tags);
+    return t ? t : pgt_text_json(tags);
 }
 
 static json_t *record_json(const ctl_env_t *env, const pgt_record_t *r)
@@ -158,19 +158,19 @@ static json_t *record_json(const ctl_env_t *env, const pgt_record_t *r)
         const char *key; /* member name */
         json_t *value;   /* its value (NULL when out of memory) */
     } m[] = {
-        {"started", ctl_json_text(ctl_fmt_iso(r->started_us, false, started, sizeof(started)))},
+        {"started", pgt_text_json(ctl_fmt_iso(r->started_us, false, started, sizeof(started)))},
         {"started_us", json_integer(r->started_us)},
         {"finished_us", json_integer(r->finished_us)},
         {"session_id", json_integer((json_int_t)r->session_id)},
         {"backend_pid", json_integer(r->backend_pid)},
-        {"user", ctl_json_text(r->user)},
-        {"database", ctl_json_text(r->database)},
-        {"application", ctl_json_text(r->application)},
-        {"client_addr", ctl_json_text(r->client_addr)},
+        {"user", pgt_text_json(r->user)},
+        {"database", pgt_text_json(r->database)},
+        {"application", pgt_text_json(r->application)},
+        {"client_addr", pgt_text_json(r->client_addr)},
         {"tags", tags_json(r->tags_json)},
         {"fingerprint", json_string(fp)},
-        {"kind", ctl_json_text(r->kind)},
-        {"protocol", ctl_json_text(r->protocol)},
+        {"kind", pgt_text_json(r->kind)},
+        {"protocol", pgt_text_json(r->protocol)},
         {"est_planner_cost",
          r->est_planner_cost < 0 ? json_null() : json_real(r->est_planner_cost)},
         {"est_cost_micro", int_or_null(r->est_cost_micro)},
@@ -181,8 +181,8 @@ static json_t *record_json(const ctl_env_t *env, const pgt_record_t *r)
         {"cost", json_string(pgt_money_format(r->cost_micro, NULL, cost, sizeof(cost)))},
         {"currency", json_string(env->currency)},
         {"status", json_string(pgt_query_status_name(r->status))},
-        {"sqlstate", r->sqlstate[0] ? ctl_json_text(r->sqlstate) : json_null()},
-        {"normalized", ctl_json_text(r->normalized)},
+        {"sqlstate", r->sqlstate[0] ? pgt_text_json(r->sqlstate) : json_null()},
+        {"normalized", pgt_text_json(r->normalized)},
     };
     json_t *o = json_object();
     bool ok = o != NULL;
@@ -249,7 +249,7 @@ static int run(ctl_env_t *env, const args_t *a, pgt_ledger_reader_t *rd)
 {
     out_t o = {.env = env, .format = a->format};
     if (a->format == CTL_FORMAT_TABLE)
-        o.table = ctl_table_new(10, table_headers, table_right);
+        o.table = pgt_text_table_new(10, table_headers, table_right);
     else if (a->format == CTL_FORMAT_JSON)
         o.array = json_array();
     else
@@ -261,15 +261,15 @@ static int run(ctl_env_t *env, const args_t *a, pgt_ledger_reader_t *rd)
     if (rc != 0) {
         fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger,
                 o.failed ? "out of memory" : err);
-        ctl_table_free(o.table);
+        pgt_text_table_free(o.table);
         json_decref(o.array);
         return CTL_EXIT_ERROR;
     }
     if (o.table && o.count == 0) {
-        ctl_table_free(o.table);
+        pgt_text_table_free(o.table);
         printf("No statements match.\n");
-    } else if (o.table) {
-        ctl_table_print(o.table, stdout);
+    } else if (o.table && ctl_table_print(o.table, stdout) != 0) {
+        return CTL_EXIT_ERROR;
     } else if (o.array && ctl_json_print(o.array, stdout) != 0) {
         return CTL_EXIT_ERROR;
     }

@@ -133,7 +133,7 @@ static int cmd_rm(ctl_env_t *env, int argc, char **argv)
 
 /* Adds a team's row: name, member count and "alice, bob". Returns 0, or -1
  * when out of memory. */
-static int team_row(ctl_table_t *t, const pgt_budget_team_t *team)
+static int team_row(pgt_text_table_t *t, const pgt_budget_team_t *team)
 {
     size_t len = 1;
     for (size_t k = 0; k < team->nmembers; k++)
@@ -146,7 +146,7 @@ static int team_row(ctl_table_t *t, const pgt_budget_team_t *team)
         at += (size_t)snprintf(members + at, len - at, "%s%s", k ? ", " : "", team->members[k]);
     snprintf(count, sizeof(count), "%zu", team->nmembers);
     const char *cells[] = {team->name, count, members};
-    int rc = ctl_table_add(t, cells, 0);
+    int rc = pgt_text_table_row(t, cells, 0);
     free(members);
     return rc;
 }
@@ -159,8 +159,8 @@ static int teams_json(const pgt_budget_team_t *teams, size_t n)
     for (size_t i = 0; a && i < n; i++) {
         json_t *members = json_array();
         for (size_t k = 0; members && k < teams[i].nmembers; k++)
-            json_array_append_new(members, ctl_json_text(teams[i].members[k]));
-        json_t *o = json_pack("{soso}", "name", ctl_json_text(teams[i].name), "members", members);
+            json_array_append_new(members, pgt_text_json(teams[i].members[k]));
+        json_t *o = json_pack("{soso}", "name", pgt_text_json(teams[i].name), "members", members);
         if (json_array_append_new(a, o) != 0) {
             json_decref(a);
             a = NULL;
@@ -193,16 +193,15 @@ static int print_teams(const pgt_budget_config_t *cfg, ctl_format_t format)
         printf("No teams. Make one with: pgtallyctl team add NAME USER...\n");
         return CTL_EXIT_OK;
     }
-    ctl_table_t *t = ctl_table_new(3, headers, right);
+    pgt_text_table_t *t = pgt_text_table_new(3, headers, right);
     int rc = t ? 0 : -1;
     for (size_t i = 0; rc == 0 && i < n; i++)
         rc = team_row(t, &teams[i]);
     if (rc != 0) {
-        ctl_table_free(t);
+        pgt_text_table_free(t);
         return CTL_EXIT_ERROR;
     }
-    ctl_table_print(t, stdout);
-    return CTL_EXIT_OK;
+    return ctl_table_print(t, stdout) == 0 ? CTL_EXIT_OK : CTL_EXIT_ERROR;
 }
 
 static int cmd_list(ctl_env_t *env, int argc, char **argv)

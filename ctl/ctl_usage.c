@@ -106,12 +106,12 @@ static int parse(ctl_env_t *env, int argc, char **argv, args_t *a, char *what, s
 
 /* What the group callback needs, and the running total. */
 typedef struct out {
-    ctl_env_t *env;        /* currency, time zone, ledger */
-    ctl_format_t format;   /* which writer */
-    ctl_table_t *table;    /* rows, for table */
-    json_t *groups;        /* groups, for json */
-    pgt_usage_row_t total; /* sums over every group */
-    int failed;            /* out of memory */
+    ctl_env_t *env;          /* currency, time zone, ledger */
+    ctl_format_t format;     /* which writer */
+    pgt_text_table_t *table; /* rows, for table */
+    json_t *groups;          /* groups, for json */
+    pgt_usage_row_t total;   /* sums over every group */
+    int failed;              /* out of memory */
 } out_t;
 
 static const bool table_right[] = {false, true, true, true, true, true};
@@ -129,7 +129,7 @@ static int table_row(out_t *o, const pgt_usage_row_t *r, const char *group)
         ctl_fmt_bytes(r->bytes_out, bytes, sizeof(bytes)),
         pgt_money_format_short(r->cost_micro, o->env->currency, cost, sizeof(cost)),
     };
-    return ctl_table_add(o->table, cells, 40);
+    return pgt_text_table_row(o->table, cells, 40);
 }
 
 /* One group, or the total (with_group false: no "group" member). */
@@ -137,7 +137,7 @@ static json_t *group_json(const pgt_usage_row_t *r, bool with_group)
 {
     char cost[PGT_MONEY_TEXT_MAX];
     json_t *o = json_object();
-    if (o && with_group && json_object_set_new(o, "group", ctl_json_text(r->group)) != 0) {
+    if (o && with_group && json_object_set_new(o, "group", pgt_text_json(r->group)) != 0) {
         json_decref(o);
         return NULL;
     }
@@ -221,12 +221,12 @@ static int print_json(out_t *o, const args_t *a, const char *label, int64_t from
         const char *key; /* member name */
         json_t *value;   /* its value (NULL when out of memory) */
     } m[] = {
-        {"by", ctl_json_text(a->by_text)},
+        {"by", pgt_text_json(a->by_text)},
         {"period", json_string(pgt_period_name(a->period))},
         {"label", json_string(label)},
         {"from", json_string(ctl_fmt_iso(from, true, f, sizeof(f)))},
         {"to", json_string(ctl_fmt_iso(to, true, t, sizeof(t)))},
-        {"timezone", ctl_json_text(o->env->timezone)},
+        {"timezone", pgt_text_json(o->env->timezone)},
         {"currency", json_string(o->env->currency)},
         {"groups", o->groups},
         {"total", group_json(&o->total, false)},
@@ -257,15 +257,16 @@ static int finish(out_t *o, const args_t *a, int64_t from, int64_t to)
     printf("Usage by %s, %s %s (%s)\n\n", a->by_text, pgt_period_name(a->period), label,
            o->env->timezone);
     if (!o->total.statements) {
-        ctl_table_free(o->table);
+        pgt_text_table_free(o->table);
         printf("No statements in this period.\n");
     } else {
-        ctl_table_rule(o->table);
+        pgt_text_table_rule(o->table);
         if (table_row(o, &o->total, "TOTAL") != 0) {
-            ctl_table_free(o->table);
+            pgt_text_table_free(o->table);
             return CTL_EXIT_ERROR;
         }
-        ctl_table_print(o->table, stdout);
+        if (ctl_table_print(o->table, stdout) != 0)
+            return CTL_EXIT_ERROR;
     }
     return ctl_budget_section(o->env, false, NULL) == 0 ? CTL_EXIT_OK : CTL_EXIT_ERROR;
 }
@@ -282,7 +283,7 @@ static int run(ctl_env_t *env, const args_t *a, pgt_ledger_reader_t *rd)
         *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
     const char *headers[] = {group_header, "STATEMENTS", "COMPUTE", "ROWS", "BYTES", "COST"};
     if (a->format == CTL_FORMAT_TABLE)
-        o.table = ctl_table_new(6, headers, table_right);
+        o.table = pgt_text_table_new(6, headers, table_right);
     else if (a->format == CTL_FORMAT_JSON)
         o.groups = json_array();
     else
@@ -294,7 +295,7 @@ static int run(ctl_env_t *env, const args_t *a, pgt_ledger_reader_t *rd)
     if (rc != 0) {
         fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger,
                 o.failed ? "out of memory" : err);
-        ctl_table_free(o.table);
+        pgt_text_table_free(o.table);
         json_decref(o.groups);
         return CTL_EXIT_ERROR;
     }

@@ -1,5 +1,5 @@
 /* pgtallyctl's shared pieces: the config, ledger and time zone lookup,
- * option parsing, times and amounts, and the table, CSV and JSON writers. */
+ * option parsing, times and amounts, and writing tables, CSV and JSON. */
 #include "ctl.h"
 
 #include <ctype.h>
@@ -478,36 +478,7 @@ char *ctl_fmt_money(int64_t micro, const char *currency, char *buf, size_t len)
     return buf;
 }
 
-/* ---- UTF-8 ------------------------------------------------------------ */
-
-json_t *ctl_json_text(const char *s)
-{
-    if (!s)
-        return json_null();
-    json_t *v = json_string(s);
-    if (v)
-        return v;
-    size_t n = strlen(s);
-    char *clean = malloc(3 * n + 1), *q = clean;
-    if (!clean)
-        return NULL;
-    for (const unsigned char *p = (const unsigned char *)s; *p;) {
-        size_t k = pgt_utf8_len(p);
-        if (k) {
-            memcpy(q, p, k);
-            q += k;
-            p += k;
-        } else {
-            memcpy(q, "\xEF\xBF\xBD", 3); /* U+FFFD */
-            q += 3;
-            p++;
-        }
-    }
-    *q = '\0';
-    v = json_string(clean);
-    free(clean);
-    return v;
-}
+/* ---- Output ---------------------------------------------------------- */
 
 int ctl_json_print(json_t *root, FILE *f)
 {
@@ -518,226 +489,28 @@ int ctl_json_print(json_t *root, FILE *f)
     return rc;
 }
 
-/* ---- CSV -------------------------------------------------------------- */
+/* Writes b to f and frees it. Returns 0, or -1 when b failed or writing
+ * fails. */
+static int write_buf(pgt_buf_t *b, FILE *f)
+{
+    int rc = b->failed || (b->len && fwrite(b->s, 1, b->len, f) != b->len) ? -1 : 0;
+    pgt_buf_free(b);
+    return rc;
+}
 
 void ctl_csv_row(FILE *f, const char *const *cells, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        const char *s = cells[i] ? cells[i] : "";
-        size_t len = strlen(s);
-        bool quote = strpbrk(s, ",\"\r\n") ||
-                     (len && (isspace((unsigned char)s[0]) || isspace((unsigned char)s[len - 1])));
-        if (i)
-            fputc(',', f);
-        if (!quote) {
-            fputs(s, f);
-            continue;
-        }
-        fputc('"', f);
-        for (; *s; s++) {
-            if (*s == '"')
-                fputc('"', f);
-            fputc(*s, f);
-        }
-        fputc('"', f);
-    }
-    fputc('\n', f);
+    pgt_buf_t b = {0};
+    pgt_text_csv_row(&b, cells, n, "\n");
+    (void)write_buf(&b, f);
 }
 
-/* ---- Tables ----------------------------------------------------------- */
-
-struct ctl_table {
-    size_t ncols;   /* columns */
-    char **headers; /* column names (owned) */
-    bool *right;    /* right-aligned columns */
-    size_t *width;  /* widest cell of each column, in characters */
-    char ***rows;   /* rows of ncols cells (owned); NULL marks a rule */
-    size_t nrows;   /* rows added */
-    size_t cap;     /* rows allocated */
-};
-
-static bool is_space(unsigned char c)
+int ctl_table_print(pgt_text_table_t *t, FILE *f)
 {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-/* Cuts a clean (valid UTF-8) string of w characters to max with "...";
- * s has room for 3 more bytes. Returns the new width. */
-static size_t cut_cell(char *s, size_t w, size_t max)
-{
-    if (!max || w <= max)
-        return w;
-    size_t keep = max > 3 ? max - 3 : 0, chars = 0;
-    char *q = s;
-    for (; *q; q++) {
-        if (((unsigned char)*q & 0xC0) != 0x80 && chars++ == keep)
-            break;
-    }
-    memcpy(q, "...", 4);
-    return keep + 3;
-}
-
-/* Returns a copy of s fit for one terminal cell: whitespace runs become one
- * space, other control characters (C0, DEL, C1) and invalid UTF-8 become
- * '?', and more than max characters (0: no limit) are cut with "...". Sets
- * *width to its width in characters. */
-static char *clean_cell(const char *s, size_t max, size_t *width)
-{
-    size_t w = 0;
-    char *out = malloc(strlen(s) + 4), *q = out;
-    if (!out)
-        return NULL;
-    const unsigned char *p = (const unsigned char *)s;
-    while (is_space(*p))
-        p++;
-    while (*p) {
-        if (is_space(*p)) {
-            while (is_space(*p))
-                p++;
-            if (*p)
-                *q++ = ' ', w++;
-            continue;
-        }
-        size_t k = pgt_utf8_len(p);
-        bool bad = k == 0 || *p < 0x20 || *p == 0x7F || (k == 2 && p[0] == 0xC2 && p[1] < 0xA0);
-        if (bad) {
-            *q++ = '?';
-        } else {
-            memcpy(q, p, k);
-            q += k;
-        }
-        p += k ? k : 1;
-        w++;
-    }
-    *q = '\0';
-    *width = cut_cell(out, w, max);
-    return out;
-}
-
-ctl_table_t *ctl_table_new(size_t ncols, const char *const *headers, const bool *right)
-{
-    ctl_table_t *t = calloc(1, sizeof(*t));
-    if (!t)
-        return NULL;
-    t->ncols = ncols;
-    t->headers = calloc(ncols, sizeof(*t->headers));
-    t->right = calloc(ncols, sizeof(*t->right));
-    t->width = calloc(ncols, sizeof(*t->width));
-    if (!t->headers || !t->right || !t->width) {
-        ctl_table_free(t);
-        return NULL;
-    }
-    for (size_t i = 0; i < ncols; i++) {
-        t->headers[i] = clean_cell(headers[i], 0, &t->width[i]);
-        t->right[i] = right && right[i];
-        if (!t->headers[i]) {
-            ctl_table_free(t);
-            return NULL;
-        }
-    }
-    return t;
-}
-
-static int add_row(ctl_table_t *t, char **row)
-{
-    if (t->nrows == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 64;
-        char ***rows = realloc(t->rows, cap * sizeof(*rows));
-        if (!rows)
-            return -1;
-        t->rows = rows;
-        t->cap = cap;
-    }
-    t->rows[t->nrows++] = row;
-    return 0;
-}
-
-int ctl_table_add(ctl_table_t *t, const char *const *cells, size_t max_width)
-{
-    char **row = calloc(t->ncols, sizeof(*row));
-    if (!row)
-        return -1;
-    for (size_t i = 0; i < t->ncols; i++) {
-        size_t w;
-        row[i] = clean_cell(cells[i] ? cells[i] : "", max_width, &w);
-        if (!row[i]) {
-            for (size_t k = 0; k < i; k++)
-                free(row[k]);
-            free(row);
-            return -1;
-        }
-        if (w > t->width[i])
-            t->width[i] = w;
-    }
-    if (add_row(t, row) != 0) {
-        for (size_t k = 0; k < t->ncols; k++)
-            free(row[k]);
-        free(row);
-        return -1;
-    }
-    return 0;
-}
-
-void ctl_table_rule(ctl_table_t *t)
-{
-    (void)add_row(t, NULL);
-}
-
-/* Characters in a cleaned cell (valid UTF-8 by construction). */
-static size_t cell_width(const char *s)
-{
-    size_t w = 0;
-    for (; *s; s++)
-        w += ((unsigned char)*s & 0xC0) != 0x80;
-    return w;
-}
-
-static void print_row(const ctl_table_t *t, char *const *cells, FILE *f)
-{
-    for (size_t i = 0; i < t->ncols; i++) {
-        const char *s = cells ? cells[i] : NULL;
-        size_t w = s ? cell_width(s) : t->width[i];
-        size_t pad = t->width[i] - w;
-        bool last = i + 1 == t->ncols;
-        if (i)
-            fputs("  ", f);
-        if (t->right[i] || !s)
-            fprintf(f, "%*s", (int)pad, "");
-        if (s)
-            fputs(s, f);
-        else
-            for (size_t k = 0; k < w; k++)
-                fputc('-', f);
-        if (!t->right[i] && s && !last)
-            fprintf(f, "%*s", (int)pad, "");
-    }
-    fputc('\n', f);
-}
-
-void ctl_table_print(ctl_table_t *t, FILE *f)
-{
-    print_row(t, t->headers, f);
-    for (size_t r = 0; r < t->nrows; r++)
-        print_row(t, t->rows[r], f);
-    ctl_table_free(t);
-}
-
-void ctl_table_free(ctl_table_t *t)
-{
-    if (!t)
-        return;
-    for (size_t r = 0; r < t->nrows; r++) {
-        for (size_t i = 0; t->rows[r] && i < t->ncols; i++)
-            free(t->rows[r][i]);
-        free(t->rows[r]);
-    }
-    for (size_t i = 0; t->headers && i < t->ncols; i++)
-        free(t->headers[i]);
-    free(t->rows);
-    free(t->headers);
-    free(t->right);
-    free(t->width);
-    free(t);
+    pgt_buf_t b = {0};
+    pgt_text_table_print(t, &b);
+    pgt_text_table_free(t);
+    return write_buf(&b, f);
 }
 
 pgt_ledger_reader_t *ctl_open_reader(ctl_env_t *env)

@@ -27,29 +27,6 @@
 
 /* ---- JSON helpers -------------------------------------------------------- */
 
-/* A JSON string of s with invalid UTF-8 replaced by U+FFFD; null for NULL. */
-static json_t *jtext(const char *s)
-{
-    if (!s)
-        return json_null();
-    json_t *v = json_string(s);
-    if (v)
-        return v;
-    char *clean = malloc(3 * strlen(s) + 1), *q = clean;
-    if (!clean)
-        return NULL;
-    for (const unsigned char *p = (const unsigned char *)s; *p;) {
-        size_t k = pgt_utf8_len(p);
-        memcpy(q, k ? (const char *)p : "\xEF\xBF\xBD", k ? k : 3);
-        q += k ? k : 3;
-        p += k ? k : 1;
-    }
-    *q = '\0';
-    v = json_string(clean);
-    free(clean);
-    return v;
-}
-
 /* Sets o[key] = v (stealing v); clears *ok when anything is NULL or fails. */
 static void put(json_t *o, const char *key, json_t *v, bool *ok)
 {
@@ -411,8 +388,8 @@ static json_t *shape_text(build_t *b, uint64_t fp, bool *ok)
     sqlite3_bind_int64(st, 2, b->from);
     sqlite3_bind_int64(st, 3, b->to);
     bool row = sqlite3_step(st) == SQLITE_ROW;
-    put(o, "normalized", jtext(row ? (const char *)sqlite3_column_text(st, 0) : NULL), ok);
-    put(o, "kind", jtext(row ? (const char *)sqlite3_column_text(st, 1) : NULL), ok);
+    put(o, "normalized", pgt_text_json(row ? (const char *)sqlite3_column_text(st, 0) : NULL), ok);
+    put(o, "kind", pgt_text_json(row ? (const char *)sqlite3_column_text(st, 1) : NULL), ok);
     sqlite3_finalize(st);
     return o;
 }
@@ -452,17 +429,17 @@ static void statement_row(sqlite3_stmt *st, json_t *o, bool *ok)
     put(o, "started_us", json_integer(started), ok);
     put(o, "duration_s", json_real((double)(finished - started) / 1e6), ok);
     for (int i = 0; i < 3; i++)
-        put(o, text[i], jtext((const char *)sqlite3_column_text(st, 2 + i)), ok);
+        put(o, text[i], pgt_text_json((const char *)sqlite3_column_text(st, 2 + i)), ok);
     put(o, "tags", tags_json((const char *)sqlite3_column_text(st, 5)), ok);
     put(o, "fingerprint", jfp((uint64_t)sqlite3_column_int64(st, 6)), ok);
-    put(o, "normalized", jtext((const char *)sqlite3_column_text(st, 7)), ok);
-    put(o, "kind", jtext((const char *)sqlite3_column_text(st, 8)), ok);
+    put(o, "normalized", pgt_text_json((const char *)sqlite3_column_text(st, 7)), ok);
+    put(o, "kind", pgt_text_json((const char *)sqlite3_column_text(st, 8)), ok);
     put(o, "compute_s", json_real(sqlite3_column_double(st, 9)), ok);
     put(o, "rows", json_integer(sqlite3_column_int64(st, 10)), ok);
     put(o, "bytes_out", json_integer(sqlite3_column_int64(st, 11)), ok);
     put_money(o, "cost", sqlite3_column_int64(st, 12), ok);
-    put(o, "status", jtext((const char *)sqlite3_column_text(st, 13)), ok);
-    put(o, "sqlstate", jtext((const char *)sqlite3_column_text(st, 14)), ok);
+    put(o, "status", pgt_text_json((const char *)sqlite3_column_text(st, 13)), ok);
+    put(o, "sqlstate", pgt_text_json((const char *)sqlite3_column_text(st, 14)), ok);
     bool estimated = sqlite3_column_type(st, 15) != SQLITE_NULL;
     put(o, "estimated_cost_micro",
         estimated ? json_integer(sqlite3_column_int64(st, 15)) : json_null(), ok);
@@ -545,7 +522,7 @@ static json_t *user_item(build_t *b, const user_sum_t *s, int rank, bool *ok)
     const char *name = b->all.users.v[s->id];
     json_t *o = json_object();
     put(o, "rank", json_integer(rank), ok);
-    put(o, "user", jtext(name), ok);
+    put(o, "user", pgt_text_json(name), ok);
     put_money(o, "cost", s->cost, ok);
     put(o, "statements", json_integer(s->statements), ok);
     put(o, "compute_s", json_real(s->compute_s), ok);
@@ -716,7 +693,7 @@ static json_t *shape_item(build_t *b, const shape_sum_t *s, const shape_user_t *
     put(o, "users", json_integer(s->users), ok);
     for (size_t i = 0; i < nsu && json_array_size(names) < SHAPE_USER_NAMES; i++)
         if (su[i].rank == s->rank &&
-            json_array_append_new(names, jtext(b->all.users.v[su[i].user])) != 0)
+            json_array_append_new(names, pgt_text_json(b->all.users.v[su[i].user])) != 0)
             *ok = false;
     put(o, "user_names", names, ok);
     return o;
@@ -839,8 +816,8 @@ static json_t *budget_item(const budget_line_t *l, bool *ok)
     json_t *o = json_object(), *warn = json_array();
     put(o, "id", json_integer(b->id), ok);
     put(o, "subject_type", json_string(pgt_budget_subject_name(b->subject_type)), ok);
-    put(o, "subject", jtext(b->subject), ok);
-    put(o, "user", jtext(l->s->users[l->line]), ok);
+    put(o, "subject", pgt_text_json(b->subject), ok);
+    put(o, "user", pgt_text_json(l->s->users[l->line]), ok);
     put(o, "period", json_string(pgt_period_name(b->period)), ok);
     put(o, "period_start", json_string(fmt_iso(l->s->start, iso, sizeof(iso))), ok);
     put(o, "period_end", json_string(fmt_iso(l->s->end, iso, sizeof(iso))), ok);
@@ -935,7 +912,7 @@ static json_t *refusals_section(build_t *b, bool *ok)
         put(item, "budget_id", json_integer(r->budget_id), ok);
         put(item, "subject_type",
             bg ? json_string(pgt_budget_subject_name(bg->subject_type)) : json_null(), ok);
-        put(item, "subject", bg ? jtext(bg->subject) : json_null(), ok);
+        put(item, "subject", bg ? pgt_text_json(bg->subject) : json_null(), ok);
         put(item, "period", bg ? json_string(pgt_period_name(bg->period)) : json_null(), ok);
         put(item, "refused", json_integer(r->refused), ok);
         put(item, "budget_cancelled", json_integer(r->cancelled), ok);
@@ -969,13 +946,13 @@ static json_t *assemble(build_t *b)
     json_t *doc = json_object();
     put(doc, "version", json_integer(REPORT_VERSION), &ok);
     put(doc, "date", json_string(fmt_date(b->from, date, sizeof(date))), &ok);
-    put(doc, "timezone", jtext(zone_name(b->opts)), &ok);
+    put(doc, "timezone", pgt_text_json(zone_name(b->opts)), &ok);
     put(doc, "from", json_string(fmt_iso(b->from, iso, sizeof(iso))), &ok);
     put(doc, "to", json_string(fmt_iso(b->to, iso, sizeof(iso))), &ok);
     put(doc, "from_us", json_integer(b->from), &ok);
     put(doc, "to_us", json_integer(b->to), &ok);
     put(doc, "generated_at", json_string(fmt_iso(pgt_clock_us(), iso, sizeof(iso))), &ok);
-    put(doc, "currency", jtext(b->opts->currency ? b->opts->currency : ""), &ok);
+    put(doc, "currency", pgt_text_json(b->opts->currency ? b->opts->currency : ""), &ok);
     put(doc, "top", json_integer(b->top), &ok);
     put(doc, "show_literals", json_boolean(b->opts->show_literals), &ok);
     put(doc, "totals", totals_section(b, &ok), &ok);

@@ -5,7 +5,6 @@
  * format it lands in. */
 #include "report_render.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,91 +13,28 @@
 #include "pgtally/pricing.h"
 #include "pgtally/report.h"
 
-#define TEXT_QUERY_CHARS 70 /* statement text in a text table */
-#define TEXT_CELL_CHARS 40  /* any other text cell */
-#define MD_QUERY_CHARS 120  /* statement text in a Markdown table */
-#define BAR_WIDTH 10        /* characters of a text bar */
+/* Widths of cut cells, in columns, the ellipsis ("..." in text, "…" in
+ * Markdown) included: 70, 50 and 40 columns of text in text tables, 120, 60
+ * and 40 in Markdown. */
+#define TEXT_QUERY_WIDTH 73     /* statement text in a text table */
+#define TEXT_TOP_QUERY_WIDTH 53 /* a user's top shape in a text table */
+#define TEXT_CELL_WIDTH 43      /* any other text cell in a text table */
+#define MD_QUERY_WIDTH 121      /* statement text in a Markdown table */
+#define MD_TOP_QUERY_WIDTH 61   /* a user's top shape in a Markdown table */
+#define MD_CELL_WIDTH 41        /* any other text cell in Markdown */
+#define BAR_WIDTH 10            /* characters of a text bar */
 
 PGT_NAMES_DEFINE(PGT_REPORT_FORMAT_MAP, pgt_report_format_t, pgt_report_format_name,
                  pgt_report_format_parse)
 
-/* ---- The buffer ---------------------------------------------------------- */
+/* ---- Output ------------------------------------------------------------- */
 
-void rb_add(rbuf_t *b, const char *s, size_t n)
+char *rf_finish(pgt_buf_t *b, char *err, size_t errlen)
 {
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            b->failed = true;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-void rb_puts(rbuf_t *b, const char *s)
-{
-    rb_add(b, s, strlen(s));
-}
-
-void rb_putc(rbuf_t *b, char c)
-{
-    rb_add(b, &c, 1);
-}
-
-void rb_printf(rbuf_t *b, const char *fmt, ...)
-{
-    char small[256], *big = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof(small), fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->failed = true;
-        return;
-    }
-    if ((size_t)n < sizeof(small)) {
-        rb_add(b, small, (size_t)n);
-        return;
-    }
-    va_start(ap, fmt);
-    n = vasprintf(&big, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->failed = true;
-        return;
-    }
-    rb_add(b, big, (size_t)n);
-    free(big);
-}
-
-char *rb_finish(rbuf_t *b, char *err, size_t errlen)
-{
-    if (!b->failed && !b->s)
-        rb_add(b, "", 0);
-    if (b->failed) {
+    char *s = pgt_buf_take(b);
+    if (!s)
         snprintf(err, errlen, "out of memory");
-        rb_free(b);
-        return NULL;
-    }
-    char *s = b->s;
-    b->s = NULL;
     return s;
-}
-
-void rb_free(rbuf_t *b)
-{
-    free(b->s);
-    *b = (rbuf_t){0};
 }
 
 /* ---- Reading the document ------------------------------------------------ */
@@ -174,62 +110,20 @@ char *rf_clock(const char *iso, char *buf, size_t len)
     return buf;
 }
 
-/* Bytes of the UTF-8 sequence starting with c (the text is valid). */
-static size_t seq_len(unsigned char c)
-{
-    return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-}
-
-/* Whether the character at p is white space or a control character (C0,
- * DEL or C1), all of which become a space. */
-static bool blank_at(const unsigned char *p)
-{
-    return *p <= ' ' || *p == 0x7F || (p[0] == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F);
-}
-
-void rf_snippet(rbuf_t *out, const char *s, size_t max, const char *ellipsis)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t chars = 0;
-    bool space = false;
-    while (*p && blank_at(p))
-        p += seq_len(*p);
-    while (*p) {
-        if (blank_at(p)) {
-            space = true;
-            p += seq_len(*p);
-            continue;
-        }
-        if (max && chars + (space ? 1 : 0) >= max) {
-            rb_puts(out, ellipsis);
-            return;
-        }
-        if (space) {
-            rb_putc(out, ' ');
-            chars++;
-            space = false;
-        }
-        size_t k = seq_len(*p);
-        rb_add(out, (const char *)p, k);
-        p += k;
-        chars++;
-    }
-}
-
-void rf_tags(rbuf_t *out, const json_t *tags)
+void rf_tags(pgt_buf_t *out, const json_t *tags)
 {
     const char *key;
     json_t *v;
     bool first = true;
     json_object_foreach((json_t *)tags, key, v)
     {
-        rb_printf(out, "%s%s=", first ? "" : ", ", key);
+        pgt_buf_printf(out, "%s%s=", first ? "" : ", ", key);
         if (json_is_string(v))
-            rb_puts(out, json_string_value(v));
+            pgt_buf_puts(out, json_string_value(v));
         else {
             char *t = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
             if (t)
-                rb_puts(out, t);
+                pgt_buf_puts(out, t);
             free(t);
         }
         first = false;
@@ -238,86 +132,16 @@ void rf_tags(rbuf_t *out, const json_t *tags)
 
 /* ---- Text: aligned tables for a terminal --------------------------------- */
 
-#define MAX_COLS 12
-
-/* A table being laid out: cells are kept until every width is known. */
-typedef struct table {
-    int ncols;                  /* columns */
-    const char *head[MAX_COLS]; /* column names */
-    bool right[MAX_COLS];       /* right-aligned (numbers) */
-    size_t width[MAX_COLS];     /* widest cell, in characters */
-    rbuf_t cells;               /* every cell, NUL-separated, row after row */
-    size_t nrows;               /* rows added */
-} table_t;
-
-static size_t chars_of(const char *s)
+/* Prints table t to out and frees it (a NULL t, out of memory, fails out). */
+static void table_done(pgt_buf_t *out, pgt_text_table_t *t)
 {
-    size_t n = 0;
-    for (; *s; s++)
-        n += ((unsigned char)*s & 0xC0) != 0x80;
-    return n;
-}
-
-static void table_init(table_t *t, int ncols, const char *const *head, const bool *right)
-{
-    memset(t, 0, sizeof(*t));
-    t->ncols = ncols;
-    for (int i = 0; i < ncols; i++) {
-        t->head[i] = head[i];
-        t->right[i] = right[i];
-        t->width[i] = chars_of(head[i]);
-    }
-}
-
-/* Adds one cell of the current row, as a snippet of at most max chars. */
-static void table_cell(table_t *t, int col, const char *s, size_t max)
-{
-    size_t at = t->cells.len;
-    rf_snippet(&t->cells, s, max, "...");
-    rb_add(&t->cells, "", 1);
-    if (!t->cells.failed) {
-        size_t w = chars_of(t->cells.s + at);
-        if (w > t->width[col])
-            t->width[col] = w;
-    }
-    if (col == t->ncols - 1)
-        t->nrows++;
-}
-
-static void print_row(rbuf_t *out, const table_t *t, const char *const *cells)
-{
-    for (int i = 0; i < t->ncols; i++) {
-        size_t pad = t->width[i] - chars_of(cells[i]);
-        bool last = i + 1 == t->ncols;
-        if (i)
-            rb_puts(out, "  ");
-        if (t->right[i])
-            rb_printf(out, "%*s", (int)pad, "");
-        rb_puts(out, cells[i]);
-        if (!t->right[i] && !last)
-            rb_printf(out, "%*s", (int)pad, "");
-    }
-    rb_putc(out, '\n');
-}
-
-/* Prints the table to out and frees it. */
-static void table_print(rbuf_t *out, table_t *t)
-{
-    print_row(out, t, t->head);
-    const char *p = t->cells.s;
-    for (size_t r = 0; p && !t->cells.failed && r < t->nrows; r++) {
-        const char *row[MAX_COLS];
-        for (int i = 0; i < t->ncols; i++, p += strlen(p) + 1)
-            row[i] = p;
-        print_row(out, t, row);
-    }
-    out->failed |= t->cells.failed;
-    rb_free(&t->cells);
+    pgt_text_table_print(t, out);
+    pgt_text_table_free(t);
 }
 
 /* The day's totals and how they compare, in words; shared by text and
  * Markdown (bold marks the figures in Markdown). */
-static void totals_lines(rbuf_t *out, const json_t *doc, const char *bold)
+static void totals_lines(pgt_buf_t *out, const json_t *doc, const char *bold)
 {
     const json_t *t = json_object_get(doc, "totals");
     const json_t *prev = json_object_get(t, "previous_day"), *mean = json_object_get(t, "mean_7d");
@@ -325,22 +149,22 @@ static void totals_lines(rbuf_t *out, const json_t *doc, const char *bold)
     const json_t *cm = json_object_get(t, "change_vs_mean_7d");
     char cost[RF_SHORT], n[RF_SHORT], comp[RF_SHORT], users[RF_SHORT], a[RF_SHORT], b[RF_SHORT],
         c[RF_SHORT], pc[RF_SHORT], mc[RF_SHORT];
-    rb_printf(out, "Total: %s%s%s in %s statements, %s compute, %s users\n", bold,
-              rf_money(doc, t, "cost", cost, sizeof(cost)), bold,
-              rf_count(rj_int(t, "statements"), n, sizeof(n)),
-              pgt_fmt_seconds(rj_num(t, "compute_s"), comp, sizeof(comp)),
-              rf_count(rj_int(t, "users"), users, sizeof(users)));
-    rb_printf(out, "vs %s (%s): cost %s, statements %s, compute %s\n", rj_str(prev, "date"),
-              rf_money(doc, prev, "cost", pc, sizeof(pc)),
-              rf_change(cp, "cost_pct", "n/a", a, sizeof(a)),
-              rf_change(cp, "statements_pct", "n/a", b, sizeof(b)),
-              rf_change(cp, "compute_pct", "n/a", c, sizeof(c)));
-    rb_printf(out, "vs 7-day mean (%lld day%s, %s): cost %s, statements %s, compute %s\n",
-              (long long)rj_int(mean, "days"), rj_int(mean, "days") == 1 ? "" : "s",
-              rf_money(doc, mean, "cost", mc, sizeof(mc)),
-              rf_change(cm, "cost_pct", "n/a", a, sizeof(a)),
-              rf_change(cm, "statements_pct", "n/a", b, sizeof(b)),
-              rf_change(cm, "compute_pct", "n/a", c, sizeof(c)));
+    pgt_buf_printf(out, "Total: %s%s%s in %s statements, %s compute, %s users\n", bold,
+                   rf_money(doc, t, "cost", cost, sizeof(cost)), bold,
+                   rf_count(rj_int(t, "statements"), n, sizeof(n)),
+                   pgt_fmt_seconds(rj_num(t, "compute_s"), comp, sizeof(comp)),
+                   rf_count(rj_int(t, "users"), users, sizeof(users)));
+    pgt_buf_printf(out, "vs %s (%s): cost %s, statements %s, compute %s\n", rj_str(prev, "date"),
+                   rf_money(doc, prev, "cost", pc, sizeof(pc)),
+                   rf_change(cp, "cost_pct", "n/a", a, sizeof(a)),
+                   rf_change(cp, "statements_pct", "n/a", b, sizeof(b)),
+                   rf_change(cp, "compute_pct", "n/a", c, sizeof(c)));
+    pgt_buf_printf(out, "vs 7-day mean (%lld day%s, %s): cost %s, statements %s, compute %s\n",
+                   (long long)rj_int(mean, "days"), rj_int(mean, "days") == 1 ? "" : "s",
+                   rf_money(doc, mean, "cost", mc, sizeof(mc)),
+                   rf_change(cm, "cost_pct", "n/a", a, sizeof(a)),
+                   rf_change(cm, "statements_pct", "n/a", b, sizeof(b)),
+                   rf_change(cm, "compute_pct", "n/a", c, sizeof(c)));
     const json_t *by = json_object_get(t, "by_status");
     const char *key;
     json_t *v;
@@ -349,12 +173,12 @@ static void totals_lines(rbuf_t *out, const json_t *doc, const char *bold)
     {
         if (json_integer_value(v) == 0 || strcmp(key, "ok") == 0)
             continue;
-        rb_printf(out, "%s%s %s", first ? "Did not complete: " : ", ",
-                  rf_count(json_integer_value(v), n, sizeof(n)), key);
+        pgt_buf_printf(out, "%s%s %s", first ? "Did not complete: " : ", ",
+                       rf_count(json_integer_value(v), n, sizeof(n)), key);
         first = false;
     }
     if (!first)
-        rb_putc(out, '\n');
+        pgt_buf_putc(out, '\n');
 }
 
 static const char *const text_stmt_head[] = {
@@ -362,52 +186,50 @@ static const char *const text_stmt_head[] = {
 static const bool text_stmt_right[] = {true, true,  false, false, true,
                                        true, false, false, false, false};
 
-static void text_statements(rbuf_t *out, const json_t *doc)
+static void text_statements(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *a = rj_arr(doc, "statements");
-    rb_printf(out, "\nTop %zu statements by cost\n\n", json_array_size(a));
+    pgt_buf_printf(out, "\nTop %zu statements by cost\n\n", json_array_size(a));
     if (!json_array_size(a)) {
-        rb_puts(out, "No statements on this day.\n");
+        pgt_buf_puts(out, "No statements on this day.\n");
         return;
     }
-    table_t t;
-    table_init(&t, 10, text_stmt_head, text_stmt_right);
+    pgt_text_table_t *t = pgt_text_table_new(10, text_stmt_head, text_stmt_right);
     size_t i;
     const json_t *s;
     json_array_foreach(a, i, s)
     {
         char rank[16], cost[RF_SHORT], clock[16], dur[RF_SHORT], rows[RF_SHORT];
-        rbuf_t tags = {0};
+        pgt_buf_t tags = {0};
         rf_tags(&tags, json_object_get(s, "tags"));
         snprintf(rank, sizeof(rank), "%lld", (long long)rj_int(s, "rank"));
-        table_cell(&t, 0, rank, 0);
-        table_cell(&t, 1, rf_money(doc, s, "cost", cost, sizeof(cost)), 0);
-        table_cell(&t, 2, rj_str(s, "user"), TEXT_CELL_CHARS);
-        table_cell(&t, 3, rf_clock(rj_str(s, "started_at"), clock, sizeof(clock)), 0);
-        table_cell(&t, 4, pgt_fmt_seconds(rj_num(s, "duration_s"), dur, sizeof(dur)), 0);
-        table_cell(&t, 5, rf_count(rj_int(s, "rows"), rows, sizeof(rows)), 0);
-        table_cell(&t, 6, rj_str(s, "database"), TEXT_CELL_CHARS);
-        table_cell(&t, 7, rj_str(s, "application"), TEXT_CELL_CHARS);
-        table_cell(&t, 8, tags.s ? tags.s : "", TEXT_CELL_CHARS);
-        table_cell(&t, 9, rj_str(s, "normalized"), TEXT_QUERY_CHARS);
+        pgt_text_table_cell(t, rank, 0);
+        pgt_text_table_cell(t, rf_money(doc, s, "cost", cost, sizeof(cost)), 0);
+        pgt_text_table_cell(t, rj_str(s, "user"), TEXT_CELL_WIDTH);
+        pgt_text_table_cell(t, rf_clock(rj_str(s, "started_at"), clock, sizeof(clock)), 0);
+        pgt_text_table_cell(t, pgt_fmt_seconds(rj_num(s, "duration_s"), dur, sizeof(dur)), 0);
+        pgt_text_table_cell(t, rf_count(rj_int(s, "rows"), rows, sizeof(rows)), 0);
+        pgt_text_table_cell(t, rj_str(s, "database"), TEXT_CELL_WIDTH);
+        pgt_text_table_cell(t, rj_str(s, "application"), TEXT_CELL_WIDTH);
+        pgt_text_table_cell(t, tags.s ? tags.s : "", TEXT_CELL_WIDTH);
+        pgt_text_table_cell(t, rj_str(s, "normalized"), TEXT_QUERY_WIDTH);
         out->failed |= tags.failed;
-        rb_free(&tags);
+        pgt_buf_free(&tags);
     }
-    table_print(out, &t);
+    table_done(out, t);
 }
 
 static const char *const text_user_head[] = {"#",     "USER",          "COST",      "STATEMENTS",
                                              "SHARE", "VS DAY BEFORE", "TOP SHAPE", "QUERY"};
 static const bool text_user_right[] = {true, false, true, true, true, true, false, false};
 
-static void text_users(rbuf_t *out, const json_t *doc)
+static void text_users(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *a = rj_arr(doc, "users");
     if (!json_array_size(a))
         return;
-    rb_printf(out, "\nTop %zu users by cost\n\n", json_array_size(a));
-    table_t t;
-    table_init(&t, 8, text_user_head, text_user_right);
+    pgt_buf_printf(out, "\nTop %zu users by cost\n\n", json_array_size(a));
+    pgt_text_table_t *t = pgt_text_table_new(8, text_user_head, text_user_right);
     size_t i;
     const json_t *u;
     json_array_foreach(a, i, u)
@@ -416,56 +238,55 @@ static void text_users(rbuf_t *out, const json_t *doc)
         const json_t *top = json_object_get(u, "top_shape");
         snprintf(rank, sizeof(rank), "%lld", (long long)rj_int(u, "rank"));
         snprintf(share, sizeof(share), "%.1f%%", rj_num(u, "share_pct"));
-        table_cell(&t, 0, rank, 0);
-        table_cell(&t, 1, rj_str(u, "user"), TEXT_CELL_CHARS);
-        table_cell(&t, 2, rf_money(doc, u, "cost", cost, sizeof(cost)), 0);
-        table_cell(&t, 3, rf_count(rj_int(u, "statements"), n, sizeof(n)), 0);
-        table_cell(&t, 4, share, 0);
-        table_cell(&t, 5, rf_change(u, "change_pct", "new", ch, sizeof(ch)), 0);
-        table_cell(&t, 6, rj_str(top, "fingerprint"), 0);
-        table_cell(&t, 7, rj_str(top, "normalized"), TEXT_QUERY_CHARS - 20);
+        pgt_text_table_cell(t, rank, 0);
+        pgt_text_table_cell(t, rj_str(u, "user"), TEXT_CELL_WIDTH);
+        pgt_text_table_cell(t, rf_money(doc, u, "cost", cost, sizeof(cost)), 0);
+        pgt_text_table_cell(t, rf_count(rj_int(u, "statements"), n, sizeof(n)), 0);
+        pgt_text_table_cell(t, share, 0);
+        pgt_text_table_cell(t, rf_change(u, "change_pct", "new", ch, sizeof(ch)), 0);
+        pgt_text_table_cell(t, rj_str(top, "fingerprint"), 0);
+        pgt_text_table_cell(t, rj_str(top, "normalized"), TEXT_TOP_QUERY_WIDTH);
     }
-    table_print(out, &t);
+    table_done(out, t);
 }
 
 static const char *const text_shape_head[] = {"#",    "FINGERPRINT", "TOTAL", "COUNT",
                                               "MEAN", "MAX",         "USERS", "QUERY"};
 static const bool text_shape_right[] = {true, false, true, true, true, true, true, false};
 
-static void text_shapes(rbuf_t *out, const json_t *doc)
+static void text_shapes(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *a = rj_arr(doc, "shapes");
     if (!json_array_size(a))
         return;
-    rb_printf(out, "\nTop %zu query shapes by total cost\n\n", json_array_size(a));
-    table_t t;
-    table_init(&t, 8, text_shape_head, text_shape_right);
+    pgt_buf_printf(out, "\nTop %zu query shapes by total cost\n\n", json_array_size(a));
+    pgt_text_table_t *t = pgt_text_table_new(8, text_shape_head, text_shape_right);
     size_t i;
     const json_t *s;
     json_array_foreach(a, i, s)
     {
         char rank[16], total[RF_SHORT], n[RF_SHORT], mean[RF_SHORT], max[RF_SHORT], users[RF_SHORT];
         snprintf(rank, sizeof(rank), "%lld", (long long)rj_int(s, "rank"));
-        table_cell(&t, 0, rank, 0);
-        table_cell(&t, 1, rj_str(s, "fingerprint"), 0);
-        table_cell(&t, 2, rf_money(doc, s, "cost", total, sizeof(total)), 0);
-        table_cell(&t, 3, rf_count(rj_int(s, "statements"), n, sizeof(n)), 0);
-        table_cell(&t, 4, rf_money(doc, s, "mean_cost", mean, sizeof(mean)), 0);
-        table_cell(&t, 5, rf_money(doc, s, "max_cost", max, sizeof(max)), 0);
-        table_cell(&t, 6, rf_count(rj_int(s, "users"), users, sizeof(users)), 0);
-        table_cell(&t, 7, rj_str(s, "normalized"), TEXT_QUERY_CHARS);
+        pgt_text_table_cell(t, rank, 0);
+        pgt_text_table_cell(t, rj_str(s, "fingerprint"), 0);
+        pgt_text_table_cell(t, rf_money(doc, s, "cost", total, sizeof(total)), 0);
+        pgt_text_table_cell(t, rf_count(rj_int(s, "statements"), n, sizeof(n)), 0);
+        pgt_text_table_cell(t, rf_money(doc, s, "mean_cost", mean, sizeof(mean)), 0);
+        pgt_text_table_cell(t, rf_money(doc, s, "max_cost", max, sizeof(max)), 0);
+        pgt_text_table_cell(t, rf_count(rj_int(s, "users"), users, sizeof(users)), 0);
+        pgt_text_table_cell(t, rj_str(s, "normalized"), TEXT_QUERY_WIDTH);
     }
-    table_print(out, &t);
+    table_done(out, t);
 }
 
-void rf_subject_text(rbuf_t *out, const json_t *b)
+void rf_subject_text(pgt_buf_t *out, const json_t *b)
 {
     if (rj_null(b, "subject_type"))
-        rb_puts(out, "(removed)");
+        pgt_buf_puts(out, "(removed)");
     else if (strcmp(rj_str(b, "subject_type"), "default") == 0)
-        rb_printf(out, "default%s%s", rj_null(b, "user") ? "" : ": ", rj_str(b, "user"));
+        pgt_buf_printf(out, "default%s%s", rj_null(b, "user") ? "" : ": ", rj_str(b, "user"));
     else
-        rb_printf(out, "%s %s", rj_str(b, "subject_type"), rj_str(b, "subject"));
+        pgt_buf_printf(out, "%s %s", rj_str(b, "subject_type"), rj_str(b, "subject"));
 }
 
 /* "[#####-----]" for a percent. */
@@ -485,89 +306,87 @@ static const char *const text_budget_head[] = {"ID",    "SUBJECT", "PERIOD", "SP
                                                "LIMIT", "USED",    "",       "ACTION"};
 static const bool text_budget_right[] = {true, false, false, true, true, false, true, false};
 
-static void text_budgets(rbuf_t *out, const json_t *doc)
+static void text_budgets(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *bs = json_object_get(doc, "budgets");
     const json_t *a = rj_arr(bs, "items");
     if (!json_array_size(a))
         return;
-    rb_printf(out,
-              "\nBudgets at or above a warn threshold (%lld of %lld, spend to the end of %s)\n\n",
-              (long long)rj_int(bs, "over_threshold"), (long long)rj_int(bs, "checked"),
-              rj_str(doc, "date"));
-    table_t t;
-    table_init(&t, 8, text_budget_head, text_budget_right);
+    pgt_buf_printf(
+        out, "\nBudgets at or above a warn threshold (%lld of %lld, spend to the end of %s)\n\n",
+        (long long)rj_int(bs, "over_threshold"), (long long)rj_int(bs, "checked"),
+        rj_str(doc, "date"));
+    pgt_text_table_t *t = pgt_text_table_new(8, text_budget_head, text_budget_right);
     size_t i;
     const json_t *b;
     json_array_foreach(a, i, b)
     {
         char id[24], spent[RF_SHORT], limit[RF_SHORT], bar[16], pct[16];
-        rbuf_t subject = {0};
+        pgt_buf_t subject = {0};
         rf_subject_text(&subject, b);
         snprintf(id, sizeof(id), "%lld", (long long)rj_int(b, "id"));
         snprintf(pct, sizeof(pct), "%d%%", (int)rj_num(b, "percent"));
-        table_cell(&t, 0, id, 0);
-        table_cell(&t, 1, subject.s ? subject.s : "", TEXT_CELL_CHARS);
-        table_cell(&t, 2, rj_str(b, "period"), 0);
-        table_cell(&t, 3, rf_money(doc, b, "spent", spent, sizeof(spent)), 0);
-        table_cell(&t, 4, rf_money(doc, b, "limit", limit, sizeof(limit)), 0);
-        table_cell(&t, 5, text_bar(rj_num(b, "percent"), bar, sizeof(bar)), 0);
-        table_cell(&t, 6, pct, 0);
-        table_cell(&t, 7, rj_str(b, "action"), 0);
+        pgt_text_table_cell(t, id, 0);
+        pgt_text_table_cell(t, subject.s ? subject.s : "", TEXT_CELL_WIDTH);
+        pgt_text_table_cell(t, rj_str(b, "period"), 0);
+        pgt_text_table_cell(t, rf_money(doc, b, "spent", spent, sizeof(spent)), 0);
+        pgt_text_table_cell(t, rf_money(doc, b, "limit", limit, sizeof(limit)), 0);
+        pgt_text_table_cell(t, text_bar(rj_num(b, "percent"), bar, sizeof(bar)), 0);
+        pgt_text_table_cell(t, pct, 0);
+        pgt_text_table_cell(t, rj_str(b, "action"), 0);
         out->failed |= subject.failed;
-        rb_free(&subject);
+        pgt_buf_free(&subject);
     }
-    table_print(out, &t);
+    table_done(out, t);
 }
 
 static const char *const text_refusal_head[] = {"BUDGET",  "SUBJECT",   "PERIOD",
                                                 "REFUSED", "CANCELLED", "COST"};
 static const bool text_refusal_right[] = {true, false, false, true, true, true};
 
-static void text_refusals(rbuf_t *out, const json_t *doc)
+static void text_refusals(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *r = json_object_get(doc, "refusals");
     if (!rj_int(r, "statements"))
         return;
     char n[RF_SHORT], a[RF_SHORT], b[RF_SHORT];
-    rb_printf(out, "\nStopped by budgets: %s statements (%s refused, %s cancelled)\n\n",
-              rf_count(rj_int(r, "statements"), n, sizeof(n)),
-              rf_count(rj_int(r, "refused"), a, sizeof(a)),
-              rf_count(rj_int(r, "budget_cancelled"), b, sizeof(b)));
-    table_t t;
-    table_init(&t, 6, text_refusal_head, text_refusal_right);
+    pgt_buf_printf(out, "\nStopped by budgets: %s statements (%s refused, %s cancelled)\n\n",
+                   rf_count(rj_int(r, "statements"), n, sizeof(n)),
+                   rf_count(rj_int(r, "refused"), a, sizeof(a)),
+                   rf_count(rj_int(r, "budget_cancelled"), b, sizeof(b)));
+    pgt_text_table_t *t = pgt_text_table_new(6, text_refusal_head, text_refusal_right);
     size_t i;
     const json_t *x;
     json_array_foreach(rj_arr(r, "by_budget"), i, x)
     {
         char id[24], cost[RF_SHORT];
-        rbuf_t subject = {0};
+        pgt_buf_t subject = {0};
         rf_subject_text(&subject, x);
         snprintf(id, sizeof(id), "%lld", (long long)rj_int(x, "budget_id"));
-        table_cell(&t, 0, id, 0);
-        table_cell(&t, 1, subject.s ? subject.s : "", TEXT_CELL_CHARS);
-        table_cell(&t, 2, rj_str(x, "period"), 0);
-        table_cell(&t, 3, rf_count(rj_int(x, "refused"), a, sizeof(a)), 0);
-        table_cell(&t, 4, rf_count(rj_int(x, "budget_cancelled"), b, sizeof(b)), 0);
-        table_cell(&t, 5, rf_money(doc, x, "cost", cost, sizeof(cost)), 0);
+        pgt_text_table_cell(t, id, 0);
+        pgt_text_table_cell(t, subject.s ? subject.s : "", TEXT_CELL_WIDTH);
+        pgt_text_table_cell(t, rj_str(x, "period"), 0);
+        pgt_text_table_cell(t, rf_count(rj_int(x, "refused"), a, sizeof(a)), 0);
+        pgt_text_table_cell(t, rf_count(rj_int(x, "budget_cancelled"), b, sizeof(b)), 0);
+        pgt_text_table_cell(t, rf_money(doc, x, "cost", cost, sizeof(cost)), 0);
         out->failed |= subject.failed;
-        rb_free(&subject);
+        pgt_buf_free(&subject);
     }
-    table_print(out, &t);
+    table_done(out, t);
 }
 
 static char *render_text(const json_t *doc, char *err, size_t errlen)
 {
-    rbuf_t out = {0};
-    rb_printf(&out, "pgtally daily report for %s (%s)\n\n", rj_str(doc, "date"),
-              rj_str(doc, "timezone"));
+    pgt_buf_t out = {0};
+    pgt_buf_printf(&out, "pgtally daily report for %s (%s)\n\n", rj_str(doc, "date"),
+                   rj_str(doc, "timezone"));
     totals_lines(&out, doc, "");
     text_statements(&out, doc);
     text_users(&out, doc);
     text_shapes(&out, doc);
     text_budgets(&out, doc);
     text_refusals(&out, doc);
-    return rb_finish(&out, err, errlen);
+    return rf_finish(&out, err, errlen);
 }
 
 /* ---- Markdown ------------------------------------------------------------ */
@@ -575,32 +394,32 @@ static char *render_text(const json_t *doc, char *err, size_t errlen)
 /* Appends plain text for a table cell: Markdown's punctuation escaped with
  * a backslash, < and & as entities, so that no text from the ledger makes
  * a link, an emphasis, a tag or a new cell. */
-static void md_text(rbuf_t *out, const char *s, size_t max)
+static void md_text(pgt_buf_t *out, const char *s, size_t max)
 {
-    rbuf_t snip = {0};
-    rf_snippet(&snip, s, max, "…");
+    pgt_buf_t snip = {0};
+    pgt_text_snippet(&snip, s, max, "…");
     for (const char *p = snip.s ? snip.s : ""; *p; p++) {
         if (*p == '<')
-            rb_puts(out, "&lt;");
+            pgt_buf_puts(out, "&lt;");
         else if (*p == '&')
-            rb_puts(out, "&amp;");
+            pgt_buf_puts(out, "&amp;");
         else {
             if (strchr("\\`*_[]|~", *p))
-                rb_putc(out, '\\');
-            rb_putc(out, *p);
+                pgt_buf_putc(out, '\\');
+            pgt_buf_putc(out, *p);
         }
     }
     out->failed |= snip.failed;
-    rb_free(&snip);
+    pgt_buf_free(&snip);
 }
 
 /* Appends s as a code span in a table cell: fenced by one backtick more
  * than its longest run of them, pipes escaped (GFM reads \| as a pipe even
  * in code spans). */
-static void md_code(rbuf_t *out, const char *s, size_t max)
+static void md_code(pgt_buf_t *out, const char *s, size_t max)
 {
-    rbuf_t snip = {0};
-    rf_snippet(&snip, s, max, "…");
+    pgt_buf_t snip = {0};
+    pgt_text_snippet(&snip, s, max, "…");
     const char *t = snip.s ? snip.s : "";
     size_t run = 0, longest = 0;
     for (const char *p = t; *p; p++) {
@@ -609,181 +428,184 @@ static void md_code(rbuf_t *out, const char *s, size_t max)
     }
     bool pad = t[0] == '`' || (t[0] && t[strlen(t) - 1] == '`');
     for (size_t i = 0; i <= longest; i++)
-        rb_putc(out, '`');
+        pgt_buf_putc(out, '`');
     if (pad)
-        rb_putc(out, ' ');
+        pgt_buf_putc(out, ' ');
     for (const char *p = t; *p; p++) {
         if (*p == '|')
-            rb_putc(out, '\\');
-        rb_putc(out, *p);
+            pgt_buf_putc(out, '\\');
+        pgt_buf_putc(out, *p);
     }
     if (pad)
-        rb_putc(out, ' ');
+        pgt_buf_putc(out, ' ');
     for (size_t i = 0; i <= longest; i++)
-        rb_putc(out, '`');
+        pgt_buf_putc(out, '`');
     out->failed |= snip.failed;
-    rb_free(&snip);
+    pgt_buf_free(&snip);
 }
 
-static void md_statements(rbuf_t *out, const json_t *doc)
+static void md_statements(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *a = rj_arr(doc, "statements");
-    rb_printf(out, "\n## Top %zu statements by cost\n\n", json_array_size(a));
+    pgt_buf_printf(out, "\n## Top %zu statements by cost\n\n", json_array_size(a));
     if (!json_array_size(a)) {
-        rb_puts(out, "No statements on this day.\n");
+        pgt_buf_puts(out, "No statements on this day.\n");
         return;
     }
-    rb_puts(out, "| # | Cost | User | Started | Duration | Rows | Database | Application | Tags | "
+    pgt_buf_puts(out,
+                 "| # | Cost | User | Started | Duration | Rows | Database | Application | Tags | "
                  "Statement |\n|--:|--:|---|---|--:|--:|---|---|---|---|\n");
     size_t i;
     const json_t *s;
     json_array_foreach(a, i, s)
     {
         char cost[RF_SHORT], clock[16], dur[RF_SHORT], rows[RF_SHORT];
-        rbuf_t tags = {0};
+        pgt_buf_t tags = {0};
         rf_tags(&tags, json_object_get(s, "tags"));
-        rb_printf(out, "| %lld | %s | ", (long long)rj_int(s, "rank"),
-                  rf_money(doc, s, "cost", cost, sizeof(cost)));
-        md_text(out, rj_str(s, "user"), TEXT_CELL_CHARS);
-        rb_printf(out, " | %s | %s | %s | ",
-                  rf_clock(rj_str(s, "started_at"), clock, sizeof(clock)),
-                  pgt_fmt_seconds(rj_num(s, "duration_s"), dur, sizeof(dur)),
-                  rf_count(rj_int(s, "rows"), rows, sizeof(rows)));
-        md_text(out, rj_str(s, "database"), TEXT_CELL_CHARS);
-        rb_puts(out, " | ");
-        md_text(out, rj_str(s, "application"), TEXT_CELL_CHARS);
-        rb_puts(out, " | ");
-        md_text(out, tags.s ? tags.s : "", TEXT_CELL_CHARS);
-        rb_puts(out, " | ");
-        md_code(out, rj_str(s, "normalized"), MD_QUERY_CHARS);
-        rb_puts(out, " |\n");
+        pgt_buf_printf(out, "| %lld | %s | ", (long long)rj_int(s, "rank"),
+                       rf_money(doc, s, "cost", cost, sizeof(cost)));
+        md_text(out, rj_str(s, "user"), MD_CELL_WIDTH);
+        pgt_buf_printf(out, " | %s | %s | %s | ",
+                       rf_clock(rj_str(s, "started_at"), clock, sizeof(clock)),
+                       pgt_fmt_seconds(rj_num(s, "duration_s"), dur, sizeof(dur)),
+                       rf_count(rj_int(s, "rows"), rows, sizeof(rows)));
+        md_text(out, rj_str(s, "database"), MD_CELL_WIDTH);
+        pgt_buf_puts(out, " | ");
+        md_text(out, rj_str(s, "application"), MD_CELL_WIDTH);
+        pgt_buf_puts(out, " | ");
+        md_text(out, tags.s ? tags.s : "", MD_CELL_WIDTH);
+        pgt_buf_puts(out, " | ");
+        md_code(out, rj_str(s, "normalized"), MD_QUERY_WIDTH);
+        pgt_buf_puts(out, " |\n");
         out->failed |= tags.failed;
-        rb_free(&tags);
+        pgt_buf_free(&tags);
     }
 }
 
-static void md_users(rbuf_t *out, const json_t *doc)
+static void md_users(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *a = rj_arr(doc, "users");
     if (!json_array_size(a))
         return;
-    rb_printf(out, "\n## Top %zu users by cost\n\n", json_array_size(a));
-    rb_puts(out, "| # | User | Cost | Statements | Share | vs day before | Top shape |\n"
-                 "|--:|---|--:|--:|--:|--:|---|\n");
+    pgt_buf_printf(out, "\n## Top %zu users by cost\n\n", json_array_size(a));
+    pgt_buf_puts(out, "| # | User | Cost | Statements | Share | vs day before | Top shape |\n"
+                      "|--:|---|--:|--:|--:|--:|---|\n");
     size_t i;
     const json_t *u;
     json_array_foreach(a, i, u)
     {
         char cost[RF_SHORT], n[RF_SHORT], ch[RF_SHORT];
-        rb_printf(out, "| %lld | ", (long long)rj_int(u, "rank"));
-        md_text(out, rj_str(u, "user"), TEXT_CELL_CHARS);
-        rb_printf(out, " | %s | %s | %.1f%% | %s | ", rf_money(doc, u, "cost", cost, sizeof(cost)),
-                  rf_count(rj_int(u, "statements"), n, sizeof(n)), rj_num(u, "share_pct"),
-                  rf_change(u, "change_pct", "new", ch, sizeof(ch)));
-        md_code(out, rj_str(json_object_get(u, "top_shape"), "normalized"), MD_QUERY_CHARS / 2);
-        rb_puts(out, " |\n");
+        pgt_buf_printf(out, "| %lld | ", (long long)rj_int(u, "rank"));
+        md_text(out, rj_str(u, "user"), MD_CELL_WIDTH);
+        pgt_buf_printf(out, " | %s | %s | %.1f%% | %s | ",
+                       rf_money(doc, u, "cost", cost, sizeof(cost)),
+                       rf_count(rj_int(u, "statements"), n, sizeof(n)), rj_num(u, "share_pct"),
+                       rf_change(u, "change_pct", "new", ch, sizeof(ch)));
+        md_code(out, rj_str(json_object_get(u, "top_shape"), "normalized"), MD_TOP_QUERY_WIDTH);
+        pgt_buf_puts(out, " |\n");
     }
 }
 
-static void md_shapes(rbuf_t *out, const json_t *doc)
+static void md_shapes(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *a = rj_arr(doc, "shapes");
     if (!json_array_size(a))
         return;
-    rb_printf(out, "\n## Top %zu query shapes by total cost\n\n", json_array_size(a));
-    rb_puts(out, "| # | Total | Count | Mean | Max | Users | Shape |\n"
-                 "|--:|--:|--:|--:|--:|--:|---|\n");
+    pgt_buf_printf(out, "\n## Top %zu query shapes by total cost\n\n", json_array_size(a));
+    pgt_buf_puts(out, "| # | Total | Count | Mean | Max | Users | Shape |\n"
+                      "|--:|--:|--:|--:|--:|--:|---|\n");
     size_t i;
     const json_t *s;
     json_array_foreach(a, i, s)
     {
         char total[RF_SHORT], n[RF_SHORT], mean[RF_SHORT], max[RF_SHORT], users[RF_SHORT];
-        rb_printf(out, "| %lld | %s | %s | %s | %s | %s | ", (long long)rj_int(s, "rank"),
-                  rf_money(doc, s, "cost", total, sizeof(total)),
-                  rf_count(rj_int(s, "statements"), n, sizeof(n)),
-                  rf_money(doc, s, "mean_cost", mean, sizeof(mean)),
-                  rf_money(doc, s, "max_cost", max, sizeof(max)),
-                  rf_count(rj_int(s, "users"), users, sizeof(users)));
-        md_code(out, rj_str(s, "normalized"), MD_QUERY_CHARS);
-        rb_puts(out, " |\n");
+        pgt_buf_printf(out, "| %lld | %s | %s | %s | %s | %s | ", (long long)rj_int(s, "rank"),
+                       rf_money(doc, s, "cost", total, sizeof(total)),
+                       rf_count(rj_int(s, "statements"), n, sizeof(n)),
+                       rf_money(doc, s, "mean_cost", mean, sizeof(mean)),
+                       rf_money(doc, s, "max_cost", max, sizeof(max)),
+                       rf_count(rj_int(s, "users"), users, sizeof(users)));
+        md_code(out, rj_str(s, "normalized"), MD_QUERY_WIDTH);
+        pgt_buf_puts(out, " |\n");
     }
 }
 
-static void md_budgets(rbuf_t *out, const json_t *doc)
+static void md_budgets(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *a = rj_arr(json_object_get(doc, "budgets"), "items");
     if (!json_array_size(a))
         return;
-    rb_puts(out, "\n## Budgets at or above a warn threshold\n\n| Budget | Subject | Period | Spent "
+    pgt_buf_puts(out,
+                 "\n## Budgets at or above a warn threshold\n\n| Budget | Subject | Period | Spent "
                  "| Limit | Used | Action |\n|--:|---|---|--:|--:|--:|---|\n");
     size_t i;
     const json_t *b;
     json_array_foreach(a, i, b)
     {
         char spent[RF_SHORT], limit[RF_SHORT];
-        rbuf_t subject = {0};
+        pgt_buf_t subject = {0};
         rf_subject_text(&subject, b);
-        rb_printf(out, "| %lld | ", (long long)rj_int(b, "id"));
-        md_text(out, subject.s ? subject.s : "", TEXT_CELL_CHARS);
-        rb_printf(out, " | %s | %s | %s | %.1f%% | %s |\n", rj_str(b, "period"),
-                  rf_money(doc, b, "spent", spent, sizeof(spent)),
-                  rf_money(doc, b, "limit", limit, sizeof(limit)), rj_num(b, "percent"),
-                  rj_str(b, "action"));
+        pgt_buf_printf(out, "| %lld | ", (long long)rj_int(b, "id"));
+        md_text(out, subject.s ? subject.s : "", MD_CELL_WIDTH);
+        pgt_buf_printf(out, " | %s | %s | %s | %.1f%% | %s |\n", rj_str(b, "period"),
+                       rf_money(doc, b, "spent", spent, sizeof(spent)),
+                       rf_money(doc, b, "limit", limit, sizeof(limit)), rj_num(b, "percent"),
+                       rj_str(b, "action"));
         out->failed |= subject.failed;
-        rb_free(&subject);
+        pgt_buf_free(&subject);
     }
 }
 
-static void md_refusals(rbuf_t *out, const json_t *doc)
+static void md_refusals(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *r = json_object_get(doc, "refusals");
     if (!rj_int(r, "statements"))
         return;
     char n[RF_SHORT], a[RF_SHORT], c[RF_SHORT];
-    rb_printf(out, "\n## Stopped by budgets\n\n%s statements: %s refused, %s cancelled.\n\n",
-              rf_count(rj_int(r, "statements"), n, sizeof(n)),
-              rf_count(rj_int(r, "refused"), a, sizeof(a)),
-              rf_count(rj_int(r, "budget_cancelled"), c, sizeof(c)));
-    rb_puts(out, "| Budget | Subject | Refused | Cancelled | Cost |\n|--:|---|--:|--:|--:|\n");
+    pgt_buf_printf(out, "\n## Stopped by budgets\n\n%s statements: %s refused, %s cancelled.\n\n",
+                   rf_count(rj_int(r, "statements"), n, sizeof(n)),
+                   rf_count(rj_int(r, "refused"), a, sizeof(a)),
+                   rf_count(rj_int(r, "budget_cancelled"), c, sizeof(c)));
+    pgt_buf_puts(out, "| Budget | Subject | Refused | Cancelled | Cost |\n|--:|---|--:|--:|--:|\n");
     size_t i;
     const json_t *x;
     json_array_foreach(rj_arr(r, "by_budget"), i, x)
     {
         char cost[RF_SHORT];
-        rbuf_t subject = {0};
+        pgt_buf_t subject = {0};
         rf_subject_text(&subject, x);
-        rb_printf(out, "| %lld | ", (long long)rj_int(x, "budget_id"));
-        md_text(out, subject.s ? subject.s : "", TEXT_CELL_CHARS);
-        rb_printf(out, " | %s | %s | %s |\n", rf_count(rj_int(x, "refused"), a, sizeof(a)),
-                  rf_count(rj_int(x, "budget_cancelled"), c, sizeof(c)),
-                  rf_money(doc, x, "cost", cost, sizeof(cost)));
+        pgt_buf_printf(out, "| %lld | ", (long long)rj_int(x, "budget_id"));
+        md_text(out, subject.s ? subject.s : "", MD_CELL_WIDTH);
+        pgt_buf_printf(out, " | %s | %s | %s |\n", rf_count(rj_int(x, "refused"), a, sizeof(a)),
+                       rf_count(rj_int(x, "budget_cancelled"), c, sizeof(c)),
+                       rf_money(doc, x, "cost", cost, sizeof(cost)));
         out->failed |= subject.failed;
-        rb_free(&subject);
+        pgt_buf_free(&subject);
     }
 }
 
 static char *render_markdown(const json_t *doc, char *err, size_t errlen)
 {
-    rbuf_t out = {0};
-    rb_printf(&out, "# pgtally daily report: %s (", rj_str(doc, "date"));
+    pgt_buf_t out = {0};
+    pgt_buf_printf(&out, "# pgtally daily report: %s (", rj_str(doc, "date"));
     md_text(&out, rj_str(doc, "timezone"), 0);
-    rb_puts(&out, ")\n\n");
-    rbuf_t totals = {0};
+    pgt_buf_puts(&out, ")\n\n");
+    pgt_buf_t totals = {0};
     totals_lines(&totals, doc, "**");
     /* One paragraph, lines kept apart by Markdown's hard line break. */
     for (const char *p = totals.s ? totals.s : ""; *p; p++) {
         if (*p == '\n' && p[1])
-            rb_puts(&out, "  ");
-        rb_putc(&out, *p);
+            pgt_buf_puts(&out, "  ");
+        pgt_buf_putc(&out, *p);
     }
     out.failed |= totals.failed;
-    rb_free(&totals);
+    pgt_buf_free(&totals);
     md_statements(&out, doc);
     md_users(&out, doc);
     md_shapes(&out, doc);
     md_budgets(&out, doc);
     md_refusals(&out, doc);
-    return rb_finish(&out, err, errlen);
+    return rf_finish(&out, err, errlen);
 }
 
 /* ---- JSON ---------------------------------------------------------------- */
@@ -791,38 +613,25 @@ static char *render_markdown(const json_t *doc, char *err, size_t errlen)
 static char *render_json(const json_t *doc, char *err, size_t errlen)
 {
     char *s = json_dumps(doc, JSON_INDENT(2) | JSON_REAL_PRECISION(15));
-    rbuf_t out = {0};
+    pgt_buf_t out = {0};
     if (!s) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    rb_puts(&out, s);
-    rb_putc(&out, '\n');
+    pgt_buf_puts(&out, s);
+    pgt_buf_putc(&out, '\n');
     free(s);
-    return rb_finish(&out, err, errlen);
+    return rf_finish(&out, err, errlen);
 }
 
 /* ---- CSV ----------------------------------------------------------------- */
 
-/* Appends one field, quoted as RFC 4180 says when it holds a comma, a
- * quote, a line break or outer blanks (quotes doubled). */
-static void csv_field(rbuf_t *out, const char *s, bool first)
+/* Appends a comma unless first, then one field (see pgt_text_csv_field). */
+static void csv_field(pgt_buf_t *out, const char *s, bool first)
 {
-    size_t n = strlen(s);
-    bool quote = strpbrk(s, ",\"\r\n") || (n && (s[0] == ' ' || s[n - 1] == ' '));
     if (!first)
-        rb_putc(out, ',');
-    if (!quote) {
-        rb_add(out, s, n);
-        return;
-    }
-    rb_putc(out, '"');
-    for (; *s; s++) {
-        if (*s == '"')
-            rb_putc(out, '"');
-        rb_putc(out, *s);
-    }
-    rb_putc(out, '"');
+        pgt_buf_putc(out, ',');
+    pgt_text_csv_field(out, s);
 }
 
 /* One CSV column: its header and where its value comes from. */
@@ -834,7 +643,7 @@ typedef struct csv_col {
 } csv_col_t;
 
 /* Appends the value of column c of item o. */
-static void csv_value(rbuf_t *out, const json_t *doc, const json_t *o, const csv_col_t *c,
+static void csv_value(pgt_buf_t *out, const json_t *doc, const json_t *o, const csv_col_t *c,
                       bool first)
 {
     char key[64], buf[PGT_MONEY_TEXT_MAX + 16];
@@ -852,21 +661,22 @@ static void csv_value(rbuf_t *out, const json_t *doc, const json_t *o, const csv
         return;
     }
     if (c->kind == 'j' || c->kind == 'l') {
-        rbuf_t t = {0};
+        pgt_buf_t t = {0};
         size_t i;
         const json_t *x;
         if (c->kind == 'j' && v && !json_is_null(v)) {
             char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-            rb_puts(&t, s ? s : "");
+            pgt_buf_puts(&t, s ? s : "");
             free(s);
         }
         json_array_foreach(c->kind == 'l' ? v : NULL, i, x)
         {
-            rb_printf(&t, "%s%s", i ? " " : "", json_string_value(x) ? json_string_value(x) : "");
+            pgt_buf_printf(&t, "%s%s", i ? " " : "",
+                           json_string_value(x) ? json_string_value(x) : "");
         }
         csv_field(out, t.s ? t.s : "", first);
         out->failed |= t.failed;
-        rb_free(&t);
+        pgt_buf_free(&t);
         return;
     }
     if (json_is_string(v))
@@ -1014,18 +824,18 @@ static const csv_section_t csv_sections[] = {
 
 #define NSECTIONS (sizeof(csv_sections) / sizeof(csv_sections[0]))
 
-static void csv_row(rbuf_t *out, const json_t *doc, const json_t *o, const csv_col_t *cols)
+static void csv_row(pgt_buf_t *out, const json_t *doc, const json_t *o, const csv_col_t *cols)
 {
     for (const csv_col_t *c = cols; c->name; c++)
         csv_value(out, doc, o, c, c == cols);
-    rb_puts(out, "\r\n");
+    pgt_buf_puts(out, "\r\n");
 }
 
-static void csv_section(rbuf_t *out, const json_t *doc, const csv_section_t *s)
+static void csv_section(pgt_buf_t *out, const json_t *doc, const csv_section_t *s)
 {
     for (const csv_col_t *c = s->cols; c->name; c++)
         csv_field(out, c->name, c == s->cols);
-    rb_puts(out, "\r\n");
+    pgt_buf_puts(out, "\r\n");
     if (!s->array) {
         /* totals: the document with its totals' members one level up. */
         json_t *row = json_copy((json_t *)doc);
@@ -1047,13 +857,13 @@ static void csv_section(rbuf_t *out, const json_t *doc, const csv_section_t *s)
 
 static char *render_csv(const json_t *doc, const char *section, char *err, size_t errlen)
 {
-    rbuf_t out = {0};
+    pgt_buf_t out = {0};
     bool found = false;
     for (size_t i = 0; i < NSECTIONS; i++) {
         if (section && strcmp(section, csv_sections[i].name) != 0)
             continue;
         if (!section)
-            rb_printf(&out, "# %s\r\n", csv_sections[i].name);
+            pgt_buf_printf(&out, "# %s\r\n", csv_sections[i].name);
         csv_section(&out, doc, &csv_sections[i]);
         found = true;
     }
@@ -1061,10 +871,10 @@ static char *render_csv(const json_t *doc, const char *section, char *err, size_
         snprintf(err, errlen,
                  "unknown section '%s': use statements, users, shapes, totals, budgets or refusals",
                  section);
-        rb_free(&out);
+        pgt_buf_free(&out);
         return NULL;
     }
-    return rb_finish(&out, err, errlen);
+    return rf_finish(&out, err, errlen);
 }
 
 /* ---- Dispatch ------------------------------------------------------------ */

@@ -8,8 +8,11 @@
 
 #include "report_render.h"
 
-#define QUERY_CHARS 300 /* statement text shown */
-#define CELL_CHARS 60   /* other text cells */
+/* Widths of cut text, in columns, the ellipsis included: 300, 150 and 60
+ * columns of text. */
+#define QUERY_WIDTH 301     /* statement text shown */
+#define TOP_QUERY_WIDTH 151 /* a user's top shape */
+#define CELL_WIDTH 61       /* other text cells */
 
 #define FONT "font-family:Helvetica,Arial,sans-serif;"
 #define MONO "font-family:Menlo,Consolas,'Courier New',monospace;"
@@ -26,151 +29,156 @@
 #define MUTED "#6b7280"
 
 /* Appends s with &, <, >, " and ' as entities. */
-static void esc(rbuf_t *out, const char *s)
+static void esc(pgt_buf_t *out, const char *s)
 {
     for (; *s; s++) {
         switch (*s) {
         case '&':
-            rb_puts(out, "&amp;");
+            pgt_buf_puts(out, "&amp;");
             break;
         case '<':
-            rb_puts(out, "&lt;");
+            pgt_buf_puts(out, "&lt;");
             break;
         case '>':
-            rb_puts(out, "&gt;");
+            pgt_buf_puts(out, "&gt;");
             break;
         case '"':
-            rb_puts(out, "&quot;");
+            pgt_buf_puts(out, "&quot;");
             break;
         case '\'':
-            rb_puts(out, "&#39;");
+            pgt_buf_puts(out, "&#39;");
             break;
         default:
-            rb_putc(out, *s);
+            pgt_buf_putc(out, *s);
         }
     }
 }
 
-/* Appends a snippet of s (see rf_snippet), escaped. */
-static void esc_snip(rbuf_t *out, const char *s, size_t max)
+/* Appends a snippet of s (see pgt_text_snippet), escaped. */
+static void esc_snip(pgt_buf_t *out, const char *s, size_t max)
 {
-    rbuf_t t = {0};
-    rf_snippet(&t, s, max, "…");
+    pgt_buf_t t = {0};
+    pgt_text_snippet(&t, s, max, "…");
     esc(out, t.s ? t.s : "");
     out->failed |= t.failed;
-    rb_free(&t);
+    pgt_buf_free(&t);
 }
 
 /* A bar of pct percent of the cell's width, drawn with two table cells. */
-static void bar(rbuf_t *out, double pct, const char *color)
+static void bar(pgt_buf_t *out, double pct, const char *color)
 {
     int w = pct <= 0 ? 0 : pct >= 100 ? 100 : (int)(pct + 0.5);
     if (pct > 0 && w == 0)
         w = 1;
-    rb_puts(out, "<table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" "
+    pgt_buf_puts(out,
+                 "<table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" "
                  "border=\"0\" style=\"width:100%;min-width:60px;margin-top:3px;\"><tr>");
     if (w > 0)
-        rb_printf(out,
-                  "<td width=\"%d%%\" style=\"width:%d%%;height:6px;background-color:%s;"
-                  "font-size:1px;line-height:1px;\">&nbsp;</td>",
-                  w, w, color);
+        pgt_buf_printf(out,
+                       "<td width=\"%d%%\" style=\"width:%d%%;height:6px;background-color:%s;"
+                       "font-size:1px;line-height:1px;\">&nbsp;</td>",
+                       w, w, color);
     if (w < 100)
-        rb_puts(out, "<td style=\"height:6px;background-color:#e5e7eb;font-size:1px;"
-                     "line-height:1px;\">&nbsp;</td>");
-    rb_puts(out, "</tr></table>");
+        pgt_buf_puts(out, "<td style=\"height:6px;background-color:#e5e7eb;font-size:1px;"
+                          "line-height:1px;\">&nbsp;</td>");
+    pgt_buf_puts(out, "</tr></table>");
 }
 
 /* Opens a section: its title and a data table with these headers (a
  * leading '>' right-aligns a column). */
-static void table_open(rbuf_t *out, const char *id, const char *title, const char *const *heads,
+static void table_open(pgt_buf_t *out, const char *id, const char *title, const char *const *heads,
                        size_t n)
 {
-    rb_printf(out,
-              "<h2 style=\"" FONT "font-size:16px;margin:28px 0 8px 0;color:#111827;\">%s</h2>\n",
-              title);
-    rb_printf(out,
-              "<table id=\"%s\" width=\"100%%\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\" "
-              "style=\"width:100%%;border-collapse:collapse;" FONT "\">\n<tr>",
-              id);
+    pgt_buf_printf(
+        out, "<h2 style=\"" FONT "font-size:16px;margin:28px 0 8px 0;color:#111827;\">%s</h2>\n",
+        title);
+    pgt_buf_printf(
+        out,
+        "<table id=\"%s\" width=\"100%%\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\" "
+        "style=\"width:100%%;border-collapse:collapse;" FONT "\">\n<tr>",
+        id);
     for (size_t i = 0; i < n; i++) {
         bool right = heads[i][0] == '>';
-        rb_printf(out, "<th style=\"" TH "text-align:%s;\">%s</th>", right ? "right" : "left",
-                  heads[i] + right);
+        pgt_buf_printf(out, "<th style=\"" TH "text-align:%s;\">%s</th>", right ? "right" : "left",
+                       heads[i] + right);
     }
-    rb_puts(out, "</tr>\n");
+    pgt_buf_puts(out, "</tr>\n");
 }
 
 /* A numeric cell holding text (already safe). */
-static void num_cell(rbuf_t *out, const char *text)
+static void num_cell(pgt_buf_t *out, const char *text)
 {
-    rb_printf(out, "<td style=\"" TD NUM "\">%s</td>", text);
+    pgt_buf_printf(out, "<td style=\"" TD NUM "\">%s</td>", text);
 }
 
 /* A text cell holding a snippet of s, escaped. */
-static void text_cell(rbuf_t *out, const char *s)
+static void text_cell(pgt_buf_t *out, const char *s)
 {
-    rb_puts(out, "<td style=\"" TD "\">");
-    esc_snip(out, s, CELL_CHARS);
-    rb_puts(out, "</td>");
+    pgt_buf_puts(out, "<td style=\"" TD "\">");
+    esc_snip(out, s, CELL_WIDTH);
+    pgt_buf_puts(out, "</td>");
 }
 
 /* A cell with statement text in a monospace font. */
-static void code_cell(rbuf_t *out, const char *s, size_t max)
+static void code_cell(pgt_buf_t *out, const char *s, size_t max)
 {
-    rb_puts(out, "<td style=\"" TD "\"><code style=\"" MONO
+    pgt_buf_puts(out,
+                 "<td style=\"" TD "\"><code style=\"" MONO
                  "font-size:11px;color:#1f2937;word-wrap:break-word;overflow-wrap:break-word;\">");
     esc_snip(out, s, max);
-    rb_puts(out, "</code></td>");
+    pgt_buf_puts(out, "</code></td>");
 }
 
 /* A money cell with a bar under the amount. */
-static void money_bar_cell(rbuf_t *out, const json_t *doc, const json_t *o, const char *key,
+static void money_bar_cell(pgt_buf_t *out, const json_t *doc, const json_t *o, const char *key,
                            double pct, const char *color)
 {
     char money[RF_SHORT];
-    rb_printf(out, "<td style=\"" TD NUM "\">%s", rf_money(doc, o, key, money, sizeof(money)));
+    pgt_buf_printf(out, "<td style=\"" TD NUM "\">%s", rf_money(doc, o, key, money, sizeof(money)));
     bar(out, pct, color);
-    rb_puts(out, "</td>");
+    pgt_buf_puts(out, "</td>");
 }
 
 /* A change in percent, red when up and green when down if colored. */
-static void change(rbuf_t *out, const json_t *o, const char *key, const char *label, bool colored)
+static void change(pgt_buf_t *out, const json_t *o, const char *key, const char *label,
+                   bool colored)
 {
     char pct[RF_SHORT];
     double v = rj_num(o, key);
     const char *color = !colored || rj_null(o, key) ? MUTED : v > 0 ? UP_COLOR : DOWN_COLOR;
-    rb_printf(out, "<div style=\"font-size:12px;color:%s;\">%s ", color,
-              rf_change(o, key, "n/a", pct, sizeof(pct)));
+    pgt_buf_printf(out, "<div style=\"font-size:12px;color:%s;\">%s ", color,
+                   rf_change(o, key, "n/a", pct, sizeof(pct)));
     esc(out, label);
-    rb_puts(out, "</div>");
+    pgt_buf_puts(out, "</div>");
 }
 
 /* One figure of the summary: label, value and its changes. */
-static void kpi(rbuf_t *out, const json_t *t, const char *label, const char *value,
+static void kpi(pgt_buf_t *out, const json_t *t, const char *label, const char *value,
                 const char *pct_key, bool colored)
 {
     const json_t *cp = json_object_get(t, "change_vs_previous_day");
     const json_t *cm = json_object_get(t, "change_vs_mean_7d");
     char vs[64];
-    rb_printf(out,
-              "<td width=\"25%%\" style=\"width:25%%;padding:12px;border:1px solid #e5e7eb;"
-              "vertical-align:top;" FONT "\"><div style=\"font-size:12px;color:" MUTED
-              ";\">%s</div>"
-              "<div style=\"font-size:20px;font-weight:bold;margin:2px 0 4px 0;\">%s</div>",
-              label, value);
+    pgt_buf_printf(out,
+                   "<td width=\"25%%\" style=\"width:25%%;padding:12px;border:1px solid #e5e7eb;"
+                   "vertical-align:top;" FONT "\"><div style=\"font-size:12px;color:" MUTED
+                   ";\">%s</div>"
+                   "<div style=\"font-size:20px;font-weight:bold;margin:2px 0 4px 0;\">%s</div>",
+                   label, value);
     if (pct_key) {
         snprintf(vs, sizeof(vs), "vs %s", rj_str(json_object_get(t, "previous_day"), "date"));
         change(out, cp, pct_key, vs, colored);
         change(out, cm, pct_key, "vs 7-day mean", colored);
     }
-    rb_puts(out, "</td>");
+    pgt_buf_puts(out, "</td>");
 }
 
-static void summary(rbuf_t *out, const json_t *doc)
+static void summary(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *t = json_object_get(doc, "totals");
     char cost[RF_SHORT], n[RF_SHORT], comp[RF_SHORT], users[RF_SHORT];
-    rb_puts(out, "<table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" "
+    pgt_buf_puts(out,
+                 "<table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" "
                  "border=\"0\" style=\"width:100%;border-collapse:collapse;\"><tr>");
     kpi(out, t, "Total cost", rf_money(doc, t, "cost", cost, sizeof(cost)), "cost_pct", true);
     kpi(out, t, "Statements", rf_count(rj_int(t, "statements"), n, sizeof(n)), "statements_pct",
@@ -178,14 +186,14 @@ static void summary(rbuf_t *out, const json_t *doc)
     kpi(out, t, "Compute", pgt_fmt_seconds(rj_num(t, "compute_s"), comp, sizeof(comp)),
         "compute_pct", false);
     kpi(out, t, "Users", rf_count(rj_int(t, "users"), users, sizeof(users)), NULL, false);
-    rb_puts(out, "</tr></table>\n");
+    pgt_buf_puts(out, "</tr></table>\n");
 }
 
 static const char *const stmt_heads[] = {">#",        ">Cost",    "User",     "Started",
                                          ">Duration", ">Rows",    "Database", "Application",
                                          "Tags",      "Statement"};
 
-static void statements(rbuf_t *out, const json_t *doc)
+static void statements(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *a = rj_arr(doc, "statements");
     char title[64], cell[RF_SHORT];
@@ -196,9 +204,9 @@ static void statements(rbuf_t *out, const json_t *doc)
     const json_t *s;
     json_array_foreach(a, i, s)
     {
-        rbuf_t tags = {0};
+        pgt_buf_t tags = {0};
         rf_tags(&tags, json_object_get(s, "tags"));
-        rb_printf(out, "<tr><td style=\"" TD NUM "\">%lld</td>", (long long)rj_int(s, "rank"));
+        pgt_buf_printf(out, "<tr><td style=\"" TD NUM "\">%lld</td>", (long long)rj_int(s, "rank"));
         money_bar_cell(out, doc, s, "cost", max > 0 ? rj_num(s, "cost_micro") * 100 / max : 0,
                        BAR_BLUE);
         text_cell(out, rj_str(s, "user"));
@@ -208,21 +216,21 @@ static void statements(rbuf_t *out, const json_t *doc)
         text_cell(out, rj_str(s, "database"));
         text_cell(out, rj_str(s, "application"));
         text_cell(out, tags.s ? tags.s : "");
-        code_cell(out, rj_str(s, "normalized"), QUERY_CHARS);
-        rb_puts(out, "</tr>\n");
+        code_cell(out, rj_str(s, "normalized"), QUERY_WIDTH);
+        pgt_buf_puts(out, "</tr>\n");
         out->failed |= tags.failed;
-        rb_free(&tags);
+        pgt_buf_free(&tags);
     }
     if (!json_array_size(a))
-        rb_puts(out,
-                "<tr><td colspan=\"10\" style=\"" TD "\">No statements on this day.</td></tr>\n");
-    rb_puts(out, "</table>\n");
+        pgt_buf_puts(out, "<tr><td colspan=\"10\" style=\"" TD
+                          "\">No statements on this day.</td></tr>\n");
+    pgt_buf_puts(out, "</table>\n");
 }
 
 static const char *const user_heads[] = {">#",          "User",           ">Cost",
                                          ">Statements", ">vs day before", "Most expensive shape"};
 
-static void users(rbuf_t *out, const json_t *doc)
+static void users(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *a = rj_arr(doc, "users");
     char title[64], cell[RF_SHORT];
@@ -235,26 +243,27 @@ static void users(rbuf_t *out, const json_t *doc)
     json_array_foreach(a, i, u)
     {
         const json_t *top = json_object_get(u, "top_shape");
-        rb_printf(out, "<tr><td style=\"" TD NUM "\">%lld</td>", (long long)rj_int(u, "rank"));
+        pgt_buf_printf(out, "<tr><td style=\"" TD NUM "\">%lld</td>", (long long)rj_int(u, "rank"));
         text_cell(out, rj_str(u, "user"));
         money_bar_cell(out, doc, u, "cost", rj_num(u, "share_pct"), BAR_BLUE);
         num_cell(out, rf_count(rj_int(u, "statements"), cell, sizeof(cell)));
         num_cell(out, rf_change(u, "change_pct", "new", cell, sizeof(cell)));
-        rb_printf(out,
-                  "<td style=\"" TD "\"><div style=\"font-size:11px;color:" MUTED
-                  ";\">%s · %s</div><code style=\"" MONO
-                  "font-size:11px;color:#1f2937;word-wrap:break-word;overflow-wrap:break-word;\">",
-                  rj_str(top, "fingerprint"), rf_money(doc, top, "cost", cell, sizeof(cell)));
-        esc_snip(out, rj_str(top, "normalized"), QUERY_CHARS / 2);
-        rb_puts(out, "</code></td></tr>\n");
+        pgt_buf_printf(
+            out,
+            "<td style=\"" TD "\"><div style=\"font-size:11px;color:" MUTED
+            ";\">%s · %s</div><code style=\"" MONO
+            "font-size:11px;color:#1f2937;word-wrap:break-word;overflow-wrap:break-word;\">",
+            rj_str(top, "fingerprint"), rf_money(doc, top, "cost", cell, sizeof(cell)));
+        esc_snip(out, rj_str(top, "normalized"), TOP_QUERY_WIDTH);
+        pgt_buf_puts(out, "</code></td></tr>\n");
     }
-    rb_puts(out, "</table>\n");
+    pgt_buf_puts(out, "</table>\n");
 }
 
 static const char *const shape_heads[] = {">#",   ">Total", ">Count", ">Mean",
                                           ">Max", "Users",  "Shape"};
 
-static void shapes(rbuf_t *out, const json_t *doc)
+static void shapes(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *a = rj_arr(doc, "shapes");
     char title[64], cell[RF_SHORT];
@@ -266,45 +275,45 @@ static void shapes(rbuf_t *out, const json_t *doc)
     const json_t *s, *name;
     json_array_foreach(a, i, s)
     {
-        rb_printf(out, "<tr><td style=\"" TD NUM "\">%lld</td>", (long long)rj_int(s, "rank"));
+        pgt_buf_printf(out, "<tr><td style=\"" TD NUM "\">%lld</td>", (long long)rj_int(s, "rank"));
         money_bar_cell(out, doc, s, "cost", rj_num(s, "share_pct"), BAR_BLUE);
         num_cell(out, rf_count(rj_int(s, "statements"), cell, sizeof(cell)));
         num_cell(out, rf_money(doc, s, "mean_cost", cell, sizeof(cell)));
         num_cell(out, rf_money(doc, s, "max_cost", cell, sizeof(cell)));
-        rb_printf(out, "<td style=\"" TD "\"><b>%s</b> ",
-                  rf_count(rj_int(s, "users"), cell, sizeof(cell)));
+        pgt_buf_printf(out, "<td style=\"" TD "\"><b>%s</b> ",
+                       rf_count(rj_int(s, "users"), cell, sizeof(cell)));
         json_array_foreach(rj_arr(s, "user_names"), k, name)
         {
-            rb_puts(out, k ? ", " : "");
-            esc_snip(out, json_string_value(name) ? json_string_value(name) : "", CELL_CHARS);
+            pgt_buf_puts(out, k ? ", " : "");
+            esc_snip(out, json_string_value(name) ? json_string_value(name) : "", CELL_WIDTH);
         }
-        rb_printf(out,
-                  "</td><td style=\"" TD "\"><div style=\"font-size:11px;color:" MUTED
-                  ";\">%s</div>",
-                  rj_str(s, "fingerprint"));
-        rb_printf(out,
-                  "<code style=\"" MONO
-                  "font-size:11px;color:#1f2937;word-wrap:break-word;overflow-wrap:break-word;\">");
-        esc_snip(out, rj_str(s, "normalized"), QUERY_CHARS);
-        rb_puts(out, "</code></td></tr>\n");
+        pgt_buf_printf(out,
+                       "</td><td style=\"" TD "\"><div style=\"font-size:11px;color:" MUTED
+                       ";\">%s</div>",
+                       rj_str(s, "fingerprint"));
+        pgt_buf_printf(
+            out, "<code style=\"" MONO
+                 "font-size:11px;color:#1f2937;word-wrap:break-word;overflow-wrap:break-word;\">");
+        esc_snip(out, rj_str(s, "normalized"), QUERY_WIDTH);
+        pgt_buf_puts(out, "</code></td></tr>\n");
     }
-    rb_puts(out, "</table>\n");
+    pgt_buf_puts(out, "</table>\n");
 }
 
 /* The subject of a budget: "user alice", "default: bob", "(removed)". */
-static void subject_cell(rbuf_t *out, const json_t *b)
+static void subject_cell(pgt_buf_t *out, const json_t *b)
 {
-    rbuf_t t = {0};
+    pgt_buf_t t = {0};
     rf_subject_text(&t, b);
     text_cell(out, t.s ? t.s : "");
     out->failed |= t.failed;
-    rb_free(&t);
+    pgt_buf_free(&t);
 }
 
 static const char *const budget_heads[] = {">Budget", "Subject", "Period", ">Spent",
                                            ">Limit",  "Used",    "Action"};
 
-static void budgets(rbuf_t *out, const json_t *doc)
+static void budgets(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *a = rj_arr(json_object_get(doc, "budgets"), "items");
     char cell[RF_SHORT];
@@ -317,27 +326,27 @@ static void budgets(rbuf_t *out, const json_t *doc)
     {
         double pct = rj_num(b, "percent");
         const char *color = pct >= 100 ? BAR_RED : BAR_AMBER;
-        rb_printf(out, "<tr><td style=\"" TD NUM "\">%lld</td>", (long long)rj_int(b, "id"));
+        pgt_buf_printf(out, "<tr><td style=\"" TD NUM "\">%lld</td>", (long long)rj_int(b, "id"));
         subject_cell(out, b);
         text_cell(out, rj_str(b, "period"));
         num_cell(out, rf_money(doc, b, "spent", cell, sizeof(cell)));
         num_cell(out, rf_money(doc, b, "limit", cell, sizeof(cell)));
-        rb_printf(out,
-                  "<td style=\"" TD "min-width:90px;\"><span style=\"color:%s;font-weight:"
-                  "bold;\">%.1f%%</span>",
-                  color, pct);
+        pgt_buf_printf(out,
+                       "<td style=\"" TD "min-width:90px;\"><span style=\"color:%s;font-weight:"
+                       "bold;\">%.1f%%</span>",
+                       color, pct);
         bar(out, pct, color);
-        rb_puts(out, "</td>");
+        pgt_buf_puts(out, "</td>");
         text_cell(out, rj_str(b, "action"));
-        rb_puts(out, "</tr>\n");
+        pgt_buf_puts(out, "</tr>\n");
     }
-    rb_puts(out, "</table>\n");
+    pgt_buf_puts(out, "</table>\n");
 }
 
 static const char *const refusal_heads[] = {">Budget",  "Subject",    "Period",
                                             ">Refused", ">Cancelled", ">Cost"};
 
-static void refusals(rbuf_t *out, const json_t *doc)
+static void refusals(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *r = json_object_get(doc, "refusals");
     char cell[RF_SHORT], title[96], n[RF_SHORT];
@@ -350,51 +359,53 @@ static void refusals(rbuf_t *out, const json_t *doc)
     const json_t *x;
     json_array_foreach(rj_arr(r, "by_budget"), i, x)
     {
-        rb_printf(out, "<tr><td style=\"" TD NUM "\">%lld</td>", (long long)rj_int(x, "budget_id"));
+        pgt_buf_printf(out, "<tr><td style=\"" TD NUM "\">%lld</td>",
+                       (long long)rj_int(x, "budget_id"));
         subject_cell(out, x);
         text_cell(out, rj_str(x, "period"));
         num_cell(out, rf_count(rj_int(x, "refused"), cell, sizeof(cell)));
         num_cell(out, rf_count(rj_int(x, "budget_cancelled"), cell, sizeof(cell)));
         num_cell(out, rf_money(doc, x, "cost", cell, sizeof(cell)));
-        rb_puts(out, "</tr>\n");
+        pgt_buf_puts(out, "</tr>\n");
     }
-    rb_puts(out, "</table>\n");
+    pgt_buf_puts(out, "</table>\n");
 }
 
 char *pgt_report_render_html(const json_t *doc, char *err, size_t errlen)
 {
-    rbuf_t out = {0};
-    rb_puts(&out, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-                  "<title>pgtally daily report ");
+    pgt_buf_t out = {0};
+    pgt_buf_puts(&out, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+                       "<title>pgtally daily report ");
     esc(&out, rj_str(doc, "date"));
-    rb_puts(&out,
-            "</title>\n</head>\n<body style=\"margin:0;padding:0;background-color:#f3f4f6;\">\n"
-            "<table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" "
-            "border=\"0\" style=\"width:100%;background-color:#f3f4f6;\"><tr><td "
-            "align=\"center\" style=\"padding:24px 12px;\">\n<table role=\"presentation\" "
-            "width=\"960\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\" style=\"width:"
-            "100%;max-width:960px;background-color:#ffffff;border:1px solid #d1d5db;\"><tr>"
-            "<td style=\"padding:20px 24px;" FONT "color:#111827;font-size:13px;"
-            "line-height:1.4;text-align:left;\">\n");
-    rb_puts(&out,
-            "<h1 style=\"" FONT "font-size:22px;margin:0 0 4px 0;\">pgtally daily report</h1>\n"
-            "<p style=\"margin:0 0 16px 0;color:" MUTED ";\">");
+    pgt_buf_puts(
+        &out, "</title>\n</head>\n<body style=\"margin:0;padding:0;background-color:#f3f4f6;\">\n"
+              "<table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" "
+              "border=\"0\" style=\"width:100%;background-color:#f3f4f6;\"><tr><td "
+              "align=\"center\" style=\"padding:24px 12px;\">\n<table role=\"presentation\" "
+              "width=\"960\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\" style=\"width:"
+              "100%;max-width:960px;background-color:#ffffff;border:1px solid #d1d5db;\"><tr>"
+              "<td style=\"padding:20px 24px;" FONT "color:#111827;font-size:13px;"
+              "line-height:1.4;text-align:left;\">\n");
+    pgt_buf_puts(&out, "<h1 style=\"" FONT
+                       "font-size:22px;margin:0 0 4px 0;\">pgtally daily report</h1>\n"
+                       "<p style=\"margin:0 0 16px 0;color:" MUTED ";\">");
     esc(&out, rj_str(doc, "date"));
-    rb_puts(&out, " · ");
+    pgt_buf_puts(&out, " · ");
     esc(&out, rj_str(doc, "timezone"));
-    rb_puts(&out, "</p>\n");
+    pgt_buf_puts(&out, "</p>\n");
     summary(&out, doc);
     statements(&out, doc);
     users(&out, doc);
     shapes(&out, doc);
     budgets(&out, doc);
     refusals(&out, doc);
-    rb_puts(&out, "<p style=\"margin:24px 0 0 0;font-size:11px;color:" MUTED ";\">Amounts in ");
+    pgt_buf_puts(&out,
+                 "<p style=\"margin:24px 0 0 0;font-size:11px;color:" MUTED ";\">Amounts in ");
     esc(&out, rj_str(doc, "currency"));
-    rb_puts(&out, ". Statements are shown normalized: constants are replaced by $1, $2, …. "
-                  "Generated by pgtally at ");
+    pgt_buf_puts(&out, ". Statements are shown normalized: constants are replaced by $1, $2, …. "
+                       "Generated by pgtally at ");
     esc(&out, rj_str(doc, "generated_at"));
-    rb_puts(&out, ".</p>\n</td></tr></table>\n</td></tr></table>\n</body>\n</html>\n");
-    return rb_finish(&out, err, errlen);
+    pgt_buf_puts(&out, ".</p>\n</td></tr></table>\n</td></tr></table>\n</body>\n</html>\n");
+    return rf_finish(&out, err, errlen);
 }

@@ -16,9 +16,12 @@
 #define MAX_BLOCKS 50
 #define MAX_TEXT 3000
 #define MAX_HEADER 150
-#define QUERY_CHARS 200 /* statement text per item */
-#define NAME_CHARS 64   /* user, database, application, tags, subject */
-#define SHAPE_USERS 3   /* users named per shape */
+/* Widths of cut text, in columns, the ellipsis included: 200, 100 and 64
+ * columns of text. */
+#define QUERY_WIDTH 201     /* statement text per item */
+#define TOP_QUERY_WIDTH 101 /* a user's top shape */
+#define NAME_WIDTH 65       /* user, database, application, tags, subject */
+#define SHAPE_USERS 3       /* users named per shape */
 
 /* The payload being built. */
 typedef struct slack {
@@ -28,40 +31,40 @@ typedef struct slack {
 } slack_t;
 
 /* Appends s escaped for mrkdwn. */
-static void esc(rbuf_t *out, const char *s)
+static void esc(pgt_buf_t *out, const char *s)
 {
     for (; *s; s++) {
         if (*s == '&')
-            rb_puts(out, "&amp;");
+            pgt_buf_puts(out, "&amp;");
         else if (*s == '<')
-            rb_puts(out, "&lt;");
+            pgt_buf_puts(out, "&lt;");
         else if (*s == '>')
-            rb_puts(out, "&gt;");
+            pgt_buf_puts(out, "&gt;");
         else
-            rb_putc(out, *s);
+            pgt_buf_putc(out, *s);
     }
 }
 
 /* Appends a snippet of s as a code span: mrkdwn has no escape for a
  * backtick, so backticks become quotes. */
-static void code(rbuf_t *out, const char *s, size_t max)
+static void code(pgt_buf_t *out, const char *s, size_t max)
 {
-    rbuf_t t = {0};
-    rf_snippet(&t, s, max, "…");
+    pgt_buf_t t = {0};
+    pgt_text_snippet(&t, s, max, "…");
     for (char *p = t.s; p && *p; p++)
         if (*p == '`')
             *p = '\'';
-    rb_putc(out, '`');
+    pgt_buf_putc(out, '`');
     esc(out, t.s && t.s[0] ? t.s : " ");
-    rb_putc(out, '`');
+    pgt_buf_putc(out, '`');
     out->failed |= t.failed;
-    rb_free(&t);
+    pgt_buf_free(&t);
 }
 
 /* Cuts mrkdwn text to at most max bytes: on a UTF-8 boundary, outside an
  * entity such as &amp;, marked with an ellipsis, closing an open code
  * span. */
-static void fit(rbuf_t *t, size_t max)
+static void fit(pgt_buf_t *t, size_t max)
 {
     if (t->failed || t->len <= max)
         return;
@@ -79,11 +82,10 @@ static void fit(rbuf_t *t, size_t max)
     size_t ticks = 0;
     for (size_t i = 0; i < cut; i++)
         ticks += t->s[i] == '`';
-    t->len = cut;
-    t->s[cut] = '\0';
-    rb_puts(t, "…");
+    pgt_buf_truncate(t, cut);
+    pgt_buf_puts(t, "…");
     if (ticks % 2)
-        rb_putc(t, '`');
+        pgt_buf_putc(t, '`');
 }
 
 /* Adds a block, keeping the last place for the note on what was left out. */
@@ -102,7 +104,7 @@ static void add_block(slack_t *s, json_t *block)
         s->failed = true;
 }
 
-static void section(slack_t *s, rbuf_t *text)
+static void section(slack_t *s, pgt_buf_t *text)
 {
     fit(text, MAX_TEXT);
     s->failed |= text->failed;
@@ -114,30 +116,30 @@ static void section(slack_t *s, rbuf_t *text)
 /* Packs items into sections of at most MAX_TEXT bytes, a title first. */
 typedef struct packer {
     slack_t *s;      /* the payload */
-    rbuf_t cur;      /* the section being filled */
+    pgt_buf_t cur;   /* the section being filled */
     const char *sep; /* between items: a blank line for items of several lines */
 } packer_t;
 
-static void pack(packer_t *p, rbuf_t *item)
+static void pack(packer_t *p, pgt_buf_t *item)
 {
     fit(item, MAX_TEXT);
     size_t sep = p->cur.len ? strlen(p->sep) : 0;
     if (p->cur.len && p->cur.len + sep + item->len > MAX_TEXT) {
         section(p->s, &p->cur);
-        rb_free(&p->cur);
+        pgt_buf_free(&p->cur);
         sep = 0;
     }
     if (sep)
-        rb_puts(&p->cur, p->sep);
-    rb_add(&p->cur, item->s ? item->s : "", item->len);
+        pgt_buf_puts(&p->cur, p->sep);
+    pgt_buf_add(&p->cur, item->s ? item->s : "", item->len);
     p->s->failed |= item->failed;
-    rb_free(item);
+    pgt_buf_free(item);
 }
 
 static void pack_done(packer_t *p)
 {
     section(p->s, &p->cur);
-    rb_free(&p->cur);
+    pgt_buf_free(&p->cur);
 }
 
 static void add_divider(slack_t *s)
@@ -151,8 +153,8 @@ static void list_open(packer_t *p, slack_t *s, const char *title, bool multiline
 {
     add_divider(s);
     *p = (packer_t){.s = s, .sep = "\n"};
-    rbuf_t t = {0};
-    rb_printf(&t, "*%s*", title);
+    pgt_buf_t t = {0};
+    pgt_buf_printf(&t, "*%s*", title);
     pack(p, &t);
     p->sep = multiline ? "\n\n" : "\n";
 }
@@ -164,18 +166,18 @@ static void totals(slack_t *s, const json_t *doc)
     const json_t *cp = json_object_get(t, "change_vs_previous_day");
     const json_t *cm = json_object_get(t, "change_vs_mean_7d");
     char cost[RF_SHORT], n[RF_SHORT], comp[RF_SHORT], users[RF_SHORT], a[RF_SHORT], b[RF_SHORT];
-    rbuf_t text = {0};
-    rb_printf(&text, "*Total: %s* in %s statements, %s compute, %s users\n",
-              rf_money(doc, t, "cost", cost, sizeof(cost)),
-              rf_count(rj_int(t, "statements"), n, sizeof(n)),
-              pgt_fmt_seconds(rj_num(t, "compute_s"), comp, sizeof(comp)),
-              rf_count(rj_int(t, "users"), users, sizeof(users)));
-    rb_printf(&text, "Cost %s vs %s (%s), %s vs the 7-day mean",
-              rf_change(cp, "cost_pct", "n/a", a, sizeof(a)), rj_str(prev, "date"),
-              rf_money(doc, prev, "cost", cost, sizeof(cost)),
-              rf_change(cm, "cost_pct", "n/a", b, sizeof(b)));
+    pgt_buf_t text = {0};
+    pgt_buf_printf(&text, "*Total: %s* in %s statements, %s compute, %s users\n",
+                   rf_money(doc, t, "cost", cost, sizeof(cost)),
+                   rf_count(rj_int(t, "statements"), n, sizeof(n)),
+                   pgt_fmt_seconds(rj_num(t, "compute_s"), comp, sizeof(comp)),
+                   rf_count(rj_int(t, "users"), users, sizeof(users)));
+    pgt_buf_printf(&text, "Cost %s vs %s (%s), %s vs the 7-day mean",
+                   rf_change(cp, "cost_pct", "n/a", a, sizeof(a)), rj_str(prev, "date"),
+                   rf_money(doc, prev, "cost", cost, sizeof(cost)),
+                   rf_change(cm, "cost_pct", "n/a", b, sizeof(b)));
     section(s, &text);
-    rb_free(&text);
+    pgt_buf_free(&text);
 }
 
 static void statements(slack_t *s, const json_t *doc)
@@ -192,28 +194,28 @@ static void statements(slack_t *s, const json_t *doc)
     json_array_foreach(a, i, x)
     {
         char cost[RF_SHORT], clock[16], dur[RF_SHORT], rows[RF_SHORT];
-        rbuf_t it = {0}, tags = {0};
-        rb_printf(&it, "*%lld.* %s · ", (long long)rj_int(x, "rank"),
-                  rf_money(doc, x, "cost", cost, sizeof(cost)));
-        code(&it, rj_str(x, "user"), NAME_CHARS);
-        rb_printf(&it, " · %s · %s · %s rows · ",
-                  rf_clock(rj_str(x, "started_at"), clock, sizeof(clock)),
-                  pgt_fmt_seconds(rj_num(x, "duration_s"), dur, sizeof(dur)),
-                  rf_count(rj_int(x, "rows"), rows, sizeof(rows)));
-        code(&it, rj_str(x, "database"), NAME_CHARS);
+        pgt_buf_t it = {0}, tags = {0};
+        pgt_buf_printf(&it, "*%lld.* %s · ", (long long)rj_int(x, "rank"),
+                       rf_money(doc, x, "cost", cost, sizeof(cost)));
+        code(&it, rj_str(x, "user"), NAME_WIDTH);
+        pgt_buf_printf(&it, " · %s · %s · %s rows · ",
+                       rf_clock(rj_str(x, "started_at"), clock, sizeof(clock)),
+                       pgt_fmt_seconds(rj_num(x, "duration_s"), dur, sizeof(dur)),
+                       rf_count(rj_int(x, "rows"), rows, sizeof(rows)));
+        code(&it, rj_str(x, "database"), NAME_WIDTH);
         if (rj_str(x, "application")[0]) {
-            rb_puts(&it, " · ");
-            code(&it, rj_str(x, "application"), NAME_CHARS);
+            pgt_buf_puts(&it, " · ");
+            code(&it, rj_str(x, "application"), NAME_WIDTH);
         }
         rf_tags(&tags, json_object_get(x, "tags"));
         if (tags.len) {
-            rb_puts(&it, " · ");
-            code(&it, tags.s, NAME_CHARS);
+            pgt_buf_puts(&it, " · ");
+            code(&it, tags.s, NAME_WIDTH);
         }
         it.failed |= tags.failed;
-        rb_free(&tags);
-        rb_putc(&it, '\n');
-        code(&it, rj_str(x, "normalized"), QUERY_CHARS);
+        pgt_buf_free(&tags);
+        pgt_buf_putc(&it, '\n');
+        code(&it, rj_str(x, "normalized"), QUERY_WIDTH);
         pack(&p, &it);
     }
     pack_done(&p);
@@ -234,15 +236,15 @@ static void users(slack_t *s, const json_t *doc)
     {
         char cost[RF_SHORT], n[RF_SHORT], ch[RF_SHORT], top_cost[RF_SHORT];
         const json_t *top = json_object_get(u, "top_shape");
-        rbuf_t it = {0};
-        rb_printf(&it, "*%lld.* ", (long long)rj_int(u, "rank"));
-        code(&it, rj_str(u, "user"), NAME_CHARS);
-        rb_printf(&it, " %s (%.1f%%) · %s statements · %s vs day before\n   top shape (%s): ",
-                  rf_money(doc, u, "cost", cost, sizeof(cost)), rj_num(u, "share_pct"),
-                  rf_count(rj_int(u, "statements"), n, sizeof(n)),
-                  rf_change(u, "change_pct", "new", ch, sizeof(ch)),
-                  rf_money(doc, top, "cost", top_cost, sizeof(top_cost)));
-        code(&it, rj_str(top, "normalized"), QUERY_CHARS / 2);
+        pgt_buf_t it = {0};
+        pgt_buf_printf(&it, "*%lld.* ", (long long)rj_int(u, "rank"));
+        code(&it, rj_str(u, "user"), NAME_WIDTH);
+        pgt_buf_printf(&it, " %s (%.1f%%) · %s statements · %s vs day before\n   top shape (%s): ",
+                       rf_money(doc, u, "cost", cost, sizeof(cost)), rj_num(u, "share_pct"),
+                       rf_count(rj_int(u, "statements"), n, sizeof(n)),
+                       rf_change(u, "change_pct", "new", ch, sizeof(ch)),
+                       rf_money(doc, top, "cost", top_cost, sizeof(top_cost)));
+        code(&it, rj_str(top, "normalized"), TOP_QUERY_WIDTH);
         pack(&p, &it);
     }
     pack_done(&p);
@@ -262,37 +264,37 @@ static void shapes(slack_t *s, const json_t *doc)
     json_array_foreach(a, i, x)
     {
         char cost[RF_SHORT], n[RF_SHORT], mean[RF_SHORT], max[RF_SHORT], users[RF_SHORT];
-        rbuf_t it = {0};
-        rb_printf(&it, "*%lld.* %s · %s runs · mean %s · max %s · %s users ",
-                  (long long)rj_int(x, "rank"), rf_money(doc, x, "cost", cost, sizeof(cost)),
-                  rf_count(rj_int(x, "statements"), n, sizeof(n)),
-                  rf_money(doc, x, "mean_cost", mean, sizeof(mean)),
-                  rf_money(doc, x, "max_cost", max, sizeof(max)),
-                  rf_count(rj_int(x, "users"), users, sizeof(users)));
+        pgt_buf_t it = {0};
+        pgt_buf_printf(&it, "*%lld.* %s · %s runs · mean %s · max %s · %s users ",
+                       (long long)rj_int(x, "rank"), rf_money(doc, x, "cost", cost, sizeof(cost)),
+                       rf_count(rj_int(x, "statements"), n, sizeof(n)),
+                       rf_money(doc, x, "mean_cost", mean, sizeof(mean)),
+                       rf_money(doc, x, "max_cost", max, sizeof(max)),
+                       rf_count(rj_int(x, "users"), users, sizeof(users)));
         json_array_foreach(rj_arr(x, "user_names"), k, name)
         {
             if (k == SHAPE_USERS) {
-                rb_puts(&it, " …");
+                pgt_buf_puts(&it, " …");
                 break;
             }
-            rb_puts(&it, k ? " " : "");
-            code(&it, json_string_value(name) ? json_string_value(name) : "", NAME_CHARS);
+            pgt_buf_puts(&it, k ? " " : "");
+            code(&it, json_string_value(name) ? json_string_value(name) : "", NAME_WIDTH);
         }
-        rb_putc(&it, '\n');
-        code(&it, rj_str(x, "normalized"), QUERY_CHARS);
+        pgt_buf_putc(&it, '\n');
+        code(&it, rj_str(x, "normalized"), QUERY_WIDTH);
         pack(&p, &it);
     }
     pack_done(&p);
 }
 
 /* Appends the subject of a budget as code: "user alice". */
-static void subject(rbuf_t *out, const json_t *b)
+static void subject(pgt_buf_t *out, const json_t *b)
 {
-    rbuf_t t = {0};
+    pgt_buf_t t = {0};
     rf_subject_text(&t, b);
-    code(out, t.s ? t.s : "", NAME_CHARS);
+    code(out, t.s ? t.s : "", NAME_WIDTH);
     out->failed |= t.failed;
-    rb_free(&t);
+    pgt_buf_free(&t);
 }
 
 static void budgets(slack_t *s, const json_t *doc)
@@ -307,13 +309,13 @@ static void budgets(slack_t *s, const json_t *doc)
     json_array_foreach(a, i, b)
     {
         char spent[RF_SHORT], limit[RF_SHORT];
-        rbuf_t it = {0};
-        rb_printf(&it, "• #%lld ", (long long)rj_int(b, "id"));
+        pgt_buf_t it = {0};
+        pgt_buf_printf(&it, "• #%lld ", (long long)rj_int(b, "id"));
         subject(&it, b);
-        rb_printf(&it, " (%s): %s of %s, *%.1f%%* (%s)", rj_str(b, "period"),
-                  rf_money(doc, b, "spent", spent, sizeof(spent)),
-                  rf_money(doc, b, "limit", limit, sizeof(limit)), rj_num(b, "percent"),
-                  rj_str(b, "action"));
+        pgt_buf_printf(&it, " (%s): %s of %s, *%.1f%%* (%s)", rj_str(b, "period"),
+                       rf_money(doc, b, "spent", spent, sizeof(spent)),
+                       rf_money(doc, b, "limit", limit, sizeof(limit)), rj_num(b, "percent"),
+                       rj_str(b, "action"));
         pack(&p, &it);
     }
     pack_done(&p);
@@ -335,11 +337,12 @@ static void refusals(slack_t *s, const json_t *doc)
     const json_t *x;
     json_array_foreach(rj_arr(r, "by_budget"), i, x)
     {
-        rbuf_t it = {0};
-        rb_printf(&it, "• #%lld ", (long long)rj_int(x, "budget_id"));
+        pgt_buf_t it = {0};
+        pgt_buf_printf(&it, "• #%lld ", (long long)rj_int(x, "budget_id"));
         subject(&it, x);
-        rb_printf(&it, ": %s refused, %s cancelled", rf_count(rj_int(x, "refused"), a, sizeof(a)),
-                  rf_count(rj_int(x, "budget_cancelled"), c, sizeof(c)));
+        pgt_buf_printf(&it, ": %s refused, %s cancelled",
+                       rf_count(rj_int(x, "refused"), a, sizeof(a)),
+                       rf_count(rj_int(x, "budget_cancelled"), c, sizeof(c)));
         pack(&p, &it);
     }
     pack_done(&p);
@@ -348,8 +351,8 @@ static void refusals(slack_t *s, const json_t *doc)
 /* The header block and the line under it. */
 static void heading(slack_t *s, const json_t *doc)
 {
-    rbuf_t h = {0}, ctx = {0};
-    rb_printf(&h, "pgtally daily report: %s", rj_str(doc, "date"));
+    pgt_buf_t h = {0}, ctx = {0};
+    pgt_buf_printf(&h, "pgtally daily report: %s", rj_str(doc, "date"));
     if (h.len > MAX_HEADER) /* plain_text: cut on a UTF-8 boundary */
         for (h.len = MAX_HEADER; h.len && ((unsigned char)h.s[h.len] & 0xC0) == 0x80; h.len--)
             ;
@@ -357,17 +360,17 @@ static void heading(slack_t *s, const json_t *doc)
         h.s[h.len] = '\0';
     add_block(s, json_pack("{s:s,s:{s:s,s:s,s:b}}", "type", "header", "text", "type", "plain_text",
                            "text", h.s ? h.s : "", "emoji", 0));
-    rb_puts(&ctx, "Time zone ");
-    code(&ctx, rj_str(doc, "timezone"), NAME_CHARS);
-    rb_puts(&ctx, ", amounts in ");
-    code(&ctx, rj_str(doc, "currency"), NAME_CHARS);
-    rb_puts(&ctx, ", statements normalized ($1 for constants)");
+    pgt_buf_puts(&ctx, "Time zone ");
+    code(&ctx, rj_str(doc, "timezone"), NAME_WIDTH);
+    pgt_buf_puts(&ctx, ", amounts in ");
+    code(&ctx, rj_str(doc, "currency"), NAME_WIDTH);
+    pgt_buf_puts(&ctx, ", statements normalized ($1 for constants)");
     fit(&ctx, MAX_TEXT);
     s->failed |= h.failed || ctx.failed;
     add_block(s, json_pack("{s:s,s:[{s:s,s:s}]}", "type", "context", "elements", "type", "mrkdwn",
                            "text", ctx.s ? ctx.s : ""));
-    rb_free(&h);
-    rb_free(&ctx);
+    pgt_buf_free(&h);
+    pgt_buf_free(&ctx);
 }
 
 char *pgt_report_render_slack(const json_t *doc, char *err, size_t errlen)
@@ -388,7 +391,7 @@ char *pgt_report_render_slack(const json_t *doc, char *err, size_t errlen)
         s.failed = true;
     /* The fallback text of notifications: the e-mail subject, escaped. */
     char *subject = pgt_report_subject(doc);
-    rbuf_t fallback = {0};
+    pgt_buf_t fallback = {0};
     esc(&fallback, subject ? subject : "pgtally daily report");
     fit(&fallback, MAX_TEXT);
     free(subject);
@@ -399,7 +402,7 @@ char *pgt_report_render_slack(const json_t *doc, char *err, size_t errlen)
         payload = NULL;
     }
     json_decref(s.blocks);
-    rb_free(&fallback);
+    pgt_buf_free(&fallback);
     char *out = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
     json_decref(payload);
     if (!out)

@@ -1,8 +1,14 @@
-/* Small text helpers shared by the report and pgtallyctl. */
+/* Small text helpers shared by the report and pgtallyctl, so that both
+ * write CSV, aligned tables and JSON strings by the same rules: UTF-8,
+ * durations, one-line snippets, CSV fields, aligned tables and JSON text. */
 #ifndef PGTALLY_TEXT_H
 #define PGTALLY_TEXT_H
 
+#include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "pgtally/buf.h"
 
 /* Returns the length of the valid UTF-8 sequence at p (1 to 4), or 0.
  * p must have 4 readable bytes or a NUL before the sequence ends. */
@@ -11,5 +17,70 @@ size_t pgt_utf8_len(const unsigned char *p);
 /* A duration for people: "0.250 ms", "12.3 ms", "1.52 s", "3m05s",
  * "2h10m". Returns buf. */
 char *pgt_fmt_seconds(double s, char *buf, size_t len);
+
+/* Returns the columns s takes on a terminal: East Asian wide and
+ * fullwidth characters (CJK, Hangul, kana, the emoji blocks) count two,
+ * combining marks and zero-width characters none, others one; an invalid
+ * byte counts one (it is shown as '?'). NULL is 0 wide. */
+size_t pgt_text_width(const char *s);
+
+/* Appends s as one line of text, the rule of every table cell and report
+ * snippet: runs of white space (space, \t, \n, \v, \f, \r) become one
+ * space, leading and trailing ones are dropped; other control characters
+ * (C0, DEL, C1) and bytes that are not valid UTF-8 become '?'. When
+ * max > 0 and the line is wider than max columns, it is cut on a character
+ * boundary (never after a space) so that the kept text and ellipsis are
+ * at most max wide (only the ellipsis when it alone is wider). NULL is "".
+ * Returns the width appended. */
+size_t pgt_text_snippet(pgt_buf_t *out, const char *s, size_t max, const char *ellipsis);
+
+/* Appends one CSV field, RFC 4180: quoted, with quotes doubled, when it
+ * holds a comma, a double quote, CR or LF, and also when it begins or ends
+ * with white space (space, \t, \v, \f), which spreadsheets would otherwise
+ * trim. Other bytes are kept as they are. NULL is an empty field. */
+void pgt_text_csv_field(pgt_buf_t *out, const char *s);
+
+/* Appends n fields separated by commas (see pgt_text_csv_field), then eol
+ * ("\r\n" as RFC 4180 says, or "\n"). */
+void pgt_text_csv_row(pgt_buf_t *out, const char *const *cells, size_t n, const char *eol);
+
+/* An aligned text table for a terminal: columns two spaces apart, each as
+ * wide as its widest cell in display columns (pgt_text_width), left or
+ * right aligned, the last left-aligned column not padded. Cells go through
+ * pgt_text_snippet, cut with "...". Out of memory is sticky: adds do
+ * nothing and printing fails the output buffer. */
+typedef struct pgt_text_table pgt_text_table_t;
+
+/* A new table of ncols columns named by headers (cleaned as cells are);
+ * right[i] aligns column i right (numbers); right may be NULL. Returns
+ * NULL when out of memory. */
+pgt_text_table_t *pgt_text_table_new(size_t ncols, const char *const *headers, const bool *right);
+
+/* Adds the next cell, row after row (ncols cells a row): s (NULL is
+ * empty) as one line at most max columns wide (0: no limit). t may be
+ * NULL (a failed pgt_text_table_new): then nothing happens. */
+void pgt_text_table_cell(pgt_text_table_t *t, const char *s, size_t max);
+
+/* Adds a row of ncols cells, each at most max wide. Returns 0, or -1 once
+ * the table has failed (t NULL or out of memory, now or before). */
+int pgt_text_table_row(pgt_text_table_t *t, const char *const *cells, size_t max)
+    __attribute__((warn_unused_result));
+
+/* Adds a rule: dashes as wide as each column. Call between rows. */
+void pgt_text_table_rule(pgt_text_table_t *t);
+
+/* Appends the header and the rows to out, each line ending in "\n"; a
+ * last row left short prints empty cells. A failed (or NULL) table fails
+ * out. The table is left as it was. */
+void pgt_text_table_print(const pgt_text_table_t *t, pgt_buf_t *out);
+
+/* Frees the table; NULL does nothing. */
+void pgt_text_table_free(pgt_text_table_t *t);
+
+/* Returns a new JSON string of s with each byte that is not part of valid
+ * UTF-8 replaced by U+FFFD (jansson takes only valid UTF-8), or JSON null
+ * for NULL. The caller owns the reference. Returns NULL only when out of
+ * memory. */
+json_t *pgt_text_json(const char *s);
 
 #endif
