@@ -3,10 +3,13 @@
  * aligned tables, and JSON strings from text that may not be UTF-8. */
 #include "pgtally/text.h"
 
+#include <locale.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <wchar.h>
 
 size_t pgt_utf8_len(const unsigned char *p)
 {
@@ -47,39 +50,20 @@ char *pgt_fmt_seconds(double s, char *buf, size_t len)
 
 /* ---- Display width -------------------------------------------------------- */
 
-/* A range of code points. */
-typedef struct range {
-    uint32_t lo; /* first */
-    uint32_t hi; /* last */
-} range_t;
+/* The C.UTF-8 locale, made once: wcwidth() answers from the C library's
+ * own Unicode tables (East Asian wide and fullwidth characters take two
+ * columns, combining marks none) only under a UTF-8 LC_CTYPE, and the
+ * process's locale is left as it is. */
+static locale_t utf8_locale;
+static pthread_once_t utf8_once = PTHREAD_ONCE_INIT;
 
-/* Combining marks and zero-width characters: no column of their own. */
-static const range_t zero_width[] = {
-    {0x0300, 0x036F}, {0x0483, 0x0489}, {0x0591, 0x05BD},   {0x0610, 0x061A},
-    {0x064B, 0x065F}, {0x1AB0, 0x1AFF}, {0x1DC0, 0x1DFF},   {0x200B, 0x200F},
-    {0x202A, 0x202E}, {0x2060, 0x2064}, {0x20D0, 0x20FF},   {0xFE00, 0xFE0F},
-    {0xFE20, 0xFE2F}, {0xFEFF, 0xFEFF}, {0x1F3FB, 0x1F3FF}, {0xE0100, 0xE01EF},
-};
-
-/* East Asian Wide and Fullwidth, and the emoji blocks: two columns. */
-static const range_t wide[] = {
-    {0x1100, 0x115F},   {0x231A, 0x231B},   {0x2329, 0x232A},   {0x23E9, 0x23EC},
-    {0x2E80, 0x303E},   {0x3041, 0x33FF},   {0x3400, 0x4DBF},   {0x4E00, 0x9FFF},
-    {0xA000, 0xA4CF},   {0xA960, 0xA97F},   {0xAC00, 0xD7A3},   {0xF900, 0xFAFF},
-    {0xFE10, 0xFE19},   {0xFE30, 0xFE6F},   {0xFF00, 0xFF60},   {0xFFE0, 0xFFE6},
-    {0x1F300, 0x1F64F}, {0x1F680, 0x1F6FF}, {0x1F900, 0x1F9FF}, {0x20000, 0x2FFFD},
-    {0x30000, 0x3FFFD},
-};
-
-static bool in_ranges(uint32_t c, const range_t *r, size_t n)
+static void utf8_locale_init(void)
 {
-    for (size_t i = 0; i < n && c >= r[i].lo; i++)
-        if (c <= r[i].hi)
-            return true;
-    return false;
+    utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
 }
 
-/* Columns of the valid sequence of k bytes at p. */
+/* Columns of the valid sequence of k bytes at p: wcwidth() of its code
+ * point, 1 for one that has none (unassigned, or no UTF-8 locale). */
 static size_t char_width(const unsigned char *p, size_t k)
 {
     if (k == 1)
@@ -87,9 +71,13 @@ static size_t char_width(const unsigned char *p, size_t k)
     uint32_t c = p[0] & (0x7F >> k);
     for (size_t i = 1; i < k; i++)
         c = c << 6 | (p[i] & 0x3F);
-    if (in_ranges(c, zero_width, sizeof(zero_width) / sizeof(zero_width[0])))
-        return 0;
-    return in_ranges(c, wide, sizeof(wide) / sizeof(wide[0])) ? 2 : 1;
+    pthread_once(&utf8_once, utf8_locale_init);
+    if (!utf8_locale)
+        return 1;
+    locale_t old = uselocale(utf8_locale);
+    int w = wcwidth((wchar_t)c);
+    uselocale(old);
+    return w < 0 ? 1 : (size_t)w;
 }
 
 size_t pgt_text_width(const char *s)
