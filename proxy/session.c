@@ -883,52 +883,6 @@ static pgt_who_t who_of(const pgt_session_t *s)
         .user = s->user, .database = s->database, .application = s->app ? s->app : ""};
 }
 
-/* Statement words budgets never refuse: transaction control and session
- * settings, so that nobody is stuck inside an open transaction. */
-static bool free_word(const char *sql, size_t len)
-{
-    static const char *const words[] = {
-        "begin", "start", "commit", "end",     "rollback",   "abort", "savepoint", "release",
-        "set",   "show",  "reset",  "discard", "deallocate", "close", "listen",    "unlisten"};
-    size_t i = 0;
-    for (;;) {
-        while (i < len && strchr(" \t\r\n", sql[i]))
-            i++;
-        if (i + 1 < len && sql[i] == '-' && sql[i + 1] == '-') {
-            while (i < len && sql[i] != '\n')
-                i++;
-        } else if (i + 1 < len && sql[i] == '/' && sql[i + 1] == '*') {
-            const char *end = memmem(sql + i + 2, len - i - 2, "*/", 2);
-            i = end ? (size_t)(end - sql) + 2 : len;
-        } else {
-            break;
-        }
-    }
-    size_t n = 0;
-    while (i + n < len && ((sql[i + n] | 0x20) >= 'a' && (sql[i + n] | 0x20) <= 'z'))
-        n++;
-    for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++)
-        if (strlen(words[w]) == n && strncasecmp(words[w], sql + i, n) == 0)
-            return true;
-    return false;
-}
-
-/* Whether every statement of sql[0..len) (NUL-terminated) is one budgets
- * never refuse. */
-static bool never_refused(const char *sql, size_t len)
-{
-    pgt_stmt_t st[16];
-    if (free_word(sql, len) && !memchr(sql, ';', len))
-        return true;
-    int n = pgt_fp_split(sql, st, 16);
-    if (n <= 0 || n >= 16)
-        return n == 0;
-    for (int i = 0; i < n; i++)
-        if (!free_word(sql + st[i].offset, st[i].length))
-            return false;
-    return true;
-}
-
 static void send_notice(pgt_session_t *s, const char *severity, const char *sqlstate,
                         const char *text)
 {
@@ -960,7 +914,8 @@ static bool judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse
     pgt_verdict_t v;
     /* In a failed transaction block the server refuses the statement
      * anyway (25P02), at no cost. */
-    pgt_budgets_check(b, &who, est, !apply || s->txn_status == 'E' || never_refused(sql, len), &v);
+    pgt_budgets_check(b, &who, est,
+                      !apply || s->txn_status == 'E' || pgt_fp_never_refused(sql, len), &v);
     if (v.refuse && can_refuse && (s->verdict = malloc(sizeof(v))) != NULL) {
         *s->verdict = v;
         PGT_INFO("budget_refused", "session=C-%llu user=%s budget=%lld sqlstate=%s",
