@@ -461,60 +461,61 @@ static const struct first_word {
     pgt_stmt_kind_t kind; /* kind it starts */
     bool explainable;     /* EXPLAIN accepts it */
     refine_t refine;      /* more to read */
+    bool control;         /* transaction control or a session setting: budgets never refuse it */
 } first_words[] = {
-    {"select", PGT_STMT_SELECT, true, REFINE_SELECT},
-    {"values", PGT_STMT_SELECT, true, REFINE_NONE},
-    {"table", PGT_STMT_SELECT, true, REFINE_NONE},
-    {"with", PGT_STMT_SELECT, true, REFINE_WITH},
-    {"insert", PGT_STMT_INSERT, true, REFINE_NONE},
-    {"update", PGT_STMT_UPDATE, true, REFINE_NONE},
-    {"delete", PGT_STMT_DELETE, true, REFINE_NONE},
-    {"merge", PGT_STMT_MERGE, true, REFINE_NONE},
-    {"copy", PGT_STMT_COPY, false, REFINE_NONE},
-    {"create", PGT_STMT_DDL, false, REFINE_CREATE},
-    {"alter", PGT_STMT_DDL, false, REFINE_NONE},
-    {"drop", PGT_STMT_DDL, false, REFINE_NONE},
-    {"truncate", PGT_STMT_DDL, false, REFINE_NONE},
-    {"grant", PGT_STMT_DDL, false, REFINE_NONE},
-    {"revoke", PGT_STMT_DDL, false, REFINE_NONE},
-    {"comment", PGT_STMT_DDL, false, REFINE_NONE},
-    {"security", PGT_STMT_DDL, false, REFINE_NONE},
-    {"refresh", PGT_STMT_DDL, false, REFINE_NONE},
-    {"cluster", PGT_STMT_DDL, false, REFINE_NONE},
-    {"import", PGT_STMT_DDL, false, REFINE_NONE},
-    {"reassign", PGT_STMT_DDL, false, REFINE_NONE},
-    {"declare", PGT_STMT_UTILITY, true, REFINE_NONE},
-    {"execute", PGT_STMT_UTILITY, true, REFINE_NONE},
-    {"prepare", PGT_STMT_UTILITY, false, REFINE_PREPARE},
-    {"set", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"show", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"reset", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"vacuum", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"analyze", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"analyse", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"reindex", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"checkpoint", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"listen", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"unlisten", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"notify", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"discard", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"deallocate", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"fetch", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"move", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"close", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"lock", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"load", PGT_STMT_UTILITY, false, REFINE_NONE},
-    {"begin", PGT_STMT_TRANSACTION, false, REFINE_NONE},
-    {"start", PGT_STMT_TRANSACTION, false, REFINE_NONE},
-    {"commit", PGT_STMT_TRANSACTION, false, REFINE_NONE},
-    {"end", PGT_STMT_TRANSACTION, false, REFINE_NONE},
-    {"rollback", PGT_STMT_TRANSACTION, false, REFINE_NONE},
-    {"abort", PGT_STMT_TRANSACTION, false, REFINE_NONE},
-    {"savepoint", PGT_STMT_TRANSACTION, false, REFINE_NONE},
-    {"release", PGT_STMT_TRANSACTION, false, REFINE_NONE},
-    {"explain", PGT_STMT_EXPLAIN, false, REFINE_NONE},
-    {"call", PGT_STMT_CALL, false, REFINE_NONE},
-    {"do", PGT_STMT_CALL, false, REFINE_NONE}, /* an anonymous code block runs like CALL */
+    {"select", PGT_STMT_SELECT, true, REFINE_SELECT, false},
+    {"values", PGT_STMT_SELECT, true, REFINE_NONE, false},
+    {"table", PGT_STMT_SELECT, true, REFINE_NONE, false},
+    {"with", PGT_STMT_SELECT, true, REFINE_WITH, false},
+    {"insert", PGT_STMT_INSERT, true, REFINE_NONE, false},
+    {"update", PGT_STMT_UPDATE, true, REFINE_NONE, false},
+    {"delete", PGT_STMT_DELETE, true, REFINE_NONE, false},
+    {"merge", PGT_STMT_MERGE, true, REFINE_NONE, false},
+    {"copy", PGT_STMT_COPY, false, REFINE_NONE, false},
+    {"create", PGT_STMT_DDL, false, REFINE_CREATE, false},
+    {"alter", PGT_STMT_DDL, false, REFINE_NONE, false},
+    {"drop", PGT_STMT_DDL, false, REFINE_NONE, false},
+    {"truncate", PGT_STMT_DDL, false, REFINE_NONE, false},
+    {"grant", PGT_STMT_DDL, false, REFINE_NONE, false},
+    {"revoke", PGT_STMT_DDL, false, REFINE_NONE, false},
+    {"comment", PGT_STMT_DDL, false, REFINE_NONE, false},
+    {"security", PGT_STMT_DDL, false, REFINE_NONE, false},
+    {"refresh", PGT_STMT_DDL, false, REFINE_NONE, false},
+    {"cluster", PGT_STMT_DDL, false, REFINE_NONE, false},
+    {"import", PGT_STMT_DDL, false, REFINE_NONE, false},
+    {"reassign", PGT_STMT_DDL, false, REFINE_NONE, false},
+    {"declare", PGT_STMT_UTILITY, true, REFINE_NONE, false},
+    {"execute", PGT_STMT_UTILITY, true, REFINE_NONE, false},
+    {"prepare", PGT_STMT_UTILITY, false, REFINE_PREPARE, false},
+    {"set", PGT_STMT_UTILITY, false, REFINE_NONE, true},
+    {"show", PGT_STMT_UTILITY, false, REFINE_NONE, true},
+    {"reset", PGT_STMT_UTILITY, false, REFINE_NONE, true},
+    {"vacuum", PGT_STMT_UTILITY, false, REFINE_NONE, false},
+    {"analyze", PGT_STMT_UTILITY, false, REFINE_NONE, false},
+    {"analyse", PGT_STMT_UTILITY, false, REFINE_NONE, false},
+    {"reindex", PGT_STMT_UTILITY, false, REFINE_NONE, false},
+    {"checkpoint", PGT_STMT_UTILITY, false, REFINE_NONE, false},
+    {"listen", PGT_STMT_UTILITY, false, REFINE_NONE, true},
+    {"unlisten", PGT_STMT_UTILITY, false, REFINE_NONE, true},
+    {"notify", PGT_STMT_UTILITY, false, REFINE_NONE, false},
+    {"discard", PGT_STMT_UTILITY, false, REFINE_NONE, true},
+    {"deallocate", PGT_STMT_UTILITY, false, REFINE_NONE, true},
+    {"fetch", PGT_STMT_UTILITY, false, REFINE_NONE, false},
+    {"move", PGT_STMT_UTILITY, false, REFINE_NONE, false},
+    {"close", PGT_STMT_UTILITY, false, REFINE_NONE, true},
+    {"lock", PGT_STMT_UTILITY, false, REFINE_NONE, false},
+    {"load", PGT_STMT_UTILITY, false, REFINE_NONE, false},
+    {"begin", PGT_STMT_TRANSACTION, false, REFINE_NONE, true},
+    {"start", PGT_STMT_TRANSACTION, false, REFINE_NONE, true},
+    {"commit", PGT_STMT_TRANSACTION, false, REFINE_NONE, true},
+    {"end", PGT_STMT_TRANSACTION, false, REFINE_NONE, true},
+    {"rollback", PGT_STMT_TRANSACTION, false, REFINE_NONE, true},
+    {"abort", PGT_STMT_TRANSACTION, false, REFINE_NONE, true},
+    {"savepoint", PGT_STMT_TRANSACTION, false, REFINE_NONE, true},
+    {"release", PGT_STMT_TRANSACTION, false, REFINE_NONE, true},
+    {"explain", PGT_STMT_EXPLAIN, false, REFINE_NONE, false},
+    {"call", PGT_STMT_CALL, false, REFINE_NONE, false},
+    {"do", PGT_STMT_CALL, false, REFINE_NONE, false}, /* an anonymous code block runs like CALL */
 };
 
 /* A statement's kind and whether EXPLAIN accepts it. */
@@ -618,6 +619,15 @@ static bool refine_wanted(refine_t refine, const char *s, size_t len, const char
     return false;
 }
 
+/* The row of first_words for the word w[0..n), or NULL. */
+static const struct first_word *find_first_word(const char *w, size_t n)
+{
+    for (size_t i = 0; i < COUNTOF(first_words); i++)
+        if (word_eq(w, n, first_words[i].word))
+            return &first_words[i];
+    return NULL;
+}
+
 /* Classifies one statement s[0..len) that libpg_query parsed. */
 static cls_t classify(const char *s, size_t len)
 {
@@ -627,10 +637,7 @@ static cls_t classify(const char *s, size_t len)
         return (cls_t){PGT_STMT_EMPTY, false};
     if (n == 0 && *w == '(') /* "(SELECT ...)": only a query starts with one */
         return (cls_t){PGT_STMT_SELECT, true};
-    const struct first_word *fw = NULL;
-    for (size_t i = 0; i < COUNTOF(first_words) && !fw; i++)
-        if (word_eq(w, n, first_words[i].word))
-            fw = &first_words[i];
+    const struct first_word *fw = find_first_word(w, n);
     if (!fw)
         return (cls_t){PGT_STMT_UTILITY, false};
     cls_t c = {fw->kind, fw->explainable};
@@ -712,6 +719,46 @@ int pgt_fp_split(const char *sql, pgt_stmt_t *out, int max)
     }
     pg_query_free_split_result(r);
     return n;
+}
+
+/* ---- statements budgets never refuse ------------------------------------- */
+
+/* Whether the first word of s[0..len) is a control word; false when the
+ * text holds no word (comments only). */
+static bool control_stmt(const char *s, size_t len)
+{
+    const char *p = s, *w;
+    size_t n = next_word(&p, s + len, &w);
+    const struct first_word *fw = find_first_word(w, n);
+    return fw && fw->control;
+}
+
+/* Statements looked at in a string of several; one more makes the answer
+ * false, as pgt_fp_split may have left some out. */
+#define NEVER_REFUSED_MAX 16
+
+bool pgt_fp_never_refused(const char *sql, size_t len)
+{
+    size_t off, slen;
+    /* The cheap path, taken by nearly every statement: no ';' but perhaps
+     * a final one, so one statement, decided by its first word. Text with
+     * comments only goes on to the parser, as does unterminated text. */
+    if (pgt_fp_single(sql, len, &off, &slen)) {
+        const char *p = sql + off, *w;
+        next_word(&p, sql + off + slen, &w);
+        if (w < sql + off + slen)
+            return control_stmt(sql + off, slen);
+    }
+    char *copy = dup_nul(sql, len);
+    if (!copy)
+        return false;
+    pgt_stmt_t st[NEVER_REFUSED_MAX];
+    int n = pgt_fp_split(copy, st, NEVER_REFUSED_MAX);
+    bool all = n < NEVER_REFUSED_MAX;
+    for (int i = 0; all && i < n; i++)
+        all = control_stmt(copy + st[i].offset, st[i].length);
+    free(copy);
+    return all;
 }
 
 /* ---- LRU tables ----------------------------------------------------------- */

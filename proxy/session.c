@@ -3,7 +3,7 @@
  * codec and written straight to the other side; only the startup and
  * authentication phases keep whole messages, since pgtally has to look
  * inside them. */
-#include "pgtally/session.h"
+#include "session_int.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -11,29 +11,10 @@
 #include <string.h>
 
 #include "pgtally/estimator.h"
-#include "pgtally/fingerprint.h"
 #include "pgtally/intercept.h"
 #include "pgtally/log.h"
 #include "pgtally/tls.h"
 #include "pgtally/wire.h"
-
-#define PGT_SESSION_STATE_MAP(X)                                                                   \
-    X(STARTUP, "startup")                           /* reading the client's first packet */        \
-    X(CLIENT_TLS, "client_tls")                     /* TLS handshake with the client */            \
-    X(CONNECTING, "connecting")                     /* connecting to the upstream */               \
-    X(UPSTREAM_TLS_REQUEST, "upstream_tls_request") /* waiting for the server's S or N */          \
-    X(UPSTREAM_TLS, "upstream_tls")                 /* TLS handshake with the server */            \
-    X(AUTH, "auth")                                 /* relaying authentication */                  \
-    X(IDLE, "idle")                                 /* logged in, no query running */              \
-    X(QUERY, "query")                               /* queries sent, ReadyForQuery awaited */      \
-    X(COPY, "copy")                                 /* a COPY is streaming */                      \
-    X(CLOSING, "closing")                           /* handles closing; callbacks are no-ops */
-
-typedef enum {
-#define X(name, str) ST_##name,
-    PGT_SESSION_STATE_MAP(X)
-#undef X
-} state_t;
 
 static const char *const state_names[] = {
 #define X(name, str) str,
@@ -50,74 +31,6 @@ static const char *const state_names[] = {
 /* How long a closing session waits for its last bytes to be written. */
 #define FLUSH_TIMEOUT_MS 5000
 
-/* One side of a session: a TCP stream, optionally under TLS. */
-typedef struct conn {
-    uv_tcp_t tcp;        /* the socket; tcp.data points to this conn */
-    pgt_session_t *s;    /* owning session */
-    pgt_tls_t *tls;      /* TLS state, or NULL for plain bytes */
-    pgt_framer_t framer; /* framing of what this side sends */
-    uint8_t *pend;       /* bytes kept before login (whole messages) */
-    size_t pend_len;     /* bytes in pend */
-    size_t pend_cap;     /* allocated size of pend */
-    size_t queued;       /* bytes handed to uv_write, not yet written */
-    bool open;           /* tcp handle initialised */
-    bool want_read;      /* the state machine wants bytes from this side */
-    bool paused;         /* reading stopped: the other side is backed up */
-    bool reading;        /* uv_read_start is in effect */
-    bool close_on_flush; /* close once queued reaches zero */
-    bool close_started;  /* uv_close called */
-} conn_t;
-
-struct pgt_session {
-    pgt_proxy_t *proxy;           /* owner */
-    pgt_session_t *prev, *next;   /* proxy's list of sessions */
-    uint64_t id;                  /* shown in logs as C-<id> */
-    state_t state;                /* where the state machine is */
-    conn_t client;                /* the client side */
-    conn_t server;                /* the upstream side */
-    uv_timer_t timer;             /* startup timeout, then flush guard */
-    int open_conns;               /* tcp handles not yet closed */
-    uint32_t pending_syncs;       /* ReadyForQuery messages still expected */
-    uint32_t backend_pid;         /* server's BackendKeyData */
-    uint32_t backend_key;         /* server's BackendKeyData */
-    bool have_key;                /* backend key registered in the cancel map */
-    bool authenticated;           /* server sent AuthenticationOk */
-    bool server_fatal;            /* server sent a FATAL error */
-    bool client_terminated;       /* client sent Terminate */
-    bool drain;                   /* close at the next ReadyForQuery */
-    pgt_upstream_tls_t up_tls;    /* upstream TLS mode at session start */
-    pgt_sockaddr_t upstream_addr; /* upstream used, also for cancels */
-    pgt_intercept_t *ic;          /* metering of this session, or NULL */
-    uint8_t txn_status;           /* status of the last ReadyForQuery: 'I', 'T' or 'E' */
-    bool explaining;              /* pgtally's EXPLAIN is upstream; client bytes wait in pend */
-    bool ext_explain;             /* ... and it is the extended-protocol one, held at a Bind */
-    int32_t batch_replies;        /* replies owed to the Parse, Bind and Close messages sent
-                                     since the last Sync; -1 once the batch holds anything else */
-    uint32_t ext_ahead;           /* replies to the client the server sends before the EXPLAIN's */
-    uint32_t ext_ours;            /* replies of the extended EXPLAIN still due, rows aside */
-    pgt_estimate_t est;           /* estimate of the statement being explained */
-    uint8_t *explain_msg;         /* EXPLAIN messages to send once the framer has stopped */
-    size_t explain_msg_len;       /* their length */
-    bool ext_refuse;              /* the held Bind is refused: pgtally's Bind fails upstream
-                                     and the client gets the budget's error instead */
-    bool refusing;                /* a held Query is refused: its stand-in fails upstream and
-                                     the client gets the budget's error instead */
-    bool budget_cancel;           /* pgtally cancelled the running statement for a budget */
-    pgt_verdict_t *verdict;       /* why the held statement is refused, or NULL */
-    uint8_t *subst;               /* the ErrorResponse the client gets instead, or NULL */
-    size_t subst_len;             /* its length */
-    bool cancel_requested;        /* the client cancelled while its Query waited */
-    bool refuse;                  /* the held Query is refused (ledger.on_failure = closed) */
-    uint8_t *explain_out;         /* EXPLAIN output gathered so far */
-    size_t explain_out_len;       /* its length */
-    char *names;                  /* one block holding user, database and app */
-    char *app_set;                /* application_name set after login, or NULL */
-    const char *user;             /* startup "user", or NULL before the startup packet */
-    const char *database;         /* startup "database" */
-    const char *app;              /* startup "application_name", or "" */
-    char addr[56];                /* client address as host:port */
-};
-
 /* One uv_write request with its own copy of the bytes. */
 typedef struct wreq {
     uv_write_t req; /* libuv request; req.data is the conn */
@@ -132,8 +45,6 @@ static uint8_t plain_buf[64 * 1024];
 static uint8_t cipher_buf[64 * 1024];
 
 static void session_close(pgt_session_t *s, const char *reason);
-static void session_fail(pgt_session_t *s, const char *sqlstate, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 static void on_data(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len);
 static void conn_update_reading(conn_t *c);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -319,7 +230,7 @@ static void flush_tls(conn_t *c)
 }
 
 /* Sends protocol bytes to one side, encrypting them when it speaks TLS. */
-static void conn_send(conn_t *c, const void *data, size_t len)
+void conn_send(conn_t *c, const void *data, size_t len)
 {
     if (!c->tls) {
         raw_send(c, data, len);
@@ -352,7 +263,7 @@ static int pend_append(conn_t *c, const uint8_t *data, size_t len)
 }
 
 /* Takes the kept bytes out of c (the caller frees them); *n is their length. */
-static uint8_t *pend_take(conn_t *c, size_t *n)
+uint8_t *pend_take(conn_t *c, size_t *n)
 {
     uint8_t *buf = c->pend;
     *n = c->pend_len;
@@ -412,7 +323,7 @@ static void send_terminate(pgt_session_t *s)
 
 /* The one failure exit: a FATAL ErrorResponse to the client (when the
  * stream towards it can carry one), then close. */
-static void session_fail(pgt_session_t *s, const char *sqlstate, const char *fmt, ...)
+void session_fail(pgt_session_t *s, const char *sqlstate, const char *fmt, ...)
 {
     if (s->state == ST_CLOSING)
         return;
@@ -563,10 +474,10 @@ static void upstream_tls_answer(pgt_session_t *s, const uint8_t *data, size_t le
 
 /* ---- authentication relay ---------------------------------------------- */
 
-/* Server messages taken whole after login: ParameterStatus; and
- * ErrorResponse while a statement cancelled for a budget runs. */
+/* Server messages taken whole after login: ParameterStatus (judge.c's
+ * cancel_capture adds ErrorResponse while a statement cancelled for a
+ * budget runs). */
 static const uint8_t server_capture[256] = {['S'] = 1};
-static const uint8_t cancel_capture[256] = {['S'] = 1, ['E'] = 1};
 
 static void enter_idle(pgt_session_t *s)
 {
@@ -629,15 +540,12 @@ static void auth_message(pgt_session_t *s, uint8_t type, const uint8_t *msg, siz
     conn_send(&s->client, msg, total);
 }
 
-typedef void (*whole_fn)(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total);
-typedef bool (*still_fn)(const pgt_session_t *s);
-
 /* Server bytes taken whole message by whole message (login, pgtally's
  * EXPLAIN) while still(s) holds: a message split across reads waits in
  * server.pend; once still(s) no longer holds, the bytes after the last
  * message go through on_data like any others. */
-static void server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_t max,
-                         still_fn still, whole_fn fn)
+void server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_t max, still_fn still,
+                  whole_fn fn)
 {
     conn_t *c = &s->server;
     if (pend_append(c, data, len) != 0) {
@@ -694,7 +602,7 @@ static void auth_data(pgt_session_t *s, const uint8_t *data, size_t len)
 /* ---- query traffic ------------------------------------------------------ */
 
 /* Book-keeping for a client message that goes upstream now. */
-static void client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen)
+void client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen)
 {
     if (s->ic)
         pgt_intercept_client(s->ic, type, body, blen);
@@ -720,318 +628,6 @@ static void client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, 
         s->batch_replies = -1;
         break;
     }
-}
-
-/* An in-band EXPLAIN is safe only when nothing else is in flight and no
- * transaction block is open: its failure then leaves no trace, and the
- * client's own statement, sent right after, meets the state it expects
- * (protocol docs, "Simple Query"; a Query also ends the unnamed statement,
- * which the client's own Query does anyway). */
-static bool may_hold(const pgt_session_t *s)
-{
-    return s->ic && s->state == ST_IDLE && s->pending_syncs == 0 && s->txn_status == 'I' &&
-           !s->drain;
-}
-
-static bool may_explain(const pgt_session_t *s)
-{
-    return may_hold(s) && s->proxy->estimator;
-}
-
-/* The EXPLAIN of a simple Query: one Query message in s->explain_msg. */
-static bool explain_query_msg(pgt_session_t *s, const char *sql)
-{
-    size_t n = strlen(sql);
-    s->explain_msg = malloc(n + 6);
-    if (!s->explain_msg)
-        return false;
-    pgt_msgbuf_t mb;
-    pgt_msgbuf_init(&mb, s->explain_msg, n + 6);
-    pgt_msgbuf_begin(&mb, 'Q');
-    pgt_msgbuf_cstr(&mb, sql);
-    pgt_msgbuf_end(&mb);
-    s->explain_msg_len = mb.len;
-    return true;
-}
-
-/* pgtally's own statement and portal for an extended EXPLAIN: the client's
- * unnamed (or named) ones are never touched. */
-#define EXPLAIN_NAME "pgtally_explain"
-/* Replies to the messages of an extended EXPLAIN other than its rows:
- * CloseComplete, ParseComplete, BindComplete, CommandComplete and two
- * CloseComplete. */
-#define EXT_EXPLAIN_REPLIES 6
-
-/* The extended-protocol EXPLAIN of the statement a client's Bind binds:
- * Close of a leftover, Parse with the client's parameter types, Bind with
- * its parameter formats and values (results as text), Execute, Close of
- * both, and a Flush so the answer comes now, never a Sync: the client's
- * implicit transaction stays as the client left it. */
-static bool explain_bind_msgs(pgt_session_t *s, const char *sql, const uint8_t *types,
-                              size_t types_len, const uint8_t *bind, size_t blen)
-{
-    pgt_reader_t r;
-    const char *name;
-    uint16_t nfmt, nparams;
-    pgt_reader_init(&r, bind, blen);
-    if (!pgt_reader_cstr(&r, &name) || !pgt_reader_cstr(&r, &name))
-        return false;
-    size_t params_start = r.pos;
-    if (!pgt_reader_u16(&r, &nfmt) || !pgt_reader_skip(&r, 2u * nfmt) ||
-        !pgt_reader_u16(&r, &nparams))
-        return false;
-    for (uint16_t i = 0; i < nparams; i++) {
-        uint32_t vlen;
-        if (!pgt_reader_u32(&r, &vlen) || (vlen != 0xffffffffu && !pgt_reader_skip(&r, vlen)))
-            return false;
-    }
-    /* The SQL, the types and the parameters, plus seven headers, five
-     * names and the small fields. */
-    size_t cap = strlen(sql) + types_len + (r.pos - params_start) + 7 * 5 + 5 * 16 + 64;
-    s->explain_msg = malloc(cap);
-    if (!s->explain_msg)
-        return false;
-    pgt_msgbuf_t mb;
-    pgt_msgbuf_init(&mb, s->explain_msg, cap);
-    for (int i = 0; i < 2; i++) {
-        pgt_msgbuf_begin(&mb, i == 0 ? 'C' : 'P');
-        if (i == 0)
-            pgt_msgbuf_u8(&mb, 'S');
-        pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
-        if (i == 1) {
-            pgt_msgbuf_cstr(&mb, sql);
-            pgt_msgbuf_bytes(&mb, types, types_len);
-        }
-        pgt_msgbuf_end(&mb);
-    }
-    pgt_msgbuf_begin(&mb, 'B');
-    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
-    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
-    pgt_msgbuf_bytes(&mb, bind + params_start, r.pos - params_start);
-    pgt_msgbuf_bytes(&mb, "\0\0", 2); /* no result formats: text */
-    pgt_msgbuf_end(&mb);
-    pgt_msgbuf_begin(&mb, 'E');
-    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
-    pgt_msgbuf_u32(&mb, 0);
-    pgt_msgbuf_end(&mb);
-    for (int i = 0; i < 2; i++) {
-        pgt_msgbuf_begin(&mb, 'C');
-        pgt_msgbuf_u8(&mb, i == 0 ? 'P' : 'S');
-        pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
-        pgt_msgbuf_end(&mb);
-    }
-    pgt_msgbuf_begin(&mb, 'H');
-    pgt_msgbuf_end(&mb);
-    if (mb.failed) {
-        free(s->explain_msg);
-        s->explain_msg = NULL;
-        return false;
-    }
-    s->explain_msg_len = mb.len;
-    return true;
-}
-
-/* The statement a client's Bind (body[0..blen)) binds, and its parameter
- * types; NULL when unknown. */
-static const pgt_text_t *bind_statement(const pgt_session_t *s, const uint8_t *body, size_t blen,
-                                        const uint8_t **types, size_t *types_len)
-{
-    size_t pos = strnlen((const char *)body, blen) + 1;
-    if (pos >= blen || !memchr(body + pos, 0, blen - pos))
-        return NULL;
-    return pgt_intercept_statement(s->ic, (const char *)body + pos, types, types_len);
-}
-
-static bool budgets_apply(const pgt_session_t *s);
-
-/* A Bind is explained when nothing but Parse, Bind and Close messages
- * came before it since the last Sync, so the replies the server owes the
- * client ahead of pgtally's are known (batch_replies). Returns true when
- * its EXPLAIN is ready to go in s->explain_msg; otherwise s->est holds
- * what history says (key 0 when nothing). */
-static bool plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
-{
-    s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
-    bool explain = may_explain(s) && s->batch_replies >= 0;
-    if (!explain && !(s->proxy->estimator && budgets_apply(s)))
-        return false;
-    const uint8_t *types;
-    size_t types_len;
-    const pgt_text_t *t = bind_statement(s, body, blen, &types, &types_len);
-    if (!t)
-        return false;
-    char *sql =
-        pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, explain, &s->est);
-    if (!sql)
-        return false;
-    bool ok = explain_bind_msgs(s, sql, types, types_len, body, blen);
-    free(sql);
-    return ok;
-}
-
-/* ---- budgets ------------------------------------------------------------ */
-
-static bool budgets_apply(const pgt_session_t *s)
-{
-    pgt_who_t who = {.user = s->user, .database = s->database, .application = s->app ? s->app : ""};
-    return s->ic && pgt_budgets_apply(s->proxy->budgets, &who);
-}
-
-static pgt_who_t who_of(const pgt_session_t *s)
-{
-    return (pgt_who_t){
-        .user = s->user, .database = s->database, .application = s->app ? s->app : ""};
-}
-
-/* Statement words budgets never refuse: transaction control and session
- * settings, so that nobody is stuck inside an open transaction. */
-static bool free_word(const char *sql, size_t len)
-{
-    static const char *const words[] = {
-        "begin", "start", "commit", "end",     "rollback",   "abort", "savepoint", "release",
-        "set",   "show",  "reset",  "discard", "deallocate", "close", "listen",    "unlisten"};
-    size_t i = 0;
-    for (;;) {
-        while (i < len && strchr(" \t\r\n", sql[i]))
-            i++;
-        if (i + 1 < len && sql[i] == '-' && sql[i + 1] == '-') {
-            while (i < len && sql[i] != '\n')
-                i++;
-        } else if (i + 1 < len && sql[i] == '/' && sql[i + 1] == '*') {
-            const char *end = memmem(sql + i + 2, len - i - 2, "*/", 2);
-            i = end ? (size_t)(end - sql) + 2 : len;
-        } else {
-            break;
-        }
-    }
-    size_t n = 0;
-    while (i + n < len && ((sql[i + n] | 0x20) >= 'a' && (sql[i + n] | 0x20) <= 'z'))
-        n++;
-    for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++)
-        if (strlen(words[w]) == n && strncasecmp(words[w], sql + i, n) == 0)
-            return true;
-    return false;
-}
-
-/* Whether every statement of sql[0..len) (NUL-terminated) is one budgets
- * never refuse. */
-static bool never_refused(const char *sql, size_t len)
-{
-    pgt_stmt_t st[16];
-    if (free_word(sql, len) && !memchr(sql, ';', len))
-        return true;
-    int n = pgt_fp_split(sql, st, 16);
-    if (n <= 0 || n >= 16)
-        return n == 0;
-    for (int i = 0; i < n; i++)
-        if (!free_word(sql + st[i].offset, st[i].length))
-            return false;
-    return true;
-}
-
-static void send_notice(pgt_session_t *s, const char *severity, const char *sqlstate,
-                        const char *text)
-{
-    uint8_t buf[1024];
-    pgt_msgbuf_t mb;
-    pgt_msgbuf_init(&mb, buf, sizeof(buf));
-    pgt_wire_notice(&mb, severity, sqlstate, text);
-    if (!mb.failed)
-        conn_send(&s->client, buf, mb.len);
-}
-
-/* Checks the statement sql[0..len) about to go upstream (s->est holds its
- * estimate) against the budgets. Returns true when it is refused, with
- * the reason in s->verdict; otherwise sends the client the warning and
- * notice the verdict holds, ahead of the statement's results. A statement
- * is refused only when the reply that refuses it can be told from others:
- * nothing else in flight (simple) or a known batch (extended); otherwise
- * it runs, and the running check stops it. */
-static bool judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
-{
-    pgt_budgets_t *b = s->proxy->budgets;
-    if (!b || !s->ic)
-        return false;
-    pgt_who_t who = who_of(s);
-    int64_t est = s->est.cost_micro;
-    bool apply = pgt_budgets_apply(b, &who);
-    if (!apply && !pgt_budgets_notice_due(b, est))
-        return false;
-    pgt_verdict_t v;
-    /* In a failed transaction block the server refuses the statement
-     * anyway (25P02), at no cost. */
-    pgt_budgets_check(b, &who, est, !apply || s->txn_status == 'E' || never_refused(sql, len), &v);
-    if (v.refuse && can_refuse && (s->verdict = malloc(sizeof(v))) != NULL) {
-        *s->verdict = v;
-        PGT_INFO("budget_refused", "session=C-%llu user=%s budget=%lld sqlstate=%s",
-                 (unsigned long long)s->id, s->user, (long long)v.budget_id, v.sqlstate);
-        return true;
-    }
-    if (v.warning[0])
-        send_notice(s, "WARNING", "01000", v.warning);
-    if (v.notice[0])
-        send_notice(s, "NOTICE", "00000", v.notice);
-    return false;
-}
-
-/* The ErrorResponse of a verdict, kept in s->subst: it replaces the
- * server's answer to the statement pgtally sent in the refused one's
- * place. */
-static bool set_subst(pgt_session_t *s, const pgt_verdict_t *v)
-{
-    uint8_t buf[2048];
-    pgt_msgbuf_t mb;
-    pgt_msgbuf_init(&mb, buf, sizeof(buf));
-    pgt_wire_error(&mb, "ERROR", v->sqlstate, v->message, v->detail[0] ? v->detail : NULL,
-                   v->hint[0] ? v->hint : NULL);
-    free(s->subst);
-    s->subst = mb.failed ? NULL : malloc(mb.len);
-    if (!s->subst)
-        return false;
-    memcpy(s->subst, buf, mb.len);
-    s->subst_len = mb.len;
-    return true;
-}
-
-/* pgtally's stand-in for a refused Bind: a Bind of a statement that does
- * not exist, which fails, and a Flush. */
-static bool refuse_bind_msgs(pgt_session_t *s)
-{
-    s->explain_msg = malloc(64);
-    if (!s->explain_msg)
-        return false;
-    pgt_msgbuf_t mb;
-    pgt_msgbuf_init(&mb, s->explain_msg, 64);
-    pgt_msgbuf_begin(&mb, 'B');
-    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
-    pgt_msgbuf_cstr(&mb, "pgtally_refused");
-    pgt_msgbuf_bytes(&mb, "\0\0\0\0\0\0", 6); /* no formats, parameters or results */
-    pgt_msgbuf_end(&mb);
-    pgt_msgbuf_begin(&mb, 'H');
-    pgt_msgbuf_end(&mb);
-    s->explain_msg_len = mb.len;
-    s->ext_explain = true;
-    s->ext_refuse = true;
-    return true;
-}
-
-/* Checks a Bind's statement (s->est from plan_bind) against the budgets.
- * A refused one is held, and refuse_bind_msgs's stand-in goes upstream. */
-static bool judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
-{
-    if (!budgets_apply(s) && !pgt_budgets_notice_due(s->proxy->budgets, s->est.cost_micro))
-        return false;
-    const uint8_t *types;
-    size_t types_len;
-    const pgt_text_t *t = bind_statement(s, body, blen, &types, &types_len);
-    bool can_refuse = s->pending_syncs == 0 && s->batch_replies >= 0;
-    if (!t || !judge(s, t->data, t->len, can_refuse))
-        return false;
-    if (refuse_bind_msgs(s))
-        return true;
-    free(s->verdict);
-    s->verdict = NULL;
-    return false;
 }
 
 static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
@@ -1138,10 +734,6 @@ static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     }
 }
 
-static void start_explain(pgt_session_t *s, uint32_t ahead);
-static void refuse_held(pgt_session_t *s);
-static void refuse_query(pgt_session_t *s);
-
 /* Frames client bytes and forwards what may go. A captured message that
  * is not all here waits in client.pend; a Query to be explained first waits
  * there too, with everything behind it. */
@@ -1172,7 +764,7 @@ static void feed_client(pgt_session_t *s, const uint8_t *data, size_t len)
 }
 
 /* Client bytes after the startup packet. */
-static void pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
+void pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
 {
     conn_t *c = &s->client;
     if (!s->explaining && c->pend_len == 0) {
@@ -1191,312 +783,10 @@ static void pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
     free(buf);
 }
 
-/* ---- in-band EXPLAIN and refusals -------------------------------------- */
-
-static void answer_error(pgt_session_t *s, const char *sqlstate, const char *message,
-                         const char *hint);
-
-/* The held Query (qlen bytes at the start of client.pend) has been dealt
- * with: what the client sent after it goes on as usual. */
-static void release_held(pgt_session_t *s, size_t qlen)
-{
-    conn_t *c = &s->client;
-    size_t n;
-    uint8_t *buf = pend_take(c, &n);
-    if (n > qlen && s->state != ST_CLOSING)
-        pass_client(s, buf + qlen, n - qlen);
-    free(buf);
-}
-
-/* Refuses the Query at the start of client.pend while the ledger cannot
- * record it (ledger.on_failure = closed), then goes on with what follows. */
-static void refuse_held(pgt_session_t *s)
-{
-    conn_t *c = &s->client;
-    s->refuse = false;
-    size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
-    answer_error(s, "58030",
-                 "pgtally: statements are refused while the ledger cannot be written "
-                 "(ledger.on_failure = closed)",
-                 "Ask the pgtally operator to check the disk holding the ledger; pgtally logs "
-                 "ledger_write_failed with the cause.");
-    pgt_intercept_unsent(s->ic, c->pend + 5, qlen - 5, PGT_QUERY_REFUSED, "58030");
-    release_held(s, qlen);
-}
-
-/* Sends pgtally's EXPLAIN (or the stand-in of a refused Bind) ahead of
- * the client's Query or Bind, which waits at the start of client.pend;
- * ahead: replies the server owes the client first (extended protocol). */
-static void start_explain(pgt_session_t *s, uint32_t ahead)
-{
-    s->explaining = true;
-    if (s->ext_explain) {
-        s->ext_ahead = ahead;
-        s->ext_ours = s->ext_refuse ? 1 : EXT_EXPLAIN_REPLIES;
-    }
-    conn_send(&s->server, s->explain_msg, s->explain_msg_len);
-    free(s->explain_msg);
-    s->explain_msg = NULL;
-}
-
-/* Sends a Query that makes the server raise the verdict's error (the
- * server's log then names the budget). */
-static bool send_raise(pgt_session_t *s, const pgt_verdict_t *v)
-{
-    char lit[600];
-    size_t n = 0;
-    lit[n++] = '\'';
-    for (const char *c = v->message; *c && n < sizeof(lit) - 3; c++) {
-        if (*c == '$')
-            continue; /* cannot end the dollar quote */
-        if (*c == '\'')
-            lit[n++] = '\'';
-        lit[n++] = *c;
-    }
-    lit[n++] = '\'';
-    lit[n] = 0;
-    char sql[800];
-    snprintf(sql, sizeof(sql),
-             "DO $pgtally$BEGIN RAISE EXCEPTION USING ERRCODE = '%s', MESSAGE = %s; END$pgtally$",
-             v->sqlstate, lit);
-    uint8_t buf[900];
-    pgt_msgbuf_t mb;
-    pgt_msgbuf_init(&mb, buf, sizeof(buf));
-    pgt_msgbuf_begin(&mb, 'Q');
-    pgt_msgbuf_cstr(&mb, sql);
-    pgt_msgbuf_end(&mb);
-    if (mb.failed)
-        return false;
-    conn_send(&s->server, buf, mb.len);
-    return true;
-}
-
-/* Refuses the held Query for a budget. A stand-in that fails goes
- * upstream in its place, so the server ends it as it ends any failed
- * statement (a transaction block is left aborted) and answers
- * ReadyForQuery; the client gets the budget's ErrorResponse instead of the
- * stand-in's. The ledger records the client's statement as refused. */
-static void refuse_query(pgt_session_t *s)
-{
-    pgt_verdict_t *v = s->verdict;
-    s->verdict = NULL;
-    conn_t *c = &s->client;
-    size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
-    if (!set_subst(s, v)) {
-        free(v);
-        session_fail(s, "53200", "pgtally: out of memory");
-        return;
-    }
-    client_account(s, 'Q', c->pend + 5, qlen - 5);
-    pgt_intercept_budget_outcome(s->ic, PGT_QUERY_REFUSED, v->budget_id);
-    bool sent = send_raise(s, v);
-    free(v);
-    if (!sent) {
-        session_fail(s, "53200", "pgtally: out of memory");
-        return;
-    }
-    s->refusing = true;
-    release_held(s, qlen);
-}
-
-/* Answers a held Query with an ERROR and ReadyForQuery, as the server
- * would have (no transaction block was open). */
-static void answer_error(pgt_session_t *s, const char *sqlstate, const char *message,
-                         const char *hint)
-{
-    uint8_t buf[1024];
-    pgt_msgbuf_t mb;
-    pgt_msgbuf_init(&mb, buf, sizeof(buf));
-    pgt_wire_error(&mb, "ERROR", sqlstate, message, NULL, hint);
-    pgt_msgbuf_begin(&mb, 'Z');
-    pgt_msgbuf_u8(&mb, 'I');
-    pgt_msgbuf_end(&mb);
-    if (!mb.failed)
-        conn_send(&s->client, buf, mb.len);
-}
-
-/* Turns the EXPLAIN's output (none when failed) into the estimate. */
-static void take_explain(pgt_session_t *s, bool failed)
-{
-    double cost = -1;
-    if (s->explain_out && !failed)
-        cost = pgt_estimator_parse((const char *)s->explain_out, s->explain_out_len);
-    free(s->explain_out);
-    s->explain_out = NULL;
-    s->explain_out_len = 0;
-    s->explaining = false;
-    pgt_estimator_explained(s->proxy->estimator, &s->est, cost);
-    PGT_DEBUG("explained", "session=C-%llu planner_cost=%.2f estimate_micro=%lld",
-              (unsigned long long)s->id, cost, (long long)s->est.cost_micro);
-}
-
-/* The EXPLAIN has answered: the client's Query goes upstream, then
- * whatever the client sent after it. */
-static void finish_explain(pgt_session_t *s)
-{
-    take_explain(s, false);
-    pgt_intercept_set_estimate(s->ic, &s->est);
-    conn_t *c = &s->client;
-    size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
-    if (s->cancel_requested) {
-        s->cancel_requested = false;
-        answer_error(s, "57014", "canceling statement due to user request", NULL);
-        pgt_intercept_unsent(s->ic, c->pend + 5, qlen - 5, PGT_QUERY_CANCELLED, "57014");
-    } else if (judge(s, (const char *)c->pend + 5, qlen - 6, true)) {
-        refuse_query(s);
-        return;
-    } else {
-        client_account(s, 'Q', c->pend + 5, qlen - 5);
-        conn_send(&s->server, c->pend, qlen);
-    }
-    release_held(s, qlen);
-}
-
-/* Keeps the text of the first DataRow of the EXPLAIN: one column holding
- * the JSON plan or the top plan line. */
-static void explain_row(pgt_session_t *s, const uint8_t *body, size_t blen)
-{
-    pgt_reader_t r;
-    pgt_reader_init(&r, body, blen);
-    uint8_t hi, lo;
-    uint32_t vlen;
-    if (s->explain_out || !pgt_reader_u8(&r, &hi) || !pgt_reader_u8(&r, &lo) ||
-        !pgt_reader_u32(&r, &vlen) || vlen > blen - r.pos)
-        return;
-    s->explain_out = malloc(vlen + 1);
-    if (!s->explain_out)
-        return;
-    memcpy(s->explain_out, body + r.pos, vlen);
-    s->explain_out[vlen] = 0;
-    s->explain_out_len = vlen;
-}
-
-static bool in_explain(const pgt_session_t *s)
-{
-    return s->explaining || s->refusing;
-}
-
-static void relay_server(pgt_session_t *s, const uint8_t *data, size_t len);
-
-/* The extended EXPLAIN is over: answered, failed with the ErrorResponse
- * err (the server now skips to the client's Sync), or void (a client
- * message ahead of it failed, so none of it ran). The held Bind goes
- * upstream with its estimate, then what the client sent after it; the
- * EXPLAIN's error reaches the client as the error of its statement, which
- * would have failed the same way. */
-static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_len)
-{
-    conn_t *c = &s->client;
-    size_t blen = (size_t)pgt_be32(c->pend + 1) + 1;
-    if (s->ext_refuse) {
-        /* The stand-in failed (or a message ahead of it did): the server
-         * skips to the client's Sync. */
-        s->explaining = false;
-        if (err && s->verdict && set_subst(s, s->verdict)) {
-            pgt_intercept_budget_outcome(s->ic, PGT_QUERY_REFUSED, s->verdict->budget_id);
-            err = s->subst;
-            err_len = s->subst_len;
-        } else {
-            err = NULL;
-        }
-        free(s->verdict);
-        s->verdict = NULL;
-    } else {
-        take_explain(s, err != NULL);
-        const uint8_t *types;
-        size_t types_len;
-        const pgt_text_t *t =
-            err ? NULL : bind_statement(s, c->pend + 5, blen - 5, &types, &types_len);
-        if (t && judge(s, t->data, t->len, true)) {
-            /* The estimate is over a cap: the stand-in goes now. */
-            if (refuse_bind_msgs(s)) {
-                start_explain(s, 0);
-                return;
-            }
-            free(s->verdict);
-            s->verdict = NULL;
-        }
-    }
-    s->ext_explain = false;
-    s->ext_refuse = false;
-    /* A cancel reached the server too: it stops the EXPLAIN, whose error
-     * the client then gets, or finds nothing to stop, as when direct. */
-    s->cancel_requested = false;
-    client_account(s, 'B', c->pend + 5, blen - 5);
-    pgt_intercept_set_portal_estimate(s->ic, (const char *)c->pend + 5, &s->est);
-    conn_send(&s->server, c->pend, blen);
-    release_held(s, blen);
-    if (err && s->state != ST_CLOSING)
-        relay_server(s, err, err_len);
-}
-
-/* Server messages while an extended EXPLAIN is upstream: first the
- * replies owed to the client's messages sent before it, then its own. */
-static void ext_explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
-{
-    if (type == 'A' || type == 'S' || (type == 'N' && s->ext_ahead > 0)) {
-        relay_server(s, msg, total);
-        return;
-    }
-    if (s->ext_ahead > 0) {
-        relay_server(s, msg, total);
-        if (type == 'E')
-            finish_ext_explain(s, NULL, 0);
-        else
-            s->ext_ahead--;
-        return;
-    }
-    if (type == 'D')
-        explain_row(s, msg + 5, total - 5);
-    else if (type == 'E')
-        finish_ext_explain(s, msg, total);
-    else if (type != 'N' && --s->ext_ours == 0)
-        finish_ext_explain(s, NULL, 0);
-}
-
-/* Server messages while a refused Query's stand-in runs: its error is
- * replaced by the budget's; then all goes on as usual. */
-static void refusing_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
-{
-    if (type != 'E') {
-        relay_server(s, msg, total);
-        return;
-    }
-    s->refusing = false;
-    uint8_t *err = s->subst;
-    s->subst = NULL;
-    if (err)
-        relay_server(s, err, s->subst_len);
-    free(err);
-}
-
-static void explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
-{
-    if (s->refusing)
-        refusing_whole(s, type, msg, total);
-    else if (s->ext_explain)
-        ext_explain_whole(s, type, msg, total);
-    else if (type == 'D')
-        explain_row(s, msg + 5, total - 5);
-    else if (type == 'A' || type == 'S')
-        conn_send(&s->client, msg, total); /* notifications, parameter changes */
-    else if (type == 'Z')
-        finish_explain(s);
-}
-
-/* Server messages while the EXPLAIN is upstream: its own answers, notices
- * included (planning may run functions that raise them), are consumed;
- * notifications and parameter changes, which can arrive at any time, reach
- * the client as usual. */
-static void explain_data(pgt_session_t *s, const uint8_t *data, size_t len)
-{
-    server_whole(s, data, len, 64 << 20, in_explain, explain_whole);
-}
-
 /* Server bytes framed, metered and forwarded. While a statement cancelled
  * for a budget runs, ErrorResponses are taken whole (a partial one waits
  * in server.pend) so that its cancel error can be replaced. */
-static void relay_server(pgt_session_t *s, const uint8_t *data, size_t len)
+void relay_server(pgt_session_t *s, const uint8_t *data, size_t len)
 {
     pgt_framer_t *f = &s->server.framer;
     for (;;) {
@@ -1897,51 +1187,6 @@ void pgt_session_kill(pgt_session_t *s)
     session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
     conn_close_now(&s->client);
     conn_close_now(&s->server);
-}
-
-/* The cost so far of the statement the session runs, or -1 when none
- * runs or budgets do not apply to it. */
-static int64_t running_cost(const pgt_session_t *s)
-{
-    double seconds;
-    /* A refused statement's stand-in is not the statement running. */
-    if (!s->ic || s->state == ST_CLOSING || s->refusing || s->explaining || s->subst ||
-        !budgets_apply(s) || !pgt_intercept_running(s->ic, &seconds))
-        return -1;
-    return pgt_budgets_running_cost(s->proxy->budgets, seconds);
-}
-
-void pgt_session_budget_add(pgt_session_t *s)
-{
-    int64_t cost = running_cost(s);
-    if (cost >= 0) {
-        pgt_who_t who = who_of(s);
-        pgt_budgets_running_add(s->proxy->budgets, &who, cost);
-    }
-}
-
-void pgt_session_budget_enforce(pgt_session_t *s)
-{
-    int64_t cost = running_cost(s);
-    if (cost < 0 || s->budget_cancel || !s->have_key)
-        return;
-    pgt_who_t who = who_of(s);
-    pgt_verdict_t v;
-    if (!pgt_budgets_running_check(s->proxy->budgets, &who, cost, &v) || !set_subst(s, &v))
-        return;
-    s->budget_cancel = true;
-    pgt_intercept_budget_outcome(s->ic, PGT_QUERY_BUDGET_CANCELLED, v.budget_id);
-    pgt_framer_capture(&s->server.framer, cancel_capture, 65536);
-    uint8_t pkt[16];
-    pgt_msgbuf_t mb;
-    pgt_msgbuf_init(&mb, pkt, sizeof(pkt));
-    pgt_msgbuf_u32(&mb, 16);
-    pgt_msgbuf_u32(&mb, 80877102); /* CancelRequest */
-    pgt_msgbuf_u32(&mb, s->backend_pid);
-    pgt_msgbuf_u32(&mb, s->backend_key);
-    pgt_cancel_forward(s->proxy->loop, &s->upstream_addr, pkt);
-    PGT_INFO("budget_cancel", "session=C-%llu user=%s budget=%lld running_micro=%lld",
-             (unsigned long long)s->id, s->user, (long long)v.budget_id, (long long)cost);
 }
 
 pgt_session_t *pgt_session_next(pgt_session_t *s)

@@ -50,6 +50,19 @@ typedef struct pgt_stmt {
  * exclude leading and trailing whitespace. */
 int pgt_fp_split(const char *sql, pgt_stmt_t *out, int max);
 
+/* True when budgets never refuse sql[0..len) (need not be NUL-terminated):
+ * every statement in it starts with a word of transaction control (BEGIN,
+ * START, COMMIT, END, ROLLBACK, ABORT, SAVEPOINT, RELEASE) or of session
+ * settings (SET, SHOW, RESET, DISCARD, DEALLOCATE, CLOSE, LISTEN,
+ * UNLISTEN), in any case, read past whitespace and comments as PostgreSQL's
+ * scanner reads them (-- to the end of the line, nested C-style comments).
+ * PREPARE TRANSACTION is not one of them. Also true for text that holds no
+ * statement. A single statement (no ';' but perhaps a final one) is decided
+ * from its first word without libpg_query; several are split with
+ * pgt_fp_split (a string it cannot parse counts as one statement), and 16
+ * or more give false. Cheap enough for the event loop. */
+bool pgt_fp_never_refused(const char *sql, size_t len);
+
 /* The shape of one statement: fingerprint, kind and normalized text. */
 typedef struct pgt_shape {
     uint64_t fingerprint;   /* libpg_query fingerprint; for unparsed text, a hash of it */

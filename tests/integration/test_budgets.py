@@ -387,3 +387,22 @@ def test_application_budget_follows_set_application_name(pgtally, users):
     assert [(r["application"], r["status"]) for r in recs] == [
         ("", "ok"), ("", "ok"), ("bud_dashboard", "ok"), ("bud_dashboard", "ok"),
         ("bud_dashboard", "refused"), ("bud_dashboard", "ok"), ("other", "ok")], show(recs)
+
+
+def test_nested_comment_hides_a_set_from_the_never_refused_check(pgtally, users):
+    """PostgreSQL nests C-style comments: in /* /* */ SET */ SELECT the SET is
+    inside the comment, so over a spent budget the statement is a SELECT,
+    refused; a SET behind a nested comment is still never refused."""
+    proxy = pgtally(**PER_QUERY)
+    set_budget(proxy, "--user", "bud_v", "--period", "day", "--limit", "0.05")
+    assert psql(proxy, "bud_v", "SELECT 1").returncode == 0        # 0.10 spent
+    r = psql(proxy, "bud_v", "/* /* */ SET */ SELECT 2")
+    assert "ERROR:  pgtally: budget user bud_v/day is spent" in r.stderr, r
+    r = psql(proxy, "bud_v", "/* /* SELECT */ */ SET work_mem = '8MB'")
+    assert r.returncode == 0, r
+    with connect(proxy, "bud_v") as c:   # the extended protocol: the same
+        with pytest.raises(errors.ConfigurationLimitExceeded):
+            c.execute("/* /* */ SET */ SELECT %s::int", (3,))
+        c.execute("/* /* SELECT */ */ SET application_name = 'bud_v_app'")
+    recs = ledger(proxy, "\"user\" = 'bud_v'")
+    assert [r["status"] for r in recs if r["status"] == "refused"] == ["refused"] * 2, show(recs)

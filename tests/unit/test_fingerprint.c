@@ -480,6 +480,90 @@ static void test_tags_table(void)
     CHECK(pgt_fp_tags_json(NULL, 0) == NULL);
 }
 
+/* A query string and whether budgets never refuse it. */
+static const struct never_case {
+    const char *sql; /* the query string */
+    bool never;      /* expected pgt_fp_never_refused */
+} never_cases[] = {
+    {"BEGIN", true},
+    {"begin isolation level serializable", true},
+    {"START TRANSACTION", true},
+    {"Commit", true},
+    {"END", true},
+    {"ROLLBACK TO SAVEPOINT a", true},
+    {"abort", true},
+    {"SAVEPOINT a", true},
+    {"RELEASE SAVEPOINT a", true},
+    {"SET work_mem = '64MB'", true},
+    {"set local statement_timeout = 0;", true},
+    {"SHOW ALL", true},
+    {"RESET ALL", true},
+    {"DISCARD ALL", true},
+    {"DEALLOCATE ALL", true},
+    {"CLOSE c", true},
+    {"LISTEN ch", true},
+    {"UNLISTEN *", true},
+    {"COMMIT PREPARED 'x'", true},
+    {"SELECT 1", false},
+    {"select 1;", false},
+    {"INSERT INTO t VALUES (1)", false},
+    {"PREPARE TRANSACTION 'x'", false},
+    {"PREPARE p AS SELECT 1", false},
+    {"NOTIFY ch", false},
+    {"(SELECT 1)", false},
+    {"setx = 1", false},
+    {"set1", false},
+    /* Comments before the first word, as scan.l reads them. */
+    {"-- SELECT\nSET a = 1", true},
+    {"-- SET\nSELECT 1", false},
+    {"/* SELECT */ SET a = 1", true},
+    {"/* SET */ SELECT 1", false},
+    {"/* /* */ SET */ SELECT 1", false}, /* nested: the SET is inside the comment */
+    {"/* /* SELECT */ */ SET a = 1", true},
+    {"  \t\r\n BEGIN", true},
+    /* Several statements: all must be free. */
+    {"BEGIN; SET a = 1; COMMIT", true},
+    {"SET a = 1; SELECT 1", false},
+    {"SELECT 1; SET a = 1", false},
+    {"SET a = ';'; SHOW a", true},
+    {"SET a = 1; /* ; */ SHOW a;", true},
+    {"SET a = 1; PREPARE TRANSACTION 'x'", false},
+    {"BEGIN; SELEC 1", true}, /* unparsed: one statement, judged by its first word */
+    {"SELEC 1; BEGIN", false},
+    /* No statement at all: nothing to refuse. */
+    {"", true},
+    {"  ", true},
+    {";", true},
+    {"/* only a comment */", true},
+    {"-- only a comment", true},
+    {"/* unterminated SET", false},
+};
+
+static void test_never_refused_table(void)
+{
+    for (size_t i = 0; i < COUNTOF(never_cases); i++) {
+        size_t n = strlen(never_cases[i].sql);
+        char *text = heap_copy(never_cases[i].sql, n);
+        bool got = pgt_fp_never_refused(text, n);
+        free(text);
+        if (got != never_cases[i].never) {
+            fprintf(stderr, "case %zu: \"%s\" gave %d\n", i, never_cases[i].sql, got);
+            CHECK(got == never_cases[i].never);
+        }
+    }
+}
+
+/* Up to 15 free statements are looked at; 16 or more give false. */
+static void test_never_refused_limit(void)
+{
+    char sql[512] = "";
+    for (int i = 0; i < 15; i++)
+        strcat(sql, "SET a = 1; ");
+    CHECK(pgt_fp_never_refused(sql, strlen(sql)));
+    strcat(sql, "SHOW a");
+    CHECK(!pgt_fp_never_refused(sql, strlen(sql)));
+}
+
 int main(void)
 {
     test_kind_names();
@@ -494,5 +578,7 @@ int main(void)
     test_constants_share_a_text();
     test_lru_eviction();
     test_tags_table();
+    test_never_refused_table();
+    test_never_refused_limit();
     TASK_DONE();
 }

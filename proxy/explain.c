@@ -1,0 +1,360 @@
+/* pgtally's in-band EXPLAIN: while a client's Query or Bind waits in
+ * client.pend, pgtally sends its own EXPLAIN of the statement (a Query, or
+ * Parse/Bind/Execute/Close and a Flush), consumes the server's answer, and
+ * turns the plan into the estimate the budgets judge and the meter records. */
+#include "session_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgtally/log.h"
+
+/* ---- building the EXPLAIN ---------------------------------------------- */
+
+/* Replies to the messages of an extended EXPLAIN other than its rows:
+ * CloseComplete, ParseComplete, BindComplete, CommandComplete and two
+ * CloseComplete. */
+#define EXT_EXPLAIN_REPLIES 6
+
+/* An in-band EXPLAIN is safe only when nothing else is in flight and no
+ * transaction block is open: its failure then leaves no trace, and the
+ * client's own statement, sent right after, meets the state it expects
+ * (protocol docs, "Simple Query"; a Query also ends the unnamed statement,
+ * which the client's own Query does anyway). */
+bool may_hold(const pgt_session_t *s)
+{
+    return s->ic && s->state == ST_IDLE && s->pending_syncs == 0 && s->txn_status == 'I' &&
+           !s->drain;
+}
+
+bool may_explain(const pgt_session_t *s)
+{
+    return may_hold(s) && s->proxy->estimator;
+}
+
+/* The EXPLAIN of a simple Query: one Query message in s->explain_msg. */
+bool explain_query_msg(pgt_session_t *s, const char *sql)
+{
+    size_t n = strlen(sql);
+    s->explain_msg = malloc(n + 6);
+    if (!s->explain_msg)
+        return false;
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, s->explain_msg, n + 6);
+    pgt_msgbuf_begin(&mb, 'Q');
+    pgt_msgbuf_cstr(&mb, sql);
+    pgt_msgbuf_end(&mb);
+    s->explain_msg_len = mb.len;
+    return true;
+}
+
+/* The extended-protocol EXPLAIN of the statement a client's Bind binds:
+ * Close of a leftover, Parse with the client's parameter types, Bind with
+ * its parameter formats and values (results as text), Execute, Close of
+ * both, and a Flush so the answer comes now, never a Sync: the client's
+ * implicit transaction stays as the client left it. */
+static bool explain_bind_msgs(pgt_session_t *s, const char *sql, const uint8_t *types,
+                              size_t types_len, const uint8_t *bind, size_t blen)
+{
+    pgt_reader_t r;
+    const char *name;
+    uint16_t nfmt, nparams;
+    pgt_reader_init(&r, bind, blen);
+    if (!pgt_reader_cstr(&r, &name) || !pgt_reader_cstr(&r, &name))
+        return false;
+    size_t params_start = r.pos;
+    if (!pgt_reader_u16(&r, &nfmt) || !pgt_reader_skip(&r, 2u * nfmt) ||
+        !pgt_reader_u16(&r, &nparams))
+        return false;
+    for (uint16_t i = 0; i < nparams; i++) {
+        uint32_t vlen;
+        if (!pgt_reader_u32(&r, &vlen) || (vlen != 0xffffffffu && !pgt_reader_skip(&r, vlen)))
+            return false;
+    }
+    /* The SQL, the types and the parameters, plus seven headers, five
+     * names and the small fields. */
+    size_t cap = strlen(sql) + types_len + (r.pos - params_start) + 7 * 5 + 5 * 16 + 64;
+    s->explain_msg = malloc(cap);
+    if (!s->explain_msg)
+        return false;
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, s->explain_msg, cap);
+    for (int i = 0; i < 2; i++) {
+        pgt_msgbuf_begin(&mb, i == 0 ? 'C' : 'P');
+        if (i == 0)
+            pgt_msgbuf_u8(&mb, 'S');
+        pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+        if (i == 1) {
+            pgt_msgbuf_cstr(&mb, sql);
+            pgt_msgbuf_bytes(&mb, types, types_len);
+        }
+        pgt_msgbuf_end(&mb);
+    }
+    pgt_msgbuf_begin(&mb, 'B');
+    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+    pgt_msgbuf_bytes(&mb, bind + params_start, r.pos - params_start);
+    pgt_msgbuf_bytes(&mb, "\0\0", 2); /* no result formats: text */
+    pgt_msgbuf_end(&mb);
+    pgt_msgbuf_begin(&mb, 'E');
+    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+    pgt_msgbuf_u32(&mb, 0);
+    pgt_msgbuf_end(&mb);
+    for (int i = 0; i < 2; i++) {
+        pgt_msgbuf_begin(&mb, 'C');
+        pgt_msgbuf_u8(&mb, i == 0 ? 'P' : 'S');
+        pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+        pgt_msgbuf_end(&mb);
+    }
+    pgt_msgbuf_begin(&mb, 'H');
+    pgt_msgbuf_end(&mb);
+    if (mb.failed) {
+        free(s->explain_msg);
+        s->explain_msg = NULL;
+        return false;
+    }
+    s->explain_msg_len = mb.len;
+    return true;
+}
+
+/* The statement a client's Bind (body[0..blen)) binds, and its parameter
+ * types; NULL when unknown. */
+const pgt_text_t *bind_statement(const pgt_session_t *s, const uint8_t *body, size_t blen,
+                                 const uint8_t **types, size_t *types_len)
+{
+    size_t pos = strnlen((const char *)body, blen) + 1;
+    if (pos >= blen || !memchr(body + pos, 0, blen - pos))
+        return NULL;
+    return pgt_intercept_statement(s->ic, (const char *)body + pos, types, types_len);
+}
+
+/* A Bind is explained when nothing but Parse, Bind and Close messages
+ * came before it since the last Sync, so the replies the server owes the
+ * client ahead of pgtally's are known (batch_replies). Returns true when
+ * its EXPLAIN is ready to go in s->explain_msg; otherwise s->est holds
+ * what history says (key 0 when nothing). */
+bool plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
+{
+    s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+    bool explain = may_explain(s) && s->batch_replies >= 0;
+    if (!explain && !(s->proxy->estimator && budgets_apply(s)))
+        return false;
+    const uint8_t *types;
+    size_t types_len;
+    const pgt_text_t *t = bind_statement(s, body, blen, &types, &types_len);
+    if (!t)
+        return false;
+    char *sql =
+        pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, explain, &s->est);
+    if (!sql)
+        return false;
+    bool ok = explain_bind_msgs(s, sql, types, types_len, body, blen);
+    free(sql);
+    return ok;
+}
+
+/* ---- holding the client's message -------------------------------------- */
+
+/* The held Query (qlen bytes at the start of client.pend) has been dealt
+ * with: what the client sent after it goes on as usual. */
+void release_held(pgt_session_t *s, size_t qlen)
+{
+    conn_t *c = &s->client;
+    size_t n;
+    uint8_t *buf = pend_take(c, &n);
+    if (n > qlen && s->state != ST_CLOSING)
+        pass_client(s, buf + qlen, n - qlen);
+    free(buf);
+}
+
+/* Sends pgtally's EXPLAIN (or the stand-in of a refused Bind) ahead of
+ * the client's Query or Bind, which waits at the start of client.pend;
+ * ahead: replies the server owes the client first (extended protocol). */
+void start_explain(pgt_session_t *s, uint32_t ahead)
+{
+    s->explaining = true;
+    if (s->ext_explain) {
+        s->ext_ahead = ahead;
+        s->ext_ours = s->ext_refuse ? 1 : EXT_EXPLAIN_REPLIES;
+    }
+    conn_send(&s->server, s->explain_msg, s->explain_msg_len);
+    free(s->explain_msg);
+    s->explain_msg = NULL;
+}
+
+/* Answers a held Query with an ERROR and ReadyForQuery, as the server
+ * would have (no transaction block was open). */
+void answer_error(pgt_session_t *s, const char *sqlstate, const char *message, const char *hint)
+{
+    uint8_t buf[1024];
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, buf, sizeof(buf));
+    pgt_wire_error(&mb, "ERROR", sqlstate, message, NULL, hint);
+    pgt_msgbuf_begin(&mb, 'Z');
+    pgt_msgbuf_u8(&mb, 'I');
+    pgt_msgbuf_end(&mb);
+    if (!mb.failed)
+        conn_send(&s->client, buf, mb.len);
+}
+
+/* ---- the answer -------------------------------------------------------- */
+
+/* Turns the EXPLAIN's output (none when failed) into the estimate. */
+static void take_explain(pgt_session_t *s, bool failed)
+{
+    double cost = -1;
+    if (s->explain_out && !failed)
+        cost = pgt_estimator_parse((const char *)s->explain_out, s->explain_out_len);
+    free(s->explain_out);
+    s->explain_out = NULL;
+    s->explain_out_len = 0;
+    s->explaining = false;
+    pgt_estimator_explained(s->proxy->estimator, &s->est, cost);
+    PGT_DEBUG("explained", "session=C-%llu planner_cost=%.2f estimate_micro=%lld",
+              (unsigned long long)s->id, cost, (long long)s->est.cost_micro);
+}
+
+/* The EXPLAIN has answered: the client's Query goes upstream, then
+ * whatever the client sent after it. */
+static void finish_explain(pgt_session_t *s)
+{
+    take_explain(s, false);
+    pgt_intercept_set_estimate(s->ic, &s->est);
+    conn_t *c = &s->client;
+    size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
+    if (s->cancel_requested) {
+        s->cancel_requested = false;
+        answer_error(s, "57014", "canceling statement due to user request", NULL);
+        pgt_intercept_unsent(s->ic, c->pend + 5, qlen - 5, PGT_QUERY_CANCELLED, "57014");
+    } else if (judge(s, (const char *)c->pend + 5, qlen - 6, true)) {
+        refuse_query(s);
+        return;
+    } else {
+        client_account(s, 'Q', c->pend + 5, qlen - 5);
+        conn_send(&s->server, c->pend, qlen);
+    }
+    release_held(s, qlen);
+}
+
+/* Keeps the text of the first DataRow of the EXPLAIN: one column holding
+ * the JSON plan or the top plan line. */
+static void explain_row(pgt_session_t *s, const uint8_t *body, size_t blen)
+{
+    pgt_reader_t r;
+    pgt_reader_init(&r, body, blen);
+    uint8_t hi, lo;
+    uint32_t vlen;
+    if (s->explain_out || !pgt_reader_u8(&r, &hi) || !pgt_reader_u8(&r, &lo) ||
+        !pgt_reader_u32(&r, &vlen) || vlen > blen - r.pos)
+        return;
+    s->explain_out = malloc(vlen + 1);
+    if (!s->explain_out)
+        return;
+    memcpy(s->explain_out, body + r.pos, vlen);
+    s->explain_out[vlen] = 0;
+    s->explain_out_len = vlen;
+}
+
+static bool in_explain(const pgt_session_t *s)
+{
+    return s->explaining || s->refusing;
+}
+
+/* The extended EXPLAIN is over: answered, failed with the ErrorResponse
+ * err (the server now skips to the client's Sync), or void (a client
+ * message ahead of it failed, so none of it ran). The held Bind goes
+ * upstream with its estimate, then what the client sent after it; the
+ * EXPLAIN's error reaches the client as the error of its statement, which
+ * would have failed the same way. */
+static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_len)
+{
+    conn_t *c = &s->client;
+    size_t blen = (size_t)pgt_be32(c->pend + 1) + 1;
+    if (s->ext_refuse) {
+        /* The stand-in failed (or a message ahead of it did): the server
+         * skips to the client's Sync. */
+        s->explaining = false;
+        if (err && s->verdict && set_subst(s, s->verdict)) {
+            pgt_intercept_budget_outcome(s->ic, PGT_QUERY_REFUSED, s->verdict->budget_id);
+            err = s->subst;
+            err_len = s->subst_len;
+        } else {
+            err = NULL;
+        }
+        free(s->verdict);
+        s->verdict = NULL;
+    } else {
+        take_explain(s, err != NULL);
+        const uint8_t *types;
+        size_t types_len;
+        const pgt_text_t *t =
+            err ? NULL : bind_statement(s, c->pend + 5, blen - 5, &types, &types_len);
+        if (t && judge(s, t->data, t->len, true)) {
+            /* The estimate is over a cap: the stand-in goes now. */
+            if (refuse_bind_msgs(s)) {
+                start_explain(s, 0);
+                return;
+            }
+            free(s->verdict);
+            s->verdict = NULL;
+        }
+    }
+    s->ext_explain = false;
+    s->ext_refuse = false;
+    /* A cancel reached the server too: it stops the EXPLAIN, whose error
+     * the client then gets, or finds nothing to stop, as when direct. */
+    s->cancel_requested = false;
+    client_account(s, 'B', c->pend + 5, blen - 5);
+    pgt_intercept_set_portal_estimate(s->ic, (const char *)c->pend + 5, &s->est);
+    conn_send(&s->server, c->pend, blen);
+    release_held(s, blen);
+    if (err && s->state != ST_CLOSING)
+        relay_server(s, err, err_len);
+}
+
+/* Server messages while an extended EXPLAIN is upstream: first the
+ * replies owed to the client's messages sent before it, then its own. */
+static void ext_explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
+{
+    if (type == 'A' || type == 'S' || (type == 'N' && s->ext_ahead > 0)) {
+        relay_server(s, msg, total);
+        return;
+    }
+    if (s->ext_ahead > 0) {
+        relay_server(s, msg, total);
+        if (type == 'E')
+            finish_ext_explain(s, NULL, 0);
+        else
+            s->ext_ahead--;
+        return;
+    }
+    if (type == 'D')
+        explain_row(s, msg + 5, total - 5);
+    else if (type == 'E')
+        finish_ext_explain(s, msg, total);
+    else if (type != 'N' && --s->ext_ours == 0)
+        finish_ext_explain(s, NULL, 0);
+}
+
+static void explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
+{
+    if (s->refusing)
+        refusing_whole(s, type, msg, total);
+    else if (s->ext_explain)
+        ext_explain_whole(s, type, msg, total);
+    else if (type == 'D')
+        explain_row(s, msg + 5, total - 5);
+    else if (type == 'A' || type == 'S')
+        conn_send(&s->client, msg, total); /* notifications, parameter changes */
+    else if (type == 'Z')
+        finish_explain(s);
+}
+
+/* Server messages while the EXPLAIN is upstream: its own answers, notices
+ * included (planning may run functions that raise them), are consumed;
+ * notifications and parameter changes, which can arrive at any time, reach
+ * the client as usual. */
+void explain_data(pgt_session_t *s, const uint8_t *data, size_t len)
+{
+    server_whole(s, data, len, 64 << 20, in_explain, explain_whole);
+}

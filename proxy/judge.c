@@ -1,0 +1,276 @@
+/* Budgets at the session: a statement about to go upstream is judged
+ * (warning, notice or refusal), a refused one is replaced by a stand-in
+ * that fails upstream while the client gets the budget's error, and a
+ * statement that runs past a budget is cancelled. */
+#include "session_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgtally/fingerprint.h"
+#include "pgtally/log.h"
+
+/* Server messages taken whole while a statement cancelled for a budget
+ * runs: ParameterStatus, as always after login, and ErrorResponse. */
+static const uint8_t cancel_capture[256] = {['S'] = 1, ['E'] = 1};
+
+/* ---- before a statement ------------------------------------------------ */
+
+bool budgets_apply(const pgt_session_t *s)
+{
+    pgt_who_t who = {.user = s->user, .database = s->database, .application = s->app ? s->app : ""};
+    return s->ic && pgt_budgets_apply(s->proxy->budgets, &who);
+}
+
+static pgt_who_t who_of(const pgt_session_t *s)
+{
+    return (pgt_who_t){
+        .user = s->user, .database = s->database, .application = s->app ? s->app : ""};
+}
+
+static void send_notice(pgt_session_t *s, const char *severity, const char *sqlstate,
+                        const char *text)
+{
+    uint8_t buf[1024];
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, buf, sizeof(buf));
+    pgt_wire_notice(&mb, severity, sqlstate, text);
+    if (!mb.failed)
+        conn_send(&s->client, buf, mb.len);
+}
+
+/* Checks the statement sql[0..len) about to go upstream (s->est holds its
+ * estimate) against the budgets. Returns true when it is refused, with
+ * the reason in s->verdict; otherwise sends the client the warning and
+ * notice the verdict holds, ahead of the statement's results. A statement
+ * is refused only when the reply that refuses it can be told from others:
+ * nothing else in flight (simple) or a known batch (extended); otherwise
+ * it runs, and the running check stops it. */
+bool judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
+{
+    pgt_budgets_t *b = s->proxy->budgets;
+    if (!b || !s->ic)
+        return false;
+    pgt_who_t who = who_of(s);
+    int64_t est = s->est.cost_micro;
+    bool apply = pgt_budgets_apply(b, &who);
+    if (!apply && !pgt_budgets_notice_due(b, est))
+        return false;
+    pgt_verdict_t v;
+    /* In a failed transaction block the server refuses the statement
+     * anyway (25P02), at no cost. */
+    pgt_budgets_check(b, &who, est,
+                      !apply || s->txn_status == 'E' || pgt_fp_never_refused(sql, len), &v);
+    if (v.refuse && can_refuse && (s->verdict = malloc(sizeof(v))) != NULL) {
+        *s->verdict = v;
+        PGT_INFO("budget_refused", "session=C-%llu user=%s budget=%lld sqlstate=%s",
+                 (unsigned long long)s->id, s->user, (long long)v.budget_id, v.sqlstate);
+        return true;
+    }
+    if (v.warning[0])
+        send_notice(s, "WARNING", "01000", v.warning);
+    if (v.notice[0])
+        send_notice(s, "NOTICE", "00000", v.notice);
+    return false;
+}
+
+/* ---- refusals ---------------------------------------------------------- */
+
+/* The ErrorResponse of a verdict, kept in s->subst: it replaces the
+ * server's answer to the statement pgtally sent in the refused one's
+ * place. */
+bool set_subst(pgt_session_t *s, const pgt_verdict_t *v)
+{
+    uint8_t buf[2048];
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, buf, sizeof(buf));
+    pgt_wire_error(&mb, "ERROR", v->sqlstate, v->message, v->detail[0] ? v->detail : NULL,
+                   v->hint[0] ? v->hint : NULL);
+    free(s->subst);
+    s->subst = mb.failed ? NULL : malloc(mb.len);
+    if (!s->subst)
+        return false;
+    memcpy(s->subst, buf, mb.len);
+    s->subst_len = mb.len;
+    return true;
+}
+
+/* pgtally's stand-in for a refused Bind: a Bind of a statement that does
+ * not exist, which fails, and a Flush. */
+bool refuse_bind_msgs(pgt_session_t *s)
+{
+    s->explain_msg = malloc(64);
+    if (!s->explain_msg)
+        return false;
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, s->explain_msg, 64);
+    pgt_msgbuf_begin(&mb, 'B');
+    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+    pgt_msgbuf_cstr(&mb, "pgtally_refused");
+    pgt_msgbuf_bytes(&mb, "\0\0\0\0\0\0", 6); /* no formats, parameters or results */
+    pgt_msgbuf_end(&mb);
+    pgt_msgbuf_begin(&mb, 'H');
+    pgt_msgbuf_end(&mb);
+    s->explain_msg_len = mb.len;
+    s->ext_explain = true;
+    s->ext_refuse = true;
+    return true;
+}
+
+/* Checks a Bind's statement (s->est from plan_bind) against the budgets.
+ * A refused one is held, and refuse_bind_msgs's stand-in goes upstream. */
+bool judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
+{
+    if (!budgets_apply(s) && !pgt_budgets_notice_due(s->proxy->budgets, s->est.cost_micro))
+        return false;
+    const uint8_t *types;
+    size_t types_len;
+    const pgt_text_t *t = bind_statement(s, body, blen, &types, &types_len);
+    bool can_refuse = s->pending_syncs == 0 && s->batch_replies >= 0;
+    if (!t || !judge(s, t->data, t->len, can_refuse))
+        return false;
+    if (refuse_bind_msgs(s))
+        return true;
+    free(s->verdict);
+    s->verdict = NULL;
+    return false;
+}
+
+/* Refuses the Query at the start of client.pend while the ledger cannot
+ * record it (ledger.on_failure = closed), then goes on with what follows. */
+void refuse_held(pgt_session_t *s)
+{
+    conn_t *c = &s->client;
+    s->refuse = false;
+    size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
+    answer_error(s, "58030",
+                 "pgtally: statements are refused while the ledger cannot be written "
+                 "(ledger.on_failure = closed)",
+                 "Ask the pgtally operator to check the disk holding the ledger; pgtally logs "
+                 "ledger_write_failed with the cause.");
+    pgt_intercept_unsent(s->ic, c->pend + 5, qlen - 5, PGT_QUERY_REFUSED, "58030");
+    release_held(s, qlen);
+}
+
+/* Sends a Query that makes the server raise the verdict's error (the
+ * server's log then names the budget). */
+static bool send_raise(pgt_session_t *s, const pgt_verdict_t *v)
+{
+    char lit[600];
+    size_t n = 0;
+    lit[n++] = '\'';
+    for (const char *c = v->message; *c && n < sizeof(lit) - 3; c++) {
+        if (*c == '$')
+            continue; /* cannot end the dollar quote */
+        if (*c == '\'')
+            lit[n++] = '\'';
+        lit[n++] = *c;
+    }
+    lit[n++] = '\'';
+    lit[n] = 0;
+    char sql[800];
+    snprintf(sql, sizeof(sql),
+             "DO $pgtally$BEGIN RAISE EXCEPTION USING ERRCODE = '%s', MESSAGE = %s; END$pgtally$",
+             v->sqlstate, lit);
+    uint8_t buf[900];
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, buf, sizeof(buf));
+    pgt_msgbuf_begin(&mb, 'Q');
+    pgt_msgbuf_cstr(&mb, sql);
+    pgt_msgbuf_end(&mb);
+    if (mb.failed)
+        return false;
+    conn_send(&s->server, buf, mb.len);
+    return true;
+}
+
+/* Refuses the held Query for a budget. A stand-in that fails goes
+ * upstream in its place, so the server ends it as it ends any failed
+ * statement (a transaction block is left aborted) and answers
+ * ReadyForQuery; the client gets the budget's ErrorResponse instead of the
+ * stand-in's. The ledger records the client's statement as refused. */
+void refuse_query(pgt_session_t *s)
+{
+    pgt_verdict_t *v = s->verdict;
+    s->verdict = NULL;
+    conn_t *c = &s->client;
+    size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
+    if (!set_subst(s, v)) {
+        free(v);
+        session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    client_account(s, 'Q', c->pend + 5, qlen - 5);
+    pgt_intercept_budget_outcome(s->ic, PGT_QUERY_REFUSED, v->budget_id);
+    bool sent = send_raise(s, v);
+    free(v);
+    if (!sent) {
+        session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    s->refusing = true;
+    release_held(s, qlen);
+}
+
+/* Server messages while a refused Query's stand-in runs: its error is
+ * replaced by the budget's; then all goes on as usual. */
+void refusing_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
+{
+    if (type != 'E') {
+        relay_server(s, msg, total);
+        return;
+    }
+    s->refusing = false;
+    uint8_t *err = s->subst;
+    s->subst = NULL;
+    if (err)
+        relay_server(s, err, s->subst_len);
+    free(err);
+}
+
+/* ---- while a statement runs -------------------------------------------- */
+
+/* The cost so far of the statement the session runs, or -1 when none
+ * runs or budgets do not apply to it. */
+static int64_t running_cost(const pgt_session_t *s)
+{
+    double seconds;
+    /* A refused statement's stand-in is not the statement running. */
+    if (!s->ic || s->state == ST_CLOSING || s->refusing || s->explaining || s->subst ||
+        !budgets_apply(s) || !pgt_intercept_running(s->ic, &seconds))
+        return -1;
+    return pgt_budgets_running_cost(s->proxy->budgets, seconds);
+}
+
+void pgt_session_budget_add(pgt_session_t *s)
+{
+    int64_t cost = running_cost(s);
+    if (cost >= 0) {
+        pgt_who_t who = who_of(s);
+        pgt_budgets_running_add(s->proxy->budgets, &who, cost);
+    }
+}
+
+void pgt_session_budget_enforce(pgt_session_t *s)
+{
+    int64_t cost = running_cost(s);
+    if (cost < 0 || s->budget_cancel || !s->have_key)
+        return;
+    pgt_who_t who = who_of(s);
+    pgt_verdict_t v;
+    if (!pgt_budgets_running_check(s->proxy->budgets, &who, cost, &v) || !set_subst(s, &v))
+        return;
+    s->budget_cancel = true;
+    pgt_intercept_budget_outcome(s->ic, PGT_QUERY_BUDGET_CANCELLED, v.budget_id);
+    pgt_framer_capture(&s->server.framer, cancel_capture, 65536);
+    uint8_t pkt[16];
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, pkt, sizeof(pkt));
+    pgt_msgbuf_u32(&mb, 16);
+    pgt_msgbuf_u32(&mb, 80877102); /* CancelRequest */
+    pgt_msgbuf_u32(&mb, s->backend_pid);
+    pgt_msgbuf_u32(&mb, s->backend_key);
+    pgt_cancel_forward(s->proxy->loop, &s->upstream_addr, pkt);
+    PGT_INFO("budget_cancel", "session=C-%llu user=%s budget=%lld running_micro=%lld",
+             (unsigned long long)s->id, s->user, (long long)v.budget_id, (long long)cost);
+}

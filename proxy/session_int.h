@@ -1,0 +1,215 @@
+/* The session's insides, shared by the files that make it up: session.c (the
+ * state machine, I/O, startup, authentication and the relay), explain.c
+ * (pgtally's in-band EXPLAIN) and judge.c (budgets before and while a
+ * statement runs). Internal to proxy/: the API is include/pgtally/session.h. */
+#ifndef PGTALLY_PROXY_SESSION_INT_H
+#define PGTALLY_PROXY_SESSION_INT_H
+
+#include "pgtally/estimator.h"
+#include "pgtally/intercept.h"
+#include "pgtally/session.h"
+#include "pgtally/tls.h"
+#include "pgtally/wire.h"
+
+#define PGT_SESSION_STATE_MAP(X)                                                                   \
+    X(STARTUP, "startup")                           /* reading the client's first packet */        \
+    X(CLIENT_TLS, "client_tls")                     /* TLS handshake with the client */            \
+    X(CONNECTING, "connecting")                     /* connecting to the upstream */               \
+    X(UPSTREAM_TLS_REQUEST, "upstream_tls_request") /* waiting for the server's S or N */          \
+    X(UPSTREAM_TLS, "upstream_tls")                 /* TLS handshake with the server */            \
+    X(AUTH, "auth")                                 /* relaying authentication */                  \
+    X(IDLE, "idle")                                 /* logged in, no query running */              \
+    X(QUERY, "query")                               /* queries sent, ReadyForQuery awaited */      \
+    X(COPY, "copy")                                 /* a COPY is streaming */                      \
+    X(CLOSING, "closing")                           /* handles closing; callbacks are no-ops */
+
+typedef enum {
+#define X(name, str) ST_##name,
+    PGT_SESSION_STATE_MAP(X)
+#undef X
+} state_t;
+
+/* One side of a session: a TCP stream, optionally under TLS. */
+typedef struct conn {
+    uv_tcp_t tcp;        /* the socket; tcp.data points to this conn */
+    pgt_session_t *s;    /* owning session */
+    pgt_tls_t *tls;      /* TLS state, or NULL for plain bytes */
+    pgt_framer_t framer; /* framing of what this side sends */
+    uint8_t *pend;       /* bytes kept before login (whole messages) */
+    size_t pend_len;     /* bytes in pend */
+    size_t pend_cap;     /* allocated size of pend */
+    size_t queued;       /* bytes handed to uv_write, not yet written */
+    bool open;           /* tcp handle initialised */
+    bool want_read;      /* the state machine wants bytes from this side */
+    bool paused;         /* reading stopped: the other side is backed up */
+    bool reading;        /* uv_read_start is in effect */
+    bool close_on_flush; /* close once queued reaches zero */
+    bool close_started;  /* uv_close called */
+} conn_t;
+
+struct pgt_session {
+    pgt_proxy_t *proxy;           /* owner */
+    pgt_session_t *prev, *next;   /* proxy's list of sessions */
+    uint64_t id;                  /* shown in logs as C-<id> */
+    state_t state;                /* where the state machine is */
+    conn_t client;                /* the client side */
+    conn_t server;                /* the upstream side */
+    uv_timer_t timer;             /* startup timeout, then flush guard */
+    int open_conns;               /* tcp handles not yet closed */
+    uint32_t pending_syncs;       /* ReadyForQuery messages still expected */
+    uint32_t backend_pid;         /* server's BackendKeyData */
+    uint32_t backend_key;         /* server's BackendKeyData */
+    bool have_key;                /* backend key registered in the cancel map */
+    bool authenticated;           /* server sent AuthenticationOk */
+    bool server_fatal;            /* server sent a FATAL error */
+    bool client_terminated;       /* client sent Terminate */
+    bool drain;                   /* close at the next ReadyForQuery */
+    pgt_upstream_tls_t up_tls;    /* upstream TLS mode at session start */
+    pgt_sockaddr_t upstream_addr; /* upstream used, also for cancels */
+    pgt_intercept_t *ic;          /* metering of this session, or NULL */
+    uint8_t txn_status;           /* status of the last ReadyForQuery: 'I', 'T' or 'E' */
+    bool explaining;              /* pgtally's EXPLAIN is upstream; client bytes wait in pend */
+    bool ext_explain;             /* ... and it is the extended-protocol one, held at a Bind */
+    int32_t batch_replies;        /* replies owed to the Parse, Bind and Close messages sent
+                                     since the last Sync; -1 once the batch holds anything else */
+    uint32_t ext_ahead;           /* replies to the client the server sends before the EXPLAIN's */
+    uint32_t ext_ours;            /* replies of the extended EXPLAIN still due, rows aside */
+    pgt_estimate_t est;           /* estimate of the statement being explained */
+    uint8_t *explain_msg;         /* EXPLAIN messages to send once the framer has stopped */
+    size_t explain_msg_len;       /* their length */
+    bool ext_refuse;              /* the held Bind is refused: pgtally's Bind fails upstream
+                                     and the client gets the budget's error instead */
+    bool refusing;                /* a held Query is refused: its stand-in fails upstream and
+                                     the client gets the budget's error instead */
+    bool budget_cancel;           /* pgtally cancelled the running statement for a budget */
+    pgt_verdict_t *verdict;       /* why the held statement is refused, or NULL */
+    uint8_t *subst;               /* the ErrorResponse the client gets instead, or NULL */
+    size_t subst_len;             /* its length */
+    bool cancel_requested;        /* the client cancelled while its Query waited */
+    bool refuse;                  /* the held Query is refused (ledger.on_failure = closed) */
+    uint8_t *explain_out;         /* EXPLAIN output gathered so far */
+    size_t explain_out_len;       /* its length */
+    char *names;                  /* one block holding user, database and app */
+    char *app_set;                /* application_name set after login, or NULL */
+    const char *user;             /* startup "user", or NULL before the startup packet */
+    const char *database;         /* startup "database" */
+    const char *app;              /* startup "application_name", or "" */
+    char addr[56];                /* client address as host:port */
+};
+
+/* pgtally's own statement and portal for an extended EXPLAIN, and the
+ * statement name of a refused Bind's stand-in: the client's unnamed (or
+ * named) ones are never touched. */
+#define EXPLAIN_NAME "pgtally_explain"
+
+/* ---- session.c ------------------------------------------------------------ */
+
+/* Sends protocol bytes to one side, encrypting them when it speaks TLS; a
+ * failed write closes the session. */
+void conn_send(conn_t *c, const void *data, size_t len);
+
+/* Takes the bytes kept in c->pend out of c: the caller frees them; *n is
+ * their length. */
+uint8_t *pend_take(conn_t *c, size_t *n);
+
+/* The one failure exit: a FATAL ErrorResponse with sqlstate to the client
+ * (when the stream towards it can carry one), then close. */
+void session_fail(pgt_session_t *s, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Book-keeping (metering, replies owed, state) for a client message of
+ * type with body[0..blen) that goes upstream now. */
+void client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen);
+
+/* Client bytes after the startup packet: framed and forwarded, or kept in
+ * client.pend while something is held. */
+void pass_client(pgt_session_t *s, const uint8_t *data, size_t len);
+
+/* Server bytes framed, metered and forwarded to the client. */
+void relay_server(pgt_session_t *s, const uint8_t *data, size_t len);
+
+/* What server_whole does with one whole server message msg[0..total). */
+typedef void (*whole_fn)(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total);
+/* Whether server_whole goes on taking messages whole. */
+typedef bool (*still_fn)(const pgt_session_t *s);
+
+/* Server bytes taken whole message by whole message (up to max bytes each),
+ * each given to fn, while still(s) holds; the rest goes on as usual. */
+void server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_t max, still_fn still,
+                  whole_fn fn);
+
+/* ---- explain.c ------------------------------------------------------------ */
+
+/* Whether a Query may be held at the loop (nothing in flight, no
+ * transaction block, metering on, not draining). */
+bool may_hold(const pgt_session_t *s);
+
+/* Whether a held Query may be explained first (may_hold and an estimator). */
+bool may_explain(const pgt_session_t *s);
+
+/* Builds in s->explain_msg the Query message of the EXPLAIN sql. Returns
+ * false when out of memory. */
+bool explain_query_msg(pgt_session_t *s, const char *sql);
+
+/* Plans the extended EXPLAIN of a client's Bind body[0..blen). Returns true
+ * when its messages are ready in s->explain_msg; s->est holds the estimate
+ * either way (key 0 when none). */
+bool plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen);
+
+/* The statement a client's Bind body[0..blen) binds (owned by the
+ * intercept), with its parameter types; NULL when unknown. */
+const pgt_text_t *bind_statement(const pgt_session_t *s, const uint8_t *body, size_t blen,
+                                 const uint8_t **types, size_t *types_len);
+
+/* Sends s->explain_msg (and frees it) ahead of the held Query or Bind at
+ * the start of client.pend; ahead: replies the server owes the client
+ * first (extended protocol). */
+void start_explain(pgt_session_t *s, uint32_t ahead);
+
+/* Server bytes while pgtally's EXPLAIN or a refused Query's stand-in is
+ * upstream (s->explaining or s->refusing). */
+void explain_data(pgt_session_t *s, const uint8_t *data, size_t len);
+
+/* The held message (qlen bytes at the start of client.pend) has been dealt
+ * with: what the client sent after it goes on as usual. */
+void release_held(pgt_session_t *s, size_t qlen);
+
+/* Answers a held Query with an ERROR (sqlstate, message, hint or NULL) and
+ * ReadyForQuery, as the server would have outside a transaction block. */
+void answer_error(pgt_session_t *s, const char *sqlstate, const char *message, const char *hint);
+
+/* ---- judge.c -------------------------------------------------------------- */
+
+/* Whether budgets apply to the session's user, database and application. */
+bool budgets_apply(const pgt_session_t *s);
+
+/* Checks the statement sql[0..len) (estimate in s->est) against the
+ * budgets. Returns true when it is refused (can_refuse), with the reason in
+ * s->verdict (owned by s); otherwise sends the verdict's warning and notice. */
+bool judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse);
+
+/* Checks a client's Bind body[0..blen) against the budgets. Returns true
+ * when it is refused: s->verdict is set and the stand-in is in
+ * s->explain_msg. */
+bool judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen);
+
+/* Keeps in s->subst the ErrorResponse of verdict v. Returns false when out
+ * of memory. */
+bool set_subst(pgt_session_t *s, const pgt_verdict_t *v);
+
+/* Builds in s->explain_msg the stand-in of a refused Bind and marks the
+ * session as holding it. Returns false when out of memory. */
+bool refuse_bind_msgs(pgt_session_t *s);
+
+/* Refuses the held Query while the ledger cannot record it
+ * (ledger.on_failure = closed). */
+void refuse_held(pgt_session_t *s);
+
+/* Refuses the held Query for the budget in s->verdict (which it takes). */
+void refuse_query(pgt_session_t *s);
+
+/* One server message while a refused Query's stand-in runs: its error is
+ * replaced by the budget's. */
+void refusing_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total);
+
+#endif
