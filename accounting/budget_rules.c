@@ -172,7 +172,6 @@ static void refusal(const pgt_budget_policy_t *pol, pgt_verdict_t *out, pgt_verd
                     const char *sqlstate, const pgt_budget_t *bg)
 {
     out->action = action;
-    out->refuse = true;
     out->budget_id = bg->id;
     memcpy(out->sqlstate, sqlstate, 6);
     if (pol->contact && *pol->contact)
@@ -251,7 +250,7 @@ pgt_verdict_action_t pgt_budget_rules_check(const pgt_budget_policy_t *pol,
         }
         texts_t t;
         texts_of(pol, st->who, c->budget, o, st->est_micro, &t);
-        if (may_refuse && !out->refuse)
+        if (may_refuse && out->action != PGT_VERDICT_REFUSE)
             refuse_if(pol, st, c->budget, o, &t, out);
         int warned = c->warned_start_us == o->period_start_us ? c->warned_pct : 0;
         o->warn_pct = crossed(c->budget, o->pct, warned);
@@ -265,7 +264,7 @@ pgt_verdict_action_t pgt_budget_rules_check(const pgt_budget_policy_t *pol,
     }
     if (pol->notice_above > 0 && st->est_micro >= pol->notice_above)
         notice(pol, st, top < n ? cases[top].budget : NULL, top < n ? &outcomes[top] : NULL, out);
-    if (!out->refuse && warns)
+    if (out->action != PGT_VERDICT_REFUSE && warns)
         out->action = PGT_VERDICT_WARN;
     return out->action;
 }

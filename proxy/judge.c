@@ -61,7 +61,7 @@ bool judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
      * anyway (25P02), at no cost. */
     pgt_budgets_check(b, &who, est,
                       !apply || s->txn_status == 'E' || pgt_fp_never_refused(sql, len), &v);
-    if (v.refuse && can_refuse && (s->verdict = malloc(sizeof(v))) != NULL) {
+    if (v.action == PGT_VERDICT_REFUSE && can_refuse && (s->verdict = malloc(sizeof(v))) != NULL) {
         *s->verdict = v;
         PGT_INFO("budget_refused", "session=C-%llu user=%s budget=%lld sqlstate=%s",
                  (unsigned long long)s->id, s->user, (long long)v.budget_id, v.sqlstate);
