@@ -21,19 +21,19 @@
  * client's own statement, sent right after, meets the state it expects
  * (protocol docs, "Simple Query"; a Query also ends the unnamed statement,
  * which the client's own Query does anyway). */
-bool may_hold(const pgt_session_t *s)
+bool pgt__may_hold(const pgt_session_t *s)
 {
     return s->ic && s->state == ST_IDLE && s->pending_syncs == 0 && s->txn_status == 'I' &&
            !s->drain;
 }
 
-bool may_explain(const pgt_session_t *s)
+bool pgt__may_explain(const pgt_session_t *s)
 {
-    return may_hold(s) && s->proxy->estimator;
+    return pgt__may_hold(s) && s->proxy->estimator;
 }
 
 /* The EXPLAIN of a simple Query: one Query message in s->explain_msg. */
-bool explain_query_msg(pgt_session_t *s, const char *sql)
+bool pgt__explain_query_msg(pgt_session_t *s, const char *sql)
 {
     size_t n = strlen(sql);
     s->explain_msg = malloc(n + 6);
@@ -119,8 +119,8 @@ static bool explain_bind_msgs(pgt_session_t *s, const char *sql, const uint8_t *
 
 /* The statement a client's Bind (body[0..blen)) binds, and its parameter
  * types; NULL when unknown. */
-const pgt_text_t *bind_statement(const pgt_session_t *s, const uint8_t *body, size_t blen,
-                                 const uint8_t **types, size_t *types_len)
+const pgt_text_t *pgt__bind_statement(const pgt_session_t *s, const uint8_t *body, size_t blen,
+                                      const uint8_t **types, size_t *types_len)
 {
     size_t pos = strnlen((const char *)body, blen) + 1;
     if (pos >= blen || !memchr(body + pos, 0, blen - pos))
@@ -133,15 +133,15 @@ const pgt_text_t *bind_statement(const pgt_session_t *s, const uint8_t *body, si
  * client ahead of pgtally's are known (batch_replies). Returns true when
  * its EXPLAIN is ready to go in s->explain_msg; otherwise s->est holds
  * what history says (key 0 when nothing). */
-bool plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
+bool pgt__plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
 {
     s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
-    bool explain = may_explain(s) && s->batch_replies >= 0;
-    if (!explain && !(s->proxy->estimator && budgets_apply(s)))
+    bool explain = pgt__may_explain(s) && s->batch_replies >= 0;
+    if (!explain && !(s->proxy->estimator && pgt__budgets_apply(s)))
         return false;
     const uint8_t *types;
     size_t types_len;
-    const pgt_text_t *t = bind_statement(s, body, blen, &types, &types_len);
+    const pgt_text_t *t = pgt__bind_statement(s, body, blen, &types, &types_len);
     if (!t)
         return false;
     char *sql =
@@ -157,34 +157,35 @@ bool plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
 
 /* The held Query (qlen bytes at the start of client.pend) has been dealt
  * with: what the client sent after it goes on as usual. */
-void release_held(pgt_session_t *s, size_t qlen)
+void pgt__release_held(pgt_session_t *s, size_t qlen)
 {
     conn_t *c = &s->client;
     size_t n;
-    uint8_t *buf = pend_take(c, &n);
+    uint8_t *buf = pgt__pend_take(c, &n);
     if (n > qlen && s->state != ST_CLOSING)
-        pass_client(s, buf + qlen, n - qlen);
+        pgt__pass_client(s, buf + qlen, n - qlen);
     free(buf);
 }
 
 /* Sends pgtally's EXPLAIN (or the stand-in of a refused Bind) ahead of
  * the client's Query or Bind, which waits at the start of client.pend;
  * ahead: replies the server owes the client first (extended protocol). */
-void start_explain(pgt_session_t *s, uint32_t ahead)
+void pgt__start_explain(pgt_session_t *s, uint32_t ahead)
 {
     s->explaining = true;
     if (s->ext_explain) {
         s->ext_ahead = ahead;
         s->ext_ours = s->ext_refuse ? 1 : EXT_EXPLAIN_REPLIES;
     }
-    conn_send(&s->server, s->explain_msg, s->explain_msg_len);
+    pgt__conn_send(&s->server, s->explain_msg, s->explain_msg_len);
     free(s->explain_msg);
     s->explain_msg = NULL;
 }
 
 /* Answers a held Query with an ERROR and ReadyForQuery, as the server
  * would have (no transaction block was open). */
-void answer_error(pgt_session_t *s, const char *sqlstate, const char *message, const char *hint)
+void pgt__answer_error(pgt_session_t *s, const char *sqlstate, const char *message,
+                       const char *hint)
 {
     uint8_t buf[1024];
     pgt_msgbuf_t mb;
@@ -194,7 +195,7 @@ void answer_error(pgt_session_t *s, const char *sqlstate, const char *message, c
     pgt_msgbuf_u8(&mb, 'I');
     pgt_msgbuf_end(&mb);
     if (!mb.failed)
-        conn_send(&s->client, buf, mb.len);
+        pgt__conn_send(&s->client, buf, mb.len);
 }
 
 /* ---- the answer -------------------------------------------------------- */
@@ -224,16 +225,16 @@ static void finish_explain(pgt_session_t *s)
     size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
     if (s->cancel_requested) {
         s->cancel_requested = false;
-        answer_error(s, "57014", "canceling statement due to user request", NULL);
+        pgt__answer_error(s, "57014", "canceling statement due to user request", NULL);
         pgt_intercept_unsent(s->ic, c->pend + 5, qlen - 5, PGT_QUERY_CANCELLED, "57014");
-    } else if (judge(s, (const char *)c->pend + 5, qlen - 6, true)) {
-        refuse_query(s);
+    } else if (pgt__judge(s, (const char *)c->pend + 5, qlen - 6, true)) {
+        pgt__refuse_query(s);
         return;
     } else {
-        client_account(s, 'Q', c->pend + 5, qlen - 5);
-        conn_send(&s->server, c->pend, qlen);
+        pgt__client_account(s, 'Q', c->pend + 5, qlen - 5);
+        pgt__conn_send(&s->server, c->pend, qlen);
     }
-    release_held(s, qlen);
+    pgt__release_held(s, qlen);
 }
 
 /* Keeps the text of the first DataRow of the EXPLAIN: one column holding
@@ -274,7 +275,7 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
         /* The stand-in failed (or a message ahead of it did): the server
          * skips to the client's Sync. */
         s->explaining = false;
-        if (err && s->verdict && set_subst(s, s->verdict)) {
+        if (err && s->verdict && pgt__set_subst(s, s->verdict)) {
             pgt_intercept_budget_outcome(s->ic, PGT_QUERY_REFUSED, s->verdict->budget_id);
             err = s->subst;
             err_len = s->subst_len;
@@ -288,11 +289,11 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
         const uint8_t *types;
         size_t types_len;
         const pgt_text_t *t =
-            err ? NULL : bind_statement(s, c->pend + 5, blen - 5, &types, &types_len);
-        if (t && judge(s, t->data, t->len, true)) {
+            err ? NULL : pgt__bind_statement(s, c->pend + 5, blen - 5, &types, &types_len);
+        if (t && pgt__judge(s, t->data, t->len, true)) {
             /* The estimate is over a cap: the stand-in goes now. */
-            if (refuse_bind_msgs(s)) {
-                start_explain(s, 0);
+            if (pgt__refuse_bind_msgs(s)) {
+                pgt__start_explain(s, 0);
                 return;
             }
             free(s->verdict);
@@ -304,12 +305,12 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
     /* A cancel reached the server too: it stops the EXPLAIN, whose error
      * the client then gets, or finds nothing to stop, as when direct. */
     s->cancel_requested = false;
-    client_account(s, 'B', c->pend + 5, blen - 5);
+    pgt__client_account(s, 'B', c->pend + 5, blen - 5);
     pgt_intercept_set_portal_estimate(s->ic, (const char *)c->pend + 5, &s->est);
-    conn_send(&s->server, c->pend, blen);
-    release_held(s, blen);
+    pgt__conn_send(&s->server, c->pend, blen);
+    pgt__release_held(s, blen);
     if (err && s->state != ST_CLOSING)
-        relay_server(s, err, err_len);
+        pgt__relay_server(s, err, err_len);
 }
 
 /* Server messages while an extended EXPLAIN is upstream: first the
@@ -317,11 +318,11 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
 static void ext_explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
 {
     if (type == 'A' || type == 'S' || (type == 'N' && s->ext_ahead > 0)) {
-        relay_server(s, msg, total);
+        pgt__relay_server(s, msg, total);
         return;
     }
     if (s->ext_ahead > 0) {
-        relay_server(s, msg, total);
+        pgt__relay_server(s, msg, total);
         if (type == 'E')
             finish_ext_explain(s, NULL, 0);
         else
@@ -339,13 +340,13 @@ static void ext_explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg
 static void explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
 {
     if (s->refusing)
-        refusing_whole(s, type, msg, total);
+        pgt__refusing_whole(s, type, msg, total);
     else if (s->ext_explain)
         ext_explain_whole(s, type, msg, total);
     else if (type == 'D')
         explain_row(s, msg + 5, total - 5);
     else if (type == 'A' || type == 'S')
-        conn_send(&s->client, msg, total); /* notifications, parameter changes */
+        pgt__conn_send(&s->client, msg, total); /* notifications, parameter changes */
     else if (type == 'Z')
         finish_explain(s);
 }
@@ -354,7 +355,7 @@ static void explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, si
  * included (planning may run functions that raise them), are consumed;
  * notifications and parameter changes, which can arrive at any time, reach
  * the client as usual. */
-void explain_data(pgt_session_t *s, const uint8_t *data, size_t len)
+void pgt__explain_data(pgt_session_t *s, const uint8_t *data, size_t len)
 {
-    server_whole(s, data, len, 64 << 20, in_explain, explain_whole);
+    pgt__server_whole(s, data, len, 64 << 20, in_explain, explain_whole);
 }

@@ -16,7 +16,7 @@ static const uint8_t cancel_capture[256] = {['S'] = 1, ['E'] = 1};
 
 /* ---- before a statement ------------------------------------------------ */
 
-bool budgets_apply(const pgt_session_t *s)
+bool pgt__budgets_apply(const pgt_session_t *s)
 {
     pgt_who_t who = {.user = s->user, .database = s->database, .application = s->app ? s->app : ""};
     return s->ic && pgt_budgets_apply(s->proxy->budgets, &who);
@@ -36,7 +36,7 @@ static void send_notice(pgt_session_t *s, const char *severity, const char *sqls
     pgt_msgbuf_init(&mb, buf, sizeof(buf));
     pgt_wire_notice(&mb, severity, sqlstate, text);
     if (!mb.failed)
-        conn_send(&s->client, buf, mb.len);
+        pgt__conn_send(&s->client, buf, mb.len);
 }
 
 /* Checks the statement sql[0..len) about to go upstream (s->est holds its
@@ -46,7 +46,7 @@ static void send_notice(pgt_session_t *s, const char *severity, const char *sqls
  * is refused only when the reply that refuses it can be told from others:
  * nothing else in flight (simple) or a known batch (extended); otherwise
  * it runs, and the running check stops it. */
-bool judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
+bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
 {
     pgt_budgets_t *b = s->proxy->budgets;
     if (!b || !s->ic)
@@ -79,7 +79,7 @@ bool judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
 /* The ErrorResponse of a verdict, kept in s->subst: it replaces the
  * server's answer to the statement pgtally sent in the refused one's
  * place. */
-bool set_subst(pgt_session_t *s, const pgt_verdict_t *v)
+bool pgt__set_subst(pgt_session_t *s, const pgt_verdict_t *v)
 {
     uint8_t buf[2048];
     pgt_msgbuf_t mb;
@@ -97,7 +97,7 @@ bool set_subst(pgt_session_t *s, const pgt_verdict_t *v)
 
 /* pgtally's stand-in for a refused Bind: a Bind of a statement that does
  * not exist, which fails, and a Flush. */
-bool refuse_bind_msgs(pgt_session_t *s)
+bool pgt__refuse_bind_msgs(pgt_session_t *s)
 {
     s->explain_msg = malloc(64);
     if (!s->explain_msg)
@@ -119,17 +119,17 @@ bool refuse_bind_msgs(pgt_session_t *s)
 
 /* Checks a Bind's statement (s->est from plan_bind) against the budgets.
  * A refused one is held, and refuse_bind_msgs's stand-in goes upstream. */
-bool judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
+bool pgt__judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
 {
-    if (!budgets_apply(s) && !pgt_budgets_notice_due(s->proxy->budgets, s->est.cost_micro))
+    if (!pgt__budgets_apply(s) && !pgt_budgets_notice_due(s->proxy->budgets, s->est.cost_micro))
         return false;
     const uint8_t *types;
     size_t types_len;
-    const pgt_text_t *t = bind_statement(s, body, blen, &types, &types_len);
+    const pgt_text_t *t = pgt__bind_statement(s, body, blen, &types, &types_len);
     bool can_refuse = s->pending_syncs == 0 && s->batch_replies >= 0;
-    if (!t || !judge(s, t->data, t->len, can_refuse))
+    if (!t || !pgt__judge(s, t->data, t->len, can_refuse))
         return false;
-    if (refuse_bind_msgs(s))
+    if (pgt__refuse_bind_msgs(s))
         return true;
     free(s->verdict);
     s->verdict = NULL;
@@ -138,18 +138,18 @@ bool judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
 
 /* Refuses the Query at the start of client.pend while the ledger cannot
  * record it (ledger.on_failure = closed), then goes on with what follows. */
-void refuse_held(pgt_session_t *s)
+void pgt__refuse_held(pgt_session_t *s)
 {
     conn_t *c = &s->client;
     s->refuse = false;
     size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
-    answer_error(s, "58030",
-                 "pgtally: statements are refused while the ledger cannot be written "
-                 "(ledger.on_failure = closed)",
-                 "Ask the pgtally operator to check the disk holding the ledger; pgtally logs "
-                 "ledger_write_failed with the cause.");
+    pgt__answer_error(s, "58030",
+                      "pgtally: statements are refused while the ledger cannot be written "
+                      "(ledger.on_failure = closed)",
+                      "Ask the pgtally operator to check the disk holding the ledger; pgtally logs "
+                      "ledger_write_failed with the cause.");
     pgt_intercept_unsent(s->ic, c->pend + 5, qlen - 5, PGT_QUERY_REFUSED, "58030");
-    release_held(s, qlen);
+    pgt__release_held(s, qlen);
 }
 
 /* Sends a Query that makes the server raise the verdict's error (the
@@ -180,7 +180,7 @@ static bool send_raise(pgt_session_t *s, const pgt_verdict_t *v)
     pgt_msgbuf_end(&mb);
     if (mb.failed)
         return false;
-    conn_send(&s->server, buf, mb.len);
+    pgt__conn_send(&s->server, buf, mb.len);
     return true;
 }
 
@@ -189,42 +189,42 @@ static bool send_raise(pgt_session_t *s, const pgt_verdict_t *v)
  * statement (a transaction block is left aborted) and answers
  * ReadyForQuery; the client gets the budget's ErrorResponse instead of the
  * stand-in's. The ledger records the client's statement as refused. */
-void refuse_query(pgt_session_t *s)
+void pgt__refuse_query(pgt_session_t *s)
 {
     pgt_verdict_t *v = s->verdict;
     s->verdict = NULL;
     conn_t *c = &s->client;
     size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
-    if (!set_subst(s, v)) {
+    if (!pgt__set_subst(s, v)) {
         free(v);
-        session_fail(s, "53200", "pgtally: out of memory");
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
-    client_account(s, 'Q', c->pend + 5, qlen - 5);
+    pgt__client_account(s, 'Q', c->pend + 5, qlen - 5);
     pgt_intercept_budget_outcome(s->ic, PGT_QUERY_REFUSED, v->budget_id);
     bool sent = send_raise(s, v);
     free(v);
     if (!sent) {
-        session_fail(s, "53200", "pgtally: out of memory");
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
     s->refusing = true;
-    release_held(s, qlen);
+    pgt__release_held(s, qlen);
 }
 
 /* Server messages while a refused Query's stand-in runs: its error is
  * replaced by the budget's; then all goes on as usual. */
-void refusing_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
+void pgt__refusing_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
 {
     if (type != 'E') {
-        relay_server(s, msg, total);
+        pgt__relay_server(s, msg, total);
         return;
     }
     s->refusing = false;
     uint8_t *err = s->subst;
     s->subst = NULL;
     if (err)
-        relay_server(s, err, s->subst_len);
+        pgt__relay_server(s, err, s->subst_len);
     free(err);
 }
 
@@ -237,7 +237,7 @@ static int64_t running_cost(const pgt_session_t *s)
     double seconds;
     /* A refused statement's stand-in is not the statement running. */
     if (!s->ic || s->state == ST_CLOSING || s->refusing || s->explaining || s->subst ||
-        !budgets_apply(s) || !pgt_intercept_running(s->ic, &seconds))
+        !pgt__budgets_apply(s) || !pgt_intercept_running(s->ic, &seconds))
         return -1;
     return pgt_budgets_running_cost(s->proxy->budgets, seconds);
 }
@@ -258,7 +258,7 @@ void pgt_session_budget_enforce(pgt_session_t *s)
         return;
     pgt_who_t who = who_of(s);
     pgt_verdict_t v;
-    if (!pgt_budgets_running_check(s->proxy->budgets, &who, cost, &v) || !set_subst(s, &v))
+    if (!pgt_budgets_running_check(s->proxy->budgets, &who, cost, &v) || !pgt__set_subst(s, &v))
         return;
     s->budget_cancel = true;
     pgt_intercept_budget_outcome(s->ic, PGT_QUERY_BUDGET_CANCELLED, v.budget_id);

@@ -230,7 +230,7 @@ static void flush_tls(conn_t *c)
 }
 
 /* Sends protocol bytes to one side, encrypting them when it speaks TLS. */
-void conn_send(conn_t *c, const void *data, size_t len)
+void pgt__conn_send(conn_t *c, const void *data, size_t len)
 {
     if (!c->tls) {
         raw_send(c, data, len);
@@ -263,7 +263,7 @@ static int pend_append(conn_t *c, const uint8_t *data, size_t len)
 }
 
 /* Takes the kept bytes out of c (the caller frees them); *n is their length. */
-uint8_t *pend_take(conn_t *c, size_t *n)
+uint8_t *pgt__pend_take(conn_t *c, size_t *n)
 {
     uint8_t *buf = c->pend;
     *n = c->pend_len;
@@ -318,12 +318,12 @@ static void send_terminate(pgt_session_t *s)
     static const uint8_t terminate[5] = {'X', 0, 0, 0, 4};
     if (s->server.open && s->authenticated && !s->client_terminated &&
         pgt_framer_at_boundary(&s->client.framer))
-        conn_send(&s->server, terminate, sizeof(terminate));
+        pgt__conn_send(&s->server, terminate, sizeof(terminate));
 }
 
 /* The one failure exit: a FATAL ErrorResponse to the client (when the
  * stream towards it can carry one), then close. */
-void session_fail(pgt_session_t *s, const char *sqlstate, const char *fmt, ...)
+void pgt__session_fail(pgt_session_t *s, const char *sqlstate, const char *fmt, ...)
 {
     if (s->state == ST_CLOSING)
         return;
@@ -342,7 +342,7 @@ void session_fail(pgt_session_t *s, const char *sqlstate, const char *fmt, ...)
         pgt_msgbuf_init(&mb, buf, sizeof(buf));
         pgt_wire_error(&mb, "FATAL", sqlstate, msg, NULL, NULL);
         if (!mb.failed)
-            conn_send(&s->client, buf, mb.len);
+            pgt__conn_send(&s->client, buf, mb.len);
     }
     send_terminate(s);
     session_close(s, sqlstate);
@@ -356,8 +356,9 @@ static void timer_cb(uv_timer_t *t)
         conn_close_now(&s->server);
         return;
     }
-    session_fail(s, "08P01", "pgtally: the client did not log in within %d ms (startup_timeout)",
-                 s->proxy->cfg->startup_timeout_ms);
+    pgt__session_fail(s, "08P01",
+                      "pgtally: the client did not log in within %d ms (startup_timeout)",
+                      s->proxy->cfg->startup_timeout_ms);
 }
 
 /* ---- upstream connection --------------------------------------------------- */
@@ -367,7 +368,7 @@ static void send_startup_packet(pgt_session_t *s)
     /* The startup packet was kept as the first bytes of the client's pend;
      * whatever the client sent after it follows, in order. */
     uint32_t len = pgt_be32(s->client.pend);
-    conn_send(&s->server, s->client.pend, len);
+    pgt__conn_send(&s->server, s->client.pend, len);
     pend_consume(&s->client, len);
     set_state(s, ST_AUTH);
     if (s->client.pend_len > 0) {
@@ -389,8 +390,8 @@ static void connect_cb(uv_connect_t *req, int status)
     if (status < 0) {
         PGT_WARN("upstream_connect_failed", "session=C-%llu upstream=%s error=\"%s\"",
                  (unsigned long long)s->id, s->proxy->upstream_name, uv_strerror(status));
-        session_fail(s, "08006", "pgtally: could not connect to upstream server %s: %s",
-                     s->proxy->upstream_name, uv_strerror(status));
+        pgt__session_fail(s, "08006", "pgtally: could not connect to upstream server %s: %s",
+                          s->proxy->upstream_name, uv_strerror(status));
         return;
     }
     uv_tcp_nodelay(&s->server.tcp, 1);
@@ -414,7 +415,7 @@ static void connect_upstream(pgt_session_t *s)
     uv_connect_t *req = malloc(sizeof(*req));
     if (!req || uv_tcp_init(p->loop, &s->server.tcp) != 0) {
         free(req);
-        session_fail(s, "53200", "pgtally: out of memory");
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
     s->server.open = true;
@@ -424,8 +425,8 @@ static void connect_upstream(pgt_session_t *s)
     int rc = uv_tcp_connect(req, &s->server.tcp, &s->upstream_addr.sa, connect_cb);
     if (rc != 0) {
         free(req);
-        session_fail(s, "08006", "pgtally: could not connect to upstream server %s: %s",
-                     p->upstream_name, uv_strerror(rc));
+        pgt__session_fail(s, "08006", "pgtally: could not connect to upstream server %s: %s",
+                          p->upstream_name, uv_strerror(rc));
     }
 }
 
@@ -438,20 +439,20 @@ static void upstream_tls_answer(pgt_session_t *s, const uint8_t *data, size_t le
         /* Bytes after 'S' and before the handshake could only have been
          * injected by a man in the middle (CVE-2021-23222). */
         if (len > 1) {
-            session_fail(s, "08006", "pgtally: upstream %s sent unencrypted data after 'S'",
-                         p->upstream_name);
+            pgt__session_fail(s, "08006", "pgtally: upstream %s sent unencrypted data after 'S'",
+                              p->upstream_name);
             return;
         }
         const char *host = s->up_tls == PGT_UPSTREAM_TLS_VERIFY_FULL ? p->cfg->upstream_host : NULL;
         s->server.tls = pgt_tls_new(p->upstream_ctx, false, host);
         if (!s->server.tls) {
-            session_fail(s, "53200", "pgtally: out of memory");
+            pgt__session_fail(s, "53200", "pgtally: out of memory");
             return;
         }
         set_state(s, ST_UPSTREAM_TLS);
         if (pgt_tls_handshake(s->server.tls) == PGT_TLS_ERROR) {
-            session_fail(s, "08006", "pgtally: TLS with upstream %s failed: %s", p->upstream_name,
-                         pgt_tls_error(s->server.tls));
+            pgt__session_fail(s, "08006", "pgtally: TLS with upstream %s failed: %s",
+                              p->upstream_name, pgt_tls_error(s->server.tls));
             return;
         }
         flush_tls(&s->server);
@@ -462,14 +463,14 @@ static void upstream_tls_answer(pgt_session_t *s, const uint8_t *data, size_t le
         return;
     }
     if (data[0] == 'N' && len == 1) {
-        session_fail(s, "08006",
-                     "pgtally: upstream %s does not accept TLS, but upstream_tls = %s; set "
-                     "upstream_tls = prefer or enable ssl on the server",
-                     p->upstream_name, pgt_upstream_tls_name(s->up_tls));
+        pgt__session_fail(s, "08006",
+                          "pgtally: upstream %s does not accept TLS, but upstream_tls = %s; set "
+                          "upstream_tls = prefer or enable ssl on the server",
+                          p->upstream_name, pgt_upstream_tls_name(s->up_tls));
         return;
     }
-    session_fail(s, "08006", "pgtally: upstream %s answered the TLS request with an error",
-                 p->upstream_name);
+    pgt__session_fail(s, "08006", "pgtally: upstream %s answered the TLS request with an error",
+                      p->upstream_name);
 }
 
 /* ---- authentication relay ---------------------------------------------- */
@@ -516,10 +517,10 @@ static void auth_message(pgt_session_t *s, uint8_t type, const uint8_t *msg, siz
         pgt_msgbuf_t mb;
         pgt_msgbuf_init(&mb, buf, sizeof(buf));
         if (pgt_wire_sasl_strip_plus(body + 4, blen - 4, &mb) != 0) {
-            session_fail(s, "08P01", "pgtally: malformed AuthenticationSASL from upstream");
+            pgt__session_fail(s, "08P01", "pgtally: malformed AuthenticationSASL from upstream");
             return;
         }
-        conn_send(&s->client, buf, mb.len);
+        pgt__conn_send(&s->client, buf, mb.len);
         return;
     }
     if (type == 'R' && blen >= 4 && pgt_be32(body) == 0)
@@ -537,19 +538,19 @@ static void auth_message(pgt_session_t *s, uint8_t type, const uint8_t *msg, siz
         if (pgt_wire_error_severity(body, blen, sev, sizeof(sev)) && strcmp(sev, "FATAL") == 0)
             s->server_fatal = true;
     }
-    conn_send(&s->client, msg, total);
+    pgt__conn_send(&s->client, msg, total);
 }
 
 /* Server bytes taken whole message by whole message (login, pgtally's
  * EXPLAIN) while still(s) holds: a message split across reads waits in
  * server.pend; once still(s) no longer holds, the bytes after the last
  * message go through on_data like any others. */
-void server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_t max, still_fn still,
-                  whole_fn fn)
+void pgt__server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_t max,
+                       still_fn still, whole_fn fn)
 {
     conn_t *c = &s->server;
     if (pend_append(c, data, len) != 0) {
-        session_fail(s, "53200", "pgtally: out of memory");
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
     size_t off = 0;
@@ -560,8 +561,8 @@ void server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_t max
         if (rc == 0)
             break;
         if (rc < 0) {
-            session_fail(s, "08P01", "pgtally: invalid message from upstream %s (state %s)",
-                         s->proxy->upstream_name, state_names[s->state]);
+            pgt__session_fail(s, "08P01", "pgtally: invalid message from upstream %s (state %s)",
+                              s->proxy->upstream_name, state_names[s->state]);
             return;
         }
         const uint8_t *msg = c->pend + off;
@@ -575,7 +576,7 @@ void server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_t max
         return;
     }
     size_t n;
-    uint8_t *buf = pend_take(c, &n);
+    uint8_t *buf = pgt__pend_take(c, &n);
     if (n > off)
         on_data(s, c, buf + off, n - off);
     free(buf);
@@ -596,13 +597,13 @@ static void auth_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_
 /* Server bytes before the first ReadyForQuery. */
 static void auth_data(pgt_session_t *s, const uint8_t *data, size_t len)
 {
-    server_whole(s, data, len, PREAUTH_MAX_MESSAGE, in_auth, auth_whole);
+    pgt__server_whole(s, data, len, PREAUTH_MAX_MESSAGE, in_auth, auth_whole);
 }
 
 /* ---- query traffic ------------------------------------------------------ */
 
 /* Book-keeping for a client message that goes upstream now. */
-void client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen)
+void pgt__client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen)
 {
     if (s->ic)
         pgt_intercept_client(s->ic, type, body, blen);
@@ -636,43 +637,44 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     /* Only a Query or Bind that could be explained is looked at on the
      * loop; the others (inside transaction blocks, pipelined) are
      * estimated from history by the meter's worker, off the loop. */
-    if (type == 'Q' && may_hold(s) && s->proxy->ledger && pgt_ledger_refusing(s->proxy->ledger)) {
+    if (type == 'Q' && pgt__may_hold(s) && s->proxy->ledger &&
+        pgt_ledger_refusing(s->proxy->ledger)) {
         s->refuse = true;
         s->client.framer.stop = true;
         return;
     }
     /* A well-formed Query body is NUL-terminated in place. */
     bool whole_query = type == 'Q' && plen > 0 && peek[plen - 1] == 0;
-    if (type == 'Q' && s->ic && (may_explain(s) || budgets_apply(s))) {
+    if (type == 'Q' && s->ic && (pgt__may_explain(s) || pgt__budgets_apply(s))) {
         s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
         char *sql = NULL;
         if (whole_query && s->proxy->estimator)
             sql = pgt_estimator_plan(s->proxy->estimator, s->database, (const char *)peek, plen - 1,
-                                     may_explain(s), &s->est);
-        bool held = sql && explain_query_msg(s, sql);
+                                     pgt__may_explain(s), &s->est);
+        bool held = sql && pgt__explain_query_msg(s, sql);
         free(sql);
         if (held) {
             s->client.framer.stop = true;
             return;
         }
         pgt_intercept_set_estimate(s->ic, &s->est);
-        if (whole_query && judge(s, (const char *)peek, plen - 1, s->pending_syncs == 0)) {
+        if (whole_query && pgt__judge(s, (const char *)peek, plen - 1, s->pending_syncs == 0)) {
             s->client.framer.stop = true;
             return;
         }
     }
     if (type == 'B' && s->ic && plen + 4 == len) {
-        if (plan_bind(s, peek, plen)) {
+        if (pgt__plan_bind(s, peek, plen)) {
             s->ext_explain = true;
             s->client.framer.stop = true;
             return;
         }
-        if (judge_bind(s, peek, plen)) {
+        if (pgt__judge_bind(s, peek, plen)) {
             s->client.framer.stop = true;
             return;
         }
     }
-    client_account(s, type, peek, plen);
+    pgt__client_account(s, type, peek, plen);
     if (type == 'B' && s->est.key)
         pgt_intercept_set_portal_estimate(s->ic, (const char *)peek, &s->est);
 }
@@ -742,29 +744,29 @@ static void feed_client(pgt_session_t *s, const uint8_t *data, size_t len)
     pgt_framer_t *f = &s->client.framer;
     int rc = pgt_framer_feed(f, data, len, client_msg_cb, s);
     if (rc < 0) {
-        session_fail(s, "08P01", "invalid message length %d for message type '%c' (limit %lld)",
-                     (int32_t)f->len, f->type >= 32 && f->type < 127 ? f->type : '?',
-                     (long long)f->max_len);
+        pgt__session_fail(
+            s, "08P01", "invalid message length %d for message type '%c' (limit %lld)",
+            (int32_t)f->len, f->type >= 32 && f->type < 127 ? f->type : '?', (long long)f->max_len);
         return;
     }
     size_t upto = rc == 0 ? len : rc == PGT_WIRE_STOPPED ? f->msg_start : f->stopped_at;
-    conn_send(&s->server, data, upto);
+    pgt__conn_send(&s->server, data, upto);
     if (rc == 0 || s->state == ST_CLOSING)
         return;
     if (pend_append(&s->client, data + upto, len - upto) != 0) {
-        session_fail(s, "53200", "pgtally: out of memory");
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
     if (rc == PGT_WIRE_STOPPED && s->refuse)
-        refuse_held(s);
+        pgt__refuse_held(s);
     else if (rc == PGT_WIRE_STOPPED && s->verdict && !s->ext_explain)
-        refuse_query(s);
+        pgt__refuse_query(s);
     else if (rc == PGT_WIRE_STOPPED)
-        start_explain(s, s->batch_replies > 0 ? (uint32_t)s->batch_replies : 0);
+        pgt__start_explain(s, s->batch_replies > 0 ? (uint32_t)s->batch_replies : 0);
 }
 
 /* Client bytes after the startup packet. */
-void pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
+void pgt__pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
 {
     conn_t *c = &s->client;
     if (!s->explaining && c->pend_len == 0) {
@@ -772,13 +774,13 @@ void pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
         return;
     }
     if (pend_append(c, data, len) != 0) {
-        session_fail(s, "53200", "pgtally: out of memory");
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
     if (s->explaining)
         return;
     size_t n;
-    uint8_t *buf = pend_take(c, &n);
+    uint8_t *buf = pgt__pend_take(c, &n);
     feed_client(s, buf, n);
     free(buf);
 }
@@ -786,27 +788,27 @@ void pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
 /* Server bytes framed, metered and forwarded. While a statement cancelled
  * for a budget runs, ErrorResponses are taken whole (a partial one waits
  * in server.pend) so that its cancel error can be replaced. */
-void relay_server(pgt_session_t *s, const uint8_t *data, size_t len)
+void pgt__relay_server(pgt_session_t *s, const uint8_t *data, size_t len)
 {
     pgt_framer_t *f = &s->server.framer;
     for (;;) {
         int rc = pgt_framer_feed(f, data, len, server_msg_cb, s);
         if (rc < 0) {
-            session_fail(s, "08006", "pgtally: invalid message from upstream %s",
-                         s->proxy->upstream_name);
+            pgt__session_fail(s, "08006", "pgtally: invalid message from upstream %s",
+                              s->proxy->upstream_name);
             return;
         }
         size_t upto = rc == 0 ? len : rc == PGT_WIRE_STOPPED ? f->msg_start : f->stopped_at;
-        conn_send(&s->client, data, upto);
+        pgt__conn_send(&s->client, data, upto);
         if (rc == 0)
             return;
         if (rc == PGT_WIRE_PARTIAL) {
             if (pend_append(&s->server, data + upto, len - upto) != 0)
-                session_fail(s, "53200", "pgtally: out of memory");
+                pgt__session_fail(s, "53200", "pgtally: out of memory");
             return;
         }
         if (s->subst)
-            conn_send(&s->client, s->subst, s->subst_len);
+            pgt__conn_send(&s->client, s->subst, s->subst_len);
         free(s->subst);
         s->subst = NULL;
         data += f->stopped_at;
@@ -819,18 +821,18 @@ static void pass_server(pgt_session_t *s, const uint8_t *data, size_t len)
 {
     conn_t *c = &s->server;
     if (c->pend_len == 0) {
-        relay_server(s, data, len);
+        pgt__relay_server(s, data, len);
     } else if (pend_append(c, data, len) != 0) {
-        session_fail(s, "53200", "pgtally: out of memory");
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     } else {
         size_t n;
-        uint8_t *buf = pend_take(c, &n);
-        relay_server(s, buf, n);
+        uint8_t *buf = pgt__pend_take(c, &n);
+        pgt__relay_server(s, buf, n);
         free(buf);
     }
     if (s->drain && s->state == ST_IDLE)
-        session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
+        pgt__session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
 }
 
 /* ---- startup ------------------------------------------------------------ */
@@ -839,7 +841,7 @@ static void begin_client_tls(pgt_session_t *s)
 {
     s->client.tls = pgt_tls_new(s->proxy->client_ctx, true, NULL);
     if (!s->client.tls) {
-        session_fail(s, "53200", "pgtally: out of memory");
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
     set_state(s, ST_CLIENT_TLS);
@@ -869,7 +871,7 @@ static void startup_packet(pgt_session_t *s, size_t len)
     pgt_startup_t st;
     pgt_startup_error_t err;
     if (pgt_wire_startup_parse(s->client.pend, len, &st, &err) != 0) {
-        session_fail(s, err.sqlstate, "%s", err.message);
+        pgt__session_fail(s, err.sqlstate, "%s", err.message);
         return;
     }
     switch (st.code) {
@@ -877,7 +879,7 @@ static void startup_packet(pgt_session_t *s, size_t len)
         /* Nothing may follow an SSLRequest before the answer; bytes that do
          * were not protected by TLS (CVE-2021-23214). */
         if (s->client.pend_len != len || s->client.tls) {
-            session_fail(s, "08P01", "received unencrypted data after SSL request");
+            pgt__session_fail(s, "08P01", "received unencrypted data after SSL request");
             return;
         }
         pend_consume(&s->client, len);
@@ -910,19 +912,20 @@ static void startup_packet(pgt_session_t *s, size_t len)
         break;
     }
     if (p->cfg->client_tls == PGT_CLIENT_TLS_REQUIRE && !s->client.tls) {
-        session_fail(s, "28000",
-                     "pgtally requires TLS (client_tls = require); connect with sslmode=require");
+        pgt__session_fail(
+            s, "28000",
+            "pgtally requires TLS (client_tls = require); connect with sslmode=require");
         return;
     }
     if (set_names(s, &st) != 0) {
-        session_fail(s, "53200", "pgtally: out of memory");
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
     PGT_INFO("session_start", "session=C-%llu user=%s db=%s app=\"%s\" addr=%s tls=%s",
              (unsigned long long)s->id, s->user, s->database, s->app, s->addr,
              s->client.tls ? pgt_tls_version(s->client.tls) : "off");
     if (p->draining) {
-        session_fail(s, "57P03", "pgtally is shutting down");
+        pgt__session_fail(s, "57P03", "pgtally is shutting down");
         return;
     }
     /* The packet stays in pend until it can be sent upstream unchanged. */
@@ -934,15 +937,15 @@ static void startup_data(pgt_session_t *s, const uint8_t *data, size_t len)
 {
     conn_t *c = &s->client;
     if (pend_append(c, data, len) != 0) {
-        session_fail(s, "53200", "pgtally: out of memory");
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
     while (s->state == ST_STARTUP && c->pend_len >= 4) {
         uint32_t plen = pgt_be32(c->pend);
         /* Reject a bad length as soon as it is read, as PostgreSQL does. */
         if (plen < 8 || plen > (uint32_t)s->proxy->cfg->max_startup_packet_size) {
-            session_fail(s, "08P01", "invalid length of startup packet: %d (allowed 8 to %d)",
-                         (int32_t)plen, s->proxy->cfg->max_startup_packet_size);
+            pgt__session_fail(s, "08P01", "invalid length of startup packet: %d (allowed 8 to %d)",
+                              (int32_t)plen, s->proxy->cfg->max_startup_packet_size);
             return;
         }
         if (c->pend_len < plen)
@@ -967,7 +970,7 @@ static void on_data(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len
         break;
     case ST_AUTH:
         if (from_client)
-            pass_client(s, data, len);
+            pgt__pass_client(s, data, len);
         else
             auth_data(s, data, len);
         break;
@@ -975,9 +978,9 @@ static void on_data(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len
     case ST_QUERY:
     case ST_COPY:
         if (from_client)
-            pass_client(s, data, len);
+            pgt__pass_client(s, data, len);
         else if (s->explaining || s->refusing)
-            explain_data(s, data, len);
+            pgt__explain_data(s, data, len);
         else
             pass_server(s, data, len);
         break;
@@ -987,10 +990,10 @@ static void on_data(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len
         /* A client that talks before login is relayed keeps its bytes in
          * order behind the startup packet. */
         if (from_client && pend_append(c, data, len) != 0)
-            session_fail(s, "53200", "pgtally: out of memory");
+            pgt__session_fail(s, "53200", "pgtally: out of memory");
         else if (!from_client)
-            session_fail(s, "08006", "pgtally: unexpected data from upstream %s",
-                         s->proxy->upstream_name);
+            pgt__session_fail(s, "08006", "pgtally: unexpected data from upstream %s",
+                              s->proxy->upstream_name);
         break;
     case ST_CLOSING:
         break;
@@ -1022,8 +1025,8 @@ static void tls_input(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t l
                      (unsigned long long)s->id, c == &s->client ? "client" : "server",
                      pgt_tls_error(c->tls));
             if (c == &s->server)
-                session_fail(s, "08006", "pgtally: TLS with upstream %s failed: %s",
-                             s->proxy->upstream_name, pgt_tls_error(c->tls));
+                pgt__session_fail(s, "08006", "pgtally: TLS with upstream %s failed: %s",
+                                  s->proxy->upstream_name, pgt_tls_error(c->tls));
             else
                 session_close(s, "client_tls_failed");
             return;
@@ -1058,9 +1061,9 @@ static void on_eof(pgt_session_t *s, conn_t *c, ssize_t err)
         session_close(s, "server_closed");
         return;
     }
-    session_fail(s, "08006", "pgtally: lost connection to upstream server %s: %s",
-                 s->proxy->upstream_name,
-                 err == UV_EOF ? "server closed the connection" : uv_strerror((int)err));
+    pgt__session_fail(s, "08006", "pgtally: lost connection to upstream server %s: %s",
+                      s->proxy->upstream_name,
+                      err == UV_EOF ? "server closed the connection" : uv_strerror((int)err));
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -1152,7 +1155,7 @@ void pgt_session_begin(pgt_session_t *s)
 void pgt_session_refuse(pgt_session_t *s, const char *sqlstate, const char *message)
 {
     describe_peer(s);
-    session_fail(s, sqlstate, "%s", message);
+    pgt__session_fail(s, sqlstate, "%s", message);
 }
 
 void pgt_session_drain(pgt_session_t *s)
@@ -1162,7 +1165,8 @@ void pgt_session_drain(pgt_session_t *s)
         return;
     case ST_IDLE:
         if (!s->explaining && s->client.pend_len == 0) {
-            session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
+            pgt__session_fail(s, "57P01",
+                              "terminating connection because pgtally is shutting down");
             return;
         }
         s->drain = true;
@@ -1172,7 +1176,7 @@ void pgt_session_drain(pgt_session_t *s)
         s->drain = true;
         return;
     default:
-        session_fail(s, "57P03", "pgtally is shutting down");
+        pgt__session_fail(s, "57P03", "pgtally is shutting down");
         return;
     }
 }
@@ -1184,7 +1188,7 @@ void pgt_session_kill(pgt_session_t *s)
         conn_close_now(&s->server);
         return;
     }
-    session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
+    pgt__session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
     conn_close_now(&s->client);
     conn_close_now(&s->server);
 }

@@ -1,7 +1,9 @@
 /* The session's insides, shared by the files that make it up: session.c (the
  * state machine, I/O, startup, authentication and the relay), explain.c
  * (pgtally's in-band EXPLAIN) and judge.c (budgets before and while a
- * statement runs). Internal to proxy/: the API is include/pgtally/session.h. */
+ * statement runs). Internal to proxy/: the API is include/pgtally/session.h.
+ * The functions the three share carry the pgt__ prefix (libuv's uv__ habit):
+ * extern for the linker, private to the session. */
 #ifndef PGTALLY_PROXY_SESSION_INT_H
 #define PGTALLY_PROXY_SESSION_INT_H
 
@@ -106,27 +108,27 @@ struct pgt_session {
 
 /* Sends protocol bytes to one side, encrypting them when it speaks TLS; a
  * failed write closes the session. */
-void conn_send(conn_t *c, const void *data, size_t len);
+void pgt__conn_send(conn_t *c, const void *data, size_t len);
 
 /* Takes the bytes kept in c->pend out of c: the caller frees them; *n is
  * their length. */
-uint8_t *pend_take(conn_t *c, size_t *n);
+uint8_t *pgt__pend_take(conn_t *c, size_t *n);
 
 /* The one failure exit: a FATAL ErrorResponse with sqlstate to the client
  * (when the stream towards it can carry one), then close. */
-void session_fail(pgt_session_t *s, const char *sqlstate, const char *fmt, ...)
+void pgt__session_fail(pgt_session_t *s, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Book-keeping (metering, replies owed, state) for a client message of
  * type with body[0..blen) that goes upstream now. */
-void client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen);
+void pgt__client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen);
 
 /* Client bytes after the startup packet: framed and forwarded, or kept in
  * client.pend while something is held. */
-void pass_client(pgt_session_t *s, const uint8_t *data, size_t len);
+void pgt__pass_client(pgt_session_t *s, const uint8_t *data, size_t len);
 
 /* Server bytes framed, metered and forwarded to the client. */
-void relay_server(pgt_session_t *s, const uint8_t *data, size_t len);
+void pgt__relay_server(pgt_session_t *s, const uint8_t *data, size_t len);
 
 /* What server_whole does with one whole server message msg[0..total). */
 typedef void (*whole_fn)(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total);
@@ -135,81 +137,82 @@ typedef bool (*still_fn)(const pgt_session_t *s);
 
 /* Server bytes taken whole message by whole message (up to max bytes each),
  * each given to fn, while still(s) holds; the rest goes on as usual. */
-void server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_t max, still_fn still,
-                  whole_fn fn);
+void pgt__server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_t max,
+                       still_fn still, whole_fn fn);
 
 /* ---- explain.c ------------------------------------------------------------ */
 
 /* Whether a Query may be held at the loop (nothing in flight, no
  * transaction block, metering on, not draining). */
-bool may_hold(const pgt_session_t *s);
+bool pgt__may_hold(const pgt_session_t *s);
 
 /* Whether a held Query may be explained first (may_hold and an estimator). */
-bool may_explain(const pgt_session_t *s);
+bool pgt__may_explain(const pgt_session_t *s);
 
 /* Builds in s->explain_msg the Query message of the EXPLAIN sql. Returns
  * false when out of memory. */
-bool explain_query_msg(pgt_session_t *s, const char *sql);
+bool pgt__explain_query_msg(pgt_session_t *s, const char *sql);
 
 /* Plans the extended EXPLAIN of a client's Bind body[0..blen). Returns true
  * when its messages are ready in s->explain_msg; s->est holds the estimate
  * either way (key 0 when none). */
-bool plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen);
+bool pgt__plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen);
 
 /* The statement a client's Bind body[0..blen) binds (owned by the
  * intercept), with its parameter types; NULL when unknown. */
-const pgt_text_t *bind_statement(const pgt_session_t *s, const uint8_t *body, size_t blen,
-                                 const uint8_t **types, size_t *types_len);
+const pgt_text_t *pgt__bind_statement(const pgt_session_t *s, const uint8_t *body, size_t blen,
+                                      const uint8_t **types, size_t *types_len);
 
 /* Sends s->explain_msg (and frees it) ahead of the held Query or Bind at
  * the start of client.pend; ahead: replies the server owes the client
  * first (extended protocol). */
-void start_explain(pgt_session_t *s, uint32_t ahead);
+void pgt__start_explain(pgt_session_t *s, uint32_t ahead);
 
 /* Server bytes while pgtally's EXPLAIN or a refused Query's stand-in is
  * upstream (s->explaining or s->refusing). */
-void explain_data(pgt_session_t *s, const uint8_t *data, size_t len);
+void pgt__explain_data(pgt_session_t *s, const uint8_t *data, size_t len);
 
 /* The held message (qlen bytes at the start of client.pend) has been dealt
  * with: what the client sent after it goes on as usual. */
-void release_held(pgt_session_t *s, size_t qlen);
+void pgt__release_held(pgt_session_t *s, size_t qlen);
 
 /* Answers a held Query with an ERROR (sqlstate, message, hint or NULL) and
  * ReadyForQuery, as the server would have outside a transaction block. */
-void answer_error(pgt_session_t *s, const char *sqlstate, const char *message, const char *hint);
+void pgt__answer_error(pgt_session_t *s, const char *sqlstate, const char *message,
+                       const char *hint);
 
 /* ---- judge.c -------------------------------------------------------------- */
 
 /* Whether budgets apply to the session's user, database and application. */
-bool budgets_apply(const pgt_session_t *s);
+bool pgt__budgets_apply(const pgt_session_t *s);
 
 /* Checks the statement sql[0..len) (estimate in s->est) against the
  * budgets. Returns true when it is refused (can_refuse), with the reason in
  * s->verdict (owned by s); otherwise sends the verdict's warning and notice. */
-bool judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse);
+bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse);
 
 /* Checks a client's Bind body[0..blen) against the budgets. Returns true
  * when it is refused: s->verdict is set and the stand-in is in
  * s->explain_msg. */
-bool judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen);
+bool pgt__judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen);
 
 /* Keeps in s->subst the ErrorResponse of verdict v. Returns false when out
  * of memory. */
-bool set_subst(pgt_session_t *s, const pgt_verdict_t *v);
+bool pgt__set_subst(pgt_session_t *s, const pgt_verdict_t *v);
 
 /* Builds in s->explain_msg the stand-in of a refused Bind and marks the
  * session as holding it. Returns false when out of memory. */
-bool refuse_bind_msgs(pgt_session_t *s);
+bool pgt__refuse_bind_msgs(pgt_session_t *s);
 
 /* Refuses the held Query while the ledger cannot record it
  * (ledger.on_failure = closed). */
-void refuse_held(pgt_session_t *s);
+void pgt__refuse_held(pgt_session_t *s);
 
 /* Refuses the held Query for the budget in s->verdict (which it takes). */
-void refuse_query(pgt_session_t *s);
+void pgt__refuse_query(pgt_session_t *s);
 
 /* One server message while a refused Query's stand-in runs: its error is
  * replaced by the budget's. */
-void refusing_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total);
+void pgt__refusing_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total);
 
 #endif
