@@ -8,28 +8,10 @@
 
 #include "pgtally/period.h"
 #include "task.h"
+#include "zone.h"
 
 #define US 1000000LL
 #define HOUR_US (3600 * US)
-
-/* Unix microseconds of a UTC time. */
-static int64_t utc(int y, int mo, int d, int h, int mi, int s)
-{
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d};
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = s;
-    return (int64_t)timegm(&tm) * US;
-}
-
-static void use_zone(const char *zone)
-{
-    char err[256] = "";
-    int rc = pgt_timezone_apply(zone, err, sizeof(err));
-    if (rc != 0)
-        fprintf(stderr, "zone %s: %s\n", zone, err);
-    CHECK_INT(rc, 0);
-}
 
 /* One case: the period of p holding now is [start, end). */
 typedef struct bounds_case {

@@ -10,18 +10,10 @@
 #include "pgtally/period.h"
 #include "pgtally/scheduler.h"
 #include "task.h"
+#include "zone.h"
 
 #define US 1000000LL
 #define MAXD 8
-
-static void use_zone(const char *zone)
-{
-    char err[256] = "";
-    int rc = pgt_timezone_apply(zone, err, sizeof(err));
-    if (rc != 0)
-        fprintf(stderr, "zone %s: %s\n", zone, err);
-    CHECK_INT(rc, 0);
-}
 
 /* Unix microseconds of a local time of the process's zone. */
 static int64_t local(int y, int mo, int d, int h, int mi, int s)
