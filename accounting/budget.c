@@ -45,7 +45,6 @@ typedef struct warned {
 } warned_t;
 
 struct pgt_budgets {
-    uv_loop_t *loop;         /* the event loop */
     uv_async_t async;        /* the thread has news */
     bool async_open;         /* async initialised (closed by pgt_budgets_stop) */
     pgt_budget_sync_t *sync; /* the ledger thread, or NULL */
@@ -200,12 +199,19 @@ static void budget_spent(pgt_budgets_t *b, const pgt_budget_t *bg, const pgt_who
 
 /* ---- thresholds warned ---------------------------------------------------- */
 
+/* Whom the memory of bg is kept for: the user for a default budget (which
+ * applies to each user on its own), else nobody (0). */
+static uint64_t warned_user(const pgt_budget_t *bg, const pgt_who_t *who)
+{
+    return bg->subject_type == PGT_BUDGET_SUBJECT_DEFAULT
+               ? hash_str(1469598103934665603ull, who->user)
+               : 0;
+}
+
 /* The memory of budget bg as it applies to who, or NULL. */
 static warned_t *warned_find(pgt_budgets_t *b, const pgt_budget_t *bg, const pgt_who_t *who)
 {
-    uint64_t user_hash = bg->subject_type == PGT_BUDGET_SUBJECT_DEFAULT
-                             ? hash_str(1469598103934665603ull, who->user)
-                             : 0;
+    uint64_t user_hash = warned_user(bg, who);
     size_t n = b->nwarned < WARNED_MAX ? b->nwarned : WARNED_MAX;
     for (size_t i = 0; i < n; i++)
         if (b->warned[i].budget_id == bg->id && b->warned[i].user_hash == user_hash)
@@ -222,9 +228,7 @@ static void warned_set(pgt_budgets_t *b, const pgt_budget_t *bg, const pgt_who_t
     if (!w) {
         w = &b->warned[b->nwarned++ % WARNED_MAX];
         w->budget_id = bg->id;
-        w->user_hash = bg->subject_type == PGT_BUDGET_SUBJECT_DEFAULT
-                           ? hash_str(1469598103934665603ull, who->user)
-                           : 0;
+        w->user_hash = warned_user(bg, who);
     }
     w->period_start = period_start;
     w->pct = pct;
@@ -439,7 +443,6 @@ pgt_budgets_t *pgt_budgets_new(uv_loop_t *loop, const pgt_config_t *cfg, const c
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    b->loop = loop;
     b->interval_ms = cfg->budget_check_interval_ms > 0 ? cfg->budget_check_interval_ms : 250;
     pgt_budgets_configure(b, cfg);
     roll(b, pgt_clock_us());
