@@ -32,6 +32,11 @@ bool pgt__may_explain(const pgt_session_t *s)
     return pgt__may_hold(s) && s->proxy->estimator;
 }
 
+bool pgt__may_hold_query(const pgt_session_t *s)
+{
+    return pgt__may_hold(s) && s->batch_replies == 0;
+}
+
 /* The EXPLAIN of a simple Query: one Query message in s->explain_msg. */
 bool pgt__explain_query_msg(pgt_session_t *s, const char *sql)
 {
@@ -160,6 +165,7 @@ bool pgt__plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
 void pgt__release_held(pgt_session_t *s, size_t qlen)
 {
     conn_t *c = &s->client;
+    pgt__hold_reading(s);
     size_t n;
     uint8_t *buf = pgt__pend_take(c, &n);
     if (n > qlen && s->state != ST_CLOSING)

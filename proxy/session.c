@@ -637,7 +637,7 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     /* Only a Query or Bind that could be explained is looked at on the
      * loop; the others (inside transaction blocks, pipelined) are
      * estimated from history by the meter's worker, off the loop. */
-    if (type == 'Q' && pgt__may_hold(s) && s->proxy->ledger &&
+    if (type == 'Q' && pgt__may_hold_query(s) && s->proxy->ledger &&
         pgt_ledger_refusing(s->proxy->ledger)) {
         s->refuse = true;
         s->client.framer.stop = true;
@@ -645,12 +645,13 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     }
     /* A well-formed Query body is NUL-terminated in place. */
     bool whole_query = type == 'Q' && plen > 0 && peek[plen - 1] == 0;
-    if (type == 'Q' && s->ic && (pgt__may_explain(s) || pgt__budgets_apply(s))) {
+    bool explain = type == 'Q' && pgt__may_hold_query(s) && s->proxy->estimator;
+    if (type == 'Q' && s->ic && (explain || pgt__budgets_apply(s))) {
         s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
         char *sql = NULL;
         if (whole_query && s->proxy->estimator)
             sql = pgt_estimator_plan(s->proxy->estimator, s->database, (const char *)peek, plen - 1,
-                                     pgt__may_explain(s), &s->est);
+                                     explain, &s->est);
         bool held = sql && pgt__explain_query_msg(s, sql);
         free(sql);
         if (held) {
@@ -658,7 +659,8 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
             return;
         }
         pgt_intercept_set_estimate(s->ic, &s->est);
-        if (whole_query && pgt__judge(s, (const char *)peek, plen - 1, s->pending_syncs == 0)) {
+        if (whole_query && pgt__judge(s, (const char *)peek, plen - 1,
+                                      s->pending_syncs == 0 && s->batch_replies == 0)) {
             s->client.framer.stop = true;
             return;
         }
@@ -765,6 +767,15 @@ static void feed_client(pgt_session_t *s, const uint8_t *data, size_t len)
         pgt__start_explain(s, s->batch_replies > 0 ? (uint32_t)s->batch_replies : 0);
 }
 
+void pgt__hold_reading(pgt_session_t *s)
+{
+    conn_t *c = &s->client;
+    if (s->state == ST_CLOSING)
+        return;
+    c->want_read = !(s->explaining && c->pend_len > HIGH_WATER);
+    conn_update_reading(c);
+}
+
 /* Client bytes after the startup packet. */
 void pgt__pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
 {
@@ -777,8 +788,10 @@ void pgt__pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
         pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
-    if (s->explaining)
+    if (s->explaining) {
+        pgt__hold_reading(s);
         return;
+    }
     size_t n;
     uint8_t *buf = pgt__pend_take(c, &n);
     feed_client(s, buf, n);

@@ -127,6 +127,13 @@ void pgt__client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, si
  * client.pend while something is held. */
 void pgt__pass_client(pgt_session_t *s, const uint8_t *data, size_t len);
 
+/* Backpressure while pgtally holds a client's messages (its EXPLAIN or a
+ * refusal's stand-in is upstream): what the client sends meanwhile waits in
+ * client.pend, and past the high-water mark pgtally stops reading from the
+ * client until the hold ends. Call it when client.pend grows during a hold
+ * and when the hold ends. */
+void pgt__hold_reading(pgt_session_t *s);
+
 /* Server bytes framed, metered and forwarded to the client. */
 void pgt__relay_server(pgt_session_t *s, const uint8_t *data, size_t len);
 
@@ -148,6 +155,13 @@ bool pgt__may_hold(const pgt_session_t *s);
 
 /* Whether a held Query may be explained first (may_hold and an estimator). */
 bool pgt__may_explain(const pgt_session_t *s);
+
+/* Whether a simple Query may be held (for its EXPLAIN, or refused through
+ * a stand-in): pgt__may_hold, and no extended-protocol message since the
+ * last Sync. After one the server may be skipping to that Sync after an
+ * error (protocol docs, "Extended Query": messages are discarded until
+ * Sync), and would discard pgtally's EXPLAIN or stand-in with the rest. */
+bool pgt__may_hold_query(const pgt_session_t *s);
 
 /* Builds in s->explain_msg the Query message of the EXPLAIN sql. Returns
  * false when out of memory. */
