@@ -16,6 +16,23 @@
  * CloseComplete. */
 #define EXT_EXPLAIN_REPLIES 6
 
+/* pgtally's own names: "pgtally_" and the hex of one half of the session's
+ * random key. A client that names a statement or portal pgtally_explain or
+ * pgtally_refused (by Parse or SQL PREPARE, or a cursor WITH HOLD) gets no
+ * hold on pgtally's: a stand-in that bound the client's statement would
+ * run it instead of failing, and the EXPLAIN's Close would drop it. */
+void pgt__own_name(const pgt_session_t *s, own_name_t which, char out[OWN_NAME_SIZE])
+{
+    static const char hex[] = "0123456789abcdef";
+    const uint8_t *k = s->name_key + (which == OWN_EXPLAIN ? 0 : 8);
+    memcpy(out, "pgtally_", 8);
+    for (int i = 0; i < 8; i++) {
+        out[8 + 2 * i] = hex[k[i] >> 4];
+        out[9 + 2 * i] = hex[k[i] & 15];
+    }
+    out[OWN_NAME_SIZE - 1] = 0;
+}
+
 /* An in-band EXPLAIN is safe only when nothing else is in flight and no
  * transaction block is open: its failure then leaves no trace, and the
  * client's own statement, sent right after, meets the state it expects
@@ -76,9 +93,11 @@ static bool explain_bind_msgs(pgt_session_t *s, const char *sql, const uint8_t *
         if (!pgt_reader_u32(&r, &vlen) || (vlen != 0xffffffffu && !pgt_reader_skip(&r, vlen)))
             return false;
     }
-    /* The SQL, the types and the parameters, plus seven headers, five
+    char own[OWN_NAME_SIZE];
+    pgt__own_name(s, OWN_EXPLAIN, own);
+    /* The SQL, the types and the parameters, plus seven headers, seven
      * names and the small fields. */
-    size_t cap = strlen(sql) + types_len + (r.pos - params_start) + 7 * 5 + 5 * 16 + 64;
+    size_t cap = strlen(sql) + types_len + (r.pos - params_start) + 7 * 5 + 7 * OWN_NAME_SIZE + 16;
     s->explain_msg = malloc(cap);
     if (!s->explain_msg)
         return false;
@@ -88,7 +107,7 @@ static bool explain_bind_msgs(pgt_session_t *s, const char *sql, const uint8_t *
         pgt_msgbuf_begin(&mb, i == 0 ? 'C' : 'P');
         if (i == 0)
             pgt_msgbuf_u8(&mb, 'S');
-        pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+        pgt_msgbuf_cstr(&mb, own);
         if (i == 1) {
             pgt_msgbuf_cstr(&mb, sql);
             pgt_msgbuf_bytes(&mb, types, types_len);
@@ -96,19 +115,19 @@ static bool explain_bind_msgs(pgt_session_t *s, const char *sql, const uint8_t *
         pgt_msgbuf_end(&mb);
     }
     pgt_msgbuf_begin(&mb, 'B');
-    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
-    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+    pgt_msgbuf_cstr(&mb, own);
+    pgt_msgbuf_cstr(&mb, own);
     pgt_msgbuf_bytes(&mb, bind + params_start, r.pos - params_start);
     pgt_msgbuf_bytes(&mb, "\0\0", 2); /* no result formats: text */
     pgt_msgbuf_end(&mb);
     pgt_msgbuf_begin(&mb, 'E');
-    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+    pgt_msgbuf_cstr(&mb, own);
     pgt_msgbuf_u32(&mb, 0);
     pgt_msgbuf_end(&mb);
     for (int i = 0; i < 2; i++) {
         pgt_msgbuf_begin(&mb, 'C');
         pgt_msgbuf_u8(&mb, i == 0 ? 'P' : 'S');
-        pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
+        pgt_msgbuf_cstr(&mb, own);
         pgt_msgbuf_end(&mb);
     }
     pgt_msgbuf_begin(&mb, 'H');
@@ -267,6 +286,59 @@ static bool in_explain(const pgt_session_t *s)
     return s->explaining || s->refusing;
 }
 
+/* The EXPLAIN's error err[0..*len) as the client's statement would have
+ * had it. The server may name the statement it failed to bind ("bind
+ * message supplies 2 parameters, but prepared statement ... requires 1",
+ * 08P01), and pgtally's name must never reach the client (it would let the
+ * client take it): every occurrence becomes the name of the statement the
+ * client's Bind (body[0..blen)) binds, which is what the server would have
+ * said. Returns false when out of memory; otherwise *copy is NULL when
+ * nothing was named, or the rewritten message (*len its length), which the
+ * caller frees. */
+static bool as_clients_error(const pgt_session_t *s, const uint8_t *err, size_t *len,
+                             const uint8_t *body, size_t blen, uint8_t **copy)
+{
+    char own[OWN_NAME_SIZE];
+    pgt__own_name(s, OWN_EXPLAIN, own);
+    const size_t on = OWN_NAME_SIZE - 1;
+    size_t plen = strnlen((const char *)body, blen);
+    const char *stmt = "";
+    if (plen < blen && memchr(body + plen + 1, 0, blen - plen - 1))
+        stmt = (const char *)body + plen + 1;
+    size_t sn = strlen(stmt), count = 0;
+    const uint8_t *end = err + *len, *p = err + 5;
+    for (; (p = memmem(p, (size_t)(end - p), own, on)); p += on)
+        count++;
+    *copy = NULL;
+    if (count == 0)
+        return true;
+    if (sn > (INT32_MAX - *len) / count)
+        return false; /* longer than a message can be */
+    size_t n = *len - count * on + count * sn;
+    uint8_t *out = malloc(n);
+    if (!out)
+        return false;
+    memcpy(out, err, 5);
+    size_t o = 5;
+    const uint8_t *from = err + 5;
+    while ((p = memmem(from, (size_t)(end - from), own, on))) {
+        memcpy(out + o, from, (size_t)(p - from));
+        o += (size_t)(p - from);
+        memcpy(out + o, stmt, sn);
+        o += sn;
+        from = p + on;
+    }
+    memcpy(out + o, from, (size_t)(end - from));
+    uint32_t mlen = (uint32_t)(n - 1);
+    out[1] = (uint8_t)(mlen >> 24);
+    out[2] = (uint8_t)(mlen >> 16);
+    out[3] = (uint8_t)(mlen >> 8);
+    out[4] = (uint8_t)mlen;
+    *copy = out;
+    *len = n;
+    return true;
+}
+
 /* The extended EXPLAIN is over: answered, failed with the ErrorResponse
  * err (the server now skips to the client's Sync), or void (a client
  * message ahead of it failed, so none of it ran). The held Bind goes
@@ -277,6 +349,7 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
 {
     conn_t *c = &s->client;
     size_t blen = (size_t)pgt_be32(c->pend + 1) + 1;
+    uint8_t *copy = NULL;
     if (s->ext_refuse) {
         /* The stand-in failed (or a message ahead of it did): the server
          * skips to the client's Sync. */
@@ -292,6 +365,12 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
         s->verdict = NULL;
     } else {
         take_explain(s, err != NULL);
+        if (err && !as_clients_error(s, err, &err_len, c->pend + 5, blen - 5, &copy)) {
+            pgt__session_fail(s, "53200", "pgtally: out of memory");
+            return;
+        }
+        if (copy)
+            err = copy;
         const uint8_t *types;
         size_t types_len;
         const pgt_text_t *t =
@@ -317,6 +396,7 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
     pgt__release_held(s, blen);
     if (err && s->state != ST_CLOSING)
         pgt__relay_server(s, err, err_len);
+    free(copy);
 }
 
 /* Server messages while an extended EXPLAIN is upstream: first the

@@ -96,21 +96,31 @@ bool pgt__set_subst(pgt_session_t *s, const pgt_verdict_t *v)
 }
 
 /* pgtally's stand-in for a refused Bind: a Bind of a statement that does
- * not exist, which fails, and a Flush. */
+ * not exist, which fails, and a Flush. The statement (and the portal) is
+ * the session's OWN_REFUSED name, which nothing ever creates and no client
+ * can know: a statement of the client's by that name would bind and run. */
 bool pgt__refuse_bind_msgs(pgt_session_t *s)
 {
-    s->explain_msg = malloc(64);
+    char own[OWN_NAME_SIZE];
+    pgt__own_name(s, OWN_REFUSED, own);
+    size_t cap = 2 * 5 + 2 * OWN_NAME_SIZE + 6;
+    s->explain_msg = malloc(cap);
     if (!s->explain_msg)
         return false;
     pgt_msgbuf_t mb;
-    pgt_msgbuf_init(&mb, s->explain_msg, 64);
+    pgt_msgbuf_init(&mb, s->explain_msg, cap);
     pgt_msgbuf_begin(&mb, 'B');
-    pgt_msgbuf_cstr(&mb, EXPLAIN_NAME);
-    pgt_msgbuf_cstr(&mb, "pgtally_refused");
+    pgt_msgbuf_cstr(&mb, own);
+    pgt_msgbuf_cstr(&mb, own);
     pgt_msgbuf_bytes(&mb, "\0\0\0\0\0\0", 6); /* no formats, parameters or results */
     pgt_msgbuf_end(&mb);
     pgt_msgbuf_begin(&mb, 'H');
     pgt_msgbuf_end(&mb);
+    if (mb.failed) {
+        free(s->explain_msg);
+        s->explain_msg = NULL;
+        return false;
+    }
     s->explain_msg_len = mb.len;
     s->ext_explain = true;
     s->ext_refuse = true;

@@ -6,6 +6,7 @@
 #include "session_int.h"
 
 #include <arpa/inet.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1110,6 +1111,12 @@ pgt_session_t *pgt_session_new(pgt_proxy_t *p)
     pgt_session_t *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
+    /* The names of pgtally's own statements (pgt__own_name): without
+     * random bytes, no session, rather than names a client could guess. */
+    if (RAND_bytes(s->name_key, (int)sizeof(s->name_key)) != 1) {
+        free(s);
+        return NULL;
+    }
     s->proxy = p;
     s->id = ++p->next_session_id;
     s->state = ST_STARTUP;

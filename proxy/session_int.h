@@ -97,12 +97,18 @@ struct pgt_session {
     const char *database;         /* startup "database" */
     const char *app;              /* startup "application_name", or "" */
     char addr[56];                /* client address as host:port */
+    uint8_t name_key[16];         /* random at session start: the hex of its halves ends the
+                                     names of pgtally's own statements (pgt__own_name) */
 };
 
-/* pgtally's own statement and portal for an extended EXPLAIN, and the
- * statement name of a refused Bind's stand-in: the client's unnamed (or
- * named) ones are never touched. */
-#define EXPLAIN_NAME "pgtally_explain"
+/* Bytes of a name of pgtally's own, with its NUL: "pgtally_" and 16 hex
+ * digits. */
+#define OWN_NAME_SIZE 25
+
+/* Which of pgtally's own names: the statement and portal of an extended
+ * EXPLAIN, or the statement (and portal) of a refused Bind's stand-in,
+ * which must never exist so that the stand-in fails. */
+typedef enum { OWN_EXPLAIN, OWN_REFUSED } own_name_t;
 
 /* ---- session.c ------------------------------------------------------------ */
 
@@ -148,6 +154,12 @@ void pgt__server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_
                        still_fn still, whole_fn fn);
 
 /* ---- explain.c ------------------------------------------------------------ */
+
+/* Writes to out pgtally's own name which of session s: "pgtally_" and 16
+ * hex digits of random bytes drawn when the session started, different for
+ * OWN_EXPLAIN and OWN_REFUSED, so that no client can know, take or derive
+ * one from the other. */
+void pgt__own_name(const pgt_session_t *s, own_name_t which, char out[OWN_NAME_SIZE]);
 
 /* Whether a Query may be held at the loop (nothing in flight, no
  * transaction block, metering on, not draining). */

@@ -7,7 +7,8 @@
 #include "pgtally/proxy.h"
 
 /* Creates a session whose client handle is initialised on p->loop and ready
- * for uv_accept. Returns NULL when out of memory. */
+ * for uv_accept. Returns NULL when out of memory or when OpenSSL has no
+ * random bytes for the names of pgtally's own statements. */
 pgt_session_t *pgt_session_new(pgt_proxy_t *p);
 
 /* Returns the client handle to accept into. */
