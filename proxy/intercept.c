@@ -4,10 +4,12 @@
  * loop thread touches it. */
 #include "pgtally/intercept.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
+#include "pgtally/fingerprint.h"
 #include "pgtally/period.h"
 #include "pgtally/wire.h"
 
@@ -120,6 +122,18 @@ static void forget_all(named_t **list)
         forget(list, (*list)->name);
 }
 
+/* DEALLOCATE ALL: every named statement goes, the unnamed one stays. */
+static void forget_named(named_t **list)
+{
+    named_t **pp = list;
+    while (*pp) {
+        if ((*pp)->name[0])
+            forget(pp, (*pp)->name);
+        else
+            pp = &(*pp)->next;
+    }
+}
+
 /* ---- the FIFO ------------------------------------------------------------ */
 
 static pgt_exec_t *push(pgt_intercept_t *ic, pgt_text_t *text, bool extended, bool marker)
@@ -230,12 +244,39 @@ static const char *cstr(const uint8_t *body, size_t len, size_t *pos)
     return s;
 }
 
+/* PREPARE and DEALLOCATE statements followed in one Query. */
+#define SQL_PREPARES_MAX 8
+
+/* Follows the SQL PREPARE and DEALLOCATE statements of a simple Query, so
+ * that a protocol Bind of a statement prepared in SQL knows its text. Only
+ * a Query that holds one of those words is parsed. */
+static void sql_prepares(pgt_intercept_t *ic, const pgt_text_t *t)
+{
+    pgt_prep_t preps[SQL_PREPARES_MAX];
+    int n = pgt_fp_prepares(t->data, preps, SQL_PREPARES_MAX);
+    for (int i = 0; i < n; i++) {
+        const pgt_prep_t *p = &preps[i];
+        if (p->op == PGT_PREP_DEALLOCATE_ALL) {
+            forget_named(&ic->statements);
+            continue;
+        }
+        forget(&ic->statements, p->name);
+        pgt_text_t *body = p->op == PGT_PREP_PREPARE
+                               ? pgt_text_new(t->data + p->body_offset, p->body_length)
+                               : NULL;
+        if (body)
+            remember(&ic->statements, p->name, body);
+        pgt_text_unref(body);
+    }
+}
+
 static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len)
 {
     size_t n = len > 0 && body[len - 1] == 0 ? len - 1 : len;
     pgt_text_t *t = pgt_text_new((const char *)body, n);
     if (!t)
         return;
+    sql_prepares(ic, t);
     pgt_exec_t *e = push(ic, t, false, false);
     pgt_text_unref(t);
     if (e)
@@ -335,6 +376,17 @@ void pgt_intercept_set_portal_estimate(pgt_intercept_t *ic, const char *portal,
         (*pp)->est = *est;
 }
 
+/* Bytes of s, at most max, that do not end inside a UTF-8 sequence. */
+static size_t utf8_prefix(const char *s, size_t max)
+{
+    size_t n = strnlen(s, max);
+    if (s[n] == 0)
+        return n;
+    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+        n--;
+    return n;
+}
+
 static void client_bind(pgt_intercept_t *ic, const uint8_t *body, size_t len)
 {
     size_t pos = 0;
@@ -343,10 +395,20 @@ static void client_bind(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     if (!portal || !stmt)
         return;
     named_t **pp = find(&ic->statements, stmt);
-    if (pp)
+    if (pp) {
         remember(&ic->portals, portal, (*pp)->text);
-    else
+        return;
+    }
+    /* A statement whose SQL pgtally did not see (prepared where it does
+     * not follow, or cut): its executions are metered all the same, under
+     * a text that says so, and the running check applies to them. */
+    char text[160];
+    int n = snprintf(text, sizeof(text), "EXECUTE of prepared statement \"%.*s\" (text not seen)",
+                     (int)utf8_prefix(stmt, 63), stmt);
+    pgt_text_t *t = n > 0 ? pgt_text_new(text, (size_t)n < sizeof(text) ? (size_t)n : 0) : NULL;
+    if (!t || !remember(&ic->portals, portal, t))
         forget(&ic->portals, portal);
+    pgt_text_unref(t);
 }
 
 static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
