@@ -423,6 +423,27 @@ static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
         e->est = (*pp)->est;
 }
 
+/* A FunctionCall (protocol docs, "Function Call") runs a function by its
+ * OID, the first field of the body: an execution like any other, metered
+ * (kind utility, under a text that names the OID) and under the running
+ * check. It is answered with FunctionCallResponse or ErrorResponse, then
+ * ReadyForQuery, as a Query is. */
+static void client_function(pgt_intercept_t *ic, const uint8_t *body, size_t len)
+{
+    uint32_t oid = len >= 4 ? pgt_be32(body) : 0;
+    char text[32];
+    int n = snprintf(text, sizeof(text), "FunctionCall oid %u", (unsigned)oid);
+    pgt_text_t *t = pgt_text_new(text, (size_t)n);
+    pgt_exec_t *e = t ? push(ic, t, false, false) : NULL;
+    pgt_text_unref(t);
+    if (!e)
+        return;
+    e->function_call = true;
+    /* Its shape is known without the parser: one per function. */
+    e->est.fingerprint = UINT64_C(0x4643000000000000) | oid;
+    e->est.kind = PGT_STMT_UTILITY;
+}
+
 static void client_close(pgt_intercept_t *ic, const uint8_t *body, size_t len)
 {
     size_t pos = 1;
@@ -450,8 +471,10 @@ void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body
     case 'C':
         client_close(ic, body, len);
         break;
+    case 'F':
+        client_function(ic, body, len);
+        break;
     case 'S': /* Sync */
-    case 'F': /* FunctionCall: answered with ReadyForQuery too */
         push(ic, NULL, false, true);
         break;
     default:
@@ -552,6 +575,7 @@ void pgt_intercept_server(pgt_intercept_t *ic, uint8_t type, uint32_t len, const
         break;
     case 'I': /* EmptyQueryResponse */
     case 's': /* PortalSuspended */
+    case 'V': /* FunctionCallResponse */
         server_done(ic, peek, plen, false);
         break;
     case 'E': /* ErrorResponse */
