@@ -25,6 +25,20 @@ typedef struct named {
     pgt_estimate_t est; /* portal: estimate of its executions (key 0: none) */
 } named_t;
 
+/* A change to the prepared statements that the server has not accepted
+ * yet: a Parse, until its ParseComplete, or an SQL PREPARE or DEALLOCATE,
+ * until its CommandComplete. It takes effect when sent, so that a Bind
+ * right behind it finds its statement; an error before it is accepted
+ * voids it (the server rejected it, or skipped it on the way to the
+ * client's Sync), and the statements it replaced come back. */
+typedef struct change {
+    struct change *next; /* next newer change */
+    uint64_t batch;      /* the batch it was sent in (see sent_batches) */
+    uint8_t confirm;     /* what accepts it: '1' ParseComplete, 'P' PREPARE, 'D' DEALLOCATE */
+    char *name;          /* the statement it set or dropped; NULL for DEALLOCATE ALL */
+    named_t *old;        /* the statements it replaced or dropped, to restore */
+} change_t;
+
 struct pgt_intercept {
     pgt_estimator_t *estimator; /* learns from finished statements, or NULL */
     pgt_estimate_t next_est;    /* estimate for the next Query (key 0: none) */
@@ -41,6 +55,10 @@ struct pgt_intercept {
     pgt_budgets_t *budgets;     /* where finished statements' cost goes, or NULL */
     pgt_query_status_t outcome; /* status of the next failure (budget refusals), or OK */
     int64_t outcome_budget;     /* and the budget behind it */
+    change_t *changes;          /* changes not yet accepted, oldest first */
+    change_t *changes_tail;     /* newest */
+    uint64_t sent_batches;      /* Query, Sync and FunctionCall messages sent */
+    uint64_t answered_batches;  /* ReadyForQuery seen (or owed no more) */
 };
 
 static int64_t wall_us(void)
@@ -122,15 +140,108 @@ static void forget_all(named_t **list)
         forget(list, (*list)->name);
 }
 
-/* DEALLOCATE ALL: every named statement goes, the unnamed one stays. */
-static void forget_named(named_t **list)
+/* ---- changes the server has yet to accept -------------------------------- */
+
+static void free_list(named_t *n)
 {
-    named_t **pp = list;
+    while (n) {
+        named_t *next = n->next;
+        pgt_text_unref(n->text);
+        free(n->types);
+        free(n->name);
+        free(n);
+        n = next;
+    }
+}
+
+/* Moves the statement name (all named ones for NULL) out of the list, to
+ * the change about to set or drop it, and queues the change. Without
+ * memory the statements just go. The unnamed statement is never restored:
+ * the server drops it as each Parse begins (postgres.c, exec_parse_message). */
+static void change_begin(pgt_intercept_t *ic, const char *name, uint8_t confirm)
+{
+    change_t *c = calloc(1, sizeof(*c));
+    if (c && name && !(c->name = strdup(name))) {
+        free(c);
+        c = NULL;
+    }
+    named_t **pp = &ic->statements;
     while (*pp) {
-        if ((*pp)->name[0])
-            forget(pp, (*pp)->name);
-        else
-            pp = &(*pp)->next;
+        named_t *n = *pp;
+        bool take = name ? strcmp(n->name, name) == 0 : n->name[0] != 0;
+        if (!take) {
+            pp = &n->next;
+            continue;
+        }
+        *pp = n->next;
+        n->next = NULL;
+        if (c && n->name[0]) {
+            n->next = c->old;
+            c->old = n;
+        } else {
+            free_list(n);
+        }
+    }
+    if (!c)
+        return;
+    c->batch = ic->sent_batches;
+    c->confirm = confirm;
+    if (ic->changes_tail)
+        ic->changes_tail->next = c;
+    else
+        ic->changes = c;
+    ic->changes_tail = c;
+}
+
+static change_t *change_pop(pgt_intercept_t *ic)
+{
+    change_t *c = ic->changes;
+    ic->changes = c->next;
+    if (!ic->changes)
+        ic->changes_tail = NULL;
+    c->next = NULL;
+    return c;
+}
+
+static void change_free(change_t *c)
+{
+    free_list(c->old);
+    free(c->name);
+    free(c);
+}
+
+/* The server accepted the oldest change of the batch it answers, if it is
+ * one that what accepts. */
+static void change_accepted(pgt_intercept_t *ic, uint8_t what)
+{
+    change_t *c = ic->changes;
+    if (c && c->confirm == what && c->batch <= ic->answered_batches)
+        change_free(change_pop(ic));
+}
+
+/* An error, or the end of the batch: the changes of the batch answered
+ * that the server did not accept are undone, newest first. */
+static void changes_void(pgt_intercept_t *ic)
+{
+    change_t *undo = NULL;
+    while (ic->changes && ic->changes->batch <= ic->answered_batches) {
+        change_t *c = change_pop(ic);
+        c->next = undo;
+        undo = c;
+    }
+    while (undo) {
+        change_t *c = undo;
+        undo = c->next;
+        if (c->name)
+            forget(&ic->statements, c->name);
+        while (c->old) {
+            named_t *n = c->old;
+            c->old = n->next;
+            forget(&ic->statements, n->name);
+            n->next = ic->statements;
+            ic->statements = n;
+        }
+        change_free(c);
     }
 }
 
@@ -256,11 +367,10 @@ static void sql_prepares(pgt_intercept_t *ic, const pgt_text_t *t)
     int n = pgt_fp_prepares(t->data, preps, SQL_PREPARES_MAX);
     for (int i = 0; i < n; i++) {
         const pgt_prep_t *p = &preps[i];
-        if (p->op == PGT_PREP_DEALLOCATE_ALL) {
-            forget_named(&ic->statements);
+        bool all = p->op == PGT_PREP_DEALLOCATE_ALL;
+        change_begin(ic, all ? NULL : p->name, p->op == PGT_PREP_PREPARE ? 'P' : 'D');
+        if (all)
             continue;
-        }
-        forget(&ic->statements, p->name);
         pgt_text_t *body = p->op == PGT_PREP_PREPARE
                                ? pgt_text_new(t->data + p->body_offset, p->body_length)
                                : NULL;
@@ -270,13 +380,16 @@ static void sql_prepares(pgt_intercept_t *ic, const pgt_text_t *t)
     }
 }
 
-static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len)
+/* A Query; sent is false for one pgtally answered itself (it never ran, so
+ * its PREPAREs are not followed). */
+static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len, bool sent)
 {
     size_t n = len > 0 && body[len - 1] == 0 ? len - 1 : len;
     pgt_text_t *t = pgt_text_new((const char *)body, n);
     if (!t)
         return;
-    sql_prepares(ic, t);
+    if (sent)
+        sql_prepares(ic, t);
     pgt_exec_t *e = push(ic, t, false, false);
     pgt_text_unref(t);
     if (e)
@@ -287,7 +400,7 @@ static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len)
 void pgt_intercept_unsent(pgt_intercept_t *ic, const uint8_t *body, size_t len,
                           pgt_query_status_t status, const char *sqlstate)
 {
-    client_query(ic, body, len);
+    client_query(ic, body, len, false);
     pgt_exec_t *e = ic->tail;
     if (!e || e != ic->head || e->is_marker)
         return;
@@ -348,6 +461,7 @@ static void client_parse(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     pgt_text_t *t = pgt_text_new((const char *)body + qstart, qlen);
     if (!t)
         return;
+    change_begin(ic, name, '1');
     named_t *n = remember(&ic->statements, name, t);
     pgt_text_unref(t);
     /* The parameter types, kept for an EXPLAIN of the statement. */
@@ -457,7 +571,7 @@ void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body
 {
     switch (type) {
     case 'Q':
-        client_query(ic, body, len);
+        client_query(ic, body, len, true);
         break;
     case 'P':
         client_parse(ic, body, len);
@@ -480,6 +594,8 @@ void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body
     default:
         break;
     }
+    if (type == 'Q' || type == 'S' || type == 'F')
+        ic->sent_batches++;
 }
 
 /* ---- server messages ------------------------------------------------------ */
@@ -508,21 +624,28 @@ static void error_sqlstate(const uint8_t *peek, size_t plen, char out[6])
         memcpy(out, "XX000", 6);
 }
 
-/* After an error in the extended protocol the server skips everything up to
- * the next Sync: the executions queued before it never run. */
+/* After an error in the extended protocol the server skips every message
+ * up to the next Sync: the executions queued before it never run, and a
+ * Query or FunctionCall among them gets no ReadyForQuery of its own. */
 static void skip_to_sync(pgt_intercept_t *ic)
 {
-    while (ic->head && !ic->head->is_marker && ic->head->extended)
+    while (ic->head && !ic->head->is_marker) {
+        if (!ic->head->extended)
+            ic->answered_batches++;
         pgt_exec_free(pop(ic));
+    }
 }
 
 static void server_error(pgt_intercept_t *ic, const uint8_t *peek, size_t plen)
 {
     pgt_exec_t *e = ic->head;
-    if (!e || e->is_marker)
+    if (!e || e->is_marker) {
+        changes_void(ic);
         return;
+    }
     char sqlstate[6];
     error_sqlstate(peek, plen, sqlstate);
+    changes_void(ic);
     pgt_query_status_t st = strcmp(sqlstate, "57014") == 0 ? PGT_QUERY_CANCELLED : PGT_QUERY_ERROR;
     complete(ic, e, st, sqlstate, 0);
     e->failed = true;
@@ -537,6 +660,13 @@ static void server_done(pgt_intercept_t *ic, const uint8_t *peek, size_t plen, b
     pgt_exec_t *e = ic->head;
     if (!e || e->is_marker)
         return;
+    /* An SQL PREPARE or DEALLOCATE of a simple Query took effect. */
+    if (is_tag && !e->extended && !e->function_call) {
+        if (plen >= 8 && memcmp(peek, "PREPARE", 8) == 0)
+            change_accepted(ic, 'P');
+        else if (plen >= 10 && memcmp(peek, "DEALLOCATE", 10) == 0)
+            change_accepted(ic, 'D');
+    }
     complete(ic, e, PGT_QUERY_OK, NULL, is_tag ? tag_rows(peek, plen) : 0);
     if (e->extended)
         finish(ic, pop(ic));
@@ -547,6 +677,8 @@ static void server_ready(pgt_intercept_t *ic)
     ic->cur_rows = 0;
     ic->cur_bytes = 0;
     ic->outcome = PGT_QUERY_OK;
+    changes_void(ic);
+    ic->answered_batches++;
     /* ReadyForQuery ends one Query, or one Sync with whatever is left
      * before it. */
     while (ic->head) {
@@ -569,6 +701,9 @@ void pgt_intercept_server(pgt_intercept_t *ic, uint8_t type, uint32_t len, const
     switch (type) {
     case 'D': /* DataRow */
         ic->cur_rows++;
+        break;
+    case '1': /* ParseComplete */
+        change_accepted(ic, '1');
         break;
     case 'C': /* CommandComplete */
         server_done(ic, peek, plen, true);
@@ -604,6 +739,8 @@ void pgt_intercept_free(pgt_intercept_t *ic, const char *sqlstate)
         first = false;
         finish(ic, e);
     }
+    while (ic->changes)
+        change_free(change_pop(ic));
     forget_all(&ic->statements);
     forget_all(&ic->portals);
     pgt_attr_unref(ic->attr);
