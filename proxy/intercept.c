@@ -157,9 +157,15 @@ static void free_list(named_t *n)
 /* Moves the statement name (all named ones for NULL) out of the list, to
  * the change about to set or drop it, and queues the change. Without
  * memory the statements just go. The unnamed statement is never restored:
- * the server drops it as each Parse begins (postgres.c, exec_parse_message). */
+ * the server drops it as each Parse begins (postgres.c, exec_parse_message),
+ * and DEALLOCATE ALL leaves it. */
 static void change_begin(pgt_intercept_t *ic, const char *name, uint8_t confirm)
 {
+    /* The unnamed statement, parsed for nearly every extended statement,
+     * costs no change (remember replaces it in place): after a failed
+     * Parse the server has none, and a Bind of it fails. */
+    if (name && !name[0])
+        return;
     change_t *c = calloc(1, sizeof(*c));
     if (c && name && !(c->name = strdup(name))) {
         free(c);
@@ -175,7 +181,7 @@ static void change_begin(pgt_intercept_t *ic, const char *name, uint8_t confirm)
         }
         *pp = n->next;
         n->next = NULL;
-        if (c && n->name[0]) {
+        if (c) {
             n->next = c->old;
             c->old = n;
         } else {
