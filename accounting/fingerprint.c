@@ -9,6 +9,7 @@
 #include <pg_query.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1367,4 +1368,88 @@ char *pgt_fp_tags_json(const char *text, size_t len)
     free(ts.v);
     free(copy);
     return json;
+}
+
+/* ---- PREPARE and DEALLOCATE ----------------------------------------------- */
+
+/* True when s holds the word kw (lower case) in any case: the cheap test
+ * in front of the parser. */
+static bool holds_word(const char *s, const char *kw)
+{
+    size_t n = strlen(kw);
+    for (; *s; s++)
+        if (lower(*s) == kw[0] && word_eq(s, n, kw))
+            return true;
+    return false;
+}
+
+/* The statement after the first AS at depth 0 of stmt[0..len) (PREPARE's
+ * argument types are in parentheses), as offsets into stmt. */
+static bool prepare_body(const char *stmt, size_t len, size_t *off, size_t *blen)
+{
+    char *copy = dup_nul(stmt, len);
+    toks_t ts = {0};
+    bool ok = copy && scan_tokens(copy, len, KEEP_CODE, &ts) == 0;
+    size_t i = ok ? find_top(&ts, 0, "as") : 0;
+    ok = ok && i + 1 < ts.n;
+    if (ok) {
+        *off = ts.v[i + 1].start;
+        *blen = len - *off;
+        pgt_fp_trim(stmt, off, blen);
+    }
+    free(ts.v);
+    free(copy);
+    return ok;
+}
+
+/* Reads one raw statement of the parse tree into out; false when it is
+ * neither a PREPARE nor a DEALLOCATE. */
+static bool prep_of(const char *sql, size_t total, json_t *raw, pgt_prep_t *out)
+{
+    json_t *stmt = json_object_get(raw, "stmt");
+    json_t *prep = json_object_get(stmt, "PrepareStmt");
+    json_t *dealloc = json_object_get(stmt, "DeallocateStmt");
+    if (!prep && !dealloc)
+        return false;
+    const char *name = json_string_value(json_object_get(prep ? prep : dealloc, "name"));
+    *out = (pgt_prep_t){.op = prep   ? PGT_PREP_PREPARE
+                              : name ? PGT_PREP_DEALLOCATE
+                                     : PGT_PREP_DEALLOCATE_ALL};
+    if (name)
+        snprintf(out->name, sizeof(out->name), "%s", name);
+    if (!prep)
+        return true;
+    /* The tree leaves out a location of 0 and a length that runs to the end. */
+    json_int_t loc = json_integer_value(json_object_get(raw, "stmt_location"));
+    json_int_t len = json_integer_value(json_object_get(raw, "stmt_len"));
+    if (!name || loc < 0 || (size_t)loc > total || len < 0 || (size_t)len > total - (size_t)loc)
+        return false;
+    if (len == 0)
+        len = (json_int_t)(total - (size_t)loc);
+    size_t off, blen;
+    if (!prepare_body(sql + loc, (size_t)len, &off, &blen))
+        return false;
+    out->body_offset = (size_t)loc + off;
+    out->body_length = blen;
+    return true;
+}
+
+int pgt_fp_prepares(const char *sql, pgt_prep_t *out, int max)
+{
+    if (!sql || !out || max <= 0 || (!holds_word(sql, "prepare") && !holds_word(sql, "deallocate")))
+        return 0;
+    PgQueryParseResult r = pg_query_parse(sql);
+    json_t *tree = r.error || !r.parse_tree ? NULL : json_loads(r.parse_tree, 0, NULL);
+    pg_query_free_parse_result(r);
+    json_t *stmts = json_object_get(tree, "stmts");
+    size_t total = strlen(sql), i;
+    json_t *raw;
+    int n = 0;
+    json_array_foreach(stmts, i, raw)
+    {
+        if (n < max && prep_of(sql, total, raw, &out[n]))
+            n++;
+    }
+    json_decref(tree);
+    return n;
 }

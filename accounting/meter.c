@@ -190,7 +190,7 @@ static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t
     r->fingerprint = shape.fingerprint;
     r->normalized = strdup(shape.normalized ? shape.normalized : "");
     r->kind = strdup(pgt_stmt_kind_name(shape.kind));
-    r->protocol = strdup(e->extended ? "extended" : "simple");
+    r->protocol = strdup(e->function_call ? "function" : e->extended ? "extended" : "simple");
     /* The loop's estimate (EXPLAIN or its shape history) was made before
      * the statement ran; otherwise the worker's own history serves. */
     int64_t history = estimate_and_learn(

@@ -4,10 +4,12 @@
  * loop thread touches it. */
 #include "pgtally/intercept.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
+#include "pgtally/fingerprint.h"
 #include "pgtally/period.h"
 #include "pgtally/wire.h"
 
@@ -22,6 +24,20 @@ typedef struct named {
     size_t types_len;   /* their length in bytes */
     pgt_estimate_t est; /* portal: estimate of its executions (key 0: none) */
 } named_t;
+
+/* A change to the prepared statements that the server has not accepted
+ * yet: a Parse, until its ParseComplete, or an SQL PREPARE or DEALLOCATE,
+ * until its CommandComplete. It takes effect when sent, so that a Bind
+ * right behind it finds its statement; an error before it is accepted
+ * voids it (the server rejected it, or skipped it on the way to the
+ * client's Sync), and the statements it replaced come back. */
+typedef struct change {
+    struct change *next; /* next newer change */
+    uint64_t batch;      /* the batch it was sent in (see sent_batches) */
+    uint8_t confirm;     /* what accepts it: '1' ParseComplete, 'P' PREPARE, 'D' DEALLOCATE */
+    char *name;          /* the statement it set or dropped; NULL for DEALLOCATE ALL */
+    named_t *old;        /* the statements it replaced or dropped, to restore */
+} change_t;
 
 struct pgt_intercept {
     pgt_estimator_t *estimator; /* learns from finished statements, or NULL */
@@ -39,6 +55,10 @@ struct pgt_intercept {
     pgt_budgets_t *budgets;     /* where finished statements' cost goes, or NULL */
     pgt_query_status_t outcome; /* status of the next failure (budget refusals), or OK */
     int64_t outcome_budget;     /* and the budget behind it */
+    change_t *changes;          /* changes not yet accepted, oldest first */
+    change_t *changes_tail;     /* newest */
+    uint64_t sent_batches;      /* Query, Sync and FunctionCall messages sent */
+    uint64_t answered_batches;  /* ReadyForQuery seen (or owed no more) */
 };
 
 static int64_t wall_us(void)
@@ -118,6 +138,117 @@ static void forget_all(named_t **list)
 {
     while (*list)
         forget(list, (*list)->name);
+}
+
+/* ---- changes the server has yet to accept -------------------------------- */
+
+static void free_list(named_t *n)
+{
+    while (n) {
+        named_t *next = n->next;
+        pgt_text_unref(n->text);
+        free(n->types);
+        free(n->name);
+        free(n);
+        n = next;
+    }
+}
+
+/* Moves the statement name (all named ones for NULL) out of the list, to
+ * the change about to set or drop it, and queues the change. Without
+ * memory the statements just go. The unnamed statement is never restored:
+ * the server drops it as each Parse begins (postgres.c, exec_parse_message),
+ * and DEALLOCATE ALL leaves it. */
+static void change_begin(pgt_intercept_t *ic, const char *name, uint8_t confirm)
+{
+    /* The unnamed statement, parsed for nearly every extended statement,
+     * costs no change (remember replaces it in place): after a failed
+     * Parse the server has none, and a Bind of it fails. */
+    if (name && !name[0])
+        return;
+    change_t *c = calloc(1, sizeof(*c));
+    if (c && name && !(c->name = strdup(name))) {
+        free(c);
+        c = NULL;
+    }
+    named_t **pp = &ic->statements;
+    while (*pp) {
+        named_t *n = *pp;
+        bool take = name ? strcmp(n->name, name) == 0 : n->name[0] != 0;
+        if (!take) {
+            pp = &n->next;
+            continue;
+        }
+        *pp = n->next;
+        n->next = NULL;
+        if (c) {
+            n->next = c->old;
+            c->old = n;
+        } else {
+            free_list(n);
+        }
+    }
+    if (!c)
+        return;
+    c->batch = ic->sent_batches;
+    c->confirm = confirm;
+    if (ic->changes_tail)
+        ic->changes_tail->next = c;
+    else
+        ic->changes = c;
+    ic->changes_tail = c;
+}
+
+static change_t *change_pop(pgt_intercept_t *ic)
+{
+    change_t *c = ic->changes;
+    ic->changes = c->next;
+    if (!ic->changes)
+        ic->changes_tail = NULL;
+    c->next = NULL;
+    return c;
+}
+
+static void change_free(change_t *c)
+{
+    free_list(c->old);
+    free(c->name);
+    free(c);
+}
+
+/* The server accepted the oldest change of the batch it answers, if it is
+ * one that what accepts. */
+static void change_accepted(pgt_intercept_t *ic, uint8_t what)
+{
+    change_t *c = ic->changes;
+    if (c && c->confirm == what && c->batch <= ic->answered_batches)
+        change_free(change_pop(ic));
+}
+
+/* An error, or the end of the batch: the changes of the batch answered
+ * that the server did not accept are undone, newest first. */
+static void changes_void(pgt_intercept_t *ic)
+{
+    change_t *undo = NULL;
+    while (ic->changes && ic->changes->batch <= ic->answered_batches) {
+        change_t *c = change_pop(ic);
+        c->next = undo;
+        undo = c;
+    }
+    while (undo) {
+        change_t *c = undo;
+        undo = c->next;
+        if (c->name)
+            forget(&ic->statements, c->name);
+        while (c->old) {
+            named_t *n = c->old;
+            c->old = n->next;
+            forget(&ic->statements, n->name);
+            n->next = ic->statements;
+            ic->statements = n;
+        }
+        change_free(c);
+    }
 }
 
 /* ---- the FIFO ------------------------------------------------------------ */
@@ -230,12 +361,41 @@ static const char *cstr(const uint8_t *body, size_t len, size_t *pos)
     return s;
 }
 
-static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len)
+/* PREPARE and DEALLOCATE statements followed in one Query. */
+#define SQL_PREPARES_MAX 8
+
+/* Follows the SQL PREPARE and DEALLOCATE statements of a simple Query, so
+ * that a protocol Bind of a statement prepared in SQL knows its text. Only
+ * a Query that holds one of those words is parsed. */
+static void sql_prepares(pgt_intercept_t *ic, const pgt_text_t *t)
+{
+    pgt_prep_t preps[SQL_PREPARES_MAX];
+    int n = pgt_fp_prepares(t->data, preps, SQL_PREPARES_MAX);
+    for (int i = 0; i < n; i++) {
+        const pgt_prep_t *p = &preps[i];
+        bool all = p->op == PGT_PREP_DEALLOCATE_ALL;
+        change_begin(ic, all ? NULL : p->name, p->op == PGT_PREP_PREPARE ? 'P' : 'D');
+        if (all)
+            continue;
+        pgt_text_t *body = p->op == PGT_PREP_PREPARE
+                               ? pgt_text_new(t->data + p->body_offset, p->body_length)
+                               : NULL;
+        if (body)
+            remember(&ic->statements, p->name, body);
+        pgt_text_unref(body);
+    }
+}
+
+/* A Query; sent is false for one pgtally answered itself (it never ran, so
+ * its PREPAREs are not followed). */
+static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len, bool sent)
 {
     size_t n = len > 0 && body[len - 1] == 0 ? len - 1 : len;
     pgt_text_t *t = pgt_text_new((const char *)body, n);
     if (!t)
         return;
+    if (sent)
+        sql_prepares(ic, t);
     pgt_exec_t *e = push(ic, t, false, false);
     pgt_text_unref(t);
     if (e)
@@ -246,7 +406,7 @@ static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len)
 void pgt_intercept_unsent(pgt_intercept_t *ic, const uint8_t *body, size_t len,
                           pgt_query_status_t status, const char *sqlstate)
 {
-    client_query(ic, body, len);
+    client_query(ic, body, len, false);
     pgt_exec_t *e = ic->tail;
     if (!e || e != ic->head || e->is_marker)
         return;
@@ -307,6 +467,7 @@ static void client_parse(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     pgt_text_t *t = pgt_text_new((const char *)body + qstart, qlen);
     if (!t)
         return;
+    change_begin(ic, name, '1');
     named_t *n = remember(&ic->statements, name, t);
     pgt_text_unref(t);
     /* The parameter types, kept for an EXPLAIN of the statement. */
@@ -335,6 +496,17 @@ void pgt_intercept_set_portal_estimate(pgt_intercept_t *ic, const char *portal,
         (*pp)->est = *est;
 }
 
+/* Bytes of s, at most max, that do not end inside a UTF-8 sequence. */
+static size_t utf8_prefix(const char *s, size_t max)
+{
+    size_t n = strnlen(s, max);
+    if (s[n] == 0)
+        return n;
+    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+        n--;
+    return n;
+}
+
 static void client_bind(pgt_intercept_t *ic, const uint8_t *body, size_t len)
 {
     size_t pos = 0;
@@ -343,10 +515,20 @@ static void client_bind(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     if (!portal || !stmt)
         return;
     named_t **pp = find(&ic->statements, stmt);
-    if (pp)
+    if (pp) {
         remember(&ic->portals, portal, (*pp)->text);
-    else
+        return;
+    }
+    /* A statement whose SQL pgtally did not see (prepared where it does
+     * not follow, or cut): its executions are metered all the same, under
+     * a text that says so, and the running check applies to them. */
+    char text[160];
+    int n = snprintf(text, sizeof(text), "EXECUTE of prepared statement \"%.*s\" (text not seen)",
+                     (int)utf8_prefix(stmt, 63), stmt);
+    pgt_text_t *t = n > 0 ? pgt_text_new(text, (size_t)n < sizeof(text) ? (size_t)n : 0) : NULL;
+    if (!t || !remember(&ic->portals, portal, t))
         forget(&ic->portals, portal);
+    pgt_text_unref(t);
 }
 
 static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
@@ -359,6 +541,27 @@ static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     pgt_exec_t *e = pp ? push(ic, (*pp)->text, true, false) : NULL;
     if (e)
         e->est = (*pp)->est;
+}
+
+/* A FunctionCall (protocol docs, "Function Call") runs a function by its
+ * OID, the first field of the body: an execution like any other, metered
+ * (kind utility, under a text that names the OID) and under the running
+ * check. It is answered with FunctionCallResponse or ErrorResponse, then
+ * ReadyForQuery, as a Query is. */
+static void client_function(pgt_intercept_t *ic, const uint8_t *body, size_t len)
+{
+    uint32_t oid = len >= 4 ? pgt_be32(body) : 0;
+    char text[32];
+    int n = snprintf(text, sizeof(text), "FunctionCall oid %u", (unsigned)oid);
+    pgt_text_t *t = pgt_text_new(text, (size_t)n);
+    pgt_exec_t *e = t ? push(ic, t, false, false) : NULL;
+    pgt_text_unref(t);
+    if (!e)
+        return;
+    e->function_call = true;
+    /* Its shape is known without the parser: one per function. */
+    e->est.fingerprint = UINT64_C(0x4643000000000000) | oid;
+    e->est.kind = PGT_STMT_UTILITY;
 }
 
 static void client_close(pgt_intercept_t *ic, const uint8_t *body, size_t len)
@@ -374,7 +577,7 @@ void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body
 {
     switch (type) {
     case 'Q':
-        client_query(ic, body, len);
+        client_query(ic, body, len, true);
         break;
     case 'P':
         client_parse(ic, body, len);
@@ -388,13 +591,17 @@ void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body
     case 'C':
         client_close(ic, body, len);
         break;
+    case 'F':
+        client_function(ic, body, len);
+        break;
     case 'S': /* Sync */
-    case 'F': /* FunctionCall: answered with ReadyForQuery too */
         push(ic, NULL, false, true);
         break;
     default:
         break;
     }
+    if (type == 'Q' || type == 'S' || type == 'F')
+        ic->sent_batches++;
 }
 
 /* ---- server messages ------------------------------------------------------ */
@@ -423,21 +630,28 @@ static void error_sqlstate(const uint8_t *peek, size_t plen, char out[6])
         memcpy(out, "XX000", 6);
 }
 
-/* After an error in the extended protocol the server skips everything up to
- * the next Sync: the executions queued before it never run. */
+/* After an error in the extended protocol the server skips every message
+ * up to the next Sync: the executions queued before it never run, and a
+ * Query or FunctionCall among them gets no ReadyForQuery of its own. */
 static void skip_to_sync(pgt_intercept_t *ic)
 {
-    while (ic->head && !ic->head->is_marker && ic->head->extended)
+    while (ic->head && !ic->head->is_marker) {
+        if (!ic->head->extended)
+            ic->answered_batches++;
         pgt_exec_free(pop(ic));
+    }
 }
 
 static void server_error(pgt_intercept_t *ic, const uint8_t *peek, size_t plen)
 {
     pgt_exec_t *e = ic->head;
-    if (!e || e->is_marker)
+    if (!e || e->is_marker) {
+        changes_void(ic);
         return;
+    }
     char sqlstate[6];
     error_sqlstate(peek, plen, sqlstate);
+    changes_void(ic);
     pgt_query_status_t st = strcmp(sqlstate, "57014") == 0 ? PGT_QUERY_CANCELLED : PGT_QUERY_ERROR;
     complete(ic, e, st, sqlstate, 0);
     e->failed = true;
@@ -452,6 +666,13 @@ static void server_done(pgt_intercept_t *ic, const uint8_t *peek, size_t plen, b
     pgt_exec_t *e = ic->head;
     if (!e || e->is_marker)
         return;
+    /* An SQL PREPARE or DEALLOCATE of a simple Query took effect. */
+    if (is_tag && !e->extended && !e->function_call) {
+        if (plen >= 8 && memcmp(peek, "PREPARE", 8) == 0)
+            change_accepted(ic, 'P');
+        else if (plen >= 10 && memcmp(peek, "DEALLOCATE", 10) == 0)
+            change_accepted(ic, 'D');
+    }
     complete(ic, e, PGT_QUERY_OK, NULL, is_tag ? tag_rows(peek, plen) : 0);
     if (e->extended)
         finish(ic, pop(ic));
@@ -462,6 +683,8 @@ static void server_ready(pgt_intercept_t *ic)
     ic->cur_rows = 0;
     ic->cur_bytes = 0;
     ic->outcome = PGT_QUERY_OK;
+    changes_void(ic);
+    ic->answered_batches++;
     /* ReadyForQuery ends one Query, or one Sync with whatever is left
      * before it. */
     while (ic->head) {
@@ -485,11 +708,15 @@ void pgt_intercept_server(pgt_intercept_t *ic, uint8_t type, uint32_t len, const
     case 'D': /* DataRow */
         ic->cur_rows++;
         break;
+    case '1': /* ParseComplete */
+        change_accepted(ic, '1');
+        break;
     case 'C': /* CommandComplete */
         server_done(ic, peek, plen, true);
         break;
     case 'I': /* EmptyQueryResponse */
     case 's': /* PortalSuspended */
+    case 'V': /* FunctionCallResponse */
         server_done(ic, peek, plen, false);
         break;
     case 'E': /* ErrorResponse */
@@ -518,6 +745,8 @@ void pgt_intercept_free(pgt_intercept_t *ic, const char *sqlstate)
         first = false;
         finish(ic, e);
     }
+    while (ic->changes)
+        change_free(change_pop(ic));
     forget_all(&ic->statements);
     forget_all(&ic->portals);
     pgt_attr_unref(ic->attr);

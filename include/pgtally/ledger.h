@@ -43,7 +43,7 @@ typedef struct pgt_record {
     uint64_t fingerprint;      /* statement shape */
     char *normalized;          /* normalized text */
     char *kind;                /* statement kind name ("select") */
-    char *protocol;            /* "simple" or "extended" */
+    char *protocol;            /* "simple", "extended" or "function" (FunctionCall) */
     double est_planner_cost;   /* planner total cost, or -1 when not explained */
     int64_t est_cost_micro;    /* estimated cost in micro-units, or -1 */
     double compute_s;          /* seconds the upstream was busy with it */

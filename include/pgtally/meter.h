@@ -55,13 +55,15 @@ typedef struct pgt_done {
     int64_t budget_id;         /* budget that refused or cancelled it, or 0 */
 } pgt_done_t;
 
-/* One Query message (several statements maybe) or one Execute. */
+/* One Query message (several statements maybe), one Execute or one
+ * FunctionCall. */
 typedef struct pgt_exec {
     struct pgt_exec *next; /* next in a session FIFO or a meter batch */
     pgt_attr_t *attr;      /* who ran it (a reference) */
     pgt_text_t *text;      /* the SQL (a reference) */
     bool extended;         /* from Execute (one statement) rather than Query */
-    bool is_marker;        /* a Sync/FunctionCall placeholder, not a statement */
+    bool function_call;    /* from FunctionCall (text names the function's OID) */
+    bool is_marker;        /* a Sync placeholder, not a statement */
     bool failed;           /* the server answered it with an error */
     pgt_estimate_t est;    /* estimate made on the loop (est.key 0: none) */
     uint64_t sent_ns;      /* uv_hrtime() when it was forwarded */

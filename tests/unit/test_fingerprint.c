@@ -564,6 +564,64 @@ static void test_never_refused_limit(void)
     CHECK(!pgt_fp_never_refused(sql, strlen(sql)));
 }
 
+/* PREPARE and DEALLOCATE statements of a query string, as the parser reads
+ * them: name (folded, unquoted), and for PREPARE the text after AS. */
+static const struct prep_case {
+    const char *sql;
+    int n;            /* statements found */
+    int op;           /* the first one's op */
+    const char *name; /* its name */
+    const char *body; /* PREPARE: its statement, or NULL */
+} prep_cases[] = {
+    {"PREPARE p AS SELECT pg_sleep(2)", 1, PGT_PREP_PREPARE, "p", "SELECT pg_sleep(2)"},
+    {"prepare P(int, text) as select $1, $2 ;", 1, PGT_PREP_PREPARE, "p", "select $1, $2"},
+    {"PREPARE \"My As\" AS SELECT 'as' AS as_", 1, PGT_PREP_PREPARE, "My As", "SELECT 'as' AS as_"},
+    {"/* as */ PREPARE q -- as\n AS\n\tSELECT 1", 1, PGT_PREP_PREPARE, "q", "SELECT 1"},
+    {"SELECT 1; PREPARE b AS SELECT 2; SELECT 3", 1, PGT_PREP_PREPARE, "b", "SELECT 2"},
+    {"DEALLOCATE p", 1, PGT_PREP_DEALLOCATE, "p", NULL},
+    {"deallocate prepare \"P\"", 1, PGT_PREP_DEALLOCATE, "P", NULL},
+    {"DEALLOCATE ALL", 1, PGT_PREP_DEALLOCATE_ALL, "", NULL},
+    {"DEALLOCATE a; PREPARE a AS SELECT 1", 2, PGT_PREP_DEALLOCATE, "a", NULL},
+    {"PREPARE TRANSACTION 'x'", 0, 0, NULL, NULL},
+    {"SELECT 'prepare p as select 1'", 0, 0, NULL, NULL},
+    {"PREPARE p AS SELEC 1", 0, 0, NULL, NULL},
+    {"EXECUTE p", 0, 0, NULL, NULL},
+    {"", 0, 0, NULL, NULL},
+};
+
+static void test_prepares_table(void)
+{
+    for (size_t i = 0; i < sizeof(prep_cases) / sizeof(prep_cases[0]); i++) {
+        const struct prep_case *k = &prep_cases[i];
+        pgt_prep_t out[4];
+        int n = pgt_fp_prepares(k->sql, out, 4);
+        CHECK_INT(n, k->n);
+        if (n == 0)
+            continue;
+        CHECK_INT(out[0].op, k->op);
+        CHECK_STR(out[0].name, k->name);
+        if (k->body) {
+            char body[128];
+            snprintf(body, sizeof(body), "%.*s", (int)out[0].body_length,
+                     k->sql + out[0].body_offset);
+            CHECK_STR(body, k->body);
+        }
+    }
+    /* The second of two, and a name cut to 63 bytes as the server cuts it. */
+    pgt_prep_t out[2];
+    CHECK_INT(pgt_fp_prepares("DEALLOCATE a; PREPARE a AS SELECT 1", out, 2), 2);
+    CHECK_INT(out[1].op, PGT_PREP_PREPARE);
+    CHECK_STR(out[1].name, "a");
+    CHECK_INT(pgt_fp_prepares("DEALLOCATE a; DEALLOCATE b", out, 1), 1);
+    char sql[200], name[80];
+    memset(name, 'n', 70);
+    name[70] = 0;
+    snprintf(sql, sizeof(sql), "PREPARE %s AS SELECT 1", name);
+    CHECK_INT(pgt_fp_prepares(sql, out, 1), 1);
+    CHECK_INT(strlen(out[0].name), 63);
+    CHECK_INT(pgt_fp_prepares(NULL, out, 1), 0);
+}
+
 int main(void)
 {
     test_kind_names();
@@ -580,5 +638,6 @@ int main(void)
     test_tags_table();
     test_never_refused_table();
     test_never_refused_limit();
+    test_prepares_table();
     TASK_DONE();
 }
