@@ -168,6 +168,9 @@ bool pgt__plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
     const pgt_text_t *t = pgt__bind_statement(s, body, blen, &types, &types_len);
     if (!t)
         return false;
+    /* A statement prepared in SQL has no parameter types to Parse the
+     * EXPLAIN with: it is estimated from history, and judged on that. */
+    explain = explain && types;
     char *sql =
         pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, explain, &s->est);
     if (!sql)

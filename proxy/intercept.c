@@ -481,10 +481,10 @@ const pgt_text_t *pgt_intercept_statement(const pgt_intercept_t *ic, const char 
                                           const uint8_t **types, size_t *types_len)
 {
     named_t *const *pp = find((named_t **)&ic->statements, name);
-    if (!pp || !(*pp)->types)
+    if (!pp)
         return NULL;
     *types = (*pp)->types;
-    *types_len = (*pp)->types_len;
+    *types_len = (*pp)->types ? (*pp)->types_len : 0;
     return (*pp)->text;
 }
 

@@ -30,10 +30,11 @@ pgt_intercept_t *pgt_intercept_new(pgt_meter_t *m, pgt_estimator_t *est, uint64_
  * before forwarding it); consumed by that Query. */
 void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est);
 
-/* The SQL of prepared statement name ("" is the unnamed one) and its
- * parameter types as Parse sent them (Int16 count, then the OIDs); NULL
- * when unknown or cut by the capture limit. Valid until the next client
- * message. */
+/* The SQL of prepared statement name ("" is the unnamed one), NULL when
+ * unknown, and its parameter types as Parse sent them (Int16 count, then
+ * the OIDs) in *types, which is NULL (and *types_len 0) for a statement
+ * prepared in SQL or a Parse cut by the capture limit (its text is then
+ * the first bytes). Valid until the next client message. */
 const pgt_text_t *pgt_intercept_statement(const pgt_intercept_t *ic, const char *name,
                                           const uint8_t **types, size_t *types_len);
 

@@ -163,9 +163,6 @@ def test_sql_prepare_pgtally_refused_does_not_defuse_a_refusal(pgtally, pg):
                      explain=False, bind_it=False)
 
 
-@pytest.mark.xfail(strict=True, reason="a Bind of a statement made by SQL PREPARE is not "
-                   "judged: the intercept knows only statements made by Parse (left for "
-                   "the intercept's owner; not a matter of names)")
 def test_bind_of_a_sql_prepared_statement_over_a_spent_budget_is_refused(pgtally, pg):
     fresh_table(pg)
     p = pgtally(**PER_QUERY)
