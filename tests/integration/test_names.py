@@ -12,7 +12,6 @@ of pgtally's statements. Raw protocol, since no driver picks such names.
 import struct
 import time
 
-
 from helpers import DBNAME, assert_healthy
 from pgwire import RawConn, message, parse_fields, query_message
 from test_budgets import PER_QUERY, set_budget
