@@ -955,10 +955,16 @@ static void startup_data(pgt_session_t *s, const uint8_t *data, size_t len)
     }
     while (s->state == ST_STARTUP && c->pend_len >= 4) {
         uint32_t plen = pgt_be32(c->pend);
-        /* Reject a bad length as soon as it is read, as PostgreSQL does. */
+        /* Reject a bad length as soon as it is read, as PostgreSQL does:
+         * it logs "invalid length of startup packet" (a COMMERROR, which
+         * never reaches the client) and closes without a word. */
         if (plen < 8 || plen > (uint32_t)s->proxy->cfg->max_startup_packet_size) {
-            pgt__session_fail(s, "08P01", "invalid length of startup packet: %d (allowed 8 to %d)",
-                              (int32_t)plen, s->proxy->cfg->max_startup_packet_size);
+            PGT_INFO("startup_rejected",
+                     "session=C-%llu addr=%s length=%d allowed=8..%d reason=\"invalid length of "
+                     "startup packet\"",
+                     (unsigned long long)s->id, s->addr, (int32_t)plen,
+                     s->proxy->cfg->max_startup_packet_size);
+            session_close(s, "invalid_startup_length");
             return;
         }
         if (c->pend_len < plen)
