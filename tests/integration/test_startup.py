@@ -214,3 +214,22 @@ def test_fifty_megabytes_after_the_startup_message_meet_backpressure(pgtally):
     assert_healthy(healthy)
     healthy.close()
     assert p.alive()
+
+
+def test_query_instead_of_a_password_gets_what_the_server_says(pgtally, pg):
+    """md5_user sends a Query in its StartupMessage's write: the server asks
+    for a password and reads the Query instead, and refuses the login. Through
+    pgtally the same, and the Query never runs."""
+    p = pgtally()
+    seen = {}
+    for name, port in (("direct", pg.port), ("pgtally", p.port)):
+        conn = RawConn("127.0.0.1", port)
+        conn.send(startup_packet({"user": "md5_user", "database": DBNAME}) +
+                  query_message("SELECT 'unauthenticated' AS pipelined_md5"))
+        msgs = conn.read_until_closed(5)
+        seen[name] = [(t, parse_fields(b).get("C") if t == b"E" else None) for t, b in msgs]
+        conn.close()
+    assert seen["pgtally"] == seen["direct"], seen
+    assert seen["pgtally"][-1] == (b"E", "08P01"), seen
+    assert p.alive()
+    assert ledger(p, "normalized LIKE '%pipelined_md5%'") == []
