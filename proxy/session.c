@@ -503,10 +503,73 @@ static void enter_idle(pgt_session_t *s)
              (unsigned long long)s->id, s->user, s->database, s->app, s->addr, s->backend_pid);
 }
 
+/* Client bytes while authentication is relayed (protocol docs, "Message
+ * Flow", Start-up). Until AuthenticationOk the client's authentication
+ * messages (PasswordMessage and the SASL and GSS responses, all of type 'p')
+ * go to the server as they come. Anything else is a statement sent before
+ * the session is ready, which the intercept does not exist yet to meter or
+ * judge: it waits in client.pend, with everything behind it, until
+ * ReadyForQuery (auth_data then feeds it through pgt__pass_client). Past
+ * PREAUTH_MAX_MESSAGE bytes kept, pgtally stops reading from the client
+ * until then (backpressure). */
+static void auth_client(pgt_session_t *s, const uint8_t *data, size_t len)
+{
+    conn_t *c = &s->client;
+    if (pend_append(c, data, len) != 0) {
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    size_t off = 0;
+    while (!s->authenticated && s->state == ST_AUTH && c->pend_len - off >= 5 &&
+           c->pend[off] == 'p') {
+        uint8_t type;
+        size_t total;
+        int rc =
+            pgt_wire_next(c->pend + off, c->pend_len - off, PREAUTH_MAX_MESSAGE, &type, &total);
+        if (rc < 0) {
+            pgt__session_fail(s, "08P01",
+                              "invalid message length %d for message type 'p' (limit %d)",
+                              (int32_t)pgt_be32(c->pend + off + 1), PREAUTH_MAX_MESSAGE);
+            return;
+        }
+        if (rc == 0)
+            break;
+        pgt__conn_send(&s->server, c->pend + off, total);
+        off += total;
+    }
+    if (s->state != ST_AUTH)
+        return;
+    if (off > 0)
+        pend_consume(c, off);
+    c->want_read = c->pend_len <= PREAUTH_MAX_MESSAGE;
+    conn_update_reading(c);
+}
+
+/* The server asks for an authentication response (cleartext or MD5
+ * password, SASL, SASL continue), and the client sent a statement instead:
+ * it goes to the server now, in order, as it would direct. The server reads
+ * it as the response and refuses the login (auth.c: "expected password
+ * response"); it never runs there. */
+static void auth_request(pgt_session_t *s, uint32_t code)
+{
+    conn_t *c = &s->client;
+    uint8_t type;
+    size_t total;
+    if ((code != 3 && code != 5 && code != 10 && code != 11) || c->pend_len < 5 ||
+        c->pend[0] == 'p')
+        return;
+    if (pgt_wire_next(c->pend, c->pend_len, s->proxy->cfg->max_message_size, &type, &total) != 1)
+        return;
+    pgt__conn_send(&s->server, c->pend, total);
+    pend_consume(c, total);
+}
+
 static void auth_message(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
 {
     const uint8_t *body = msg + 5;
     size_t blen = total - 5;
+    if (type == 'R' && blen >= 4 && !s->authenticated)
+        auth_request(s, pgt_be32(body));
     /* AuthenticationSASL: a client without TLS must not see
      * SCRAM-SHA-256-PLUS, which libpq then refuses as "offered over a non-SSL
      * connection"; it answers with the "n" flag, which the server accepts. A
@@ -599,6 +662,14 @@ static void auth_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_
 static void auth_data(pgt_session_t *s, const uint8_t *data, size_t len)
 {
     pgt__server_whole(s, data, len, PREAUTH_MAX_MESSAGE, in_auth, auth_whole);
+    /* Logged in: what the client sent before ReadyForQuery now goes the way
+     * of every message after login, metered and judged. */
+    if (logged_in(s) && !s->explaining && !s->refusing && s->client.pend_len > 0) {
+        size_t n;
+        uint8_t *held = pgt__pend_take(&s->client, &n);
+        pgt__pass_client(s, held, n);
+        free(held);
+    }
 }
 
 /* ---- query traffic ------------------------------------------------------ */
@@ -956,10 +1027,16 @@ static void startup_data(pgt_session_t *s, const uint8_t *data, size_t len)
     }
     while (s->state == ST_STARTUP && c->pend_len >= 4) {
         uint32_t plen = pgt_be32(c->pend);
-        /* Reject a bad length as soon as it is read, as PostgreSQL does. */
+        /* Reject a bad length as soon as it is read, as PostgreSQL does:
+         * it logs "invalid length of startup packet" (a COMMERROR, which
+         * never reaches the client) and closes without a word. */
         if (plen < 8 || plen > (uint32_t)s->proxy->cfg->max_startup_packet_size) {
-            pgt__session_fail(s, "08P01", "invalid length of startup packet: %d (allowed 8 to %d)",
-                              (int32_t)plen, s->proxy->cfg->max_startup_packet_size);
+            PGT_INFO("startup_rejected",
+                     "session=C-%llu addr=%s length=%d allowed=8..%d reason=\"invalid length of "
+                     "startup packet\"",
+                     (unsigned long long)s->id, s->addr, (int32_t)plen,
+                     s->proxy->cfg->max_startup_packet_size);
+            session_close(s, "invalid_startup_length");
             return;
         }
         if (c->pend_len < plen)
@@ -984,7 +1061,7 @@ static void on_data(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len
         break;
     case ST_AUTH:
         if (from_client)
-            pgt__pass_client(s, data, len);
+            auth_client(s, data, len);
         else
             auth_data(s, data, len);
         break;
