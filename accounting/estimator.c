@@ -170,6 +170,13 @@ char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *s
         return NULL;
     }
     e->stats.explained++;
+    /* An error position counts characters (UTF-8 here), the prefix's and
+     * those the client's text has before the statement. */
+    int32_t lead = 0;
+    for (size_t i = 0; i < st[0].offset; i++)
+        lead += ((uint8_t)sql[i] & 0xc0) != 0x80;
+    out->explain_shift =
+        (int32_t)strlen(e->text_format ? "EXPLAIN " : "EXPLAIN (FORMAT JSON) ") - lead;
     return explain_text(e, sql + st[0].offset, st[0].length);
 }
 

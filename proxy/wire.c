@@ -338,6 +338,43 @@ bool pgt_wire_error_severity(const uint8_t *body, size_t len, char *out, size_t 
     return true;
 }
 
+int pgt_wire_error_shift_position(pgt_msgbuf_t *mb, uint8_t type, const uint8_t *body, size_t len,
+                                  int32_t shift)
+{
+    pgt_reader_t r;
+    pgt_reader_init(&r, body, len);
+    pgt_msgbuf_begin(mb, type);
+    uint8_t field;
+    const char *value;
+    while (pgt_reader_u8(&r, &field)) {
+        if (field == 0) {
+            pgt_msgbuf_u8(mb, 0);
+            pgt_msgbuf_end(mb);
+            return r.pos == len ? 0 : PGT_WIRE_EFORMAT;
+        }
+        if (!pgt_reader_cstr(&r, &value))
+            break;
+        if (field == 'P') {
+            char *end;
+            long pos = strtol(value, &end, 10);
+            if (end == value || *end != 0 || pos < 1 || pos > INT32_MAX)
+                return PGT_WIRE_EFORMAT;
+            pos -= shift;
+            if (pos < 1)
+                continue;
+            char num[16];
+            snprintf(num, sizeof(num), "%ld", pos);
+            value = num;
+            pgt_msgbuf_u8(mb, field);
+            pgt_msgbuf_cstr(mb, value);
+            continue;
+        }
+        pgt_msgbuf_u8(mb, field);
+        pgt_msgbuf_cstr(mb, value);
+    }
+    return PGT_WIRE_EFORMAT;
+}
+
 bool pgt_wire_error_code(const uint8_t *body, size_t len, char out[6])
 {
     pgt_reader_t r;

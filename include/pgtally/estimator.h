@@ -15,12 +15,16 @@
 
 /* What is known about one statement before it runs. */
 typedef struct pgt_estimate {
-    uint64_t key;         /* shape key (database, fingerprint); 0 when unknown */
-    double planner_cost;  /* planner total cost, or -1 when not explained */
-    int64_t cost_micro;   /* estimated cost in micro-units, or -1 when none */
-    uint64_t fingerprint; /* the statement's fingerprint when the loop found it, or 0 */
-    int kind;             /* its pgt_stmt_kind_t then */
-    bool explainable;     /* whether EXPLAIN takes it */
+    uint64_t key;          /* shape key (database, fingerprint); 0 when unknown */
+    double planner_cost;   /* planner total cost, or -1 when not explained */
+    int64_t cost_micro;    /* estimated cost in micro-units, or -1 when none */
+    uint64_t fingerprint;  /* the statement's fingerprint when the loop found it, or 0 */
+    int kind;              /* its pgt_stmt_kind_t then */
+    bool explainable;      /* whether EXPLAIN takes it */
+    int32_t explain_shift; /* when pgt_estimator_plan returned an EXPLAIN: the characters
+                              its text has ahead of the statement less those the client's
+                              text has, so that position P of the EXPLAIN's error is
+                              P - explain_shift in the client's statement */
 } pgt_estimate_t;
 
 typedef struct pgt_estimator pgt_estimator_t;

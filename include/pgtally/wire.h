@@ -154,4 +154,13 @@ bool pgt_wire_error_severity(const uint8_t *body, size_t len, char *out, size_t 
  * false when there is none. */
 bool pgt_wire_error_code(const uint8_t *body, size_t len, char out[6]);
 
+/* Writes to mb the whole ErrorResponse or NoticeResponse (type) of body
+ * body[0..len) with its position field (P, in characters from 1) moved
+ * shift characters back, as the error of a statement that pgtally sent
+ * behind a prefix of its own; a position that then falls before the first
+ * character is left out. Other fields are copied unchanged. Returns 0 or
+ * PGT_WIRE_EFORMAT (mb's failed flag tells of a full buffer). */
+int pgt_wire_error_shift_position(pgt_msgbuf_t *mb, uint8_t type, const uint8_t *body, size_t len,
+                                  int32_t shift) __attribute__((warn_unused_result));
+
 #endif

@@ -1,6 +1,6 @@
 /* Unit tests of the wire codec: framing across arbitrary splits, length
  * limits, startup packets (good and malformed, table-driven), and ErrorResponse
- * building. */
+ * building and position shifting. */
 #include <stdint.h>
 
 #include "pgtally/wire.h"
@@ -270,6 +270,61 @@ static void test_error_build(void)
     CHECK(mb.failed);
 }
 
+/* An ErrorResponse body made of fields "Xvalue" (one string each). */
+static size_t error_body(uint8_t *p, const char *const *fields, int n)
+{
+    size_t o = 0;
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(fields[i]) + 1;
+        memcpy(p + o, fields[i], l);
+        o += l;
+    }
+    p[o++] = 0;
+    return o;
+}
+
+/* The position of an EXPLAIN's error moved onto the client's statement:
+ * a table of (position, shift, expected position or NULL when dropped). */
+static void test_error_shift_position(void)
+{
+    static const struct {
+        const char *pos, *want;
+        int32_t shift;
+    } cases[] = {
+        {"P30", "P8", 22}, {"P23", "P1", 22}, {"P22", NULL, 22},
+        {"P5", "P12", -7}, {NULL, NULL, 22},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *in[] = {"SERROR", "C42703", "Mcolumn \"nosuch\" does not exist", cases[i].pos,
+                            "Fparse_relation.c"};
+        uint8_t body[256], out[300];
+        size_t blen = error_body(body, in, cases[i].pos ? 5 : 3);
+        pgt_msgbuf_t mb;
+        pgt_msgbuf_init(&mb, out, sizeof(out));
+        CHECK_INT(pgt_wire_error_shift_position(&mb, 'E', body, blen, cases[i].shift), 0);
+        CHECK(!mb.failed);
+        CHECK_INT(out[0], 'E');
+        CHECK_INT(pgt_be32(out + 1), mb.len - 1);
+        const char *want[] = {"SERROR", "C42703", "Mcolumn \"nosuch\" does not exist",
+                              cases[i].want ? cases[i].want : "Fparse_relation.c",
+                              "Fparse_relation.c"};
+        int nwant = !cases[i].pos ? 3 : cases[i].want ? 5 : 4;
+        uint8_t expect[256];
+        size_t elen = error_body(expect, want, nwant);
+        CHECK_INT(mb.len - 5, elen);
+        CHECK(memcmp(out + 5, expect, elen) == 0);
+    }
+    /* A body without its terminator, or a position that is not a number. */
+    const char *bad[] = {"SERROR", "Pabc"};
+    uint8_t body[64], out[64];
+    size_t blen = error_body(body, bad, 2);
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, out, sizeof(out));
+    CHECK(pgt_wire_error_shift_position(&mb, 'E', body, blen, 1) != 0);
+    pgt_msgbuf_init(&mb, out, sizeof(out));
+    CHECK(pgt_wire_error_shift_position(&mb, 'E', body, 7, 1) != 0);
+}
+
 int main(void)
 {
     test_framer_splits();
@@ -279,5 +334,6 @@ int main(void)
     test_startup_table();
     test_sasl_strip();
     test_error_build();
+    test_error_shift_position();
     TASK_DONE();
 }
