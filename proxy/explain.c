@@ -33,15 +33,20 @@ void pgt__own_name(const pgt_session_t *s, own_name_t which, char out[OWN_NAME_S
     out[OWN_NAME_SIZE - 1] = 0;
 }
 
-/* An in-band EXPLAIN is safe only when nothing else is in flight and no
- * transaction block is open: its failure then leaves no trace, and the
- * client's own statement, sent right after, meets the state it expects
- * (protocol docs, "Simple Query"; a Query also ends the unnamed statement,
- * which the client's own Query does anyway). */
+/* An in-band EXPLAIN is safe only when nothing else is in flight, outside
+ * a transaction block or inside one that has not failed. Outside, its
+ * failure leaves no trace and the client's own statement, sent right
+ * after, meets the state it expects (protocol docs, "Simple Query"; a
+ * Query also ends the unnamed statement, which the client's own Query does
+ * anyway). Inside, a failed EXPLAIN aborts the block as the statement
+ * would have at planning, so its error becomes the statement's and the
+ * statement is not sent (finish_explain; the extended EXPLAIN's error is
+ * the statement's in any case). In a failed block ('E') the server refuses
+ * every statement (25P02) at no cost: nothing to explain. */
 bool pgt__may_hold(const pgt_session_t *s)
 {
-    return s->ic && s->state == ST_IDLE && s->pending_syncs == 0 && s->txn_status == 'I' &&
-           !s->drain;
+    return s->ic && s->state == ST_IDLE && s->pending_syncs == 0 &&
+           (s->txn_status == 'I' || s->txn_status == 'T') && !s->drain;
 }
 
 bool pgt__may_explain(const pgt_session_t *s)
@@ -243,14 +248,75 @@ static void take_explain(pgt_session_t *s, bool failed)
               (unsigned long long)s->id, cost, (long long)s->est.cost_micro);
 }
 
-/* The EXPLAIN has answered: the client's Query goes upstream, then
- * whatever the client sent after it. */
-static void finish_explain(pgt_session_t *s)
+/* The EXPLAIN's ErrorResponse err[0..*len) with its position (counted in
+ * pgtally's EXPLAIN text) moved onto the client's statement. Returns the
+ * new message (*len its length), which the caller frees, or NULL when it
+ * cannot be rewritten: the caller then uses err as it is. */
+static uint8_t *shifted_error(const pgt_session_t *s, const uint8_t *err, size_t *len)
 {
-    take_explain(s, false);
-    pgt_intercept_set_estimate(s->ic, &s->est);
+    size_t cap = *len + 16; /* the position may gain digits */
+    uint8_t *out = *len >= 5 ? malloc(cap) : NULL;
+    if (!out)
+        return NULL;
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, out, cap);
+    if (pgt_wire_error_shift_position(&mb, err[0], err + 5, *len - 5, s->est.explain_shift) != 0 ||
+        mb.failed) {
+        free(out);
+        return NULL;
+    }
+    *len = mb.len;
+    return out;
+}
+
+/* Inside a transaction block the EXPLAIN failed, and its failure aborted
+ * the block: the client's Query would now meet 25P02, so it is not sent.
+ * Its error is the EXPLAIN's, with the position moved onto the client's
+ * text, then the server's ReadyForQuery z[0..zlen) ('E'), exactly as if
+ * the Query had failed at planning. Both go through the relay, so the
+ * intercept records the Query as failed with the server's SQLSTATE. */
+static void explain_failed_in_block(pgt_session_t *s, const uint8_t *z, size_t zlen)
+{
     conn_t *c = &s->client;
     size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
+    uint8_t *err = s->explain_err;
+    size_t elen = s->explain_err_len;
+    s->explain_err = NULL;
+    /* A cancel that reached the server stopped the EXPLAIN: that 57014 is
+     * the statement's error, as direct. */
+    s->cancel_requested = false;
+    uint8_t *shifted = shifted_error(s, err, &elen);
+    pgt__client_account(s, 'Q', c->pend + 5, qlen - 5);
+    pgt__relay_server(s, shifted ? shifted : err, elen);
+    if (s->state != ST_CLOSING)
+        pgt__relay_server(s, z, zlen);
+    free(shifted);
+    free(err);
+    pgt__release_held(s, qlen);
+}
+
+/* The EXPLAIN has answered (z[0..zlen) is its ReadyForQuery): the client's
+ * Query goes upstream, then whatever the client sent after it. Outside a
+ * transaction block an EXPLAIN that failed left no trace, and the Query
+ * goes and fails on its own; inside one, its error is the Query's. */
+static void finish_explain(pgt_session_t *s, const uint8_t *z, size_t zlen)
+{
+    bool in_block = s->txn_status == 'T'; /* as before the EXPLAIN */
+    take_explain(s, s->explain_err != NULL);
+    pgt_intercept_set_estimate(s->ic, &s->est);
+    if (s->explain_err && in_block) {
+        explain_failed_in_block(s, z, zlen);
+        return;
+    }
+    free(s->explain_err);
+    s->explain_err = NULL;
+    conn_t *c = &s->client;
+    size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
+    /* Inside a block a cancel that found the EXPLAIN over is lost, as one
+     * that reaches the server between two statements is direct: answering
+     * for the server would tell the client the block is gone. */
+    if (s->cancel_requested && in_block)
+        s->cancel_requested = false;
     if (s->cancel_requested) {
         s->cancel_requested = false;
         pgt__answer_error(s, "57014", "canceling statement due to user request", NULL);
@@ -282,6 +348,20 @@ static void explain_row(pgt_session_t *s, const uint8_t *body, size_t blen)
     memcpy(s->explain_out, body + r.pos, vlen);
     s->explain_out[vlen] = 0;
     s->explain_out_len = vlen;
+}
+
+/* Keeps the simple EXPLAIN's ErrorResponse msg[0..total), which becomes
+ * the client's statement's inside a transaction block. Out of memory, the
+ * statement then goes upstream and meets the aborted block (25P02). */
+static void keep_explain_error(pgt_session_t *s, const uint8_t *msg, size_t total)
+{
+    if (s->explain_err)
+        return;
+    s->explain_err = malloc(total);
+    if (!s->explain_err)
+        return;
+    memcpy(s->explain_err, msg, total);
+    s->explain_err_len = total;
 }
 
 static bool in_explain(const pgt_session_t *s)
@@ -374,6 +454,13 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
         }
         if (copy)
             err = copy;
+        size_t shifted_len = err_len;
+        uint8_t *shifted = err ? shifted_error(s, err, &shifted_len) : NULL;
+        if (shifted) {
+            free(copy);
+            err = copy = shifted;
+            err_len = shifted_len;
+        }
         const uint8_t *types;
         size_t types_len;
         const pgt_text_t *t =
@@ -436,8 +523,10 @@ static void explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, si
         explain_row(s, msg + 5, total - 5);
     else if (type == 'A' || type == 'S')
         pgt__conn_send(&s->client, msg, total); /* notifications, parameter changes */
+    else if (type == 'E')
+        keep_explain_error(s, msg, total);
     else if (type == 'Z')
-        finish_explain(s);
+        finish_explain(s, msg, total);
 }
 
 /* Server messages while the EXPLAIN is upstream: its own answers, notices

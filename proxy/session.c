@@ -108,6 +108,7 @@ static void timer_close_cb(uv_handle_t *h)
     free(s->names);
     free(s->explain_msg);
     free(s->explain_out);
+    free(s->explain_err);
     free(s->verdict);
     free(s->subst);
     free(s->app_set);
@@ -706,10 +707,11 @@ void pgt__client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, si
 static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
 {
     pgt_session_t *s = arg;
-    /* Only a Query or Bind that could be explained is looked at on the
-     * loop; the others (inside transaction blocks, pipelined) are
-     * estimated from history by the meter's worker, off the loop. */
-    if (type == 'Q' && pgt__may_hold_query(s) && s->proxy->ledger &&
+    /* Only a Query or Bind that could be explained or judged is looked at
+     * on the loop; the others (pipelined, unmetered) are estimated from
+     * history by the meter's worker, off the loop. The ledger refuses only
+     * outside transaction blocks, so nobody is stuck in an open one. */
+    if (type == 'Q' && pgt__may_hold_query(s) && s->txn_status == 'I' && s->proxy->ledger &&
         pgt_ledger_refusing(s->proxy->ledger)) {
         s->refuse = true;
         s->client.framer.stop = true;

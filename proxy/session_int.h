@@ -91,6 +91,8 @@ struct pgt_session {
     bool refuse;                  /* the held Query is refused (ledger.on_failure = closed) */
     uint8_t *explain_out;         /* EXPLAIN output gathered so far */
     size_t explain_out_len;       /* its length */
+    uint8_t *explain_err;         /* the simple EXPLAIN's ErrorResponse, or NULL */
+    size_t explain_err_len;       /* its length */
     char *names;                  /* one block holding user, database and app */
     char *app_set;                /* application_name set after login, or NULL */
     const char *user;             /* startup "user", or NULL before the startup packet */
@@ -161,7 +163,7 @@ void pgt__server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_
  * one from the other. */
 void pgt__own_name(const pgt_session_t *s, own_name_t which, char out[OWN_NAME_SIZE]);
 
-/* Whether a Query may be held at the loop (nothing in flight, no
+/* Whether a Query may be held at the loop (nothing in flight, no failed
  * transaction block, metering on, not draining). */
 bool pgt__may_hold(const pgt_session_t *s);
 

@@ -3,7 +3,8 @@ protocol, seen from the client (nothing changes) and from the ledger (the
 planner cost of each statement, with its real constants).
 
 Most tests set estimate.explain_above = 0s so that every explainable
-statement outside a transaction block is explained, whatever its history.
+statement is explained, whatever its history (inside transaction blocks
+too, but never in a failed one).
 """
 
 import psycopg
@@ -97,11 +98,13 @@ def test_extended_explain_error_is_the_statements_error(pgtally, pg, big_table):
     assert not any("est_no_such_table" in r["normalized"] for r in recs), show(recs)
 
 
-def test_explain_in_a_failed_transaction_block_is_not_tried(pgtally, big_table):
-    """Inside a transaction block pgtally does not explain (an EXPLAIN that
-    failed there would abort the client's transaction); statements still
-    run and are recorded, and an error inside the block leaves it aborted
-    exactly as the server does."""
+def test_explain_inside_a_transaction_block_but_not_a_failed_one(pgtally, big_table):
+    """Inside a transaction block pgtally explains as it does outside (an
+    EXPLAIN that fails there is the statement's error, exactly as the
+    server reports it, and the statement is not sent); in a failed block
+    it does not (the server refuses every statement there with 25P02, at
+    no cost). An error inside the block leaves it aborted exactly as the
+    server does."""
     proxy = pgtally(**ALWAYS)
     with proxy.connect(autocommit=False) as c:
         assert c.execute("SELECT a FROM est_big WHERE a = %s", (3,)).fetchone() == (3,)
@@ -109,13 +112,15 @@ def test_explain_in_a_failed_transaction_block_is_not_tried(pgtally, big_table):
             c.execute("SELECT 1 / %s", (0,))
         assert c.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
         with pytest.raises(errors.InFailedSqlTransaction):
-            c.execute("SELECT 1")
+            c.execute("SELECT a FROM est_big WHERE a > %s", (5,))
         c.rollback()
         assert c.execute("SELECT 2").fetchone() == (2,)
         c.commit()
     recs = ledger(proxy, "normalized LIKE ?", ("%est_big%",))
-    assert len(recs) == 1 and recs[0]["status"] == "ok", show(recs)
-    assert not explained(recs[0]), show(recs)
+    assert [(r["status"], r["sqlstate"]) for r in recs] == [("ok", None), ("error", "25P02")], \
+        show(recs)
+    assert explained(recs[0]), show(recs)
+    assert not explained(recs[1]), show(recs)
 
 
 def test_unnamed_statement_and_portal_with_every_statement_explained(pgtally, pg):

@@ -236,7 +236,9 @@ def test_extended_cheap_statement_in_a_block_is_explained(pgtally):
     conn.startup("trust_user", "pgtally_test")
     conn.send(query_message("BEGIN"))
     replies(conn)
-    conn.send(parse("SELECT count(*) FROM generate_series(1, $1::int) g", types=(23,)) +
+    # not generate_series, whose fingerprint libpg_query would take for the
+    # cross join's (identical FROM items are counted once)
+    conn.send(parse("SELECT count(*) FROM pg_class WHERE relpages > $1::int", types=(23,)) +
               bind((b"10",)) + EXECUTE + SYNC)
     got = replies(conn)
     assert [t for t, _ in got] == ["1", "2", "D", "C", "Z"] and got[-1] == ("Z", "T"), got
@@ -249,7 +251,7 @@ def test_extended_cheap_statement_in_a_block_is_explained(pgtally):
     conn.send(query_message("ROLLBACK"))
     assert replies(conn)[-1] == ("Z", "I")
     conn.close()
-    recs = ledger(p, "normalized LIKE ?", ("%generate_series%",))
+    recs = ledger(p, "normalized LIKE ? OR normalized LIKE ?", ("%generate_series%", "%relpages%"))
     assert [r["status"] for r in recs] == ["ok", "refused"], show(recs)
     assert explained(recs[0]), show(recs)
 
