@@ -17,10 +17,8 @@ from psycopg import errors
 from helpers import SLOW
 from pgwire import RawConn, message, parse_fields, query_message
 from test_budgets import PER_SECOND, set_budget
-from test_metering import ledger, run_pgbench, show
-
-# logged-in: bench_db is a fixture of test_metering
-from test_metering import BENCH_DB, bench_db  # noqa: F401
+# bench_db: test_metering's fixture, a database of its own with pgbench tables
+from test_metering import BENCH_DB, bench_db, ledger, run_pgbench, show  # noqa: F401
 
 CROSS = "SELECT count(*) FROM generate_series(1,100000) a, generate_series(1,100000) b"
 # psycopg sends a statement with parameters through the extended protocol
