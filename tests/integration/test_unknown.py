@@ -12,7 +12,7 @@ import time
 import pytest
 from psycopg import errors
 
-from helpers import SLOW, free_port
+from helpers import BUILD, SLOW, free_port
 from pgwire import parse_fields, query_message
 from test_budgets import PER_QUERY, PER_SECOND, set_budget
 from test_config import must_refuse
@@ -102,7 +102,10 @@ def test_a_refused_64_mib_query_is_not_buffered(pgtally):
     done.set()
     w.join()
     assert [e.get("C") for e in errors_of(got)] == ["53400"], got
-    assert peak[0] - before < 4 * 1024, "RSS grew by %d KB" % (peak[0] - before)
+    # The head waits in client.pend (1 MiB, about 3.5 MiB of RSS at its
+    # peak while it is fed again); ASan keeps freed blocks in quarantine.
+    limit_kb = (24 if "san" in BUILD.name else 6) * 1024
+    assert peak[0] - before < limit_kb, "RSS grew by %d KB" % (peak[0] - before)
     # the rest of the refused Query was read and dropped: the stream is in step
     conn.send(query_message("SHOW work_mem"))
     got = replies(conn)
