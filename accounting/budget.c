@@ -60,6 +60,7 @@ struct pgt_budgets {
     char currency[8];                /* for messages */
     char *contact;                   /* [budget] contact */
     int64_t notice_above;            /* [budget] notice_above */
+    bool unknown_refuse;             /* [budget] unknown_estimate = refuse */
     char **exempt;                   /* [budget] exempt_users (copy) */
     size_t nexempt;                  /* entries in exempt */
     warned_t warned[WARNED_MAX];     /* thresholds warned, a ring */
@@ -88,7 +89,8 @@ static pgt_budget_policy_t policy_of(const pgt_budgets_t *b)
                                  .nexempt = b->nexempt,
                                  .currency = b->currency,
                                  .contact = b->contact,
-                                 .notice_above = b->notice_above};
+                                 .notice_above = b->notice_above,
+                                 .unknown_refuse = b->unknown_refuse};
 }
 
 /* ---- spend ---------------------------------------------------------------- */
@@ -423,6 +425,7 @@ void pgt_budgets_configure(pgt_budgets_t *b, const pgt_config_t *cfg)
     free(b->contact);
     b->contact = dup_or_empty(cfg->budget_contact);
     b->notice_above = cfg->budget_notice_above_micro;
+    b->unknown_refuse = cfg->budget_unknown_refuse != 0;
     free_exempt(b);
     b->exempt = calloc(cfg->budget_exempt_count + 1, sizeof(*b->exempt));
     for (size_t i = 0; b->exempt && i < cfg->budget_exempt_count; i++)

@@ -184,7 +184,9 @@ static void refusal(const pgt_budget_policy_t *pol, pgt_verdict_t *out, pgt_verd
 }
 
 /* Refuses the statement when bg's block limit is reached (53400) or its
- * per-query cap is below the estimate (54000). */
+ * per-query cap is below the estimate (54000), or, with unknown_estimate =
+ * refuse, when bg has a per-query cap and the estimate is unknown (54000):
+ * the cap cannot be checked before it runs. */
 static void refuse_if(const pgt_budget_policy_t *pol, const pgt_budget_stmt_t *st,
                       const pgt_budget_t *bg, const pgt_budget_outcome_t *o, const texts_t *t,
                       pgt_verdict_t *out)
@@ -207,6 +209,21 @@ static void refuse_if(const pgt_budget_policy_t *pol, const pgt_budget_stmt_t *s
         say(out->detail, sizeof(out->detail),
             "Budget %s: spent %s of %s; per-query cap %s. The budget resets at %s.", t->name,
             t->spent, t->limit, cap, t->reset);
+        return;
+    }
+    if (bg->per_query_micro >= 0 && st->est_micro < 0 && pol->unknown_refuse) {
+        char cap[32];
+        money(pol, bg->per_query_micro, cap, sizeof(cap));
+        refusal(pol, out, PGT_VERDICT_REFUSE, "54000", bg);
+        say(out->message, sizeof(out->message),
+            "pgtally: the cost of this statement could not be estimated before it ran; budget %s "
+            "has a per-query cap of %s (budget.unknown_estimate = refuse)",
+            t->name, cap);
+        say(out->detail, sizeof(out->detail),
+            "Budget %s: spent %s of %s; per-query cap %s. A statement with no estimate (a new "
+            "shape inside a transaction block, or estimate.mode = off) is refused under a cap "
+            "while [budget] unknown_estimate = refuse.",
+            t->name, t->spent, t->limit, cap);
     }
 }
 

@@ -97,6 +97,9 @@ static const pgt_config_key_t keys[] = {
      "who to ask for more budget, shown in the hint of a refusal (default none)"},
     {"budget.notice_above", "an amount such as 0.10 (0 turns it off)",
      "statements estimated to cost more get a NOTICE with the estimate (default 0.10)"},
+    {"budget.unknown_estimate", "run or refuse",
+     "a statement whose cost is unknown before it runs, under a budget with a per-query cap: "
+     "run it under the running check (run), or refuse it with 54000 (default run)"},
     {"budget.exempt_users", "user names separated by commas",
      "users no budget applies to (default none)"},
     {"budget.check_interval", "milliseconds from 50 to 5000, such as 250 or 1s",
@@ -379,6 +382,7 @@ static const char *const on_off_names[] = {"off", "on", NULL};
 static const char *const on_failure_names[] = {"open", "closed", NULL};
 static const char *const estimate_mode_names[] = {"off", "history", "explain", NULL};
 static const char *const estimate_format_names[] = {"json", "text", NULL};
+static const char *const unknown_estimate_names[] = {"run", "refuse", NULL};
 
 /* Keys of the metering sections; returns 1 when key is not one of them. */
 static int apply_metering(pgt_config_t *cfg, const char *key, const char *value)
@@ -497,6 +501,8 @@ static int apply_budget(pgt_config_t *cfg, const char *key, const char *value)
         return set_string(&cfg->budget_contact, value);
     if (strcmp(key, "budget.notice_above") == 0)
         return parse_money(value, &cfg->budget_notice_above_micro);
+    if (strcmp(key, "budget.unknown_estimate") == 0)
+        return parse_enum(unknown_estimate_names, value, &cfg->budget_unknown_refuse);
     if (strcmp(key, "budget.exempt_users") == 0)
         return set_list(&cfg->budget_exempt_users, &cfg->budget_exempt_count, value);
     if (strcmp(key, "budget.check_interval") == 0) {

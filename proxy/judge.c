@@ -74,6 +74,59 @@ bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
     return false;
 }
 
+/* A Query longer than the capture limit (PGT_INTERCEPT_MAX_SQL) is judged
+ * on what is known before any of it goes upstream: its head, the first
+ * PGT_INTERCEPT_MAX_SQL bytes, gives its kind (pgt_fp_never_refused reads
+ * the first word), and history the estimate of its shape, which pgtally
+ * knows by its first PGT_FRAMER_PEEK bytes (all the intercept sees of a
+ * Query that streams); else the estimate is unknown (-1). It is refused
+ * under the same conditions as a whole Query, but it is never held whole:
+ * the framer stops in front of it with only the head in client.pend,
+ * the stand-in goes upstream, and the rest of its body is read and
+ * dropped as it comes (s->discard), so memory stays at one head however
+ * long the Query. */
+void pgt__judge_head(pgt_session_t *s, uint8_t type, const uint8_t *head, size_t hlen)
+{
+    if (type != 'Q' || !s->ic)
+        return;
+    if (pgt__may_hold_query(s) && s->txn_status == 'I' && s->proxy->ledger &&
+        pgt_ledger_refusing(s->proxy->ledger)) {
+        s->refuse = true;
+        s->client.framer.stop = true;
+        return;
+    }
+    s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+    if (s->proxy->estimator) {
+        char first[PGT_FRAMER_PEEK + 1];
+        size_t n = hlen < PGT_FRAMER_PEEK ? hlen : PGT_FRAMER_PEEK;
+        memcpy(first, head, n);
+        first[n] = 0;
+        free(pgt_estimator_plan(s->proxy->estimator, s->database, first, n, false, &s->est));
+    }
+    pgt_intercept_set_estimate(s->ic, &s->est);
+    if (pgt__judge(s, (const char *)head, hlen, s->pending_syncs == 0 && s->batch_replies == 0))
+        s->client.framer.stop = true;
+}
+
+/* The held Query at the start of client.pend: returns the bytes of it held
+ * there (its whole length, or its head only, when the rest is then to be
+ * dropped as it comes: s->discard), with *body and *blen the text it is
+ * recorded by: all of it, or the first bytes of one too long to capture, as
+ * the intercept records one that streams. */
+static size_t held_query(pgt_session_t *s, const uint8_t **body, size_t *blen)
+{
+    conn_t *c = &s->client;
+    size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
+    *body = c->pend + 5;
+    *blen = qlen - 5;
+    if (c->pend_len < qlen) {
+        s->discard = qlen - c->pend_len;
+        qlen = c->pend_len;
+        *blen = PGT_FRAMER_PEEK;
+    }
+    return qlen;
+}
+
 /* ---- refusals ---------------------------------------------------------- */
 
 /* The ErrorResponse of a verdict, kept in s->subst: it replaces the
@@ -150,15 +203,15 @@ bool pgt__judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
  * record it (ledger.on_failure = closed), then goes on with what follows. */
 void pgt__refuse_held(pgt_session_t *s)
 {
-    conn_t *c = &s->client;
     s->refuse = false;
-    size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
+    const uint8_t *body;
+    size_t blen, qlen = held_query(s, &body, &blen);
     pgt__answer_error(s, "58030",
                       "pgtally: statements are refused while the ledger cannot be written "
                       "(ledger.on_failure = closed)",
                       "Ask the pgtally operator to check the disk holding the ledger; pgtally logs "
                       "ledger_write_failed with the cause.");
-    pgt_intercept_unsent(s->ic, c->pend + 5, qlen - 5, PGT_QUERY_REFUSED, "58030");
+    pgt_intercept_unsent(s->ic, body, blen, PGT_QUERY_REFUSED, "58030");
     pgt__release_held(s, qlen);
 }
 
@@ -203,14 +256,14 @@ void pgt__refuse_query(pgt_session_t *s)
 {
     pgt_verdict_t *v = s->verdict;
     s->verdict = NULL;
-    conn_t *c = &s->client;
-    size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
+    const uint8_t *body;
+    size_t blen, qlen = held_query(s, &body, &blen);
     if (!pgt__set_subst(s, v)) {
         free(v);
         pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
-    pgt__client_account(s, 'Q', c->pend + 5, qlen - 5);
+    pgt__client_account(s, 'Q', body, blen);
     pgt_intercept_budget_outcome(s->ic, PGT_QUERY_REFUSED, v->budget_id);
     bool sent = send_raise(s, v);
     free(v);

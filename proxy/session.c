@@ -494,6 +494,9 @@ static void enter_idle(pgt_session_t *s)
                                   (int32_t)s->backend_pid, s->user, s->database, app, s->addr);
         if (s->ic)
             pgt_framer_capture(&s->client.framer, pgt_intercept_capture, PGT_INTERCEPT_MAX_SQL);
+        /* A Query too long to capture is judged on its head (judge.c). */
+        if (s->ic)
+            pgt_framer_heads(&s->client.framer, true);
         if (s->ic)
             pgt_intercept_set_budgets(s->ic, s->proxy->budgets);
         /* ParameterStatus whole: SET application_name moves attribution. */
@@ -707,6 +710,10 @@ void pgt__client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, si
 static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
 {
     pgt_session_t *s = arg;
+    if (s->client.framer.head) {
+        pgt__judge_head(s, type, peek, plen);
+        return;
+    }
     /* Only a Query or Bind that could be explained or judged is looked at
      * on the loop; the others (pipelined, unmetered) are estimated from
      * history by the meter's worker, off the loop. The ledger refuses only
@@ -720,7 +727,8 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     /* A well-formed Query body is NUL-terminated in place. */
     bool whole_query = type == 'Q' && plen > 0 && peek[plen - 1] == 0;
     bool explain = type == 'Q' && pgt__may_hold_query(s) && s->proxy->estimator;
-    if (type == 'Q' && s->ic && (explain || pgt__budgets_apply(s))) {
+    /* A Query too long to capture was judged on its head. */
+    if (type == 'Q' && s->ic && plen + 4 == len && (explain || pgt__budgets_apply(s))) {
         s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
         char *sql = NULL;
         if (whole_query && s->proxy->estimator)
@@ -751,7 +759,8 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
         }
     }
     pgt__client_account(s, type, peek, plen);
-    if (type == 'B' && s->est.key)
+    /* s->est is this Bind's only when plan_bind ran (it was whole). */
+    if (type == 'B' && s->est.key && plen + 4 == len)
         pgt_intercept_set_portal_estimate(s->ic, (const char *)peek, &s->est);
 }
 
@@ -854,6 +863,14 @@ void pgt__hold_reading(pgt_session_t *s)
 void pgt__pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
 {
     conn_t *c = &s->client;
+    if (s->discard > 0) {
+        size_t n = s->discard < len ? (size_t)s->discard : len;
+        s->discard -= n;
+        data += n;
+        len -= n;
+        if (len == 0)
+            return;
+    }
     if (!s->explaining && c->pend_len == 0) {
         feed_client(s, data, len);
         return;

@@ -89,6 +89,8 @@ struct pgt_session {
     size_t subst_len;             /* its length */
     bool cancel_requested;        /* the client cancelled while its Query waited */
     bool refuse;                  /* the held Query is refused (ledger.on_failure = closed) */
+    uint64_t discard;             /* bytes still to come of a refused Query held by its head
+                                     only (too long to capture): read and dropped, never sent */
     uint8_t *explain_out;         /* EXPLAIN output gathered so far */
     size_t explain_out_len;       /* its length */
     uint8_t *explain_err;         /* the simple EXPLAIN's ErrorResponse, or NULL */
@@ -154,6 +156,14 @@ typedef bool (*still_fn)(const pgt_session_t *s);
  * each given to fn, while still(s) holds; the rest goes on as usual. */
 void pgt__server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_t max,
                        still_fn still, whole_fn fn);
+
+/* ---- judge.c (besides what is declared below) ------------------------------ */
+
+/* A client message reported by its head (the framer's f->head: a Query or
+ * Parse longer than the capture limit, of which only the first
+ * PGT_INTERCEPT_MAX_SQL bytes are known). A Query is judged on them; one
+ * to refuse makes the framer stop in front of it. */
+void pgt__judge_head(pgt_session_t *s, uint8_t type, const uint8_t *head, size_t hlen);
 
 /* ---- explain.c ------------------------------------------------------------ */
 

@@ -71,6 +71,11 @@ void pgt_framer_capture(pgt_framer_t *f, const uint8_t *types, uint32_t max)
     f->capture_max = max;
 }
 
+void pgt_framer_heads(pgt_framer_t *f, bool on)
+{
+    f->heads = on;
+}
+
 /* Completes the current message: report it and reset for the next one. */
 static void framer_finish(pgt_framer_t *f, pgt_framer_cb cb, void *arg)
 {
@@ -116,8 +121,26 @@ static int framer_captured(pgt_framer_t *f, const uint8_t *data, size_t len, siz
         f->len = mlen;
         return PGT_WIRE_EBADLEN;
     }
-    if (mlen - 4 > f->capture_max)
+    if (mlen - 4 > f->capture_max && !f->heads)
         return -100;
+    if (mlen - 4 > f->capture_max) {
+        /* Its head: the first capture_max body bytes, then it streams. */
+        if (len - *i - 5 < f->capture_max) {
+            f->stopped_at = *i;
+            return PGT_WIRE_PARTIAL;
+        }
+        f->type = data[*i];
+        f->len = mlen;
+        f->msg_start = *i;
+        f->head = true;
+        cb(arg, f->type, mlen, data + *i + 5, f->capture_max);
+        f->head = false;
+        if (!f->stop)
+            return -100;
+        f->stop = false;
+        f->stopped_at = *i;
+        return PGT_WIRE_STOPPED;
+    }
     if (len - *i - 1 < mlen) {
         f->stopped_at = *i;
         return PGT_WIRE_PARTIAL;

@@ -61,6 +61,8 @@ typedef struct pgt_budget_policy {
     const char *currency;           /* for amounts in messages ("USD") */
     const char *contact;            /* [budget] contact, or "" / NULL */
     int64_t notice_above;           /* [budget] notice_above; 0: no estimate notice */
+    bool unknown_refuse;            /* [budget] unknown_estimate = refuse: a statement with no
+                                       estimate is refused (54000) by a per-query cap */
 } pgt_budget_policy_t;
 
 /* One budget that applies, with what the loop knows of it. Spend and
@@ -110,7 +112,9 @@ bool pgt_budget_rules_applies(const pgt_budget_config_t *cfg, const pgt_budget_t
  * st->who in config order. Fills outcomes[0..n) (caller's storage) and *out:
  * REFUSE when the first budget, in order, whose block limit is reached
  * (53400) or whose per-query cap is below a known estimate (54000) refuses
- * it, unless st may not be refused or the user is exempt; else WARN when a
+ * it, or, with pol->unknown_refuse, whose per-query cap meets an unknown
+ * estimate (54000), unless st may not be refused or the user is exempt;
+ * else WARN when a
  * budget crossed a threshold above the one warned already in its period
  * (the highest crossed warns, and out->warning is the last such budget's);
  * else ALLOW. The notice (estimate at or above notice_above) names the

@@ -71,6 +71,7 @@ typedef struct pgt_config {
     char *admin_conninfo;               /* libpq conninfo to read role memberships, or "" */
     char *budget_contact;               /* [budget] contact, shown in refusal hints, or "" */
     int64_t budget_notice_above_micro;  /* [budget] notice_above: NOTICE above this; 0 off */
+    int budget_unknown_refuse;          /* [budget] unknown_estimate: 0 run, 1 refuse */
     char **budget_exempt_users;         /* [budget] exempt_users, NULL-terminated (owned) */
     size_t budget_exempt_count;         /* names in budget_exempt_users */
     int budget_check_interval_ms;       /* [budget] check_interval, 50 to 5000 ms */

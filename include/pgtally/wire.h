@@ -61,6 +61,8 @@ typedef struct pgt_framer {
     uint8_t peek[PGT_FRAMER_PEEK]; /* first bytes of the current body */
     const uint8_t *capture;        /* capture[type] != 0: report whole bodies of that type */
     uint32_t capture_max;          /* largest body reported whole */
+    bool heads;                    /* report the head of a captured type too long to capture */
+    bool head;                     /* during the callback: the message reported is such a head */
     bool stop;                     /* set by the callback: stop after this message */
     size_t msg_start;              /* offset in the fed bytes of the message reported */
     size_t stopped_at;             /* offset where feeding stopped (PARTIAL, STOPPED) */
@@ -84,6 +86,16 @@ void pgt_framer_init(pgt_framer_t *f, int64_t max_len);
  * caller feeds those bytes again with more behind them. Nothing of it has
  * then been passed on, so the caller may still hold or drop it. */
 void pgt_framer_capture(pgt_framer_t *f, const uint8_t *types, uint32_t max);
+
+/* With on, a captured message whose body is longer than the capture max is
+ * first reported by its head: once its first max body bytes are in the
+ * bytes fed (PGT_WIRE_PARTIAL until then), cb is called with f->head set and
+ * those bytes (peek_len < len - 4). The callback may then set f->stop:
+ * pgt_framer_feed returns PGT_WIRE_STOPPED with stopped_at and msg_start
+ * in front of the message, nothing of it consumed, and the caller must
+ * take or skip its len + 1 bytes before feeding again. Otherwise the
+ * message streams and is reported again when it ends, as without heads. */
+void pgt_framer_heads(pgt_framer_t *f, bool on);
 
 /* Feeds bytes. Calls cb for each message completed. Returns 0 when all
  * were consumed; PGT_WIRE_PARTIAL or PGT_WIRE_STOPPED with the bytes

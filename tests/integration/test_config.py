@@ -12,7 +12,7 @@ KEYS = ["listen", "upstream", "client_tls", "client_tls_cert_file", "client_tls_
         "upstream_tls", "upstream_tls_ca_file", "max_clients", "startup_timeout",
         "max_startup_packet_size", "max_message_size", "shutdown_timeout", "log_level",
         "timezone", "admin_conninfo", "budget_contact", "budget_notice_above",
-        "budget_exempt_users", "budget_check_interval", "budget_role_refresh"]
+        "budget_unknown_estimate", "budget_exempt_users", "budget_check_interval", "budget_role_refresh"]
 
 
 def project_version():
@@ -80,6 +80,7 @@ BAD_VALUES = [
     ("timezone", "CEST", ["IANA", "Europe/Berlin"]),
     ("budget.notice_above", "-0.10", ["0.10"]),
     ("budget.notice_above", "ten cents", ["0.10"]),
+    ("budget.unknown_estimate", "maybe", ["run", "refuse"]),
     ("pricing.per_query", "0.01 USD", []),
     ("budget.check_interval", "10", ["50", "5000"]),
     ("budget.role_refresh", "0s", []),
@@ -113,7 +114,7 @@ def test_bad_budget_flag(pgtally_bin, flag, value):
 def test_budget_keys_accepted(pgtally):
     proxy = pgtally(**{"timezone": "Europe/Berlin", "admin_conninfo": "",
                        "budget.contact": "ask #data-platform", "budget.notice_above": "0.5",
-                       "budget.exempt_users": "etl, admin", "budget.check_interval": "100",
+                       "budget.unknown_estimate": "refuse", "budget.exempt_users": "etl, admin", "budget.check_interval": "100",
                        "budget.role_refresh": "5m"})
     with proxy.connect() as c:
         assert_healthy(c)

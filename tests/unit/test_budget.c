@@ -215,15 +215,41 @@ static const one_case_t one_cases[] = {
      "yesterday's 80% warning: 50% warns again today"},
 };
 
-static void test_one_budget(void)
+/* The same budget with [budget] unknown_estimate = refuse: an unknown
+ * estimate under a per-query cap is refused (54000), except where nothing
+ * is refused; known estimates are judged as with run. */
+static const one_case_t unknown_cases[] = {
+    {BLOCK, 0, US, 0, 0, 0, 0, -1, "alice", 0, 0, REFUSE, "54000", 0, 0,
+     "an unknown estimate under a cap"},
+    {BLOCK, 0, 0, 0, 0, 0, 0, -1, "alice", 0, 0, REFUSE, "54000", 0, 0,
+     "an unknown estimate, cap zero"},
+    {WARNS, 0, US, 0, 0, 0, 0, -1, "alice", 0, 0, REFUSE, "54000", 0, 0,
+     "an unknown estimate under the cap of a warn budget"},
+    {BLOCK, 0, -1, 0, 0, 0, 0, -1, "alice", 0, 0, ALLOW, "", 0, 0,
+     "an unknown estimate, no cap: runs"},
+    {BLOCK, 0, US, 0, 0, 0, 0, US, "alice", 0, 0, ALLOW, "", 0, 0, "a known estimate at the cap"},
+    {BLOCK, 0, US, 0, 0, 0, 0, US + 1, "alice", 0, 0, REFUSE, "54000", 0, 0,
+     "a known estimate over the cap"},
+    {BLOCK, 0, US, 10 * US, 0, 100, 0, -1, "alice", 0, 0, REFUSE, "53400", 0, 100,
+     "spent, unknown estimate, cap: the limit speaks first"},
+    {BLOCK, 0, US, 0, 0, 0, 0, -1, "etl", 0, 0, ALLOW, "", 0, 0, "exempt, unknown estimate"},
+    {BLOCK, 0, US, 0, 0, 0, 0, -1, "alice", 1, 0, ALLOW, "", 0, 0, "BEGIN, unknown estimate"},
+    {BLOCK, 0, US, 0, 0, 0, 0, -1, "alice", 0, 1, ALLOW, "", 0, 0,
+     "failed block, unknown estimate"},
+    {BLOCK, 0, US, 5 * US, 0, 0, 0, -1, "alice", 1, 0, WARN, "", 50, 50,
+     "SET, unknown estimate, at 50%: runs and warns"},
+};
+
+static void run_one_cases(const one_case_t *cases, size_t n, bool unknown_refuse, const char *what)
 {
-    for (size_t i = 0; i < NCASES(one_cases); i++) {
-        const one_case_t *c = &one_cases[i];
+    for (size_t i = 0; i < n; i++) {
+        const one_case_t *c = &cases[i];
         int64_t limit = c->limit == 0 ? 10 * US : c->limit < 0 ? 0 : c->limit;
         pgt_budget_t bg = mk(7, PGT_BUDGET_SUBJECT_USER, c->user, PGT_PERIOD_DAY, limit, c->action,
                              c->cap, WARN_50_80);
         pgt_budget_config_t cfg = {.budgets = &bg, .nbudgets = 1};
         pgt_budget_policy_t pol = policy(&cfg);
+        pol.unknown_refuse = unknown_refuse;
         pgt_budget_case_t bc = {.budget = &bg,
                                 .spent_micro = c->spent,
                                 .spent_start_us = c->spent_start ? c->spent_start : TODAY,
@@ -251,8 +277,18 @@ static void test_one_budget(void)
         CHECK_INT(!!v.message[0], c->want == REFUSE);
         CHECK_STR(v.notice, ""); /* no notice_above */
         if (task_failures != fails)
-            fprintf(stderr, "one-budget case %zu: %s\n", i, c->about);
+            fprintf(stderr, "%s case %zu: %s\n", what, i, c->about);
     }
+}
+
+static void test_one_budget(void)
+{
+    run_one_cases(one_cases, NCASES(one_cases), false, "one-budget");
+}
+
+static void test_unknown_refuse(void)
+{
+    run_one_cases(unknown_cases, NCASES(unknown_cases), true, "unknown_estimate = refuse");
 }
 
 /* ---- the texts ------------------------------------------------------------ */
@@ -303,6 +339,36 @@ static void test_texts(void)
     CHECK_STR(v.detail, "Budget user alice/day: spent 2.00 USD of 10.00 USD; per-query cap 0.25 "
                         "USD. The budget resets at " RESET_DAY ".");
     CHECK_STR(v.warning, "");
+    /* An unknown estimate under the cap runs with unknown_estimate = run. */
+    CHECK_INT(judge_one("", 0, &bg, 2 * US, -1, &v), ALLOW);
+}
+
+/* The refusal of an unknown estimate (unknown_estimate = refuse). */
+static void test_texts_unknown(void)
+{
+    pgt_budget_t bg =
+        mk(3, PGT_BUDGET_SUBJECT_USER, "alice", PGT_PERIOD_DAY, 10 * US, BLOCK, 25 * CENT, NULL);
+    pgt_budget_config_t cfg = {.budgets = &bg, .nbudgets = 1};
+    pgt_budget_policy_t pol = policy(&cfg);
+    pol.unknown_refuse = true;
+    pol.contact = "finops@example.com";
+    pgt_budget_case_t bc = {.budget = &bg, .spent_micro = 2 * US, .spent_start_us = TODAY};
+    pgt_who_t who = {.user = "alice", .application = "psql", .database = "postgres"};
+    pgt_budget_stmt_t st = {.who = &who, .est_micro = -1, .now_us = NOW};
+    pgt_budget_outcome_t o;
+    pgt_verdict_t v;
+    CHECK_INT(pgt_budget_rules_check(&pol, &st, &bc, 1, &o, &v), REFUSE);
+    CHECK_STR(v.sqlstate, "54000");
+    CHECK_INT(v.budget_id, 3);
+    CHECK_STR(v.message, "pgtally: the cost of this statement could not be estimated before it "
+                         "ran; budget user alice/day has a per-query cap of 0.25 USD "
+                         "(budget.unknown_estimate = refuse)");
+    CHECK_STR(v.detail, "Budget user alice/day: spent 2.00 USD of 10.00 USD; per-query cap 0.25 "
+                        "USD. A statement with no estimate (a new shape inside a transaction "
+                        "block, or estimate.mode = off) is refused under a cap while [budget] "
+                        "unknown_estimate = refuse.");
+    CHECK_STR(v.hint, "See your spend with: pgtallyctl usage. To raise the budget, ask "
+                      "finops@example.com.");
 }
 
 /* Warnings and the estimate notice. */
@@ -664,7 +730,9 @@ int main(void)
     test_action_names();
     test_applies();
     test_one_budget();
+    test_unknown_refuse();
     test_texts();
+    test_texts_unknown();
     test_texts_notice();
     test_several();
     test_grants();

@@ -47,6 +47,11 @@ static void test_values(void)
         {"budget.notice_above", "0.25", 1},
         {"budget.notice_above", "-1", 0},
         {"budget.notice_above", "cheap", 0},
+        {"budget.unknown_estimate", "run", 1},
+        {"budget.unknown_estimate", "refuse", 1},
+        {"budget.unknown_estimate", "Refuse", 0},
+        {"budget.unknown_estimate", "cancel", 0},
+        {"budget.unknown_estimate", "", 0},
         {"budget.exempt_users", "a, b", 1},
         {"budget.check_interval", "50", 1},
         {"budget.check_interval", "5000", 1},
@@ -108,6 +113,14 @@ static void test_budget_keys(void)
     CHECK_STR(cfg->timezone, "America/New_York");
     CHECK_INT(pgt_config_set(cfg, "budget.notice_above", "0.5", err, sizeof(err)), 0);
     CHECK_INT(cfg->budget_notice_above_micro, 500000);
+    CHECK_INT(cfg->budget_unknown_refuse, 0);
+    CHECK_INT(pgt_config_set(cfg, "budget.unknown_estimate", "refuse", err, sizeof(err)), 0);
+    CHECK_INT(cfg->budget_unknown_refuse, 1);
+    CHECK_INT(pgt_config_set(cfg, "budget.unknown_estimate", "never", err, sizeof(err)), -1);
+    CHECK(strstr(err, "'budget.unknown_estimate'") != NULL);
+    CHECK(strstr(err, "'never' is not allowed; use run or refuse") != NULL);
+    CHECK_INT(pgt_config_set(cfg, "budget.unknown_estimate", "run", err, sizeof(err)), 0);
+    CHECK_INT(cfg->budget_unknown_refuse, 0);
     CHECK_INT(pgt_config_set(cfg, "budget.exempt_users", " etl , ,admin,", err, sizeof(err)), 0);
     CHECK_INT(cfg->budget_exempt_count, 2);
     CHECK_STR(cfg->budget_exempt_users[0], "etl");

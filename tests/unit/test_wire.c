@@ -131,6 +131,66 @@ static void test_framer_capture(void)
     CHECK_INT(whole_q_len, PGT_FRAMER_PEEK);
 }
 
+/* With heads, a captured type above the limit is reported first by its
+ * head (the first max bytes), however the stream is split, then again when
+ * it ends; a callback can stop at the head, in front of the message. */
+static int heads_seen;
+static size_t head_len;
+
+static void record_head(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
+{
+    pgt_framer_t *f = arg;
+    if (f->head) {
+        heads_seen++;
+        head_len = plen;
+        CHECK_INT(type, 'Q');
+        CHECK(plen + 4 < len);
+        CHECK(memcmp(peek, "select 'a", 9) == 0);
+    }
+}
+
+static void test_framer_heads(void)
+{
+    static uint8_t capture[256] = {['Q'] = 1};
+    static const char sql[] = "select 'a fairly long statement that is longer than the peek'";
+    uint8_t stream[512];
+    size_t n = 0;
+    n += put_msg(stream + n, 'D', sql, sizeof(sql));
+    n += put_msg(stream + n, 'Q', sql, sizeof(sql));
+    n += put_msg(stream + n, 'S', "", 0);
+    for (size_t chunk = 1; chunk <= n; chunk++) {
+        pgt_framer_t f;
+        pgt_framer_init(&f, 1 << 20);
+        pgt_framer_capture(&f, capture, 16);
+        pgt_framer_heads(&f, true);
+        heads_seen = 0;
+        uint8_t pend[512];
+        size_t plen = 0;
+        for (size_t off = 0; off < n; off += chunk) {
+            size_t m = n - off < chunk ? n - off : chunk;
+            memcpy(pend + plen, stream + off, m);
+            plen += m;
+            int rc = pgt_framer_feed(&f, pend, plen, record_head, &f);
+            CHECK(rc == 0 || rc == PGT_WIRE_PARTIAL);
+            size_t used = rc == PGT_WIRE_PARTIAL ? f.stopped_at : plen;
+            memmove(pend, pend + used, plen - used);
+            plen -= used;
+        }
+        CHECK_INT(heads_seen, 1);
+        CHECK_INT(head_len, 16);
+    }
+    /* Stopped at the head: nothing of the Query consumed. */
+    pgt_framer_t f;
+    pgt_framer_init(&f, 1 << 20);
+    pgt_framer_capture(&f, capture, 16);
+    pgt_framer_heads(&f, true);
+    f.stop = true; /* as if set by the callback of the head */
+    CHECK_INT(pgt_framer_feed(&f, stream, n, record, &(seen_t){.n = 0}), PGT_WIRE_STOPPED);
+    CHECK_INT(f.stopped_at, 5 + sizeof(sql));
+    CHECK_INT(f.msg_start, 5 + sizeof(sql));
+    CHECK(pgt_framer_at_boundary(&f));
+}
+
 static void test_framer_bad_lengths(void)
 {
     static const struct {
@@ -330,6 +390,7 @@ int main(void)
     test_framer_splits();
     test_framer_bad_lengths();
     test_framer_capture();
+    test_framer_heads();
     test_wire_next();
     test_startup_table();
     test_sasl_strip();
