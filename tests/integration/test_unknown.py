@@ -2,8 +2,7 @@
 the 1 MiB capture limit (judged on its first bytes: a spent budget refuses
 it, a SET is still never refused, and a huge refused one is not buffered),
 and [budget] unknown_estimate = run | refuse for statements with no
-estimate (a new shape inside a transaction block, where pgtally does not
-EXPLAIN). Raw protocol where a driver would get in the way.
+estimate (here: estimate.mode = off). Raw protocol where a driver would get in the way.
 """
 
 import threading
@@ -135,7 +134,9 @@ def capped(pgtally, **extra):
 
 
 def test_unknown_estimate_refuse_refuses_a_statement_with_no_estimate(pgtally):
-    p = capped(pgtally, **{"budget.unknown_estimate": "refuse"})
+    # With estimate.mode = off nothing has an estimate (statements inside
+    # transaction blocks are explained like any other now).
+    p = capped(pgtally, **{"budget.unknown_estimate": "refuse", "estimate.mode": "off"})
     with p.connect(autocommit=False) as c:
         t0 = time.monotonic()
         with pytest.raises(errors.ProgramLimitExceeded) as ei:   # 54000
