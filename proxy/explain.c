@@ -135,14 +135,19 @@ static bool explain_bind_msgs(pgt_session_t *s, const char *sql, const uint8_t *
         pgt_msgbuf_cstr(&mb, own);
         pgt_msgbuf_end(&mb);
     }
-    pgt_msgbuf_begin(&mb, 'H');
-    pgt_msgbuf_end(&mb);
-    if (mb.failed) {
+    return pgt__flush_msgs(s, &mb);
+}
+
+bool pgt__flush_msgs(pgt_session_t *s, pgt_msgbuf_t *mb)
+{
+    pgt_msgbuf_begin(mb, 'H');
+    pgt_msgbuf_end(mb);
+    if (mb->failed) {
         free(s->explain_msg);
         s->explain_msg = NULL;
         return false;
     }
-    s->explain_msg_len = mb.len;
+    s->explain_msg_len = mb->len;
     return true;
 }
 

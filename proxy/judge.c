@@ -167,14 +167,8 @@ bool pgt__refuse_bind_msgs(pgt_session_t *s)
     pgt_msgbuf_cstr(&mb, own);
     pgt_msgbuf_bytes(&mb, "\0\0\0\0\0\0", 6); /* no formats, parameters or results */
     pgt_msgbuf_end(&mb);
-    pgt_msgbuf_begin(&mb, 'H');
-    pgt_msgbuf_end(&mb);
-    if (mb.failed) {
-        free(s->explain_msg);
-        s->explain_msg = NULL;
+    if (!pgt__flush_msgs(s, &mb))
         return false;
-    }
-    s->explain_msg_len = mb.len;
     s->ext_explain = true;
     s->ext_refuse = true;
     return true;

@@ -187,6 +187,12 @@ bool pgt__may_explain(const pgt_session_t *s);
  * Sync), and would discard pgtally's EXPLAIN or stand-in with the rest. */
 bool pgt__may_hold_query(const pgt_session_t *s);
 
+/* Ends the messages pgtally injects, built in mb over s->explain_msg, with
+ * a Flush (never a Sync: the client's implicit transaction stays as it
+ * left it). Returns true with s->explain_msg_len set, or false (the buffer
+ * was too small) with s->explain_msg freed. */
+bool pgt__flush_msgs(pgt_session_t *s, pgt_msgbuf_t *mb);
+
 /* Builds in s->explain_msg the Query message of the EXPLAIN sql. Returns
  * false when out of memory. */
 bool pgt__explain_query_msg(pgt_session_t *s, const char *sql);
