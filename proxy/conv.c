@@ -1,0 +1,294 @@
+/* The conversation model (include/pgtally/conv.h): a ring of the messages
+ * the server owes replies to, in the order they went upstream. */
+#include "pgtally/conv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Entry flags. */
+#define F_SKIP 1 /* the server will not answer it: reported by pgt_conv_take_skipped */
+#define F_MARK 2 /* the end of COPY data: answered by nothing, dropped when reached */
+
+void pgt_conv_init(pgt_conv_t *cv)
+{
+    memset(cv, 0, sizeof(*cv));
+    cv->next_seq = 1;
+}
+
+void pgt_conv_free(pgt_conv_t *cv)
+{
+    free(cv->q);
+    cv->q = NULL;
+    cv->cap = cv->len = cv->head = 0;
+}
+
+static pgt_conv_entry_t *at(const pgt_conv_t *cv, uint32_t i)
+{
+    return &cv->q[(cv->head + i) & (cv->cap - 1)];
+}
+
+static bool answered_by_ready(uint8_t type)
+{
+    return type == 'Q' || type == 'F' || type == 'S';
+}
+
+static bool extended(uint8_t type)
+{
+    return type == 'P' || type == 'B' || type == 'D' || type == 'E' || type == 'C';
+}
+
+static bool push(pgt_conv_t *cv, uint8_t type, pgt_conv_from_t from, uint8_t tag, uint8_t flags)
+{
+    if (cv->len == cv->cap) {
+        uint32_t cap = cv->cap ? cv->cap * 2 : 16;
+        pgt_conv_entry_t *q = cap > cv->cap ? malloc((size_t)cap * sizeof(*q)) : NULL;
+        if (!q) {
+            cv->failed = true;
+            return false;
+        }
+        for (uint32_t i = 0; i < cv->len; i++)
+            q[i] = *at(cv, i);
+        free(cv->q);
+        cv->q = q;
+        cv->cap = cap;
+        cv->head = 0;
+    }
+    pgt_conv_entry_t *e = &cv->q[(cv->head + cv->len) & (cv->cap - 1)];
+    *e = (pgt_conv_entry_t){
+        .seq = cv->next_seq++, .type = type, .from = (uint8_t)from, .tag = tag, .flags = flags};
+    cv->len++;
+    if (flags & F_MARK)
+        return true;
+    if (answered_by_ready(type))
+        cv->readies++;
+    if (type == 'Q' || type == 'E')
+        cv->execs++;
+    if (from == PGT_CONV_OURS)
+        cv->ours++;
+    return true;
+}
+
+/* Whatever the server owes an entry it will now never answer. */
+static void owe_nothing(pgt_conv_t *cv, const pgt_conv_entry_t *e)
+{
+    if (e->flags & (F_SKIP | F_MARK))
+        return;
+    if (answered_by_ready(e->type))
+        cv->readies--;
+    if (e->type == 'Q' || e->type == 'E')
+        cv->execs--;
+}
+
+static void mark_skipped(pgt_conv_t *cv, pgt_conv_entry_t *e)
+{
+    owe_nothing(cv, e);
+    e->flags |= F_SKIP;
+}
+
+static pgt_conv_entry_t pop(pgt_conv_t *cv)
+{
+    pgt_conv_entry_t e = *at(cv, 0);
+    owe_nothing(cv, &e);
+    if (e.from == PGT_CONV_OURS && !(e.flags & F_MARK))
+        cv->ours--;
+    cv->head = (cv->head + 1) & (cv->cap - 1);
+    cv->len--;
+    return e;
+}
+
+/* After the head was answered or taken: the ends of COPY data reached are
+ * dropped, and the skipped entries now at the head are counted. */
+static void settle(pgt_conv_t *cv)
+{
+    while (cv->len > 0 && (at(cv, 0)->flags & F_MARK))
+        pop(cv);
+    cv->skipping = 0;
+    for (uint32_t i = 0; i < cv->len; i++) {
+        uint8_t f = at(cv, i)->flags;
+        if (!(f & (F_SKIP | F_MARK)))
+            break;
+        if (f & F_SKIP)
+            cv->skipping++;
+    }
+}
+
+bool pgt_conv_take_skipped(pgt_conv_t *cv, pgt_conv_entry_t *out)
+{
+    if (cv->skipping == 0)
+        return false;
+    while (at(cv, 0)->flags & F_MARK)
+        pop(cv);
+    *out = pop(cv);
+    cv->skipping--;
+    return true;
+}
+
+int pgt_conv_sent(pgt_conv_t *cv, uint8_t type, pgt_conv_from_t from, uint8_t tag)
+{
+    bool client = from == PGT_CONV_CLIENT;
+    if (cv->copy_in) {
+        /* The server reads COPY data (copyfromparse.c, CopyGetData): it
+         * ignores Sync and Flush, and any message but CopyData, CopyDone
+         * and CopyFail ends the COPY with an error, taken as data. */
+        if (type == 'd' || type == 'S' || type == 'H' || type == 'X')
+            return 0;
+        cv->copy_in = false;
+        return type == 'c' || type == 'f' ? 0 : PGT_CONV_SKIPPED;
+    }
+    if (cv->ignoring) {
+        /* Skipping to the next Sync (postgres.c, ignore_till_sync). */
+        if (type != 'S')
+            return type == 'H' || type == 'X' || type == 'd' || type == 'c' || type == 'f'
+                       ? 0
+                       : PGT_CONV_SKIPPED;
+        cv->ignoring = false;
+    }
+    int flags = 0;
+    switch (type) {
+    case 'H': /* Flush */
+        if (client) {
+            cv->client_flushed = cv->next_seq - 1;
+            return PGT_CONV_FLUSHES;
+        }
+        cv->ours_flushed = cv->next_seq;
+        return 0;
+    case 'c': /* CopyDone, CopyFail: mark where COPY data would end */
+    case 'f':
+        if (cv->len > 0)
+            push(cv, 'c', from, tag, F_MARK);
+        return 0;
+    case 'S': /* Sync */
+        cv->batch_open = false;
+        /* fall through */
+    case 'Q': /* Query */
+    case 'F': /* FunctionCall */
+        if (!push(cv, type, from, tag, 0))
+            return 0;
+        if (client) {
+            cv->client_flushed = cv->next_seq - 1;
+            flags = PGT_CONV_FLUSHES;
+        } else {
+            cv->ours_flushed = cv->next_seq;
+        }
+        return flags | PGT_CONV_OWED;
+    case 'P':
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+        cv->batch_open = true;
+        return push(cv, type, from, tag, 0) ? PGT_CONV_OWED : 0;
+    default: /* CopyData outside COPY, Terminate, and what the server rejects */
+        return 0;
+    }
+}
+
+/* Whether a server message of type is the last reply to a message of
+ * type owed. */
+static bool is_last(uint8_t owed, uint8_t type)
+{
+    switch (owed) {
+    case 'P':
+        return type == '1' || type == 'E';
+    case 'B':
+        return type == '2' || type == 'E';
+    case 'C':
+        return type == '3' || type == 'E';
+    case 'D':
+        return type == 'T' || type == 'n' || type == 'E';
+    case 'E':
+        return type == 'C' || type == 'I' || type == 's' || type == 'E';
+    default: /* Q, F, S */
+        return type == 'Z';
+    }
+}
+
+/* The server began reading COPY data for the head entry: messages sent
+ * behind it up to the end of the data were read as data. */
+static void copy_begins(pgt_conv_t *cv)
+{
+    for (uint32_t i = 1; i < cv->len; i++) {
+        pgt_conv_entry_t *e = at(cv, i);
+        if (e->flags & F_SKIP)
+            continue;
+        if (e->flags & F_MARK)
+            return;
+        mark_skipped(cv, e);
+        if (e->type != 'S')
+            return; /* taken as data: the COPY fails */
+    }
+    cv->copy_in = true;
+}
+
+/* An error in the extended protocol: the server skips to the next Sync. */
+static void skip_to_sync(pgt_conv_t *cv)
+{
+    for (uint32_t i = 0; i < cv->len; i++) {
+        pgt_conv_entry_t *e = at(cv, i);
+        if (e->flags & (F_SKIP | F_MARK))
+            continue;
+        if (e->type == 'S')
+            return;
+        mark_skipped(cv, e);
+    }
+    cv->ignoring = true;
+}
+
+void pgt_conv_reply(pgt_conv_t *cv, uint8_t type, pgt_conv_reply_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    pgt_conv_entry_t e;
+    while (pgt_conv_take_skipped(cv, &e)) /* left untaken by the caller */
+        ;
+    settle(cv);
+    if (type == 'A' || cv->len == 0)
+        return; /* a notification, or nothing owed */
+    pgt_conv_entry_t *x = at(cv, 0);
+    r->to = *x;
+    r->to.flags = 0;
+    r->early = x->from == PGT_CONV_CLIENT && x->seq > cv->client_flushed &&
+               x->seq < cv->ours_flushed;
+    if (type == 'N' || type == 'S')
+        return; /* a notice or parameter change, within the answer */
+    if (type == 'Z' && !answered_by_ready(x->type)) {
+        /* A ReadyForQuery where none is owed first: the account is out of
+         * step with the server. Everything up to the first message that a
+         * ReadyForQuery answers is taken as skipped, and this one as
+         * answering nothing, so no wait outlives it. */
+        memset(&r->to, 0, sizeof(r->to));
+        r->early = false;
+        for (uint32_t i = 0; i < cv->len; i++) {
+            pgt_conv_entry_t *y = at(cv, i);
+            bool last = answered_by_ready(y->type) && !(y->flags & (F_SKIP | F_MARK));
+            if (!(y->flags & F_MARK))
+                mark_skipped(cv, y);
+            if (last)
+                break;
+        }
+        settle(cv);
+        r->skipped = cv->skipping;
+        return;
+    }
+    if ((type == 'G' || type == 'W') && (x->type == 'Q' || x->type == 'E'))
+        copy_begins(cv);
+    if (type == 'E' || type == 'C')
+        cv->copy_in = false; /* the COPY, if any, is over */
+    r->ends = is_last(x->type, type);
+    if (!r->ends)
+        return;
+    pop(cv);
+    if (type == 'E' && extended(r->to.type))
+        skip_to_sync(cv);
+    settle(cv);
+    r->skipped = cv->skipping;
+}
+
+bool pgt_conv_may_query(const pgt_conv_t *cv)
+{
+    return cv->len == 0 && !cv->batch_open && !cv->ignoring && !cv->copy_in && !cv->failed;
+}
+
+bool pgt_conv_may_extend(const pgt_conv_t *cv)
+{
+    return !cv->ignoring && !cv->copy_in && cv->execs == 0 && !cv->failed;
+}
