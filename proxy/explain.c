@@ -11,11 +11,6 @@
 
 /* ---- building the EXPLAIN ---------------------------------------------- */
 
-/* Replies to the messages of an extended EXPLAIN other than its rows:
- * CloseComplete, ParseComplete, BindComplete, CommandComplete and two
- * CloseComplete. */
-#define EXT_EXPLAIN_REPLIES 6
-
 /* pgtally's own names: "pgtally_" and the hex of one half of the session's
  * random key. A client that names a statement or portal pgtally_explain or
  * pgtally_refused (by Parse or SQL PREPARE, or a cursor WITH HOLD) gets no
@@ -45,18 +40,18 @@ void pgt__own_name(const pgt_session_t *s, own_name_t which, char out[OWN_NAME_S
  * every statement (25P02) at no cost: nothing to explain. */
 bool pgt__may_hold(const pgt_session_t *s)
 {
-    return s->ic && s->state == ST_IDLE && s->pending_syncs == 0 &&
-           (s->txn_status == 'I' || s->txn_status == 'T') && !s->drain;
+    return s->ic && (s->state == ST_IDLE || s->state == ST_QUERY) && !s->explaining &&
+           !s->refusing && (s->txn_status == 'I' || s->txn_status == 'T') && !s->drain;
 }
 
 bool pgt__may_explain(const pgt_session_t *s)
 {
-    return pgt__may_hold(s) && s->proxy->estimator;
+    return pgt__may_hold(s) && s->proxy->estimator && pgt_conv_may_extend(&s->conv);
 }
 
 bool pgt__may_hold_query(const pgt_session_t *s)
 {
-    return pgt__may_hold(s) && s->batch_replies == 0;
+    return pgt__may_hold(s) && s->state == ST_IDLE && pgt_conv_may_query(&s->conv);
 }
 
 /* The EXPLAIN of a simple Query: one Query message in s->explain_msg. */
@@ -162,15 +157,16 @@ const pgt_text_t *pgt__bind_statement(const pgt_session_t *s, const uint8_t *bod
     return pgt_intercept_statement(s->ic, (const char *)body + pos, types, types_len);
 }
 
-/* A Bind is explained when nothing but Parse, Bind and Close messages
- * came before it since the last Sync, so the replies the server owes the
- * client ahead of pgtally's are known (batch_replies). Returns true when
- * its EXPLAIN is ready to go in s->explain_msg; otherwise s->est holds
- * what history says (key 0 when nothing). */
+/* A Bind is explained when the server will answer pgtally's messages
+ * sent behind what the client sent before it (pgt_conv_may_extend: no
+ * skipping, no COPY that could read them as data); the conversation model
+ * tells their replies from the client's. Returns true when its EXPLAIN is
+ * ready to go in s->explain_msg; otherwise s->est holds what history says
+ * (key 0 when nothing). */
 bool pgt__plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
 {
     s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
-    bool explain = pgt__may_explain(s) && s->batch_replies >= 0;
+    bool explain = pgt__may_explain(s);
     if (!explain && !(s->proxy->estimator && pgt__budgets_apply(s)))
         return false;
     const uint8_t *types;
@@ -206,18 +202,14 @@ void pgt__release_held(pgt_session_t *s, size_t qlen)
 }
 
 /* Sends pgtally's EXPLAIN (or the stand-in of a refused Bind) ahead of
- * the client's Query or Bind, which waits at the start of client.pend;
- * ahead: replies the server owes the client first (extended protocol). */
-void pgt__start_explain(pgt_session_t *s, uint32_t ahead)
+ * the client's Query or Bind, which waits at the start of client.pend. */
+void pgt__start_explain(pgt_session_t *s)
 {
     s->explaining = true;
-    if (s->ext_explain) {
-        s->ext_ahead = ahead;
-        s->ext_ours = s->ext_refuse ? 1 : EXT_EXPLAIN_REPLIES;
-    }
-    pgt__conn_send(&s->server, s->explain_msg, s->explain_msg_len);
-    free(s->explain_msg);
+    uint8_t *msg = s->explain_msg;
     s->explain_msg = NULL;
+    pgt__send_ours(s, msg, s->explain_msg_len);
+    free(msg);
 }
 
 /* Answers a held Query with an ERROR and ReadyForQuery, as the server
@@ -291,10 +283,15 @@ static void explain_failed_in_block(pgt_session_t *s, const uint8_t *z, size_t z
      * the statement's error, as direct. */
     s->cancel_requested = false;
     uint8_t *shifted = shifted_error(s, err, &elen);
-    pgt__client_account(s, 'Q', c->pend + 5, qlen - 5);
-    pgt__relay_server(s, shifted ? shifted : err, elen);
+    /* The Query is told to the meter, never to the conversation model: the
+     * server never has it, and these two answer it. */
+    if (s->ic)
+        pgt_intercept_client(s->ic, 'Q', c->pend + 5, qlen - 5);
+    pgt_conv_reply_t r = {.to = {.type = 'Q', .from = PGT_CONV_CLIENT}};
+    pgt__deliver(s, shifted ? shifted : err, elen, &r);
+    r.ends = true;
     if (s->state != ST_CLOSING)
-        pgt__relay_server(s, z, zlen);
+        pgt__deliver(s, z, zlen, &r);
     free(shifted);
     free(err);
     pgt__release_held(s, qlen);
@@ -307,9 +304,9 @@ static void explain_failed_in_block(pgt_session_t *s, const uint8_t *z, size_t z
 static void finish_explain(pgt_session_t *s, const uint8_t *z, size_t zlen)
 {
     bool in_block = s->txn_status == 'T'; /* as before the EXPLAIN */
-    take_explain(s, s->explain_err != NULL);
+    take_explain(s, s->explain_err != NULL || !z);
     pgt_intercept_set_estimate(s->ic, &s->est);
-    if (s->explain_err && in_block) {
+    if (s->explain_err && in_block && z) {
         explain_failed_in_block(s, z, zlen);
         return;
     }
@@ -438,14 +435,20 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
     conn_t *c = &s->client;
     size_t blen = (size_t)pgt_be32(c->pend + 1) + 1;
     uint8_t *copy = NULL;
-    if (s->ext_refuse) {
-        /* The stand-in failed (or a message ahead of it did): the server
-         * skips to the client's Sync. */
+    bool refused = s->ext_refuse;
+    if (refused) {
+        /* The stand-in failed (or a message ahead of it did, and the
+         * client's Bind is skipped as it would have been): the server
+         * skips to the client's Sync. The refused statement is recorded
+         * now, since the server runs nothing of it. */
         s->explaining = false;
         if (err && s->verdict && pgt__set_subst(s, s->verdict)) {
             pgt_intercept_budget_outcome(s->ic, PGT_QUERY_REFUSED, s->verdict->budget_id);
-            err = s->subst;
+            pgt_intercept_unsent_bind(s->ic, c->pend + 5, blen - 5, &s->est,
+                                      PGT_QUERY_REFUSED, s->verdict->sqlstate);
+            err = copy = s->subst;
             err_len = s->subst_len;
+            s->subst = NULL;
         } else {
             err = NULL;
         }
@@ -473,7 +476,7 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
         if (t && pgt__judge(s, t->data, t->len, true)) {
             /* The estimate is over a cap: the stand-in goes now. */
             if (pgt__refuse_bind_msgs(s)) {
-                pgt__start_explain(s, 0);
+                pgt__start_explain(s);
                 return;
             }
             free(s->verdict);
@@ -485,59 +488,107 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
     /* A cancel reached the server too: it stops the EXPLAIN, whose error
      * the client then gets, or finds nothing to stop, as when direct. */
     s->cancel_requested = false;
+    /* After the EXPLAIN's error the server skips the Bind (and what
+     * follows, to the client's Sync), as it would have skipped after the
+     * Bind's own error; the error reaches the client in the Bind's place,
+     * early (held) until the client's next Sync or Flush goes up. */
     pgt__client_account(s, 'B', c->pend + 5, blen - 5);
     pgt_intercept_set_portal_estimate(s->ic, (const char *)c->pend + 5, &s->est);
     pgt__conn_send(&s->server, c->pend, blen);
-    pgt__release_held(s, blen);
-    if (err && s->state != ST_CLOSING)
-        pgt__relay_server(s, err, err_len);
+    if (err) {
+        /* Told to the meter as the error of the client's Bind: the
+         * Execute behind it is recorded as failed with it. */
+        pgt_conv_reply_t r = {.to = {.type = 'B', .from = PGT_CONV_CLIENT}, .early = true};
+        if (refused)
+            r.to.type = 0; /* recorded as refused already */
+        pgt__deliver(s, err, err_len, &r);
+    }
     free(copy);
+    pgt__release_held(s, blen);
 }
 
-/* Server messages while an extended EXPLAIN is upstream: first the
- * replies owed to the client's messages sent before it, then its own. */
-static void ext_explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
+/* A message answering pgtally's own extended EXPLAIN or Bind stand-in
+ * (r from the conversation model): rows are kept, an error or the last
+ * reply ends it. */
+static void ours_ext_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total,
+                           const pgt_conv_reply_t *r)
 {
-    if (type == 'A' || type == 'S' || (type == 'N' && s->ext_ahead > 0)) {
-        pgt__relay_server(s, msg, total);
-        return;
-    }
-    if (s->ext_ahead > 0) {
-        pgt__relay_server(s, msg, total);
-        if (type == 'E')
-            finish_ext_explain(s, NULL, 0);
-        else
-            s->ext_ahead--;
-        return;
-    }
-    if (type == 'D')
+    if (type == 'D' && !s->ext_refuse)
         explain_row(s, msg + 5, total - 5);
     else if (type == 'E')
         finish_ext_explain(s, msg, total);
-    else if (type != 'N' && --s->ext_ours == 0)
+    else if (r->ends && pgt_conv_ours(&s->conv) == 0)
         finish_ext_explain(s, NULL, 0);
 }
 
-static void explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
+/* A message answering pgtally's own simple EXPLAIN. */
+static void ours_query_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
 {
-    if (s->refusing)
-        pgt__refusing_whole(s, type, msg, total);
-    else if (s->ext_explain)
-        ext_explain_whole(s, type, msg, total);
-    else if (type == 'D')
+    if (type == 'D')
         explain_row(s, msg + 5, total - 5);
-    else if (type == 'A' || type == 'S')
-        pgt__conn_send(&s->client, msg, total); /* notifications, parameter changes */
     else if (type == 'E')
         keep_explain_error(s, msg, total);
     else if (type == 'Z')
         finish_explain(s, msg, total);
 }
 
-/* Server messages while the EXPLAIN is upstream: its own answers, notices
- * included (planning may run functions that raise them), are consumed;
- * notifications and parameter changes, which can arrive at any time, reach
- * the client as usual. */
+/* The server skipped messages (r.skipped): the client's are told to the
+ * meter; pgtally's end its hold when none of them is left, with nothing
+ * learnt (a client's message ahead failed, so none of them ran). */
+static void take_skipped(pgt_session_t *s)
+{
+    pgt_conv_entry_t e;
+    bool ours = false;
+    while (pgt_conv_take_skipped(&s->conv, &e)) {
+        if (e.from == PGT_CONV_OURS)
+            ours = true;
+        else if (s->ic)
+            pgt_intercept_skipped(s->ic, e.type, NULL, 0);
+    }
+    if (!ours || !s->explaining || pgt_conv_ours(&s->conv) > 0)
+        return;
+    if (s->ext_explain)
+        finish_ext_explain(s, NULL, 0);
+    else
+        finish_explain(s, NULL, 0);
+}
+
+/* One whole server message while pgtally's own messages are upstream or
+ * a refused Query's stand-in runs: the conversation model says whose it
+ * is. pgtally's answers, notices included (planning may run functions
+ * that raise them), are consumed; the client's go on, early ones held. */
+static void explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
+{
+    pgt_conv_reply_t r;
+    pgt_conv_reply(&s->conv, type, &r);
+    if (r.to.type && r.to.from == PGT_CONV_OURS && type != 'S') {
+        /* The skipped are taken first: after an error of pgtally's they
+         * are its own, which the error ends in any case. */
+        pgt_conv_entry_t e;
+        while (pgt_conv_take_skipped(&s->conv, &e))
+            if (e.from == PGT_CONV_CLIENT && s->ic)
+                pgt_intercept_skipped(s->ic, e.type, NULL, 0);
+        if (s->ext_explain)
+            ours_ext_whole(s, type, msg, total, &r);
+        else
+            ours_query_whole(s, type, msg, total);
+        return;
+    }
+    if (s->refusing && type == 'E' && r.to.type) {
+        /* The stand-in's error: the client gets the budget's instead. */
+        s->refusing = false;
+        uint8_t *err = s->subst;
+        s->subst = NULL;
+        if (err)
+            pgt__deliver(s, err, s->subst_len, &r);
+        free(err);
+    } else {
+        pgt__deliver(s, msg, total, &r);
+    }
+    if (s->state != ST_CLOSING)
+        take_skipped(s);
+}
+
 void pgt__explain_data(pgt_session_t *s, const uint8_t *data, size_t len)
 {
     pgt__server_whole(s, data, len, 64 << 20, in_explain, explain_whole);

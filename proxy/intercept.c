@@ -59,6 +59,8 @@ struct pgt_intercept {
     change_t *changes_tail;     /* newest */
     uint64_t sent_batches;      /* Query, Sync and FunctionCall messages sent */
     uint64_t answered_batches;  /* ReadyForQuery seen (or owed no more) */
+    char batch_error[6];        /* SQLSTATE of a Parse, Bind or Describe that failed since the
+                                   last ReadyForQuery: the Execute behind it failed with it */
 };
 
 static int64_t wall_us(void)
@@ -403,17 +405,41 @@ static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len, b
     ic->next_est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
 }
 
+/* Records the execution just pushed (the tail) as one the server never
+ * ran, wherever the FIFO stands: it is taken out of the FIFO, and the
+ * timing of the statements ahead of it is left as it was. */
+static void record_unsent(pgt_intercept_t *ic, pgt_query_status_t status, const char *sqlstate)
+{
+    pgt_exec_t *e = ic->tail;
+    if (ic->head == e) {
+        ic->head = ic->tail = NULL;
+    } else {
+        pgt_exec_t *p = ic->head;
+        while (p->next != e)
+            p = p->next;
+        p->next = NULL;
+        ic->tail = p;
+    }
+    uint64_t done_ns = ic->last_done_ns;
+    int64_t done_us = ic->last_done_us, rows = ic->cur_rows, bytes = ic->cur_bytes;
+    ic->cur_rows = ic->cur_bytes = 0;
+    ic->last_done_ns = e->sent_ns;
+    ic->last_done_us = e->sent_us;
+    complete(ic, e, status, sqlstate, 0);
+    ic->last_done_ns = done_ns;
+    ic->last_done_us = done_us;
+    ic->cur_rows = rows;
+    ic->cur_bytes = bytes;
+    finish(ic, e);
+}
+
 void pgt_intercept_unsent(pgt_intercept_t *ic, const uint8_t *body, size_t len,
                           pgt_query_status_t status, const char *sqlstate)
 {
+    pgt_exec_t *last = ic->tail;
     client_query(ic, body, len, false);
-    pgt_exec_t *e = ic->tail;
-    if (!e || e != ic->head || e->is_marker)
-        return;
-    ic->cur_rows = 0;
-    ic->cur_bytes = 0;
-    complete(ic, e, status, sqlstate, 0);
-    finish(ic, pop(ic));
+    if (ic->tail != last)
+        record_unsent(ic, status, sqlstate);
 }
 
 void pgt_intercept_set_application(pgt_intercept_t *ic, const char *app)
@@ -538,9 +564,40 @@ static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     if (!portal)
         return;
     named_t **pp = find(&ic->portals, portal);
+    if (pp) {
+        pgt_exec_t *e = push(ic, (*pp)->text, true, false);
+        if (e)
+            e->est = (*pp)->est;
+        return;
+    }
+    /* A portal pgtally did not see bound (a cursor of SQL DECLARE, or a
+     * Bind it could not read): metered all the same, under a text that
+     * says so, and under the running check. */
+    char text[160];
+    int n = snprintf(text, sizeof(text), "EXECUTE of portal \"%.*s\" (text not seen)",
+                     (int)utf8_prefix(portal, 63), portal);
+    pgt_text_t *t = n > 0 ? pgt_text_new(text, (size_t)n < sizeof(text) ? (size_t)n : 0) : NULL;
+    if (t)
+        push(ic, t, true, false);
+    pgt_text_unref(t);
+}
+
+void pgt_intercept_unsent_bind(pgt_intercept_t *ic, const uint8_t *body, size_t len,
+                               const pgt_estimate_t *est, pgt_query_status_t status,
+                               const char *sqlstate)
+{
+    size_t pos = 0;
+    const char *portal = cstr(body, len, &pos);
+    if (!portal || !cstr(body, len, &pos))
+        return;
+    client_bind(ic, body, len);
+    named_t **pp = find(&ic->portals, portal);
     pgt_exec_t *e = pp ? push(ic, (*pp)->text, true, false) : NULL;
-    if (e)
-        e->est = (*pp)->est;
+    forget(&ic->portals, portal);
+    if (!e)
+        return;
+    e->est = *est;
+    record_unsent(ic, status, sqlstate);
 }
 
 /* A FunctionCall (protocol docs, "Function Call") runs a function by its
@@ -630,74 +687,133 @@ static void error_sqlstate(const uint8_t *peek, size_t plen, char out[6])
         memcpy(out, "XX000", 6);
 }
 
-/* After an error in the extended protocol the server skips every message
- * up to the next Sync: the executions queued before it never run, and a
- * Query or FunctionCall among them gets no ReadyForQuery of its own. */
-static void skip_to_sync(pgt_intercept_t *ic)
+/* An ErrorResponse answering a message of type answers: a Query,
+ * Execute or FunctionCall fails (an Execute ends with it); a Parse, Bind,
+ * Describe, Close or Sync that fails ran nothing. Changes the server did
+ * not accept are undone either way. */
+static void server_error(pgt_intercept_t *ic, uint8_t answers, const uint8_t *peek, size_t plen)
 {
-    while (ic->head && !ic->head->is_marker) {
-        if (!ic->head->extended)
-            ic->answered_batches++;
-        pgt_exec_free(pop(ic));
-    }
-}
-
-static void server_error(pgt_intercept_t *ic, const uint8_t *peek, size_t plen)
-{
-    pgt_exec_t *e = ic->head;
-    if (!e || e->is_marker) {
-        changes_void(ic);
-        return;
-    }
+    changes_void(ic);
     char sqlstate[6];
     error_sqlstate(peek, plen, sqlstate);
-    changes_void(ic);
+    if ((answers == 'P' || answers == 'B' || answers == 'D') && !ic->batch_error[0])
+        memcpy(ic->batch_error, sqlstate, 6);
+    pgt_exec_t *e = ic->head;
+    if (!e || e->is_marker || (answers != 'Q' && answers != 'E' && answers != 'F'))
+        return;
     pgt_query_status_t st = strcmp(sqlstate, "57014") == 0 ? PGT_QUERY_CANCELLED : PGT_QUERY_ERROR;
     complete(ic, e, st, sqlstate, 0);
     e->failed = true;
-    if (e->extended) {
+    if (answers == 'E')
         finish(ic, pop(ic));
-        skip_to_sync(ic);
-    }
 }
 
-static void server_done(pgt_intercept_t *ic, const uint8_t *peek, size_t plen, bool is_tag)
+static void server_done(pgt_intercept_t *ic, uint8_t answers, const uint8_t *peek, size_t plen,
+                        bool is_tag)
 {
     pgt_exec_t *e = ic->head;
-    if (!e || e->is_marker)
+    if (!e || e->is_marker || (answers != 'Q' && answers != 'E' && answers != 'F'))
         return;
     /* An SQL PREPARE or DEALLOCATE of a simple Query took effect. */
-    if (is_tag && !e->extended && !e->function_call) {
+    if (is_tag && answers == 'Q') {
         if (plen >= 8 && memcmp(peek, "PREPARE", 8) == 0)
             change_accepted(ic, 'P');
         else if (plen >= 10 && memcmp(peek, "DEALLOCATE", 10) == 0)
             change_accepted(ic, 'D');
     }
     complete(ic, e, PGT_QUERY_OK, NULL, is_tag ? tag_rows(peek, plen) : 0);
-    if (e->extended)
+    if (answers == 'E')
         finish(ic, pop(ic));
 }
 
-static void server_ready(pgt_intercept_t *ic)
+/* ReadyForQuery ends the Query or FunctionCall it answers, or the Sync
+ * (its marker, with anything left before it). */
+static void server_ready(pgt_intercept_t *ic, uint8_t answers)
 {
     ic->cur_rows = 0;
     ic->cur_bytes = 0;
     ic->outcome = PGT_QUERY_OK;
+    ic->batch_error[0] = 0;
     changes_void(ic);
     ic->answered_batches++;
-    /* ReadyForQuery ends one Query, or one Sync with whatever is left
-     * before it. */
+    if (answers != 'Q' && answers != 'F' && answers != 'S')
+        return;
     while (ic->head) {
         pgt_exec_t *e = pop(ic);
-        bool last = e->is_marker || !e->extended;
+        bool last = answers == 'S' ? e->is_marker : !e->extended;
         finish(ic, e);
         if (last)
             break;
     }
 }
 
-void pgt_intercept_server(pgt_intercept_t *ic, uint8_t type, uint32_t len, const uint8_t *peek,
-                          size_t plen)
+/* The Execute at the head, which the server skipped: it never ran, but
+ * when the Parse, Bind or Describe of its batch failed it is the
+ * statement that failed, recorded once with that error (as a simple Query
+ * that fails at parsing or planning is). */
+static void skipped_execute(pgt_intercept_t *ic)
+{
+    pgt_exec_t *e = ic->head;
+    if (!e || e->is_marker)
+        return;
+    if (ic->batch_error[0] && e->ndone == 0) {
+        bool cancelled = strcmp(ic->batch_error, "57014") == 0;
+        ic->cur_rows = ic->cur_bytes = 0;
+        complete(ic, e, cancelled ? PGT_QUERY_CANCELLED : PGT_QUERY_ERROR, ic->batch_error, 0);
+        ic->batch_error[0] = 0;
+    }
+    finish(ic, pop(ic));
+}
+
+void pgt_intercept_skipped(pgt_intercept_t *ic, uint8_t type, const uint8_t *body, size_t len)
+{
+    pgt_exec_t *e = ic->head;
+    /* Skipped as it went upstream: the Bind's portal is still named, for
+     * the Execute behind it; the Execute is queued to be taken at once. */
+    if (body && type == 'B')
+        client_bind(ic, body, len);
+    if (body && type == 'E' && ic->batch_error[0]) {
+        pgt_exec_t *last = ic->tail;
+        client_execute(ic, body, len);
+        if (ic->tail != last)
+            record_unsent(ic,
+                          strcmp(ic->batch_error, "57014") == 0 ? PGT_QUERY_CANCELLED
+                                                                : PGT_QUERY_ERROR,
+                          ic->batch_error);
+        ic->batch_error[0] = 0;
+        return;
+    }
+    if (body)
+        return;
+    switch (type) {
+    case 'Q':
+    case 'F':
+        ic->answered_batches++;
+        if (e && !e->is_marker)
+            finish(ic, pop(ic));
+        break;
+    case 'E':
+        skipped_execute(ic);
+        break;
+    case 'S': /* a Sync the server ignored while it read COPY data */
+        for (pgt_exec_t **pp = &ic->head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+            if (!(*pp)->is_marker)
+                continue;
+            pgt_exec_t *m = *pp;
+            *pp = m->next;
+            if (ic->tail == m)
+                ic->tail = prev;
+            pgt_exec_free(m);
+            break;
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+void pgt_intercept_server(pgt_intercept_t *ic, uint8_t answers, uint8_t type, uint32_t len,
+                          const uint8_t *peek, size_t plen)
 {
     /* Bytes count towards the statement being answered; what arrives
      * between statements (ParseComplete of a Sync round, ParameterStatus
@@ -712,18 +828,18 @@ void pgt_intercept_server(pgt_intercept_t *ic, uint8_t type, uint32_t len, const
         change_accepted(ic, '1');
         break;
     case 'C': /* CommandComplete */
-        server_done(ic, peek, plen, true);
+        server_done(ic, answers, peek, plen, true);
         break;
     case 'I': /* EmptyQueryResponse */
     case 's': /* PortalSuspended */
     case 'V': /* FunctionCallResponse */
-        server_done(ic, peek, plen, false);
+        server_done(ic, answers, peek, plen, false);
         break;
     case 'E': /* ErrorResponse */
-        server_error(ic, peek, plen);
+        server_error(ic, answers, peek, plen);
         break;
     case 'Z': /* ReadyForQuery */
-        server_ready(ic);
+        server_ready(ic, answers);
         break;
     default:
         break;

@@ -104,7 +104,7 @@ void pgt__judge_head(pgt_session_t *s, uint8_t type, const uint8_t *head, size_t
         free(pgt_estimator_plan(s->proxy->estimator, s->database, first, n, false, &s->est));
     }
     pgt_intercept_set_estimate(s->ic, &s->est);
-    if (pgt__judge(s, (const char *)head, hlen, s->pending_syncs == 0 && s->batch_replies == 0))
+    if (pgt__judge(s, (const char *)head, hlen, pgt_conv_may_query(&s->conv)))
         s->client.framer.stop = true;
 }
 
@@ -183,7 +183,7 @@ bool pgt__judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
     const uint8_t *types;
     size_t types_len;
     const pgt_text_t *t = pgt__bind_statement(s, body, blen, &types, &types_len);
-    bool can_refuse = s->pending_syncs == 0 && s->batch_replies >= 0;
+    bool can_refuse = pgt__may_hold(s) && pgt_conv_may_extend(&s->conv);
     if (!t || !pgt__judge(s, t->data, t->len, can_refuse))
         return false;
     if (pgt__refuse_bind_msgs(s))
@@ -269,22 +269,6 @@ void pgt__refuse_query(pgt_session_t *s)
     pgt__release_held(s, qlen);
 }
 
-/* Server messages while a refused Query's stand-in runs: its error is
- * replaced by the budget's; then all goes on as usual. */
-void pgt__refusing_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
-{
-    if (type != 'E') {
-        pgt__relay_server(s, msg, total);
-        return;
-    }
-    s->refusing = false;
-    uint8_t *err = s->subst;
-    s->subst = NULL;
-    if (err)
-        pgt__relay_server(s, err, s->subst_len);
-    free(err);
-}
-
 /* ---- while a statement runs -------------------------------------------- */
 
 /* The cost so far of the statement the session runs, or -1 when none
@@ -293,7 +277,7 @@ static int64_t running_cost(const pgt_session_t *s)
 {
     double seconds;
     /* A refused statement's stand-in is not the statement running. */
-    if (!s->ic || s->state == ST_CLOSING || s->refusing || s->explaining || s->subst ||
+    if (!s->ic || s->state == ST_CLOSING || s->refusing || s->subst ||
         !pgt__budgets_apply(s) || !pgt_intercept_running(s->ic, &seconds))
         return -1;
     return pgt_budgets_running_cost(s->proxy->budgets, seconds);

@@ -46,6 +46,7 @@ static uint8_t plain_buf[64 * 1024];
 static uint8_t cipher_buf[64 * 1024];
 
 static void session_close(pgt_session_t *s, const char *reason);
+static void flush_early(pgt_session_t *s);
 static void on_data(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len);
 static void conn_update_reading(conn_t *c);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -112,6 +113,8 @@ static void timer_close_cb(uv_handle_t *h)
     free(s->verdict);
     free(s->subst);
     free(s->app_set);
+    free(s->early);
+    pgt_conv_free(&s->conv);
     free(s);
     pgt_proxy_session_gone(p);
 }
@@ -681,30 +684,26 @@ static void auth_data(pgt_session_t *s, const uint8_t *data, size_t len)
 /* Book-keeping for a client message that goes upstream now. */
 void pgt__client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen)
 {
-    if (s->ic)
-        pgt_intercept_client(s->ic, type, body, blen);
-    switch (type) {
-    case 'Q': /* Query */
-    case 'S': /* Sync */
-    case 'F': /* FunctionCall */
-        s->pending_syncs++;
-        s->batch_replies = 0;
-        if (s->state == ST_IDLE)
-            set_state(s, ST_QUERY);
-        break;
-    case 'P': /* Parse */
-    case 'B': /* Bind */
-    case 'C': /* Close */
-        if (s->batch_replies >= 0)
-            s->batch_replies++;
-        break;
-    case 'X': /* Terminate */
-        s->client_terminated = true;
-        break;
-    default:
-        s->batch_replies = -1;
-        break;
+    int cf = pgt_conv_sent(&s->conv, type, PGT_CONV_CLIENT, 0);
+    if (s->conv.failed) {
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
+        return;
     }
+    if (cf & PGT_CONV_FLUSHES) {
+        s->client_flushes++;
+        flush_early(s);
+    }
+    /* A message the server will skip runs nothing and changes nothing. */
+    if (s->ic && (cf & PGT_CONV_SKIPPED))
+        pgt_intercept_skipped(s->ic, type, body, blen);
+    else if (s->ic)
+        pgt_intercept_client(s->ic, type, body, blen);
+    if (type == 'X')
+        s->client_terminated = true;
+    if (pgt_conv_readies(&s->conv) > 0 && s->state == ST_IDLE)
+        set_state(s, ST_QUERY);
+    if (pgt_conv_owed(&s->conv) >= PGT_CONV_MAX)
+        pgt__hold_reading(s);
 }
 
 static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
@@ -741,8 +740,8 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
             return;
         }
         pgt_intercept_set_estimate(s->ic, &s->est);
-        if (whole_query && pgt__judge(s, (const char *)peek, plen - 1,
-                                      s->pending_syncs == 0 && s->batch_replies == 0)) {
+        if (whole_query &&
+            pgt__judge(s, (const char *)peek, plen - 1, pgt_conv_may_query(&s->conv))) {
             s->client.framer.stop = true;
             return;
         }
@@ -764,26 +763,23 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
         pgt_intercept_set_portal_estimate(s->ic, (const char *)peek, &s->est);
 }
 
-static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
+/* Book-keeping for a server message for the client (the conversation
+ * model's *r): metering, the session's state, and what pgtally watches
+ * for. Returns true when the client gets s->subst in its place (the
+ * statement pgtally cancelled for a budget). The skipped messages of *r
+ * are the caller's to take. */
+static bool server_account(pgt_session_t *s, uint8_t type, uint32_t len, const uint8_t *peek,
+                           size_t plen, const pgt_conv_reply_t *r)
 {
-    pgt_session_t *s = arg;
     char sev[16];
+    bool replace = false;
     if (s->ic)
-        pgt_intercept_server(s->ic, type, len, peek, plen);
-    /* Replies to the batch being built arrive early after a Flush or an
-     * error: the replies still owed are then not known. */
-    if (s->pending_syncs == 0 && type != 'A' && type != 'S' && type != 'N')
-        s->batch_replies = -1;
+        pgt_intercept_server(s->ic, r->to.from == PGT_CONV_CLIENT ? r->to.type : 0, type, len,
+                             peek, plen);
     switch (type) {
     case 'Z': /* ReadyForQuery */
         if (plen > 0)
             s->txn_status = peek[0];
-        if (s->pending_syncs > 0)
-            s->pending_syncs--;
-        if (s->pending_syncs == 0 && logged_in(s))
-            set_state(s, ST_IDLE);
-        else if (s->state == ST_COPY)
-            set_state(s, ST_QUERY);
         break;
     case 'G': /* CopyInResponse */
     case 'H': /* CopyOutResponse */
@@ -797,10 +793,18 @@ static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
          * budget's error instead. */
         if (s->budget_cancel && s->subst && plen + 4 == len &&
             pgt_wire_error_code(peek, plen, sev) && strcmp(sev, "57014") == 0)
-            s->server.framer.stop = true;
+            replace = true;
         break;
     default:
         break;
+    }
+    /* Idle once no ReadyForQuery is owed: at one, or when the server
+     * skips the Query that owed it. */
+    if ((type == 'Z' || r->skipped) && logged_in(s)) {
+        if (pgt_conv_readies(&s->conv) == 0 && (s->state != ST_COPY || type == 'Z'))
+            set_state(s, ST_IDLE);
+        else if (s->state == ST_COPY && type == 'Z')
+            set_state(s, ST_QUERY);
     }
     /* The server reports application_name when a client sets it. */
     if (type == 'S' && s->ic && plen + 4 == len && plen > 17 &&
@@ -819,6 +823,105 @@ static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
         free(s->subst);
         s->subst = NULL;
     }
+    if (!s->client.want_read && logged_in(s) && pgt_conv_owed(&s->conv) < PGT_CONV_MAX / 4)
+        pgt__hold_reading(s);
+    return replace;
+}
+
+/* The skipped messages of a reply: the client's are told to the meter. */
+static void skipped_to_meter(pgt_session_t *s)
+{
+    pgt_conv_entry_t e;
+    while (pgt_conv_take_skipped(&s->conv, &e))
+        if (e.from == PGT_CONV_CLIENT && s->ic)
+            pgt_intercept_skipped(s->ic, e.type, NULL, 0);
+}
+
+static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
+{
+    pgt_session_t *s = arg;
+    pgt_conv_reply_t r;
+    pgt_conv_reply(&s->conv, type, &r);
+    if (server_account(s, type, len, peek, plen, &r) && plen + 4 == len)
+        s->server.framer.stop = true;
+    skipped_to_meter(s);
+}
+
+/* Largest amount of early replies held for the client: the server itself
+ * writes its output out when 8 kB of it are waiting (pqcomm.c,
+ * PqSendBufferSize), so past this the client would have had them. */
+#define EARLY_MAX (64 * 1024)
+
+static void flush_early(pgt_session_t *s)
+{
+    if (s->early_len == 0)
+        return;
+    size_t n = s->early_len;
+    s->early_len = 0;
+    pgt__conn_send(&s->client, s->early, n);
+}
+
+static void hold_early(pgt_session_t *s, const uint8_t *msg, size_t total)
+{
+    if (s->early_len + total > EARLY_MAX) {
+        flush_early(s);
+        pgt__conn_send(&s->client, msg, total);
+        return;
+    }
+    if (s->early_len + total > s->early_cap) {
+        size_t cap = s->early_cap ? s->early_cap : 1024;
+        while (cap < s->early_len + total)
+            cap *= 2;
+        uint8_t *p = realloc(s->early, cap);
+        if (!p) {
+            pgt__session_fail(s, "53200", "pgtally: out of memory");
+            return;
+        }
+        s->early = p;
+        s->early_cap = cap;
+    }
+    memcpy(s->early + s->early_len, msg, total);
+    s->early_len += total;
+}
+
+void pgt__deliver(pgt_session_t *s, const uint8_t *msg, size_t total, const pgt_conv_reply_t *r)
+{
+    uint8_t type = msg[0];
+    size_t plen = total - 5 < PGT_INTERCEPT_MAX_SQL ? total - 5 : PGT_INTERCEPT_MAX_SQL;
+    if (server_account(s, type, (uint32_t)(total - 1), msg + 5, plen, r) && s->subst) {
+        msg = s->subst;
+        total = s->subst_len;
+    }
+    if (s->state == ST_CLOSING)
+        return;
+    /* What comes behind early replies (notices, notifications) waits with
+     * them, in order. */
+    if (r->early || (s->early_len > 0 && (type == 'N' || type == 'A' || type == 'S')))
+        hold_early(s, msg, total);
+    else {
+        flush_early(s);
+        pgt__conn_send(&s->client, msg, total);
+    }
+    if (msg == s->subst) {
+        free(s->subst);
+        s->subst = NULL;
+    }
+}
+
+void pgt__send_ours(pgt_session_t *s, const uint8_t *buf, size_t len)
+{
+    size_t off = 0;
+    uint8_t type;
+    size_t total;
+    while (pgt_wire_next(buf + off, len - off, INT32_MAX, &type, &total) == 1) {
+        pgt_conv_sent(&s->conv, type, PGT_CONV_OURS, 0);
+        off += total;
+    }
+    if (s->conv.failed) {
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    pgt__conn_send(&s->server, buf, len);
 }
 
 /* Frames client bytes and forwards what may go. A captured message that
@@ -847,7 +950,7 @@ static void feed_client(pgt_session_t *s, const uint8_t *data, size_t len)
     else if (rc == PGT_WIRE_STOPPED && s->verdict && !s->ext_explain)
         pgt__refuse_query(s);
     else if (rc == PGT_WIRE_STOPPED)
-        pgt__start_explain(s, s->batch_replies > 0 ? (uint32_t)s->batch_replies : 0);
+        pgt__start_explain(s);
 }
 
 void pgt__hold_reading(pgt_session_t *s)
@@ -855,7 +958,10 @@ void pgt__hold_reading(pgt_session_t *s)
     conn_t *c = &s->client;
     if (s->state == ST_CLOSING)
         return;
-    c->want_read = !(s->explaining && c->pend_len > HIGH_WATER);
+    /* Also while the server owes too many messages: a client that
+     * pipelines without reading replies is slowed, not remembered. */
+    c->want_read = !(s->explaining && c->pend_len > HIGH_WATER) &&
+                   pgt_conv_owed(&s->conv) < PGT_CONV_MAX;
     conn_update_reading(c);
 }
 
@@ -903,6 +1009,7 @@ void pgt__relay_server(pgt_session_t *s, const uint8_t *data, size_t len)
             return;
         }
         size_t upto = rc == 0 ? len : rc == PGT_WIRE_STOPPED ? f->msg_start : f->stopped_at;
+        flush_early(s);
         pgt__conn_send(&s->client, data, upto);
         if (rc == 0)
             return;
@@ -1215,6 +1322,7 @@ pgt_session_t *pgt_session_new(pgt_proxy_t *p)
     }
     s->proxy = p;
     s->id = ++p->next_session_id;
+    pgt_conv_init(&s->conv);
     s->state = ST_STARTUP;
     s->client.s = s;
     s->server.s = s;

@@ -7,6 +7,7 @@
 #ifndef PGTALLY_PROXY_SESSION_INT_H
 #define PGTALLY_PROXY_SESSION_INT_H
 
+#include "pgtally/conv.h"
 #include "pgtally/estimator.h"
 #include "pgtally/intercept.h"
 #include "pgtally/session.h"
@@ -58,7 +59,6 @@ struct pgt_session {
     conn_t server;                /* the upstream side */
     uv_timer_t timer;             /* startup timeout, then flush guard */
     int open_conns;               /* tcp handles not yet closed */
-    uint32_t pending_syncs;       /* ReadyForQuery messages still expected */
     uint32_t backend_pid;         /* server's BackendKeyData */
     uint32_t backend_key;         /* server's BackendKeyData */
     bool have_key;                /* backend key registered in the cancel map */
@@ -72,10 +72,12 @@ struct pgt_session {
     uint8_t txn_status;           /* status of the last ReadyForQuery: 'I', 'T' or 'E' */
     bool explaining;              /* pgtally's EXPLAIN is upstream; client bytes wait in pend */
     bool ext_explain;             /* ... and it is the extended-protocol one, held at a Bind */
-    int32_t batch_replies;        /* replies owed to the Parse, Bind and Close messages sent
-                                     since the last Sync; -1 once the batch holds anything else */
-    uint32_t ext_ahead;           /* replies to the client the server sends before the EXPLAIN's */
-    uint32_t ext_ours;            /* replies of the extended EXPLAIN still due, rows aside */
+    pgt_conv_t conv;              /* what the server owes, and to whom (conv.h) */
+    uint8_t *early;               /* replies to the client held until its next Sync, Flush,
+                                     Query or FunctionCall goes upstream (conv.h: early) */
+    size_t early_len;             /* their length */
+    size_t early_cap;             /* allocated size of early */
+    uint64_t client_flushes;      /* the client's messages so far that write replies out */
     pgt_estimate_t est;           /* estimate of the statement being explained */
     uint8_t *explain_msg;         /* EXPLAIN messages to send once the framer has stopped */
     size_t explain_msg_len;       /* their length */
@@ -147,6 +149,14 @@ void pgt__hold_reading(pgt_session_t *s);
 /* Server bytes framed, metered and forwarded to the client. */
 void pgt__relay_server(pgt_session_t *s, const uint8_t *data, size_t len);
 
+/* One whole message msg[0..total) for the client, as the conversation
+ * model classified it in *r: metered, then sent, or held while early. */
+void pgt__deliver(pgt_session_t *s, const uint8_t *msg, size_t total, const pgt_conv_reply_t *r);
+
+/* Sends pgtally's own messages buf[0..len) upstream, each told to the
+ * conversation model as pgtally's. */
+void pgt__send_ours(pgt_session_t *s, const uint8_t *buf, size_t len);
+
 /* What server_whole does with one whole server message msg[0..total). */
 typedef void (*whole_fn)(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total);
 /* Whether server_whole goes on taking messages whole. */
@@ -208,9 +218,8 @@ const pgt_text_t *pgt__bind_statement(const pgt_session_t *s, const uint8_t *bod
                                       const uint8_t **types, size_t *types_len);
 
 /* Sends s->explain_msg (and frees it) ahead of the held Query or Bind at
- * the start of client.pend; ahead: replies the server owes the client
- * first (extended protocol). */
-void pgt__start_explain(pgt_session_t *s, uint32_t ahead);
+ * the start of client.pend. */
+void pgt__start_explain(pgt_session_t *s);
 
 /* Server bytes while pgtally's EXPLAIN or a refused Query's stand-in is
  * upstream (s->explaining or s->refusing). */
@@ -254,9 +263,5 @@ void pgt__refuse_held(pgt_session_t *s);
 
 /* Refuses the held Query for the budget in s->verdict (which it takes). */
 void pgt__refuse_query(pgt_session_t *s);
-
-/* One server message while a refused Query's stand-in runs: its error is
- * replaced by the budget's. */
-void pgt__refusing_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total);
 
 #endif

@@ -69,9 +69,26 @@ void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body
 void pgt_intercept_unsent(pgt_intercept_t *ic, const uint8_t *body, size_t len,
                           pgt_query_status_t status, const char *sqlstate);
 
-/* A complete server message: its length field and the first bytes of it. */
-void pgt_intercept_server(pgt_intercept_t *ic, uint8_t type, uint32_t len, const uint8_t *peek,
-                          size_t plen);
+/* Records a Bind (body[0..len)) that pgtally answered itself, with the
+ * Execute behind it, neither of which the server runs (refused): its
+ * estimate, status and SQLSTATE as the client was told. */
+void pgt_intercept_unsent_bind(pgt_intercept_t *ic, const uint8_t *body, size_t len,
+                               const pgt_estimate_t *est, pgt_query_status_t status,
+                               const char *sqlstate);
+
+/* A complete server message: its length field and the first bytes of it;
+ * answers is the type of the client's message it answers, as the
+ * conversation model (conv.h) says, or 0 for none. */
+void pgt_intercept_server(pgt_intercept_t *ic, uint8_t answers, uint8_t type, uint32_t len,
+                          const uint8_t *peek, size_t plen);
+
+/* The server skipped a client's message of type (conv.h): a Query,
+ * Execute or FunctionCall that never ran, or a Sync ignored during COPY.
+ * body[0..len) is the message's, when it is skipped as it goes upstream
+ * (the server skips to a Sync), or NULL for one queued earlier. An Execute
+ * whose batch's Parse, Bind or Describe failed is recorded once, with
+ * that error: the statement the client meant to run failed. */
+void pgt_intercept_skipped(pgt_intercept_t *ic, uint8_t type, const uint8_t *body, size_t len);
 
 /* The session is ending: executions still running are recorded as failed
  * with sqlstate (e.g. "08006"), and everything is freed. */

@@ -88,10 +88,13 @@ def test_extended_explain_error_is_the_statements_error(pgtally, pg, big_table):
     assert outcomes[1][0] == ("22012", "division by zero"), outcomes
     assert outcomes[1][1][0] == "42P01" and outcomes[1][2] == ("ok", [(7,)]), outcomes
     recs = ledger(proxy)
-    assert len(recs) == 2, show(recs)
-    div, ok = recs
+    # each statement is recorded once, a failed one with its error, whether
+    # it failed at its Bind (planning) or its Parse, as a simple Query is
+    assert len(recs) == 3, show(recs)
+    div, missing, ok = recs
     assert div["normalized"].startswith("SELECT $") and " / $" in div["normalized"], show(recs)
     assert (div["status"], div["sqlstate"]) == ("error", "22012"), show(recs)
+    assert (missing["status"], missing["sqlstate"]) == ("error", "42P01"), show(recs)
     assert (ok["normalized"], ok["status"]) == ("SELECT a FROM est_big WHERE a = $1", "ok")
     assert explained(ok), show(recs)
     # the statement whose Parse failed never ran: nothing to record
