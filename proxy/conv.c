@@ -246,8 +246,10 @@ void pgt_conv_reply(pgt_conv_t *cv, uint8_t type, pgt_conv_reply_t *r)
     pgt_conv_entry_t *x = at(cv, 0);
     r->to = *x;
     r->to.flags = 0;
+    /* The server writes an ErrorResponse out at once (and all before it):
+     * never early. */
     r->early = x->from == PGT_CONV_CLIENT && x->seq > cv->client_flushed &&
-               x->seq < cv->ours_flushed;
+               x->seq < cv->ours_flushed && type != 'E';
     if (type == 'N' || type == 'S')
         return; /* a notice or parameter change, within the answer */
     if (type == 'Z' && !answered_by_ready(x->type)) {

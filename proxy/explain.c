@@ -491,14 +491,14 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
     /* After the EXPLAIN's error the server skips the Bind (and what
      * follows, to the client's Sync), as it would have skipped after the
      * Bind's own error; the error reaches the client in the Bind's place,
-     * early (held) until the client's next Sync or Flush goes up. */
+     * at once, as the server writes an error out. */
     pgt__client_account(s, 'B', c->pend + 5, blen - 5);
     pgt_intercept_set_portal_estimate(s->ic, (const char *)c->pend + 5, &s->est);
     pgt__conn_send(&s->server, c->pend, blen);
     if (err) {
         /* Told to the meter as the error of the client's Bind: the
          * Execute behind it is recorded as failed with it. */
-        pgt_conv_reply_t r = {.to = {.type = 'B', .from = PGT_CONV_CLIENT}, .early = true};
+        pgt_conv_reply_t r = {.to = {.type = 'B', .from = PGT_CONV_CLIENT}};
         if (refused)
             r.to.type = 0; /* recorded as refused already */
         pgt__deliver(s, err, err_len, &r);

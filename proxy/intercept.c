@@ -61,6 +61,7 @@ struct pgt_intercept {
     uint64_t answered_batches;  /* ReadyForQuery seen (or owed no more) */
     char batch_error[6];        /* SQLSTATE of a Parse, Bind or Describe that failed since the
                                    last ReadyForQuery: the Execute behind it failed with it */
+    pgt_text_t *failed_parse;   /* the SQL of the named statement whose Parse failed then */
 };
 
 static int64_t wall_us(void)
@@ -691,13 +692,29 @@ static void error_sqlstate(const uint8_t *peek, size_t plen, char out[6])
  * Execute or FunctionCall fails (an Execute ends with it); a Parse, Bind,
  * Describe, Close or Sync that fails ran nothing. Changes the server did
  * not accept are undone either way. */
+/* The SQL of the named statement the oldest Parse not yet accepted set
+ * (the one that failed), before the failure voids it; NULL when none. */
+static pgt_text_t *failed_parse_text(pgt_intercept_t *ic)
+{
+    for (change_t *c = ic->changes; c; c = c->next) {
+        if (c->confirm != '1' || !c->name)
+            continue;
+        named_t **pp = find(&ic->statements, c->name);
+        return pp ? pgt_text_ref((*pp)->text) : NULL;
+    }
+    return NULL;
+}
+
 static void server_error(pgt_intercept_t *ic, uint8_t answers, const uint8_t *peek, size_t plen)
 {
-    changes_void(ic);
     char sqlstate[6];
     error_sqlstate(peek, plen, sqlstate);
-    if ((answers == 'P' || answers == 'B' || answers == 'D') && !ic->batch_error[0])
+    if ((answers == 'P' || answers == 'B' || answers == 'D') && !ic->batch_error[0]) {
         memcpy(ic->batch_error, sqlstate, 6);
+        pgt_text_unref(ic->failed_parse);
+        ic->failed_parse = answers == 'P' ? failed_parse_text(ic) : NULL;
+    }
+    changes_void(ic);
     pgt_exec_t *e = ic->head;
     if (!e || e->is_marker || (answers != 'Q' && answers != 'E' && answers != 'F'))
         return;
@@ -734,6 +751,8 @@ static void server_ready(pgt_intercept_t *ic, uint8_t answers)
     ic->cur_bytes = 0;
     ic->outcome = PGT_QUERY_OK;
     ic->batch_error[0] = 0;
+    pgt_text_unref(ic->failed_parse);
+    ic->failed_parse = NULL;
     changes_void(ic);
     ic->answered_batches++;
     if (answers != 'Q' && answers != 'F' && answers != 'S')
@@ -770,8 +789,14 @@ void pgt_intercept_skipped(pgt_intercept_t *ic, uint8_t type, const uint8_t *bod
     pgt_exec_t *e = ic->head;
     /* Skipped as it went upstream: the Bind's portal is still named, for
      * the Execute behind it; the Execute is queued to be taken at once. */
-    if (body && type == 'B')
-        client_bind(ic, body, len);
+    if (body && type == 'B') {
+        size_t pos = 0;
+        const char *portal = cstr(body, len, &pos), *stmt = cstr(body, len, &pos);
+        if (portal && stmt && ic->failed_parse && !find(&ic->statements, stmt))
+            remember(&ic->portals, portal, ic->failed_parse); /* the statement that failed */
+        else
+            client_bind(ic, body, len);
+    }
     if (body && type == 'E' && ic->batch_error[0]) {
         pgt_exec_t *last = ic->tail;
         client_execute(ic, body, len);
@@ -863,6 +888,7 @@ void pgt_intercept_free(pgt_intercept_t *ic, const char *sqlstate)
     }
     while (ic->changes)
         change_free(change_pop(ic));
+    pgt_text_unref(ic->failed_parse);
     forget_all(&ic->statements);
     forget_all(&ic->portals);
     pgt_attr_unref(ic->attr);

@@ -20,9 +20,10 @@
  *   are answered by nothing.
  *
  * The server writes its replies out at a Sync, Flush, Query or
- * FunctionCall. A reply to a client's message that arrives because of a
- * Flush or Query pgtally sent, before any the client sent after that
- * message, is early: direct, the client would not have it yet.
+ * FunctionCall, and at an ErrorResponse. A reply to a client's message
+ * that arrives because of a Flush or Query pgtally sent, before any the
+ * client sent after that message, is early: direct, the client would not
+ * have it yet. An ErrorResponse never is.
  *
  * Pure: no I/O, no clock; only the loop thread touches one. */
 #ifndef PGTALLY_CONV_H

@@ -211,10 +211,10 @@ static void test_ours(void)
     send(&cv, "S", PGT_CONV_CLIENT);
     CHECK_STR(reply(&cv, "Z"), "Z>S.");
     /* The client's Parse fails ahead of pgtally's EXPLAIN: the server
-     * skips it, and the error is early. */
+     * skips it; an error is written out at once, so it is never early. */
     send(&cv, "P", PGT_CONV_CLIENT);
     send(&cv, "PBEH", PGT_CONV_OURS);
-    CHECK_STR(reply(&cv, "E"), "E>P.*~PoBoEo");
+    CHECK_STR(reply(&cv, "E"), "E>P.~PoBoEo");
     CHECK_INT(pgt_conv_ours(&cv), 0);
     /* pgtally's Query: answered up to its ReadyForQuery. */
     send(&cv, "S", PGT_CONV_CLIENT);
