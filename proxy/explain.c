@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgtally/buf.h"
 #include "pgtally/log.h"
 
 /* ---- building the EXPLAIN ---------------------------------------------- */
@@ -374,46 +375,56 @@ static bool in_explain(const pgt_session_t *s)
 /* The EXPLAIN's error err[0..*len) as the client's statement would have
  * had it. The server may name the statement it failed to bind ("bind
  * message supplies 2 parameters, but prepared statement ... requires 1",
- * 08P01), and pgtally's name must never reach the client (it would let the
- * client take it): every occurrence becomes the name of the statement the
- * client's Bind (body[0..blen)) binds, which is what the server would have
- * said. Returns false when out of memory; otherwise *copy is NULL when
- * nothing was named, or the rewritten message (*len its length), which the
- * caller frees. */
+ * 08P01) or the portal it was binding (CONTEXT: portal "..." parameter $1
+ * = '...'), and pgtally's name must never reach the client (it would let
+ * the client take it): each becomes what the server would have said of
+ * the client's Bind (body[0..blen)): its portal ("unnamed portal" for the
+ * unnamed one, as PostgreSQL words it) or its statement. Returns false
+ * when out of memory; otherwise *copy is NULL when nothing was named, or
+ * the rewritten message (*len its length), which the caller frees. */
 static bool as_clients_error(const pgt_session_t *s, const uint8_t *err, size_t *len,
                              const uint8_t *body, size_t blen, uint8_t **copy)
 {
     char own[OWN_NAME_SIZE];
     pgt__own_name(s, OWN_EXPLAIN, own);
     const size_t on = OWN_NAME_SIZE - 1;
+    static const char pq[] = "portal \"";
+    const size_t pqn = sizeof(pq) - 1;
     size_t plen = strnlen((const char *)body, blen);
+    const char *portal = plen < blen ? (const char *)body : "";
     const char *stmt = "";
     if (plen < blen && memchr(body + plen + 1, 0, blen - plen - 1))
         stmt = (const char *)body + plen + 1;
-    size_t sn = strlen(stmt), count = 0;
-    const uint8_t *end = err + *len, *p = err + 5;
-    for (; (p = memmem(p, (size_t)(end - p), own, on)); p += on)
-        count++;
+    const uint8_t *end = err + *len, *from = err + 5, *p;
     *copy = NULL;
-    if (count == 0)
+    if (!memmem(from, (size_t)(end - from), own, on))
         return true;
-    if (sn > (INT32_MAX - *len) / count)
-        return false; /* longer than a message can be */
-    size_t n = *len - count * on + count * sn;
-    uint8_t *out = malloc(n);
+    pgt_buf_t b = {0};
+    pgt_buf_add(&b, err, 5);
+    while ((p = memmem(from, (size_t)(end - from), own, on))) {
+        bool is_portal = (size_t)(p - from) >= pqn && memcmp(p - pqn, pq, pqn) == 0 &&
+                         p + on < end && p[on] == '"';
+        pgt_buf_add(&b, from, (size_t)(p - from) - (is_portal ? pqn : 0));
+        from = p + on;
+        if (!is_portal) {
+            pgt_buf_puts(&b, stmt);
+            continue;
+        }
+        from++; /* the closing quote */
+        if (portal[0])
+            pgt_buf_printf(&b, "portal \"%s\"", portal);
+        else
+            pgt_buf_puts(&b, "unnamed portal");
+    }
+    pgt_buf_add(&b, from, (size_t)(end - from));
+    if (b.failed || b.len - 1 > INT32_MAX) {
+        pgt_buf_free(&b);
+        return false;
+    }
+    size_t n = b.len;
+    uint8_t *out = (uint8_t *)pgt_buf_take(&b);
     if (!out)
         return false;
-    memcpy(out, err, 5);
-    size_t o = 5;
-    const uint8_t *from = err + 5;
-    while ((p = memmem(from, (size_t)(end - from), own, on))) {
-        memcpy(out + o, from, (size_t)(p - from));
-        o += (size_t)(p - from);
-        memcpy(out + o, stmt, sn);
-        o += sn;
-        from = p + on;
-    }
-    memcpy(out + o, from, (size_t)(end - from));
     uint32_t mlen = (uint32_t)(n - 1);
     out[1] = (uint8_t)(mlen >> 24);
     out[2] = (uint8_t)(mlen >> 16);

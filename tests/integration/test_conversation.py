@@ -202,3 +202,30 @@ def test_error_ahead_of_pgtallys_explain_ends_the_hold(pgtally, pg):
     assert [(r["normalized"], r["status"], r["sqlstate"]) for r in recs] == [
         ("SELECT $1/$2 FROM nowhere", "error", "42P01"), ("SELECT $1", "ok", None),
         ("SELECT $1", "ok", None)], show(recs)
+
+
+def test_explains_bind_error_names_the_clients_portal(pgtally, pg):
+    """A parameter that fails its input function fails pgtally's EXPLAIN at
+    its Bind; the client gets the error its own Bind would have had, word
+    for word: the CONTEXT names its portal ("unnamed portal" for the unnamed
+    one), never pgtally's."""
+    proxy = pgtally(**ALWAYS)
+    for portal in (b"", b"p1"):
+        bodies = []
+        for port in (pg.port, proxy.port):
+            c = raw(port)
+            typed = message(b"P", b"\0SELECT $1 + 1 FROM generate_series(1, 3)\0" +
+                            struct.pack("!HI", 1, 23))
+            c.send(typed + bind(portal=portal, params=[b"abc"]) + execute(portal) + SYNC)
+            got = []
+            while True:
+                t, body = c.recv_message(5)
+                got.append((t, body))
+                if t == b"Z":
+                    break
+            bodies.append(got)
+            c.close()
+        assert bodies[1] == bodies[0], bodies
+        err = dict((f[:1], f[1:]) for f in bodies[0][1][1].split(b"\0") if f)
+        want = b"unnamed portal" if not portal else b'portal "p1"'
+        assert err[b"W"].startswith(want + b" parameter $1"), err
