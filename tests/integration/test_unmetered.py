@@ -221,3 +221,42 @@ def test_cursor_fetch_is_metered_and_capped(pgtally):
     assert len(fetch) == 1, show(recs)
     assert fetch[0]["status"] == "budget_cancelled" and fetch[0]["protocol"] == "simple", show(recs)
     assert fetch[0]["compute_s"] >= 0.25, show(recs)
+
+
+def test_protocol_execute_of_a_declared_cursor_is_metered_and_capped(pgtally):
+    """DECLARE c CURSOR FOR SELECT pg_sleep(2), then a protocol Execute of
+    the portal c, which pgtally never saw bound: the execution is recorded
+    under a text that says so and cancelled by the cap."""
+    p = capped(pgtally)
+    conn = session(p)
+    conn.query("BEGIN")
+    conn.query("DECLARE c CURSOR FOR SELECT pg_sleep(2)")
+    msgs, took = run(conn, execute(b"c") + sync())
+    assert_cancelled_by_pgtally(msgs, took)
+    conn.query("ROLLBACK")
+    assert_still_healthy(p, conn)
+    conn.close()
+    recs = ledger(p, "\"user\" = 'trust_user'")
+    ex = [r for r in recs if r["protocol"] == "extended"]
+    assert [(r["normalized"], r["status"]) for r in ex] == [
+        ('EXECUTE of portal "c" (text not seen)', "budget_cancelled")], show(recs)
+    assert ex[0]["compute_s"] >= 0.25, show(recs)
+
+
+def test_portal_suspended_by_a_row_limit_is_metered_each_time(pgtally):
+    """An Execute with a row limit leaves the portal suspended; each Execute
+    of it is an execution of its own, recorded and under the running
+    check."""
+    p = capped(pgtally)
+    conn = session(p)
+    conn.query("BEGIN")
+    limited = message(b"E", b"\0" + struct.pack("!I", 2))
+    msgs, _ = run(conn, parse("SELECT g FROM generate_series(1, 5) g") + bind(b"") +
+                  limited + limited + limited + sync())
+    assert [t for t, _ in msgs] == [b"1", b"2", b"D", b"D", b"s", b"D", b"D", b"s", b"D",
+                                    b"C", b"Z"], msgs
+    conn.query("COMMIT")
+    conn.close()
+    recs = ledger(p, "\"user\" = 'trust_user' AND protocol = 'extended'")
+    assert [(r["status"], r["rows"]) for r in recs] == [("ok", 2), ("ok", 2), ("ok", 1)], \
+        show(recs)
