@@ -447,6 +447,12 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
     size_t blen = (size_t)pgt_be32(c->pend + 1) + 1;
     uint8_t *copy = NULL;
     bool refused = s->ext_refuse;
+    /* A refused Bind too long to capture was held by its head only
+     * (judge.c, judge_bind_head): what is here of it is dropped, and the
+     * rest as it comes; the server would skip it anyway. */
+    size_t head = 0;
+    if (blen - 5 > PGT_INTERCEPT_MAX_SQL)
+        head = c->pend_len < blen ? c->pend_len : blen;
     if (refused) {
         /* The stand-in failed (or a message ahead of it did, and the
          * client's Bind is skipped as it would have been): the server
@@ -455,7 +461,7 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
         s->explaining = false;
         if (err && s->verdict && pgt__set_subst(s, s->verdict)) {
             pgt_intercept_budget_outcome(s->ic, PGT_QUERY_REFUSED, s->verdict->budget_id);
-            pgt_intercept_unsent_bind(s->ic, c->pend + 5, blen - 5, &s->est,
+            pgt_intercept_unsent_bind(s->ic, c->pend + 5, (head ? head : blen) - 5, &s->est,
                                       PGT_QUERY_REFUSED, s->verdict->sqlstate);
             err = copy = s->subst;
             err_len = s->subst_len;
@@ -503,9 +509,14 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
      * follows, to the client's Sync), as it would have skipped after the
      * Bind's own error; the error reaches the client in the Bind's place,
      * at once, as the server writes an error out. */
-    pgt__client_account(s, 'B', c->pend + 5, blen - 5);
-    pgt_intercept_set_portal_estimate(s->ic, (const char *)c->pend + 5, &s->est);
-    pgt__conn_send(&s->server, c->pend, blen);
+    if (head) {
+        s->discard = blen - head;
+        blen = head;
+    } else {
+        pgt__client_account(s, 'B', c->pend + 5, blen - 5);
+        pgt_intercept_set_portal_estimate(s->ic, (const char *)c->pend + 5, &s->est);
+        pgt__conn_send(&s->server, c->pend, blen);
+    }
     if (err) {
         /* Told to the meter as the error of the client's Bind: the
          * Execute behind it is recorded as failed with it. */

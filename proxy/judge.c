@@ -74,6 +74,26 @@ bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
     return false;
 }
 
+/* A Bind longer than the capture limit (huge parameters) is judged on its
+ * head, which names its portal and statement: the statement's shape
+ * history gives the estimate (no EXPLAIN: that would need all of the
+ * parameters), else the unknown-estimate policy applies. A refused one
+ * is never held whole: its stand-in goes upstream, and the Bind itself is
+ * dropped as it comes (s->discard), since the server would skip it after
+ * the stand-in's error anyway (finish_ext_explain). */
+static void judge_bind_head(pgt_session_t *s, const uint8_t *head, size_t hlen)
+{
+    s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+    const uint8_t *types;
+    size_t types_len;
+    const pgt_text_t *t = pgt__bind_statement(s, head, hlen, &types, &types_len);
+    if (t && s->proxy->estimator)
+        free(pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, false,
+                                &s->est));
+    if (pgt__judge_bind(s, head, hlen))
+        s->client.framer.stop = true;
+}
+
 /* A Query longer than the capture limit (PGT_INTERCEPT_MAX_SQL) is judged
  * on what is known before any of it goes upstream: its head, the first
  * PGT_INTERCEPT_MAX_SQL bytes, gives its kind (pgt_fp_never_refused reads
@@ -87,6 +107,10 @@ bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
  * long the Query. */
 void pgt__judge_head(pgt_session_t *s, uint8_t type, const uint8_t *head, size_t hlen)
 {
+    if (type == 'B' && s->ic) {
+        judge_bind_head(s, head, hlen);
+        return;
+    }
     if (type != 'Q' || !s->ic)
         return;
     if (pgt__may_hold_query(s) && s->txn_status == 'I' && s->proxy->ledger &&

@@ -196,3 +196,37 @@ def test_unknown_estimate_flag_is_accepted(pgtally):
     p = pgtally(extra_args=["--budget-unknown-estimate", "refuse"])
     with p.connect() as c:
         assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_bind_over_the_capture_limit_is_refused_by_a_spent_budget(pgtally):
+    """A Bind whose parameters pass the 1 MiB capture limit is judged on its
+    head (portal and statement name): a spent budget refuses it before it
+    runs, the rest of its bytes are dropped, and the batch is skipped to
+    the Sync as after any failed Bind; the session goes on in step."""
+    import struct
+    from pgwire import message
+    p = spent(pgtally)
+    conn = p.raw(timeout=30)
+    conn.startup("trust_user", "pgtally_test")
+    value = b"x" * (2 * MIB)
+    parse_msg = message(b"P", b"big\0SELECT pg_sleep(2), length($1::text)\0\0\0")
+    bind_msg = message(b"B", b"\0big\0" + struct.pack("!HH", 0, 1) +
+                       struct.pack("!I", len(value)) + value + struct.pack("!H", 0))
+    t0 = time.monotonic()
+    conn.send(parse_msg + bind_msg + message(b"E", b"\0\0\0\0\0") + message(b"S"))
+    got = replies(conn, timeout=20)
+    took = time.monotonic() - t0
+    assert [t for t, _ in got] == [b"1", b"E", b"Z"], got
+    errs = errors_of(got)
+    assert errs[0]["C"] == "53400" and "budget user trust_user/day is spent" in errs[0]["M"], errs
+    assert took < 1.5 * SLOW, "refused after %.2f s: pg_sleep ran" % took
+    conn.send(query_message("SHOW work_mem"))
+    assert [t for t, _ in replies(conn)] == [b"T", b"D", b"C", b"Z"]
+    conn.close()
+    assert p.alive()
+    recs = ledger(p, "\"user\" = 'trust_user'")
+    refused = [r for r in recs if r["status"] == "refused"]
+    assert len(refused) == 1 and refused[0]["sqlstate"] == "53400", show(recs)
+    assert "pg_sleep" in refused[0]["normalized"], show(recs)
+    assert not [r for r in recs if "pg_sleep" in r["normalized"] and r["status"] != "refused"], \
+        show(recs)
