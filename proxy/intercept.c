@@ -59,8 +59,8 @@ struct pgt_intercept {
     change_t *changes_tail;     /* newest */
     uint64_t sent_batches;      /* Query, Sync and FunctionCall messages sent */
     uint64_t answered_batches;  /* ReadyForQuery seen (or owed no more) */
-    char batch_error[6];        /* SQLSTATE of a Parse, Bind or Describe that failed since the
-                                   last ReadyForQuery: the Execute behind it failed with it */
+    char batch_error[6];        /* SQLSTATE of a Parse, Bind, Describe or Close that failed since
+                                   the last ReadyForQuery: the Execute behind it failed with it */
     pgt_text_t *failed_parse;   /* the SQL of the named statement whose Parse failed then */
 };
 
@@ -689,8 +689,9 @@ static void error_sqlstate(const uint8_t *peek, size_t plen, char out[6])
 }
 
 /* An ErrorResponse answering a message of type answers: a Query,
- * Execute or FunctionCall fails (an Execute ends with it); a Parse, Bind,
- * Describe, Close or Sync that fails ran nothing. Changes the server did
+ * Execute or FunctionCall fails (an Execute ends with it; one of a portal
+ * that does not exist, 34000, ran nothing); a Parse, Bind, Describe,
+ * Close or Sync that fails ran nothing itself. Changes the server did
  * not accept are undone either way. */
 /* The SQL of the named statement the oldest Parse not yet accepted set
  * (the one that failed), before the failure voids it; NULL when none. */
@@ -709,7 +710,8 @@ static void server_error(pgt_intercept_t *ic, uint8_t answers, const uint8_t *pe
 {
     char sqlstate[6];
     error_sqlstate(peek, plen, sqlstate);
-    if ((answers == 'P' || answers == 'B' || answers == 'D') && !ic->batch_error[0]) {
+    if ((answers == 'P' || answers == 'B' || answers == 'D' || answers == 'C') &&
+        !ic->batch_error[0]) {
         memcpy(ic->batch_error, sqlstate, 6);
         pgt_text_unref(ic->failed_parse);
         ic->failed_parse = answers == 'P' ? failed_parse_text(ic) : NULL;
@@ -718,6 +720,11 @@ static void server_error(pgt_intercept_t *ic, uint8_t answers, const uint8_t *pe
     pgt_exec_t *e = ic->head;
     if (!e || e->is_marker || (answers != 'Q' && answers != 'E' && answers != 'F'))
         return;
+    /* An Execute of a portal that does not exist ran nothing. */
+    if (answers == 'E' && e->ndone == 0 && strcmp(sqlstate, "34000") == 0) {
+        pgt_exec_free(pop(ic));
+        return;
+    }
     pgt_query_status_t st = strcmp(sqlstate, "57014") == 0 ? PGT_QUERY_CANCELLED : PGT_QUERY_ERROR;
     complete(ic, e, st, sqlstate, 0);
     e->failed = true;
@@ -801,10 +808,9 @@ void pgt_intercept_skipped(pgt_intercept_t *ic, uint8_t type, const uint8_t *bod
         pgt_exec_t *last = ic->tail;
         client_execute(ic, body, len);
         if (ic->tail != last)
-            record_unsent(ic,
-                          strcmp(ic->batch_error, "57014") == 0 ? PGT_QUERY_CANCELLED
-                                                                : PGT_QUERY_ERROR,
-                          ic->batch_error);
+            record_unsent(
+                ic, strcmp(ic->batch_error, "57014") == 0 ? PGT_QUERY_CANCELLED : PGT_QUERY_ERROR,
+                ic->batch_error);
         ic->batch_error[0] = 0;
         return;
     }

@@ -88,8 +88,7 @@ static void judge_bind_head(pgt_session_t *s, const uint8_t *head, size_t hlen)
     size_t types_len;
     const pgt_text_t *t = pgt__bind_statement(s, head, hlen, &types, &types_len);
     if (t && s->proxy->estimator)
-        free(pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, false,
-                                &s->est));
+        free(pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, false, &s->est));
     if (pgt__judge_bind(s, head, hlen))
         s->client.framer.stop = true;
 }
@@ -301,8 +300,8 @@ static int64_t running_cost(const pgt_session_t *s)
 {
     double seconds;
     /* A refused statement's stand-in is not the statement running. */
-    if (!s->ic || s->state == ST_CLOSING || s->refusing || s->subst ||
-        !pgt__budgets_apply(s) || !pgt_intercept_running(s->ic, &seconds))
+    if (!s->ic || s->state == ST_CLOSING || s->refusing || s->subst || !pgt__budgets_apply(s) ||
+        !pgt_intercept_running(s->ic, &seconds))
         return -1;
     return pgt_budgets_running_cost(s->proxy->budgets, seconds);
 }

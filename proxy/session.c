@@ -774,8 +774,8 @@ static bool server_account(pgt_session_t *s, uint8_t type, uint32_t len, const u
     char sev[16];
     bool replace = false;
     if (s->ic)
-        pgt_intercept_server(s->ic, r->to.from == PGT_CONV_CLIENT ? r->to.type : 0, type, len,
-                             peek, plen);
+        pgt_intercept_server(s->ic, r->to.from == PGT_CONV_CLIENT ? r->to.type : 0, type, len, peek,
+                             plen);
     switch (type) {
     case 'Z': /* ReadyForQuery */
         if (plen > 0)
@@ -960,8 +960,8 @@ void pgt__hold_reading(pgt_session_t *s)
         return;
     /* Also while the server owes too many messages: a client that
      * pipelines without reading replies is slowed, not remembered. */
-    c->want_read = !(s->explaining && c->pend_len > HIGH_WATER) &&
-                   pgt_conv_owed(&s->conv) < PGT_CONV_MAX;
+    c->want_read =
+        !(s->explaining && c->pend_len > HIGH_WATER) && pgt_conv_owed(&s->conv) < PGT_CONV_MAX;
     conn_update_reading(c);
 }
 

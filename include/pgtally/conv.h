@@ -66,22 +66,22 @@ enum {
 };
 
 typedef struct pgt_conv {
-    pgt_conv_entry_t *q;      /* ring of owed messages, oldest at head */
-    uint32_t cap;             /* its size, a power of two */
-    uint32_t head;            /* index of the oldest */
-    uint32_t len;             /* entries in it */
-    uint32_t skipping;        /* entries at the head to take with pgt_conv_take_skipped */
-    uint32_t readies;         /* ReadyForQuery messages owed */
-    uint32_t ours;            /* pgtally's entries in the ring */
-    uint32_t execs;           /* Query and Execute entries in the ring (either may start a COPY) */
-    uint64_t next_seq;        /* seq of the next message */
-    uint64_t client_flushed;  /* the client's messages up to this seq are written out */
-    uint64_t ours_flushed;    /* pgtally's Flush or Query wrote out those before this seq */
-    bool ignoring;            /* the server skips messages until a Sync not yet sent */
-    bool copy_in;             /* the server reads COPY data (CopyInResponse came, and no
-                                 CopyDone or CopyFail has been sent since) */
-    bool batch_open;          /* extended-protocol messages since the last Sync */
-    bool failed;              /* out of memory: the account is lost */
+    pgt_conv_entry_t *q;     /* ring of owed messages, oldest at head */
+    uint32_t cap;            /* its size, a power of two */
+    uint32_t head;           /* index of the oldest */
+    uint32_t len;            /* entries in it */
+    uint32_t skipping;       /* entries at the head to take with pgt_conv_take_skipped */
+    uint32_t readies;        /* ReadyForQuery messages owed */
+    uint32_t ours;           /* pgtally's entries in the ring */
+    uint32_t execs;          /* Query and Execute entries in the ring (either may start a COPY) */
+    uint64_t next_seq;       /* seq of the next message */
+    uint64_t client_flushed; /* the client's messages up to this seq are written out */
+    uint64_t ours_flushed;   /* pgtally's Flush or Query wrote out those before this seq */
+    bool ignoring;           /* the server skips messages until a Sync not yet sent */
+    bool copy_in;            /* the server reads COPY data (CopyInResponse came, and no
+                                CopyDone or CopyFail has been sent since) */
+    bool batch_open;         /* extended-protocol messages since the last Sync */
+    bool failed;             /* out of memory: the account is lost */
 } pgt_conv_t;
 
 /* Most messages owed at once; past it the caller stops reading the client. */
