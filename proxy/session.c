@@ -65,6 +65,11 @@ static void set_state(pgt_session_t *s, state_t next)
      * its bytes in the socket rather than in memory. */
     bool client_reads = next != ST_CONNECTING && next != ST_UPSTREAM_TLS_REQUEST &&
                         next != ST_UPSTREAM_TLS && next != ST_CLOSING;
+    /* After login a hold or a long pipeline may still keep it from reading. */
+    if (next == ST_IDLE || next == ST_QUERY || next == ST_COPY) {
+        pgt__hold_reading(s);
+        return;
+    }
     s->client.want_read = client_reads;
     conn_update_reading(&s->client);
 }

@@ -15,7 +15,7 @@ import time
 
 import psycopg
 
-from helpers import DBNAME, assert_healthy
+from helpers import BUILD, DBNAME, assert_healthy
 from pgwire import RawConn, message, query_message
 from test_budgets import PER_SECOND, set_budget
 from test_metering import ledger, show
@@ -153,3 +153,35 @@ def test_a_client_that_writes_while_its_query_waits_meets_backpressure(pgtally, 
     assert got >= n_queries + 1, (got, n_queries)
     conn.close()
     assert p.alive()
+
+
+def test_a_client_that_pipelines_without_reading_is_slowed_not_remembered(pgtally):
+    """A million Syncs sent without reading a reply: pgtally stops reading
+    from the client while the server owes it 65,536 messages (and while
+    replies wait for it), so its memory stays bounded; every ReadyForQuery
+    then arrives, in order, and the session goes on."""
+    p = pgtally()
+    conn = p.raw(timeout=60)
+    conn.startup("trust_user", DBNAME)
+    n = 1_000_000
+    before = rss_kb(p.proc.pid)
+    payload = message(b"S") * n
+    w = threading.Thread(target=conn.sock.sendall, args=(payload,), daemon=True)
+    w.start()
+    time.sleep(3)
+    # 11 MB measured (the ring of owed messages and the meter's queue, both
+    # capped); 108 MB before the cap
+    grown = rss_kb(p.proc.pid) - before
+    got = 0
+    deadline = time.monotonic() + 120
+    while got < n and time.monotonic() < deadline:
+        t, body = conn.recv_message(30)
+        assert t == b"Z", (t, body)
+        got += 1
+    w.join(30)
+    assert got == n
+    assert conn.query("SELECT 'alive'") == [("alive",)]
+    conn.close()
+    assert p.alive()
+    limit_kb = (48 if "san" in BUILD.name else 24) * 1024
+    assert grown < limit_kb, "RSS grew by %d KB" % grown
