@@ -1383,14 +1383,16 @@ static bool holds_word(const char *s, const char *kw)
     return false;
 }
 
-/* The statement after the first AS at depth 0 of stmt[0..len) (PREPARE's
- * argument types are in parentheses), as offsets into stmt. */
-static bool prepare_body(const char *stmt, size_t len, size_t *off, size_t *blen)
+/* The statement after the first word kw at depth 0 of stmt[0..len) (AS of
+ * a PREPARE, whose argument types are in parentheses; FOR of a DECLARE,
+ * a reserved word no cursor is named unquoted), as offsets into stmt. */
+static bool prepare_body(const char *stmt, size_t len, const char *kw, size_t *off,
+                         size_t *blen)
 {
     char *copy = dup_nul(stmt, len);
     toks_t ts = {0};
     bool ok = copy && scan_tokens(copy, len, KEEP_CODE, &ts) == 0;
-    size_t i = ok ? find_top(&ts, 0, "as") : 0;
+    size_t i = ok ? find_top(&ts, 0, kw) : 0;
     ok = ok && i + 1 < ts.n;
     if (ok) {
         *off = ts.v[i + 1].start;
@@ -1409,15 +1411,25 @@ static bool prep_of(const char *sql, size_t total, json_t *raw, pgt_prep_t *out)
     json_t *stmt = json_object_get(raw, "stmt");
     json_t *prep = json_object_get(stmt, "PrepareStmt");
     json_t *dealloc = json_object_get(stmt, "DeallocateStmt");
-    if (!prep && !dealloc)
+    json_t *declare = json_object_get(stmt, "DeclareCursorStmt");
+    json_t *close = json_object_get(stmt, "ClosePortalStmt");
+    const char *name;
+    if (prep || dealloc) {
+        name = json_string_value(json_object_get(prep ? prep : dealloc, "name"));
+        *out = (pgt_prep_t){.op = prep   ? PGT_PREP_PREPARE
+                                  : name ? PGT_PREP_DEALLOCATE
+                                         : PGT_PREP_DEALLOCATE_ALL};
+    } else if (declare || close) {
+        name = json_string_value(json_object_get(declare ? declare : close, "portalname"));
+        *out = (pgt_prep_t){.op = declare ? PGT_PREP_DECLARE
+                                  : name  ? PGT_PREP_CLOSE
+                                          : PGT_PREP_CLOSE_ALL};
+    } else {
         return false;
-    const char *name = json_string_value(json_object_get(prep ? prep : dealloc, "name"));
-    *out = (pgt_prep_t){.op = prep   ? PGT_PREP_PREPARE
-                              : name ? PGT_PREP_DEALLOCATE
-                                     : PGT_PREP_DEALLOCATE_ALL};
+    }
     if (name)
         snprintf(out->name, sizeof(out->name), "%s", name);
-    if (!prep)
+    if (!prep && !declare)
         return true;
     /* The tree leaves out a location of 0 and a length that runs to the end. */
     json_int_t loc = json_integer_value(json_object_get(raw, "stmt_location"));
@@ -1427,7 +1439,7 @@ static bool prep_of(const char *sql, size_t total, json_t *raw, pgt_prep_t *out)
     if (len == 0)
         len = (json_int_t)(total - (size_t)loc);
     size_t off, blen;
-    if (!prepare_body(sql + loc, (size_t)len, &off, &blen))
+    if (!prepare_body(sql + loc, (size_t)len, prep ? "as" : "for", &off, &blen))
         return false;
     out->body_offset = (size_t)loc + off;
     out->body_length = blen;
@@ -1436,7 +1448,9 @@ static bool prep_of(const char *sql, size_t total, json_t *raw, pgt_prep_t *out)
 
 int pgt_fp_prepares(const char *sql, pgt_prep_t *out, int max)
 {
-    if (!sql || !out || max <= 0 || (!holds_word(sql, "prepare") && !holds_word(sql, "deallocate")))
+    if (!sql || !out || max <= 0 ||
+        (!holds_word(sql, "prepare") && !holds_word(sql, "deallocate") &&
+         !holds_word(sql, "declare") && !holds_word(sql, "close")))
         return 0;
     PgQueryParseResult r = pg_query_parse(sql);
     json_t *tree = r.error || !r.parse_tree ? NULL : json_loads(r.parse_tree, 0, NULL);

@@ -367,15 +367,31 @@ static const char *cstr(const uint8_t *body, size_t len, size_t *pos)
 /* PREPARE and DEALLOCATE statements followed in one Query. */
 #define SQL_PREPARES_MAX 8
 
-/* Follows the SQL PREPARE and DEALLOCATE statements of a simple Query, so
- * that a protocol Bind of a statement prepared in SQL knows its text. Only
- * a Query that holds one of those words is parsed. */
+/* Follows the SQL PREPARE, DEALLOCATE, DECLARE and CLOSE statements of a
+ * simple Query, so that a protocol Bind of a statement prepared in SQL, or
+ * an Execute of a cursor, knows its text. Only a Query that holds one of
+ * those words is parsed. */
 static void sql_prepares(pgt_intercept_t *ic, const pgt_text_t *t)
 {
     pgt_prep_t preps[SQL_PREPARES_MAX];
     int n = pgt_fp_prepares(t->data, preps, SQL_PREPARES_MAX);
     for (int i = 0; i < n; i++) {
         const pgt_prep_t *p = &preps[i];
+        if (p->op == PGT_PREP_CLOSE_ALL) {
+            forget_all(&ic->portals);
+            continue;
+        }
+        if (p->op == PGT_PREP_CLOSE || p->op == PGT_PREP_DECLARE) {
+            /* A cursor is a portal: an Execute of it runs its query. */
+            forget(&ic->portals, p->name);
+            pgt_text_t *body = p->op == PGT_PREP_DECLARE
+                                   ? pgt_text_new(t->data + p->body_offset, p->body_length)
+                                   : NULL;
+            if (body)
+                remember(&ic->portals, p->name, body);
+            pgt_text_unref(body);
+            continue;
+        }
         bool all = p->op == PGT_PREP_DEALLOCATE_ALL;
         change_begin(ic, all ? NULL : p->name, p->op == PGT_PREP_PREPARE ? 'P' : 'D');
         if (all)

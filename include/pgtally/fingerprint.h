@@ -135,25 +135,30 @@ int pgt_fp_shape_known(pgt_fp_cache_t *c, uint64_t fingerprint, pgt_stmt_kind_t 
  * frees, or NULL when there are no tags or the comment is malformed. */
 char *pgt_fp_tags_json(const char *text, size_t len);
 
-/* What an SQL statement does to the session's prepared statements. */
+/* What an SQL statement does to the session's prepared statements and
+ * cursors (portals). */
 typedef enum {
     PGT_PREP_PREPARE,        /* PREPARE name [(types)] AS statement */
     PGT_PREP_DEALLOCATE,     /* DEALLOCATE [PREPARE] name */
     PGT_PREP_DEALLOCATE_ALL, /* DEALLOCATE [PREPARE] ALL */
+    PGT_PREP_DECLARE,        /* DECLARE name ... CURSOR ... FOR statement */
+    PGT_PREP_CLOSE,          /* CLOSE name */
+    PGT_PREP_CLOSE_ALL,      /* CLOSE ALL */
 } pgt_prep_op_t;
 
 /* Longest statement name the server keeps (NAMEDATALEN - 1), plus NUL. */
 #define PGT_PREP_NAME_MAX 64
 
-/* One PREPARE or DEALLOCATE in a query string. */
+/* One PREPARE, DEALLOCATE, DECLARE or CLOSE in a query string. */
 typedef struct pgt_prep {
     pgt_prep_op_t op;             /* what it does */
     char name[PGT_PREP_NAME_MAX]; /* the name as the server holds it ("" for ALL) */
-    size_t body_offset;           /* PREPARE: where the statement after AS starts in sql */
+    size_t body_offset;           /* PREPARE, DECLARE: where the statement after AS or FOR
+                                     starts in sql */
     size_t body_length;           /* and its length, without blanks and a final ';' */
 } pgt_prep_t;
 
-/* Finds the PREPARE and DEALLOCATE statements of sql (NUL-terminated), in
+/* Finds the PREPARE, DEALLOCATE, DECLARE and CLOSE statements of sql (NUL-terminated), in
  * order, as the parser reads them: names folded or unquoted and cut as
  * PostgreSQL does. Returns how many were written to out (at most max); 0
  * when there are none or sql does not parse (the server then runs none of

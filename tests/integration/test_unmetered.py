@@ -225,8 +225,10 @@ def test_cursor_fetch_is_metered_and_capped(pgtally):
 
 def test_protocol_execute_of_a_declared_cursor_is_metered_and_capped(pgtally):
     """DECLARE c CURSOR FOR SELECT pg_sleep(2), then a protocol Execute of
-    the portal c, which pgtally never saw bound: the execution is recorded
-    under a text that says so and cancelled by the cap."""
+    the portal c, which no Bind created: pgtally follows DECLARE with the
+    parser, so the execution is recorded under the cursor's query, and
+    cancelled by the cap. An Execute of a portal it never saw at all is
+    recorded under a text that says so."""
     p = capped(pgtally)
     conn = session(p)
     conn.query("BEGIN")
@@ -234,12 +236,18 @@ def test_protocol_execute_of_a_declared_cursor_is_metered_and_capped(pgtally):
     msgs, took = run(conn, execute(b"c") + sync())
     assert_cancelled_by_pgtally(msgs, took)
     conn.query("ROLLBACK")
+    conn.query("BEGIN")
+    conn.query("DECLARE \"d\" CURSOR FOR SELECT 1")
+    conn.query("CLOSE d")
+    msgs, _ = run(conn, execute(b"d") + sync())   # 34000: no such portal, nothing ran
+    assert [parse_fields(p)["C"] for t, p in msgs if t == b"E"] == ["34000"], msgs
+    conn.query("ROLLBACK")
     assert_still_healthy(p, conn)
     conn.close()
     recs = ledger(p, "\"user\" = 'trust_user'")
     ex = [r for r in recs if r["protocol"] == "extended"]
     assert [(r["normalized"], r["status"]) for r in ex] == [
-        ('EXECUTE of portal "c" (text not seen)', "budget_cancelled")], show(recs)
+        ("SELECT pg_sleep($1)", "budget_cancelled")], show(recs)
     assert ex[0]["compute_s"] >= 0.25, show(recs)
 
 

@@ -587,6 +587,15 @@ static const struct prep_case {
     {"PREPARE p AS SELEC 1", 0, 0, NULL, NULL},
     {"EXECUTE p", 0, 0, NULL, NULL},
     {"", 0, 0, NULL, NULL},
+    /* Cursors are portals: DECLARE gives the query an Execute of it runs. */
+    {"DECLARE c CURSOR FOR SELECT pg_sleep(2)", 1, PGT_PREP_DECLARE, "c", "SELECT pg_sleep(2)"},
+    {"declare \"My Cur\" binary no scroll cursor with hold for select 1 ;", 1, PGT_PREP_DECLARE,
+     "My Cur", "select 1"},
+    {"DECLARE c CURSOR FOR SELECT 'for' FROM t", 1, PGT_PREP_DECLARE, "c",
+     "SELECT 'for' FROM t"},
+    {"CLOSE c", 1, PGT_PREP_CLOSE, "c", NULL},
+    {"CLOSE ALL", 1, PGT_PREP_CLOSE_ALL, "", NULL},
+    {"SELECT close_price FROM quotes", 0, 0, NULL, NULL},
 };
 
 static void test_prepares_table(void)
