@@ -486,6 +486,10 @@ bool pgt_intercept_running(const pgt_intercept_t *ic, double *seconds)
     const pgt_exec_t *e = ic->head;
     if (!e || e->is_marker)
         return false;
+    /* Transaction control and settings are never refused, nor cancelled:
+     * nobody is to be stuck in an open transaction. */
+    if (e->text && pgt_fp_never_refused(e->text->data, e->text->len))
+        return false;
     uint64_t now = uv_hrtime();
     uint64_t start = e->sent_ns > ic->last_done_ns ? e->sent_ns : ic->last_done_ns;
     *seconds = now > start ? (double)(now - start) / 1e9 : 0;

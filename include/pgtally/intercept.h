@@ -57,7 +57,9 @@ void pgt_intercept_set_budgets(pgt_intercept_t *ic, pgt_budgets_t *b);
 void pgt_intercept_budget_outcome(pgt_intercept_t *ic, pgt_query_status_t status,
                                   int64_t budget_id);
 
-/* Whether a statement is running upstream; if so, for how many seconds. */
+/* Whether a statement the running check may cancel is running upstream
+ * (not one that is never refused, such as SET or COMMIT); if so, for how
+ * many seconds. */
 bool pgt_intercept_running(const pgt_intercept_t *ic, double *seconds);
 
 /* A complete client message (body whole for captured types). */
