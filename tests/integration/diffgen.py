@@ -373,7 +373,8 @@ class Gen:
         params = [self.param(pkind)] if pkind else []
         if self.r.random() < 0.07:
             params = [] if params else ["1"]  # the wrong number
-        binary = pkind == "int" and self.r.random() < 0.15 and params[0].lstrip("-").isdigit()
+        binary = (pkind == "int" and len(params) == 1 and self.r.random() < 0.15 and
+                  params[0].lstrip("-").isdigit())
         step.append(bind(portal, stmt, params, binary_params=binary,
                          binary_results=self.r.random() < 0.1))
         self.portals.add(portal)
@@ -558,6 +559,7 @@ class DirectRun:
         self.txn = "I"
         self.tail = None        # (first, end) message indexes left unflushed by the last step
         self.events = set()     # what happened on the server, for the failure report
+        self.ever_bound = set()  # portals named by a Bind message so far
 
     # -- driving -------------------------------------------------------
     def step(self, msgs):
@@ -665,6 +667,7 @@ class DirectRun:
                                 % ("Query" if k == "Q" else "FunctionCall"))
             if k == "B":
                 self.batch_binds.add(m.portal)
+                self.ever_bound.add(m.portal)
             elif k == "E" and self.err is not None and (
                     m.portal in self.portals or m.portal in self.batch_binds):
                 st, src = self.err
@@ -699,6 +702,7 @@ class DirectRun:
                 self._unexpected(j, t, p, "1 or E")
         elif k == "B":
             self.batch_binds.add(m.portal)
+            self.ever_bound.add(m.portal)
             t, p = self._read_main(j)
             if t == b"2":
                 self.portals.add(m.portal)
@@ -728,14 +732,16 @@ class DirectRun:
             else:
                 self._unexpected(j, t, p, "3 or E")
         elif k == "E":
+            if m.portal in self.cursors:
+                self.events.add("protocol Execute of an SQL cursor")
+            elif m.portal not in self.ever_bound:
+                self.events.add("Execute of a portal no Bind named")
             rows = 0
             while True:
                 t, p = self._read_main(j)
                 if t == b"D":
                     rows += 1
                 elif t in (b"C", b"s", b"I"):
-                    if m.portal in self.cursors:
-                        self.events.add("protocol Execute of an SQL cursor")
                     n = tag_rows(p) if t == b"C" else 0
                     self._record("extended", t, p, max(rows, n), j)
                     if t == b"C" and p.rstrip(b"\0") in (b"COMMIT", b"ROLLBACK"):

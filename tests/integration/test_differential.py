@@ -252,7 +252,18 @@ def describe_outcome(seed, out):
 
 
 def campaign(pg, pgtally, seed, count, only=None):
-    proxy = pgtally(**CONFIG)
+    outcomes, summary = run_campaign(pg, pgtally(**CONFIG), seed, count, only)
+    failing = [o for o in outcomes if o.problems]
+    if failing:
+        shown = "\n\n".join(describe_outcome(seed, o) for o in failing[:SHOWN])
+        raise AssertionError("%s\n\n%s%s" % (
+            summary, shown, "\n\n(%d more not shown)" % (len(failing) - SHOWN)
+            if len(failing) > SHOWN else ""))
+
+
+def run_campaign(pg, proxy, seed, count, only=None):
+    """Runs the sequences of seed on proxy, then stops it and checks its
+    ledger. Returns (outcomes, summary)."""
     set_budget(proxy, "--user", USER, "--period", "day", "--limit", "1000",
                "--per-query", "100")
     t0 = time.monotonic()
@@ -296,11 +307,7 @@ def campaign(pg, pgtally, seed, count, only=None):
         "".join("\n  %s: sequences %s" % (k, sorted(set(v))) for k, v in sorted(kinds.items())))
     print(summary)
     sys.stdout.flush()
-    if failing:
-        shown = "\n\n".join(describe_outcome(seed, o) for o in failing[:SHOWN])
-        raise AssertionError("%s\n\n%s%s" % (
-            summary, shown, "\n\n(%d more not shown)" % (len(failing) - SHOWN)
-            if len(failing) > SHOWN else ""))
+    return outcomes, summary
 
 
 def test_differential_fixed_seed(pg, pgtally):
