@@ -85,7 +85,7 @@ from test_budgets import set_budget
 from test_metering import ledger_file, read_ledger, stop
 
 FIXED_SEED = 20240917
-FIXED_COUNT = 120
+FIXED_COUNT = 160
 RANDOM_COUNT = 60
 USER = "trust_user"
 CONFIG = {
@@ -100,8 +100,8 @@ EARLY_WINDOW = 0.05 * SLOW
 
 
 class Outcome:
-    def __init__(self, index, app, gen_steps):
-        self.index, self.app, self.gen_steps = index, app, gen_steps
+    def __init__(self, key, label, app, gen_steps):
+        self.key, self.label, self.app, self.gen_steps = key, label, app, gen_steps
         self.steps = gen_steps
         self.direct = self.proxied = None
         self.problems = []  # (kind, text)
@@ -115,8 +115,8 @@ def reset_table(admin):
         admin.execute(sql)
 
 
-def run_one(pg, proxy, admin, index, app, gen_steps):
-    out = Outcome(index, app, gen_steps)
+def run_one(pg, proxy, admin, key, label, app, gen_steps):
+    out = Outcome(key, label, app, gen_steps)
     # the direct run
     reset_table(admin)
     w = dg.Wire(pg.host, pg.port, DIRECT_TIMEOUT)
@@ -240,10 +240,8 @@ def check_ledger(out, recs):
                  "explained: pgtally does not hold the session for idle" % idle[-1]["normalized"])
 
 
-def describe_outcome(seed, out):
-    head = "sequence %d of seed %d (rerun: PGTALLY_DIFF_SEED=%d PGTALLY_DIFF_ONLY=%d):" % (
-        out.index, seed, seed, out.index)
-    body = [head, dg.describe_steps(out.steps)]
+def describe_outcome(out):
+    body = [out.label + ":", dg.describe_steps(out.steps)]
     if out.direct is not None and out.direct.events:
         body.append("on the server: %s" % "; ".join(sorted(out.direct.events)))
     for kind, text in out.problems:
@@ -251,19 +249,10 @@ def describe_outcome(seed, out):
     return "\n".join(body)
 
 
-def campaign(pg, pgtally, seed, count, only=None):
-    outcomes, summary = run_campaign(pg, pgtally(**CONFIG), seed, count, only)
-    failing = [o for o in outcomes if o.problems]
-    if failing:
-        shown = "\n\n".join(describe_outcome(seed, o) for o in failing[:SHOWN])
-        raise AssertionError("%s\n\n%s%s" % (
-            summary, shown, "\n\n(%d more not shown)" % (len(failing) - SHOWN)
-            if len(failing) > SHOWN else ""))
-
-
-def run_campaign(pg, proxy, seed, count, only=None):
-    """Runs the sequences of seed on proxy, then stops it and checks its
-    ledger. Returns (outcomes, summary)."""
+def run_sequences(pg, proxy, items, title):
+    """Runs items, (key, label, application_name, steps) each, through
+    proxy and directly, then stops proxy and checks its ledger. Returns
+    (outcomes, summary)."""
     set_budget(proxy, "--user", USER, "--period", "day", "--limit", "1000",
                "--per-query", "100")
     t0 = time.monotonic()
@@ -273,14 +262,11 @@ def run_campaign(pg, proxy, seed, count, only=None):
         admin.execute("SET lock_timeout = '10s'")
         for sql in dg.SETUP_SQL:
             admin.execute(sql)
-        for index in (only if only is not None else range(count)):
-            app = "pgtdiff.%d.%d" % (seed, index)
-            gen_steps = dg.Gen(seed, index, app).sequence()
-            out = run_one(pg, proxy, admin, index, app, gen_steps)
+        for key, label, app, gen_steps in items:
+            out = run_one(pg, proxy, admin, key, label, app, gen_steps)
             outcomes.append(out)
             if not proxy.alive():
-                dead = "pgtally exited (code %s) after sequence %d" % (
-                    proxy.proc.returncode, index)
+                dead = "pgtally exited (code %s) after %s" % (proxy.proc.returncode, label)
                 out.fail("crash", dead)
                 break
             problem = health_check(proxy)
@@ -290,9 +276,6 @@ def run_campaign(pg, proxy, seed, count, only=None):
     if dead is None:
         stop(proxy)  # SIGINT: pgtally writes every pending record, then exits 0
         recs = read_ledger(ledger_file(proxy))
-        by_app = {}
-        for r in recs:
-            by_app.setdefault(r["application"], []).append(r)
         for out in outcomes:
             mine = [r for r in recs if r["application"] == out.app or
                     r["application"].startswith(out.app + ".")]
@@ -301,13 +284,36 @@ def run_campaign(pg, proxy, seed, count, only=None):
     kinds = {}
     for o in failing:
         for k, _ in o.problems:
-            kinds.setdefault(k, []).append(o.index)
-    summary = "seed %d: %d sequences in %.1f s, %d differ%s" % (
-        seed, len(outcomes), elapsed, len(failing),
-        "".join("\n  %s: sequences %s" % (k, sorted(set(v))) for k, v in sorted(kinds.items())))
+            kinds.setdefault(k, []).append(o.key)
+    summary = "%s: %d sequences in %.1f s, %d differ%s" % (
+        title, len(outcomes), elapsed, len(failing),
+        "".join("\n  %s: %s" % (k, sorted(set(v))) for k, v in sorted(kinds.items())))
     print(summary)
     sys.stdout.flush()
     return outcomes, summary
+
+
+def seed_items(seed, indexes):
+    for index in indexes:
+        app = "pgtdiff.%d.%d" % (seed, index)
+        label = "sequence %d of seed %d (rerun: PGTALLY_DIFF_SEED=%d PGTALLY_DIFF_ONLY=%d)" % (
+            index, seed, seed, index)
+        yield index, label, app, dg.Gen(seed, index, app).sequence()
+
+
+def assert_no_difference(outcomes, summary):
+    failing = [o for o in outcomes if o.problems]
+    if failing:
+        shown = "\n\n".join(describe_outcome(o) for o in failing[:SHOWN])
+        raise AssertionError("%s\n\n%s%s" % (
+            summary, shown, "\n\n(%d more not shown)" % (len(failing) - SHOWN)
+            if len(failing) > SHOWN else ""))
+
+
+def campaign(pg, pgtally, seed, count, only=None):
+    indexes = only if only is not None else range(count)
+    assert_no_difference(*run_sequences(pg, pgtally(**CONFIG), seed_items(seed, indexes),
+                                        "seed %d" % seed))
 
 
 def test_differential_fixed_seed(pg, pgtally):
@@ -326,3 +332,68 @@ def test_differential_random_seed(pg, pgtally):
     only = [int(x) for x in only.split(",") if x.strip()] if only else None
     print("differential seed: PGTALLY_DIFF_SEED=%d PGTALLY_DIFF_COUNT=%d" % (seed, count))
     campaign(pg, pgtally, seed, count, only)
+
+
+# ---------------------------------------------------------------------------
+# the shortest sequences found for each difference the fuzzer found, run
+# through the same harness (the harness adds the Sync, ROLLBACK and idle
+# check as for generated sequences)
+# ---------------------------------------------------------------------------
+
+_DECLARE = ("BEGIN", "DECLARE c1 CURSOR FOR SELECT g FROM generate_series(1, 7) g")
+REPRODUCERS = {
+    # A. the server skips a Query or FunctionCall after an extended-protocol
+    # error up to the Sync; pgtally records it with the error, then stays
+    # one ReadyForQuery out: later statements get wrong records, and the
+    # session is never idle again
+    "parse_error_then_query": [[dg.parse("", "SELEC 1"), dg.query("SELECT 1"), dg.sync()]],
+    "bind_error_then_query": [[dg.bind("", "nostmt"), dg.query("SELECT 1"), dg.sync()]],
+    "parse_error_then_function_call": [[dg.parse("", "SELEC 1"),
+                                        dg.function_call(177, "1", "2"), dg.sync()]],
+    # B. a Sync during COPY FROM STDIN, which the server ignores
+    "sync_during_copy_in": [[dg.query("COPY diff_t FROM STDIN"), dg.sync(), dg.copy_done()]],
+    # C. a protocol Execute of a portal pgtally did not see bound (an SQL
+    # cursor, or a name never bound) is not metered, and its answer is
+    # taken for the next Execute's
+    "execute_of_sql_cursor": [[dg.query(*_DECLARE)], [dg.execute("c1", 2), dg.sync()]],
+    "execute_of_sql_cursor_then_statement": [
+        [dg.query(*_DECLARE)],
+        [dg.execute("c1", 2), dg.parse("", "SELECT 1"), dg.bind("", ""), dg.execute(""),
+         dg.sync()]],
+    "execute_of_unknown_portal_then_statement": [
+        [dg.execute("nope"), dg.parse("", "SELECT 1"), dg.bind("", ""), dg.execute(""),
+         dg.sync()]],
+    # D. pgtally keeps portals the server no longer has (dropped at the end
+    # of the transaction, or whose Bind failed): an Execute of one is
+    # recorded, or takes a skipped batch's error
+    "execute_of_portal_dropped_at_sync": [
+        [dg.parse("", "SELECT 1"), dg.bind("p1", ""), dg.sync()], [dg.execute("p1"), dg.sync()]],
+    "execute_of_portal_whose_bind_failed": [[dg.bind("p1", "nostmt"), dg.sync()],
+                                            [dg.execute("p1"), dg.sync()]],
+    "dropped_portal_takes_describe_error": [
+        [dg.parse("", "SELECT 1"), dg.bind("p1", ""), dg.sync()],
+        [dg.describe("P", "nope"), dg.execute("p1"), dg.sync()]],
+    # E. the Flush of pgtally's extended EXPLAIN makes the server answer the
+    # client's Parse before the client's Sync
+    "answered_before_sync": [[dg.parse("", "SELECT 1"), dg.bind("", ""), dg.execute("")]],
+    # F. a Bind whose parameter fails to convert (in pgtally's EXPLAIN):
+    # the error's context names the statement instead of the portal
+    "bind_parameter_error_names_the_portal": [
+        [dg.parse("s1", "SELECT $1::int", (23,)), dg.bind("p1", "s1", ["x"])]],
+    "bind_parameter_error_unnamed_portal": [
+        [dg.parse("s1", "SELECT $1::int", (23,)), dg.bind("", "s1", ["x"])]],
+    # G. an error of a Parse, Bind or Describe that reaches pgtally before
+    # the batch's Execute leaves no record of the failed statement: when
+    # pgtally holds the Bind for its EXPLAIN, and when the Execute comes in
+    # a later write
+    "parse_error_with_held_bind": [[dg.parse("", "SELECT nope FROM diff_t"), dg.bind("", ""),
+                                    dg.execute(""), dg.sync()]],
+    "bind_error_then_later_execute": [[dg.bind("", "nostmt"), dg.flush()],
+                                      [dg.execute(""), dg.sync()]],
+}
+
+
+def test_differential_reproducers(pg, pgtally):
+    items = (("%s" % name, "reproducer %s" % name, "pgtdiff.r.%d" % i, steps)
+             for i, (name, steps) in enumerate(REPRODUCERS.items()))
+    assert_no_difference(*run_sequences(pg, pgtally(**CONFIG), items, "reproducers"))
