@@ -63,10 +63,18 @@ Compared:
     when larger; status ok, or error (cancelled for 57014) with the
     ErrorResponse's SQLSTATE.
 
-Runs: test_differential_fixed_seed (FIXED_SEED, FIXED_COUNT sequences) and
+Runs: test_differential_fixed_seed (FIXED_SEED, FIXED_COUNT sequences),
 test_differential_random_seed (a time-based seed, printed; the environment
 overrides: PGTALLY_DIFF_SEED=<seed>, PGTALLY_DIFF_COUNT=<n>,
-PGTALLY_DIFF_ONLY=<i,j,...> to run only those sequences of that seed).
+PGTALLY_DIFF_ONLY=<i,j,...> to run only those sequences of that seed), and
+test_differential_reproducers (REPRODUCERS: the shortest sequence found for
+each difference the fuzzer turned up, through the same harness).
+`diffmin.py SEED INDEX KIND [TEXT]` shrinks a failing generated sequence.
+One pgtally serves all sequences of a test (estimate.cache_ttl = 0, so
+every eligible statement is explained in-band; a per-query cap and a
+generous budget for the user, so every statement is judged; prices that
+give every estimated statement a notice); it is stopped at the end, which
+writes every record, and the ledger is read then.
 Cancel requests are not part of the differential runs: the moment a cancel
 lands cannot be made the same in two runs (test_metering and test_hold
 cover cancels).
