@@ -18,7 +18,6 @@ docstring; DirectRun applies it.
 
 import random
 import re
-import select
 import struct
 import time
 
