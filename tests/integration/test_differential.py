@@ -1,0 +1,407 @@
+"""Differential fuzzing: generated frontend message sequences, run once
+straight against PostgreSQL and once through pgtally, must get the same
+replies, and pgtally's ledger must hold one record per execution.
+
+Each sequence (diffgen.Gen, seeded by (seed, index)) is a list of steps;
+each step is one write of raw protocol messages after login: simple Queries
+(single and multi-statement, failing ones, transaction control, SQL
+PREPARE/EXECUTE/DEALLOCATE, cursors and FETCH, COPY FROM STDIN with
+CopyData/CopyDone/CopyFail, COPY TO STDOUT, SET application_name),
+Parse/Bind/Describe/Execute/Close/Sync/Flush in random orders (named and
+unnamed statements and portals, row limits, unknown names, errors
+mid-pipeline, Binds of SQL-PREPAREd statements, a protocol Execute of an
+SQL cursor), FunctionCalls, and survivable nonsense (CopyData outside
+COPY, Describe of an unknown portal). A sequence may end without a Sync;
+the harness then appends one, then a ROLLBACK if a block is left open,
+then the idle check (a lone single-statement Query).
+
+Both runs start on a fresh connection (same user, database and
+application_name) with the table diff_t reset to the same five rows by
+TRUNCATE and INSERT, so its layout on disk is the same. The direct run
+reads replies as diffgen.DirectRun's model of the server's message flow
+says they come (which message each reply answers; the server flushes only
+at Sync, Flush, a Query's or FunctionCall's end, an error or a notice);
+the proxied run reads as many replies per step as the direct one got.
+
+Compared:
+- the startup messages and all replies: same types, same order, same
+  bodies; only BackendKeyData's body and the NoticeResponses pgtally adds
+  itself (message starting "pgtally", estimates and budget warnings) are
+  left out;
+- nothing answered early: for messages a sequence leaves unflushed at its
+  end, pgtally must not deliver more replies before the harness's Sync
+  than the server sent (those up to the last ErrorResponse or notice);
+- the idle check: sent when everything is answered, it must be explained
+  in-band (with estimate.cache_ttl = 0 every eligible statement is), which
+  shows that pgtally holds the session for idle again;
+- a fresh connection through pgtally runs SELECT 1 after each sequence,
+  and pgtally exits cleanly at the end (no crash, no sanitizer report);
+- the ledger, read after pgtally stopped, per sequence (records are told
+  apart by application_name, "pgtdiff.<seed>.<index>" and names below it
+  that the sequence SETs), against the records this rule derives from the
+  direct run's replies, in order, on (protocol, status, sqlstate, rows):
+
+  * a simple Query the server processed: one record per CommandComplete,
+    EmptyQueryResponse or ErrorResponse among its replies (each ends one
+    statement; a COPY ends after the client's CopyDone or CopyFail, or at
+    a bad CopyData line); statements after an error never run and count
+    nothing;
+  * a FunctionCall the server processed: one record (FunctionCallResponse
+    or ErrorResponse);
+  * an Execute the server processed: one record (CommandComplete,
+    EmptyQueryResponse, PortalSuspended or ErrorResponse), whatever portal
+    it runs (a protocol portal or an SQL cursor), except an Execute of a
+    portal that does not exist (ErrorResponse 34000): nothing ran;
+  * an ErrorResponse to a Parse, Bind, Describe or Close makes the server
+    skip to the next Sync; the first Execute it skips whose portal exists
+    on the server or was named by a Bind of that batch takes the error as
+    its own: one record, status error, 0 rows (the statement the client
+    meant to run failed, as a simple Query's syntax error is recorded).
+    Nothing else the server skips counts: further Executes, a Query, a
+    FunctionCall;
+  * rows: the statement's DataRows, or the last number of its command tag
+    when larger; status ok, or error (cancelled for 57014) with the
+    ErrorResponse's SQLSTATE.
+
+Runs: test_differential_fixed_seed (FIXED_SEED, FIXED_COUNT sequences),
+test_differential_random_seed (a time-based seed, printed; the environment
+overrides: PGTALLY_DIFF_SEED=<seed>, PGTALLY_DIFF_COUNT=<n>,
+PGTALLY_DIFF_ONLY=<i,j,...> to run only those sequences of that seed), and
+test_differential_reproducers (REPRODUCERS: the shortest sequence found for
+each difference the fuzzer turned up, through the same harness).
+`diffmin.py SEED INDEX KIND [TEXT]` shrinks a failing generated sequence.
+One pgtally serves all sequences of a test (estimate.cache_ttl = 0, so
+every eligible statement is explained in-band; a per-query cap and a
+generous budget for the user, so every statement is judged; prices that
+give every estimated statement a notice); it is stopped at the end, which
+writes every record, and the ledger is read then.
+Cancel requests are not part of the differential runs: the moment a cancel
+lands cannot be made the same in two runs (test_metering and test_hold
+cover cancels).
+"""
+
+import os
+import sys
+import time
+
+import pytest
+
+import diffgen as dg
+from diffgen import ModelError, RunError
+from helpers import DBNAME, SLOW
+from test_budgets import set_budget
+from test_metering import ledger_file, read_ledger, stop
+
+FIXED_SEED = 20240917
+FIXED_COUNT = 160
+RANDOM_COUNT = 60
+USER = "trust_user"
+CONFIG = {
+    "estimate.cache_ttl": "0",          # every eligible statement is explained in-band
+    "pricing.per_query": "0.001",       # each estimate is at least 0.001 ...
+    "budget.notice_above": "0.0005",    # ... so each estimated statement gets a notice
+}
+SHOWN = 6            # failing sequences shown in full
+DIRECT_TIMEOUT = 5.0 * SLOW
+PROXIED_TIMEOUT = 3.0 * SLOW
+EARLY_WINDOW = 0.05 * SLOW
+
+
+class Outcome:
+    def __init__(self, key, label, app, gen_steps):
+        self.key, self.label, self.app, self.gen_steps = key, label, app, gen_steps
+        self.steps = gen_steps
+        self.direct = self.proxied = None
+        self.problems = []  # (kind, text)
+
+    def fail(self, kind, text):
+        self.problems.append((kind, text))
+
+
+def reset_table(admin):
+    for sql in dg.RESET_SQL:
+        admin.execute(sql)
+
+
+def run_one(pg, proxy, admin, key, label, app, gen_steps):
+    out = Outcome(key, label, app, gen_steps)
+    # the direct run
+    reset_table(admin)
+    w = dg.Wire(pg.host, pg.port, DIRECT_TIMEOUT)
+    try:
+        d_start = w.startup(USER, DBNAME, app, DIRECT_TIMEOUT)
+        direct = dg.DirectRun(w, DIRECT_TIMEOUT)
+        out.direct = direct
+        out.steps = direct.run(gen_steps)
+    except (ModelError, RunError) as e:
+        out.fail("model", "the direct run failed (a fault of the test's model): %s: %s\n"
+                 "direct replies so far: %s" % (type(e).__name__, e,
+                                                dg.render_list(out.direct.replies
+                                                               if out.direct else [])))
+        return out
+    finally:
+        w.close()
+    # the proxied run
+    reset_table(admin)
+    w = dg.Wire(proxy.host, proxy.port, PROXIED_TIMEOUT)
+    try:
+        try:
+            p_start = w.startup(USER, DBNAME, app, PROXIED_TIMEOUT)
+        except RunError as e:
+            out.fail("login", "login through pgtally failed: %s" % e)
+            return out
+        proxied = dg.ProxiedRun(w, PROXIED_TIMEOUT, EARLY_WINDOW)
+        out.proxied = proxied
+        proxied.run(out.steps, direct, len(gen_steps))
+    finally:
+        w.close()
+    # compare
+    i = dg.first_difference(d_start, p_start)
+    if i is not None:
+        out.fail("startup", "startup messages differ at #%d:\n  direct:  %s\n  pgtally: %s"
+                 % (i, dg.render_list(d_start), dg.render_list(p_start)))
+    i = dg.first_difference(direct.replies, proxied.replies)
+    if i is not None or proxied.error:
+        out.fail("replies", replies_diff(out, i))
+    early = direct.early_replies()
+    if early is not None and proxied.early is not None and proxied.early > early:
+        first, end = direct.tail
+        out.fail("early", "pgtally delivered %d replies to the unsynced tail (%s) before the "
+                 "harness's Sync; the server sends %d before it"
+                 % (proxied.early, ", ".join(m.desc for m in direct.msgs[first:end]), early))
+    return out
+
+
+def replies_diff(out, i):
+    d, p = out.direct, out.proxied
+    lines = []
+    if p.error:
+        lines.append("the run through pgtally stopped: %s" % p.error)
+    if i is None:
+        i = len(p.replies)
+    lines.append("replies differ at #%d (direct %d replies, pgtally %d):"
+                 % (i, len(d.replies), len(p.replies)))
+    step_of_msg = []
+    for k, step in enumerate(out.steps):
+        step_of_msg += [k] * len(step)
+    for x in range(max(0, i - 4), min(max(len(d.replies), len(p.replies)), i + 6)):
+        dm = d.replies[x] if x < len(d.replies) else None
+        pm = p.replies[x] if x < len(p.replies) else None
+        same = dm is not None and pm is not None and dg.normal(dm) == dg.normal(pm)
+        if dm is not None:
+            j = d.owner[x]
+            who = "step %d, msg %d %s" % (step_of_msg[j], j, d.msgs[j].desc)
+        else:
+            who = "-"
+        if same:
+            lines.append("    #%-3d same     %s   [%s]" % (x, dg.render(dm), who))
+        else:
+            lines.append("  > #%-3d direct:  %s   [%s]" % (x, dg.render(dm) if dm else "(none)",
+                                                        who))
+            lines.append("         pgtally: %s" % (dg.render(pm) if pm else "(none)"))
+    if p.added:
+        lines.append("  (pgtally's own notices, left out: %d)" % len(p.added))
+    return "\n".join(lines)
+
+
+def health_check(proxy):
+    """A fresh session through pgtally runs SELECT 1."""
+    from pgwire import RawConn
+    try:
+        c = RawConn(proxy.host, proxy.port, 5 * SLOW)
+        try:
+            c.startup(USER, DBNAME, application_name="pgtdiff-health")
+            rows = c.query("SELECT 1", timeout=5 * SLOW)
+        finally:
+            c.close()
+    except Exception as e:
+        return "a fresh session through pgtally failed: %s: %s" % (type(e).__name__, e)
+    if rows != [("1",)]:
+        return "a fresh session through pgtally got %r for SELECT 1" % rows
+    return None
+
+
+def check_ledger(out, recs):
+    """out's expected records against the ledger's records of its session."""
+    if out.direct is None or any(k == "model" for k, _ in out.problems):
+        return
+    exp = out.direct.records
+    got = [(r["protocol"], r["status"], r["sqlstate"], r["rows"]) for r in recs]
+    if [e.key() for e in exp] != got:
+        lines = ["ledger records differ from the rule (protocol, status, sqlstate, rows):"]
+        n = max(len(exp), len(got))
+        for x in range(n):
+            e = exp[x] if x < len(exp) else None
+            g = recs[x] if x < len(recs) else None
+            mark = "  " if e and g and e.key() == got[x] else "> "
+            es = "%-40s %s" % (e.key(), "for msg %d %s%s" % (
+                e.owner, out.direct.msgs[e.owner].desc, " (%s)" % e.note if e.note else "")) \
+                if e else "(none)"
+            gs = "%s %r" % (got[x], g["normalized"]) if g else "(none)"
+            lines.append("  %s#%-3d expected %s\n        ledger   %s" % (mark, x, es, gs))
+        out.fail("ledger", "\n".join(lines))
+    idle = [r for r in recs if "idle_check" in (r["normalized"] or "")]
+    if not idle:
+        out.fail("idle", "no ledger record of the idle check")
+    elif idle[-1]["est_planner_cost"] is None:
+        out.fail("idle", "the idle check (%r, sent when everything was answered) was not "
+                 "explained: pgtally does not hold the session for idle" % idle[-1]["normalized"])
+
+
+def describe_outcome(out):
+    body = [out.label + ":", dg.describe_steps(out.steps)]
+    if out.direct is not None and out.direct.events:
+        body.append("on the server: %s" % "; ".join(sorted(out.direct.events)))
+    for kind, text in out.problems:
+        body.append("[%s] %s" % (kind, text))
+    return "\n".join(body)
+
+
+def run_sequences(pg, proxy, items, title):
+    """Runs items, (key, label, application_name, steps) each, through
+    proxy and directly, then stops proxy and checks its ledger. Returns
+    (outcomes, summary)."""
+    set_budget(proxy, "--user", USER, "--period", "day", "--limit", "1000",
+               "--per-query", "100")
+    t0 = time.monotonic()
+    outcomes = []
+    dead = None
+    with pg.admin() as admin:
+        admin.execute("SET lock_timeout = '10s'")
+        for sql in dg.SETUP_SQL:
+            admin.execute(sql)
+        for key, label, app, gen_steps in items:
+            out = run_one(pg, proxy, admin, key, label, app, gen_steps)
+            outcomes.append(out)
+            if not proxy.alive():
+                dead = "pgtally exited (code %s) after %s" % (proxy.proc.returncode, label)
+                out.fail("crash", dead)
+                break
+            problem = health_check(proxy)
+            if problem:
+                out.fail("health", problem)
+    elapsed = time.monotonic() - t0
+    if dead is None:
+        stop(proxy)  # SIGINT: pgtally writes every pending record, then exits 0
+        recs = read_ledger(ledger_file(proxy))
+        for out in outcomes:
+            mine = [r for r in recs if r["application"] == out.app or
+                    r["application"].startswith(out.app + ".")]
+            check_ledger(out, mine)
+    failing = [o for o in outcomes if o.problems]
+    kinds = {}
+    for o in failing:
+        for k, _ in o.problems:
+            kinds.setdefault(k, []).append(o.key)
+    summary = "%s: %d sequences in %.1f s, %d differ%s" % (
+        title, len(outcomes), elapsed, len(failing),
+        "".join("\n  %s: %s" % (k, sorted(set(v))) for k, v in sorted(kinds.items())))
+    print(summary)
+    sys.stdout.flush()
+    return outcomes, summary
+
+
+def seed_items(seed, indexes):
+    for index in indexes:
+        app = "pgtdiff.%d.%d" % (seed, index)
+        label = "sequence %d of seed %d (rerun: PGTALLY_DIFF_SEED=%d PGTALLY_DIFF_ONLY=%d)" % (
+            index, seed, seed, index)
+        yield index, label, app, dg.Gen(seed, index, app).sequence()
+
+
+def assert_no_difference(outcomes, summary):
+    failing = [o for o in outcomes if o.problems]
+    if failing:
+        shown = "\n\n".join(describe_outcome(o) for o in failing[:SHOWN])
+        raise AssertionError("%s\n\n%s%s" % (
+            summary, shown, "\n\n(%d more not shown)" % (len(failing) - SHOWN)
+            if len(failing) > SHOWN else ""))
+
+
+def campaign(pg, pgtally, seed, count, only=None):
+    indexes = only if only is not None else range(count)
+    assert_no_difference(*run_sequences(pg, pgtally(**CONFIG), seed_items(seed, indexes),
+                                        "seed %d" % seed))
+
+
+def test_differential_fixed_seed(pg, pgtally):
+    campaign(pg, pgtally, FIXED_SEED, FIXED_COUNT)
+
+
+def _random_count():
+    return int(os.environ.get("PGTALLY_DIFF_COUNT") or RANDOM_COUNT)
+
+
+@pytest.mark.timeout(max(120, 2 * _random_count()))
+def test_differential_random_seed(pg, pgtally):
+    seed = int(os.environ.get("PGTALLY_DIFF_SEED") or int(time.time() * 1000) % 10 ** 9)
+    count = _random_count()
+    only = os.environ.get("PGTALLY_DIFF_ONLY")
+    only = [int(x) for x in only.split(",") if x.strip()] if only else None
+    print("differential seed: PGTALLY_DIFF_SEED=%d PGTALLY_DIFF_COUNT=%d" % (seed, count))
+    campaign(pg, pgtally, seed, count, only)
+
+
+# ---------------------------------------------------------------------------
+# the shortest sequences found for each difference the fuzzer found, run
+# through the same harness (the harness adds the Sync, ROLLBACK and idle
+# check as for generated sequences)
+# ---------------------------------------------------------------------------
+
+_DECLARE = ("BEGIN", "DECLARE c1 CURSOR FOR SELECT g FROM generate_series(1, 7) g")
+REPRODUCERS = {
+    # A. the server skips a Query or FunctionCall after an extended-protocol
+    # error up to the Sync; pgtally records it with the error, then stays
+    # one ReadyForQuery out: later statements get wrong records, and the
+    # session is never idle again
+    "parse_error_then_query": [[dg.parse("", "SELEC 1"), dg.query("SELECT 1"), dg.sync()]],
+    "bind_error_then_query": [[dg.bind("", "nostmt"), dg.query("SELECT 1"), dg.sync()]],
+    "parse_error_then_function_call": [[dg.parse("", "SELEC 1"),
+                                        dg.function_call(177, "1", "2"), dg.sync()]],
+    # B. a Sync during COPY FROM STDIN, which the server ignores
+    "sync_during_copy_in": [[dg.query("COPY diff_t FROM STDIN"), dg.sync(), dg.copy_done()]],
+    # C. a protocol Execute of a portal pgtally did not see bound (an SQL
+    # cursor, or a name never bound) is not metered, and its answer is
+    # taken for the next Execute's
+    "execute_of_sql_cursor": [[dg.query(*_DECLARE)], [dg.execute("c1", 2), dg.sync()]],
+    "execute_of_sql_cursor_then_statement": [
+        [dg.query(*_DECLARE)],
+        [dg.execute("c1", 2), dg.parse("", "SELECT 1"), dg.bind("", ""), dg.execute(""),
+         dg.sync()]],
+    "execute_of_unknown_portal_then_statement": [
+        [dg.execute("nope"), dg.parse("", "SELECT 1"), dg.bind("", ""), dg.execute(""),
+         dg.sync()]],
+    # D. pgtally keeps portals the server no longer has (dropped at the end
+    # of the transaction, or whose Bind failed): an Execute of one is
+    # recorded, or takes a skipped batch's error
+    "execute_of_portal_dropped_at_sync": [
+        [dg.parse("", "SELECT 1"), dg.bind("p1", ""), dg.sync()], [dg.execute("p1"), dg.sync()]],
+    "execute_of_portal_whose_bind_failed": [[dg.bind("p1", "nostmt"), dg.sync()],
+                                            [dg.execute("p1"), dg.sync()]],
+    "dropped_portal_takes_describe_error": [
+        [dg.parse("", "SELECT 1"), dg.bind("p1", ""), dg.sync()],
+        [dg.describe("P", "nope"), dg.execute("p1"), dg.sync()]],
+    # E. the Flush of pgtally's extended EXPLAIN makes the server answer the
+    # client's Parse before the client's Sync
+    "answered_before_sync": [[dg.parse("", "SELECT 1"), dg.bind("", ""), dg.execute("")]],
+    # F. a Bind whose parameter fails to convert (in pgtally's EXPLAIN):
+    # the error's context names the statement instead of the portal
+    "bind_parameter_error_names_the_portal": [
+        [dg.parse("s1", "SELECT $1::int", (23,)), dg.bind("p1", "s1", ["x"])]],
+    "bind_parameter_error_unnamed_portal": [
+        [dg.parse("s1", "SELECT $1::int", (23,)), dg.bind("", "s1", ["x"])]],
+    # G. an error of a Parse, Bind or Describe that reaches pgtally before
+    # the batch's Execute leaves no record of the failed statement: when
+    # pgtally holds the Bind for its EXPLAIN, and when the Execute comes in
+    # a later write
+    "parse_error_with_held_bind": [[dg.parse("", "SELECT nope FROM diff_t"), dg.bind("", ""),
+                                    dg.execute(""), dg.sync()]],
+    "bind_error_then_later_execute": [[dg.bind("", "nostmt"), dg.flush()],
+                                      [dg.execute(""), dg.sync()]],
+}
+
+
+def test_differential_reproducers(pg, pgtally):
+    items = (("%s" % name, "reproducer %s" % name, "pgtdiff.r.%d" % i, steps)
+             for i, (name, steps) in enumerate(REPRODUCERS.items()))
+    assert_no_difference(*run_sequences(pg, pgtally(**CONFIG), items, "reproducers"))
