@@ -1386,8 +1386,7 @@ static bool holds_word(const char *s, const char *kw)
 /* The statement after the first word kw at depth 0 of stmt[0..len) (AS of
  * a PREPARE, whose argument types are in parentheses; FOR of a DECLARE,
  * a reserved word no cursor is named unquoted), as offsets into stmt. */
-static bool prepare_body(const char *stmt, size_t len, const char *kw, size_t *off,
-                         size_t *blen)
+static bool prepare_body(const char *stmt, size_t len, const char *kw, size_t *off, size_t *blen)
 {
     char *copy = dup_nul(stmt, len);
     toks_t ts = {0};
@@ -1429,6 +1428,8 @@ static bool prep_of(const char *sql, size_t total, json_t *raw, pgt_prep_t *out)
     }
     if (name)
         snprintf(out->name, sizeof(out->name), "%s", name);
+    /* CURSOR_OPT_HOLD (parsenodes.h) */
+    out->hold = declare && (json_integer_value(json_object_get(declare, "options")) & 0x0020);
     if (!prep && !declare)
         return true;
     /* The tree leaves out a location of 0 and a length that runs to the end. */

@@ -23,6 +23,8 @@ typedef struct named {
     uint8_t *types;     /* statement: Parse's parameter types (count, OIDs), or NULL */
     size_t types_len;   /* their length in bytes */
     pgt_estimate_t est; /* portal: estimate of its executions (key 0: none) */
+    uint64_t batch;     /* portal: the batch that created it (see sent_batches) */
+    bool hold;          /* portal: a cursor WITH HOLD, which outlives its transaction */
 } named_t;
 
 /* A change to the prepared statements that the server has not accepted
@@ -134,6 +136,8 @@ static named_t *remember(named_t **list, const char *name, pgt_text_t *text)
     n->types = NULL;
     n->types_len = 0;
     n->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+    n->batch = 0;
+    n->hold = false;
     return n;
 }
 
@@ -387,8 +391,11 @@ static void sql_prepares(pgt_intercept_t *ic, const pgt_text_t *t)
             pgt_text_t *body = p->op == PGT_PREP_DECLARE
                                    ? pgt_text_new(t->data + p->body_offset, p->body_length)
                                    : NULL;
-            if (body)
-                remember(&ic->portals, p->name, body);
+            named_t *n = body ? remember(&ic->portals, p->name, body) : NULL;
+            if (n) {
+                n->batch = ic->sent_batches;
+                n->hold = p->hold;
+            }
             pgt_text_unref(body);
             continue;
         }
@@ -554,7 +561,18 @@ static size_t utf8_prefix(const char *s, size_t max)
     return n;
 }
 
-static void client_bind(pgt_intercept_t *ic, const uint8_t *body, size_t len)
+/* The portal of a Bind, kept with its batch until the server drops it at
+ * the end of the transaction (portals_dropped); one whose Bind failed or
+ * was skipped goes then too, and until then counts as named in its batch. */
+static void portal_made(pgt_intercept_t *ic, named_t *n)
+{
+    if (n)
+        n->batch = ic->sent_batches;
+}
+
+/* A Bind the server answers or (failed_text) skips after an error, when
+ * the portal takes the text of the statement whose Parse failed. */
+static void bind_portal(pgt_intercept_t *ic, const uint8_t *body, size_t len, bool failed_text)
 {
     size_t pos = 0;
     const char *portal = cstr(body, len, &pos);
@@ -563,7 +581,11 @@ static void client_bind(pgt_intercept_t *ic, const uint8_t *body, size_t len)
         return;
     named_t **pp = find(&ic->statements, stmt);
     if (pp) {
-        remember(&ic->portals, portal, (*pp)->text);
+        portal_made(ic, remember(&ic->portals, portal, (*pp)->text));
+        return;
+    }
+    if (failed_text && ic->failed_parse) { /* the statement that failed */
+        portal_made(ic, remember(&ic->portals, portal, ic->failed_parse));
         return;
     }
     /* A statement whose SQL pgtally did not see (prepared where it does
@@ -573,9 +595,41 @@ static void client_bind(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     int n = snprintf(text, sizeof(text), "EXECUTE of prepared statement \"%.*s\" (text not seen)",
                      (int)utf8_prefix(stmt, 63), stmt);
     pgt_text_t *t = n > 0 ? pgt_text_new(text, (size_t)n < sizeof(text) ? (size_t)n : 0) : NULL;
-    if (!t || !remember(&ic->portals, portal, t))
+    named_t *made = t ? remember(&ic->portals, portal, t) : NULL;
+    if (!made)
         forget(&ic->portals, portal);
+    portal_made(ic, made);
     pgt_text_unref(t);
+}
+
+static void client_bind(pgt_intercept_t *ic, const uint8_t *body, size_t len)
+{
+    bind_portal(ic, body, len, false);
+}
+
+/* Whether the portal an Execute (body[0..len)) runs is one pgtally knows. */
+static bool portal_known(pgt_intercept_t *ic, const uint8_t *body, size_t len)
+{
+    size_t pos = 0;
+    const char *portal = cstr(body, len, &pos);
+    return portal && find(&ic->portals, portal);
+}
+
+/* The server ended the transaction of the batches up to the one answered
+ * (ReadyForQuery other than 'T'): their portals are gone, but for cursors
+ * WITH HOLD. */
+static void portals_dropped(pgt_intercept_t *ic)
+{
+    for (named_t **pp = &ic->portals; *pp;) {
+        named_t *n = *pp;
+        if (n->hold || n->batch > ic->answered_batches) {
+            pp = &n->next;
+            continue;
+        }
+        *pp = n->next;
+        n->next = NULL;
+        free_list(n);
+    }
 }
 
 static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
@@ -598,8 +652,9 @@ static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     int n = snprintf(text, sizeof(text), "EXECUTE of portal \"%.*s\" (text not seen)",
                      (int)utf8_prefix(portal, 63), portal);
     pgt_text_t *t = n > 0 ? pgt_text_new(text, (size_t)n < sizeof(text) ? (size_t)n : 0) : NULL;
-    if (t)
-        push(ic, t, true, false);
+    pgt_exec_t *e = t ? push(ic, t, true, false) : NULL;
+    if (e)
+        e->unknown_portal = true;
     pgt_text_unref(t);
 }
 
@@ -611,7 +666,7 @@ void pgt_intercept_unsent_bind(pgt_intercept_t *ic, const uint8_t *body, size_t 
     const char *portal = cstr(body, len, &pos);
     if (!portal || !cstr(body, len, &pos))
         return;
-    client_bind(ic, body, len);
+    bind_portal(ic, body, len, false);
     named_t **pp = find(&ic->portals, portal);
     pgt_exec_t *e = pp ? push(ic, (*pp)->text, true, false) : NULL;
     forget(&ic->portals, portal);
@@ -772,8 +827,10 @@ static void server_done(pgt_intercept_t *ic, uint8_t answers, const uint8_t *pee
 
 /* ReadyForQuery ends the Query or FunctionCall it answers, or the Sync
  * (its marker, with anything left before it). */
-static void server_ready(pgt_intercept_t *ic, uint8_t answers)
+static void server_ready(pgt_intercept_t *ic, uint8_t answers, uint8_t status)
 {
+    if (status != 'T')
+        portals_dropped(ic);
     ic->cur_rows = 0;
     ic->cur_bytes = 0;
     ic->outcome = PGT_QUERY_OK;
@@ -802,7 +859,7 @@ static void skipped_execute(pgt_intercept_t *ic)
     pgt_exec_t *e = ic->head;
     if (!e || e->is_marker)
         return;
-    if (ic->batch_error[0] && e->ndone == 0) {
+    if (ic->batch_error[0] && e->ndone == 0 && !e->unknown_portal) {
         bool cancelled = strcmp(ic->batch_error, "57014") == 0;
         ic->cur_rows = ic->cur_bytes = 0;
         complete(ic, e, cancelled ? PGT_QUERY_CANCELLED : PGT_QUERY_ERROR, ic->batch_error, 0);
@@ -816,15 +873,9 @@ void pgt_intercept_skipped(pgt_intercept_t *ic, uint8_t type, const uint8_t *bod
     pgt_exec_t *e = ic->head;
     /* Skipped as it went upstream: the Bind's portal is still named, for
      * the Execute behind it; the Execute is queued to be taken at once. */
-    if (body && type == 'B') {
-        size_t pos = 0;
-        const char *portal = cstr(body, len, &pos), *stmt = cstr(body, len, &pos);
-        if (portal && stmt && ic->failed_parse && !find(&ic->statements, stmt))
-            remember(&ic->portals, portal, ic->failed_parse); /* the statement that failed */
-        else
-            client_bind(ic, body, len);
-    }
-    if (body && type == 'E' && ic->batch_error[0]) {
+    if (body && type == 'B')
+        bind_portal(ic, body, len, true);
+    if (body && type == 'E' && ic->batch_error[0] && portal_known(ic, body, len)) {
         pgt_exec_t *last = ic->tail;
         client_execute(ic, body, len);
         if (ic->tail != last)
@@ -846,6 +897,7 @@ void pgt_intercept_skipped(pgt_intercept_t *ic, uint8_t type, const uint8_t *bod
     case 'E':
         skipped_execute(ic);
         break;
+
     case 'S': /* a Sync the server ignored while it read COPY data */
         for (pgt_exec_t **pp = &ic->head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
             if (!(*pp)->is_marker)
@@ -878,6 +930,7 @@ void pgt_intercept_server(pgt_intercept_t *ic, uint8_t answers, uint8_t type, ui
     case '1': /* ParseComplete */
         change_accepted(ic, '1');
         break;
+
     case 'C': /* CommandComplete */
         server_done(ic, answers, peek, plen, true);
         break;
@@ -890,7 +943,7 @@ void pgt_intercept_server(pgt_intercept_t *ic, uint8_t answers, uint8_t type, ui
         server_error(ic, answers, peek, plen);
         break;
     case 'Z': /* ReadyForQuery */
-        server_ready(ic, answers);
+        server_ready(ic, answers, plen > 0 ? peek[0] : 'I');
         break;
     default:
         break;

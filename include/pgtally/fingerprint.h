@@ -156,6 +156,7 @@ typedef struct pgt_prep {
     size_t body_offset;           /* PREPARE, DECLARE: where the statement after AS or FOR
                                      starts in sql */
     size_t body_length;           /* and its length, without blanks and a final ';' */
+    bool hold;                    /* DECLARE: WITH HOLD (the cursor outlives its transaction) */
 } pgt_prep_t;
 
 /* Finds the PREPARE, DEALLOCATE, DECLARE and CLOSE statements of sql (NUL-terminated), in

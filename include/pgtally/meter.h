@@ -65,6 +65,7 @@ typedef struct pgt_exec {
     bool function_call;    /* from FunctionCall (text names the function's OID) */
     bool is_marker;        /* a Sync placeholder, not a statement */
     bool failed;           /* the server answered it with an error */
+    bool unknown_portal;   /* an Execute of a portal pgtally knows no Bind or DECLARE of */
     pgt_estimate_t est;    /* estimate made on the loop (est.key 0: none) */
     uint64_t sent_ns;      /* uv_hrtime() when it was forwarded */
     int64_t sent_us;       /* wall-clock µs when it was forwarded */

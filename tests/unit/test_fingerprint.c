@@ -591,8 +591,7 @@ static const struct prep_case {
     {"DECLARE c CURSOR FOR SELECT pg_sleep(2)", 1, PGT_PREP_DECLARE, "c", "SELECT pg_sleep(2)"},
     {"declare \"My Cur\" binary no scroll cursor with hold for select 1 ;", 1, PGT_PREP_DECLARE,
      "My Cur", "select 1"},
-    {"DECLARE c CURSOR FOR SELECT 'for' FROM t", 1, PGT_PREP_DECLARE, "c",
-     "SELECT 'for' FROM t"},
+    {"DECLARE c CURSOR FOR SELECT 'for' FROM t", 1, PGT_PREP_DECLARE, "c", "SELECT 'for' FROM t"},
     {"CLOSE c", 1, PGT_PREP_CLOSE, "c", NULL},
     {"CLOSE ALL", 1, PGT_PREP_CLOSE_ALL, "", NULL},
     {"SELECT close_price FROM quotes", 0, 0, NULL, NULL},
@@ -629,6 +628,11 @@ static void test_prepares_table(void)
     CHECK_INT(pgt_fp_prepares(sql, out, 1), 1);
     CHECK_INT(strlen(out[0].name), 63);
     CHECK_INT(pgt_fp_prepares(NULL, out, 1), 0);
+    /* A cursor WITH HOLD outlives its transaction. */
+    CHECK_INT(pgt_fp_prepares("DECLARE h CURSOR WITH HOLD FOR SELECT 1", out, 1), 1);
+    CHECK(out[0].hold);
+    CHECK_INT(pgt_fp_prepares("DECLARE w CURSOR WITHOUT HOLD FOR SELECT 1", out, 1), 1);
+    CHECK(!out[0].hold);
 }
 
 int main(void)
