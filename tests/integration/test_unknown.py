@@ -230,3 +230,33 @@ def test_a_bind_over_the_capture_limit_is_refused_by_a_spent_budget(pgtally):
     assert "pg_sleep" in refused[0]["normalized"], show(recs)
     assert not [r for r in recs if "pg_sleep" in r["normalized"] and r["status"] != "refused"], \
         show(recs)
+
+
+def test_a_long_query_with_an_early_nul_then_an_empty_execute(pgtally, pg):
+    """A Query over the capture limit whose 32nd byte is NUL, then an
+    Execute with an empty body: once a heap over-read that took down every
+    session. The client gets what it gets direct, and pgtally lives."""
+    from pgwire import message, RawConn
+    p = pgtally(**PER_QUERY)
+    body = b"SELECT 1 /*" + b"x" * 20 + b"\0" + b"y" * (MIB + 100) + b"*/\0"
+    seq = message(b"Q", body) + message(b"E", b"") + message(b"S")
+    seen = []
+    for port in (pg.port, p.port):
+        conn = RawConn("127.0.0.1", port, timeout=20)
+        conn.startup("trust_user", "pgtally_test")
+        conn.send(seq)
+        got = []
+        while True:
+            m = conn.recv_message(10)
+            if m is None:
+                got.append("closed")
+                break
+            got.append((m[0], parse_fields(m[1]).get("C") if m[0] in (b"E", b"N") else None))
+            if m[0] == b"Z" and len([g for g in got if g[0] == b"Z"]) == 2:
+                break
+        seen.append([g for g in got if g == "closed" or g[0] != b"N"])
+        conn.close()
+    assert seen[1] == seen[0], seen
+    assert p.alive()
+    with p.connect() as c:
+        assert c.execute("SET work_mem = '8MB'") is not None
