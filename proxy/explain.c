@@ -559,14 +559,7 @@ static void ours_query_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg,
  * learnt (a client's message ahead failed, so none of them ran). */
 static void take_skipped(pgt_session_t *s)
 {
-    pgt_conv_entry_t e;
-    bool ours = false;
-    while (pgt_conv_take_skipped(&s->conv, &e)) {
-        if (e.from == PGT_CONV_OURS)
-            ours = true;
-        else if (s->ic)
-            pgt_intercept_skipped(s->ic, e.type, NULL, 0);
-    }
+    bool ours = pgt__take_skipped(s);
     if (!ours || !s->explaining || pgt_conv_ours(&s->conv) > 0)
         return;
     if (s->ext_explain)
@@ -586,10 +579,7 @@ static void explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, si
     if (r.to.type && r.to.from == PGT_CONV_OURS && type != 'S') {
         /* The skipped are taken first: after an error of pgtally's they
          * are its own, which the error ends in any case. */
-        pgt_conv_entry_t e;
-        while (pgt_conv_take_skipped(&s->conv, &e))
-            if (e.from == PGT_CONV_CLIENT && s->ic)
-                pgt_intercept_skipped(s->ic, e.type, NULL, 0);
+        pgt__take_skipped(s);
         if (s->ext_explain)
             ours_ext_whole(s, type, msg, total, &r);
         else

@@ -833,13 +833,17 @@ static bool server_account(pgt_session_t *s, uint8_t type, uint32_t len, const u
     return replace;
 }
 
-/* The skipped messages of a reply: the client's are told to the meter. */
-static void skipped_to_meter(pgt_session_t *s)
+bool pgt__take_skipped(pgt_session_t *s)
 {
     pgt_conv_entry_t e;
-    while (pgt_conv_take_skipped(&s->conv, &e))
-        if (e.from == PGT_CONV_CLIENT && s->ic)
+    bool ours = false;
+    while (pgt_conv_take_skipped(&s->conv, &e)) {
+        if (e.from == PGT_CONV_OURS)
+            ours = true;
+        else if (s->ic)
             pgt_intercept_skipped(s->ic, e.type, NULL, 0);
+    }
+    return ours;
 }
 
 static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
@@ -849,7 +853,7 @@ static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     pgt_conv_reply(&s->conv, type, &r);
     if (server_account(s, type, len, peek, plen, &r) && plen + 4 == len)
         s->server.framer.stop = true;
-    skipped_to_meter(s);
+    pgt__take_skipped(s);
 }
 
 /* Largest amount of early replies held for the client: the server itself

@@ -153,6 +153,10 @@ void pgt__relay_server(pgt_session_t *s, const uint8_t *data, size_t len);
  * model classified it in *r: metered, then sent, or held while early. */
 void pgt__deliver(pgt_session_t *s, const uint8_t *msg, size_t total, const pgt_conv_reply_t *r);
 
+/* Takes the messages the server skipped behind the last reply: the
+ * client's are told to the meter. Returns whether any was pgtally's. */
+bool pgt__take_skipped(pgt_session_t *s);
+
 /* Sends pgtally's own messages buf[0..len) upstream, each told to the
  * conversation model as pgtally's. */
 void pgt__send_ours(pgt_session_t *s, const uint8_t *buf, size_t len);
