@@ -25,6 +25,8 @@ typedef struct named {
     pgt_estimate_t est; /* portal: estimate of its executions (key 0: none) */
     uint64_t batch;     /* portal: the batch that created it (see sent_batches) */
     bool hold;          /* portal: a cursor WITH HOLD, which outlives its transaction */
+    bool gone;          /* portal: the unnamed one, dropped by the server but kept here
+                           (without text) so that the next Bind reuses it */
 } named_t;
 
 /* A change to the prepared statements that the server has not accepted
@@ -137,8 +139,15 @@ static named_t *remember(named_t **list, const char *name, pgt_text_t *text)
     n->types_len = 0;
     n->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
     n->batch = 0;
-    n->hold = false;
+    n->hold = n->gone = false;
     return n;
+}
+
+/* The portal name as the server has it, or NULL. */
+static named_t *find_portal(pgt_intercept_t *ic, const char *name)
+{
+    named_t **pp = find(&ic->portals, name);
+    return pp && !(*pp)->gone ? *pp : NULL;
 }
 
 static void forget_all(named_t **list)
@@ -545,9 +554,9 @@ const pgt_text_t *pgt_intercept_statement(const pgt_intercept_t *ic, const char 
 void pgt_intercept_set_portal_estimate(pgt_intercept_t *ic, const char *portal,
                                        const pgt_estimate_t *est)
 {
-    named_t **pp = find(&ic->portals, portal);
-    if (pp)
-        (*pp)->est = *est;
+    named_t *n = find_portal(ic, portal);
+    if (n)
+        n->est = *est;
 }
 
 /* Bytes of s, at most max, that do not end inside a UTF-8 sequence. */
@@ -612,7 +621,7 @@ static bool portal_known(pgt_intercept_t *ic, const uint8_t *body, size_t len)
 {
     size_t pos = 0;
     const char *portal = cstr(body, len, &pos);
-    return portal && find(&ic->portals, portal);
+    return portal && find_portal(ic, portal);
 }
 
 /* The server ended the transaction of the batches up to the one answered
@@ -622,7 +631,14 @@ static void portals_dropped(pgt_intercept_t *ic)
 {
     for (named_t **pp = &ic->portals; *pp;) {
         named_t *n = *pp;
-        if (n->hold || n->batch > ic->answered_batches) {
+        if (n->hold || n->gone || n->batch > ic->answered_batches) {
+            pp = &n->next;
+            continue;
+        }
+        if (!n->name[0]) { /* nearly every statement's: kept for the next Bind */
+            n->gone = true;
+            pgt_text_unref(n->text);
+            n->text = NULL;
             pp = &n->next;
             continue;
         }
@@ -638,11 +654,11 @@ static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     const char *portal = cstr(body, len, &pos);
     if (!portal)
         return;
-    named_t **pp = find(&ic->portals, portal);
-    if (pp) {
-        pgt_exec_t *e = push(ic, (*pp)->text, true, false);
+    named_t *known = find_portal(ic, portal);
+    if (known) {
+        pgt_exec_t *e = push(ic, known->text, true, false);
         if (e)
-            e->est = (*pp)->est;
+            e->est = known->est;
         return;
     }
     /* A portal pgtally did not see bound (a cursor of SQL DECLARE, or a
@@ -667,8 +683,8 @@ void pgt_intercept_unsent_bind(pgt_intercept_t *ic, const uint8_t *body, size_t 
     if (!portal || !cstr(body, len, &pos))
         return;
     bind_portal(ic, body, len, false);
-    named_t **pp = find(&ic->portals, portal);
-    pgt_exec_t *e = pp ? push(ic, (*pp)->text, true, false) : NULL;
+    named_t *n = find_portal(ic, portal);
+    pgt_exec_t *e = n ? push(ic, n->text, true, false) : NULL;
     forget(&ic->portals, portal);
     if (!e)
         return;
