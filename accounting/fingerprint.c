@@ -1372,14 +1372,17 @@ char *pgt_fp_tags_json(const char *text, size_t len)
 
 /* ---- PREPARE and DEALLOCATE ----------------------------------------------- */
 
-/* True when s holds the word kw (lower case) in any case: the cheap test
- * in front of the parser. */
-static bool holds_word(const char *s, const char *kw)
+/* True when s holds PREPARE, DEALLOCATE, DECLARE or CLOSE in any case:
+ * the cheap test in front of the parser, one pass over the text. */
+static bool holds_prep_word(const char *s)
 {
-    size_t n = strlen(kw);
-    for (; *s; s++)
-        if (lower(*s) == kw[0] && word_eq(s, n, kw))
+    for (; *s; s++) {
+        char c = lower(*s);
+        if ((c == 'p' && word_eq(s, 7, "prepare")) ||
+            (c == 'd' && (word_eq(s, 10, "deallocate") || word_eq(s, 7, "declare"))) ||
+            (c == 'c' && word_eq(s, 5, "close")))
             return true;
+    }
     return false;
 }
 
@@ -1449,9 +1452,7 @@ static bool prep_of(const char *sql, size_t total, json_t *raw, pgt_prep_t *out)
 
 int pgt_fp_prepares(const char *sql, pgt_prep_t *out, int max)
 {
-    if (!sql || !out || max <= 0 ||
-        (!holds_word(sql, "prepare") && !holds_word(sql, "deallocate") &&
-         !holds_word(sql, "declare") && !holds_word(sql, "close")))
+    if (!sql || !out || max <= 0 || !holds_prep_word(sql))
         return 0;
     PgQueryParseResult r = pg_query_parse(sql);
     json_t *tree = r.error || !r.parse_tree ? NULL : json_loads(r.parse_tree, 0, NULL);
