@@ -66,6 +66,8 @@ struct pgt_intercept {
     char batch_error[6];        /* SQLSTATE of a Parse, Bind, Describe or Close that failed since
                                    the last ReadyForQuery: the Execute behind it failed with it */
     pgt_text_t *failed_parse;   /* the SQL of the named statement whose Parse failed then */
+    uint64_t dropped_before;    /* portals of the batches before this one are gone (but
+                                   cursors WITH HOLD) */
 };
 
 static int64_t wall_us(void)
@@ -141,6 +143,18 @@ static named_t *remember(named_t **list, const char *name, pgt_text_t *text)
     n->batch = 0;
     n->hold = n->gone = false;
     return n;
+}
+
+/* The unnamed portal is replaced (a simple Query runs in it) or dropped:
+ * its entry stays, without text, for the next Bind. */
+static void unnamed_portal_gone(pgt_intercept_t *ic)
+{
+    named_t **pp = find(&ic->portals, "");
+    if (!pp)
+        return;
+    (*pp)->gone = true;
+    pgt_text_unref((*pp)->text);
+    (*pp)->text = NULL;
 }
 
 /* The portal name as the server has it, or NULL. */
@@ -429,8 +443,10 @@ static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len, b
     pgt_text_t *t = pgt_text_new((const char *)body, n);
     if (!t)
         return;
-    if (sent)
+    if (sent) {
         sql_prepares(ic, t);
+        unnamed_portal_gone(ic); /* the Query's statements take the unnamed portal */
+    }
     pgt_exec_t *e = push(ic, t, false, false);
     pgt_text_unref(t);
     if (e)
@@ -625,10 +641,11 @@ static bool portal_known(pgt_intercept_t *ic, const uint8_t *body, size_t len)
 }
 
 /* The server ended the transaction of the batches up to the one answered
- * (ReadyForQuery other than 'T'): their portals are gone, but for cursors
- * WITH HOLD. */
+ * (ReadyForQuery 'I'; a failed block keeps them until it is rolled back):
+ * their portals are gone, but for cursors WITH HOLD. */
 static void portals_dropped(pgt_intercept_t *ic)
 {
+    ic->dropped_before = ic->answered_batches + 1;
     for (named_t **pp = &ic->portals; *pp;) {
         named_t *n = *pp;
         if (n->hold || n->gone || n->batch > ic->answered_batches) {
@@ -636,9 +653,7 @@ static void portals_dropped(pgt_intercept_t *ic)
             continue;
         }
         if (!n->name[0]) { /* nearly every statement's: kept for the next Bind */
-            n->gone = true;
-            pgt_text_unref(n->text);
-            n->text = NULL;
+            unnamed_portal_gone(ic);
             pp = &n->next;
             continue;
         }
@@ -657,8 +672,10 @@ static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     named_t *known = find_portal(ic, portal);
     if (known) {
         pgt_exec_t *e = push(ic, known->text, true, false);
-        if (e)
+        if (e) {
             e->est = known->est;
+            e->portal_batch = known->hold ? -1 : (int64_t)known->batch;
+        }
         return;
     }
     /* A portal pgtally did not see bound (a cursor of SQL DECLARE, or a
@@ -845,7 +862,8 @@ static void server_done(pgt_intercept_t *ic, uint8_t answers, const uint8_t *pee
  * (its marker, with anything left before it). */
 static void server_ready(pgt_intercept_t *ic, uint8_t answers, uint8_t status)
 {
-    if (status != 'T')
+    /* A failed block ('E') keeps its portals until it is rolled back. */
+    if (status == 'I')
         portals_dropped(ic);
     ic->cur_rows = 0;
     ic->cur_bytes = 0;
@@ -875,7 +893,11 @@ static void skipped_execute(pgt_intercept_t *ic)
     pgt_exec_t *e = ic->head;
     if (!e || e->is_marker)
         return;
-    if (ic->batch_error[0] && e->ndone == 0 && !e->unknown_portal) {
+    /* Its portal must still exist: the transaction that made it may have
+     * ended since the Execute was sent. */
+    bool exists = !e->unknown_portal &&
+                  (e->portal_batch < 0 || (uint64_t)e->portal_batch >= ic->dropped_before);
+    if (ic->batch_error[0] && e->ndone == 0 && exists) {
         bool cancelled = strcmp(ic->batch_error, "57014") == 0;
         ic->cur_rows = ic->cur_bytes = 0;
         complete(ic, e, cancelled ? PGT_QUERY_CANCELLED : PGT_QUERY_ERROR, ic->batch_error, 0);

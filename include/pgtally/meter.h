@@ -66,6 +66,8 @@ typedef struct pgt_exec {
     bool is_marker;        /* a Sync placeholder, not a statement */
     bool failed;           /* the server answered it with an error */
     bool unknown_portal;   /* an Execute of a portal pgtally knows no Bind or DECLARE of */
+    int64_t portal_batch;  /* an Execute's: the batch that made its portal, -1 for a cursor
+                              WITH HOLD (which no transaction's end drops) */
     pgt_estimate_t est;    /* estimate made on the loop (est.key 0: none) */
     uint64_t sent_ns;      /* uv_hrtime() when it was forwarded */
     int64_t sent_us;       /* wall-clock µs when it was forwarded */

@@ -696,6 +696,7 @@ class DirectRun:
                 if m.what == "P":
                     self.portals.discard(m.name)
                     self.cursors.discard(m.name)
+                    self.batch_binds.discard(m.name)  # closed: no longer the batch's
             elif t == b"E":
                 self._ext_error(j, p)
             else:
