@@ -8,6 +8,10 @@
 /* Entry flags. */
 #define F_SKIP 1 /* the server will not answer it: reported by pgt_conv_take_skipped */
 #define F_MARK 2 /* the end of COPY data: answered by nothing, dropped when reached */
+#define F_MAYBE                                                                                    \
+    4            /* sent while the server may be reading COPY data: whether it reads               \
+                    the message as such depends on where the COPY ends */
+#define F_DATA 8 /* sent after CopyData (since the last Query or Execute) */
 
 void pgt_conv_init(pgt_conv_t *cv)
 {
@@ -18,6 +22,8 @@ void pgt_conv_init(pgt_conv_t *cv)
 void pgt_conv_free(pgt_conv_t *cv)
 {
     free(cv->q);
+    free(cv->before);
+    cv->before = NULL;
     cv->q = NULL;
     cv->cap = cv->len = cv->head = 0;
 }
@@ -54,8 +60,12 @@ static bool push(pgt_conv_t *cv, uint8_t type, pgt_conv_from_t from, uint8_t tag
         cv->head = 0;
     }
     pgt_conv_entry_t *e = &cv->q[(cv->head + cv->len) & (cv->cap - 1)];
+    if (cv->data_sent)
+        flags |= F_DATA;
     *e = (pgt_conv_entry_t){
         .seq = cv->next_seq++, .type = type, .from = (uint8_t)from, .tag = tag, .flags = flags};
+    if (type == 'Q' || type == 'E')
+        cv->data_sent = false;
     cv->len++;
     if (flags & F_MARK)
         return true;
@@ -126,14 +136,29 @@ bool pgt_conv_take_skipped(pgt_conv_t *cv, pgt_conv_entry_t *out)
 int pgt_conv_sent(pgt_conv_t *cv, uint8_t type, pgt_conv_from_t from, uint8_t tag)
 {
     bool client = from == PGT_CONV_CLIENT;
+    if (type == 'd')
+        cv->data_sent = true;
     if (cv->copy_in) {
         /* The server reads COPY data (copyfromparse.c, CopyGetData): it
          * ignores Sync and Flush, and any message but CopyData, CopyDone
-         * and CopyFail ends the COPY with an error, taken as data. */
-        if (type == 'd' || type == 'S' || type == 'H' || type == 'X')
+         * and CopyFail ends the COPY with an error, taken as data; unless
+         * the COPY has already failed on its data, and the server reads
+         * the message as usual. Which it was, the COPY's end tells
+         * (copy_ends), or the reply (pgt_conv_reply). */
+        if (type == 'd' || type == 'H' || type == 'X')
             return 0;
-        cv->copy_in = false;
-        return type == 'c' || type == 'f' ? 0 : PGT_CONV_SKIPPED;
+        if (type == 'c' || type == 'f') {
+            cv->copy_in = false;
+            push(cv, 'c', from, tag, F_MARK);
+            return 0;
+        }
+        if (type != 'S')
+            cv->copy_in = false;
+        if (!push(cv, type, from, tag, F_MAYBE))
+            return 0;
+        if (type == 'S' || type == 'Q' || type == 'F')
+            cv->client_flushed = cv->next_seq - 1;
+        return PGT_CONV_OWED;
     }
     if (cv->ignoring) {
         /* Skipping to the next Sync (postgres.c, ignore_till_sync). */
@@ -203,21 +228,94 @@ static bool is_last(uint8_t owed, uint8_t type)
     }
 }
 
-/* The server began reading COPY data for the head entry: messages sent
- * behind it up to the end of the data were read as data. */
+/* The server began reading COPY data for the head entry: the Syncs sent
+ * behind it before the end of the data, and the first other message, may
+ * have been read as data (F_MAYBE). */
 static void copy_begins(pgt_conv_t *cv)
 {
+    cv->copying = true;
     for (uint32_t i = 1; i < cv->len; i++) {
         pgt_conv_entry_t *e = at(cv, i);
         if (e->flags & F_SKIP)
             continue;
         if (e->flags & F_MARK)
             return;
-        mark_skipped(cv, e);
+        e->flags |= F_MAYBE;
         if (e->type != 'S')
-            return; /* taken as data: the COPY fails */
+            return;
     }
     cv->copy_in = true;
+}
+
+/* The COPY of the head entry ended (CommandComplete, or an ErrorResponse
+ * with sqlstate): what was sent during it is settled as far as that says.
+ * Done, or failed by a CopyFail (57014), the server read all of it as data
+ * up to the client's CopyDone or CopyFail: Syncs ignored. Failed by a
+ * message that is not COPY data (08P01), the Syncs before that message
+ * were ignored and the message itself taken as data. Failed on its data,
+ * the messages after the failing line were read as usual: other messages
+ * than Syncs are answered, a Sync sent before any CopyData was ignored,
+ * and one sent after some tells by its reply. */
+static void copy_ends(pgt_conv_t *cv, uint8_t type, const char *sqlstate)
+{
+    cv->copying = false;
+    cv->copy_in = false;
+    bool all = type == 'C' || (sqlstate && strcmp(sqlstate, "57014") == 0);
+    bool culprit = sqlstate && strcmp(sqlstate, "08P01") == 0;
+    for (uint32_t i = 1; i < cv->len; i++) {
+        pgt_conv_entry_t *e = at(cv, i);
+        if (!(e->flags & F_MAYBE))
+            return;
+        if (all || culprit) {
+            e->flags &= (uint8_t)~F_MAYBE;
+            mark_skipped(cv, e);
+        } else if (e->type != 'S') {
+            e->flags &= (uint8_t)~F_MAYBE;
+        } else if (!(e->flags & F_DATA)) {
+            /* a Sync before any data was read during the COPY */
+            e->flags &= (uint8_t)~F_MAYBE;
+            mark_skipped(cv, e);
+        }
+    }
+}
+
+/* A reply arrives and the head is a Sync that may have been read as COPY
+ * data: a ReadyForQuery is its; anything else answers what follows, and
+ * the Sync was ignored. The ignored ones are kept in cv->before, for the
+ * caller to take before it deals with the reply. */
+static bool add_before(pgt_conv_t *cv, pgt_conv_reply_t *r, pgt_conv_entry_t e)
+{
+    if (r->nbefore == cv->before_cap) {
+        uint32_t cap = cv->before_cap ? cv->before_cap * 2 : 4;
+        pgt_conv_entry_t *b = realloc(cv->before, cap * sizeof(*b));
+        if (!b) {
+            cv->failed = true;
+            return false;
+        }
+        cv->before = b;
+        cv->before_cap = cap;
+    }
+    cv->before[r->nbefore++] = e;
+    r->before = cv->before;
+    return true;
+}
+
+static void maybe_syncs(pgt_conv_t *cv, uint8_t type, pgt_conv_reply_t *r)
+{
+    while (cv->len > 0 && (at(cv, 0)->flags & F_MAYBE)) {
+        pgt_conv_entry_t *x = at(cv, 0);
+        x->flags &= (uint8_t)~F_MAYBE;
+        if (x->type != 'S' || type == 'Z' || type == 'N' || type == 'S')
+            return;
+        mark_skipped(cv, x);
+        if (!add_before(cv, r, pop(cv)))
+            return;
+        settle(cv);
+        pgt_conv_entry_t e;
+        while (pgt_conv_take_skipped(cv, &e))
+            if (!add_before(cv, r, e))
+                return;
+    }
 }
 
 /* An error in the extended protocol: the server skips to the next Sync. */
@@ -234,7 +332,7 @@ static void skip_to_sync(pgt_conv_t *cv)
     cv->ignoring = true;
 }
 
-void pgt_conv_reply(pgt_conv_t *cv, uint8_t type, pgt_conv_reply_t *r)
+void pgt_conv_reply(pgt_conv_t *cv, uint8_t type, const char *sqlstate, pgt_conv_reply_t *r)
 {
     memset(r, 0, sizeof(*r));
     pgt_conv_entry_t e;
@@ -243,6 +341,11 @@ void pgt_conv_reply(pgt_conv_t *cv, uint8_t type, pgt_conv_reply_t *r)
     settle(cv);
     if (type == 'A' || cv->len == 0)
         return; /* a notification, or nothing owed */
+    if (at(cv, 0)->flags & F_MAYBE) {
+        maybe_syncs(cv, type, r);
+        if (cv->len == 0)
+            return;
+    }
     pgt_conv_entry_t *x = at(cv, 0);
     r->to = *x;
     r->to.flags = 0;
@@ -273,8 +376,8 @@ void pgt_conv_reply(pgt_conv_t *cv, uint8_t type, pgt_conv_reply_t *r)
     }
     if ((type == 'G' || type == 'W') && (x->type == 'Q' || x->type == 'E'))
         copy_begins(cv);
-    if (type == 'E' || type == 'C')
-        cv->copy_in = false; /* the COPY, if any, is over */
+    else if ((type == 'E' || type == 'C') && cv->copying)
+        copy_ends(cv, type, sqlstate); /* the COPY is over */
     r->ends = is_last(x->type, type);
     if (!r->ends)
         return;

@@ -575,7 +575,7 @@ static void take_skipped(pgt_session_t *s)
 static void explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
 {
     pgt_conv_reply_t r;
-    pgt_conv_reply(&s->conv, type, &r);
+    pgt__conv_reply(s, type, msg + 5, total - 5, &r);
     if (r.to.type && r.to.from == PGT_CONV_OURS && type != 'S') {
         /* The skipped are taken first: after an error of pgtally's they
          * are its own, which the error ends in any case. */

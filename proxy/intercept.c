@@ -38,9 +38,11 @@ typedef struct named {
 typedef struct change {
     struct change *next; /* next newer change */
     uint64_t batch;      /* the batch it was sent in (see sent_batches) */
-    uint8_t confirm;     /* what accepts it: '1' ParseComplete, 'P' PREPARE, 'D' DEALLOCATE */
+    uint8_t confirm;     /* what accepts it: '1' ParseComplete, 'P' PREPARE, 'D' DEALLOCATE,
+                            '3' CloseComplete */
+    bool portal;         /* it closes a portal (else it is about statements) */
     char *name;          /* the statement it set or dropped; NULL for DEALLOCATE ALL */
-    named_t *old;        /* the statements it replaced or dropped, to restore */
+    named_t *old;        /* the statements (or the portal) it replaced or dropped, to restore */
 } change_t;
 
 struct pgt_intercept {
@@ -191,17 +193,25 @@ static void free_list(named_t *n)
  * and DEALLOCATE ALL leaves it. */
 static void change_begin(pgt_intercept_t *ic, const char *name, uint8_t confirm)
 {
+    bool portal = confirm == '3' && name && name[0] == 'P';
+    if (confirm == '3') /* a Close: 'S' or 'P' and the name */
+        name++;
     /* The unnamed statement, parsed for nearly every extended statement,
      * costs no change (remember replaces it in place): after a failed
      * Parse the server has none, and a Bind of it fails. */
-    if (name && !name[0])
+    if (!portal && name && !name[0]) {
+        if (confirm == '3')
+            forget(&ic->statements, name);
         return;
+    }
     change_t *c = calloc(1, sizeof(*c));
     if (c && name && !(c->name = strdup(name))) {
         free(c);
         c = NULL;
     }
-    named_t **pp = &ic->statements;
+    if (c)
+        c->portal = portal;
+    named_t **pp = portal ? &ic->portals : &ic->statements;
     while (*pp) {
         named_t *n = *pp;
         bool take = name ? strcmp(n->name, name) == 0 : n->name[0] != 0;
@@ -268,14 +278,15 @@ static void changes_void(pgt_intercept_t *ic)
     while (undo) {
         change_t *c = undo;
         undo = c->next;
-        if (c->name)
-            forget(&ic->statements, c->name);
+        named_t **list = c->portal ? &ic->portals : &ic->statements;
+        if (c->name && c->confirm != '3')
+            forget(list, c->name);
         while (c->old) {
             named_t *n = c->old;
             c->old = n->next;
-            forget(&ic->statements, n->name);
-            n->next = ic->statements;
-            ic->statements = n;
+            forget(list, n->name);
+            n->next = *list;
+            *list = n;
         }
         change_free(c);
     }
@@ -670,6 +681,11 @@ static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     if (!portal)
         return;
     named_t *known = find_portal(ic, portal);
+    /* Closed by a Close the server has yet to answer, which it may still
+     * skip: the portal as it was. */
+    for (change_t *c = ic->changes; !known && c; c = c->next)
+        if (c->portal && c->old && strcmp(c->name, portal) == 0 && !c->old->gone)
+            known = c->old;
     if (known) {
         pgt_exec_t *e = push(ic, known->text, true, false);
         if (e) {
@@ -730,13 +746,15 @@ static void client_function(pgt_intercept_t *ic, const uint8_t *body, size_t len
     e->est.kind = PGT_STMT_UTILITY;
 }
 
+/* A Close takes effect when sent, so that a Bind behind it does not find
+ * what it closed; the server may still skip it (after an error ahead), so
+ * it waits for its CloseComplete as a change (change_begin). */
 static void client_close(pgt_intercept_t *ic, const uint8_t *body, size_t len)
 {
     size_t pos = 1;
-    const char *name = len > 0 ? cstr(body, len, &pos) : NULL;
-    if (!name)
+    if (len == 0 || (body[0] != 'S' && body[0] != 'P') || !cstr(body, len, &pos))
         return;
-    forget(body[0] == 'S' ? &ic->statements : &ic->portals, name);
+    change_begin(ic, (const char *)body, '3');
 }
 
 void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body, size_t len)
@@ -801,8 +819,10 @@ static void error_sqlstate(const uint8_t *peek, size_t plen, char out[6])
  * that does not exist, 34000, ran nothing); a Parse, Bind, Describe,
  * Close or Sync that fails ran nothing itself. Changes the server did
  * not accept are undone either way. */
-/* The SQL of the named statement the oldest Parse not yet accepted set
- * (the one that failed), before the failure voids it; NULL when none. */
+/* The SQL of the statement whose Parse failed: the named one the oldest
+ * Parse not yet accepted set, before the failure voids it, or else the
+ * unnamed one, which the server no longer has (so it is forgotten: a Bind
+ * of it is not explained with SQL the server refused). NULL when none. */
 static pgt_text_t *failed_parse_text(pgt_intercept_t *ic)
 {
     for (change_t *c = ic->changes; c; c = c->next) {
@@ -811,7 +831,10 @@ static pgt_text_t *failed_parse_text(pgt_intercept_t *ic)
         named_t **pp = find(&ic->statements, c->name);
         return pp ? pgt_text_ref((*pp)->text) : NULL;
     }
-    return NULL;
+    named_t **pp = find(&ic->statements, "");
+    pgt_text_t *t = pp ? pgt_text_ref((*pp)->text) : NULL;
+    forget(&ic->statements, "");
+    return t;
 }
 
 static void server_error(pgt_intercept_t *ic, uint8_t answers, const uint8_t *peek, size_t plen)
@@ -967,6 +990,9 @@ void pgt_intercept_server(pgt_intercept_t *ic, uint8_t answers, uint8_t type, ui
         break;
     case '1': /* ParseComplete */
         change_accepted(ic, '1');
+        break;
+    case '3': /* CloseComplete */
+        change_accepted(ic, '3');
         break;
 
     case 'C': /* CommandComplete */

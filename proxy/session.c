@@ -846,11 +846,22 @@ bool pgt__take_skipped(pgt_session_t *s)
     return ours;
 }
 
+void pgt__conv_reply(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen,
+                     pgt_conv_reply_t *r)
+{
+    char code[6];
+    bool coded = type == 'E' && pgt_wire_error_code(body, blen, code);
+    pgt_conv_reply(&s->conv, type, coded ? code : NULL, r);
+    for (uint32_t i = 0; i < r->nbefore; i++)
+        if (r->before[i].from == PGT_CONV_CLIENT && s->ic)
+            pgt_intercept_skipped(s->ic, r->before[i].type, NULL, 0);
+}
+
 static void server_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *peek, size_t plen)
 {
     pgt_session_t *s = arg;
     pgt_conv_reply_t r;
-    pgt_conv_reply(&s->conv, type, &r);
+    pgt__conv_reply(s, type, peek, plen, &r);
     if (server_account(s, type, len, peek, plen, &r) && plen + 4 == len)
         s->server.framer.stop = true;
     pgt__take_skipped(s);

@@ -153,6 +153,11 @@ void pgt__relay_server(pgt_session_t *s, const uint8_t *data, size_t len);
  * model classified it in *r: metered, then sent, or held while early. */
 void pgt__deliver(pgt_session_t *s, const uint8_t *msg, size_t total, const pgt_conv_reply_t *r);
 
+/* Classifies a server message of type with body[0..blen) (conv.h); the
+ * messages the server ignored ahead of it are told to the meter first. */
+void pgt__conv_reply(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen,
+                     pgt_conv_reply_t *r);
+
 /* Takes the messages the server skipped behind the last reply: the
  * client's are told to the meter. Returns whether any was pgtally's. */
 bool pgt__take_skipped(pgt_session_t *s);

@@ -15,7 +15,9 @@
  *   Execute, Close) the server skips every message up to the next Sync,
  *   Queries and FunctionCalls included: they are answered by nothing;
  * - while the server reads COPY data it ignores Sync and Flush, and any
- *   other message ends the COPY with an error (and is lost);
+ *   other message ends the COPY with an error (and is lost); a message sent
+ *   behind a COPY that fails on its data may be read as usual instead,
+ *   which only the COPY's end and the replies tell;
  * - Flush, CopyData, CopyDone and CopyFail outside a COPY, and Terminate,
  *   are answered by nothing.
  *
@@ -47,14 +49,18 @@ typedef struct {
 
 /* What a server message is. */
 typedef struct {
-    pgt_conv_entry_t to; /* the message it answers; to.type 0: none (nothing owed, or a
-                            NotificationResponse, which answers nothing) */
-    bool ends;           /* it is the last reply to that message */
-    bool early;          /* a reply to the client's message that the client would not
-                            have yet (see above): hold it until the client's next Sync,
-                            Flush, Query or FunctionCall goes upstream */
-    uint32_t skipped;    /* messages behind it that the server skips or never answers:
-                            take each with pgt_conv_take_skipped before the next reply */
+    pgt_conv_entry_t to;            /* the message it answers; to.type 0: none (nothing owed, or a
+                                       NotificationResponse, which answers nothing) */
+    bool ends;                      /* it is the last reply to that message */
+    bool early;                     /* a reply to the client's message that the client would not
+                                       have yet (see above): hold it until the client's next Sync,
+                                       Flush, Query or FunctionCall goes upstream */
+    uint32_t skipped;               /* messages behind it that the server skips or never answers:
+                                       take each with pgt_conv_take_skipped before the next reply */
+    const pgt_conv_entry_t *before; /* messages ahead of it that the server ignored (Syncs
+                                       sent during a COPY that failed on its data), to be
+                                       dealt with before the reply; nbefore of them */
+    uint32_t nbefore;
 } pgt_conv_reply_t;
 
 /* What pgt_conv_sent says of a message. */
@@ -66,22 +72,26 @@ enum {
 };
 
 typedef struct pgt_conv {
-    pgt_conv_entry_t *q;     /* ring of owed messages, oldest at head */
-    uint32_t cap;            /* its size, a power of two */
-    uint32_t head;           /* index of the oldest */
-    uint32_t len;            /* entries in it */
-    uint32_t skipping;       /* entries at the head to take with pgt_conv_take_skipped */
-    uint32_t readies;        /* ReadyForQuery messages owed */
-    uint32_t ours;           /* pgtally's entries in the ring */
-    uint32_t execs;          /* Query and Execute entries in the ring (either may start a COPY) */
-    uint64_t next_seq;       /* seq of the next message */
-    uint64_t client_flushed; /* the client's messages up to this seq are written out */
-    uint64_t ours_flushed;   /* pgtally's Flush or Query wrote out those before this seq */
-    bool ignoring;           /* the server skips messages until a Sync not yet sent */
-    bool copy_in;            /* the server reads COPY data (CopyInResponse came, and no
-                                CopyDone or CopyFail has been sent since) */
-    bool batch_open;         /* extended-protocol messages since the last Sync */
-    bool failed;             /* out of memory: the account is lost */
+    pgt_conv_entry_t *q;      /* ring of owed messages, oldest at head */
+    uint32_t cap;             /* its size, a power of two */
+    uint32_t head;            /* index of the oldest */
+    uint32_t len;             /* entries in it */
+    uint32_t skipping;        /* entries at the head to take with pgt_conv_take_skipped */
+    uint32_t readies;         /* ReadyForQuery messages owed */
+    uint32_t ours;            /* pgtally's entries in the ring */
+    uint32_t execs;           /* Query and Execute entries in the ring (either may start a COPY) */
+    uint64_t next_seq;        /* seq of the next message */
+    uint64_t client_flushed;  /* the client's messages up to this seq are written out */
+    uint64_t ours_flushed;    /* pgtally's Flush or Query wrote out those before this seq */
+    bool ignoring;            /* the server skips messages until a Sync not yet sent */
+    bool copy_in;             /* the server reads COPY data (CopyInResponse came, and no
+                                 CopyDone or CopyFail has been sent since) */
+    bool copying;             /* the head entry's COPY has begun and not ended */
+    bool data_sent;           /* CopyData sent since the last Query or Execute */
+    pgt_conv_entry_t *before; /* room for pgt_conv_reply_t.before */
+    uint32_t before_cap;      /* its size */
+    bool batch_open;          /* extended-protocol messages since the last Sync */
+    bool failed;              /* out of memory: the account is lost */
 } pgt_conv_t;
 
 /* Most messages owed at once; past it the caller stops reading the client. */
@@ -95,8 +105,9 @@ void pgt_conv_free(pgt_conv_t *cv);
  * cv->failed. */
 int pgt_conv_sent(pgt_conv_t *cv, uint8_t type, pgt_conv_from_t from, uint8_t tag);
 
-/* A server message of type arrived: what it is, in *r. */
-void pgt_conv_reply(pgt_conv_t *cv, uint8_t type, pgt_conv_reply_t *r);
+/* A server message of type arrived (sqlstate: an ErrorResponse's code, or
+ * NULL): what it is, in *r. */
+void pgt_conv_reply(pgt_conv_t *cv, uint8_t type, const char *sqlstate, pgt_conv_reply_t *r);
 
 /* Takes the next message the server skipped (after a reply with
  * r.skipped > 0). Returns false when there is none. */

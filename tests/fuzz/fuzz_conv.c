@@ -16,7 +16,7 @@ static void check(const pgt_conv_t *cv)
     uint32_t readies = 0, ours = 0;
     for (uint32_t i = 0; i < cv->len; i++) {
         const pgt_conv_entry_t *e = &cv->q[(cv->head + i) & (cv->cap - 1)];
-        if (e->flags == 0 && (e->type == 'Q' || e->type == 'F' || e->type == 'S'))
+        if (!(e->flags & 3) && (e->type == 'Q' || e->type == 'F' || e->type == 'S'))
             readies++;
         if (e->from == PGT_CONV_OURS && !(e->flags & 2))
             ours++;
@@ -38,7 +38,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             pgt_conv_sent(&cv, client_types[(b & 0x3f) % (sizeof(client_types) - 1)], from, 0);
         } else {
             pgt_conv_reply_t r;
-            pgt_conv_reply(&cv, server_types[(b & 0x7f) % (sizeof(server_types) - 1)], &r);
+            pgt_conv_reply(&cv, server_types[(b & 0x7f) % (sizeof(server_types) - 1)],
+                           (b & 2)   ? "08P01"
+                           : (b & 4) ? "22P02"
+                                     : NULL,
+                           &r);
             pgt_conv_entry_t e;
             uint32_t taken = 0;
             /* Every other time the skipped are left for the next reply. */

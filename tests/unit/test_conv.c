@@ -4,7 +4,7 @@
  * message is written as text and compared with what PostgreSQL does.
  *
  * Notation of the results, one word per server message:
- *   <reply>><answered type><o if pgtally's>[.][*][~<skipped types>]
+ *   <reply>><answered type><o if pgtally's>[.][*][^<ignored ahead>][~<skipped types>]
  * "." the reply ends the message it answers, "*" it is early; a reply
  * that answers nothing is "<reply>>-". Example: "E>P.~BEQ" is an
  * ErrorResponse that ends a Parse, after which the server skips a Bind,
@@ -63,6 +63,9 @@ static int send(pgt_conv_t *cv, const char *types, pgt_conv_from_t from)
     return flags;
 }
 
+/* The SQLSTATE the next ErrorResponses carry (NULL: none known). */
+static const char *next_code;
+
 /* The server sends the messages types; returns the model's words for
  * them, space-separated, in a static buffer. */
 static const char *reply(pgt_conv_t *cv, const char *types)
@@ -74,7 +77,7 @@ static const char *reply(pgt_conv_t *cv, const char *types)
     out[0] = 0;
     for (int i = 0; i < n && o + 32 < sizeof(out); i++) {
         pgt_conv_reply_t r;
-        pgt_conv_reply(cv, t[i], &r);
+        pgt_conv_reply(cv, t[i], t[i] == 'E' ? next_code : NULL, &r);
         if (o)
             out[o++] = ' ';
         out[o++] = (char)t[i];
@@ -86,6 +89,10 @@ static const char *reply(pgt_conv_t *cv, const char *types)
             out[o++] = '.';
         if (r.early)
             out[o++] = '*';
+        if (r.nbefore)
+            out[o++] = '^'; /* ignored ahead of it: */
+        for (uint32_t b = 0; b < r.nbefore && o + 2 < sizeof(out); b++)
+            out[o++] = (char)r.before[b].type;
         pgt_conv_entry_t e;
         if (r.skipped)
             out[o++] = '~';
@@ -243,7 +250,10 @@ static void test_batch_open(void)
 }
 
 /* COPY: Sync and Flush are ignored while the server reads data; any
- * other message ends the COPY with an error. */
+ * other message ends the COPY with an error. What was sent during a COPY
+ * is settled when it ends: done (all of it was data), failed by a message
+ * that is not data (08P01: the Syncs before it ignored, it taken as data),
+ * or failed on its data (what came after the bad line read as usual). */
 static void test_copy(void)
 {
     pgt_conv_t cv;
@@ -253,12 +263,12 @@ static void test_copy(void)
     send(&cv, "PBES", PGT_CONV_CLIENT);
     CHECK_STR(reply(&cv, "12G"), "1>P. 2>B. G>E");
     CHECK(cv.copy_in);
-    CHECK_INT(pgt_conv_readies(&cv), 0);
-    CHECK_INT(send(&cv, "ddHS", PGT_CONV_CLIENT), 0);
+    CHECK_INT(send(&cv, "ddH", PGT_CONV_CLIENT), 0);
     send(&cv, "cS", PGT_CONV_CLIENT);
     CHECK(!cv.copy_in);
     CHECK_STR(reply(&cv, "CZ"), "C>E.~S Z>S.");
     CHECK_INT(pgt_conv_owed(&cv), 0);
+    CHECK_INT(pgt_conv_readies(&cv), 0);
     /* Simple COPY FROM STDIN, data sent before CopyInResponse came. */
     send(&cv, "Qddc", PGT_CONV_CLIENT);
     CHECK_STR(reply(&cv, "GCZ"), "G>Q C>Q Z>Q.");
@@ -266,25 +276,49 @@ static void test_copy(void)
     /* COPY TO STDOUT. */
     send(&cv, "Q", PGT_CONV_CLIENT);
     CHECK_STR(reply(&cv, "HddcCZ"), "H>Q d>Q d>Q c>Q C>Q Z>Q.");
-    /* A Parse where data should be: taken as data, the COPY fails. */
+    /* A Parse where data should be: taken as data, the COPY fails with
+     * 08P01. */
+    next_code = "08P01";
     send(&cv, "Q", PGT_CONV_CLIENT);
     reply(&cv, "G");
-    CHECK_INT(send(&cv, "P", PGT_CONV_CLIENT), PGT_CONV_SKIPPED);
+    CHECK_INT(send(&cv, "P", PGT_CONV_CLIENT), PGT_CONV_OWED);
     CHECK(!cv.copy_in);
     send(&cv, "Q", PGT_CONV_CLIENT);
-    CHECK_STR(reply(&cv, "EZ CZ"), "E>Q Z>Q. C>Q Z>Q.");
+    CHECK_STR(reply(&cv, "EZ CZ"), "E>Q Z>Q.~P C>Q Z>Q.");
     /* ... and sent before CopyInResponse came. */
     send(&cv, "QPQ", PGT_CONV_CLIENT);
     CHECK_STR(reply(&cv, "G"), "G>Q");
     CHECK_STR(reply(&cv, "EZ"), "E>Q Z>Q.~P");
     CHECK_STR(reply(&cv, "CZ"), "C>Q Z>Q.");
-    /* Bad data in an extended COPY: the error skips to the Sync after the
-     * data; the Sync sent with the Execute was ignored. */
+    /* Bad data in an extended COPY: the Sync sent with the Execute, before
+     * any data, was ignored; the error skips to the Sync after the data. */
+    next_code = "22P02";
     send(&cv, "PBES", PGT_CONV_CLIENT);
     reply(&cv, "12G");
     send(&cv, "ddcS", PGT_CONV_CLIENT);
     CHECK_STR(reply(&cv, "E"), "E>E.~S");
     CHECK_STR(reply(&cv, "Z"), "Z>S.");
+    CHECK_INT(pgt_conv_owed(&cv), 0);
+    /* Bad data in a simple COPY, a Sync and a Query sent behind the data:
+     * read as usual after the failing line (the Sync is answered). */
+    send(&cv, "Qdd", PGT_CONV_CLIENT);
+    CHECK_STR(reply(&cv, "G"), "G>Q");
+    send(&cv, "ScQ", PGT_CONV_CLIENT);
+    CHECK_STR(reply(&cv, "EZ Z CZ"), "E>Q Z>Q. Z>S. C>Q Z>Q.");
+    CHECK_INT(pgt_conv_owed(&cv), 0);
+    /* ... or ignored, when the line that fails comes after it: the reply
+     * that answers what follows tells. */
+    send(&cv, "QdSdcQ", PGT_CONV_CLIENT);
+    CHECK_STR(reply(&cv, "GEZ"), "G>Q E>Q Z>Q.");
+    CHECK_STR(reply(&cv, "CZ"), "C>Q^S Z>Q.");
+    CHECK_INT(pgt_conv_owed(&cv), 0);
+    CHECK_INT(pgt_conv_readies(&cv), 0);
+    /* Ended by CopyFail (57014): the Syncs sent during it were data. */
+    next_code = "57014";
+    send(&cv, "QdSfQ", PGT_CONV_CLIENT);
+    CHECK_STR(reply(&cv, "GEZ"), "G>Q E>Q Z>Q.~S");
+    CHECK_STR(reply(&cv, "CZ"), "C>Q Z>Q.");
+    next_code = NULL;
     CHECK_INT(pgt_conv_owed(&cv), 0);
     pgt_conv_free(&cv);
 }
@@ -302,7 +336,7 @@ static void test_out_of_step(void)
     /* Skipped entries left untaken are dropped at the next reply. */
     send(&cv, "PBS", PGT_CONV_CLIENT);
     pgt_conv_reply_t r;
-    pgt_conv_reply(&cv, 'E', &r);
+    pgt_conv_reply(&cv, 'E', NULL, &r);
     CHECK_INT(r.skipped, 1);
     CHECK_STR(reply(&cv, "Z"), "Z>S.");
     pgt_conv_free(&cv);
@@ -321,7 +355,7 @@ static void test_long_pipeline(void)
     int bad = 0;
     for (int i = 0; i < n; i++) {
         pgt_conv_reply_t r;
-        pgt_conv_reply(&cv, i % 2 ? 'C' : '2', &r);
+        pgt_conv_reply(&cv, i % 2 ? 'C' : '2', NULL, &r);
         bad += !r.ends || r.to.type != (i % 2 ? 'E' : 'B') || r.to.seq != (uint64_t)i + 1;
     }
     CHECK_INT(bad, 0);
