@@ -748,6 +748,7 @@ class DirectRun:
             if t in (b"T", b"D", b"C", b"G", b"H") and not ctx.ran:
                 ctx.ran = True
                 self.portals.discard("")  # the Query's own unnamed portal replaced it
+                self.batch_binds.discard("")  # so no Bind of this batch names it now
             if t == b"D":
                 ctx.rows += 1
             elif t in (b"C", b"I", b"E"):

@@ -55,7 +55,8 @@ Compared:
   * an ErrorResponse to a Parse, Bind, Describe or Close makes the server
     skip to the next Sync; the first Execute it skips whose portal exists
     on the server or was named by a Bind of that batch (and not closed
-    since) takes the error as
+    since, nor, for the unnamed portal, replaced by a simple Query's)
+    takes the error as
     its own: one record, status error, 0 rows (the statement the client
     meant to run failed, as a simple Query's syntax error is recorded).
     Nothing else the server skips counts: further Executes, a Query, a
