@@ -1377,11 +1377,22 @@ char *pgt_fp_tags_json(const char *text, size_t len)
 static bool holds_prep_word(const char *s)
 {
     for (; *s; s++) {
-        char c = lower(*s);
-        if ((c == 'p' && word_eq(s, 7, "prepare")) ||
-            (c == 'd' && (word_eq(s, 10, "deallocate") || word_eq(s, 7, "declare"))) ||
-            (c == 'c' && word_eq(s, 5, "close")))
-            return true;
+        switch (*s | 0x20) { /* ASCII letters in lower case; nothing else matches */
+        case 'p':
+            if (word_eq(s, 7, "prepare"))
+                return true;
+            break;
+        case 'd':
+            if (word_eq(s, 10, "deallocate") || word_eq(s, 7, "declare"))
+                return true;
+            break;
+        case 'c':
+            if (word_eq(s, 5, "close"))
+                return true;
+            break;
+        default:
+            break;
+        }
     }
     return false;
 }

@@ -110,6 +110,8 @@ static pgt_conv_entry_t pop(pgt_conv_t *cv)
  * dropped, and the skipped entries now at the head are counted. */
 static void settle(pgt_conv_t *cv)
 {
+    if (cv->skipping == 0 && (cv->len == 0 || !(at(cv, 0)->flags & (F_SKIP | F_MARK))))
+        return; /* the usual case: nothing to drop or count */
     while (cv->len > 0 && (at(cv, 0)->flags & F_MARK))
         pop(cv);
     cv->skipping = 0;
