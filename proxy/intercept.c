@@ -27,6 +27,8 @@ typedef struct named {
     bool hold;          /* portal: a cursor WITH HOLD, which outlives its transaction */
     bool gone;          /* portal: the unnamed one, dropped by the server but kept here
                            (without text) so that the next Bind reuses it */
+    uint64_t bind_seq;  /* portal: which Bind made it (see binds_sent); 0: its Bind
+                           completed, or a cursor of SQL DECLARE */
 } named_t;
 
 /* A change to the prepared statements that the server has not accepted
@@ -70,6 +72,8 @@ struct pgt_intercept {
     pgt_text_t *failed_parse;   /* the SQL of the named statement whose Parse failed then */
     uint64_t dropped_before;    /* portals of the batches before this one are gone (but
                                    cursors WITH HOLD) */
+    uint64_t binds_sent;        /* Binds the server answers, sent */
+    uint64_t binds_answered;    /* and answered (BindComplete, an error, skipped) */
 };
 
 static int64_t wall_us(void)
@@ -142,7 +146,7 @@ static named_t *remember(named_t **list, const char *name, pgt_text_t *text)
     n->types = NULL;
     n->types_len = 0;
     n->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
-    n->batch = 0;
+    n->batch = n->bind_seq = 0;
     n->hold = n->gone = false;
     return n;
 }
@@ -600,15 +604,30 @@ static size_t utf8_prefix(const char *s, size_t max)
 /* The portal of a Bind, kept with its batch until the server drops it at
  * the end of the transaction (portals_dropped); one whose Bind failed or
  * was skipped goes then too, and until then counts as named in its batch. */
-static void portal_made(pgt_intercept_t *ic, named_t *n)
+static void portal_made(pgt_intercept_t *ic, named_t *n, bool answered)
 {
-    if (n)
-        n->batch = ic->sent_batches;
+    if (!n)
+        return;
+    n->batch = ic->sent_batches;
+    n->bind_seq = answered ? ++ic->binds_sent : UINT64_MAX;
+}
+
+/* The server answered (ok: BindComplete) or skipped the oldest Bind not
+ * yet answered: its portal exists now, or it never will. */
+static void bind_answered(pgt_intercept_t *ic, bool ok)
+{
+    uint64_t seq = ++ic->binds_answered;
+    for (named_t *n = ic->portals; n; n = n->next)
+        if (n->bind_seq == seq) {
+            n->bind_seq = ok ? 0 : UINT64_MAX;
+            return;
+        }
 }
 
 /* A Bind the server answers or (failed_text) skips after an error, when
  * the portal takes the text of the statement whose Parse failed. */
-static void bind_portal(pgt_intercept_t *ic, const uint8_t *body, size_t len, bool failed_text)
+static void bind_portal(pgt_intercept_t *ic, const uint8_t *body, size_t len, bool failed_text,
+                        bool answered)
 {
     size_t pos = 0;
     const char *portal = cstr(body, len, &pos);
@@ -617,11 +636,11 @@ static void bind_portal(pgt_intercept_t *ic, const uint8_t *body, size_t len, bo
         return;
     named_t **pp = find(&ic->statements, stmt);
     if (pp) {
-        portal_made(ic, remember(&ic->portals, portal, (*pp)->text));
+        portal_made(ic, remember(&ic->portals, portal, (*pp)->text), answered);
         return;
     }
     if (failed_text && ic->failed_parse) { /* the statement that failed */
-        portal_made(ic, remember(&ic->portals, portal, ic->failed_parse));
+        portal_made(ic, remember(&ic->portals, portal, ic->failed_parse), false);
         return;
     }
     /* A statement whose SQL pgtally did not see (prepared where it does
@@ -634,13 +653,13 @@ static void bind_portal(pgt_intercept_t *ic, const uint8_t *body, size_t len, bo
     named_t *made = t ? remember(&ic->portals, portal, t) : NULL;
     if (!made)
         forget(&ic->portals, portal);
-    portal_made(ic, made);
+    portal_made(ic, made, answered);
     pgt_text_unref(t);
 }
 
 static void client_bind(pgt_intercept_t *ic, const uint8_t *body, size_t len)
 {
-    bind_portal(ic, body, len, false);
+    bind_portal(ic, body, len, false, true);
 }
 
 /* Whether the portal an Execute (body[0..len)) runs is one pgtally knows. */
@@ -654,12 +673,15 @@ static bool portal_known(pgt_intercept_t *ic, const uint8_t *body, size_t len)
 /* The server ended the transaction of the batches up to the one answered
  * (ReadyForQuery 'I'; a failed block keeps them until it is rolled back):
  * their portals are gone, but for cursors WITH HOLD. */
-static void portals_dropped(pgt_intercept_t *ic)
+static void portals_dropped(pgt_intercept_t *ic, bool all)
 {
-    ic->dropped_before = ic->answered_batches + 1;
+    if (all)
+        ic->dropped_before = ic->answered_batches + 1;
     for (named_t **pp = &ic->portals; *pp;) {
         named_t *n = *pp;
-        if (n->hold || n->gone || n->batch > ic->answered_batches) {
+        /* Not all: only the portals whose Bind failed or was skipped. */
+        bool failed = n->bind_seq == UINT64_MAX;
+        if (n->hold || n->gone || n->batch > ic->answered_batches || (!all && !failed)) {
             pp = &n->next;
             continue;
         }
@@ -715,7 +737,7 @@ void pgt_intercept_unsent_bind(pgt_intercept_t *ic, const uint8_t *body, size_t 
     const char *portal = cstr(body, len, &pos);
     if (!portal || !cstr(body, len, &pos))
         return;
-    bind_portal(ic, body, len, false);
+    bind_portal(ic, body, len, false, false);
     named_t *n = find_portal(ic, portal);
     pgt_exec_t *e = n ? push(ic, n->text, true, false) : NULL;
     forget(&ic->portals, portal);
@@ -848,6 +870,8 @@ static void server_error(pgt_intercept_t *ic, uint8_t answers, const uint8_t *pe
         ic->failed_parse = answers == 'P' ? failed_parse_text(ic) : NULL;
     }
     changes_void(ic);
+    if (answers == 'B')
+        bind_answered(ic, false);
     pgt_exec_t *e = ic->head;
     if (!e || e->is_marker || (answers != 'Q' && answers != 'E' && answers != 'F'))
         return;
@@ -885,9 +909,9 @@ static void server_done(pgt_intercept_t *ic, uint8_t answers, const uint8_t *pee
  * (its marker, with anything left before it). */
 static void server_ready(pgt_intercept_t *ic, uint8_t answers, uint8_t status)
 {
-    /* A failed block ('E') keeps its portals until it is rolled back. */
-    if (status == 'I')
-        portals_dropped(ic);
+    /* A failed block ('E') keeps its portals until it is rolled back; a
+     * portal whose Bind failed goes with its batch in any case. */
+    portals_dropped(ic, status == 'I');
     ic->cur_rows = 0;
     ic->cur_bytes = 0;
     ic->outcome = PGT_QUERY_OK;
@@ -935,7 +959,7 @@ void pgt_intercept_skipped(pgt_intercept_t *ic, uint8_t type, const uint8_t *bod
     /* Skipped as it went upstream: the Bind's portal is still named, for
      * the Execute behind it; the Execute is queued to be taken at once. */
     if (body && type == 'B')
-        bind_portal(ic, body, len, true);
+        bind_portal(ic, body, len, true, false);
     if (body && type == 'E' && ic->batch_error[0] && portal_known(ic, body, len)) {
         pgt_exec_t *last = ic->tail;
         client_execute(ic, body, len);
@@ -957,6 +981,9 @@ void pgt_intercept_skipped(pgt_intercept_t *ic, uint8_t type, const uint8_t *bod
         break;
     case 'E':
         skipped_execute(ic);
+        break;
+    case 'B':
+        bind_answered(ic, false);
         break;
 
     case 'S': /* a Sync the server ignored while it read COPY data */
@@ -993,6 +1020,9 @@ void pgt_intercept_server(pgt_intercept_t *ic, uint8_t answers, uint8_t type, ui
         break;
     case '3': /* CloseComplete */
         change_accepted(ic, '3');
+        break;
+    case '2': /* BindComplete */
+        bind_answered(ic, true);
         break;
 
     case 'C': /* CommandComplete */
