@@ -20,6 +20,7 @@ from test_budgets import PER_SECOND, set_budget
 from test_estimate import ALWAYS
 from test_hold import parse, replies_until_ready
 from test_metering import direct_connect, ledger, show
+from test_unknown import replies
 
 SYNC = message(b"S")
 FLUSH = message(b"H")
@@ -160,12 +161,7 @@ def test_query_skipped_after_an_error_lets_the_session_go_idle(pgtally, pg):
     t0 = time.monotonic()
     c.send(query_message("SELECT count(*) FROM generate_series(1, 100000) a, "
                          "generate_series(1, 100000) b"))
-    got = []
-    while True:
-        t, body = c.recv_message(10)
-        got.append((t, body))
-        if t == b"Z":
-            break
+    got = replies(c)
     assert time.monotonic() - t0 < 2, "the cross join ran"
     err = [body for t, body in got if t == b"E"]
     assert err and b"C54000" in err[0], got
@@ -217,13 +213,7 @@ def test_explains_bind_error_names_the_clients_portal(pgtally, pg):
             typed = message(b"P", b"\0SELECT $1 + 1 FROM generate_series(1, 3)\0" +
                             struct.pack("!HI", 1, 23))
             c.send(typed + bind(portal=portal, params=[b"abc"]) + execute(portal) + SYNC)
-            got = []
-            while True:
-                t, body = c.recv_message(5)
-                got.append((t, body))
-                if t == b"Z":
-                    break
-            bodies.append(got)
+            bodies.append(replies(c, timeout=5))
             c.close()
         assert bodies[1] == bodies[0], bodies
         err = dict((f[:1], f[1:]) for f in bodies[0][1][1].split(b"\0") if f)
