@@ -178,6 +178,11 @@ bool pgt__plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
     /* A statement prepared in SQL has no parameter types to Parse the
      * EXPLAIN with: it is estimated from history, and judged on that. */
     explain = explain && types;
+    /* A Bind of a named portal that exists fails on that (42P03) before
+     * its parameters are read; pgtally's EXPLAIN, on a portal of its own,
+     * would fail otherwise. */
+    if (explain && pgt_intercept_portal_exists(s->ic, (const char *)body))
+        explain = false;
     char *sql =
         pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, explain, &s->est);
     if (!sql)

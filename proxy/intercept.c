@@ -582,6 +582,11 @@ const pgt_text_t *pgt_intercept_statement(const pgt_intercept_t *ic, const char 
     return (*pp)->text;
 }
 
+bool pgt_intercept_portal_exists(pgt_intercept_t *ic, const char *portal)
+{
+    return portal[0] && find_portal(ic, portal);
+}
+
 void pgt_intercept_set_portal_estimate(pgt_intercept_t *ic, const char *portal,
                                        const pgt_estimate_t *est)
 {

@@ -38,6 +38,10 @@ void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est);
 const pgt_text_t *pgt_intercept_statement(const pgt_intercept_t *ic, const char *name,
                                           const uint8_t **types, size_t *types_len);
 
+/* Whether the named portal (not the unnamed one) exists as far as the
+ * meter knows: a Bind of it fails first on that (42P03). */
+bool pgt_intercept_portal_exists(pgt_intercept_t *ic, const char *portal);
+
 /* The estimate of the executions of portal, whose Bind has just been
  * passed to pgt_intercept_client. */
 void pgt_intercept_set_portal_estimate(pgt_intercept_t *ic, const char *portal,
