@@ -96,6 +96,14 @@ void ledger_spool_scan(pgt_ledger_t *l);
  * the cause to l->error. */
 bool ledger_spool_writable(pgt_ledger_t *l);
 
+/* ---- ledger_schema.c ------------------------------------------------------ */
+
+/* Opens the ledger at w (see pgt_ledger_db_open) with SQLite's busy timeout
+ * busy_ms, and nomutex for a connection of one thread. *fatal says the
+ * database can never work (not a database, a newer schema). */
+pgt_db_t *ledger_schema_open(const pgt_ledger_where_t *w, bool writable, int busy_ms, bool nomutex,
+                             int *version, bool *fatal, char *err, size_t errlen);
+
 /* ---- ledger_sqlite.c: the writer's connection -------------------------- */
 
 /* Opens, migrates and prepares the writer connection (l->db). Returns 0,

@@ -66,6 +66,35 @@ void pgt_period_bounds(pgt_period_t p, int64_t now_us, int64_t *start_us, int64_
     *end_us = (int64_t)local_midnight(tm.tm_year, tm.tm_mon + months, first + days) * US_PER_S;
 }
 
+/* Days from 1970-01-01 to the date y-m-d of the proleptic Gregorian
+ * calendar (m from 1), after Howard Hinnant's days_from_civil. */
+static int32_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? (unsigned)-3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return (int32_t)(era * 146097 + (int64_t)doe - 719468);
+}
+
+int32_t pgt_local_day(int64_t us)
+{
+    int64_t s = us / US_PER_S - (us % US_PER_S < 0);
+    time_t t = (time_t)s;
+    struct tm tm;
+    localtime_r(&t, &tm);
+    return days_from_civil((int64_t)tm.tm_year + 1900, (unsigned)tm.tm_mon + 1,
+                           (unsigned)tm.tm_mday);
+}
+
+int64_t pgt_local_day_start_us(int32_t day)
+{
+    /* 1970-01-01 plus day days, at local midnight: mktime normalises the
+     * day of the month. */
+    return (int64_t)local_midnight(70, 0, 1 + day) * US_PER_S;
+}
+
 int pgt_timezone_apply(const char *iana, char *err, size_t errlen)
 {
     if (pgt_config_check_timezone(iana, err, errlen) != 0)

@@ -1,14 +1,18 @@
-/* The ledger: one row per metered statement in SQLite (WAL), written by
- * one writer thread fed by a bounded queue, in batched transactions. The
- * event loop only enqueues and never waits on disk. If the database cannot
- * be written, records wait in memory, then in a spool file, and are
- * replayed when it is back. The API leaves room for a PostgreSQL backend. */
+/* The ledger: one row per metered statement in SQLite (WAL) or in a
+ * PostgreSQL database, written by one writer thread fed by a bounded queue,
+ * in batched transactions that also keep the daily rollups. The event loop
+ * only enqueues and never waits on the database. If the database cannot be
+ * written, records wait in memory, then in a spool file, and are replayed
+ * when it is back, each exactly once (records carry an id unique per
+ * instance and sequence). */
 #ifndef PGTALLY_LEDGER_H
 #define PGTALLY_LEDGER_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "pgtally/db.h"
 
 #define PGT_QUERY_STATUS_MAP(X)                                                                    \
     X(OK, "ok")                                                                                    \
@@ -53,6 +57,8 @@ typedef struct pgt_record {
     pgt_query_status_t status; /* how it ended */
     char sqlstate[6];          /* error SQLSTATE, or "" */
     int64_t budget_id;         /* budget that refused or cancelled it, or 0 */
+    int64_t seq;               /* set by the ledger: its sequence in this instance */
+    int32_t day;               /* set by the ledger: pgt_local_day(started_us) */
 } pgt_record_t;
 
 /* Returns a zeroed record with the "not explained" estimates (-1) and
@@ -65,9 +71,16 @@ void pgt_record_free(pgt_record_t *r);
 
 typedef enum { PGT_LEDGER_OPEN, PGT_LEDGER_CLOSED } pgt_ledger_on_failure_t;
 
+/* Where a ledger is: an SQLite file, or a PostgreSQL database and schema. */
+typedef struct pgt_ledger_where {
+    const char *ledger; /* an SQLite path, or a postgresql:// URI or libpq conninfo */
+    const char *schema; /* PostgreSQL: the schema of its tables (NULL: "pgtally") */
+} pgt_ledger_where_t;
+
 typedef struct pgt_ledger_opts {
-    const char *path;       /* SQLite file */
-    const char *spool_path; /* spool file; NULL means path + ".spool" */
+    pgt_ledger_where_t where; /* the ledger */
+    const char *spool_path;   /* spool file; NULL means the SQLite path + ".spool" (required
+                                 for PostgreSQL) */
     size_t queue_capacity;  /* records queued before more count as overflow (0: 65536) */
     size_t memory_capacity; /* records held in memory while failing (0 means 100000) */
     int retention_days;     /* delete rows older than this many days; 0 keeps all */
@@ -75,12 +88,13 @@ typedef struct pgt_ledger_opts {
     int busy_timeout_ms;                /* wait for another writer's lock (0 means 2000) */
     int64_t instance; /* this pgtally process, written with each record (budgets tell their
                          own records from other processes' by it) */
+    const char *instance_name; /* the name of this instance, for people (NULL: "") */
 } pgt_ledger_opts_t;
 
 typedef struct pgt_ledger pgt_ledger_t;
 
 /* Opens (creating and migrating) the ledger and starts the writer thread.
- * A file that fails for a reason that may pass (permissions, a lock, a
+ * A database that fails for a reason that may pass (permissions, a lock, a
  * missing directory) opens in the failing state, spooling, as long as the
  * spool file can be written. Returns NULL with the cause in err (without the
  * path) when the file is not a database, has a newer schema, or neither it
@@ -112,45 +126,36 @@ void pgt_ledger_stats(pgt_ledger_t *l, pgt_ledger_stats_t *out);
 void pgt_ledger_close(pgt_ledger_t *l);
 
 /* Direct connections, for the settings tables (budgets, teams, grants)
- * that pgtallyctl changes and a running pgtally reads. */
-struct sqlite3;
-struct sqlite3_stmt;
+ * that pgtallyctl changes and a running pgtally reads, and for the report. */
 
-/* Returns the schema version this build writes (PRAGMA user_version). */
+/* Returns the schema version this build writes. */
 int pgt_ledger_schema_version(void);
 
 /* Brings db's schema up to version target (0: this build's) in one
- * transaction; another process may migrate the same file at the same time.
- * Returns 0, or -1 with the cause in err (also when the file's schema is
- * newer than this build's). Tests pass an older target to make a ledger of
- * an earlier release. */
-int pgt_ledger_migrate(struct sqlite3 *db, int target, char *err, size_t errlen)
+ * transaction; another process may migrate the same ledger at the same
+ * time. Returns 0, or -1 with the cause in err (also when the schema is
+ * newer than this build's). Tests pass an older target to make an SQLite
+ * ledger of an earlier release. */
+int pgt_ledger_migrate(pgt_db_t *db, int target, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* Opens the ledger at path. writable: read-write, creating the file and
- * migrating it to this build's schema, in WAL mode like the writer.
- * Otherwise read-only, and only a pgtally ledger no newer than this build
- * (never created). Sets *version to the file's schema version. Returns the
- * connection, which the caller closes with sqlite3_close, or NULL with the
- * cause (without the path) in err. */
-struct sqlite3 *pgt_ledger_db_open(const char *path, bool writable, int *version, char *err,
-                                   size_t errlen);
-
-/* Steps the prepared statement st of db to the end, handing each row to
- * row_cb (NULL: rows are ignored), and finalizes st. Returns 0, the
- * callback's non-zero value, or -1 with "doing: what failed" in err. */
-int pgt_ledger_walk(struct sqlite3 *db, struct sqlite3_stmt *st,
-                    int (*row_cb)(struct sqlite3_stmt *st, void *arg), void *arg, const char *doing,
-                    char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Opens the ledger at w. writable: read-write, creating the SQLite file or
+ * the PostgreSQL schema and migrating it to this build's schema. Otherwise
+ * for reading only a pgtally ledger no newer than this build (never
+ * created). Sets *version to its schema version. Returns the connection,
+ * which the caller closes with pgt_db_close, or NULL with the cause
+ * (without the path) in err. */
+pgt_db_t *pgt_ledger_db_open(const pgt_ledger_where_t *w, bool writable, int *version, char *err,
+                             size_t errlen);
 
 /* Reading the ledger (pgtallyctl, reports). A reader has its own read-only
  * connection, so it works beside a running pgtally and never blocks it. */
 typedef struct pgt_ledger_reader pgt_ledger_reader_t;
 
-/* Opens path read-only. Returns NULL with the cause in err (without the
- * path) when the file is missing, is not a pgtally ledger, or has a newer
- * schema than this build. */
-pgt_ledger_reader_t *pgt_ledger_reader_open(const char *path, char *err, size_t errlen);
+/* Opens the ledger at w for reading. Returns NULL with the cause in err
+ * (without the path) when it is missing, is not a pgtally ledger, or has a
+ * newer schema than this build. */
+pgt_ledger_reader_t *pgt_ledger_reader_open(const pgt_ledger_where_t *w, char *err, size_t errlen);
 
 /* Closes a reader. NULL is allowed. */
 void pgt_ledger_reader_close(pgt_ledger_reader_t *rd);

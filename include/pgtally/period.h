@@ -31,6 +31,13 @@ int pgt_period_parse(const char *name, pgt_period_t *out) __attribute__((warn_un
  * hours. Uses the process's time zone (see pgt_timezone_apply). */
 void pgt_period_bounds(pgt_period_t p, int64_t now_us, int64_t *start_us, int64_t *end_us);
 
+/* Returns the local date that holds us as a day number: days since
+ * 1970-01-01 of the local calendar. Ledger rows and rollups carry it. */
+int32_t pgt_local_day(int64_t us);
+
+/* Returns the unix microseconds of local midnight starting day. */
+int64_t pgt_local_day_start_us(int32_t day);
+
 /* Makes iana (an IANA zone name such as "Europe/Berlin", or "UTC") the
  * process's local time zone: checks it as pgt_config_check_timezone does,
  * then sets TZ and calls tzset(). Not thread-safe: call it before starting
