@@ -216,7 +216,6 @@ static const char *const sqlite_migrations[] = {
     " WHERE fingerprint IS NOT NULL GROUP BY fingerprint;",
 };
 
-#define SCHEMA_VERSION ((int)NELEMS(migrations))
 #define SCHEMA_VERSION ((int)NELEMS(sqlite_migrations))
 
 /* The PostgreSQL schema starts at version 5, the SQLite schema of the same
@@ -322,6 +321,8 @@ static const char *const pg_migrations[] = {
     " FOR EACH STATEMENT EXECUTE FUNCTION settings_changed();"
     "CREATE TRIGGER budget_grants_version AFTER INSERT OR UPDATE OR DELETE ON budget_grants"
     " FOR EACH STATEMENT EXECUTE FUNCTION settings_changed();"
+    "CREATE FUNCTION tag_value(tags TEXT, name TEXT) RETURNS TEXT LANGUAGE plpgsql IMMUTABLE AS $$"
+    " BEGIN RETURN tags::jsonb ->> name; EXCEPTION WHEN others THEN RETURN NULL; END $$;"
     "CREATE TABLE schema_version (version INTEGER NOT NULL);"
     "INSERT INTO schema_version VALUES (0);",
 };
