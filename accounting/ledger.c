@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "pgtally/journal.h"
 #include "pgtally/log.h"
 #include "pgtally/names.h"
 #include "pgtally/period.h"
@@ -100,10 +101,50 @@ int ledger_recvec_push(recvec_t *v, pgt_record_t *r)
 
 int64_t ledger_next_seq(pgt_ledger_t *l)
 {
+    return pgt_ledger_reserve_seq(l, 1);
+}
+
+int64_t pgt_ledger_reserve_seq(pgt_ledger_t *l, int n)
+{
     uv_mutex_lock(&l->mu);
-    int64_t seq = ++l->next_seq;
+    int64_t seq = l->next_seq + 1;
+    l->next_seq += n > 0 ? n : 1;
     uv_mutex_unlock(&l->mu);
     return seq;
+}
+
+int64_t pgt_ledger_instance(const pgt_ledger_t *l)
+{
+    return l->instance;
+}
+
+void pgt_ledger_set_journal(pgt_ledger_t *l, struct pgt_journal *j)
+{
+    uv_mutex_lock(&l->mu);
+    l->journal = j;
+    uv_mutex_unlock(&l->mu);
+}
+
+const char *pgt_ledger_spool_path(const pgt_ledger_t *l)
+{
+    return l->spool_path;
+}
+
+void ledger_mark_durable(pgt_ledger_t *l, const recvec_t *v, bool durable)
+{
+    uint64_t end = 0;
+    for (size_t i = 0; durable && i < v->len; i++)
+        if (v->items[i]->journal_end > end)
+            end = v->items[i]->journal_end;
+    uv_mutex_lock(&l->mu);
+    l->settled += v->len;
+    struct pgt_journal *j = l->journal;
+    bool wake = l->sync_target && l->settled >= l->sync_target;
+    uv_mutex_unlock(&l->mu);
+    if (j && end)
+        pgt_journal_done(j, end);
+    if (wake)
+        uv_cond_broadcast(&l->synced);
 }
 
 void ledger_recvec_clear(recvec_t *v)
@@ -346,6 +387,7 @@ static int recover(pgt_ledger_t *l)
                   "written twice\"",
                   l->spool_path, strerror(errno));
     uint64_t n = from_spool + l->held.len;
+    ledger_mark_durable(l, &l->held, true);
     ledger_recvec_clear(&l->held);
     l->spool_has_data = false;
     l->spool_records = 0;
@@ -367,6 +409,7 @@ static void hold_batch(pgt_ledger_t *l)
         /* Out of memory: straight to the spool, or lost as a last resort. */
         if (ledger_spool_out(l, &l->batch) != 0) {
             PGT_ERROR("ledger_records_lost", "count=%zu error=\"%s\"", l->batch.len, l->error);
+            ledger_mark_durable(l, &l->batch, false);
             ledger_recvec_clear(&l->batch);
         }
     }
@@ -400,6 +443,7 @@ static void handle_batch(pgt_ledger_t *l)
         if (write_records(l, &l->batch) == 0) {
             l->wstats.written += l->batch.len;
             l->wstats.batches++;
+            ledger_mark_durable(l, &l->batch, true);
             ledger_recvec_clear(&l->batch);
             return;
         }
@@ -496,10 +540,20 @@ static void shutdown_flush(pgt_ledger_t *l)
         ledger_spool_held(l);
     if (l->held.len) {
         PGT_ERROR("ledger_records_lost", "count=%zu error=\"%s\"", l->held.len, l->error);
+        ledger_mark_durable(l, &l->held, false);
         ledger_recvec_clear(&l->held);
     }
     publish_stats(l);
     ledger_conn_close(l, true);
+}
+
+/* Whether a pgt_ledger_sync waits for records. */
+static bool sync_waiting(pgt_ledger_t *l)
+{
+    uv_mutex_lock(&l->mu);
+    bool waiting = l->sync_target && l->settled < l->sync_target;
+    uv_mutex_unlock(&l->mu);
+    return waiting;
 }
 
 static void writer_main(void *arg)
@@ -509,6 +563,9 @@ static void writer_main(void *arg)
         bool stopping = take_batch(l);
         bool had_records = l->batch.len > 0;
         handle_batch(l);
+        /* Records held in memory are not durable: a sync spools them. */
+        if (l->held.len && sync_waiting(l))
+            ledger_spool_held(l);
         if (stopping && !had_records)
             break;
         if (!stopping)
@@ -526,6 +583,7 @@ static void ledger_free(pgt_ledger_t *l)
     recvec_dispose(&l->batch);
     recvec_dispose(&l->held);
     uv_cond_destroy(&l->wake);
+    uv_cond_destroy(&l->synced);
     uv_mutex_destroy(&l->mu);
     free(l->path);
     free(l->schema);
@@ -544,6 +602,12 @@ static pgt_ledger_t *ledger_alloc(const pgt_ledger_opts_t *o)
         return NULL;
     }
     if (uv_cond_init(&l->wake) != 0) {
+        uv_mutex_destroy(&l->mu);
+        free(l);
+        return NULL;
+    }
+    if (uv_cond_init(&l->synced) != 0) {
+        uv_cond_destroy(&l->wake);
         uv_mutex_destroy(&l->mu);
         free(l);
         return NULL;
@@ -613,8 +677,10 @@ void pgt_ledger_submit(pgt_ledger_t *l, pgt_record_t *r)
         return;
     uv_mutex_lock(&l->mu);
     l->stats.submitted++;
-    r->instance = l->instance;
-    r->seq = ++l->next_seq;
+    if (r->seq <= 0) {
+        r->instance = l->instance;
+        r->seq = ++l->next_seq;
+    }
     bool full = l->queue.len >= l->queue_capacity;
     bool log_full = full && !l->queue_full;
     l->stats.overflowed += full;
@@ -631,6 +697,29 @@ void pgt_ledger_submit(pgt_ledger_t *l, pgt_record_t *r)
         PGT_ERROR("ledger_records_lost", "count=1 error=\"out of memory\"");
         pgt_record_free(r);
     }
+}
+
+int pgt_ledger_sync(pgt_ledger_t *l, int timeout_ms)
+{
+    uint64_t deadline = uv_hrtime() + (uint64_t)timeout_ms * 1000000u;
+    uv_mutex_lock(&l->mu);
+    l->sync_target = l->stats.submitted;
+    bool wake = l->writer_idle;
+    int rc = 0;
+    if (wake)
+        uv_cond_signal(&l->wake);
+    while (l->settled < l->sync_target && rc == 0) {
+        uint64_t now = uv_hrtime();
+        if (now >= deadline) {
+            rc = -1;
+            break;
+        }
+        /* The writer wakes at least every retry interval while it fails. */
+        (void)uv_cond_timedwait(&l->synced, &l->mu, deadline - now);
+    }
+    l->sync_target = 0;
+    uv_mutex_unlock(&l->mu);
+    return rc;
 }
 
 void pgt_ledger_stats(pgt_ledger_t *l, pgt_ledger_stats_t *out)

@@ -58,7 +58,11 @@ struct pgt_ledger {
     bool writer_idle;                   /* the writer waits on `wake` */
     bool stopping;                      /* pgt_ledger_close was called */
     pgt_ledger_stats_t stats;           /* published counters */
-    int64_t next_seq;                   /* the seq of the next record submitted */
+    int64_t next_seq;                   /* the last seq handed out */
+    uint64_t settled;                   /* records made durable or lost, in submit order */
+    uint64_t sync_target;               /* pgt_ledger_sync waits for settled to reach it */
+    uv_cond_t synced;                   /* signals pgt_ledger_sync */
+    struct pgt_journal *journal;        /* whose done mark the writer moves, or NULL */
     /* The fields below belong to the writer thread; ledger.c only tests
      * db, the backends own the rest of their part. */
     pgt_db_t *db;                /* writer connection; NULL while it fails */
@@ -90,6 +94,11 @@ int ledger_recvec_push(recvec_t *v, pgt_record_t *r) __attribute__((warn_unused_
 
 /* Returns a new sequence number of this instance (any thread). */
 int64_t ledger_next_seq(pgt_ledger_t *l);
+
+/* On the writer: the records of v are durable (committed or spooled), or
+ * settled for good (lost, logged; durable false): wakes a pgt_ledger_sync
+ * waiting for them, and moves the journal's done mark past durable ones. */
+void ledger_mark_durable(pgt_ledger_t *l, const recvec_t *v, bool durable);
 
 /* ---- ledger_spool.c: the spool file, on the writer thread -------------- */
 

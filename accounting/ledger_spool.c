@@ -204,6 +204,7 @@ int ledger_spool_out(pgt_ledger_t *l, recvec_t *v)
     l->wstats.spooled += v->len;
     l->spool_records += v->len;
     l->spool_has_data = true;
+    ledger_mark_durable(l, v, true);
     ledger_recvec_clear(v);
     return 0;
 }
