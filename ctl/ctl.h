@@ -43,6 +43,7 @@ typedef struct ctl_env {
     const char *config_path;   /* -c FILE, or NULL */
     const char *ledger_path;   /* --ledger PATH, or NULL */
     char *resolved_ledger;     /* the ledger file (owned), set by ctl_env_resolve */
+    const char *schema;        /* the ledger's PostgreSQL schema, or NULL (pgt_db_opts_t) */
     char currency[8];          /* from the config; "USD" by default */
     char timezone[128];        /* the local time zone in effect, for titles */
     struct pgt_config *config; /* the config read, or NULL without one (owned) */
@@ -63,9 +64,10 @@ typedef enum {
 } ctl_store_mode_t;
 
 /* Resolves the ledger and opens its budget tables. Returns 0 with the
- * connection in *db (NULL for CTL_STORE_READ on a ledger of a release
- * without budgets), or prints why and returns -1. */
-int ctl_open_store(ctl_env_t *env, ctl_store_mode_t mode, struct sqlite3 **db)
+ * connection in *db (close it with pgt_budget_store_close; NULL for
+ * CTL_STORE_READ on an SQLite ledger of a release without budgets), or
+ * prints why and returns -1. */
+int ctl_open_store(ctl_env_t *env, ctl_store_mode_t mode, pgt_db_t **db)
     __attribute__((warn_unused_result));
 
 /* Checks a name given on the command line (a user, role, team, ...): not
