@@ -265,7 +265,7 @@ static int board_load(ctl_env_t *env, board_t *bd)
         bd->n += rc == 0;
     }
     if (rc != 0) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
         board_free(bd);
         return -1;
     }
@@ -763,7 +763,7 @@ static int cmd_set(ctl_env_t *env, int argc, char **argv)
         fflush(stdout);
         note_no_effect(env, db, &a.b, NULL);
     } else {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
     }
     pgt_budget_store_close(db);
     return rc == 0 ? CTL_EXIT_OK : CTL_EXIT_ERROR;
@@ -811,7 +811,7 @@ static int cmd_rm(ctl_env_t *env, int argc, char **argv)
         return CTL_EXIT_ERROR;
     }
     if (rc != 0) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
         return CTL_EXIT_ERROR;
     }
     char subject[PGT_BUDGET_SUBJECT_MAX + 16];
@@ -916,7 +916,7 @@ static int cmd_grant(ctl_env_t *env, int argc, char **argv)
         grant_report(env, id, a.b.subject, a.b.limit_micro, until);
         note_no_effect(env, db, NULL, a.b.subject);
     } else {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
     }
     pgt_budget_store_close(db);
     return rc == 0 ? CTL_EXIT_OK : CTL_EXIT_ERROR;

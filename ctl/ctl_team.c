@@ -99,7 +99,7 @@ static int cmd_add(ctl_env_t *env, int argc, char **argv)
                added == 1 ? "" : "s");
         print_members(db, a.pos[0], "");
     } else {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
     }
     pgt_budget_store_close(db);
     return rc == 0 ? CTL_EXIT_OK : CTL_EXIT_ERROR;
@@ -120,7 +120,7 @@ static int cmd_rm(ctl_env_t *env, int argc, char **argv)
         fprintf(stderr, "%s team rm: %s; nothing changed (see 'pgtallyctl team list')\n", env->prog,
                 err);
     } else if (rc != 0) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
     } else if (a.npos == 1) {
         printf("Team %s removed\n", a.pos[0]);
     } else {
@@ -216,7 +216,7 @@ static int cmd_list(ctl_env_t *env, int argc, char **argv)
     pgt_budget_config_t *cfg = NULL;
     char err[512];
     if (db && pgt_budget_config_load(db, &cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
         pgt_budget_store_close(db);
         return CTL_EXIT_ERROR;
     }

@@ -92,6 +92,10 @@ int ctl_env_resolve(ctl_env_t *env)
         fprintf(stderr, "%s: out of memory\n", env->prog);
         return -1;
     }
+    env->where.ledger = env->resolved_ledger;
+    env->where.schema = cfg ? cfg->ledger_schema : NULL;
+    if (env->resolved_ledger)
+        pgt_db_describe(env->resolved_ledger, env->shown_ledger, sizeof(env->shown_ledger));
     return rc;
 }
 
@@ -518,9 +522,9 @@ pgt_ledger_reader_t *ctl_open_reader(ctl_env_t *env)
     if (ctl_env_resolve(env) != 0)
         return NULL;
     char err[512];
-    pgt_ledger_reader_t *rd = pgt_ledger_reader_open(env->resolved_ledger, err, sizeof(err));
+    pgt_ledger_reader_t *rd = pgt_ledger_reader_open(&env->where, err, sizeof(err));
     if (!rd)
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
     return rd;
 }
 
@@ -559,19 +563,17 @@ int ctl_open_store(ctl_env_t *env, ctl_store_mode_t mode, pgt_db_t **db)
     *db = NULL;
     if (ctl_env_resolve(env) != 0)
         return -1;
-    const char *path = env->resolved_ledger;
-    pgt_ledger_where_t where = {.ledger = path, .schema = env->schema};
-    bool lite = pgt_db_backend_of(path) == PGT_DB_SQLITE;
     char err[512];
-    /* A PostgreSQL ledger to change is created if missing, like its schema
-     * for the first pgtally: the database itself must exist. */
-    if (lite && mode == CTL_STORE_CHANGE && access(path, F_OK) != 0) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, path, strerror(errno));
+    /* A PostgreSQL ledger to change gets its schema when missing, as from
+     * the first pgtally: only the database must exist. */
+    if (pgt_db_backend_of(env->where.ledger) == PGT_DB_SQLITE && mode == CTL_STORE_CHANGE &&
+        access(env->where.ledger, F_OK) != 0) {
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, strerror(errno));
         return -1;
     }
-    int rc = pgt_budget_store_open(&where, mode != CTL_STORE_READ, db, err, sizeof(err));
+    int rc = pgt_budget_store_open(&env->where, mode != CTL_STORE_READ, db, err, sizeof(err));
     if (rc < 0)
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, path, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
     return rc < 0 ? -1 : 0;
 }
 

@@ -164,8 +164,15 @@ static int parse_args(int argc, char **argv, sources_t *src)
 static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
 {
     char err[1024];
+    /* Budget periods, record days and rollups are in the configured zone;
+     * set it before any thread starts. */
+    if (pgt_timezone_apply(p->cfg->timezone ? p->cfg->timezone : "UTC", err, sizeof(err)) != 0) {
+        fprintf(stderr, "pgtally: timezone: %s\n", err);
+        return -1;
+    }
     pgt_ledger_opts_t opts = {
-        .path = p->cfg->ledger_path ? p->cfg->ledger_path : "pgtally.db",
+        .where = {p->cfg->ledger_path ? p->cfg->ledger_path : "pgtally.db", p->cfg->ledger_schema},
+        .spool_path = p->cfg->ledger_spool,
         .queue_capacity = 65536,
         .memory_capacity = 100000,
         .retention_days = p->cfg->ledger_retention_days,
@@ -173,24 +180,20 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
         /* Tells this process's records from those of others sharing the
          * ledger (their spend counts towards the same budgets). */
         .instance = (int64_t)((((uint64_t)pgt_clock_us() << 20) ^ (uint64_t)getpid()) >> 1),
+        .instance_name = p->cfg->instance,
     };
+    char shown[512];
+    pgt_db_describe(opts.where.ledger, shown, sizeof(shown));
     pgt_ledger_t *l = pgt_ledger_open(&opts, err, sizeof(err));
     if (!l) {
-        fprintf(stderr, "pgtally: ledger %s: %s\n", opts.path, err);
-        PGT_ERROR("ledger_open_failed", "path=%s error=\"%s\"", opts.path, err);
+        fprintf(stderr, "pgtally: ledger %s: %s\n", shown, err);
+        PGT_ERROR("ledger_open_failed", "ledger=\"%s\" error=\"%s\"", shown, err);
         return -1;
     }
     p->meter = pgt_meter_new(p->loop, l, p->cfg);
     if (p->cfg->estimate_mode != PGT_ESTIMATE_OFF)
         p->estimator = pgt_estimator_new(p->cfg);
     if (!p->meter || (p->cfg->estimate_mode != PGT_ESTIMATE_OFF && !p->estimator)) {
-        pgt_meter_free(p->meter);
-        p->meter = NULL;
-        pgt_ledger_close(l);
-        return -1;
-    }
-    if (pgt_timezone_apply(p->cfg->timezone ? p->cfg->timezone : "UTC", err, sizeof(err)) != 0) {
-        fprintf(stderr, "pgtally: timezone: %s\n", err);
         pgt_meter_free(p->meter);
         p->meter = NULL;
         pgt_ledger_close(l);
