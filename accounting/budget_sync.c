@@ -513,13 +513,6 @@ typedef struct poll_state {
     bool poll_failing;  /* reading spend failed last time (logged once) */
 } poll_state_t;
 
-/* Names the ledger in logs: an SQLite path; never a conninfo, which may
- * hold a password. */
-static const char *ledger_name(const pgt_budget_sync_t *s)
-{
-    return pgt_db_backend_of(s->ledger) == PGT_DB_SQLITE ? s->ledger : "postgresql";
-}
-
 /* Opens the ledger when not open yet. Returns whether it is open. */
 static bool open_ledger(pgt_budget_sync_t *s, poll_state_t *ps)
 {
@@ -527,8 +520,10 @@ static bool open_ledger(pgt_budget_sync_t *s, poll_state_t *ps)
     if (ps->db)
         return true;
     if (pgt_budget_store_open(&s->where, true, &ps->db, err, sizeof(err)) != 0) {
+        char shown[512]; /* never a password */
+        pgt_db_describe(s->ledger, shown, sizeof(shown));
         if (!ps->open_failing)
-            PGT_WARN("budgets_ledger_failed", "ledger=%s error=\"%s\"", ledger_name(s), err);
+            PGT_WARN("budgets_ledger_failed", "ledger=\"%s\" error=\"%s\"", shown, err);
         ps->open_failing = true;
         ps->db = NULL;
         return false;
