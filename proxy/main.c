@@ -199,7 +199,7 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
         pgt_ledger_close(l);
         return -1;
     }
-    p->budgets = pgt_budgets_new(p->loop, p->cfg, opts.path, opts.instance, err, sizeof(err));
+    p->budgets = pgt_budgets_new(p->loop, p->cfg, &opts.where, opts.instance, err, sizeof(err));
     if (!p->budgets) {
         fprintf(stderr, "pgtally: budgets: %s\n", err);
         PGT_ERROR("budgets_failed", "error=\"%s\"", err);
