@@ -184,9 +184,6 @@ static void test_budgets(void)
     b.per_query_micro = US / 2;
     CHECK_INT(pgt_budget_warn_add(&b, 90), 0);
     CHECK_INT(pgt_budget_warn_add(&b, 50), 0);
-    CHECK_INT(pgt_budget_warn_add(&b, 90), 0); /* a repeat is kept once */
-    CHECK_INT(pgt_budget_warn_add(&b, 0), -1);
-    CHECK_INT(pgt_budget_warn_add(&b, 101), -1);
     int64_t team_id;
     bool created;
     char err[256] = "";
@@ -379,6 +376,20 @@ static void test_spend(void)
     pgt_budget_store_close(db);
 }
 
+/* Warn thresholds: ascending, without repeats, from 1 to 100. */
+static void test_warn(void)
+{
+    pgt_budget_t b = {0};
+    CHECK_INT(pgt_budget_warn_add(&b, 90), 0);
+    CHECK_INT(pgt_budget_warn_add(&b, 50), 0);
+    CHECK_INT(pgt_budget_warn_add(&b, 90), 0); /* a repeat is kept once */
+    CHECK_INT(pgt_budget_warn_add(&b, 0), -1);
+    CHECK_INT(pgt_budget_warn_add(&b, 101), -1);
+    CHECK_INT(b.nwarn, 2);
+    CHECK_INT(b.warn_pcts[0], 50);
+    CHECK_INT(b.warn_pcts[1], 90);
+}
+
 static void test_names(void)
 {
     pgt_budget_subject_t s;
@@ -425,6 +436,7 @@ int main(void)
         return 1;
     }
     test_names();
+    test_warn();
     test_open();
     test_changes_and_spend();
     const char *pg = getenv("PGTALLY_TEST_PG");

@@ -93,6 +93,7 @@ static void news_cb(uv_async_t *h)
     pgt_budget_sync_rows_free(rows, n);
 }
 
+/* Only wakes the loop. */
 static void timer_cb(uv_timer_t *t)
 {
     (void)t;
@@ -152,88 +153,116 @@ static void add_budget(pgt_db_t *db)
     CHECK_INT(pgt_budget_set(db, &b, &id, &created, err, sizeof(err)), 0);
 }
 
-static void test_follow(const pgt_ledger_where_t *w, pgt_db_t *db)
+/* Returns the integer of a one-row query, or -1. */
+static int64_t query_int(pgt_db_t *db, const char *sql)
 {
-    int32_t today = pgt_local_day(pgt_clock_us());
-    int32_t old = today - 60; /* in no current period */
-    add_budget(db);
-    write_spend(db, 7, today, "alice", 100, 1);
-    write_spend(db, 7, today - 1, "bob", 5, 1);
-    write_spend(db, 7, old, "alice", 1000000, 1);
-    write_spend(db, ME, today, "alice", 7000, 3); /* this instance: never read */
-    exec(db, "INSERT INTO role_members VALUES ('gone', 'nobody', 1)", "");
-    loop_side_t ls = {.nbudgets = -1};
-    CHECK_INT(uv_loop_init(&ls.loop), 0);
-    uv_async_init(&ls.loop, &ls.news, news_cb);
-    ls.news.data = &ls;
-    uv_timer_init(&ls.loop, &ls.timer);
+    int64_t v = -1;
+    char err[256];
+    if (pgt_db_int_query(db, "test", err, sizeof(err), &v, sql, "") != 0)
+        fprintf(stderr, "%s: %s\n", sql, err);
+    return v;
+}
+
+/* Starts the loop and the thread over the ledger at w. */
+static void side_start(loop_side_t *ls, const pgt_ledger_where_t *w)
+{
+    *ls = (loop_side_t){.nbudgets = -1};
+    CHECK_INT(uv_loop_init(&ls->loop), 0);
+    uv_async_init(&ls->loop, &ls->news, news_cb);
+    ls->news.data = ls;
+    uv_timer_init(&ls->loop, &ls->timer);
     pgt_budget_sync_opts_t o = {.where = *w,
                                 .instance = ME,
                                 .admin_conninfo = pg_conninfo,
                                 .interval_ms = 20,
                                 .role_refresh_ms = 60000,
-                                .news = &ls.news};
+                                .news = &ls->news};
     char err[256];
-    ls.sync = pgt_budget_sync_start(&o, err, sizeof(err));
-    CHECK(ls.sync != NULL);
+    ls->sync = pgt_budget_sync_start(&o, err, sizeof(err));
+    CHECK(ls->sync != NULL);
+}
 
-    /* At start: all of it. */
-    wait_spent(&ls, "alice", today, 100);
-    CHECK_INT(ls.nbudgets, 1);
-    CHECK_INT(spent(&ls, "alice", today), 100);
-    CHECK_INT(spent(&ls, "alice", old), 0);
+/* Stops the thread (if still running) and closes the loop. */
+static void side_stop(loop_side_t *ls)
+{
+    pgt_budget_sync_free(ls->sync);
+    ls->sync = NULL;
+    uv_close((uv_handle_t *)&ls->news, NULL);
+    uv_close((uv_handle_t *)&ls->timer, NULL);
+    uv_run(&ls->loop, UV_RUN_DEFAULT);
+    CHECK_INT(uv_loop_close(&ls->loop), 0);
+}
+
+/* What other instances spent: all of it at start, then differences. */
+static void test_spend(loop_side_t *ls, pgt_db_t *db, int32_t today)
+{
+    int32_t old = today - 60; /* in no current period */
+    /* At start: all of it, but this instance's and old days'. */
+    wait_spent(ls, "alice", today, 100);
+    CHECK_INT(ls->nbudgets, 1);
+    CHECK_INT(spent(ls, "alice", today), 100);
+    CHECK_INT(spent(ls, "alice", old), 0);
     /* bob's yesterday counts when the current week or month holds it. */
     int64_t week, month, end;
     pgt_period_bounds(PGT_PERIOD_WEEK, pgt_clock_us(), &week, &end);
     pgt_period_bounds(PGT_PERIOD_MONTH, pgt_clock_us(), &month, &end);
     int32_t first = pgt_local_day(week < month ? week : month);
-    CHECK_INT(spent(&ls, "bob", today - 1), today - 1 >= first ? 5 : 0);
+    CHECK_INT(spent(ls, "bob", today - 1), today - 1 >= first ? 5 : 0);
 
     /* Then what moved: only the difference, of old and new instances. */
     write_spend(db, 7, today, "alice", 150, 2);
     write_spend(db, 9, today, "carol", 30, 1);
-    wait_spent(&ls, "carol", today, 30);
-    wait_spent(&ls, "alice", today, 150);
-    CHECK_INT(spent(&ls, "alice", today), 150);
-    CHECK_INT(spent(&ls, "carol", today), 30);
+    wait_spent(ls, "carol", today, 30);
+    wait_spent(ls, "alice", today, 150);
+    CHECK_INT(spent(ls, "alice", today), 150);
+    CHECK_INT(spent(ls, "carol", today), 30);
     /* A change whose rev the instance did not publish is not read yet. */
     exec(db, "UPDATE spend SET cost_micro = 999 WHERE instance = 9", "");
-    wait_spent(&ls, "carol", today, 999);
-    CHECK_INT(spent(&ls, "carol", today), 30);
+    wait_spent(ls, "carol", today, 999);
+    CHECK_INT(spent(ls, "carol", today), 30);
     write_spend(db, 9, today, "carol", 1030, 2);
-    wait_spent(&ls, "carol", today, 1030);
-    CHECK_INT(spent(&ls, "carol", today), 1030);
-    CHECK_INT(spent(&ls, "alice", today), 150);
-    CHECK(!ls.bad_row);
+    wait_spent(ls, "carol", today, 1030);
+    CHECK_INT(spent(ls, "carol", today), 1030);
+    CHECK_INT(spent(ls, "alice", today), 150);
+    CHECK(!ls->bad_row);
+}
 
+/* Alerts recorded once; role memberships replaced by the server's. */
+static void test_alerts_and_roles(loop_side_t *ls, pgt_db_t *db)
+{
     /* An alert queued twice (or by two processes) is recorded once. */
     pgt_budget_alert_t a = {.budget_id = 1, .period_start = 5, .pct = 80};
     snprintf(a.channel, sizeof(a.channel), "log");
     snprintf(a.text, sizeof(a.text), "at 80%%");
-    pgt_budget_sync_alert(ls.sync, &a);
-    pgt_budget_sync_alert(ls.sync, &a);
-    pgt_budget_sync_free(ls.sync);
-    int64_t n = -1;
-    CHECK_INT(pgt_db_int_query(db, "test", err, sizeof(err), &n,
-                               "SELECT count(*) FROM alerts_sent WHERE threshold_pct = 80", ""),
-              0);
-    CHECK_INT(n, 1);
+    pgt_budget_sync_alert(ls->sync, &a);
+    pgt_budget_sync_alert(ls->sync, &a);
+    pgt_budget_sync_free(ls->sync); /* writes what is queued */
+    ls->sync = NULL;
+    CHECK_INT(query_int(db, "SELECT count(*) FROM alerts_sent WHERE threshold_pct = 80"), 1);
     /* Role memberships, read from the server (a superuser is a member of
      * every role), replace those of the last read. */
     if (pg_conninfo) {
-        CHECK_INT(pgt_db_int_query(db, "test", err, sizeof(err), &n,
-                                   "SELECT count(*) FROM role_members WHERE role = 'gone'", ""),
-                  0);
-        CHECK_INT(n, 0);
-        CHECK_INT(pgt_db_int_query(db, "test", err, sizeof(err), &n,
-                                   "SELECT count(*) FROM role_members", ""),
-                  0);
-        CHECK(n > 0);
+        CHECK_INT(query_int(db, "SELECT count(*) FROM role_members WHERE role = 'gone'"), 0);
+        CHECK(query_int(db, "SELECT count(*) FROM role_members") > 0);
     }
-    uv_close((uv_handle_t *)&ls.news, NULL);
-    uv_close((uv_handle_t *)&ls.timer, NULL);
-    uv_run(&ls.loop, UV_RUN_DEFAULT);
-    CHECK_INT(uv_loop_close(&ls.loop), 0);
+}
+
+/* The thread over a ledger where other instances spent, from start to
+ * stop. */
+static void test_follow(const pgt_ledger_where_t *w, pgt_db_t *db)
+{
+    int32_t today = pgt_local_day(pgt_clock_us());
+    add_budget(db);
+    write_spend(db, 7, today, "alice", 100, 1);
+    write_spend(db, 7, today - 1, "bob", 5, 1);
+    write_spend(db, 7, today - 60, "alice", 1000000, 1);
+    write_spend(db, ME, today, "alice", 7000, 3); /* this instance: never read */
+    exec(db, "INSERT INTO role_members VALUES ('gone', 'nobody', 1)", "");
+    loop_side_t ls;
+    side_start(&ls, w);
+    test_spend(&ls, db, today);
+    test_alerts_and_roles(&ls, db);
+    side_stop(&ls);
 }
 
 /* Opens the ledger at w, runs the test on it and closes it. */
