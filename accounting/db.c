@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgtally/config.h"
 #include "pgtally/names.h"
 
 #define DEFAULT_BUSY_MS 2000
@@ -34,17 +35,32 @@ struct pgt_db_row {
 
 pgt_db_backend_t pgt_db_backend_of(const char *ledger)
 {
-    if (!ledger)
-        return PGT_DB_SQLITE;
-    if (strncmp(ledger, "postgresql://", 13) == 0 || strncmp(ledger, "postgres://", 11) == 0)
-        return PGT_DB_POSTGRESQL;
-    /* A conninfo is key=value pairs; a file name with '=' and a space in it
-     * is an unlikely ledger path. */
-    const char *eq = strchr(ledger, '=');
-    if (eq && eq > ledger && !strchr(ledger, '/') && strspn(ledger, "abcdefghijklmnopqrstuvwxyz_ ") ==
-                                                         (size_t)(eq - ledger))
-        return PGT_DB_POSTGRESQL;
-    return PGT_DB_SQLITE;
+    return pgt_config_ledger_is_postgresql(ledger) ? PGT_DB_POSTGRESQL : PGT_DB_SQLITE;
+}
+
+void pgt_db_describe(const char *ledger, char *out, size_t outlen)
+{
+    if (pgt_db_backend_of(ledger) == PGT_DB_SQLITE) {
+        snprintf(out, outlen, "%s", ledger ? ledger : "");
+        return;
+    }
+    PQconninfoOption *opts = PQconninfoParse(ledger, NULL);
+    if (!opts) {
+        snprintf(out, outlen, "(a PostgreSQL conninfo that does not parse)");
+        return;
+    }
+    static const char *const shown[] = {"host", "hostaddr", "port", "dbname", "user"};
+    size_t len = 0;
+    out[0] = '\0';
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        for (size_t i = 0; i < sizeof(shown) / sizeof(shown[0]); i++) {
+            if (strcmp(o->keyword, shown[i]) != 0 || !o->val || !o->val[0] || len >= outlen)
+                continue;
+            int n = snprintf(out + len, outlen - len, "%s%s=%s", len ? " " : "", o->keyword, o->val);
+            len += n > 0 ? (size_t)n : 0;
+        }
+    }
+    PQconninfoFree(opts);
 }
 
 pgt_db_backend_t pgt_db_backend(const pgt_db_t *db)

@@ -12,8 +12,10 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "pgtally/journal.h"
 #include "pgtally/log.h"
 #include "pgtally/names.h"
+#include "pgtally/period.h"
 
 #define DEFAULT_QUEUE_CAPACITY 65536
 #define DEFAULT_MEMORY_CAPACITY 100000
@@ -87,6 +89,62 @@ static int recvec_move(recvec_t *dst, recvec_t *src)
     dst->len += src->len;
     src->len = 0;
     return 0;
+}
+
+int ledger_recvec_push(recvec_t *v, pgt_record_t *r)
+{
+    if (recvec_reserve(v, 1) != 0)
+        return -1;
+    v->items[v->len++] = r;
+    return 0;
+}
+
+int64_t ledger_next_seq(pgt_ledger_t *l)
+{
+    return pgt_ledger_reserve_seq(l, 1);
+}
+
+int64_t pgt_ledger_reserve_seq(pgt_ledger_t *l, int n)
+{
+    uv_mutex_lock(&l->mu);
+    int64_t seq = l->next_seq + 1;
+    l->next_seq += n > 0 ? n : 1;
+    uv_mutex_unlock(&l->mu);
+    return seq;
+}
+
+int64_t pgt_ledger_instance(const pgt_ledger_t *l)
+{
+    return l->instance;
+}
+
+void pgt_ledger_set_journal(pgt_ledger_t *l, struct pgt_journal *j)
+{
+    uv_mutex_lock(&l->mu);
+    l->journal = j;
+    uv_mutex_unlock(&l->mu);
+}
+
+const char *pgt_ledger_spool_path(const pgt_ledger_t *l)
+{
+    return l->spool_path;
+}
+
+void ledger_mark_durable(pgt_ledger_t *l, const recvec_t *v, bool durable)
+{
+    uint64_t end = 0;
+    for (size_t i = 0; durable && i < v->len; i++)
+        if (v->items[i]->journal_end > end)
+            end = v->items[i]->journal_end;
+    uv_mutex_lock(&l->mu);
+    l->settled += v->len;
+    struct pgt_journal *j = l->journal;
+    bool wake = l->sync_target && l->settled >= l->sync_target;
+    uv_mutex_unlock(&l->mu);
+    if (j && end)
+        pgt_journal_done(j, end);
+    if (wake)
+        uv_cond_broadcast(&l->synced);
 }
 
 void ledger_recvec_clear(recvec_t *v)
@@ -180,6 +238,88 @@ bool pgt_ledger_refusing(const pgt_ledger_t *l)
     return l && l->on_failure == PGT_LEDGER_CLOSED && is_failing(l);
 }
 
+/* ---- The connection, whichever backend ---------------------------------- */
+
+int ledger_conn_open(pgt_ledger_t *l, bool *fatal)
+{
+    pgt_ledger_where_t w = {l->path, l->schema};
+    int version;
+    l->db = ledger_schema_open(&w, true, l->busy_timeout_ms, true, &version, fatal, l->error,
+                               sizeof(l->error));
+    if (!l->db)
+        return -1;
+    if (l->backend == PGT_DB_SQLITE && ledger_lite_prepare(l) != 0) {
+        ledger_conn_close(l, false);
+        return -1;
+    }
+    return 0;
+}
+
+void ledger_conn_close(pgt_ledger_t *l, bool optimize)
+{
+    if (l->backend == PGT_DB_SQLITE) {
+        ledger_lite_close(l);
+        char ignored[8];
+        if (l->db && optimize &&
+            pgt_db_exec(l->db, "optimizing", "PRAGMA optimize", ignored, sizeof(ignored)) != 0)
+            PGT_DEBUG("ledger_optimize_failed", "error=\"%s\"", pgt_db_errmsg(l->db));
+    } else {
+        ledger_pg_close(l);
+    }
+    pgt_db_close(l->db);
+    l->db = NULL;
+}
+
+int ledger_conn_begin(pgt_ledger_t *l)
+{
+    if (l->backend == PGT_DB_SQLITE)
+        return ledger_lite_begin(l);
+    return pgt_db_begin(l->db, true, l->error, sizeof(l->error));
+}
+
+int ledger_conn_insert(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
+{
+    if (l->backend == PGT_DB_SQLITE)
+        return ledger_lite_insert(l, recs, n);
+    return ledger_pg_insert(l, recs, n);
+}
+
+/* Folds what the transaction inserted into the rollups, and notes this
+ * instance's new rev, before the commit. */
+static int conn_fold(pgt_ledger_t *l)
+{
+    int rc = l->backend == PGT_DB_SQLITE ? ledger_lite_fold(l) : ledger_pg_fold(l);
+    int64_t now = wall_us();
+    if (rc == 0)
+        rc = pgt_db_run(l->db, "noting the instance", l->error, sizeof(l->error), NULL, NULL,
+                        "INSERT INTO instances (id, name, started_at, seen_at, rev)"
+                        " VALUES (?1, ?2, ?3, ?3, ?4) ON CONFLICT (id) DO UPDATE SET"
+                        " seen_at = excluded.seen_at, rev = excluded.rev",
+                        "itii", l->instance, l->instance_name, now, l->rev + 1);
+    return rc;
+}
+
+int ledger_conn_end(pgt_ledger_t *l, int rc)
+{
+    if (rc == 0)
+        rc = conn_fold(l);
+    char err[sizeof(l->error)];
+    if (pgt_db_finish(l->db, rc, err, sizeof(err)) != 0 && rc == 0) {
+        snprintf(l->error, sizeof(l->error), "%s", err);
+        rc = -1;
+    }
+    if (rc == 0)
+        l->rev++;
+    return rc;
+}
+
+int ledger_conn_delete_before(pgt_ledger_t *l, int32_t cutoff_day, int limit, int *deleted)
+{
+    if (l->backend == PGT_DB_SQLITE)
+        return ledger_lite_delete_before(l, cutoff_day, limit, deleted);
+    return ledger_pg_delete_before(l, cutoff_day, deleted);
+}
+
 /* Writes v in one transaction. Returns 0, or -1 with l->error set. */
 static int write_records(pgt_ledger_t *l, const recvec_t *v)
 {
@@ -247,6 +387,7 @@ static int recover(pgt_ledger_t *l)
                   "written twice\"",
                   l->spool_path, strerror(errno));
     uint64_t n = from_spool + l->held.len;
+    ledger_mark_durable(l, &l->held, true);
     ledger_recvec_clear(&l->held);
     l->spool_has_data = false;
     l->spool_records = 0;
@@ -268,6 +409,7 @@ static void hold_batch(pgt_ledger_t *l)
         /* Out of memory: straight to the spool, or lost as a last resort. */
         if (ledger_spool_out(l, &l->batch) != 0) {
             PGT_ERROR("ledger_records_lost", "count=%zu error=\"%s\"", l->batch.len, l->error);
+            ledger_mark_durable(l, &l->batch, false);
             ledger_recvec_clear(&l->batch);
         }
     }
@@ -275,14 +417,33 @@ static void hold_batch(pgt_ledger_t *l)
         ledger_spool_held(l);
 }
 
+/* Gives the batch's new records their local day, once: a record replayed
+ * from the spool keeps the day it was given. */
+static void stamp_days(pgt_ledger_t *l)
+{
+    int64_t from = 0, to = 0;
+    int32_t day = 0;
+    for (size_t i = 0; i < l->batch.len; i++) {
+        pgt_record_t *r = l->batch.items[i];
+        if (r->started_us < from || r->started_us >= to) {
+            day = pgt_local_day(r->started_us);
+            from = pgt_local_day_start_us(day);
+            to = pgt_local_day_start_us(day + 1);
+        }
+        r->day = day;
+    }
+}
+
 static void handle_batch(pgt_ledger_t *l)
 {
     if (!l->batch.len)
         return;
+    stamp_days(l);
     if (!has_backlog(l)) {
         if (write_records(l, &l->batch) == 0) {
             l->wstats.written += l->batch.len;
             l->wstats.batches++;
+            ledger_mark_durable(l, &l->batch, true);
             ledger_recvec_clear(&l->batch);
             return;
         }
@@ -295,8 +456,8 @@ static void handle_batch(pgt_ledger_t *l)
 static void retention_step(pgt_ledger_t *l)
 {
     int deleted = 0;
-    int64_t cutoff_us = wall_us() - (int64_t)l->retention_days * DAY_US;
-    int rc = ledger_conn_delete_before(l, cutoff_us, RETENTION_CHUNK, &deleted);
+    int32_t cutoff_day = pgt_local_day(wall_us()) - l->retention_days;
+    int rc = ledger_conn_delete_before(l, cutoff_day, RETENTION_CHUNK, &deleted);
     int64_t now = mono_us();
     if (rc != 0) {
         PGT_WARN("ledger_retention_failed", "error=\"%s\"", l->error);
@@ -304,7 +465,7 @@ static void retention_step(pgt_ledger_t *l)
         return;
     }
     l->retention_deleted += (uint64_t)deleted;
-    if (deleted >= RETENTION_CHUNK)
+    if (l->backend == PGT_DB_SQLITE && deleted >= RETENTION_CHUNK)
         return; /* more to delete: the next loop turn goes on */
     if (l->retention_deleted)
         PGT_INFO("ledger_retention", "deleted=%llu retention_days=%d",
@@ -379,10 +540,20 @@ static void shutdown_flush(pgt_ledger_t *l)
         ledger_spool_held(l);
     if (l->held.len) {
         PGT_ERROR("ledger_records_lost", "count=%zu error=\"%s\"", l->held.len, l->error);
+        ledger_mark_durable(l, &l->held, false);
         ledger_recvec_clear(&l->held);
     }
     publish_stats(l);
     ledger_conn_close(l, true);
+}
+
+/* Whether a pgt_ledger_sync waits for records. */
+static bool sync_waiting(pgt_ledger_t *l)
+{
+    uv_mutex_lock(&l->mu);
+    bool waiting = l->sync_target && l->settled < l->sync_target;
+    uv_mutex_unlock(&l->mu);
+    return waiting;
 }
 
 static void writer_main(void *arg)
@@ -392,6 +563,9 @@ static void writer_main(void *arg)
         bool stopping = take_batch(l);
         bool had_records = l->batch.len > 0;
         handle_batch(l);
+        /* Records held in memory are not durable: a sync spools them. */
+        if (l->held.len && sync_waiting(l))
+            ledger_spool_held(l);
         if (stopping && !had_records)
             break;
         if (!stopping)
@@ -409,8 +583,11 @@ static void ledger_free(pgt_ledger_t *l)
     recvec_dispose(&l->batch);
     recvec_dispose(&l->held);
     uv_cond_destroy(&l->wake);
+    uv_cond_destroy(&l->synced);
     uv_mutex_destroy(&l->mu);
     free(l->path);
+    free(l->schema);
+    free(l->instance_name);
     free(l->spool_path);
     free(l);
 }
@@ -429,12 +606,23 @@ static pgt_ledger_t *ledger_alloc(const pgt_ledger_opts_t *o)
         free(l);
         return NULL;
     }
-    l->path = strdup(o->path);
+    if (uv_cond_init(&l->synced) != 0) {
+        uv_cond_destroy(&l->wake);
+        uv_mutex_destroy(&l->mu);
+        free(l);
+        return NULL;
+    }
+    l->path = strdup(o->where.ledger);
+    l->backend = pgt_db_backend_of(o->where.ledger);
+    l->schema = o->where.schema ? strdup(o->where.schema) : NULL;
+    l->instance_name = strdup(o->instance_name ? o->instance_name : "");
     if (o->spool_path)
         l->spool_path = strdup(o->spool_path);
-    else if (l->path && asprintf(&l->spool_path, "%s.spool", o->path) < 0)
+    else if (l->path && l->backend == PGT_DB_SQLITE &&
+             asprintf(&l->spool_path, "%s.spool", o->where.ledger) < 0)
         l->spool_path = NULL;
-    if (!l->path || !l->spool_path) {
+    if (!l->path || !l->spool_path || !l->instance_name ||
+        (o->where.schema && !l->schema)) {
         ledger_free(l);
         return NULL;
     }
@@ -449,8 +637,12 @@ static pgt_ledger_t *ledger_alloc(const pgt_ledger_opts_t *o)
 
 pgt_ledger_t *pgt_ledger_open(const pgt_ledger_opts_t *opts, char *err, size_t errlen)
 {
-    if (!opts || !opts->path || !opts->path[0]) {
-        snprintf(err, errlen, "no ledger file given");
+    if (!opts || !opts->where.ledger || !opts->where.ledger[0]) {
+        snprintf(err, errlen, "no ledger given");
+        return NULL;
+    }
+    if (pgt_db_backend_of(opts->where.ledger) == PGT_DB_POSTGRESQL && !opts->spool_path) {
+        snprintf(err, errlen, "a PostgreSQL ledger needs a spool file");
         return NULL;
     }
     pgt_ledger_t *l = ledger_alloc(opts);
@@ -485,6 +677,10 @@ void pgt_ledger_submit(pgt_ledger_t *l, pgt_record_t *r)
         return;
     uv_mutex_lock(&l->mu);
     l->stats.submitted++;
+    if (r->seq <= 0) {
+        r->instance = l->instance;
+        r->seq = ++l->next_seq;
+    }
     bool full = l->queue.len >= l->queue_capacity;
     bool log_full = full && !l->queue_full;
     l->stats.overflowed += full;
@@ -501,6 +697,29 @@ void pgt_ledger_submit(pgt_ledger_t *l, pgt_record_t *r)
         PGT_ERROR("ledger_records_lost", "count=1 error=\"out of memory\"");
         pgt_record_free(r);
     }
+}
+
+int pgt_ledger_sync(pgt_ledger_t *l, int timeout_ms)
+{
+    uint64_t deadline = uv_hrtime() + (uint64_t)timeout_ms * 1000000u;
+    uv_mutex_lock(&l->mu);
+    l->sync_target = l->stats.submitted;
+    bool wake = l->writer_idle;
+    int rc = 0;
+    if (wake)
+        uv_cond_signal(&l->wake);
+    while (l->settled < l->sync_target && rc == 0) {
+        uint64_t now = uv_hrtime();
+        if (now >= deadline) {
+            rc = -1;
+            break;
+        }
+        /* The writer wakes at least every retry interval while it fails. */
+        (void)uv_cond_timedwait(&l->synced, &l->mu, deadline - now);
+    }
+    l->sync_target = 0;
+    uv_mutex_unlock(&l->mu);
+    return rc;
 }
 
 void pgt_ledger_stats(pgt_ledger_t *l, pgt_ledger_stats_t *out)

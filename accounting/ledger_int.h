@@ -1,6 +1,7 @@
 /* Internals shared by the files of the ledger, and by nothing else: its
  * state, the record array, and the calls between the backend-neutral writer
- * (ledger.c, ledger_spool.c) and its SQLite storage (ledger_sqlite.c). */
+ * (ledger.c, ledger_spool.c) and its storage (ledger_sqlite.c for SQLite,
+ * ledger_pg.c for PostgreSQL, ledger_schema.c for the schema of both). */
 #ifndef PGTALLY_LEDGER_INT_H
 #define PGTALLY_LEDGER_INT_H
 
@@ -13,12 +14,13 @@
 
 #define LEDGER_BUSY_TIMEOUT_MS 2000 /* default wait for another writer's lock */
 
-/* The columns of a record, in the order of bind_record and
- * ledger_row_to_record (ledger_sqlite.c). */
+/* The columns of a record, in the order of ledger_row_to_record; the
+ * writers add budget_id, instance, seq and day. */
 #define LEDGER_RECORD_COLUMNS                                                                      \
     "started_at, finished_at, session_id, backend_pid, \"user\", database, application, "          \
     "client_addr, tags, fingerprint, normalized, kind, protocol, est_planner_cost, "               \
     "est_cost_micro, compute_s, rows, bytes_out, cost_micro, status, sqlstate"
+#define LEDGER_WRITE_COLUMNS LEDGER_RECORD_COLUMNS ", budget_id, instance, seq, day"
 
 /* A growable array of records, oldest first. */
 typedef struct recvec {
@@ -35,7 +37,10 @@ typedef struct fifo {
 } fifo_t;
 
 struct pgt_ledger {
-    char *path;                         /* SQLite file */
+    char *path;                         /* the SQLite file, or the PostgreSQL URI or conninfo */
+    char *schema;                       /* PostgreSQL schema, or NULL */
+    char *instance_name;                /* this instance's name, for people */
+    pgt_db_backend_t backend;           /* where path points */
     char *spool_path;                   /* spool file, JSON lines */
     size_t queue_capacity;              /* records queued before they count as overflow */
     size_t memory_capacity;             /* records held in memory while failing */
@@ -53,10 +58,20 @@ struct pgt_ledger {
     bool writer_idle;                   /* the writer waits on `wake` */
     bool stopping;                      /* pgt_ledger_close was called */
     pgt_ledger_stats_t stats;           /* published counters */
-    /* The fields below belong to the writer thread; db and insert are the
-     * only SQLite ones, used by ledger_sqlite.c alone (ledger.c tests db). */
-    struct sqlite3 *db;          /* writer connection; NULL while it fails */
-    struct sqlite3_stmt *insert; /* prepared insert of a record, reused */
+    int64_t next_seq;                   /* the last seq handed out */
+    uint64_t settled;                   /* records made durable or lost, in submit order */
+    uint64_t sync_target;               /* pgt_ledger_sync waits for settled to reach it */
+    uv_cond_t synced;                   /* signals pgt_ledger_sync */
+    struct pgt_journal *journal;        /* whose done mark the writer moves, or NULL */
+    /* The fields below belong to the writer thread; ledger.c only tests
+     * db, the backends own the rest of their part. */
+    pgt_db_t *db;                /* writer connection; NULL while it fails */
+    struct sqlite3_stmt *insert; /* SQLite: prepared insert of a record, reused */
+    int64_t first_id;            /* SQLite: the last row id before this transaction */
+    bool staged;                 /* PostgreSQL: the staging table exists on db */
+    int32_t *days;               /* PostgreSQL: days known to have a partition */
+    size_t ndays;                /* entries in days */
+    int64_t rev;                 /* batches committed by this instance */
     recvec_t batch;              /* records taken from the queue */
     recvec_t held;               /* records waiting in memory while failing, oldest first */
     bool spool_has_data;         /* the spool file holds records to replay */
@@ -73,6 +88,17 @@ struct pgt_ledger {
 
 /* Frees the records of v and keeps the array. */
 void ledger_recvec_clear(recvec_t *v);
+
+/* Adds r at the end of v. Returns 0, or -1 when out of memory. */
+int ledger_recvec_push(recvec_t *v, pgt_record_t *r) __attribute__((warn_unused_result));
+
+/* Returns a new sequence number of this instance (any thread). */
+int64_t ledger_next_seq(pgt_ledger_t *l);
+
+/* On the writer: the records of v are durable (committed or spooled), or
+ * settled for good (lost, logged; durable false): wakes a pgt_ledger_sync
+ * waiting for them, and moves the journal's done mark past durable ones. */
+void ledger_mark_durable(pgt_ledger_t *l, const recvec_t *v, bool durable);
 
 /* ---- ledger_spool.c: the spool file, on the writer thread -------------- */
 
@@ -107,7 +133,7 @@ pgt_db_t *ledger_schema_open(const pgt_ledger_where_t *w, bool writable, int bus
 /* ---- ledger_sqlite.c: the writer's connection -------------------------- */
 
 /* Opens, migrates and prepares the writer connection (l->db). Returns 0,
- * or -1 with l->error set; *fatal says the file can never work (not a
+ * or -1 with l->error set; *fatal says the ledger can never work (not a
  * database, newer schema). */
 int ledger_conn_open(pgt_ledger_t *l, bool *fatal) __attribute__((warn_unused_result));
 
@@ -130,16 +156,34 @@ int ledger_conn_insert(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
  * fails, rolls it back. Returns 0, or -1 with l->error set. */
 int ledger_conn_end(pgt_ledger_t *l, int rc) __attribute__((warn_unused_result));
 
-/* Deletes at most limit rows that started before cutoff_us, in a
- * transaction of their own, and sets *deleted. Returns 0, or -1 with
- * SQLite's message in l->error. */
-int ledger_conn_delete_before(pgt_ledger_t *l, int64_t cutoff_us, int limit, int *deleted)
+/* Deletes at most limit rows (SQLite) or the partitions (PostgreSQL) of
+ * days before cutoff_day, with their rollups, and sets *deleted to the rows
+ * or partitions gone. Returns 0, or -1 with the cause in l->error. */
+int ledger_conn_delete_before(pgt_ledger_t *l, int32_t cutoff_day, int limit, int *deleted)
     __attribute__((warn_unused_result));
 
-/* ---- ledger_sqlite.c: rows, for the readers ---------------------------- */
+/* ---- ledger_sqlite.c, ledger_pg.c: each backend's half of the above ---- */
 
-/* Points r at the current row of a SELECT LEDGER_RECORD_COLUMNS; the
- * strings stay owned by SQLite until the next step. */
-void ledger_row_to_record(struct sqlite3_stmt *st, pgt_record_t *r);
+int ledger_lite_prepare(pgt_ledger_t *l) __attribute__((warn_unused_result));
+void ledger_lite_close(pgt_ledger_t *l);
+int ledger_lite_begin(pgt_ledger_t *l) __attribute__((warn_unused_result));
+int ledger_lite_insert(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
+    __attribute__((warn_unused_result));
+int ledger_lite_fold(pgt_ledger_t *l) __attribute__((warn_unused_result));
+int ledger_lite_delete_before(pgt_ledger_t *l, int32_t cutoff_day, int limit, int *deleted)
+    __attribute__((warn_unused_result));
+
+void ledger_pg_close(pgt_ledger_t *l);
+int ledger_pg_insert(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
+    __attribute__((warn_unused_result));
+int ledger_pg_fold(pgt_ledger_t *l) __attribute__((warn_unused_result));
+int ledger_pg_delete_before(pgt_ledger_t *l, int32_t cutoff_day, int *deleted)
+    __attribute__((warn_unused_result));
+
+/* ---- Rows, for the readers ------------------------------------------------ */
+
+/* Points r at a row of a SELECT LEDGER_RECORD_COLUMNS; the strings stay
+ * the row's. */
+void ledger_row_to_record(const pgt_db_row_t *row, pgt_record_t *r);
 
 #endif

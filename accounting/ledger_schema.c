@@ -216,7 +216,6 @@ static const char *const sqlite_migrations[] = {
     " WHERE fingerprint IS NOT NULL GROUP BY fingerprint;",
 };
 
-#define SCHEMA_VERSION ((int)NELEMS(migrations))
 #define SCHEMA_VERSION ((int)NELEMS(sqlite_migrations))
 
 /* The PostgreSQL schema starts at version 5, the SQLite schema of the same
@@ -322,6 +321,8 @@ static const char *const pg_migrations[] = {
     " FOR EACH STATEMENT EXECUTE FUNCTION settings_changed();"
     "CREATE TRIGGER budget_grants_version AFTER INSERT OR UPDATE OR DELETE ON budget_grants"
     " FOR EACH STATEMENT EXECUTE FUNCTION settings_changed();"
+    "CREATE FUNCTION tag_value(tags TEXT, name TEXT) RETURNS TEXT LANGUAGE plpgsql IMMUTABLE AS $$"
+    " BEGIN RETURN tags::jsonb ->> name; EXCEPTION WHEN others THEN RETURN NULL; END $$;"
     "CREATE TABLE schema_version (version INTEGER NOT NULL);"
     "INSERT INTO schema_version VALUES (0);",
 };
@@ -475,6 +476,22 @@ static int check_file(const char *path, char *err, size_t errlen)
     return 0;
 }
 
+/* Whether a PostgreSQL ledger that failed to connect with err will never
+ * work as configured: a conninfo that does not parse, or a server that
+ * answered with a refusal (a wrong password, no such database or role)
+ * rather than being down, starting or full. */
+static bool pg_never_works(const char *ledger, const char *err)
+{
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(ledger, &perr);
+    PQconninfoFree(opts);
+    PQfreemem(perr);
+    if (!opts)
+        return true;
+    return strstr(err, "FATAL:") && !strstr(err, "starting up") && !strstr(err, "shutting down") &&
+           !strstr(err, "too many") && !strstr(err, "recovery");
+}
+
 pgt_db_t *ledger_schema_open(const pgt_ledger_where_t *w, bool writable, int busy_ms, bool nomutex,
                              int *version, bool *fatal, char *err, size_t errlen)
 {
@@ -488,8 +505,10 @@ pgt_db_t *ledger_schema_open(const pgt_ledger_where_t *w, bool writable, int bus
                        .busy_timeout_ms = busy_ms,
                        .nomutex = nomutex};
     pgt_db_t *db = pgt_db_open(&o, err, errlen);
-    if (!db)
+    if (!db) {
+        *fatal = !lite && pg_never_works(w->ledger, err);
         return NULL;
+    }
     int v = 0, rc = 0;
     bool newer = false;
     if (writable && lite)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "pgtally/log.h"
+#include "pgtally/period.h"
 
 /* Sets key to s as a JSON string; text that is not UTF-8 goes, losslessly,
  * to key_hex as hex digits. NULL sets nothing. Returns 0 or -1. */
@@ -66,14 +67,17 @@ static json_t *record_to_json(const pgt_record_t *r)
 {
     double est = isfinite(r->est_planner_cost) ? r->est_planner_cost : -1;
     double compute_s = isfinite(r->compute_s) ? r->compute_s : 0;
-    json_t *o = json_pack("{sIsIsIsisIsfsIsfsIsIsIsssI}", "started_us", (json_int_t)r->started_us,
+    json_t *o = json_pack("{sIsIsIsisIsfsIsfsIsIsIsssIsIsIsi}", "started_us",
+                          (json_int_t)r->started_us,
                           "finished_us", (json_int_t)r->finished_us, "session_id",
                           (json_int_t)r->session_id, "backend_pid", (int)r->backend_pid,
                           "fingerprint", (json_int_t)r->fingerprint, "est_planner_cost", est,
                           "est_cost_micro", (json_int_t)r->est_cost_micro, "compute_s", compute_s,
                           "rows", (json_int_t)r->rows, "bytes_out", (json_int_t)r->bytes_out,
                           "cost_micro", (json_int_t)r->cost_micro, "status",
-                          pgt_query_status_name(r->status), "budget_id", (json_int_t)r->budget_id);
+                          pgt_query_status_name(r->status), "budget_id", (json_int_t)r->budget_id,
+                          "instance", (json_int_t)r->instance, "seq", (json_int_t)r->seq, "day",
+                          (int)r->day);
     if (!o)
         return NULL;
     char sqlstate[sizeof(r->sqlstate)];
@@ -117,6 +121,9 @@ static pgt_record_t *record_from_json(json_t *o)
     r->bytes_out = json_get_i64(o, "bytes_out", 0);
     r->cost_micro = json_get_i64(o, "cost_micro", 0);
     r->budget_id = json_get_i64(o, "budget_id", 0);
+    r->instance = json_get_i64(o, "instance", 0);
+    r->seq = json_get_i64(o, "seq", 0);
+    r->day = (int32_t)json_get_i64(o, "day", 0);
     if (pgt_query_status_parse(json_string_value(json_object_get(o, "status")), &r->status) != 0)
         r->status = PGT_QUERY_ERROR;
     const char *sqlstate = json_string_value(json_object_get(o, "sqlstate"));
@@ -197,6 +204,7 @@ int ledger_spool_out(pgt_ledger_t *l, recvec_t *v)
     l->wstats.spooled += v->len;
     l->spool_records += v->len;
     l->spool_has_data = true;
+    ledger_mark_durable(l, v, true);
     ledger_recvec_clear(v);
     return 0;
 }
@@ -216,6 +224,28 @@ void ledger_spool_held(pgt_ledger_t *l)
     PGT_INFO("ledger_spooled", "records=%zu path=\"%s\"", n, l->spool_path);
 }
 
+#define REPLAY_BATCH 1024 /* records inserted at a time */
+
+/* Inserts the records of v and frees them. A record of a spool written
+ * before records had ids gets one now. */
+static int replay_some(pgt_ledger_t *l, recvec_t *v, uint64_t *count)
+{
+    for (size_t i = 0; i < v->len; i++) {
+        pgt_record_t *r = v->items[i];
+        if (r->seq <= 0) {
+            r->instance = l->instance;
+            r->seq = ledger_next_seq(l);
+        }
+        if (r->day == 0)
+            r->day = pgt_local_day(r->started_us);
+    }
+    int rc = ledger_conn_insert(l, v->items, v->len);
+    if (rc == 0)
+        *count += v->len;
+    ledger_recvec_clear(v);
+    return rc;
+}
+
 int ledger_spool_replay(pgt_ledger_t *l, uint64_t *count)
 {
     FILE *f = fopen(l->spool_path, "re");
@@ -229,6 +259,7 @@ int ledger_spool_replay(pgt_ledger_t *l, uint64_t *count)
     size_t cap = 0, bad = 0;
     ssize_t len;
     int rc = 0;
+    recvec_t v = {0};
     while (rc == 0 && (len = getline(&line, &cap, f)) > 0) {
         if (line[0] == '\n')
             continue;
@@ -239,10 +270,18 @@ int ledger_spool_replay(pgt_ledger_t *l, uint64_t *count)
             bad++;
             continue;
         }
-        rc = ledger_conn_insert(l, &r, 1);
-        pgt_record_free(r);
-        *count += rc == 0;
+        if (ledger_recvec_push(&v, r) != 0) {
+            pgt_record_free(r);
+            snprintf(l->error, sizeof(l->error), "replaying the spool: out of memory");
+            rc = -1;
+        }
+        if (rc == 0 && v.len == REPLAY_BATCH)
+            rc = replay_some(l, &v, count);
     }
+    if (rc == 0 && v.len)
+        rc = replay_some(l, &v, count);
+    ledger_recvec_clear(&v);
+    free(v.items);
     if (rc == 0 && ferror(f)) {
         note_spool_error(l, "reading spool");
         rc = -1;

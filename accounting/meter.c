@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "pgtally/fingerprint.h"
+#include "pgtally/journal.h"
 #include "pgtally/log.h"
 #include "pgtally/pricing.h"
 
@@ -58,6 +59,7 @@ struct pgt_meter {
     bool stopped;            /* the timer is closed */
     uv_timer_t timer;        /* bounds how long a batch waits */
     pgt_meter_stats_t stats; /* counters */
+    struct pgt_journal *journal; /* where executions are journaled, or NULL (not owned) */
 };
 
 /* ---- shared texts and attribution ---------------------------------------- */
@@ -178,6 +180,11 @@ static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t
     pgt_record_t *r = calloc(1, sizeof(*r));
     if (!r)
         return;
+    int i = (int)(d - e->done);
+    r->instance = e->instance;
+    r->seq = e->seq ? e->seq + i : 0;
+    /* The journal's entry is free once its last record is durable. */
+    r->journal_end = i == e->ndone - 1 ? e->journal_end : 0;
     r->started_us = d->start_us;
     r->finished_us = d->end_us;
     r->session_id = e->attr->session_id;
@@ -322,8 +329,26 @@ static void timer_cb(uv_timer_t *t)
     start_job(t->data);
 }
 
+void pgt_meter_set_journal(pgt_meter_t *m, struct pgt_journal *j)
+{
+    m->journal = j;
+}
+
+void pgt_meter_replay(pgt_meter_t *m, pgt_exec_t *e)
+{
+    m->stats.execs++;
+    m->stats.statements += meter_exec(m, &m->prices, e);
+    pgt_exec_free(e);
+}
+
 void pgt_meter_add(pgt_meter_t *m, pgt_exec_t *e)
 {
+    if (e->ndone > 0 && !e->seq) {
+        e->instance = pgt_ledger_instance(m->ledger);
+        e->seq = pgt_ledger_reserve_seq(m->ledger, e->ndone);
+    }
+    if (m->journal)
+        e->journal_end = pgt_journal_append(m->journal, e);
     e->next = m->batch;
     m->batch = e;
     m->batch_n++;

@@ -71,7 +71,15 @@ static const pgt_config_key_t keys[] = {
      "how long SIGTERM waits for running queries (default 30s)"},
     {"log_level", "debug, info, warning or error", "lowest level logged (default info)"},
     {"metering", "on or off", "meter and record every statement (default on)"},
-    {"ledger", "a file path", "SQLite ledger (default pgtally.db next to the config file)"},
+    {"ledger", "a file path, or a postgresql:// URI or libpq conninfo",
+     "SQLite ledger file (default pgtally.db next to the config file), or a PostgreSQL database"},
+    {"instance", "a name of up to 63 characters",
+     "this pgtally's name in a shared ledger (default host name:port)"},
+    {"ledger.schema", "a PostgreSQL schema name of up to 63 characters",
+     "schema of the PostgreSQL ledger's tables (default pgtally)"},
+    {"ledger.spool", "a file path",
+     "where records wait while the ledger is down (default: the SQLite file + .spool, or "
+     "pgtally-<instance>.spool next to the config file for PostgreSQL)"},
     {"ledger.on_failure", "open or closed",
      "while the ledger cannot be written: keep serving (open) or refuse statements (closed)"},
     {"ledger.retention_days", "an integer from 0 to 36500", "days of history kept (default 90)"},
@@ -207,7 +215,10 @@ void pgt_config_free(pgt_config_t *cfg)
     free(cfg->upstream_tls_ca_file);
     free(cfg->upstream_tls_cert_file);
     free(cfg->upstream_tls_key_file);
-    free(cfg->ledger_path);
+    free_secret(cfg->ledger_path);
+    free(cfg->ledger_schema);
+    free(cfg->ledger_spool);
+    free(cfg->instance);
     free(cfg->timezone);
     free(cfg->admin_conninfo);
     free(cfg->budget_contact);
@@ -391,6 +402,12 @@ static int apply_metering(pgt_config_t *cfg, const char *key, const char *value)
         return parse_enum(on_off_names, value, &cfg->metering);
     if (strcmp(key, "ledger") == 0)
         return value[0] ? set_string(&cfg->ledger_path, value) : -1;
+    if (strcmp(key, "instance") == 0)
+        return value[0] && strlen(value) <= 63 ? set_string(&cfg->instance, value) : -1;
+    if (strcmp(key, "ledger.schema") == 0)
+        return value[0] && strlen(value) <= 63 ? set_string(&cfg->ledger_schema, value) : -1;
+    if (strcmp(key, "ledger.spool") == 0)
+        return value[0] ? set_string(&cfg->ledger_spool, value) : -1;
     if (strcmp(key, "ledger.on_failure") == 0)
         return parse_enum(on_failure_names, value, &cfg->ledger_on_failure_closed);
     if (strcmp(key, "ledger.retention_days") == 0)
@@ -885,6 +902,60 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
     return 1;
 }
 
+
+bool pgt_config_ledger_is_postgresql(const char *ledger)
+{
+    if (!ledger)
+        return false;
+    if (strncmp(ledger, "postgresql://", 13) == 0 || strncmp(ledger, "postgres://", 11) == 0)
+        return true;
+    /* A conninfo is key=value pairs: a word of lower-case letters, then '='. */
+    const char *eq = strchr(ledger, '=');
+    return eq && eq > ledger && !strchr(ledger, '/') &&
+           strspn(ledger, "abcdefghijklmnopqrstuvwxyz_ ") == (size_t)(eq - ledger);
+}
+
+/* Returns a new string of the file name `name` in the folder of the file
+ * path, or NULL when out of memory. */
+static char *beside(const char *path, const char *name)
+{
+    const char *slash = strrchr(path, '/');
+    int dirlen = slash ? (int)(slash - path) + 1 : 0;
+    char *out = NULL;
+    return asprintf(&out, "%.*s%s", dirlen, path, name) < 0 ? NULL : out;
+}
+
+/* Fills in the defaults that depend on the file's folder and on other
+ * keys: the ledger (pgtally.db beside the file), the instance name (host
+ * name:port) and the spool of a PostgreSQL ledger (pgtally-<instance>.spool
+ * beside the file, with the name's unsafe characters as '_'). Returns 0, or
+ * -1 when out of memory. */
+static int config_defaults(pgt_config_t *cfg, const char *path)
+{
+    if (!cfg->ledger_path && !(cfg->ledger_path = beside(path, "pgtally.db")))
+        return -1;
+    if (!cfg->instance) {
+        char host[256] = "localhost";
+        if (gethostname(host, sizeof(host)) != 0)
+            snprintf(host, sizeof(host), "localhost");
+        host[sizeof(host) - 1] = '\0';
+        if (asprintf(&cfg->instance, "%.50s:%d", host, cfg->listen_port) < 0) {
+            cfg->instance = NULL;
+            return -1;
+        }
+    }
+    if (!cfg->ledger_spool && pgt_config_ledger_is_postgresql(cfg->ledger_path)) {
+        char name[128];
+        snprintf(name, sizeof(name), "pgtally-%s.spool", cfg->instance);
+        for (char *c = name; *c; c++)
+            if (!isalnum((unsigned char)*c) && *c != '.' && *c != '-')
+                *c = '_';
+        if (!(cfg->ledger_spool = beside(path, name)))
+            return -1;
+    }
+    return 0;
+}
+
 int pgt_config_load_file(pgt_config_t *cfg, const char *path, char *err, size_t errlen)
 {
     load_ctx_t ctx = {.cfg = cfg, .msg = ""};
@@ -905,18 +976,7 @@ int pgt_config_load_file(pgt_config_t *cfg, const char *path, char *err, size_t 
     }
     if (set_string(&cfg->path, path) != 0)
         return -1;
-    if (!cfg->ledger_path) {
-        /* The ledger defaults to pgtally.db next to the config file. */
-        const char *slash = strrchr(path, '/');
-        size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
-        char *lp = malloc(dirlen + sizeof("pgtally.db"));
-        if (!lp)
-            return -1;
-        memcpy(lp, path, dirlen);
-        memcpy(lp + dirlen, "pgtally.db", sizeof("pgtally.db"));
-        cfg->ledger_path = lp;
-    }
-    return 0;
+    return config_defaults(cfg, path);
 }
 
 int pgt_config_check(const pgt_config_t *cfg, char *err, size_t errlen)

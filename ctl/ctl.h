@@ -41,8 +41,10 @@ int ctl_format_opt(const char *value, ctl_format_t *out, char *what, size_t len)
 typedef struct ctl_env {
     const char *prog;          /* "pgtallyctl", for messages */
     const char *config_path;   /* -c FILE, or NULL */
-    const char *ledger_path;   /* --ledger PATH, or NULL */
-    char *resolved_ledger;     /* the ledger file (owned), set by ctl_env_resolve */
+    const char *ledger_path;   /* --ledger PATH or URI, or NULL */
+    char *resolved_ledger;     /* the ledger file or URI (owned), set by ctl_env_resolve */
+    pgt_ledger_where_t where;  /* resolved_ledger and the config's schema */
+    char shown_ledger[512];    /* the ledger for messages, without a password */
     char currency[8];          /* from the config; "USD" by default */
     char timezone[128];        /* the local time zone in effect, for titles */
     struct pgt_config *config; /* the config read, or NULL without one (owned) */

@@ -293,7 +293,7 @@ static int run(ctl_env_t *env, const args_t *a, pgt_ledger_reader_t *rd)
                  ? pgt_ledger_usage(rd, a->by, a->tag, from, to, group_cb, &o, err, sizeof(err))
                  : -1;
     if (rc != 0) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger,
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger,
                 o.failed ? "out of memory" : err);
         pgt_text_table_free(o.table);
         json_decref(o.groups);

@@ -92,6 +92,10 @@ int ctl_env_resolve(ctl_env_t *env)
         fprintf(stderr, "%s: out of memory\n", env->prog);
         return -1;
     }
+    env->where.ledger = env->resolved_ledger;
+    env->where.schema = cfg ? cfg->ledger_schema : NULL;
+    if (env->resolved_ledger)
+        pgt_db_describe(env->resolved_ledger, env->shown_ledger, sizeof(env->shown_ledger));
     return rc;
 }
 
@@ -518,9 +522,9 @@ pgt_ledger_reader_t *ctl_open_reader(ctl_env_t *env)
     if (ctl_env_resolve(env) != 0)
         return NULL;
     char err[512];
-    pgt_ledger_reader_t *rd = pgt_ledger_reader_open(env->resolved_ledger, err, sizeof(err));
+    pgt_ledger_reader_t *rd = pgt_ledger_reader_open(&env->where, err, sizeof(err));
     if (!rd)
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
     return rd;
 }
 

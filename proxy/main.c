@@ -16,6 +16,7 @@
 #include "pgtally/ledger.h"
 #include "pgtally/estimator.h"
 #include "pgtally/meter.h"
+#include "pgtally/journal.h"
 #include "pgtally/log.h"
 #include "pgtally/proxy.h"
 #include "pgtally/scheduler.h"
@@ -33,6 +34,7 @@ typedef struct sources {
 /* What the daemon runs beside the proxy: the daily report's delivery. */
 typedef struct services {
     pgt_scheduler_t *scheduler; /* on its own thread, or NULL (no channel, no metering) */
+    pgt_journal_t *journal;     /* executions not yet durable, or NULL */
 } services_t;
 
 /* Hands reloaded [report] settings to the scheduler, starting it when the
@@ -159,13 +161,60 @@ static int parse_args(int argc, char **argv, sources_t *src)
     return 0;
 }
 
+/* Meters what an earlier process journaled and did not live to make
+ * durable: its executions, with their record ids, so the ledger keeps each
+ * record once. */
+static void replay_cb(pgt_exec_t *e, void *arg)
+{
+    pgt_meter_replay(arg, e);
+}
+
+/* Opens the journal beside the spool, meters what it holds, waits until
+ * those records are durable, and journals every execution from now on.
+ * Returns the journal, or NULL (logged) to run without one. */
+static pgt_journal_t *open_journal(pgt_meter_t *m, pgt_ledger_t *l)
+{
+    char path[4096], err[512];
+    snprintf(path, sizeof(path), "%s.journal", pgt_ledger_spool_path(l));
+    pgt_journal_t *j = pgt_journal_open(path, 0, err, sizeof(err));
+    if (!j) {
+        PGT_WARN("journal_unavailable",
+                 "error=\"%s\" hint=\"records still in memory are lost if pgtally is killed\"",
+                 err);
+        return NULL;
+    }
+    uint64_t damaged = 0, n = pgt_journal_replay(j, replay_cb, m, &damaged);
+    if (n || damaged) {
+        int rc = pgt_ledger_sync(l, 30000);
+        PGT_INFO("journal_replayed", "path=\"%s\" executions=%llu damaged=%llu durable=%s",
+                 pgt_journal_path(j), (unsigned long long)n, (unsigned long long)damaged,
+                 rc == 0 ? "yes" : "no");
+        if (rc != 0) {
+            /* Keep the entries for the next start rather than lose them. */
+            pgt_journal_close(j);
+            return NULL;
+        }
+    }
+    pgt_journal_reset(j);
+    pgt_meter_set_journal(m, j);
+    pgt_ledger_set_journal(l, j);
+    return j;
+}
+
 /* Opens the ledger and starts the meter. Returns 0, or -1 after logging
  * why (the ledger path cannot be opened, say). */
 static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
 {
     char err[1024];
+    /* Budget periods, record days and rollups are in the configured zone;
+     * set it before any thread starts. */
+    if (pgt_timezone_apply(p->cfg->timezone ? p->cfg->timezone : "UTC", err, sizeof(err)) != 0) {
+        fprintf(stderr, "pgtally: timezone: %s\n", err);
+        return -1;
+    }
     pgt_ledger_opts_t opts = {
-        .path = p->cfg->ledger_path ? p->cfg->ledger_path : "pgtally.db",
+        .where = {p->cfg->ledger_path ? p->cfg->ledger_path : "pgtally.db", p->cfg->ledger_schema},
+        .spool_path = p->cfg->ledger_spool,
         .queue_capacity = 65536,
         .memory_capacity = 100000,
         .retention_days = p->cfg->ledger_retention_days,
@@ -173,11 +222,14 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
         /* Tells this process's records from those of others sharing the
          * ledger (their spend counts towards the same budgets). */
         .instance = (int64_t)((((uint64_t)pgt_clock_us() << 20) ^ (uint64_t)getpid()) >> 1),
+        .instance_name = p->cfg->instance,
     };
+    char shown[512];
+    pgt_db_describe(opts.where.ledger, shown, sizeof(shown));
     pgt_ledger_t *l = pgt_ledger_open(&opts, err, sizeof(err));
     if (!l) {
-        fprintf(stderr, "pgtally: ledger %s: %s\n", opts.path, err);
-        PGT_ERROR("ledger_open_failed", "path=%s error=\"%s\"", opts.path, err);
+        fprintf(stderr, "pgtally: ledger %s: %s\n", shown, err);
+        PGT_ERROR("ledger_open_failed", "ledger=\"%s\" error=\"%s\"", shown, err);
         return -1;
     }
     p->meter = pgt_meter_new(p->loop, l, p->cfg);
@@ -189,13 +241,8 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
         pgt_ledger_close(l);
         return -1;
     }
-    if (pgt_timezone_apply(p->cfg->timezone ? p->cfg->timezone : "UTC", err, sizeof(err)) != 0) {
-        fprintf(stderr, "pgtally: timezone: %s\n", err);
-        pgt_meter_free(p->meter);
-        p->meter = NULL;
-        pgt_ledger_close(l);
-        return -1;
-    }
+    services_t *sv = p->hooks.arg;
+    sv->journal = open_journal(p->meter, l);
     p->budgets = pgt_budgets_new(p->loop, p->cfg, opts.path, opts.instance, err, sizeof(err));
     if (!p->budgets) {
         fprintf(stderr, "pgtally: budgets: %s\n", err);
@@ -207,7 +254,6 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
     }
     /* The daily report's delivery, on its own thread, once the time zone
      * is set (the thread reads local dates). */
-    services_t *sv = p->hooks.arg;
     if (pgt_scheduler_wanted(p->cfg) &&
         !(sv->scheduler = pgt_scheduler_new(p->cfg, opts.path, err, sizeof(err)))) {
         fprintf(stderr, "pgtally: report delivery: %s\n", err);
@@ -217,7 +263,7 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
         pgt_ledger_close(l);
         return -1;
     }
-    PGT_INFO("metering", "ledger=%s currency=%s timezone=%s", opts.path, p->cfg->currency,
+    PGT_INFO("metering", "ledger=\"%s\" currency=%s timezone=%s", shown, p->cfg->currency,
              p->cfg->timezone ? p->cfg->timezone : "UTC");
     p->ledger = l;
     *out = l;
@@ -272,6 +318,9 @@ int main(int argc, char **argv)
     pgt_estimator_free(proxy.estimator);
     if (ledger)
         pgt_ledger_close(ledger);
+    /* The journal keeps only what did not become durable, for the next
+     * start. */
+    pgt_journal_close(services.journal);
     PGT_INFO("stopped", "exit_code=%d", proxy.exit_code);
     pgt_proxy_cleanup(&proxy);
     int closed = uv_loop_close(&loop);

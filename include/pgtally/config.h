@@ -55,7 +55,11 @@ typedef struct pgt_config {
     int64_t max_message_size;           /* largest frontend message after login, bytes */
     int shutdown_timeout_ms;            /* how long SIGTERM waits for running queries */
     pgt_log_level_t log_level;          /* lowest level logged */
-    char *ledger_path;                  /* SQLite ledger; default pgtally.db next to the config */
+    char *ledger_path;                  /* SQLite ledger file, or a PostgreSQL URI or conninfo;
+                                           default pgtally.db next to the config */
+    char *ledger_schema;                /* [ledger] schema of a PostgreSQL ledger, or NULL */
+    char *ledger_spool;                 /* [ledger] spool file, or NULL for the default */
+    char *instance;                     /* [pgtally] instance name, or NULL: host name:port */
     int ledger_on_failure_closed;       /* [ledger] on_failure: 0 open, 1 closed */
     int ledger_retention_days;          /* [ledger] retention_days (0 keeps everything) */
     char currency[8];                   /* [pricing] currency, e.g. "USD" */
@@ -143,5 +147,10 @@ bool pgt_config_budget_exempt(const pgt_config_t *cfg, const char *user);
 /* Printable names of the enums. */
 const char *pgt_client_tls_name(pgt_client_tls_t v);
 const char *pgt_upstream_tls_name(pgt_upstream_tls_t v);
+
+/* Whether a ledger setting names a PostgreSQL database: a postgresql:// or
+ * postgres:// URI, or a libpq key=value conninfo. Anything else is the path
+ * of an SQLite file. */
+bool pgt_config_ledger_is_postgresql(const char *ledger);
 
 #endif

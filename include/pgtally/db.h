@@ -29,6 +29,10 @@ int pgt_db_backend_parse(const char *name, pgt_db_backend_t *out) __attribute__(
  * of an SQLite file. */
 pgt_db_backend_t pgt_db_backend_of(const char *ledger);
 
+/* Writes a ledger setting as it may be logged: an SQLite path as it is, a
+ * PostgreSQL one as its host, port, database and user, never its password. */
+void pgt_db_describe(const char *ledger, char *out, size_t outlen);
+
 typedef struct pgt_db pgt_db_t;
 
 /* How to open a connection. */

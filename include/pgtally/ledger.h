@@ -57,8 +57,10 @@ typedef struct pgt_record {
     pgt_query_status_t status; /* how it ended */
     char sqlstate[6];          /* error SQLSTATE, or "" */
     int64_t budget_id;         /* budget that refused or cancelled it, or 0 */
-    int64_t seq;               /* set by the ledger: its sequence in this instance */
+    int64_t instance;          /* set by the ledger: the instance that metered it */
+    int64_t seq;               /* set by the ledger: its sequence in that instance */
     int32_t day;               /* set by the ledger: pgt_local_day(started_us) */
+    uint64_t journal_end;      /* the journal position made free when it is durable, or 0 */
 } pgt_record_t;
 
 /* Returns a zeroed record with the "not explained" estimates (-1) and
@@ -101,8 +103,27 @@ typedef struct pgt_ledger pgt_ledger_t;
  * nor the spool can be written. */
 pgt_ledger_t *pgt_ledger_open(const pgt_ledger_opts_t *opts, char *err, size_t errlen);
 
-/* Hands a record to the writer; never blocks on disk. Takes ownership. */
+/* Hands a record to the writer; never blocks on disk. Takes ownership. A
+ * record without a seq gets the next one of this instance. */
 void pgt_ledger_submit(pgt_ledger_t *l, pgt_record_t *r);
+
+/* The instance id records of this process carry. */
+int64_t pgt_ledger_instance(const pgt_ledger_t *l);
+
+/* Reserves n record seqs of this instance (any thread); returns the first. */
+int64_t pgt_ledger_reserve_seq(pgt_ledger_t *l, int n);
+
+struct pgt_journal;
+
+/* Tells the writer to move j's done mark as records become durable. */
+void pgt_ledger_set_journal(pgt_ledger_t *l, struct pgt_journal *j);
+
+/* The spool file. */
+const char *pgt_ledger_spool_path(const pgt_ledger_t *l);
+
+/* Waits up to timeout_ms until every record submitted so far is durable:
+ * committed, or written to the spool file. Returns 0, or -1 on timeout. */
+int pgt_ledger_sync(pgt_ledger_t *l, int timeout_ms);
 
 /* True while the ledger cannot write and on_failure = closed: the proxy
  * should refuse new statements. */

@@ -74,6 +74,9 @@ typedef struct pgt_exec {
     int ndone;             /* completions in done[] */
     int done_cap;          /* room in done[] */
     pgt_done_t *done;      /* completions, in statement order */
+    int64_t instance;      /* set by the meter: the instance its records are ledger ids of */
+    int64_t seq;           /* set by the meter: the seq of its first record (the i-th: + i) */
+    uint64_t journal_end;  /* set by the meter: its journal position, or 0 */
 } pgt_exec_t;
 
 typedef struct pgt_meter pgt_meter_t;
@@ -85,8 +88,19 @@ pgt_meter_t *pgt_meter_new(uv_loop_t *loop, pgt_ledger_t *ledger, const pgt_conf
 /* Takes new prices (SIGHUP). */
 void pgt_meter_set_prices(pgt_meter_t *m, const pgt_config_t *cfg);
 
-/* Hands over a finished execution (ownership passes to the meter). */
+/* Hands over a finished execution (ownership passes to the meter). It gets
+ * its record ids and goes into the journal, if there is one, before this
+ * returns: before the client sees its result. */
 void pgt_meter_add(pgt_meter_t *m, pgt_exec_t *e);
+
+struct pgt_journal;
+
+/* Journals every execution added from now on to j (not owned; NULL: none). */
+void pgt_meter_set_journal(pgt_meter_t *m, struct pgt_journal *j);
+
+/* Meters e, an execution of an earlier process read back from its journal
+ * with its record ids, now and on this thread, and frees it. */
+void pgt_meter_replay(pgt_meter_t *m, pgt_exec_t *e);
 
 /* Frees an execution and drops its references. */
 void pgt_exec_free(pgt_exec_t *e);

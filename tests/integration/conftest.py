@@ -56,6 +56,39 @@ def pg():
     server.stop()
 
 
+class LedgerServer:
+    """A second PostgreSQL that serves as a shared ledger: each call of
+    new_ledger() makes a database of its own and returns its URI."""
+
+    def __init__(self, server):
+        self.server = server
+        self.count = 0
+
+    def new_ledger(self):
+        self.count += 1
+        name = "ledger_%d" % self.count
+        with self.server.admin("postgres") as c:
+            c.execute("CREATE DATABASE " + name)
+        return "postgresql://postgres@127.0.0.1:%d/%s" % (self.server.port, name)
+
+    def connect(self, uri):
+        import psycopg
+        return psycopg.connect(uri, autocommit=True, connect_timeout=10)
+
+
+@pytest.fixture(scope="session")
+def ledger_pg():
+    server = PgServer()
+    try:
+        server.start()
+    except Exception:
+        log = server.log_tail(80)
+        server.stop()
+        raise RuntimeError("could not start the ledger PostgreSQL; server log:\n" + log)
+    yield LedgerServer(server)
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def proxy_cert():
     """A self-signed certificate + key for pgtally's client-facing TLS."""

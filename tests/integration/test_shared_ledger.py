@@ -1,0 +1,180 @@
+"""A PostgreSQL ledger shared by several pgtally processes: records written
+with COPY and kept once, rollups in the writer's transaction, pgtallyctl on
+either backend with the same output, one budget enforced across three
+instances, a ledger that goes away and comes back, and a ledger that can
+never work (a wrong password, a database that does not exist).
+
+The ledger is a second real PostgreSQL (fixture ledger_pg), one database
+per test.
+"""
+import json
+import time
+
+import pytest
+
+from conftest import LedgerServer
+from helpers import PgServer, SLOW, run_pgtallyctl, run_psql, wait_until
+from test_metering import stop
+
+PER_QUERY = {"pricing.per_query": "0.1", "pricing.per_compute_second": "0",
+             "budget.notice_above": "0"}
+
+
+@pytest.fixture(scope="module")
+def users(pg):
+    names = ["shl_a", "shl_b", "shl_c"]
+    with pg.admin() as a:
+        for n in names:
+            a.execute("DROP ROLE IF EXISTS %s" % n)
+            a.execute("CREATE ROLE %s LOGIN IN ROLE pgtally_test_users" % n)
+    return names
+
+
+def ctl(*args, rc=0):
+    p = run_pgtallyctl(list(args))
+    assert p.returncode == rc, (args, p.returncode, p.stdout, p.stderr)
+    return p
+
+
+def rows(ledger_pg, uri, sql, params=()):
+    with ledger_pg.connect(uri) as c:
+        return c.execute(sql, params).fetchall()
+
+
+def test_records_and_rollups_in_postgresql(pgtally, ledger_pg, users):
+    uri = ledger_pg.new_ledger()
+    proxy = pgtally(ledger=uri, instance="east-1", **PER_QUERY)
+    for i in range(5):
+        r = run_psql(proxy.dsn(user="shl_a"), "SELECT %d" % i)
+        assert r.returncode == 0, r
+    r = run_psql(proxy.dsn(user="shl_b"), "SELECT 1; SELECT 2")
+    assert r.returncode == 0, r
+    stop(proxy)
+    got = rows(ledger_pg, uri, 'SELECT "user", count(*), sum(cost_micro) FROM pgtally.queries'
+               " WHERE \"user\" LIKE 'shl_%%' GROUP BY 1 ORDER BY 1")
+    assert got == [("shl_a", 5, 500000), ("shl_b", 2, 200000)], got
+    # the rollups hold the same sums, kept by the writer
+    roll = rows(ledger_pg, uri, 'SELECT "user", sum(statements), sum(cost_micro)'
+                " FROM pgtally.rollups WHERE \"user\" LIKE 'shl_%%' GROUP BY 1 ORDER BY 1")
+    assert roll == got, (roll, got)
+    spend = rows(ledger_pg, uri, 'SELECT "user", sum(cost_micro) FROM pgtally.spend'
+                 " WHERE \"user\" LIKE 'shl_%%' GROUP BY 1 ORDER BY 1")
+    assert spend == [(u, c) for u, _, c in got], spend
+    # one partition per local day, and the instance by its name
+    parts = rows(ledger_pg, uri, "SELECT count(*) FROM pg_inherits i JOIN pg_class p"
+                 " ON p.oid = i.inhparent WHERE p.relname = 'queries'")
+    assert parts[0][0] >= 1, parts
+    names = rows(ledger_pg, uri, "SELECT name FROM pgtally.instances")
+    assert names == [("east-1",)], names
+    # a record's key is unique: a second copy cannot be inserted
+    dup = rows(ledger_pg, uri, "SELECT count(*) FROM (SELECT day, instance, seq"
+               " FROM pgtally.queries GROUP BY 1, 2, 3 HAVING count(*) > 1) d")
+    assert dup == [(0,)], dup
+
+
+def _workload(proxy):
+    for user, n in (("shl_a", 3), ("shl_b", 2)):
+        for i in range(n):
+            r = run_psql(proxy.dsn(user=user), "SELECT %d" % i)
+            assert r.returncode == 0, r
+
+
+def test_pgtallyctl_same_output_on_both_backends(pgtally, ledger_pg, users, tmp_path):
+    uri = ledger_pg.new_ledger()
+    lite = str(tmp_path / "lite.db")
+    outputs = {}
+    for ledger in (lite, uri):
+        proxy = pgtally(ledger=ledger, **PER_QUERY)
+        _workload(proxy)
+        stop(proxy)
+        usage = ctl("--ledger", ledger, "usage", "--by", "user").stdout
+        listed = json.loads(ctl("--ledger", ledger, "queries", "--format", "json").stdout)
+        mine = sorted((q["user"], q["normalized"], q["cost"]) for q in listed
+                      if q["user"].startswith("shl_"))
+        outputs[ledger] = (usage.replace(lite, "L").replace(uri, "L"), mine)
+    assert outputs[lite][1] == outputs[uri][1], outputs
+    assert len(outputs[uri][1]) == 5, outputs[uri]
+    lines = lambda text: sorted(l for l in text.splitlines() if "shl_" in l)
+    assert lines(outputs[lite][0]) == lines(outputs[uri][0]), outputs
+    assert len(lines(outputs[uri][0])) == 2, outputs[uri][0]
+
+
+def test_one_budget_across_three_instances(pgtally, ledger_pg, users):
+    uri = ledger_pg.new_ledger()
+    proxies = [pgtally(ledger=uri, instance="node-%d" % i, **PER_QUERY) for i in range(3)]
+    ctl("--ledger", uri, "budget", "set", "--user", "shl_c", "--period", "day",
+        "--limit", "0.35", "--warn", "50")
+    for p in proxies:
+        p.wait_log(r"event=budgets_loaded .*budgets=1\b", timeout=5 * SLOW)
+    # 0.40 spent through the first two instances
+    for p in proxies[:2]:
+        for i in range(2):
+            r = run_psql(p.dsn(user="shl_c"), "SELECT %d" % i)
+            assert r.returncode == 0, r
+    spent_at = time.monotonic()
+    refused = {}
+
+    def third_refuses():
+        r = run_psql(proxies[2].dsn(user="shl_c"), "SELECT 99")
+        refused["r"] = r
+        return r.returncode != 0
+    wait_until(third_refuses, 5 * SLOW, interval=0.1, what="the third instance to refuse")
+    took = time.monotonic() - spent_at
+    assert "budget user shl_c/day is spent" in refused["r"].stderr, refused["r"].stderr
+    print("refused on the third instance %.2f s after the spend" % took)
+    for p in proxies:
+        stop(p)
+    # each threshold alerted once across the three
+    alerts = rows(ledger_pg, uri, "SELECT threshold_pct, count(*) FROM pgtally.alerts_sent"
+                  " GROUP BY 1 ORDER BY 1")
+    assert alerts and all(n == 1 for _, n in alerts), alerts
+    assert 100 in [pct for pct, _ in alerts], alerts
+
+
+def test_ledger_down_then_back_replays_once(pgtally, users, tmp_path):
+    server = PgServer()
+    server.start()
+    try:
+        ledger = LedgerServer(server)
+        uri = ledger.new_ledger()
+        proxy = pgtally(ledger=uri, **PER_QUERY)
+        sent = 0
+        for i in range(5):
+            assert run_psql(proxy.dsn(user="shl_a"), "SELECT %d" % i).returncode == 0
+            sent += 1
+        server._as_postgres(["/usr/lib/postgresql/15/bin/pg_ctl", "-D", server.datadir,
+                             "-m", "fast", "-w", "stop"])
+        for i in range(20):
+            assert run_psql(proxy.dsn(user="shl_a"), "SELECT %d" % i).returncode == 0
+            sent += 1
+        proxy.wait_log(r"event=ledger_write_failed", timeout=10 * SLOW)
+        r = server._as_postgres(["/usr/lib/postgresql/15/bin/pg_ctl", "-D", server.datadir,
+                                 "-l", server.logfile, "-w", "start"])
+        assert r.returncode == 0, r.stderr
+        proxy.wait_log(r"event=ledger_recovered", timeout=15 * SLOW)
+        stop(proxy)
+        got = rows(ledger, uri, "SELECT count(*) FROM pgtally.queries WHERE \"user\" = 'shl_a'")
+        assert got == [(sent,)], (got, sent, proxy.log_tail())
+        roll = rows(ledger, uri, "SELECT sum(statements) FROM pgtally.rollups"
+                    " WHERE \"user\" = 'shl_a'")
+        assert roll == [(sent,)], roll
+    finally:
+        server.stop()
+
+
+def test_ledger_that_can_never_work_fails_at_start(pgtally_bin, ledger_pg, tmp_path, pg):
+    import subprocess
+    port = ledger_pg.server.port
+    for uri, want in (
+            ("postgresql://postgres@127.0.0.1:%d/no_such_db" % port, "does not exist"),
+            ("postgresql://md5_user:wrong-secret@127.0.0.1:%d/postgres" % port,
+             "password authentication failed")):
+        ini = tmp_path / "bad.ini"
+        ini.write_text("[pgtally]\nlisten = 127.0.0.1:0\nupstream = 127.0.0.1:%d\n"
+                       "ledger = %s\n" % (pg.port, uri))
+        p = subprocess.run([str(pgtally_bin), "-c", str(ini)], capture_output=True, text=True,
+                           timeout=30 * SLOW)
+        out = p.stdout + p.stderr
+        assert p.returncode != 0, out
+        assert want in out, out
+        assert "wrong-secret" not in out, out
