@@ -45,6 +45,8 @@ struct pgt_scheduler {
 
     /* The thread's own. */
     char *path;        /* the ledger: an SQLite path, or a PostgreSQL URI or conninfo */
+    char *schema;      /* its PostgreSQL schema ([ledger] schema at start), or NULL */
+    char shown[512];   /* the ledger for logs, without a password */
     int64_t start_us;  /* when scheduling began: catch_up_days = 0 sends only later days */
     pgt_config_t *cfg; /* settings in force (a private copy) */
     slot_t *slots;     /* dates in the window */
@@ -237,10 +239,10 @@ static pgt_db_t *open_ledger(const pgt_scheduler_t *s)
 {
     char err[256];
     int version = 0;
-    pgt_ledger_where_t where = {.ledger = s->path};
+    pgt_ledger_where_t where = {.ledger = s->path, .schema = s->schema};
     pgt_db_t *db = pgt_ledger_db_open(&where, true, &version, err, sizeof(err));
     if (!db)
-        PGT_WARN("report_ledger_failed", "ledger=%s error=\"%s\"", s->path, err);
+        PGT_WARN("report_ledger_failed", "ledger=\"%s\" error=\"%s\"", s->shown, err);
     else if (pgt_db_backend(db) == PGT_DB_SQLITE)
         sqlite3_busy_timeout(pgt_db_handle(db), BUSY_TIMEOUT_MS);
     return db;
@@ -392,9 +394,11 @@ pgt_scheduler_t *pgt_scheduler_new(const pgt_config_t *cfg, const char *ledger_p
     pthread_cond_init(&s->cv, &attr);
     pthread_condattr_destroy(&attr);
     s->path = strdup(ledger_path);
+    s->schema = cfg->ledger_schema ? strdup(cfg->ledger_schema) : NULL;
+    pgt_db_describe(ledger_path, s->shown, sizeof(s->shown));
     s->cfg = copy_config(cfg);
     s->start_us = pgt_clock_us();
-    if (!s->path || !s->cfg) {
+    if (!s->path || !s->cfg || (cfg->ledger_schema && !s->schema)) {
         snprintf(err, errlen, "out of memory");
         pgt_scheduler_free(s);
         return NULL;
@@ -443,6 +447,7 @@ void pgt_scheduler_free(pgt_scheduler_t *s)
     pgt_config_free(s->cfg);
     free(s->slots);
     free(s->path);
+    free(s->schema);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

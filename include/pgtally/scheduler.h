@@ -22,8 +22,8 @@ typedef struct pgt_scheduler pgt_scheduler_t;
 bool pgt_scheduler_wanted(const pgt_config_t *cfg);
 
 /* Starts the thread with the [report] settings of cfg (copied) over the
- * ledger at ledger_path (an SQLite path, or a PostgreSQL URI or conninfo,
- * in its default schema). Call it after pgt_timezone_apply. Returns NULL with
+ * ledger at ledger_path (an SQLite path, or a PostgreSQL URI or conninfo
+ * whose schema is cfg's [ledger] schema). Call it after pgt_timezone_apply. Returns NULL with
  * the cause in err. */
 pgt_scheduler_t *pgt_scheduler_new(const pgt_config_t *cfg, const char *ledger_path, char *err,
                                    size_t errlen);
