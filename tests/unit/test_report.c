@@ -3,7 +3,9 @@
  * pgtally instances, and on a ledger of the first schema migrated to the
  * current one; and the renderers on hostile text: HTML, Markdown, CSV and
  * Slack escaping, Slack's limits with cuts on UTF-8 boundaries, and the
- * e-mail subject. */
+ * e-mail subject. The builder's test runs again on PostgreSQL when
+ * PGTALLY_TEST_PG holds a conninfo (in a schema of its own, dropped at the
+ * end). */
 #define _XOPEN_SOURCE 700
 #include <ftw.h>
 #include <jansson.h>
@@ -22,27 +24,35 @@
 #define D0 1778630400000000LL /* 2026-05-13 00:00:00 UTC */
 
 static char tmpdir[64];
+static const char *pg_conninfo; /* PGTALLY_TEST_PG while the PostgreSQL run is on, or NULL */
+static char pg_schema[64];      /* the schema of the PostgreSQL run */
 
-/* A new ledger file's path in tmpdir (a static buffer, one at a time). */
-static const char *ledger_path(void)
+/* Where a new ledger goes: a file in tmpdir, or the PostgreSQL run's
+ * schema (a static buffer, one at a time). */
+static pgt_ledger_where_t new_ledger(void)
 {
     static char path[128];
     static int n;
     snprintf(path, sizeof(path), "%s/ledger-%d.db", tmpdir, ++n);
-    return path;
+    if (pg_conninfo)
+        return (pgt_ledger_where_t){pg_conninfo, pg_schema};
+    return (pgt_ledger_where_t){path, NULL};
 }
 
 /* A ledger being written: the writer of one pgtally instance. */
 typedef struct writer {
-    pgt_ledger_t *l;  /* the ledger */
-    const char *path; /* its file */
+    pgt_ledger_t *l;          /* the ledger */
+    pgt_ledger_where_t where; /* where it is */
 } writer_t;
 
-static writer_t writer_open(const char *path, int64_t instance)
+static writer_t writer_open(pgt_ledger_where_t where, int64_t instance)
 {
-    char err[256] = "";
-    pgt_ledger_opts_t o = {.where = {.ledger = path}, .instance = instance};
-    writer_t w = {pgt_ledger_open(&o, err, sizeof(err)), path};
+    char err[256] = "", spool[128];
+    snprintf(spool, sizeof(spool), "%s/spool-%lld", tmpdir, (long long)instance);
+    pgt_ledger_opts_t o = {.where = where, .instance = instance};
+    if (pg_conninfo)
+        o.spool_path = spool;
+    writer_t w = {pgt_ledger_open(&o, err, sizeof(err)), where};
     if (!w.l)
         fprintf(stderr, "pgt_ledger_open: %s\n", err);
     CHECK(w.l != NULL);
@@ -82,12 +92,11 @@ static void writer_close(writer_t *w)
     w->l = NULL;
 }
 
-/* A read-only connection to the ledger at path, as pgtallyctl opens it. */
-static pgt_db_t *reader(const char *path)
+/* A read-only connection to the ledger at where, as pgtallyctl opens it. */
+static pgt_db_t *reader(pgt_ledger_where_t where)
 {
     char err[256] = "";
     int version = 0;
-    pgt_ledger_where_t where = {.ledger = path};
     pgt_db_t *db = pgt_ledger_db_open(&where, false, &version, err, sizeof(err));
     if (!db)
         fprintf(stderr, "pgt_ledger_db_open: %s\n", err);
@@ -108,10 +117,11 @@ static json_t *build(pgt_db_t *db, const char *date, int top)
 
 static const char *HOSTILE = "SELECT '<script>alert(1)</script>' | `x` & *y* _z_ <@U123> é€😀";
 
-/* Writes the ledger of test_build, through two instances; returns its path. */
-static const char *build_ledger(void)
+/* Writes the ledger of test_build, through two instances; returns where
+ * it is. */
+static pgt_ledger_where_t build_ledger(void)
 {
-    writer_t w = writer_open(ledger_path(), 1);
+    writer_t w = writer_open(new_ledger(), 1);
     /* The day: alice spends 30 on shape 1 and 5 on shape 2, bob 20 on 2. */
     insert(&w, D0 + 1000, "alice", 1, HOSTILE, 10000000, "ok", 0);
     insert(&w, D0 + 2000, "alice", 1, HOSTILE, 20000000, "ok", 0);
@@ -124,10 +134,10 @@ static const char *build_ledger(void)
     writer_close(&w);
     /* A second pgtally on the same ledger: its rollups add up with the
      * first one's. */
-    w = writer_open(w.path, 2);
+    w = writer_open(w.where, 2);
     insert(&w, D0 + 3000, "alice", 2, "SELECT 2", 5000000, "ok", 0);
     writer_close(&w);
-    return w.path;
+    return w.where;
 }
 
 /* The totals of the day of build_ledger. */
@@ -221,10 +231,10 @@ static void test_build(void)
 /* A report of the hostile statement, rendered as f. */
 static char *render_hostile(pgt_report_format_t f, const char *section)
 {
-    writer_t w = writer_open(ledger_path(), 1);
+    writer_t w = writer_open(new_ledger(), 1);
     insert(&w, D0 + 1000, "eve|<b>", 1, HOSTILE, 1234567, "ok", 0);
     writer_close(&w);
-    pgt_db_t *db = reader(w.path);
+    pgt_db_t *db = reader(w.where);
     json_t *r = build(db, "2026-05-13", 10);
     char err[128];
     char *out = r ? pgt_report_render(r, f, section, err, sizeof(err)) : NULL;
@@ -292,7 +302,7 @@ static void check_texts(const json_t *v, int *count)
 
 static void test_slack_limits(void)
 {
-    writer_t w = writer_open(ledger_path(), 1);
+    writer_t w = writer_open(new_ledger(), 1);
     /* 60 users with statements of 20 kB of entities and 4-byte characters. */
     char *huge = malloc(20001);
     for (int i = 0; i < 20000; i += 4)
@@ -305,7 +315,7 @@ static void test_slack_limits(void)
         insert(&w, D0 + 100 + u, user, u + 1, huge, 0, "refused", u + 1);
     }
     writer_close(&w);
-    pgt_db_t *db = reader(w.path);
+    pgt_db_t *db = reader(w.where);
     json_t *r = build(db, "2026-05-13", 50);
     char err[128];
     char *slack = r ? pgt_report_render(r, PGT_REPORT_FORMAT_SLACK, NULL, err, sizeof(err)) : NULL;
@@ -375,6 +385,24 @@ static void test_old_schema(void)
     pgt_db_close(db);
 }
 
+/* Runs test_build on PostgreSQL, in a new schema dropped at the end. */
+static void test_postgresql(const char *conninfo)
+{
+    char err[256] = "";
+    snprintf(pg_schema, sizeof(pg_schema), "pgtally_test_report_%d", (int)getpid());
+    pg_conninfo = conninfo;
+    test_build();
+    pg_conninfo = NULL;
+    pgt_db_opts_t o = {.ledger = conninfo, .schema = pg_schema, .writable = true};
+    pgt_db_t *db = pgt_db_open(&o, err, sizeof(err));
+    char sql[128];
+    snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", pg_schema);
+    CHECK(db && pgt_db_exec(db, "dropping the schema", sql, err, sizeof(err)) == 0);
+    if (err[0])
+        fprintf(stderr, "%s\n", err);
+    pgt_db_close(db);
+}
+
 static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st, (void)flag, (void)ftw;
@@ -396,6 +424,9 @@ int main(void)
     test_slack_limits();
     test_names_and_subject();
     test_old_schema();
+    const char *pg = getenv("PGTALLY_TEST_PG");
+    if (pg && *pg)
+        test_postgresql(pg);
     if (!task_failures)
         nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     else
