@@ -163,15 +163,15 @@ static int send_claimed(pgt_db_t *db, const pgt_config_t *cfg, const char *date,
                         int64_t me, char *err, size_t errlen)
 {
     const char *channel = pgt_channel_name(c);
-    char answer[512], why[1024], text[LOG_TEXT_MAX + 1], failed[512];
+    char answer[512], why[1024] = "", text[LOG_TEXT_MAX + 1], failed[512];
     int rc = -1;
     if (report)
         rc = pgt_deliver_channel(cfg, c, report, opts->stop, answer, sizeof(answer), why,
                                  sizeof(why));
     else
         snprintf(why, sizeof(why), "building the report: %s", build_error);
-    int64_t attempts =
-        finish(db, date, channel, me, rc == 0, why, pgt_clock_us(), failed, sizeof(failed));
+    int64_t attempts = finish(db, date, channel, me, rc == 0, rc == 0 ? NULL : why, pgt_clock_us(),
+                              failed, sizeof(failed));
     if (attempts < 0)
         PGT_ERROR("report_record_failed", "date=%s channel=%s delivered=%s error=\"%s\"", date,
                   channel, rc == 0 ? "yes" : "no", failed);

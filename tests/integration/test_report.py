@@ -776,3 +776,49 @@ def test_send_to_slack_once_then_force(filled, tmp_path):
         assert "smtp" in p.stderr.lower() or "mail" in p.stderr.lower()
     finally:
         hook.stop()
+
+
+def _comparable(doc):
+    """What two ledgers of the same statements must agree on: every sum and
+    ranking priced per statement (compute time, start times and ids differ
+    from one run to the next)."""
+    return {
+        "totals": {k: doc["totals"][k] for k in ("statements", "cost_micro", "users", "by_status")},
+        "users": [(u["user"], u["cost_micro"], u["statements"], u["top_shape"]["fingerprint"],
+                   u["top_shape"]["normalized"]) for u in doc["users"]],
+        "shapes": [(s["fingerprint"], s["normalized"], s["statements"], s["cost_micro"],
+                    s["max_cost_micro"], s["users"], s["user_names"]) for s in doc["shapes"]],
+        "statements": [(s["cost_micro"], s["status"]) for s in doc["statements"]],
+        "budgets": doc["budgets"], "refusals": doc["refusals"],
+    }
+
+
+def test_same_report_on_postgresql_and_sent_once(filled, pgtally, ledger_pg, tmp_path):
+    """The same statements in an SQLite and a PostgreSQL ledger make the same
+    report; sending it records the claim in PostgreSQL's reports_sent, once."""
+    uri = ledger_pg.new_ledger()
+    lite = tmp_path / "lite.db"
+    prices = dict(PRICING, **{"pricing.per_compute_second": "0"})
+    docs = []
+    for ledger in (str(lite), uri):
+        proxy = pgtally(env=clock_env(D0 + 12 * 3600 * US), ledger=ledger, **prices)
+        run_work(proxy, day_work()[:20])
+        stop(proxy)
+        docs.append(json.loads(ctl(["--ledger", ledger, "report", "--date", DATE, "--format",
+                                    "json"]).stdout))
+    assert docs[0]["totals"]["statements"] == 20
+    assert _comparable(docs[0]) == _comparable(docs[1])
+    hook = Hook()
+    try:
+        cfg = tmp_path / "pgtally.ini"
+        write_ini(cfg, {"ledger": uri, "report.slack_webhook_url": hook.url})
+        base = ["-c", cfg, "report", "--date", DATE, "--send", "slack"]
+        assert "report %s: slack: sent" % DATE in ctl(base).stdout
+        assert "slack: already" in ctl(base).stdout and len(hook.bodies) == 1
+        assert "slack: sent" in ctl(base + ["--force"]).stdout and len(hook.bodies) == 2
+    finally:
+        hook.stop()
+    with ledger_pg.connect(uri) as c:
+        row = c.execute("SELECT report_date, channel, attempts, sent_at IS NOT NULL, "
+                        "claimed_until FROM pgtally.reports_sent").fetchall()
+    assert row == [(DATE, "slack", 2, True, None)]
