@@ -129,30 +129,34 @@ static int refusal_row(const pgt_db_row_t *r, void *arg)
 
 /* ---- Reading ------------------------------------------------------------- */
 
-/* One query of the day's reading: its SQL, its row callback, and whether
- * its parameters are (day) or (first day, day). */
+/* One query of the day's reading: its SQL, its row callback, and its
+ * parameters. */
 typedef struct step {
     const char *sql;  /* the statement */
     pgt_db_row_cb cb; /* what to do with each row */
-    bool range;       /* ?1 is the first of the days before, ?2 the day */
+    const char *args; /* "": none; "d": ?1 is the day; "p": the day before; "w": ?1 and ?2
+                         bound the week before it */
 } step_t;
 
 static const step_t steps[] = {
     {"SELECT \"user\", fingerprint, sum(statements), sum(cost_micro), max(max_cost_micro), "
      "sum(compute_s) FROM rollups WHERE day = ?1 GROUP BY \"user\", fingerprint",
-     pair_row, false},
+     pair_row, "d"},
     {"SELECT status, sum(statements), sum(cost_micro), sum(compute_s) FROM rollups "
      "WHERE day = ?1 GROUP BY status",
-     status_row, false},
+     status_row, "d"},
     {"SELECT day, sum(statements), sum(cost_micro), sum(compute_s) FROM rollups "
      "WHERE day >= ?1 AND day < ?2 GROUP BY day",
-     history_row, true},
-    {"SELECT min(day) FROM rollups", first_day_row, false},
+     history_row, "w"},
+    {"SELECT min(day) FROM rollups", first_day_row, ""},
     /* The partial index queries_day_budget holds exactly these rows. */
     {"SELECT budget_id, status, count(*), sum(cost_micro) FROM queries WHERE day = ?1 "
      "AND budget_id IS NOT NULL AND status IN ('refused', 'budget_cancelled') "
      "GROUP BY budget_id, status",
-     refusal_row, false},
+     refusal_row, "d"},
+    /* The users of the day before, for rs_prev_cost. */
+    {"SELECT \"user\", sum(cost_micro) FROM rollups WHERE day = ?1 GROUP BY \"user\"", prev_row,
+     "p"},
 };
 
 static int cmp_user_cost(const void *x, const void *y)
@@ -166,24 +170,18 @@ int rs_day_read(pgt_db_t *db, int32_t day, rs_day_t *d, char *err, size_t errlen
     d->first_day = RS_NO_DAY;
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         const step_t *s = &steps[i];
-        int rc = s->range ? pgt_db_run(db, "reading the ledger", err, errlen, s->cb, d, s->sql,
-                                       "ii", (int64_t)day - RS_HISTORY_DAYS, (int64_t)day)
-                          : pgt_db_run(db, "reading the ledger", err, errlen, s->cb, d, s->sql,
-                                       strchr(s->sql, '?') ? "i" : "", (int64_t)day);
+        char a = s->args[0];
+        int64_t first = a == 'w' ? (int64_t)day - RS_HISTORY_DAYS : a == 'p' ? day - 1 : day;
+        int rc = pgt_db_run(db, "reading the ledger", err, errlen, s->cb, d, s->sql,
+                            a == 'w' ? "ii"
+                            : a      ? "i"
+                                     : "",
+                            first, (int64_t)day);
         if (rc > 0)
             snprintf(err, errlen, "out of memory");
         if (rc != 0)
             return -1;
     }
-    /* The users of the day before, by name, for rs_prev_cost. */
-    int rc = pgt_db_run(db, "reading the ledger", err, errlen, prev_row, d,
-                        "SELECT \"user\", sum(cost_micro) FROM rollups WHERE day = ?1 "
-                        "GROUP BY \"user\"",
-                        "i", (int64_t)day - 1);
-    if (rc > 0)
-        snprintf(err, errlen, "out of memory");
-    if (rc != 0)
-        return -1;
     if (d->nprev)
         qsort(d->prev, d->nprev, sizeof(*d->prev), cmp_user_cost);
     return 0;
