@@ -438,8 +438,9 @@ static void free_on_close(uv_handle_t *h)
     pgt_budgets_free(h->data);
 }
 
-pgt_budgets_t *pgt_budgets_new(uv_loop_t *loop, const pgt_config_t *cfg, const char *ledger_path,
-                               int64_t instance, char *err, size_t errlen)
+pgt_budgets_t *pgt_budgets_new(uv_loop_t *loop, const pgt_config_t *cfg,
+                               const pgt_ledger_where_t *where, int64_t instance, char *err,
+                               size_t errlen)
 {
     pgt_budgets_t *b = calloc(1, sizeof(*b));
     if (!b) {
@@ -453,7 +454,7 @@ pgt_budgets_t *pgt_budgets_new(uv_loop_t *loop, const pgt_config_t *cfg, const c
     b->async.data = b;
     b->async_open = true;
     pgt_budget_sync_opts_t o = {
-        .ledger_path = ledger_path,
+        .where = *where,
         .instance = instance,
         .admin_conninfo = cfg->admin_conninfo,
         .interval_ms = b->interval_ms,

@@ -1,10 +1,10 @@
-/* Budgets, teams, grants and role memberships in the ledger's SQLite file:
- * loaded whole for pgtally, changed by pgtallyctl one transaction at a time,
- * and the spend of a budget for display. */
+/* Budgets, teams, grants and role memberships in the ledger, SQLite or
+ * PostgreSQL (one SQL text for both, through db.h): loaded whole for
+ * pgtally, changed by pgtallyctl one transaction at a time, and the spend
+ * of a budget for display, read from the daily spend rollup. */
 #include "pgtally/budget_store.h"
 
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,82 +38,35 @@ int pgt_budget_warn_add(pgt_budget_t *b, int pct)
     return 0;
 }
 
-/* ---- SQLite helpers ----------------------------------------------------- */
+/* ---- Database helpers ----------------------------------------------------- */
 
-/* Prepares sql and binds one argument per character of types: 'i' an
- * int64_t, 'n' an int64_t bound as NULL when negative, 't' a string (NULL
- * binds NULL). Returns the statement, or NULL with the cause in err. */
-static sqlite3_stmt *prepare(sqlite3 *db, char *err, size_t errlen, const char *sql,
-                             const char *types, ...)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "budget tables: %s", sqlite3_errmsg(db));
-        return NULL;
-    }
-    va_list ap;
-    va_start(ap, types);
-    for (int i = 0; types[i]; i++) {
-        if (types[i] == 't') {
-            const char *s = va_arg(ap, const char *);
-            if (s)
-                sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT);
-            else
-                sqlite3_bind_null(st, i + 1);
-            continue;
-        }
-        int64_t v = va_arg(ap, int64_t);
-        if (types[i] == 'n' && v < 0)
-            sqlite3_bind_null(st, i + 1);
-        else
-            sqlite3_bind_int64(st, i + 1, v);
-    }
-    va_end(ap);
-    return st;
-}
+/* What pgt_db_run's errors begin with. */
+#define DOING "budget tables"
 
-/* Steps st (NULL: preparing failed) to the end with the ledger's walker,
- * handing each row to row (NULL: rows are ignored), and finalizes it.
- * Returns 0, row's non-zero value, or -1 with the cause in err. */
-static int run(sqlite3 *db, sqlite3_stmt *st, int (*row)(sqlite3_stmt *, void *), void *arg,
-               char *err, size_t errlen)
+/* What a row callback returns when it fails, with the cause already in its
+ * err: not -1, after which pgt_db_run would write the connection's last
+ * error over it. The callers turn it into -1. */
+#define ROW_FAILED 2
+
+/* Returns rc with ROW_FAILED as -1. */
+static int row_rc(int rc)
 {
-    return st ? pgt_ledger_walk(db, st, row, arg, "budget tables", err, errlen) : -1;
+    return rc == ROW_FAILED ? -1 : rc;
 }
 
 /* A row callback that stores the first column of the last row in an
  * int64_t. */
-static int int_row(sqlite3_stmt *st, void *arg)
+static int int_row(const pgt_db_row_t *r, void *arg)
 {
-    *(int64_t *)arg = sqlite3_column_int64(st, 0);
+    *(int64_t *)arg = pgt_db_int(r, 0);
     return 0;
 }
 
-/* Starts a transaction; write takes the write lock at once. */
-static int begin(sqlite3 *db, bool write, char *err, size_t errlen)
+/* Returns a copy of column i of r ("" for NULL), or NULL when out of
+ * memory. */
+static char *column_strdup(const pgt_db_row_t *r, int i)
 {
-    if (sqlite3_exec(db, write ? "BEGIN IMMEDIATE" : "BEGIN", NULL, NULL, NULL) == SQLITE_OK)
-        return 0;
-    snprintf(err, errlen, "budget tables: %s", sqlite3_errmsg(db));
-    return -1;
-}
-
-/* Commits when rc is 0, otherwise rolls back. Returns rc, or -1 with the
- * cause in err when the commit fails. */
-static int finish(sqlite3 *db, int rc, char *err, size_t errlen)
-{
-    if (rc == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "budget tables: %s", sqlite3_errmsg(db));
-        rc = -1;
-    }
-    if (!sqlite3_get_autocommit(db))
-        (void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    return rc;
-}
-
-static char *column_strdup(sqlite3_stmt *st, int i)
-{
-    const char *s = (const char *)sqlite3_column_text(st, i);
+    const char *s = pgt_db_text(r, i);
     return strdup(s ? s : "");
 }
 
@@ -137,25 +90,32 @@ static void *push(void *items, size_t *n, size_t *cap, size_t size)
 
 /* ---- Opening -------------------------------------------------------------- */
 
-int pgt_budget_store_open(const char *path, bool writable, sqlite3 **db, char *err, size_t errlen)
+int pgt_budget_store_open(const pgt_ledger_where_t *w, bool writable, pgt_db_t **db, char *err,
+                          size_t errlen)
 {
     int version = 0;
-    *db = pgt_ledger_db_open(path, writable, &version, err, errlen);
+    *db = pgt_ledger_db_open(w, writable, &version, err, errlen);
     if (!*db)
         return -1;
+    if (pgt_db_backend(*db) == PGT_DB_POSTGRESQL)
+        return 0; /* its schema starts at a version that has them */
     if (version < BUDGET_SCHEMA) {
         pgt_budget_store_close(*db);
         *db = NULL;
         return PGT_BUDGET_NO_TABLES;
     }
-    /* team_members rows go with their team (ON DELETE CASCADE). */
-    (void)sqlite3_exec(*db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL);
+    /* team_members rows go with their team (ON DELETE CASCADE), which
+     * SQLite does only when asked. Not fatal: team_rm deletes a team's
+     * members itself. */
+    char ignored[64];
+    if (pgt_db_exec(*db, DOING, "PRAGMA foreign_keys = ON", ignored, sizeof(ignored)) != 0)
+        return 0;
     return 0;
 }
 
-void pgt_budget_store_close(sqlite3 *db)
+void pgt_budget_store_close(pgt_db_t *db)
 {
-    sqlite3_close_v2(db);
+    pgt_db_close(db);
 }
 
 /* ---- Loading -------------------------------------------------------------- */
@@ -178,12 +138,12 @@ static void warn_from_json(pgt_budget_t *b, const char *text)
 
 /* Fills b from a row of SELECT BUDGET_COLUMNS. Returns 0, or -1 with the
  * cause in err. */
-static int budget_from_row(sqlite3_stmt *st, pgt_budget_t *b, char *err, size_t errlen)
+static int budget_from_row(const pgt_db_row_t *r, pgt_budget_t *b, char *err, size_t errlen)
 {
-    b->id = sqlite3_column_int64(st, 0);
-    const char *type = (const char *)sqlite3_column_text(st, 1);
-    const char *period = (const char *)sqlite3_column_text(st, 3);
-    const char *action = (const char *)sqlite3_column_text(st, 6);
+    b->id = pgt_db_int(r, 0);
+    const char *type = pgt_db_text(r, 1);
+    const char *period = pgt_db_text(r, 3);
+    const char *action = pgt_db_text(r, 6);
     if (pgt_budget_subject_parse(type, &b->subject_type) != 0 ||
         pgt_period_parse(period, &b->period) != 0) {
         snprintf(err, errlen, "budget %lld: unknown subject type '%s' or period '%s'",
@@ -195,11 +155,10 @@ static int budget_from_row(sqlite3_stmt *st, pgt_budget_t *b, char *err, size_t 
         b->action = PGT_BUDGET_ACTION_BLOCK;
     else if (pgt_budget_action_parse(action, &b->action) != 0)
         b->action = PGT_BUDGET_ACTION_BLOCK;
-    b->limit_micro = sqlite3_column_int64(st, 4);
-    warn_from_json(b, (const char *)sqlite3_column_text(st, 5));
-    bool capped = sqlite3_column_type(st, 7) != SQLITE_NULL;
-    b->per_query_micro = capped ? sqlite3_column_int64(st, 7) : -1;
-    b->subject = column_strdup(st, 2);
+    b->limit_micro = pgt_db_int(r, 4);
+    warn_from_json(b, pgt_db_text(r, 5));
+    b->per_query_micro = pgt_db_isnull(r, 7) ? -1 : pgt_db_int(r, 7);
+    b->subject = column_strdup(r, 2);
     if (!b->subject) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -216,66 +175,72 @@ typedef struct load {
     size_t errlen;            /* its size */
 } load_t;
 
-static int budget_row(sqlite3_stmt *st, void *arg)
+/* Takes one row of budgets into the config. Returns 0, or ROW_FAILED. */
+static int budget_row(const pgt_db_row_t *r, void *arg)
 {
     load_t *l = arg;
     pgt_budget_t *b = push(&l->cfg->budgets, &l->cfg->nbudgets, &l->cap[0], sizeof(*b));
     if (!b) {
         snprintf(l->err, l->errlen, "out of memory");
-        return -1;
+        return ROW_FAILED;
     }
-    return budget_from_row(st, b, l->err, l->errlen);
+    return budget_from_row(r, b, l->err, l->errlen) == 0 ? 0 : ROW_FAILED;
 }
 
-/* One row per team and member (member NULL for an empty team), by name. */
-static int team_row(sqlite3_stmt *st, void *arg)
+/* Takes one row per team and member (member NULL for an empty team), by
+ * name. Returns 0, or ROW_FAILED. */
+static int team_row(const pgt_db_row_t *r, void *arg)
 {
     load_t *l = arg;
     pgt_budget_config_t *c = l->cfg;
-    int64_t id = sqlite3_column_int64(st, 0);
+    int64_t id = pgt_db_int(r, 0);
     pgt_budget_team_t *t = c->nteams ? &c->teams[c->nteams - 1] : NULL;
     bool ok = true;
     if (!t || t->id != id) {
         t = push(&c->teams, &c->nteams, &l->cap[1], sizeof(*t));
-        ok = t && (t->name = column_strdup(st, 1));
+        ok = t && (t->name = column_strdup(r, 1));
         if (ok)
             t->id = id;
         l->member_cap = 0;
     }
-    if (ok && sqlite3_column_type(st, 2) != SQLITE_NULL) {
+    if (ok && !pgt_db_isnull(r, 2)) {
         char **m = push(&t->members, &t->nmembers, &l->member_cap, sizeof(*m));
-        ok = m && (*m = column_strdup(st, 2));
+        ok = m && (*m = column_strdup(r, 2));
     }
     if (!ok)
         snprintf(l->err, l->errlen, "out of memory");
-    return ok ? 0 : -1;
+    return ok ? 0 : ROW_FAILED;
 }
 
-static int grant_row(sqlite3_stmt *st, void *arg)
+/* Takes one row of budget_grants into the config. Returns 0, or
+ * ROW_FAILED. */
+static int grant_row(const pgt_db_row_t *r, void *arg)
 {
     load_t *l = arg;
     pgt_budget_grant_t *g = push(&l->cfg->grants, &l->cfg->ngrants, &l->cap[2], sizeof(*g));
-    if (!g || !(g->user = column_strdup(st, 1))) {
+    if (!g || !(g->user = column_strdup(r, 1))) {
         snprintf(l->err, l->errlen, "out of memory");
-        return -1;
+        return ROW_FAILED;
     }
-    g->id = sqlite3_column_int64(st, 0);
-    g->amount_micro = sqlite3_column_int64(st, 2);
-    g->granted_us = sqlite3_column_int64(st, 3);
-    g->until_us = sqlite3_column_type(st, 4) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 4);
+    g->id = pgt_db_int(r, 0);
+    g->amount_micro = pgt_db_int(r, 2);
+    g->granted_us = pgt_db_int(r, 3);
+    g->until_us = pgt_db_isnull(r, 4) ? -1 : pgt_db_int(r, 4);
     return 0;
 }
 
-static int role_row(sqlite3_stmt *st, void *arg)
+/* Takes one row of role_members into the config. Returns 0, or
+ * ROW_FAILED. */
+static int role_row(const pgt_db_row_t *r, void *arg)
 {
     load_t *l = arg;
     pgt_budget_config_t *c = l->cfg;
-    pgt_budget_role_member_t *r = push(&c->role_members, &c->nrole_members, &l->cap[3], sizeof(*r));
-    if (!r || !(r->role = column_strdup(st, 0)) || !(r->user = column_strdup(st, 1))) {
+    pgt_budget_role_member_t *m = push(&c->role_members, &c->nrole_members, &l->cap[3], sizeof(*m));
+    if (!m || !(m->role = column_strdup(r, 0)) || !(m->user = column_strdup(r, 1))) {
         snprintf(l->err, l->errlen, "out of memory");
-        return -1;
+        return ROW_FAILED;
     }
-    r->refreshed_us = sqlite3_column_int64(st, 2);
+    m->refreshed_us = pgt_db_int(r, 2);
     return 0;
 }
 
@@ -289,41 +254,85 @@ static int64_t earliest_period_start(int64_t now_us)
     return week < month ? week : month;
 }
 
-/* The tables loaded whole, each into its part of the config. */
+/* The tables loaded whole, each into its part of the config. The rows of
+ * one team come together (ordered by its id); sort_names orders names. */
 static const struct {
-    const char *sql;                         /* the query */
-    int (*row)(sqlite3_stmt *st, void *arg); /* takes one row into the load_t */
+    const char *sql;                              /* the query */
+    int (*row)(const pgt_db_row_t *r, void *arg); /* takes one row into the load_t */
 } whole_tables[] = {
     {"SELECT " BUDGET_COLUMNS " FROM budgets ORDER BY id", budget_row},
     {"SELECT t.id, t.name, m.\"user\" FROM teams t LEFT JOIN team_members m "
-     "ON m.team_id = t.id ORDER BY t.name, t.id, m.\"user\"",
+     "ON m.team_id = t.id ORDER BY t.id",
      team_row},
-    {"SELECT role, \"user\", refreshed_at FROM role_members ORDER BY role, \"user\"", role_row},
+    {"SELECT role, \"user\", refreshed_at FROM role_members", role_row},
 };
 
 /* Runs the queries of pgt_budget_config_load; returns 0 or -1. */
-static int load_all(sqlite3 *db, load_t *l)
+static int load_all(pgt_db_t *db, load_t *l)
 {
     int64_t now = pgt_clock_us();
     char *err = l->err;
     size_t len = l->errlen;
-    int rc = run(db, prepare(db, err, len, "SELECT version FROM settings_version WHERE id = 1", ""),
-                 int_row, &l->cfg->settings_version, err, len);
+    int rc = pgt_db_int_query(db, DOING, err, len, &l->cfg->settings_version,
+                              "SELECT version FROM settings_version WHERE id = 1", "");
     for (size_t i = 0; rc == 0 && i < sizeof(whole_tables) / sizeof(whole_tables[0]); i++)
-        rc = run(db, prepare(db, err, len, whole_tables[i].sql, ""), whole_tables[i].row, l, err,
-                 len);
+        rc = pgt_db_run(db, DOING, err, len, whole_tables[i].row, l, whole_tables[i].sql, "");
     if (rc == 0)
-        rc = run(db,
-                 prepare(db, err, len,
-                         "SELECT id, \"user\", amount_micro, granted_at, until_us FROM "
-                         "budget_grants WHERE until_us > ?1 OR (until_us IS NULL AND "
-                         "granted_at >= ?2) ORDER BY id",
-                         "ii", now, earliest_period_start(now)),
-                 grant_row, l, err, len);
+        rc = pgt_db_run(db, DOING, err, len, grant_row, l,
+                        "SELECT id, \"user\", amount_micro, granted_at, until_us FROM "
+                        "budget_grants WHERE until_us > ?1 OR (until_us IS NULL AND "
+                        "granted_at >= ?2) ORDER BY id",
+                        "ii", now, earliest_period_start(now));
     return rc == 0 ? 0 : -1;
 }
 
-int pgt_budget_config_load(sqlite3 *db, pgt_budget_config_t **out, char *err, size_t errlen)
+/* Starts the read transaction of pgt_budget_config_load. PostgreSQL's is
+ * REPEATABLE READ, so that every statement sees the same snapshot (as in
+ * SQLite), not each one its own. */
+static int begin_read(pgt_db_t *db, char *err, size_t errlen)
+{
+    if (pgt_db_begin(db, false, err, errlen) != 0)
+        return -1;
+    if (pgt_db_backend(db) == PGT_DB_SQLITE ||
+        pgt_db_exec(db, DOING, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", err, errlen) == 0)
+        return 0;
+    return pgt_db_finish(db, -1, err, errlen);
+}
+
+/* Orders strings as bytes, for qsort. */
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Orders teams by name, as bytes, for qsort. */
+static int cmp_team(const void *a, const void *b)
+{
+    return strcmp(((const pgt_budget_team_t *)a)->name, ((const pgt_budget_team_t *)b)->name);
+}
+
+/* Orders role memberships by role, then user, as bytes, for qsort. */
+static int cmp_role(const void *a, const void *b)
+{
+    const pgt_budget_role_member_t *x = a, *y = b;
+    int c = strcmp(x->role, y->role);
+    return c ? c : strcmp(x->user, y->user);
+}
+
+/* Sorts the names of cfg as bytes, whatever the collation of the database
+ * that ordered them: the same order from both backends. */
+static void sort_names(pgt_budget_config_t *cfg)
+{
+    if (cfg->nteams)
+        qsort(cfg->teams, cfg->nteams, sizeof(*cfg->teams), cmp_team);
+    for (size_t i = 0; i < cfg->nteams; i++)
+        if (cfg->teams[i].nmembers)
+            qsort(cfg->teams[i].members, cfg->teams[i].nmembers, sizeof(char *), cmp_str);
+    if (cfg->nrole_members)
+        qsort(cfg->role_members, cfg->nrole_members, sizeof(*cfg->role_members), cmp_role);
+}
+
+int pgt_budget_config_load(pgt_db_t *db, pgt_budget_config_t **out, char *err, size_t errlen)
 {
     load_t l = {.cfg = calloc(1, sizeof(*l.cfg)), .err = err, .errlen = errlen};
     if (!l.cfg) {
@@ -331,13 +340,14 @@ int pgt_budget_config_load(sqlite3 *db, pgt_budget_config_t **out, char *err, si
         return -1;
     }
     /* One read transaction: every table as of the same settings version. */
-    int rc = begin(db, false, err, errlen);
+    int rc = begin_read(db, err, errlen);
     if (rc == 0)
-        rc = finish(db, load_all(db, &l), err, errlen);
+        rc = pgt_db_finish(db, load_all(db, &l), err, errlen);
     if (rc != 0) {
         pgt_budget_config_free(l.cfg);
         return -1;
     }
+    sort_names(l.cfg);
     *out = l.cfg;
     return 0;
 }
@@ -367,13 +377,12 @@ void pgt_budget_config_free(pgt_budget_config_t *cfg)
     free(cfg);
 }
 
-int64_t pgt_budget_settings_version(sqlite3 *db)
+int64_t pgt_budget_settings_version(pgt_db_t *db)
 {
     char err[256];
     int64_t v = -1;
-    if (run(db,
-            prepare(db, err, sizeof(err), "SELECT version FROM settings_version WHERE id = 1", ""),
-            int_row, &v, err, sizeof(err)) != 0)
+    if (pgt_db_int_query(db, DOING, err, sizeof(err), &v,
+                         "SELECT version FROM settings_version WHERE id = 1", "") != 0)
         return -1;
     return v;
 }
@@ -415,7 +424,22 @@ static char *warn_json(const pgt_budget_t *b, char *buf, size_t len)
     return buf;
 }
 
-static int set_locked(sqlite3 *db, const pgt_budget_t *b, int64_t *id, bool *created, char *err,
+/* Updates budget id with b's settings. */
+static int update_budget(pgt_db_t *db, int64_t id, const pgt_budget_t *b, const char *warn,
+                         char *err, size_t errlen)
+{
+    return pgt_db_run(db, DOING, err, errlen, NULL, NULL,
+                      "UPDATE budgets SET limit_micro = ?2, warn_pcts = ?3, action = ?4, "
+                      "per_query_micro = ?5 WHERE id = ?1",
+                      "iittn", id, b->limit_micro, warn, pgt_budget_action_name(b->action),
+                      b->per_query_micro);
+}
+
+/* Inserts b unless a budget of its subject and period exists (then *id is
+ * that one's, updated), in the transaction of pgt_budget_set. The insert
+ * comes first: two processes setting the same new budget at once in
+ * PostgreSQL, whose transactions do not lock the table, then both land. */
+static int set_locked(pgt_db_t *db, const pgt_budget_t *b, int64_t *id, bool *created, char *err,
                       size_t errlen)
 {
     const char *type = pgt_budget_subject_name(b->subject_type);
@@ -424,42 +448,32 @@ static int set_locked(sqlite3 *db, const pgt_budget_t *b, int64_t *id, bool *cre
     char warn[128];
     warn_json(b, warn, sizeof(warn));
     *id = 0;
-    int rc = run(db,
-                 prepare(db, err, errlen,
-                         "SELECT id FROM budgets WHERE subject_type = ?1 AND subject = ?2 AND "
-                         "period = ?3",
-                         "ttt", type, subject, period),
-                 int_row, id, err, errlen);
-    if (rc != 0)
+    int rc = pgt_db_run(db, DOING, err, errlen, int_row, id,
+                        "INSERT INTO budgets (subject_type, subject, period, limit_micro, "
+                        "warn_pcts, action, per_query_micro, created_at) VALUES "
+                        "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING RETURNING id",
+                        "tttittni", type, subject, period, b->limit_micro, warn,
+                        pgt_budget_action_name(b->action), b->per_query_micro, pgt_clock_us());
+    *created = rc == 0 && *id != 0;
+    if (rc != 0 || *created)
         return rc;
-    *created = *id == 0;
-    if (*created) {
-        rc = run(db,
-                 prepare(db, err, errlen,
-                         "INSERT INTO budgets (subject_type, subject, period, limit_micro, "
-                         "warn_pcts, action, per_query_micro, created_at) VALUES "
-                         "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                         "tttittni", type, subject, period, b->limit_micro, warn,
-                         pgt_budget_action_name(b->action), b->per_query_micro, pgt_clock_us()),
-                 NULL, NULL, err, errlen);
-        *id = sqlite3_last_insert_rowid(db);
-        return rc;
+    rc = pgt_db_int_query(db, DOING, err, errlen, id,
+                          "SELECT id FROM budgets WHERE subject_type = ?1 AND subject = ?2 AND "
+                          "period = ?3",
+                          "ttt", type, subject, period);
+    if (rc == 0 && *id == 0) {
+        snprintf(err, errlen, "%s: the budget neither inserted nor found", DOING);
+        rc = -1;
     }
-    return run(db,
-               prepare(db, err, errlen,
-                       "UPDATE budgets SET limit_micro = ?2, warn_pcts = ?3, action = ?4, "
-                       "per_query_micro = ?5 WHERE id = ?1",
-                       "iittn", *id, b->limit_micro, warn, pgt_budget_action_name(b->action),
-                       b->per_query_micro),
-               NULL, NULL, err, errlen);
+    return rc == 0 ? update_budget(db, *id, b, warn, err, errlen) : rc;
 }
 
-int pgt_budget_set(sqlite3 *db, const pgt_budget_t *b, int64_t *id, bool *created, char *err,
+int pgt_budget_set(pgt_db_t *db, const pgt_budget_t *b, int64_t *id, bool *created, char *err,
                    size_t errlen)
 {
-    int rc = begin(db, true, err, errlen);
+    int rc = pgt_db_begin(db, true, err, errlen);
     if (rc == 0)
-        rc = finish(db, set_locked(db, b, id, created, err, errlen), err, errlen);
+        rc = pgt_db_finish(db, set_locked(db, b, id, created, err, errlen), err, errlen);
     return rc;
 }
 
@@ -470,31 +484,31 @@ typedef struct copy_ctx {
     size_t errlen;   /* its size */
 } copy_ctx_t;
 
-static int copy_row(sqlite3_stmt *st, void *arg)
+/* Copies a row of SELECT BUDGET_COLUMNS into the copy_ctx_t. Returns 0, or
+ * ROW_FAILED. */
+static int copy_row(const pgt_db_row_t *r, void *arg)
 {
     copy_ctx_t *c = arg;
-    return budget_from_row(st, c->b, c->err, c->errlen);
+    return budget_from_row(r, c->b, c->err, c->errlen) == 0 ? 0 : ROW_FAILED;
 }
 
-static int rm_locked(sqlite3 *db, int64_t id, pgt_budget_t *removed, char *err, size_t errlen)
+/* Deletes budget id and its alerts, in the transaction of pgt_budget_rm. */
+static int rm_locked(pgt_db_t *db, int64_t id, pgt_budget_t *removed, char *err, size_t errlen)
 {
     pgt_budget_t b = {0};
     copy_ctx_t c = {&b, err, errlen};
-    int rc = run(
-        db,
-        prepare(db, err, errlen, "SELECT " BUDGET_COLUMNS " FROM budgets WHERE id = ?1", "i", id),
-        copy_row, &c, err, errlen);
+    int rc = row_rc(pgt_db_run(db, DOING, err, errlen, copy_row, &c,
+                               "SELECT " BUDGET_COLUMNS " FROM budgets WHERE id = ?1", "i", id));
     if (rc == 0 && b.id == 0) {
         snprintf(err, errlen, "no budget with id %lld", (long long)id);
         rc = PGT_BUDGET_NOT_FOUND;
     }
     if (rc == 0)
-        rc = run(db, prepare(db, err, errlen, "DELETE FROM budgets WHERE id = ?1", "i", id), NULL,
-                 NULL, err, errlen);
+        rc = pgt_db_run(db, DOING, err, errlen, NULL, NULL, "DELETE FROM budgets WHERE id = ?1",
+                        "i", id);
     if (rc == 0)
-        rc = run(db,
-                 prepare(db, err, errlen, "DELETE FROM alerts_sent WHERE budget_id = ?1", "i", id),
-                 NULL, NULL, err, errlen);
+        rc = pgt_db_run(db, DOING, err, errlen, NULL, NULL,
+                        "DELETE FROM alerts_sent WHERE budget_id = ?1", "i", id);
     if (rc == 0 && removed)
         *removed = b;
     else
@@ -502,71 +516,69 @@ static int rm_locked(sqlite3 *db, int64_t id, pgt_budget_t *removed, char *err, 
     return rc;
 }
 
-int pgt_budget_rm(sqlite3 *db, int64_t id, pgt_budget_t *removed, char *err, size_t errlen)
+int pgt_budget_rm(pgt_db_t *db, int64_t id, pgt_budget_t *removed, char *err, size_t errlen)
 {
-    int rc = begin(db, true, err, errlen);
+    int rc = pgt_db_begin(db, true, err, errlen);
     if (rc == 0)
-        rc = finish(db, rm_locked(db, id, removed, err, errlen), err, errlen);
+        rc = pgt_db_finish(db, rm_locked(db, id, removed, err, errlen), err, errlen);
     return rc;
 }
 
-int pgt_budget_grant_add(sqlite3 *db, const char *user, int64_t amount_micro, int64_t granted_us,
+int pgt_budget_grant_add(pgt_db_t *db, const char *user, int64_t amount_micro, int64_t granted_us,
                          int64_t until_us, int64_t *id, char *err, size_t errlen)
 {
-    int rc = run(db,
-                 prepare(db, err, errlen,
-                         "INSERT INTO budget_grants (\"user\", amount_micro, granted_at, until_us) "
-                         "VALUES (?1, ?2, ?3, ?4)",
-                         "tiin", user, amount_micro, granted_us, until_us),
-                 NULL, NULL, err, errlen);
-    *id = rc == 0 ? sqlite3_last_insert_rowid(db) : 0;
-    return rc;
+    *id = 0;
+    return pgt_db_run(db, DOING, err, errlen, int_row, id,
+                      "INSERT INTO budget_grants (\"user\", amount_micro, granted_at, until_us) "
+                      "VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                      "tiin", user, amount_micro, granted_us, until_us);
 }
 
 /* Sets *id to the id of team name, or 0 when there is none. */
-static int team_id(sqlite3 *db, const char *name, int64_t *id, char *err, size_t errlen)
+static int team_id(pgt_db_t *db, const char *name, int64_t *id, char *err, size_t errlen)
 {
     *id = 0;
-    return run(db, prepare(db, err, errlen, "SELECT id FROM teams WHERE name = ?1", "t", name),
-               int_row, id, err, errlen);
+    return pgt_db_int_query(db, DOING, err, errlen, id, "SELECT id FROM teams WHERE name = ?1", "t",
+                            name);
 }
 
-static int team_add_locked(sqlite3 *db, const char *team, const char *const *users, size_t n,
+/* Adds users to team, creating it, in the transaction of
+ * pgt_budget_team_add. */
+static int team_add_locked(pgt_db_t *db, const char *team, const char *const *users, size_t n,
                            bool *created, size_t *added, char *err, size_t errlen)
 {
-    int64_t id;
-    int rc = team_id(db, team, &id, err, errlen);
-    *created = rc == 0 && id == 0;
-    if (*created) {
-        rc = run(db,
-                 prepare(db, err, errlen, "INSERT INTO teams (name, created_at) VALUES (?1, ?2)",
-                         "ti", team, pgt_clock_us()),
-                 NULL, NULL, err, errlen);
-        id = sqlite3_last_insert_rowid(db);
-    }
+    int64_t id = 0;
+    int rc = pgt_db_run(db, DOING, err, errlen, int_row, &id,
+                        "INSERT INTO teams (name, created_at) VALUES (?1, ?2) "
+                        "ON CONFLICT DO NOTHING RETURNING id",
+                        "ti", team, pgt_clock_us());
+    *created = rc == 0 && id != 0;
+    if (rc == 0 && id == 0)
+        rc = team_id(db, team, &id, err, errlen);
     *added = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        rc = run(db,
-                 prepare(db, err, errlen,
-                         "INSERT OR IGNORE INTO team_members (team_id, \"user\") VALUES (?1, ?2)",
-                         "it", id, users[i]),
-                 NULL, NULL, err, errlen);
-        *added += rc == 0 ? (size_t)sqlite3_changes(db) : 0;
+        rc = pgt_db_run(db, DOING, err, errlen, NULL, NULL,
+                        "INSERT INTO team_members (team_id, \"user\") VALUES (?1, ?2) "
+                        "ON CONFLICT DO NOTHING",
+                        "it", id, users[i]);
+        *added += rc == 0 ? (size_t)pgt_db_changes(db) : 0;
     }
     return rc;
 }
 
-int pgt_budget_team_add(sqlite3 *db, const char *team, const char *const *users, size_t n,
+int pgt_budget_team_add(pgt_db_t *db, const char *team, const char *const *users, size_t n,
                         bool *created, size_t *added, char *err, size_t errlen)
 {
-    int rc = begin(db, true, err, errlen);
+    int rc = pgt_db_begin(db, true, err, errlen);
     if (rc == 0)
-        rc = finish(db, team_add_locked(db, team, users, n, created, added, err, errlen), err,
-                    errlen);
+        rc = pgt_db_finish(db, team_add_locked(db, team, users, n, created, added, err, errlen),
+                           err, errlen);
     return rc;
 }
 
-static int team_rm_locked(sqlite3 *db, const char *team, const char *const *users, size_t n,
+/* Removes users from team, or the team, in the transaction of
+ * pgt_budget_team_rm. */
+static int team_rm_locked(pgt_db_t *db, const char *team, const char *const *users, size_t n,
                           char *err, size_t errlen)
 {
     int64_t id;
@@ -576,39 +588,36 @@ static int team_rm_locked(sqlite3 *db, const char *team, const char *const *user
         return PGT_BUDGET_NOT_FOUND;
     }
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        rc = run(db,
-                 prepare(db, err, errlen,
-                         "DELETE FROM team_members WHERE team_id = ?1 AND \"user\" = ?2", "it", id,
-                         users[i]),
-                 NULL, NULL, err, errlen);
-        if (rc == 0 && sqlite3_changes(db) == 0) {
+        rc = pgt_db_run(db, DOING, err, errlen, NULL, NULL,
+                        "DELETE FROM team_members WHERE team_id = ?1 AND \"user\" = ?2", "it", id,
+                        users[i]);
+        if (rc == 0 && pgt_db_changes(db) == 0) {
             snprintf(err, errlen, "'%s' is not a member of team '%s'", users[i], team);
             return PGT_BUDGET_NOT_FOUND;
         }
     }
     if (rc == 0 && n == 0)
-        rc = run(db,
-                 prepare(db, err, errlen, "DELETE FROM team_members WHERE team_id = ?1", "i", id),
-                 NULL, NULL, err, errlen);
+        rc = pgt_db_run(db, DOING, err, errlen, NULL, NULL,
+                        "DELETE FROM team_members WHERE team_id = ?1", "i", id);
     if (rc == 0 && n == 0)
-        rc = run(db, prepare(db, err, errlen, "DELETE FROM teams WHERE id = ?1", "i", id), NULL,
-                 NULL, err, errlen);
+        rc = pgt_db_run(db, DOING, err, errlen, NULL, NULL, "DELETE FROM teams WHERE id = ?1", "i",
+                        id);
     return rc;
 }
 
-int pgt_budget_team_rm(sqlite3 *db, const char *team, const char *const *users, size_t n, char *err,
-                       size_t errlen)
+int pgt_budget_team_rm(pgt_db_t *db, const char *team, const char *const *users, size_t n,
+                       char *err, size_t errlen)
 {
-    int rc = begin(db, true, err, errlen);
+    int rc = pgt_db_begin(db, true, err, errlen);
     if (rc == 0)
-        rc = finish(db, team_rm_locked(db, team, users, n, err, errlen), err, errlen);
+        rc = pgt_db_finish(db, team_rm_locked(db, team, users, n, err, errlen), err, errlen);
     return rc;
 }
 
 /* ---- Spend ---------------------------------------------------------------- */
 
-/* Returns the condition on queries that selects the statements of a
- * subject: ?3 is the subject, ?4 the budget's period. */
+/* Returns the condition on spend that selects the rows of a subject: ?3 is
+ * the subject, or for a default budget its period. */
 static const char *subject_filter(pgt_budget_subject_t t)
 {
     switch (t) {
@@ -627,7 +636,7 @@ static const char *subject_filter(pgt_budget_subject_t t)
         break;
     }
     return "\"user\" NOT IN (SELECT subject FROM budgets WHERE subject_type = 'user' "
-           "AND period = ?4)";
+           "AND period = ?3)";
 }
 
 /* The callback of pgt_budget_spend and its argument. */
@@ -636,25 +645,28 @@ typedef struct spend_ctx {
     void *arg;              /* its argument */
 } spend_ctx_t;
 
-static int spend_row(sqlite3_stmt *st, void *arg)
+/* Hands one line of spend to the caller's callback. */
+static int spend_row(const pgt_db_row_t *r, void *arg)
 {
     spend_ctx_t *c = arg;
-    return c->cb((const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1), c->arg);
+    return c->cb(pgt_db_text(r, 0), pgt_db_int(r, 1), c->arg);
 }
 
-int pgt_budget_spend(sqlite3 *db, const pgt_budget_t *b, int64_t from_us, int64_t to_us,
+int pgt_budget_spend(pgt_db_t *db, const pgt_budget_t *b, int64_t from_us, int64_t to_us,
                      pgt_budget_spend_cb cb, void *arg, char *err, size_t errlen)
 {
     bool per_user = b->subject_type == PGT_BUDGET_SUBJECT_DEFAULT;
     char sql[512];
+    /* Every parameter appears in the text: PostgreSQL cannot type one that
+     * does not. The sum of a PostgreSQL bigint is a numeric, which
+     * pgt_db_int reads. */
     snprintf(sql, sizeof(sql),
-             "SELECT %s, coalesce(sum(cost_micro), 0) AS spent FROM queries "
-             "WHERE started_at >= ?1 AND started_at < ?2 AND %s%s",
+             "SELECT %s, coalesce(sum(cost_micro), 0) AS spent FROM spend "
+             "WHERE day >= ?1 AND day < ?2 AND %s%s",
              per_user ? "\"user\"" : "NULL", subject_filter(b->subject_type),
              per_user ? " GROUP BY \"user\" ORDER BY spent DESC, \"user\"" : "");
     spend_ctx_t c = {cb, arg};
-    return run(db,
-               prepare(db, err, errlen, sql, "iitt", from_us, to_us, b->subject,
-                       pgt_period_name(b->period)),
-               spend_row, &c, err, errlen);
+    return pgt_db_run(db, DOING, err, errlen, spend_row, &c, sql, "iit",
+                      (int64_t)pgt_local_day(from_us), (int64_t)pgt_local_day(to_us),
+                      per_user ? pgt_period_name(b->period) : b->subject);
 }

@@ -4,6 +4,7 @@
 #include "pgtally/db.h"
 
 #include <libpq-fe.h>
+#include <limits.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 
 #define DEFAULT_BUSY_MS 2000
 #define MAX_PARAMS 32
+#define DB_FAILED INT_MIN /* the database failed, not a row callback */
 
 PGT_NAMES_DEFINE(PGT_DB_BACKEND_MAP, pgt_db_backend_t, pgt_db_backend_name, pgt_db_backend_parse)
 
@@ -307,7 +309,7 @@ static int run_sqlite(pgt_db_t *db, pgt_db_row_cb cb, void *arg, const char *sql
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db->lite, sql, -1, &st, NULL) != SQLITE_OK) {
         set_sqlite_error(db);
-        return -1;
+        return DB_FAILED;
     }
     for (int i = 0; i < n; i++) {
         if (ps[i].type == 'i')
@@ -328,7 +330,9 @@ static int run_sqlite(pgt_db_t *db, pgt_db_row_cb cb, void *arg, const char *sql
         set_sqlite_error(db);
     db->changes = sqlite3_changes(db->lite);
     sqlite3_finalize(st);
-    return stop ? stop : rc == SQLITE_DONE ? 0 : -1;
+    if (stop)
+        return stop;
+    return rc == SQLITE_DONE ? 0 : DB_FAILED;
 }
 
 static void note_pg_result(pgt_db_t *db, PGresult *res)
@@ -351,7 +355,7 @@ static int run_pg(pgt_db_t *db, pgt_db_row_cb cb, void *arg, const char *sql, pa
     char *text = pgt_db_pg_sql(sql);
     if (!text) {
         snprintf(db->error, sizeof(db->error), "out of memory");
-        return -1;
+        return DB_FAILED;
     }
     PGresult *res = PQexecParams(db->pg, text, n, NULL, values, NULL, NULL, 0);
     free(text);
@@ -359,7 +363,7 @@ static int run_pg(pgt_db_t *db, pgt_db_row_cb cb, void *arg, const char *sql, pa
     if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
         note_pg_result(db, res);
         PQclear(res);
-        return -1;
+        return DB_FAILED;
     }
     db->sqlstate[0] = '\0';
     db->changes = strtoll(PQcmdTuples(res), NULL, 10);
@@ -381,14 +385,17 @@ int pgt_db_vrun(pgt_db_t *db, const char *doing, char *err, size_t errlen, pgt_d
     int rc;
     if (n < 0) {
         snprintf(db->error, sizeof(db->error), "too many parameters");
-        rc = -1;
+        rc = DB_FAILED;
     } else if (db->backend == PGT_DB_SQLITE) {
         rc = run_sqlite(db, cb, arg, sql, ps, n);
     } else {
         rc = run_pg(db, cb, arg, sql, ps, n);
     }
-    if (rc == -1)
+    /* A callback's own -1 keeps the message the callback wrote. */
+    if (rc == DB_FAILED) {
         snprintf(err, errlen, "%s: %s", doing, db->error);
+        rc = -1;
+    }
     return rc;
 }
 

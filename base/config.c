@@ -909,9 +909,10 @@ bool pgt_config_ledger_is_postgresql(const char *ledger)
         return false;
     if (strncmp(ledger, "postgresql://", 13) == 0 || strncmp(ledger, "postgres://", 11) == 0)
         return true;
-    /* A conninfo is key=value pairs: a word of lower-case letters, then '='. */
+    /* A conninfo is key=value pairs: a word of lower-case letters, then '='
+     * (host=/tmp/sock is one; a path has a '/' or '.' before any '='). */
     const char *eq = strchr(ledger, '=');
-    return eq && eq > ledger && !strchr(ledger, '/') &&
+    return eq && eq > ledger &&
            strspn(ledger, "abcdefghijklmnopqrstuvwxyz_ ") == (size_t)(eq - ledger);
 }
 

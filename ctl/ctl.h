@@ -65,9 +65,10 @@ typedef enum {
 } ctl_store_mode_t;
 
 /* Resolves the ledger and opens its budget tables. Returns 0 with the
- * connection in *db (NULL for CTL_STORE_READ on a ledger of a release
- * without budgets), or prints why and returns -1. */
-int ctl_open_store(ctl_env_t *env, ctl_store_mode_t mode, struct sqlite3 **db)
+ * connection in *db (close it with pgt_budget_store_close; NULL for
+ * CTL_STORE_READ on an SQLite ledger of a release without budgets), or
+ * prints why and returns -1. */
+int ctl_open_store(ctl_env_t *env, ctl_store_mode_t mode, pgt_db_t **db)
     __attribute__((warn_unused_result));
 
 /* Checks a name given on the command line (a user, role, team, ...): not

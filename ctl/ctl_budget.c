@@ -104,7 +104,7 @@ static void standing_free(standing_t *s)
 }
 
 /* Fills s for budget b at now. Returns 0, or -1 with the cause in err. */
-static int standing_load(sqlite3 *db, const pgt_budget_config_t *cfg, const pgt_budget_t *b,
+static int standing_load(pgt_db_t *db, const pgt_budget_config_t *cfg, const pgt_budget_t *b,
                          int64_t now, standing_t *s, char *err, size_t errlen)
 {
     *s = (standing_t){.b = b, .cfg = cfg, .now_us = now};
@@ -227,7 +227,7 @@ static json_t *budget_json(const pgt_budget_t *b)
 
 /* Every budget of a ledger, with its standing now. */
 typedef struct board {
-    sqlite3 *db;              /* the ledger; NULL when it predates budgets */
+    pgt_db_t *db;             /* the ledger; NULL when it predates budgets */
     pgt_budget_config_t *cfg; /* budgets, teams, grants */
     standing_t *st;           /* one per budget */
     size_t n;                 /* standings loaded */
@@ -265,7 +265,7 @@ static int board_load(ctl_env_t *env, board_t *bd)
         bd->n += rc == 0;
     }
     if (rc != 0) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
         board_free(bd);
         return -1;
     }
@@ -648,7 +648,7 @@ static int set_apply(ctl_env_t *env, void *args, int id, const char *v, char *wh
 
 /* Says on stderr when a change has no effect yet: a team budget for a team
  * without members, or a grant (b NULL) for a user that no budget covers. */
-static void note_no_effect(const ctl_env_t *env, sqlite3 *db, const pgt_budget_t *b,
+static void note_no_effect(const ctl_env_t *env, pgt_db_t *db, const pgt_budget_t *b,
                            const char *grantee)
 {
     pgt_budget_config_t *cfg = NULL;
@@ -753,7 +753,7 @@ static int cmd_set(ctl_env_t *env, int argc, char **argv)
         return CTL_EXIT_ERROR;
     if (set_finish(env, &a, what, sizeof(what)) != 0)
         return ctl_usage_error(env, CMD " set", synopsis, what);
-    sqlite3 *db;
+    pgt_db_t *db;
     if (ctl_open_store(env, CTL_STORE_CREATE, &db) != 0)
         return CTL_EXIT_ERROR;
     bool created = false;
@@ -763,7 +763,7 @@ static int cmd_set(ctl_env_t *env, int argc, char **argv)
         fflush(stdout);
         note_no_effect(env, db, &a.b, NULL);
     } else {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
     }
     pgt_budget_store_close(db);
     return rc == 0 ? CTL_EXIT_OK : CTL_EXIT_ERROR;
@@ -800,7 +800,7 @@ static int cmd_rm(ctl_env_t *env, int argc, char **argv)
                  pos[0]);
         return ctl_usage_error(env, CMD " rm", synopsis, what);
     }
-    sqlite3 *db;
+    pgt_db_t *db;
     if (ctl_open_store(env, CTL_STORE_CHANGE, &db) != 0)
         return CTL_EXIT_ERROR;
     pgt_budget_t b = {0};
@@ -811,7 +811,7 @@ static int cmd_rm(ctl_env_t *env, int argc, char **argv)
         return CTL_EXIT_ERROR;
     }
     if (rc != 0) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
         return CTL_EXIT_ERROR;
     }
     char subject[PGT_BUDGET_SUBJECT_MAX + 16];
@@ -907,7 +907,7 @@ static int cmd_grant(ctl_env_t *env, int argc, char **argv)
     int64_t now = pgt_clock_us(), until, id;
     if (grant_finish(env, &a, now, &until, what, sizeof(what)) != 0)
         return ctl_usage_error(env, CMD " grant", synopsis, what);
-    sqlite3 *db;
+    pgt_db_t *db;
     if (ctl_open_store(env, CTL_STORE_CREATE, &db) != 0)
         return CTL_EXIT_ERROR;
     int rc =
@@ -916,7 +916,7 @@ static int cmd_grant(ctl_env_t *env, int argc, char **argv)
         grant_report(env, id, a.b.subject, a.b.limit_micro, until);
         note_no_effect(env, db, NULL, a.b.subject);
     } else {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
     }
     pgt_budget_store_close(db);
     return rc == 0 ? CTL_EXIT_OK : CTL_EXIT_ERROR;

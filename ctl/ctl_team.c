@@ -66,7 +66,7 @@ static int parse(ctl_env_t *env, int argc, char **argv, const ctl_opt_t *o, size
 }
 
 /* Prints "Team NAME: alice, bob" from the ledger as it is now. */
-static void print_members(sqlite3 *db, const char *name, const char *prefix)
+static void print_members(pgt_db_t *db, const char *name, const char *prefix)
 {
     pgt_budget_config_t *cfg = NULL;
     char err[256];
@@ -86,7 +86,7 @@ static int cmd_add(ctl_env_t *env, int argc, char **argv)
     int rc = parse(env, argc, argv, opts, 2, "give the team's NAME and at least one USER", &a);
     if (rc >= 0)
         return rc;
-    sqlite3 *db;
+    pgt_db_t *db;
     if (ctl_open_store(env, CTL_STORE_CREATE, &db) != 0)
         return CTL_EXIT_ERROR;
     bool created = false;
@@ -99,7 +99,7 @@ static int cmd_add(ctl_env_t *env, int argc, char **argv)
                added == 1 ? "" : "s");
         print_members(db, a.pos[0], "");
     } else {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
     }
     pgt_budget_store_close(db);
     return rc == 0 ? CTL_EXIT_OK : CTL_EXIT_ERROR;
@@ -111,7 +111,7 @@ static int cmd_rm(ctl_env_t *env, int argc, char **argv)
     int rc = parse(env, argc, argv, opts, 1, "which team? give its NAME (and users to remove)", &a);
     if (rc >= 0)
         return rc;
-    sqlite3 *db;
+    pgt_db_t *db;
     if (ctl_open_store(env, CTL_STORE_CHANGE, &db) != 0)
         return CTL_EXIT_ERROR;
     char err[512];
@@ -120,7 +120,7 @@ static int cmd_rm(ctl_env_t *env, int argc, char **argv)
         fprintf(stderr, "%s team rm: %s; nothing changed (see 'pgtallyctl team list')\n", env->prog,
                 err);
     } else if (rc != 0) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
     } else if (a.npos == 1) {
         printf("Team %s removed\n", a.pos[0]);
     } else {
@@ -210,13 +210,13 @@ static int cmd_list(ctl_env_t *env, int argc, char **argv)
     int rc = parse(env, argc, argv, list_opts, 0, NULL, &a);
     if (rc >= 0)
         return rc;
-    sqlite3 *db;
+    pgt_db_t *db;
     if (ctl_open_store(env, CTL_STORE_READ, &db) != 0)
         return CTL_EXIT_ERROR;
     pgt_budget_config_t *cfg = NULL;
     char err[512];
     if (db && pgt_budget_config_load(db, &cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
         pgt_budget_store_close(db);
         return CTL_EXIT_ERROR;
     }

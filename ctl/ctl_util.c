@@ -558,20 +558,22 @@ int ctl_parse_opts(ctl_env_t *env, int argc, char **argv, const ctl_opt_t *opts,
     return ctl_parse_args(env, argc, argv, opts, apply, args, NULL, 0, &npos, what, len);
 }
 
-int ctl_open_store(ctl_env_t *env, ctl_store_mode_t mode, sqlite3 **db)
+int ctl_open_store(ctl_env_t *env, ctl_store_mode_t mode, pgt_db_t **db)
 {
     *db = NULL;
     if (ctl_env_resolve(env) != 0)
         return -1;
-    const char *path = env->resolved_ledger;
     char err[512];
-    if (mode == CTL_STORE_CHANGE && access(path, F_OK) != 0) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, path, strerror(errno));
+    /* A PostgreSQL ledger to change gets its schema when missing, as from
+     * the first pgtally: only the database must exist. */
+    if (pgt_db_backend_of(env->where.ledger) == PGT_DB_SQLITE && mode == CTL_STORE_CHANGE &&
+        access(env->where.ledger, F_OK) != 0) {
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, strerror(errno));
         return -1;
     }
-    int rc = pgt_budget_store_open(path, mode != CTL_STORE_READ, db, err, sizeof(err));
+    int rc = pgt_budget_store_open(&env->where, mode != CTL_STORE_READ, db, err, sizeof(err));
     if (rc < 0)
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, path, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
     return rc < 0 ? -1 : 0;
 }
 

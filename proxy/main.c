@@ -243,7 +243,7 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
     }
     services_t *sv = p->hooks.arg;
     sv->journal = open_journal(p->meter, l);
-    p->budgets = pgt_budgets_new(p->loop, p->cfg, opts.path, opts.instance, err, sizeof(err));
+    p->budgets = pgt_budgets_new(p->loop, p->cfg, &opts.where, opts.instance, err, sizeof(err));
     if (!p->budgets) {
         fprintf(stderr, "pgtally: budgets: %s\n", err);
         PGT_ERROR("budgets_failed", "error=\"%s\"", err);

@@ -18,14 +18,17 @@
 
 #include "pgtally/budget_rules.h"
 #include "pgtally/config.h"
+#include "pgtally/ledger.h"
 
 typedef struct pgt_budgets pgt_budgets_t;
 
 /* Starts enforcement with the [budget] settings of cfg over the ledger at
- * ledger_path; instance tells this process's ledger rows from those of
- * other processes sharing the file. Returns NULL with the cause in err. */
-pgt_budgets_t *pgt_budgets_new(uv_loop_t *loop, const pgt_config_t *cfg, const char *ledger_path,
-                               int64_t instance, char *err, size_t errlen);
+ * where (its strings are copied); instance tells this process's ledger
+ * rows from those of other processes sharing the ledger. Returns NULL with
+ * the cause in err. */
+pgt_budgets_t *pgt_budgets_new(uv_loop_t *loop, const pgt_config_t *cfg,
+                               const pgt_ledger_where_t *where, int64_t instance, char *err,
+                               size_t errlen);
 
 /* Takes new settings (SIGHUP): prices, contact, notice_above, exemptions. */
 void pgt_budgets_configure(pgt_budgets_t *b, const pgt_config_t *cfg);

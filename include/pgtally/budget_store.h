@@ -5,11 +5,12 @@
 #ifndef PGTALLY_BUDGET_STORE_H
 #define PGTALLY_BUDGET_STORE_H
 
-#include <sqlite3.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pgtally/db.h"
+#include "pgtally/ledger.h"
 #include "pgtally/period.h"
 
 /* Whose statements a budget covers. */
@@ -49,7 +50,7 @@ int pgt_budget_action_parse(const char *name, pgt_budget_action_t *out)
 #define PGT_BUDGET_SUBJECT_MAX 256 /* bytes of a subject or team name */
 #define PGT_BUDGET_DEFAULT_WARN 80 /* percent, when none is given */
 #define PGT_BUDGET_NOT_FOUND 1     /* return value: no such budget, team or member */
-#define PGT_BUDGET_NO_TABLES 1     /* return value: the ledger predates budgets */
+#define PGT_BUDGET_NO_TABLES 1     /* return value: the SQLite ledger predates budgets */
 
 /* One budget. */
 typedef struct pgt_budget {
@@ -106,28 +107,30 @@ typedef struct pgt_budget_config {
     size_t nrole_members;                   /* entries in role_members */
 } pgt_budget_config_t;
 
-/* Opens the ledger at path for the budget tables (see pgt_ledger_db_open).
- * writable: read-write, creating and migrating the file. Otherwise
- * read-only. Returns 0 with the connection in *db (close it with
- * pgt_budget_store_close); PGT_BUDGET_NO_TABLES (read-only, on a ledger of a
- * release without budgets: there are none); or -1 with the cause in err. */
-int pgt_budget_store_open(const char *path, bool writable, sqlite3 **db, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+/* Opens the ledger at w for the budget tables (see pgt_ledger_db_open).
+ * writable: read-write, creating and migrating the SQLite file or the
+ * PostgreSQL schema. Otherwise read-only. Returns 0 with the connection in
+ * *db (close it with pgt_budget_store_close); PGT_BUDGET_NO_TABLES
+ * (read-only, on an SQLite ledger of a release without budgets: there are
+ * none; a PostgreSQL ledger always has the tables); or -1 with the cause in
+ * err. */
+int pgt_budget_store_open(const pgt_ledger_where_t *w, bool writable, pgt_db_t **db, char *err,
+                          size_t errlen) __attribute__((warn_unused_result));
 
 /* Closes a connection of pgt_budget_store_open. NULL is allowed. */
-void pgt_budget_store_close(sqlite3 *db);
+void pgt_budget_store_close(pgt_db_t *db);
 
 /* Loads budgets, teams, grants that may be active at pgt_clock_us() and role
  * memberships, in one read transaction. Returns 0 with a new config in *out
  * (free it with pgt_budget_config_free), or -1 with the cause in err. */
-int pgt_budget_config_load(sqlite3 *db, pgt_budget_config_t **out, char *err, size_t errlen)
+int pgt_budget_config_load(pgt_db_t *db, pgt_budget_config_t **out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* Frees a config. NULL is allowed. */
 void pgt_budget_config_free(pgt_budget_config_t *cfg);
 
 /* Returns the settings version (cheap: one row), or -1 on an error. */
-int64_t pgt_budget_settings_version(sqlite3 *db);
+int64_t pgt_budget_settings_version(pgt_db_t *db);
 
 /* Returns the sum of user's grants that are active at now_us for a budget of
  * period p whose current period is [period_start_us, period_end_us): a grant
@@ -145,26 +148,26 @@ const pgt_budget_team_t *pgt_budget_team_find(const pgt_budget_config_t *cfg, co
 /* Stores b (its id is ignored): a new budget, or new settings for the one
  * with the same subject and period. Returns 0 with the id in *id and
  * whether it was new in *created, or -1 with the cause in err. */
-int pgt_budget_set(sqlite3 *db, const pgt_budget_t *b, int64_t *id, bool *created, char *err,
+int pgt_budget_set(pgt_db_t *db, const pgt_budget_t *b, int64_t *id, bool *created, char *err,
                    size_t errlen) __attribute__((warn_unused_result));
 
 /* Deletes budget id, copying it first to *removed when removed is not NULL
  * (free its subject). Returns 0, PGT_BUDGET_NOT_FOUND, or -1 with the cause
  * in err. */
-int pgt_budget_rm(sqlite3 *db, int64_t id, pgt_budget_t *removed, char *err, size_t errlen)
+int pgt_budget_rm(pgt_db_t *db, int64_t id, pgt_budget_t *removed, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* Grants user amount_micro more at granted_us, valid until until_us (-1: to
  * the end of the current period of each budget). Returns 0 with the grant's
  * id in *id, or -1 with the cause in err. */
-int pgt_budget_grant_add(sqlite3 *db, const char *user, int64_t amount_micro, int64_t granted_us,
+int pgt_budget_grant_add(pgt_db_t *db, const char *user, int64_t amount_micro, int64_t granted_us,
                          int64_t until_us, int64_t *id, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* Adds users to team, creating the team when missing. Sets *created when
  * the team is new and *added to how many users were not members yet.
  * Returns 0, or -1 with the cause in err. */
-int pgt_budget_team_add(sqlite3 *db, const char *team, const char *const *users, size_t n,
+int pgt_budget_team_add(pgt_db_t *db, const char *team, const char *const *users, size_t n,
                         bool *created, size_t *added, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
@@ -172,8 +175,8 @@ int pgt_budget_team_add(sqlite3 *db, const char *team, const char *const *users,
  * PGT_BUDGET_NOT_FOUND when the team, or one of the users in it, does not
  * exist (then nothing changes, and err names it), or -1 with the cause in
  * err. */
-int pgt_budget_team_rm(sqlite3 *db, const char *team, const char *const *users, size_t n, char *err,
-                       size_t errlen) __attribute__((warn_unused_result));
+int pgt_budget_team_rm(pgt_db_t *db, const char *team, const char *const *users, size_t n,
+                       char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* ---- Spend, for display (pgtallyctl budget list, usage). ---- */
 
@@ -181,11 +184,14 @@ int pgt_budget_team_rm(sqlite3 *db, const char *team, const char *const *users, 
  * budget applies to (NULL for other subjects). Return 0 to go on. */
 typedef int (*pgt_budget_spend_cb)(const char *user, int64_t spent_micro, void *arg);
 
-/* Sums cost_micro of the statements of b's subject with from_us <=
- * started_at < to_us: one line, or for a default budget one line per user
- * without a user budget of b's period who spent anything (most first).
- * Returns 0, the callback's non-zero value, or -1 with the cause in err. */
-int pgt_budget_spend(sqlite3 *db, const pgt_budget_t *b, int64_t from_us, int64_t to_us,
+/* Sums the spend of b's subject over every instance on the local days d
+ * with pgt_local_day(from_us) <= d < pgt_local_day(to_us) (from_us and
+ * to_us are period bounds, at local midnight): one line, or for a default
+ * budget one line per user without a user budget of b's period who spent
+ * anything (most first, ties by name). Returns 0, the callback's non-zero
+ * value, or -1 with the cause in err (a callback should not return -1:
+ * err would then hold the connection's last error). */
+int pgt_budget_spend(pgt_db_t *db, const pgt_budget_t *b, int64_t from_us, int64_t to_us,
                      pgt_budget_spend_cb cb, void *arg, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 

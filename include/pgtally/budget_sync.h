@@ -1,8 +1,9 @@
 /* The ledger thread of budget enforcement: off the loop, it keeps the budgets
- * and the spend of other pgtally processes sharing the ledger in step with
- * it (settings_version, new rows of other instances, role memberships read
- * from the server through libpq) and records the alerts the loop queues,
- * each logged by the one process whose INSERT OR IGNORE lands. */
+ * and the spend of other pgtally processes sharing the ledger (SQLite or
+ * PostgreSQL) in step with it (settings_version; the daily spend rollup of
+ * other instances, read where their rev moved; role memberships read from
+ * the server through libpq) and records the alerts the loop queues, each
+ * logged by the one process whose INSERT ... ON CONFLICT DO NOTHING lands. */
 #ifndef PGTALLY_BUDGET_SYNC_H
 #define PGTALLY_BUDGET_SYNC_H
 
@@ -11,17 +12,19 @@
 #include <uv.h>
 
 #include "pgtally/budget_store.h"
+#include "pgtally/ledger.h"
 
 typedef struct pgt_budget_sync pgt_budget_sync_t;
 
-/* Spend read from the ledger: one statement of another process, or (at
- * start) the sum of a period. */
+/* Spend read from the ledger: what other processes spent on one local day
+ * by one user, database and application since it was last read (at start:
+ * all of it). */
 typedef struct pgt_budget_row {
     char *user;         /* who (owned) */
     char *database;     /* database (owned) */
     char *application;  /* application_name (owned) */
-    int64_t started_us; /* when it started (for a sum: the period's start) */
-    int64_t micro;      /* what it cost */
+    int64_t started_us; /* local midnight starting the day (pgt_local_day_start_us) */
+    int64_t micro;      /* what was spent */
     int period;         /* -1: every period holding started_us; else only this pgt_period_t */
 } pgt_budget_row_t;
 
@@ -36,7 +39,7 @@ typedef struct pgt_budget_alert {
 
 /* How to start the thread. Strings are copied. */
 typedef struct pgt_budget_sync_opts {
-    const char *ledger_path;    /* the ledger file */
+    pgt_ledger_where_t where;   /* the ledger */
     int64_t instance;           /* this process's ledger rows, which are not read back */
     const char *admin_conninfo; /* where role memberships are read; "" or NULL: nowhere */
     int interval_ms;            /* how often the ledger is polled */

@@ -1,7 +1,8 @@
 """pgtallyctl budget and team: every command's output (table and JSON), every
 usage error (exit 2, nothing written), grants, teams, the settings version
 that tells a running pgtally about changes, and the budgets section of
-`usage` with spend computed here from the rows of the ledger.
+`usage` with spend computed here from the rows of the ledger (which the
+tests write with their sums in the spend rollup, as the writer does).
 
 Each test gets a fresh ledger made by the real writer
 (build/bench/ledger_bench). pgtallyctl runs with PGTALLY_CLOCK_OFFSET
@@ -11,12 +12,14 @@ times around it. The last test runs a real pgtally and PostgreSQL.
 """
 
 import csv
+import datetime
 import io
 import json
 import sqlite3
 import subprocess
 import time
 from calendar import timegm
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -48,7 +51,8 @@ def ledger(tmp_path):
     subprocess.run([str(LEDGER_BENCH), "1", str(path)], check=True, capture_output=True,
                    timeout=60)
     db = sqlite3.connect(str(path))
-    db.execute("DELETE FROM queries")
+    for table in ("queries", "rollups", "spend"):
+        db.execute("DELETE FROM %s" % table)
     db.commit()
     db.close()
     return path
@@ -94,13 +98,28 @@ def sql(path, statement, params=()):
         db.close()
 
 
-def insert_queries(path, rows):
-    """rows: (UTC time, user, database, application, cost in micro-units)."""
+def local_day(t, tz):
+    """The local day number (days since 1970-01-01 in tz) of UTC time t,
+    as the writer computes it (pgt_local_day)."""
+    d = datetime.datetime.fromtimestamp(us(t) / US, ZoneInfo(tz)).date()
+    return d.toordinal() - datetime.date(1970, 1, 1).toordinal()
+
+
+def insert_queries(path, rows, tz="UTC"):
+    """rows: (UTC time, user, database, application, cost in micro-units),
+    written as the writer of a pgtally in time zone tz would: the rows, and
+    their sums in the spend rollup that budgets read."""
     db = sqlite3.connect(str(path))
     db.executemany(
         'INSERT INTO queries (started_at, finished_at, "user", database, application, status, '
-        "cost_micro) VALUES (?, ?, ?, ?, ?, 'ok', ?)",
-        [(us(t), us(t) + 1000, user, dbname, app, cost) for t, user, dbname, app, cost in rows])
+        "cost_micro, instance, day) VALUES (?, ?, ?, ?, ?, 'ok', ?, 0, ?)",
+        [(us(t), us(t) + 1000, user, dbname, app, cost, local_day(t, tz))
+         for t, user, dbname, app, cost in rows])
+    db.executemany(
+        'INSERT INTO spend (instance, day, "user", database, application, cost_micro, rev) '
+        "VALUES (0, ?, ?, ?, ?, ?, 0) ON CONFLICT DO UPDATE SET "
+        "cost_micro = cost_micro + excluded.cost_micro",
+        [(local_day(t, tz), user, dbname, app, cost) for t, user, dbname, app, cost in rows])
     db.commit()
     db.close()
 
@@ -548,7 +567,8 @@ def test_periods_follow_the_configured_timezone(ledger, tmp_path):
     insert_queries(ledger, [("2031-05-13 21:59:59", "alice", "dw", "psql", 1 * US),
                             ("2031-05-13 22:00:00", "alice", "dw", "psql", 2 * US),
                             ("2031-05-14 21:59:59", "alice", "dw", "psql", 4 * US),
-                            ("2031-05-14 22:00:00", "alice", "dw", "psql", 8 * US)])
+                            ("2031-05-14 22:00:00", "alice", "dw", "psql", 8 * US)],
+                   tz="Europe/Berlin")
     out = ctl(ledger, "budget", "set", "--user", "alice", "--period", "day", "--limit", "10",
               config=ini, tz="UTC").stdout
     assert "resets 2031-05-15 00:00:00 Europe/Berlin" in out

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import LedgerServer
 from helpers import PgServer, SLOW, run_pgtallyctl, run_psql, wait_until
-from test_metering import stop
+from test_metering import BENCH_DB, bench_db, server_statements, stop  # noqa: F401
 
 PER_QUERY = {"pricing.per_query": "0.1", "pricing.per_compute_second": "0",
              "budget.notice_above": "0"}
@@ -178,3 +178,53 @@ def test_ledger_that_can_never_work_fails_at_start(pgtally_bin, ledger_pg, tmp_p
         assert p.returncode != 0, out
         assert want in out, out
         assert "wrong-secret" not in out, out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_kill_9_under_pgbench_loses_and_doubles_nothing(pgtally, ledger_pg, pg, bench_db,
+                                                         backend, tmp_path):
+    """kill -9 under pgbench, then a restart: every statement whose result
+    reached pgbench is in the ledger (the journal keeps those still in
+    memory), and none twice (the server's own count bounds it)."""
+    import signal
+    import subprocess
+    from helpers import clean_env
+    ledger = ledger_pg.new_ledger() if backend == "postgresql" else str(tmp_path / "k9.db")
+    spool = str(tmp_path / "k9.spool")
+    conf = dict(ledger=ledger, instance="k9", **{"ledger.spool": spool})
+    query = "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+
+    def server_calls():
+        return sum(c for q, c in server_statements(pg, bench_db) if q == query)
+    before = server_calls()
+    proxy = pgtally(**conf)
+    bench = subprocess.Popen(
+        ["pgbench", "-h", proxy.host, "-p", str(proxy.port), "-U", "trust_user", "-n", "-S",
+         "-c", "4", "-T", "30", BENCH_DB], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, env=clean_env(PGSSLMODE="disable"))
+    time.sleep(3 * SLOW)
+    proxy.proc.send_signal(signal.SIGKILL)
+    proxy.proc.wait(10)
+    proxy.signalled = True
+    out = bench.communicate(timeout=60)[0]
+    import re
+    m = re.search(r"number of transactions actually processed: (\d+)", out)
+    assert m, out
+    done = int(m.group(1))
+    assert done > 500, out
+    again = pgtally(**conf)
+    again.wait_log(r"event=journal_replayed", timeout=10 * SLOW)
+    stop(again)
+    if backend == "postgresql":
+        got = rows(ledger_pg, ledger, "SELECT count(*) FROM pgtally.queries"
+                   " WHERE normalized = %s", (query,))[0][0]
+    else:
+        import sqlite3
+        con = sqlite3.connect(ledger)
+        got = con.execute("SELECT count(*) FROM queries WHERE normalized = ?",
+                          (query,)).fetchone()[0]
+        con.close()
+    calls = server_calls() - before
+    print("pgbench done=%d ledger=%d server=%d" % (done, got, calls))
+    assert done <= got <= calls, (done, got, calls, again.log_tail())

@@ -1,14 +1,16 @@
 /* Unit tests of the budget tables: opening (and upgrading) a ledger, every
  * change pgtallyctl makes and the settings version it bumps, loading the
- * whole config, grant totals, and the spend of each kind of subject. */
+ * whole config, grant totals, and the spend of each kind of subject. They
+ * run on an SQLite ledger, and again on PostgreSQL when PGTALLY_TEST_PG
+ * holds a conninfo (in a schema of their own, dropped at the end). */
 #include <ftw.h>
-#include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "pgtally/budget_store.h"
+#include "pgtally/db.h"
 #include "pgtally/ledger.h"
 #include "task.h"
 
@@ -17,6 +19,8 @@
 #define DAY_US (24 * HOUR_US)
 
 static char tmpdir[64];
+static const char *pg_conninfo; /* PGTALLY_TEST_PG, or NULL: SQLite only */
+static char pg_schema[64];      /* the schema of the PostgreSQL run */
 
 static const char *tmp_path(const char *name)
 {
@@ -31,39 +35,78 @@ static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *
     return remove(path);
 }
 
-static void exec(sqlite3 *db, const char *sql)
+/* Runs sql (no parameters), which must succeed. */
+static void exec(pgt_db_t *db, const char *sql)
 {
-    char *msg = NULL;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
-    if (rc != SQLITE_OK)
-        fprintf(stderr, "%s: %s\n", sql, msg);
-    CHECK_INT(rc, SQLITE_OK);
-    sqlite3_free(msg);
+    char err[512] = "";
+    int rc = pgt_db_exec(db, "test", sql, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "%s: %s\n", sql, err);
+    CHECK_INT(rc, 0);
 }
 
-static int64_t query_int(sqlite3 *db, const char *sql)
+/* Returns the integer of a one-row query, or -1. */
+static int64_t query_int(pgt_db_t *db, const char *sql)
 {
-    sqlite3_stmt *st;
     int64_t v = -1;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    char err[512];
+    if (pgt_db_int_query(db, "test", err, sizeof(err), &v, sql, "") != 0)
+        fprintf(stderr, "%s: %s\n", sql, err);
     return v;
 }
 
-static sqlite3 *open_store(const char *path)
+/* Where a test's ledger is: the SQLite file name, or the PostgreSQL run's
+ * schema. */
+static pgt_ledger_where_t where_of(const char *name)
 {
-    sqlite3 *db = NULL;
+    if (pg_conninfo)
+        return (pgt_ledger_where_t){.ledger = pg_conninfo, .schema = pg_schema};
+    return (pgt_ledger_where_t){.ledger = tmp_path(name)};
+}
+
+static pgt_db_t *open_store(const char *name)
+{
+    pgt_db_t *db = NULL;
     char err[256] = "";
-    int rc = pgt_budget_store_open(path, true, &db, err, sizeof(err));
-    if (rc != 0)
-        fprintf(stderr, "open %s: %s\n", path, err);
-    CHECK_INT(rc, 0);
+    pgt_ledger_where_t w = where_of(name);
+    int rc = pgt_budget_store_open(&w, true, &db, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "open %s: %s\n", name, err);
+        exit(1); /* nothing else can be tested */
+    }
+    if (pg_conninfo) /* one schema for every test: each starts empty */
+        exec(db, "TRUNCATE budgets, teams, team_members, budget_grants, role_members, spend, "
+                 "alerts_sent");
     return db;
 }
 
+/* The settings version of the test's changes: SQLite's triggers fire per
+ * row, so the count is exact; PostgreSQL's fire per statement, also for an
+ * insert that did nothing, so there only whether it moved is checked. */
+static int64_t want_last, got_last;
+
+static void version_reset(pgt_db_t *db)
+{
+    want_last = 0;
+    got_last = pgt_budget_settings_version(db);
+}
+
+static void check_version(pgt_db_t *db, int64_t want, int line)
+{
+    int64_t got = pgt_budget_settings_version(db);
+    bool ok = pg_conninfo ? (want > want_last ? got > got_last : got == got_last) : got == want;
+    if (!ok) {
+        fprintf(stderr, "line %d: settings version %lld, wanted %lld\n", line, (long long)got,
+                (long long)want);
+        task_failures++;
+    }
+    want_last = want;
+    got_last = got;
+}
+#define CHECK_VERSION(db, want) check_version(db, want, __LINE__)
+
 /* Stores a budget and returns its id. */
-static int64_t set(sqlite3 *db, pgt_budget_subject_t type, const char *subject, pgt_period_t p,
+static int64_t set(pgt_db_t *db, pgt_budget_subject_t type, const char *subject, pgt_period_t p,
                    int64_t limit, bool want_created)
 {
     pgt_budget_t b = {.subject_type = type, .subject = (char *)subject, .period = p};
@@ -73,34 +116,41 @@ static int64_t set(sqlite3 *db, pgt_budget_subject_t type, const char *subject, 
     int64_t id = 0;
     bool created = !want_created;
     char err[256] = "";
-    CHECK_INT(pgt_budget_set(db, &b, &id, &created, err, sizeof(err)), 0);
+    int rc = pgt_budget_set(db, &b, &id, &created, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "set: %s\n", err);
+    CHECK_INT(rc, 0);
     CHECK_INT(created, want_created);
     CHECK(id > 0);
     return id;
 }
 
+/* SQLite only: a missing file, and a ledger of the release before
+ * budgets. */
 static void test_open(void)
 {
-    sqlite3 *db = NULL;
+    pgt_db_t *db = NULL;
     char err[256] = "";
     /* Read-only never creates the file. */
-    CHECK_INT(pgt_budget_store_open(tmp_path("missing.db"), false, &db, err, sizeof(err)), -1);
+    pgt_ledger_where_t missing = {.ledger = tmp_path("missing.db")};
+    CHECK_INT(pgt_budget_store_open(&missing, false, &db, err, sizeof(err)), -1);
     CHECK(strstr(err, "No such file") != NULL);
     CHECK_INT(access(tmp_path("missing.db"), F_OK), -1);
     /* A ledger of the release before budgets: none to read, and opening it
      * for writing upgrades it in place, keeping its statements. */
-    const char *old = tmp_path("v1.db");
-    sqlite3 *raw;
-    CHECK_INT(sqlite3_open(old, &raw), SQLITE_OK);
+    pgt_ledger_where_t old = {.ledger = tmp_path("v1.db")};
+    pgt_db_opts_t o = {.ledger = old.ledger, .writable = true};
+    pgt_db_t *raw = pgt_db_open(&o, err, sizeof(err));
+    CHECK(raw != NULL);
     CHECK_INT(pgt_ledger_migrate(raw, 1, err, sizeof(err)), 0);
     exec(raw, "INSERT INTO queries (started_at, finished_at, \"user\", database, status, "
               "cost_micro) VALUES (1, 2, 'alice', 'shop', 'ok', 42)");
     exec(raw, "INSERT INTO budgets (subject_type, subject, period, limit_micro, created_at) "
               "VALUES ('user', 'alice', 'day', 5000000, 1)");
-    sqlite3_close(raw);
-    CHECK_INT(pgt_budget_store_open(old, false, &db, err, sizeof(err)), PGT_BUDGET_NO_TABLES);
+    pgt_db_close(raw);
+    CHECK_INT(pgt_budget_store_open(&old, false, &db, err, sizeof(err)), PGT_BUDGET_NO_TABLES);
     CHECK(db == NULL);
-    db = open_store(old);
+    db = open_store("v1.db");
     CHECK_INT(query_int(db, "PRAGMA user_version"), pgt_ledger_schema_version());
     CHECK_INT(query_int(db, "SELECT cost_micro FROM queries WHERE \"user\" = 'alice'"), 42);
     CHECK_INT(pgt_budget_settings_version(db), 0);
@@ -117,13 +167,13 @@ static void test_open(void)
 
 static void test_budgets(void)
 {
-    sqlite3 *db = open_store(tmp_path("budgets.db"));
-    CHECK_INT(pgt_budget_settings_version(db), 0);
+    pgt_db_t *db = open_store("budgets.db");
+    version_reset(db);
     int64_t alice = set(db, PGT_BUDGET_SUBJECT_USER, "alice", PGT_PERIOD_DAY, 10 * US, true);
-    CHECK_INT(pgt_budget_settings_version(db), 1);
+    CHECK_VERSION(db, 1);
     /* The same subject and period: new settings for the same budget. */
     CHECK_INT(set(db, PGT_BUDGET_SUBJECT_USER, "alice", PGT_PERIOD_DAY, 12 * US, false), alice);
-    CHECK_INT(pgt_budget_settings_version(db), 2);
+    CHECK_VERSION(db, 2);
     int64_t month = set(db, PGT_BUDGET_SUBJECT_USER, "alice", PGT_PERIOD_MONTH, 100 * US, true);
     CHECK(month != alice);
     set(db, PGT_BUDGET_SUBJECT_DEFAULT, "ignored", PGT_PERIOD_DAY, 2 * US, true);
@@ -134,9 +184,6 @@ static void test_budgets(void)
     b.per_query_micro = US / 2;
     CHECK_INT(pgt_budget_warn_add(&b, 90), 0);
     CHECK_INT(pgt_budget_warn_add(&b, 50), 0);
-    CHECK_INT(pgt_budget_warn_add(&b, 90), 0); /* a repeat is kept once */
-    CHECK_INT(pgt_budget_warn_add(&b, 0), -1);
-    CHECK_INT(pgt_budget_warn_add(&b, 101), -1);
     int64_t team_id;
     bool created;
     char err[256] = "";
@@ -144,7 +191,8 @@ static void test_budgets(void)
 
     pgt_budget_config_t *cfg = NULL;
     CHECK_INT(pgt_budget_config_load(db, &cfg, err, sizeof(err)), 0);
-    CHECK_INT(cfg->settings_version, 5);
+    CHECK_VERSION(db, 5);
+    CHECK_INT(cfg->settings_version, got_last);
     CHECK_INT(cfg->nbudgets, 4);
     const pgt_budget_t *a = &cfg->budgets[0];
     CHECK_INT(a->id, alice);
@@ -171,17 +219,18 @@ static void test_budgets(void)
     CHECK_INT(removed.id, month);
     CHECK_INT(removed.period, PGT_PERIOD_MONTH);
     free(removed.subject);
-    CHECK_INT(pgt_budget_settings_version(db), 6);
+    CHECK_VERSION(db, 6);
     CHECK_INT(pgt_budget_rm(db, month, NULL, err, sizeof(err)), PGT_BUDGET_NOT_FOUND);
     CHECK(strstr(err, "no budget") != NULL);
-    CHECK_INT(pgt_budget_settings_version(db), 6);
+    CHECK_VERSION(db, 6);
     pgt_budget_store_close(db);
 }
 
 static void test_teams(void)
 {
-    sqlite3 *db = open_store(tmp_path("teams.db"));
-    const char *first[] = {"alice", "bob"}, *second[] = {"bob", "carol"};
+    pgt_db_t *db = open_store("teams.db");
+    version_reset(db);
+    const char *first[] = {"bob", "alice"}, *second[] = {"bob", "carol"};
     const char *gone[] = {"carol"}, *stranger[] = {"bob", "mallory"};
     bool created = false;
     size_t added = 0;
@@ -189,23 +238,26 @@ static void test_teams(void)
     CHECK_INT(pgt_budget_team_add(db, "data", first, 2, &created, &added, err, sizeof(err)), 0);
     CHECK(created);
     CHECK_INT(added, 2);
-    int64_t v = pgt_budget_settings_version(db);
-    CHECK_INT(v, 3); /* the team and two members */
+    CHECK_VERSION(db, 3); /* the team and two members */
     CHECK_INT(pgt_budget_team_add(db, "data", second, 2, &created, &added, err, sizeof(err)), 0);
     CHECK(!created);
     CHECK_INT(added, 1);
     CHECK_INT(pgt_budget_team_add(db, "ops", first, 1, &created, &added, err, sizeof(err)), 0);
+    CHECK_INT(pgt_budget_team_add(db, "Ops", first, 1, &created, &added, err, sizeof(err)), 0);
     CHECK_INT(pgt_budget_team_rm(db, "data", gone, 1, err, sizeof(err)), 0);
+    CHECK_VERSION(db, 9);
     /* One unknown member: nothing changes. */
-    v = pgt_budget_settings_version(db);
     CHECK_INT(pgt_budget_team_rm(db, "data", stranger, 2, err, sizeof(err)), PGT_BUDGET_NOT_FOUND);
     CHECK(strstr(err, "mallory") != NULL);
-    CHECK_INT(pgt_budget_settings_version(db), v);
+    CHECK_VERSION(db, 9);
     CHECK_INT(pgt_budget_team_rm(db, "nope", NULL, 0, err, sizeof(err)), PGT_BUDGET_NOT_FOUND);
 
     pgt_budget_config_t *cfg = NULL;
     CHECK_INT(pgt_budget_config_load(db, &cfg, err, sizeof(err)), 0);
-    CHECK_INT(cfg->nteams, 2);
+    CHECK_INT(cfg->nteams, 3);
+    /* Names sort as bytes whatever the database's collation. */
+    CHECK_STR(cfg->teams[0].name, "Ops");
+    CHECK_STR(cfg->teams[1].name, "data");
     const pgt_budget_team_t *t = pgt_budget_team_find(cfg, "data");
     CHECK(t != NULL);
     CHECK_INT(t ? t->nmembers : 0, 2);
@@ -217,21 +269,23 @@ static void test_teams(void)
 
     /* The whole team, members too. */
     CHECK_INT(pgt_budget_team_rm(db, "data", NULL, 0, err, sizeof(err)), 0);
-    CHECK_INT(query_int(db, "SELECT count(*) FROM team_members"), 1);
-    CHECK_INT(query_int(db, "SELECT count(*) FROM teams"), 1);
+    CHECK_INT(query_int(db, "SELECT count(*) FROM team_members"), 2);
+    CHECK_INT(query_int(db, "SELECT count(*) FROM teams"), 2);
     pgt_budget_store_close(db);
 }
 
 static void test_grants(void)
 {
-    sqlite3 *db = open_store(tmp_path("grants.db"));
-    int64_t now = pgt_clock_us(), id;
+    pgt_db_t *db = open_store("grants.db");
+    int64_t now = pgt_clock_us(), id, first;
     char err[256] = "";
-    int64_t v = pgt_budget_settings_version(db);
-    CHECK_INT(pgt_budget_grant_add(db, "alice", 5 * US, now, -1, &id, err, sizeof(err)), 0);
-    CHECK_INT(pgt_budget_settings_version(db), v + 1);
+    version_reset(db);
+    CHECK_INT(pgt_budget_grant_add(db, "alice", 5 * US, now, -1, &first, err, sizeof(err)), 0);
+    CHECK(first > 0);
+    CHECK_VERSION(db, 1);
     CHECK_INT(pgt_budget_grant_add(db, "alice", 2 * US, now, now + HOUR_US, &id, err, sizeof(err)),
               0);
+    CHECK(id > first);
     CHECK_INT(
         pgt_budget_grant_add(db, "alice", 3 * US, now - HOUR_US, now - 1, &id, err, sizeof(err)),
         0); /* over */
@@ -242,6 +296,8 @@ static void test_grants(void)
     pgt_budget_config_t *cfg = NULL;
     CHECK_INT(pgt_budget_config_load(db, &cfg, err, sizeof(err)), 0);
     CHECK_INT(cfg->ngrants, 3); /* the over and the old are not loaded */
+    CHECK_INT(cfg->grants[0].id, first);
+    CHECK_INT(cfg->grants[0].until_us, -1);
     int64_t start, end;
     pgt_period_bounds(PGT_PERIOD_DAY, now, &start, &end);
     CHECK_INT(pgt_budget_grant_total(cfg, "alice", PGT_PERIOD_DAY, start, end, now), 7 * US);
@@ -266,14 +322,16 @@ static int spend_cb(const char *user, int64_t spent, void *arg)
     return 0;
 }
 
-static const char *spend(sqlite3 *db, pgt_budget_subject_t type, const char *subject,
+/* The spend of a budget of type, subject and period on days 100 and 101. */
+static const char *spend(pgt_db_t *db, pgt_budget_subject_t type, const char *subject,
                          pgt_period_t p)
 {
     static char out[512];
     out[0] = '\0';
     pgt_budget_t b = {.subject_type = type, .subject = (char *)subject, .period = p};
     char err[256] = "";
-    int rc = pgt_budget_spend(db, &b, 1000, 2000, spend_cb, out, err, sizeof(err));
+    int rc = pgt_budget_spend(db, &b, pgt_local_day_start_us(100), pgt_local_day_start_us(102),
+                              spend_cb, out, err, sizeof(err));
     if (rc != 0)
         fprintf(stderr, "spend: %s\n", err);
     CHECK_INT(rc, 0);
@@ -282,17 +340,18 @@ static const char *spend(sqlite3 *db, pgt_budget_subject_t type, const char *sub
 
 static void test_spend(void)
 {
-    sqlite3 *db = open_store(tmp_path("spend.db"));
-    /* Statements at 1000..2000 count; the one at 2000 and at 999 do not. */
-    exec(db, "INSERT INTO queries (started_at, finished_at, \"user\", database, application, "
-             "status, cost_micro) VALUES "
-             "(1000, 1, 'alice', 'shop', 'psql', 'ok', 1),"
-             "(1500, 1, 'alice', 'dw', 'etl', 'ok', 20),"
-             "(1999, 1, 'bob', 'shop', 'etl', 'ok', 300),"
-             "(1999, 1, 'carol', 'dw', 'psql', 'ok', 4000),"
-             "(1999, 1, 'dave', 'dw', 'psql', 'error', 50000),"
-             "(2000, 1, 'alice', 'shop', 'psql', 'ok', 600000),"
-             "(999, 1, 'bob', 'shop', 'psql', 'ok', 7000000)");
+    pgt_db_t *db = open_store("spend.db");
+    /* Days 100 and 101 count, of every instance; days 99 and 102 do not. */
+    exec(db, "INSERT INTO spend (instance, day, \"user\", database, application, cost_micro, rev)"
+             " VALUES "
+             "(7, 100, 'alice', 'shop', 'psql', 1, 1),"
+             "(8, 101, 'alice', 'dw', 'etl', 20, 1),"
+             "(7, 101, 'bob', 'shop', 'etl', 300, 2),"
+             "(8, 101, 'carol', 'dw', 'psql', 4000, 1),"
+             "(9, 100, 'dave', 'dw', 'psql', 30000, 1),"
+             "(7, 101, 'dave', 'dw', 'psql', 20000, 2),"
+             "(7, 102, 'alice', 'shop', 'psql', 600000, 3),"
+             "(8, 99, 'bob', 'shop', 'psql', 7000000, 1)");
     exec(db, "INSERT INTO role_members VALUES ('analysts', 'bob', 1), ('analysts', 'carol', 1)");
     const char *members[] = {"alice", "carol"};
     bool created;
@@ -317,6 +376,20 @@ static void test_spend(void)
     pgt_budget_store_close(db);
 }
 
+/* Warn thresholds: ascending, without repeats, from 1 to 100. */
+static void test_warn(void)
+{
+    pgt_budget_t b = {0};
+    CHECK_INT(pgt_budget_warn_add(&b, 90), 0);
+    CHECK_INT(pgt_budget_warn_add(&b, 50), 0);
+    CHECK_INT(pgt_budget_warn_add(&b, 90), 0); /* a repeat is kept once */
+    CHECK_INT(pgt_budget_warn_add(&b, 0), -1);
+    CHECK_INT(pgt_budget_warn_add(&b, 101), -1);
+    CHECK_INT(b.nwarn, 2);
+    CHECK_INT(b.warn_pcts[0], 50);
+    CHECK_INT(b.warn_pcts[1], 90);
+}
+
 static void test_names(void)
 {
     pgt_budget_subject_t s;
@@ -330,6 +403,31 @@ static void test_names(void)
     CHECK_INT(pgt_budget_action_parse("refuse", &a), -1);
 }
 
+/* The tests of both backends. */
+static void test_changes_and_spend(void)
+{
+    test_budgets();
+    test_teams();
+    test_grants();
+    test_spend();
+}
+
+/* The same on PostgreSQL, in a schema made for the run and dropped. */
+static void test_postgresql(void)
+{
+    snprintf(pg_schema, sizeof(pg_schema), "pgtally_test_budget_%d", (int)getpid());
+    printf("PostgreSQL run in schema %s\n", pg_schema);
+    test_changes_and_spend();
+    pgt_db_opts_t o = {.ledger = pg_conninfo, .schema = pg_schema};
+    char err[256], sql[128];
+    pgt_db_t *db = pgt_db_open(&o, err, sizeof(err));
+    CHECK(db != NULL);
+    snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", pg_schema);
+    if (db)
+        exec(db, sql);
+    pgt_db_close(db);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/pgtally-test-budget-XXXXXX");
@@ -338,11 +436,14 @@ int main(void)
         return 1;
     }
     test_names();
+    test_warn();
     test_open();
-    test_budgets();
-    test_teams();
-    test_grants();
-    test_spend();
+    test_changes_and_spend();
+    const char *pg = getenv("PGTALLY_TEST_PG");
+    if (pg && *pg) {
+        pg_conninfo = pg;
+        test_postgresql();
+    }
     if (!task_failures)
         nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     else
