@@ -653,8 +653,8 @@ def test_slack_within_limits_for_huge_statements_and_many_users(tmp_path):
     ctl(["--ledger", path, "budget", "set", "--user", "x", "--period", "day", "--limit", "1"])
     huge = ("SELECT '&<>`*_~|😀é' || " * 5000)[:100000]
     insert_statements(path, [dict(
-        started_at=D0 + i * US, finished_at=D0 + i * US + 5, user="user_%02d_%s" % (i % 60, "&<>" * 30),
-        database="db<&>", application="app" * 30, tags=json.dumps({"team": "<&>" * 100}),
+        started_at=D0 + i * US, finished_at=D0 + i * US + 5,
+        user="user_%02d_%s" % (i % 60, "&<>" * 30), database="db<&>", application="app" * 30, tags=json.dumps({"team": "<&>" * 100}),
         fingerprint=i % 70, normalized=huge + str(i), kind="select", compute_s=0, rows=0,
         bytes_out=0, cost_micro=1000000 + i, status="refused" if i % 3 == 0 else "ok",
         budget_id=(i % 40) + 1) for i in range(600)])
