@@ -1,19 +1,22 @@
-/* Benchmark of the daily report (not a test): fills a ledger with a day of
+/* Benchmark of the daily report (not a test): fills a ledger through its
+ * writer (which keeps the rollups the report reads) with a day of
  * statements of realistic spread (users and shapes of Zipf-like frequency,
  * log-normal costs, a few errors, refusals and budgets) plus the seven days
  * before it, then times pgt_report_build and every renderer on that day.
  * Usage: report_bench [ROWS [LEDGER [HISTORY_ROWS]]]: ROWS statements on
  * the report day (default 10000000), HISTORY_ROWS on each of the 7 days
- * before (default ROWS / 10). An existing LEDGER with the right counts is
- * reused, so runs after the first skip the filling. */
+ * before (default ROWS / 10); LEDGER is an SQLite path or a PostgreSQL URI.
+ * An existing LEDGER with the right counts is reused, so runs after the
+ * first skip the filling. */
 #include <math.h>
-#include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "pgtally/db.h"
 #include "pgtally/ledger.h"
 #include "pgtally/log.h"
 #include "pgtally/period.h"
@@ -28,8 +31,9 @@
 #define NSHAPES 20000
 #define POOL 500 /* shapes each user runs, of Zipf-like frequency */
 #define NAPPS 12
-#define BATCH 200000
+#define IN_FLIGHT 200000 /* records submitted and not yet written, at most */
 #define RUNS 5
+#define SPOOL_PATH "/tmp/pgtally-report-bench.spool" /* for a PostgreSQL ledger */
 
 /* The generator's state and the shapes and users it draws from. */
 typedef struct gen {
@@ -124,116 +128,116 @@ static void gen_free(gen_t *g)
         free(g->shape_text[k]);
 }
 
-static const char insert_sql[] =
-    "INSERT INTO queries (started_at, finished_at, session_id, backend_pid, \"user\", database, "
-    "application, client_addr, tags, fingerprint, normalized, kind, protocol, est_planner_cost, "
-    "est_cost_micro, compute_s, rows, bytes_out, cost_micro, status, sqlstate, budget_id, "
-    "instance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)";
-
-/* Binds the status columns of a statement: mostly ok, some errors,
+/* Sets the status columns of a statement: mostly ok, some errors,
  * cancellations, refusals and budget cancellations. */
-static void bind_status(gen_t *g, sqlite3_stmt *st, double *compute, int64_t *cost)
+static void set_status(gen_t *g, pgt_record_t *r)
 {
     double x = uniform(g);
-    const char *status = "ok", *sqlstate = NULL;
-    int64_t budget = 0;
     if (x < 0.001) {
-        status = "refused", sqlstate = "53400", budget = 1 + (int64_t)(next_u64(g) % 3);
-        *compute = 0, *cost = 0;
+        r->status = PGT_QUERY_REFUSED, r->budget_id = 1 + (int64_t)(next_u64(g) % 3);
+        memcpy(r->sqlstate, "53400", 6);
+        r->compute_s = 0, r->cost_micro = 0;
     } else if (x < 0.0015) {
-        status = "budget_cancelled", sqlstate = "57014", budget = 1 + (int64_t)(next_u64(g) % 3);
+        r->status = PGT_QUERY_BUDGET_CANCELLED, r->budget_id = 1 + (int64_t)(next_u64(g) % 3);
+        memcpy(r->sqlstate, "57014", 6);
     } else if (x < 0.004) {
-        status = "cancelled", sqlstate = "57014";
+        r->status = PGT_QUERY_CANCELLED;
+        memcpy(r->sqlstate, "57014", 6);
     } else if (x < 0.015) {
-        status = "error", sqlstate = "42P01";
+        r->status = PGT_QUERY_ERROR;
+        memcpy(r->sqlstate, "42P01", 6);
     }
-    sqlite3_bind_text(st, 20, status, -1, SQLITE_STATIC);
-    if (sqlstate)
-        sqlite3_bind_text(st, 21, sqlstate, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, 21);
-    if (budget)
-        sqlite3_bind_int64(st, 22, budget);
-    else
-        sqlite3_bind_null(st, 22);
 }
 
-/* Inserts n statements spread over [from_us, from_us + DAY_US), in time
- * order as the writer would. Returns 0, or -1. */
-static int fill_day(sqlite3 *db, gen_t *g, int64_t from_us, size_t n)
+/* The strings of a record: every one set, or false when out of memory. */
+static bool set_strings(pgt_record_t *r, const char *user, const char *db, const char *app,
+                        const char *tags, const char *text, const char *kind)
+{
+    r->user = strdup(user);
+    r->database = strdup(db);
+    r->application = strdup(app);
+    r->client_addr = strdup("10.0.0.7:51234");
+    r->tags_json = tags ? strdup(tags) : NULL;
+    r->normalized = strdup(text);
+    r->kind = strdup(kind);
+    r->protocol = strdup("extended");
+    return r->user && r->database && r->application && r->client_addr && (!tags || r->tags_json) &&
+           r->normalized && r->kind && r->protocol;
+}
+
+/* Waits while more than IN_FLIGHT records wait in the writer's queue
+ * (unless it fails: then they go to memory and the spool). */
+static void throttle(pgt_ledger_t *l)
+{
+    for (;;) {
+        pgt_ledger_stats_t st;
+        pgt_ledger_stats(l, &st);
+        uint64_t out = st.written + st.pending;
+        if (st.failing || st.submitted <= out + IN_FLIGHT)
+            return;
+        usleep(10000);
+    }
+}
+
+/* One statement numbered i of n on the day starting at from_us, or NULL
+ * when out of memory. */
+static pgt_record_t *make_record(gen_t *g, int64_t from_us, size_t i, size_t n)
 {
     static const char *const dbs[] = {"warehouse", "warehouse", "staging", "analytics"};
     static const char *const teams[] = {"{\"team\":\"growth\"}", "{\"team\":\"finance\"}",
                                         "{\"team\":\"data\",\"dag\":\"daily_rollup\"}", NULL, NULL};
-    char users[NUSERS][16], apps[NAPPS][16];
-    for (size_t i = 0; i < NUSERS; i++)
-        snprintf(users[i], sizeof(users[i]), "user%03zu", i);
-    for (size_t i = 0; i < NAPPS; i++)
-        snprintf(apps[i], sizeof(apps[i]), i ? "app%zu" : "psql", i);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, insert_sql, -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    int rc = SQLITE_OK;
-    for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
-        if (i % BATCH == 0)
-            rc = sqlite3_exec(db, i ? "COMMIT; BEGIN" : "BEGIN", NULL, NULL, NULL);
-        /* Each user runs shapes of their own (dashboards, jobs, habits);
-         * the ones they run rarely are the expensive ones. */
-        size_t u = draw(g, g->user_cdf, NUSERS), r = draw(g, g->pool_cdf, POOL);
-        size_t s = (u * 7919 + r) % NSHAPES;
-        int64_t start = from_us + (int64_t)((double)i / (double)n * (double)DAY_US);
-        double compute = exp(g->shape_mu[s] + 5.0 * (double)r / POOL + 0.6 * normal(g));
-        int64_t rows = (int64_t)exp(2 + 2 * normal(g));
-        int64_t bytes = rows * 120 + 60;
-        int64_t cost = pgt_pricing_cost(&g->price, compute, bytes);
-        bind_status(g, st, &compute, &cost);
-        sqlite3_bind_int64(st, 1, start);
-        sqlite3_bind_int64(st, 2, start + (int64_t)(compute * 1e6));
-        sqlite3_bind_int64(st, 3, (int64_t)(i / 50));
-        sqlite3_bind_int(st, 4, 1000 + (int)(i % 500));
-        sqlite3_bind_text(st, 5, users[u], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 6, dbs[s % 4], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 7, apps[(u + s) % NAPPS], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 8, "10.0.0.7:51234", -1, SQLITE_STATIC);
-        if (teams[u % 5])
-            sqlite3_bind_text(st, 9, teams[u % 5], -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(st, 9);
-        sqlite3_bind_int64(st, 10, (int64_t)g->shape_fp[s]);
-        sqlite3_bind_text(st, 11, g->shape_text[s], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 12, g->shape_kind[s], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 13, "extended", -1, SQLITE_STATIC);
-        sqlite3_bind_double(st, 14, compute * 1000);
-        sqlite3_bind_int64(st, 15, cost);
-        sqlite3_bind_double(st, 16, compute);
-        sqlite3_bind_int64(st, 17, rows);
-        sqlite3_bind_int64(st, 18, bytes);
-        sqlite3_bind_int64(st, 19, cost);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            rc = SQLITE_ERROR;
-        sqlite3_reset(st);
+    char user[16], app[16];
+    /* Each user runs shapes of their own (dashboards, jobs, habits); the
+     * ones they run rarely are the expensive ones. */
+    size_t u = draw(g, g->user_cdf, NUSERS), k = draw(g, g->pool_cdf, POOL);
+    size_t s = (u * 7919 + k) % NSHAPES;
+    snprintf(user, sizeof(user), "user%03zu", u);
+    snprintf(app, sizeof(app), (u + s) % NAPPS ? "app%zu" : "psql", (u + s) % NAPPS);
+    pgt_record_t *r = pgt_record_new();
+    if (!r ||
+        !set_strings(r, user, dbs[s % 4], app, teams[u % 5], g->shape_text[s], g->shape_kind[s])) {
+        pgt_record_free(r);
+        return NULL;
     }
-    sqlite3_finalize(st);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-    return rc == SQLITE_OK ? 0 : -1;
+    r->started_us = from_us + (int64_t)((double)i / (double)n * (double)DAY_US);
+    r->compute_s = exp(g->shape_mu[s] + 5.0 * (double)k / POOL + 0.6 * normal(g));
+    r->rows = (int64_t)exp(2 + 2 * normal(g));
+    r->bytes_out = r->rows * 120 + 60;
+    r->cost_micro = pgt_pricing_cost(&g->price, r->compute_s, r->bytes_out);
+    r->est_planner_cost = r->compute_s * 1000;
+    r->est_cost_micro = r->cost_micro;
+    set_status(g, r);
+    r->finished_us = r->started_us + (int64_t)(r->compute_s * 1e6);
+    r->session_id = i / 50;
+    r->backend_pid = 1000 + (int32_t)(i % 500);
+    r->fingerprint = g->shape_fp[s];
+    return r;
+}
+
+/* Submits n statements spread over [from_us, from_us + DAY_US), in time
+ * order as the proxy would. Returns 0, or -1 when out of memory. */
+static int fill_day(pgt_ledger_t *l, gen_t *g, int64_t from_us, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        pgt_record_t *r = make_record(g, from_us, i, n);
+        if (!r)
+            return -1;
+        pgt_ledger_submit(l, r);
+        if (i % 10000 == 0)
+            throttle(l);
+    }
+    return 0;
 }
 
 /* Statements on the day starting at from_us, or -1. */
-static int64_t count_day(sqlite3 *db, int64_t from_us)
+static int64_t count_day(pgt_db_t *db, int64_t from_us)
 {
-    sqlite3_stmt *st;
     int64_t n = -1;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT count(*) FROM queries WHERE started_at >= ?1 AND "
-                           "started_at < ?2",
-                           -1, &st, NULL) != SQLITE_OK)
+    char err[256];
+    if (pgt_db_int_query(db, "counting", err, sizeof(err), &n,
+                         "SELECT coalesce(sum(statements), 0) FROM rollups WHERE day = ?1", "i",
+                         (int64_t)pgt_local_day(from_us)) != 0)
         return -1;
-    sqlite3_bind_int64(st, 1, from_us);
-    sqlite3_bind_int64(st, 2, from_us + DAY_US);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
     return n;
 }
 
@@ -245,67 +249,105 @@ static const char budgets_sql[] =
     " (2, 'team', 'data', 'week', 900000000, '[80]', 'warn', 0),"
     " (3, 'default', '', 'month', 200000000, '[80]', 'block', 0),"
     " (4, 'database', 'staging', 'day', 1000000000000, '[80]', 'block', 0);"
-    "INSERT OR IGNORE INTO teams (id, name, created_at) VALUES (1, 'data', 0);"
-    "INSERT OR IGNORE INTO team_members VALUES (1, 'user002'), (1, 'user003');";
+    "INSERT INTO teams (id, name, created_at) VALUES (1, 'data', 0) ON CONFLICT DO NOTHING;"
+    "INSERT INTO team_members VALUES (1, 'user002'), (1, 'user003') ON CONFLICT DO NOTHING;";
 
-/* Makes sure the ledger at path holds the bench's data. Returns 0, or -1. */
-static int prepare_ledger(const char *path, size_t rows, size_t history)
+/* The statements of every day, deleted before filling again. */
+static const char empty_sql[] = "DELETE FROM queries; DELETE FROM rollups; DELETE FROM spend;"
+                                " DELETE FROM shapes";
+
+/* Whether the ledger already holds rows statements on the report day and
+ * history on each day before. */
+static bool filled(pgt_db_t *db, size_t rows, size_t history)
+{
+    if (count_day(db, DAY0_US) != (int64_t)rows)
+        return false;
+    for (int d = 1; d <= HISTORY_DAYS; d++)
+        if (count_day(db, DAY0_US - d * DAY_US) != (int64_t)history)
+            return false;
+    return true;
+}
+
+/* Fills the ledger at w through its writer. Returns 0, or -1. */
+static int fill(const pgt_ledger_where_t *w, size_t rows, size_t history)
+{
+    char err[512];
+    gen_t *g = malloc(sizeof(*g));
+    if (!g || gen_init(g) != 0) {
+        fprintf(stderr, "report_bench: out of memory\n");
+        free(g);
+        return -1;
+    }
+    pgt_ledger_opts_t o = {.where = *w,
+                           .instance = (int64_t)time(NULL),
+                           .instance_name = "report_bench",
+                           .queue_capacity = 2 * IN_FLIGHT};
+    if (pgt_db_backend_of(w->ledger) == PGT_DB_POSTGRESQL)
+        o.spool_path = SPOOL_PATH;
+    pgt_ledger_t *l = pgt_ledger_open(&o, err, sizeof(err));
+    int rc = l ? 0 : -1;
+    if (!l)
+        fprintf(stderr, "report_bench: opening the writer: %s\n", err);
+    for (int d = HISTORY_DAYS; rc == 0 && d >= 1; d--)
+        rc = fill_day(l, g, DAY0_US - d * DAY_US, history);
+    if (rc == 0)
+        rc = fill_day(l, g, DAY0_US, rows);
+    pgt_ledger_close(l);
+    gen_free(g);
+    free(g);
+    return rc;
+}
+
+/* Makes sure the ledger at w holds the bench's data. Returns 0, or -1. */
+static int prepare_ledger(const pgt_ledger_where_t *w, size_t rows, size_t history)
 {
     char err[512];
     int version;
-    sqlite3 *db = pgt_ledger_db_open(path, true, &version, err, sizeof(err));
+    pgt_db_t *db = pgt_ledger_db_open(w, true, &version, err, sizeof(err));
     if (!db) {
-        fprintf(stderr, "report_bench: %s: %s\n", path, err);
+        fprintf(stderr, "report_bench: %s: %s\n", w->ledger, err);
         return -1;
     }
     int rc = 0;
-    bool fresh = count_day(db, DAY0_US) != (int64_t)rows;
-    for (int d = 1; !fresh && d <= HISTORY_DAYS; d++)
-        fresh = count_day(db, DAY0_US - d * DAY_US) != (int64_t)history;
-    if (fresh) {
-        gen_t *g = malloc(sizeof(*g));
-        printf("filling %s: %zu statements on %s, %zu on each of the %d days before\n", path, rows,
-               REPORT_DATE, history, HISTORY_DAYS);
+    if (!filled(db, rows, history)) {
+        printf("filling %s: %zu statements on %s, %zu on each of the %d days before\n", w->ledger,
+               rows, REPORT_DATE, history, HISTORY_DAYS);
         fflush(stdout);
-        rc = g && gen_init(g) == 0 ? 0 : -1;
-        (void)sqlite3_exec(db, "PRAGMA synchronous=OFF; PRAGMA cache_size=-2000000", NULL, NULL,
-                           NULL);
+        rc = pgt_db_exec(db, "emptying", empty_sql, err, sizeof(err));
         if (rc == 0)
-            rc = sqlite3_exec(db, "DELETE FROM queries", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
-        for (int d = HISTORY_DAYS; rc == 0 && d >= 1; d--)
-            rc = fill_day(db, g, DAY0_US - d * DAY_US, history);
+            rc = fill(w, rows, history);
+        if (rc == 0 && !filled(db, rows, history)) {
+            snprintf(err, sizeof(err), "the writer did not write every statement");
+            rc = -1;
+        }
         if (rc == 0)
-            rc = fill_day(db, g, DAY0_US, rows);
+            rc = pgt_db_exec(db, "setting budgets", budgets_sql, err, sizeof(err));
+        if (rc == 0 && pgt_db_backend(db) == PGT_DB_SQLITE)
+            rc = pgt_db_exec(db, "checkpointing", "PRAGMA wal_checkpoint(TRUNCATE)", err,
+                             sizeof(err));
         if (rc == 0)
-            rc = sqlite3_exec(db, budgets_sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
-        if (rc == 0)
-            rc = sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE); ANALYZE", NULL, NULL, NULL) ==
-                         SQLITE_OK
-                     ? 0
-                     : -1;
+            rc = pgt_db_exec(db, "analyzing", "ANALYZE", err, sizeof(err));
         if (rc != 0)
-            fprintf(stderr, "report_bench: filling: %s\n", sqlite3_errmsg(db));
-        if (g)
-            gen_free(g);
-        free(g);
+            fprintf(stderr, "report_bench: filling: %s\n", err);
     }
-    sqlite3_close(db);
+    pgt_db_close(db);
     return rc;
 }
 
 /* Puts the bench's budgets in the ledger, or takes them out. Returns 0, or
  * -1. */
-static int set_budgets(const char *path, bool on)
+static int set_budgets(const pgt_ledger_where_t *w, bool on)
 {
     char err[512];
     int version;
-    sqlite3 *db = pgt_ledger_db_open(path, true, &version, err, sizeof(err));
-    int rc = db ? sqlite3_exec(db, on ? budgets_sql : "DELETE FROM budgets", NULL, NULL, NULL)
-                : SQLITE_ERROR;
-    if (rc != SQLITE_OK)
-        fprintf(stderr, "report_bench: budgets: %s\n", db ? sqlite3_errmsg(db) : err);
-    sqlite3_close(db);
-    return rc == SQLITE_OK ? 0 : -1;
+    pgt_db_t *db = pgt_ledger_db_open(w, true, &version, err, sizeof(err));
+    int rc = db ? pgt_db_exec(db, "setting budgets", on ? budgets_sql : "DELETE FROM budgets", err,
+                              sizeof(err))
+                : -1;
+    if (rc != 0)
+        fprintf(stderr, "report_bench: budgets: %s\n", err);
+    pgt_db_close(db);
+    return rc;
 }
 
 static double now_s(void)
@@ -323,13 +365,13 @@ static int cmp_double(const void *a, const void *b)
 
 /* Times RUNS builds and, when render, the renderers of the last one.
  * Returns 0, or -1. */
-static int time_report(const char *path, const char *label, bool render)
+static int time_report(const pgt_ledger_where_t *w, const char *label, bool render)
 {
     char err[512];
     int version;
-    sqlite3 *db = pgt_ledger_db_open(path, false, &version, err, sizeof(err));
+    pgt_db_t *db = pgt_ledger_db_open(w, false, &version, err, sizeof(err));
     if (!db) {
-        fprintf(stderr, "report_bench: %s: %s\n", path, err);
+        fprintf(stderr, "report_bench: %s: %s\n", w->ledger, err);
         return -1;
     }
     pgt_report_opts_t opts = {.top = 10, .currency = "USD"};
@@ -342,7 +384,7 @@ static int time_report(const char *path, const char *label, bool render)
         t[i] = now_s() - t0;
         if (!report) {
             fprintf(stderr, "report_bench: building: %s\n", err);
-            sqlite3_close(db);
+            pgt_db_close(db);
             return -1;
         }
     }
@@ -367,7 +409,7 @@ static int time_report(const char *path, const char *label, bool render)
         free(out);
     }
     json_decref(report);
-    sqlite3_close(db);
+    pgt_db_close(db);
     return rc;
 }
 
@@ -386,14 +428,15 @@ int main(int argc, char **argv)
         return 1;
     }
     if (getenv("REPORT_BENCH_DEBUG"))
-        pgt_log_set_level(PGT_LOG_DEBUG); /* each task's time */
+        pgt_log_set_level(PGT_LOG_DEBUG); /* the writer's batches */
+    pgt_ledger_where_t w = {.ledger = path};
     double t0 = now_s();
-    if (prepare_ledger(path, rows, history) != 0)
+    if (prepare_ledger(&w, rows, history) != 0)
         return 1;
     printf("ledger ready       %.1f s\n", now_s() - t0);
-    if (set_budgets(path, true) != 0 || time_report(path, "with its 4 budgets:", true) != 0)
+    if (set_budgets(&w, true) != 0 || time_report(&w, "with its 4 budgets:", true) != 0)
         return 1;
     /* The same without budgets, then put them back. */
-    int rc = set_budgets(path, false) == 0 ? time_report(path, "without budgets:", false) : -1;
-    return set_budgets(path, true) == 0 && rc == 0 ? 0 : 1;
+    int rc = set_budgets(&w, false) == 0 ? time_report(&w, "without budgets:", false) : -1;
+    return set_budgets(&w, true) == 0 && rc == 0 ? 0 : 1;
 }

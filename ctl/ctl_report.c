@@ -239,19 +239,19 @@ static int print_report(ctl_env_t *env, const args_t *a, const char *date)
 {
     char err[512];
     int version;
-    sqlite3 *db = pgt_ledger_db_open(env->resolved_ledger, false, &version, err, sizeof(err));
+    pgt_db_t *db = pgt_ledger_db_open(&env->where, false, &version, err, sizeof(err));
     if (!db) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
         return CTL_EXIT_ERROR;
     }
     pgt_report_opts_t o;
     report_opts(env, &o);
     json_t *report = pgt_report_build(db, date, &o, err, sizeof(err));
-    sqlite3_close(db);
+    pgt_db_close(db);
     char *text = report ? pgt_report_render(report, a->format, a->section, err, sizeof(err)) : NULL;
     json_decref(report);
     if (!text) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, err);
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
         return CTL_EXIT_ERROR;
     }
     int rc = write_out(env, a, text);
@@ -277,23 +277,25 @@ static int send_report(ctl_env_t *env, const args_t *a, const char *date)
 {
     char err[1024];
     int version;
-    if (access(env->resolved_ledger, F_OK) != 0) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger, strerror(errno));
+    const pgt_ledger_where_t *where = &env->where;
+    /* Sending writes to the ledger, which must exist: an SQLite file is
+     * not created for it. */
+    if (pgt_db_backend_of(where->ledger) == PGT_DB_SQLITE && access(where->ledger, F_OK) != 0) {
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, strerror(errno));
         return CTL_EXIT_ERROR;
     }
     pgt_config_t *defaults = env->config ? NULL : pgt_config_new();
     const pgt_config_t *cfg = env->config ? env->config : defaults;
-    sqlite3 *db =
-        cfg ? pgt_ledger_db_open(env->resolved_ledger, true, &version, err, sizeof(err)) : NULL;
+    pgt_db_t *db = cfg ? pgt_ledger_db_open(where, true, &version, err, sizeof(err)) : NULL;
     if (!db) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->resolved_ledger,
+        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger,
                 cfg ? err : "out of memory");
         pgt_config_free(defaults);
         return CTL_EXIT_ERROR;
     }
     pgt_send_opts_t so = {.force = a->force};
     int rc = pgt_report_send_opts(db, cfg, date, a->channels, a->nchannels, &so, err, sizeof(err));
-    sqlite3_close(db);
+    pgt_db_close(db);
     pgt_config_free(defaults);
     print_outcomes(a, date, &so);
     if (rc != 0) {

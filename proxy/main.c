@@ -255,7 +255,7 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
     /* The daily report's delivery, on its own thread, once the time zone
      * is set (the thread reads local dates). */
     if (pgt_scheduler_wanted(p->cfg) &&
-        !(sv->scheduler = pgt_scheduler_new(p->cfg, opts.path, err, sizeof(err)))) {
+        !(sv->scheduler = pgt_scheduler_new(p->cfg, opts.where.ledger, err, sizeof(err)))) {
         fprintf(stderr, "pgtally: report delivery: %s\n", err);
         PGT_ERROR("scheduler_failed", "error=\"%s\"", err);
         pgt_meter_free(p->meter);

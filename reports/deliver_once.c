@@ -80,135 +80,101 @@ static int64_t claimant_id(void)
     return (int64_t)(r >> 1) + 1;
 }
 
-static int exec(sqlite3 *db, const char *sql)
+/* A pgt_db_row_cb of (sent, claimed_until): reads the row of a claim. */
+static int claim_row(const pgt_db_row_t *r, void *arg)
 {
-    return sqlite3_exec(db, sql, NULL, NULL, NULL);
+    int64_t *v = arg;
+    v[0] = pgt_db_int(r, 0);
+    v[1] = pgt_db_int(r, 1);
+    return 0;
 }
 
-/* Prepares sql and binds date (?1) and channel (?2). */
-static sqlite3_stmt *prepare(sqlite3 *db, const char *sql, const char *date, const char *channel)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        return NULL;
-    sqlite3_bind_text(st, 1, date, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, channel, -1, SQLITE_STATIC);
-    return st;
-}
-
-/* Reads the row of (date, channel) under the write lock: whether it was
- * sent and until when another sender holds it. */
-static int read_row(sqlite3 *db, const char *date, const char *channel, bool *sent,
-                    int64_t *claimed_until)
-{
-    sqlite3_stmt *st = prepare(db,
-                               "SELECT sent_at IS NOT NULL, coalesce(claimed_until, 0) FROM "
-                               "reports_sent WHERE report_date = ?1 AND channel = ?2",
-                               date, channel);
-    int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
-    if (rc == SQLITE_ROW) {
-        *sent = sqlite3_column_int(st, 0) != 0;
-        *claimed_until = sqlite3_column_int64(st, 1);
-        rc = SQLITE_OK;
-    }
-    sqlite3_finalize(st);
-    return rc;
-}
-
-/* Takes (date, channel) for claimant me until now + CLAIM_US, in one
- * BEGIN IMMEDIATE transaction, unless it was sent (and not force) or
- * another sender's claim has not expired (*until says till when). */
-static claim_t claim(sqlite3 *db, const char *date, const char *channel, bool force, int64_t me,
+/* Takes (date, channel) for claimant me until now + CLAIM_US unless it was
+ * sent (and not force) or another sender's claim has not expired (*until
+ * says till when). The UPDATE is the claim: it checks both in its WHERE,
+ * so that of two senders at the same time only one changes the row
+ * (SQLite's write lock, taken by the transaction, orders them; PostgreSQL
+ * rechecks the WHERE of the second once the first commits). */
+static claim_t claim(pgt_db_t *db, const char *date, const char *channel, bool force, int64_t me,
                      int64_t now, int64_t *until, char *err, size_t errlen)
 {
-    bool sent = false;
+    int64_t row[2] = {0, 0};
     *until = 0;
-    int rc = exec(db, "BEGIN IMMEDIATE");
-    sqlite3_stmt *st = NULL;
-    if (rc == SQLITE_OK) {
-        st = prepare(db,
-                     "INSERT INTO reports_sent (report_date, channel) VALUES (?1, ?2) "
-                     "ON CONFLICT (report_date, channel) DO NOTHING",
-                     date, channel);
-        rc = st && sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-        sqlite3_finalize(st);
-    }
-    if (rc == SQLITE_OK)
-        rc = read_row(db, date, channel, &sent, until);
-    claim_t out = CLAIM_TAKEN;
-    if (rc == SQLITE_OK && sent && !force)
-        out = CLAIM_SENT;
-    else if (rc == SQLITE_OK && *until > now)
-        out = CLAIM_BUSY;
-    else if (rc == SQLITE_OK) {
-        st = prepare(db,
-                     "UPDATE reports_sent SET claimed_by = ?3, claimed_until = ?4 "
-                     "WHERE report_date = ?1 AND channel = ?2",
-                     date, channel);
-        if (st) {
-            sqlite3_bind_int64(st, 3, me);
-            sqlite3_bind_int64(st, 4, now + CLAIM_US);
-        }
-        rc = st && sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-        sqlite3_finalize(st);
-    }
-    if (rc == SQLITE_OK)
-        rc = exec(db, "COMMIT");
-    if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "claiming in reports_sent: %s", sqlite3_errmsg(db));
-        if (!sqlite3_get_autocommit(db))
-            (void)exec(db, "ROLLBACK");
+    int rc = pgt_db_begin(db, true, err, errlen);
+    if (rc == 0)
+        rc = pgt_db_run(db, "claiming in reports_sent", err, errlen, NULL, NULL,
+                        "INSERT INTO reports_sent (report_date, channel) VALUES (?1, ?2) "
+                        "ON CONFLICT (report_date, channel) DO NOTHING",
+                        "tt", date, channel);
+    if (rc == 0)
+        rc = pgt_db_run(db, "claiming in reports_sent", err, errlen, NULL, NULL,
+                        "UPDATE reports_sent SET claimed_by = ?3, claimed_until = ?4 "
+                        "WHERE report_date = ?1 AND channel = ?2 "
+                        "AND (sent_at IS NULL OR CAST(?5 AS INTEGER) = 1) "
+                        "AND coalesce(claimed_until, 0) <= CAST(?6 AS BIGINT)",
+                        "ttiiii", date, channel, me, now + CLAIM_US, (int64_t)force, now);
+    bool taken = rc == 0 && pgt_db_changes(db) == 1;
+    if (rc == 0 && !taken)
+        rc = pgt_db_run(db, "claiming in reports_sent", err, errlen, claim_row, row,
+                        "SELECT CASE WHEN sent_at IS NULL THEN 0 ELSE 1 END, "
+                        "coalesce(claimed_until, 0) FROM reports_sent "
+                        "WHERE report_date = ?1 AND channel = ?2",
+                        "tt", date, channel);
+    if (pgt_db_finish(db, rc, err, errlen) != 0)
         return CLAIM_FAILED;
-    }
-    return out;
+    if (taken)
+        return CLAIM_TAKEN;
+    *until = row[1];
+    /* Neither sent nor claimed: the other sender ended between the UPDATE
+     * and the SELECT (PostgreSQL); it is free again, for the next round. */
+    return row[0] && !force ? CLAIM_SENT : CLAIM_BUSY;
+}
+
+/* A pgt_db_row_cb of RETURNING attempts. */
+static int attempts_row(const pgt_db_row_t *r, void *arg)
+{
+    *(int64_t *)arg = pgt_db_int(r, 0);
+    return 0;
 }
 
 /* Records the end of an attempt by claimant me and releases its claim: on
  * success sent_at, otherwise last_error. Returns the attempts so far, 0
  * when the claim was no longer ours (it had expired and another sender
- * took it), or -1 when the ledger failed. */
-static int64_t finish(sqlite3 *db, const char *date, const char *channel, int64_t me, bool ok,
-                      const char *error, int64_t now)
+ * took it), or -1 with the cause in err when the ledger failed. */
+static int64_t finish(pgt_db_t *db, const char *date, const char *channel, int64_t me, bool ok,
+                      const char *error, int64_t now, char *err, size_t errlen)
 {
-    sqlite3_stmt *st = prepare(
-        db,
-        "UPDATE reports_sent SET attempts = attempts + 1, last_attempt_at = ?4, "
-        "sent_at = CASE WHEN ?5 THEN ?4 ELSE sent_at END, "
-        "last_error = CASE WHEN ?5 THEN NULL ELSE ?6 END, claimed_by = NULL, claimed_until = NULL "
+    int64_t attempts = 0;
+    int rc = pgt_db_run(
+        db, "recording the attempt in reports_sent", err, errlen, attempts_row, &attempts,
+        "UPDATE reports_sent SET attempts = attempts + 1, last_attempt_at = CAST(?4 AS BIGINT), "
+        "sent_at = CASE WHEN CAST(?5 AS INTEGER) = 1 THEN CAST(?4 AS BIGINT) ELSE sent_at END, "
+        "last_error = CASE WHEN CAST(?5 AS INTEGER) = 1 THEN NULL ELSE CAST(?6 AS TEXT) END, "
+        "claimed_by = NULL, claimed_until = NULL "
         "WHERE report_date = ?1 AND channel = ?2 AND claimed_by = ?3 RETURNING attempts",
-        date, channel);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 3, me);
-    sqlite3_bind_int64(st, 4, now);
-    sqlite3_bind_int(st, 5, ok);
-    sqlite3_bind_text(st, 6, error, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    int64_t attempts = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : rc == SQLITE_DONE ? 0 : -1;
-    if (rc == SQLITE_ROW)
-        rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? attempts : -1;
+        "ttiiit", date, channel, me, now, (int64_t)ok, error);
+    return rc == 0 ? attempts : -1;
 }
 
 /* Sends the built report (or, when build failed, records why) to claimed
  * channel c and records the attempt. Returns 0 when delivered. */
-static int send_claimed(sqlite3 *db, const pgt_config_t *cfg, const char *date, pgt_channel_t c,
+static int send_claimed(pgt_db_t *db, const pgt_config_t *cfg, const char *date, pgt_channel_t c,
                         const json_t *report, const char *build_error, pgt_send_opts_t *opts,
                         int64_t me, char *err, size_t errlen)
 {
     const char *channel = pgt_channel_name(c);
-    char answer[512], why[1024], text[LOG_TEXT_MAX + 1];
+    char answer[512], why[1024] = "", text[LOG_TEXT_MAX + 1], failed[512];
     int rc = -1;
     if (report)
         rc = pgt_deliver_channel(cfg, c, report, opts->stop, answer, sizeof(answer), why,
                                  sizeof(why));
     else
         snprintf(why, sizeof(why), "building the report: %s", build_error);
-    int64_t attempts = finish(db, date, channel, me, rc == 0, why, pgt_clock_us());
+    int64_t attempts = finish(db, date, channel, me, rc == 0, rc == 0 ? NULL : why, pgt_clock_us(),
+                              failed, sizeof(failed));
     if (attempts < 0)
         PGT_ERROR("report_record_failed", "date=%s channel=%s delivered=%s error=\"%s\"", date,
-                  channel, rc == 0 ? "yes" : "no", sqlite3_errmsg(db));
+                  channel, rc == 0 ? "yes" : "no", failed);
     else if (attempts == 0)
         PGT_WARN("report_claim_lost",
                  "date=%s channel=%s message=\"the claim expired during "
@@ -231,7 +197,7 @@ static int send_claimed(sqlite3 *db, const pgt_config_t *cfg, const char *date, 
 
 /* Claims channel c of date for me. Returns true when it is ours to send;
  * otherwise sets its outcome (and err for a failure). */
-static bool take(sqlite3 *db, const pgt_config_t *cfg, const char *date, pgt_channel_t c,
+static bool take(pgt_db_t *db, const pgt_config_t *cfg, const char *date, pgt_channel_t c,
                  pgt_send_opts_t *opts, int64_t me, char *err, size_t errlen)
 {
     const char *channel = pgt_channel_name(c);
@@ -290,7 +256,7 @@ static size_t channel_list(const pgt_config_t *cfg, const pgt_channel_t *channel
     return k;
 }
 
-int pgt_report_send_opts(sqlite3 *db, const pgt_config_t *cfg, const char *date,
+int pgt_report_send_opts(pgt_db_t *db, const pgt_config_t *cfg, const char *date,
                          const pgt_channel_t *channels, size_t nchannels, pgt_send_opts_t *opts,
                          char *err, size_t errlen)
 {
@@ -325,7 +291,7 @@ int pgt_report_send_opts(sqlite3 *db, const pgt_config_t *cfg, const char *date,
     return 0;
 }
 
-int pgt_report_send(sqlite3 *db, const pgt_config_t *cfg, const char *date,
+int pgt_report_send(pgt_db_t *db, const pgt_config_t *cfg, const char *date,
                     const pgt_channel_t *channels, size_t nchannels, bool force, char *err,
                     size_t errlen)
 {

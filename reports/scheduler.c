@@ -22,7 +22,7 @@
 #define MAX_SLEEP_US (60 * US_PER_S)    /* wake at least this often (clock changes) */
 #define MAX_RETRY_US (3600 * US_PER_S)  /* backoff cap */
 #define LEDGER_RETRY_US (10 * US_PER_S) /* when the ledger cannot be opened */
-#define BUSY_TIMEOUT_MS 10000           /* wait for the ledger writer's lock */
+#define BUSY_TIMEOUT_MS 10000           /* SQLite: wait for the ledger writer's lock */
 #define MAX_DATES 366                   /* catch_up_days is at most 365 */
 
 /* Where one (date, channel) stands in this process. */
@@ -44,7 +44,9 @@ struct pgt_scheduler {
     pgt_config_t *posted; /* new settings, for the thread */
 
     /* The thread's own. */
-    char *path;        /* the ledger */
+    char *path;        /* the ledger: an SQLite path, or a PostgreSQL URI or conninfo */
+    char *schema;      /* its PostgreSQL schema ([ledger] schema at start), or NULL */
+    char shown[512];   /* the ledger for logs, without a password */
     int64_t start_us;  /* when scheduling began: catch_up_days = 0 sends only later days */
     pgt_config_t *cfg; /* settings in force (a private copy) */
     slot_t *slots;     /* dates in the window */
@@ -232,9 +234,30 @@ static void note_outcome(const pgt_scheduler_t *s, slot_t *sl, int c, pgt_send_o
     }
 }
 
-/* Sends date's report to the channels of slot sl that are due at now.
- * Returns when the slot next needs attention (INT64_MAX: never). */
-static int64_t run_slot(pgt_scheduler_t *s, sqlite3 *db, slot_t *sl, int64_t now)
+/* Opens the thread's ledger connection, or logs why not. */
+static pgt_db_t *open_ledger(const pgt_scheduler_t *s)
+{
+    char err[256];
+    int version = 0;
+    pgt_ledger_where_t where = {.ledger = s->path, .schema = s->schema};
+    pgt_db_t *db = pgt_ledger_db_open(&where, true, &version, err, sizeof(err));
+    if (!db)
+        PGT_WARN("report_ledger_failed", "ledger=\"%s\" error=\"%s\"", s->shown, err);
+    else if (pgt_db_backend(db) == PGT_DB_SQLITE)
+        sqlite3_busy_timeout(pgt_db_handle(db), BUSY_TIMEOUT_MS);
+    return db;
+}
+
+/* The ledger connection of a round, opened when first needed. */
+typedef struct round_db {
+    pgt_db_t *db; /* the connection, or NULL */
+    bool failed;  /* opening it failed in this round: do not try again */
+} round_db_t;
+
+/* Sends date's report to the channels of slot sl that are due at now,
+ * over r's connection. Returns when the slot next needs attention
+ * (INT64_MAX: never). */
+static int64_t run_slot(pgt_scheduler_t *s, round_db_t *r, slot_t *sl, int64_t now)
 {
     pgt_channel_t chans[PGT_CHANNEL_COUNT];
     size_t n = 0;
@@ -249,10 +272,14 @@ static int64_t run_slot(pgt_scheduler_t *s, sqlite3 *db, slot_t *sl, int64_t now
     }
     if (!n)
         return wake;
+    if (!r->db && (r->failed || !(r->db = open_ledger(s)))) {
+        r->failed = true;
+        return now + LEDGER_RETRY_US;
+    }
     pgt_send_opts_t opts = {.stop = &s->stop};
     char err[2048];
     /* Each channel's outcome says what to do next; the log has the details. */
-    if (pgt_report_send_opts(db, s->cfg, sl->date, chans, n, &opts, err, sizeof(err)) != 0)
+    if (pgt_report_send_opts(r->db, s->cfg, sl->date, chans, n, &opts, err, sizeof(err)) != 0)
         PGT_DEBUG("report_round", "date=%s error=\"%s\"", sl->date, err);
     int64_t after = pgt_clock_us();
     for (size_t i = 0; i < n; i++) {
@@ -263,8 +290,10 @@ static int64_t run_slot(pgt_scheduler_t *s, sqlite3 *db, slot_t *sl, int64_t now
     return wake;
 }
 
-/* One round: sends whatever is due now. Returns when to wake next. */
-static int64_t run_due(pgt_scheduler_t *s, sqlite3 *db)
+/* One round: sends whatever is due now, over a ledger connection opened
+ * for the round when something is due (so that a PostgreSQL connection
+ * lost meanwhile is not reused). Returns when to wake next. */
+static int64_t run_due(pgt_scheduler_t *s)
 {
     int64_t now = pgt_clock_us(), next_due = 0;
     size_t n = pgt_schedule_due(s->cfg->report_time_min, s->cfg->report_catch_up_days, now,
@@ -272,12 +301,14 @@ static int64_t run_due(pgt_scheduler_t *s, sqlite3 *db)
     if (slots_sync(s, s->dates, n) != 0)
         return now + LEDGER_RETRY_US;
     int64_t wake = next_due;
+    round_db_t r = {0};
     for (size_t i = 0; i < n && !atomic_load(&s->stop); i++) {
         slot_t *sl = slot_of(s, s->dates[i]);
-        int64_t w = sl ? run_slot(s, db, sl, now) : INT64_MAX;
+        int64_t w = sl ? run_slot(s, &r, sl, now) : INT64_MAX;
         if (w < wake)
             wake = w;
     }
+    pgt_db_close(r.db);
     return wake;
 }
 
@@ -306,19 +337,6 @@ static void log_schedule(const pgt_scheduler_t *s)
              chans[0] ? chans : "none");
 }
 
-/* Opens the thread's own ledger connection, or logs why not. */
-static sqlite3 *open_ledger(const pgt_scheduler_t *s)
-{
-    char err[256];
-    int version = 0;
-    sqlite3 *db = pgt_ledger_db_open(s->path, true, &version, err, sizeof(err));
-    if (!db)
-        PGT_WARN("report_ledger_failed", "ledger=%s error=\"%s\"", s->path, err);
-    else
-        sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
-    return db;
-}
-
 /* Sleeps until wake_us (on pgt_clock_us's scale, at most MAX_SLEEP_US),
  * a stop, or new settings. Call with mu held. */
 static void sleep_until(pgt_scheduler_t *s, int64_t wake_us)
@@ -339,7 +357,6 @@ static void sleep_until(pgt_scheduler_t *s, int64_t wake_us)
 static void *thread_main(void *arg)
 {
     pgt_scheduler_t *s = arg;
-    sqlite3 *db = NULL;
     log_schedule(s);
     pthread_mutex_lock(&s->mu);
     while (!atomic_load(&s->stop)) {
@@ -348,15 +365,12 @@ static void *thread_main(void *arg)
         pthread_mutex_unlock(&s->mu);
         if (fresh)
             log_schedule(s);
-        if (!db)
-            db = open_ledger(s);
-        int64_t wake = db ? run_due(s, db) : pgt_clock_us() + LEDGER_RETRY_US;
+        int64_t wake = run_due(s);
         pthread_mutex_lock(&s->mu);
         if (!atomic_load(&s->stop))
             sleep_until(s, wake);
     }
     pthread_mutex_unlock(&s->mu);
-    sqlite3_close(db);
     return NULL;
 }
 
@@ -380,9 +394,11 @@ pgt_scheduler_t *pgt_scheduler_new(const pgt_config_t *cfg, const char *ledger_p
     pthread_cond_init(&s->cv, &attr);
     pthread_condattr_destroy(&attr);
     s->path = strdup(ledger_path);
+    s->schema = cfg->ledger_schema ? strdup(cfg->ledger_schema) : NULL;
+    pgt_db_describe(ledger_path, s->shown, sizeof(s->shown));
     s->cfg = copy_config(cfg);
     s->start_us = pgt_clock_us();
-    if (!s->path || !s->cfg) {
+    if (!s->path || !s->cfg || (cfg->ledger_schema && !s->schema)) {
         snprintf(err, errlen, "out of memory");
         pgt_scheduler_free(s);
         return NULL;
@@ -431,6 +447,7 @@ void pgt_scheduler_free(pgt_scheduler_t *s)
     pgt_config_free(s->cfg);
     free(s->slots);
     free(s->path);
+    free(s->schema);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

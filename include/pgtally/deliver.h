@@ -5,12 +5,12 @@
 #define PGTALLY_DELIVER_H
 
 #include <jansson.h>
-#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "pgtally/config.h"
+#include "pgtally/db.h"
 
 #define PGT_CHANNEL_MAP(X)                                                                         \
     X(SLACK, "slack")                                                                              \
@@ -60,7 +60,7 @@ int pgt_deliver_channel(const pgt_config_t *cfg, pgt_channel_t c, const json_t *
  * success in reports_sent of db, and each failure (attempts, last_error).
  * force: send again even if sent. Returns 0 when every channel has it, or
  * -1 with the failures in err. */
-int pgt_report_send(sqlite3 *db, const pgt_config_t *cfg, const char *date,
+int pgt_report_send(pgt_db_t *db, const pgt_config_t *cfg, const char *date,
                     const pgt_channel_t *channels, size_t nchannels, bool force, char *err,
                     size_t errlen);
 
@@ -92,7 +92,7 @@ typedef struct pgt_send_opts {
 /* pgt_report_send with options: opts->outcomes says, per channel, what
  * happened. A channel that another process has claimed (it is sending the
  * same report now) counts as a failure in the result. */
-int pgt_report_send_opts(sqlite3 *db, const pgt_config_t *cfg, const char *date,
+int pgt_report_send_opts(pgt_db_t *db, const pgt_config_t *cfg, const char *date,
                          const pgt_channel_t *channels, size_t nchannels, pgt_send_opts_t *opts,
                          char *err, size_t errlen) __attribute__((warn_unused_result));
 

@@ -5,11 +5,11 @@
 #define PGTALLY_REPORT_H
 
 #include <jansson.h>
-#include <sqlite3.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "pgtally/config.h"
+#include "pgtally/db.h"
 
 /* What a report holds besides the ledger's data. */
 typedef struct pgt_report_opts {
@@ -17,22 +17,23 @@ typedef struct pgt_report_opts {
     bool show_literals;   /* [report] show_literals (default false; reserved, see docs/report.md) */
     const char *currency; /* [pricing] currency */
     const char *timezone; /* the zone's name for the document; NULL: $TZ */
-    int threads;          /* worker threads reading the ledger; 0: one per CPU, at most 4 */
 } pgt_report_opts_t;
 
 /* Fills out from cfg's [report] top and show_literals, currency and
- * timezone (threads 0). The strings stay cfg's. */
+ * timezone. The strings stay cfg's. */
 void pgt_report_opts_from_config(const pgt_config_t *cfg, pgt_report_opts_t *out);
 
 /* Builds the report of date ("YYYY-MM-DD", a local date in the process's
  * time zone, see pgt_timezone_apply) from the ledger connection db, which
- * stays the caller's. The day is read in parallel by worker threads with
- * their own read-only connections to db's file (db alone when it has no
- * file); each has its own snapshot, so statements written meanwhile may
- * count in one section and not another. Blocks: call it off the event
- * loop. Returns the document (json_decref it), or NULL with the cause in
- * err (a bad date, or what failed reading the ledger). */
-json_t *pgt_report_build(sqlite3 *db, const char *date, const pgt_report_opts_t *opts, char *err,
+ * stays the caller's and must not be in a transaction. The day is the
+ * ledger's day number of that date (pgt_local_day, cut in the time zone
+ * of the pgtally that wrote the statements): its sums come from the
+ * rollups, its dearest statements from queries, all in one read
+ * transaction; the budgets and their spend are read just before. Needs a
+ * ledger of schema 5 or later. Blocks: call it off the event loop. Returns
+ * the document (json_decref it), or NULL with the cause in err (a bad
+ * date, an older ledger, or what failed reading it). */
+json_t *pgt_report_build(pgt_db_t *db, const char *date, const pgt_report_opts_t *opts, char *err,
                          size_t errlen);
 
 #define PGT_REPORT_FORMAT_MAP(X)                                                                   \

@@ -4,7 +4,8 @@
  * (up to [report] catch_up_days) at start; and retries a failed delivery
  * after [report] retry_interval, doubling up to an hour. Each (date,
  * channel) is sent once, through pgt_report_send_opts and reports_sent.
- * The thread has its own ledger connection and never touches the loop. */
+ * The thread opens its own ledger connection for each round that has a
+ * report due, and never touches the loop. */
 #ifndef PGTALLY_SCHEDULER_H
 #define PGTALLY_SCHEDULER_H
 
@@ -21,7 +22,8 @@ typedef struct pgt_scheduler pgt_scheduler_t;
 bool pgt_scheduler_wanted(const pgt_config_t *cfg);
 
 /* Starts the thread with the [report] settings of cfg (copied) over the
- * ledger at ledger_path. Call it after pgt_timezone_apply. Returns NULL with
+ * ledger at ledger_path (an SQLite path, or a PostgreSQL URI or conninfo
+ * whose schema is cfg's [ledger] schema). Call it after pgt_timezone_apply. Returns NULL with
  * the cause in err. */
 pgt_scheduler_t *pgt_scheduler_new(const pgt_config_t *cfg, const char *ledger_path, char *err,
                                    size_t errlen);

@@ -553,6 +553,31 @@ def test_two_processes_sharing_the_ledger_send_once(pgtally, hook, tmp_path):
     assert row["attempts"] == 1 and row["sent_at"] is not None
 
 
+def test_two_processes_sharing_a_postgresql_ledger_send_once(pgtally, hook, ledger_pg):
+    """The same with a PostgreSQL ledger, where the claim is an UPDATE whose
+    WHERE the second sender's rechecks once the first one commits."""
+    hook.delay = 1.0
+    d = day_d()
+    uri = ledger_pg.new_ledger()
+    start = at(d + datetime.timedelta(days=1), 9, 0) - datetime.timedelta(seconds=2)
+    keys = {"report.slack_webhook_url": hook.url, "report.catch_up_days": "0",
+            "report.retry_interval": "300ms", "ledger": uri}
+    a = pgtally(env=clock_env(start), **keys)
+    b = pgtally(env=clock_env(start), **keys)
+    hook.wait(1, timeout=6)
+    settle(3)
+    assert len(hook.requests) == 1, "sent by both processes"
+    logs = a.log() + b.log()
+    assert logs.count("event=report_sent ") == 1, logs
+    assert "event=report_claimed_elsewhere date=%s channel=slack" % d in logs, logs
+    stop(a)
+    stop(b)
+    with ledger_pg.connect(uri) as c:
+        rows = c.execute("SELECT report_date, attempts, sent_at IS NOT NULL, claimed_until "
+                         "FROM pgtally.reports_sent").fetchall()
+    assert rows == [(d.isoformat(), 1, True, None)]
+
+
 def test_sigterm_during_a_send_stops_promptly_and_releases_the_claim(pgtally, hook, tmp_path):
     """The webhook hangs; SIGTERM ends pgtally within a couple of seconds,
     the attempt is recorded as interrupted, and a restart sends at once."""

@@ -6,7 +6,8 @@ lengths, priced per compute second plus a flat price per statement) on
 2031-05-14, some of them also on the day before (a second pgtally whose
 clock PGTALLY_CLOCK_OFFSET moves back a day), one user hits a day budget and
 is refused, one statement carries sqlcommenter tags. The six days before
-that are inserted with sqlite3. Every figure of `pgtallyctl report --format
+that are inserted with sqlite3, with the rollups the ledger's writer would
+keep for them. Every figure of `pgtallyctl report --format
 json` is then checked against ground truth computed here from the ledger's
 rows, and every renderer is checked for what its consumer needs: the JSON
 schema of docs/report.md, HTML that parses without scripts or images,
@@ -145,21 +146,55 @@ def refused_work(proxy):
     return refused
 
 
+TEST_INSTANCE = 99  # the instance of the statements the tests insert themselves
+
+COLUMNS = ("started_at", "finished_at", "user", "database", "application", "tags", "fingerprint",
+           "normalized", "kind", "compute_s", "rows", "bytes_out", "cost_micro", "status",
+           "budget_id")
+
+
+def insert_statements(path, rows):
+    """Inserts statements (dicts of queries columns) as the ledger's writer
+    of instance TEST_INSTANCE would: with their seq and their day (UTC, the
+    tests' zone), then the rollups, spend and shapes that go with them (as
+    the migration to schema 5 makes them from rows)."""
+    db = sqlite3.connect(str(path))
+    first = db.execute("SELECT coalesce(max(seq), 0) FROM queries WHERE instance = ?",
+                       (TEST_INSTANCE,)).fetchone()[0]
+    db.executemany(
+        "INSERT INTO queries (%s, instance, seq, day) VALUES (%s, ?, ?, ?)" % (
+            ", ".join('"%s"' % c for c in COLUMNS), ", ".join("?" * len(COLUMNS))),
+        [tuple(r.get(c) for c in COLUMNS) + (TEST_INSTANCE, first + i + 1, r["started_at"] // DAY)
+         for i, r in enumerate(rows)])
+    db.execute("DELETE FROM rollups WHERE instance = ?", (TEST_INSTANCE,))
+    db.execute("DELETE FROM spend WHERE instance = ?", (TEST_INSTANCE,))
+    db.execute(
+        'INSERT INTO rollups SELECT day, instance, "user", database, application, '
+        "coalesce(fingerprint, 0), status, count(*), total(compute_s), sum(rows), "
+        "sum(bytes_out), sum(cost_micro), max(cost_micro), 0 FROM queries WHERE instance = ? "
+        "GROUP BY 1, 2, 3, 4, 5, 6, 7", (TEST_INSTANCE,))
+    db.execute(
+        'INSERT INTO spend SELECT instance, day, "user", database, application, '
+        "sum(cost_micro), 0 FROM queries WHERE instance = ? GROUP BY 1, 2, 3, 4, 5",
+        (TEST_INSTANCE,))
+    db.execute(
+        "INSERT OR IGNORE INTO shapes SELECT fingerprint, min(normalized), min(kind), min(day) "
+        "FROM queries WHERE instance = ? AND fingerprint IS NOT NULL GROUP BY fingerprint",
+        (TEST_INSTANCE,))
+    db.commit()
+    db.close()
+
+
 def insert_history(path):
     """Six days before the day before: 5 statements a day, costs 1..6 USD."""
-    db = sqlite3.connect(str(path))
     rows = []
     for d in range(2, 8):
         start = D0 - d * DAY + 10 * 3600 * US
         for k in range(5):
-            rows.append((start + k * US, start + k * US + 1000, "hist_user", "pgtally_test",
-                         "", 0x1234, "SELECT $1", "select", 0.5, 1, 100, d * 200000, "ok"))
-    db.executemany(
-        'INSERT INTO queries (started_at, finished_at, "user", database, application, '
-        "fingerprint, normalized, kind, compute_s, rows, bytes_out, cost_micro, status) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-    db.commit()
-    db.close()
+            rows.append(dict(zip(COLUMNS, (
+                start + k * US, start + k * US + 1000, "hist_user", "pgtally_test", "", None,
+                0x1234, "SELECT $1", "select", 0.5, 1, 100, d * 200000, "ok", None))))
+    insert_statements(path, rows)
 
 
 @pytest.fixture(scope="module")
@@ -274,9 +309,9 @@ def test_totals_previous_day_and_mean(doc, truth):
 
 def test_top_statements(doc, truth):
     rows, _, _ = truth
-    want = sorted(rows, key=lambda r: (-r["cost_micro"], r["id"]))[:10]
+    want = sorted(rows, key=lambda r: (-r["cost_micro"], r["started_at"]))[:10]
     got = doc["statements"]
-    assert [s["id"] for s in got] == [r["id"] for r in want]
+    assert [s["id"] for s in got] == [r["seq"] for r in want]
     for s, r in zip(got, want):
         assert s["cost_micro"] == r["cost_micro"] and s["user"] == r["user"]
         assert s["normalized"] == r["normalized"] and s["fingerprint"] == fp_hex(r["fingerprint"])
@@ -617,16 +652,12 @@ def test_slack_within_limits_for_huge_statements_and_many_users(tmp_path):
     path = tmp_path / "ledger.db"
     ctl(["--ledger", path, "budget", "set", "--user", "x", "--period", "day", "--limit", "1"])
     huge = ("SELECT '&<>`*_~|😀é' || " * 5000)[:100000]
-    db = sqlite3.connect(str(path))
-    db.executemany(
-        'INSERT INTO queries (started_at, finished_at, "user", database, application, tags, '
-        "fingerprint, normalized, kind, cost_micro, status, budget_id) "
-        "VALUES (?, ?, ?, 'db<&>', ?, ?, ?, ?, 'select', ?, ?, ?)",
-        [(D0 + i * US, D0 + i * US + 5, "user_%02d_%s" % (i % 60, "&<>" * 30), "app" * 30,
-          json.dumps({"team": "<&>" * 100}), i % 70, huge + str(i), 1000000 + i,
-          "refused" if i % 3 == 0 else "ok", (i % 40) + 1) for i in range(600)])
-    db.commit()
-    db.close()
+    insert_statements(path, [dict(
+        started_at=D0 + i * US, finished_at=D0 + i * US + 5,
+        user="user_%02d_%s" % (i % 60, "&<>" * 30), database="db<&>", application="app" * 30, tags=json.dumps({"team": "<&>" * 100}),
+        fingerprint=i % 70, normalized=huge + str(i), kind="select", compute_s=0, rows=0,
+        bytes_out=0, cost_micro=1000000 + i, status="refused" if i % 3 == 0 else "ok",
+        budget_id=(i % 40) + 1) for i in range(600)])
     cfg = tmp_path / "pgtally.ini"
     write_ini(cfg, {"ledger": str(path), "report.top": "50"})
     out = ctl(["-c", cfg, "report", "--date", DATE, "--format", "slack"]).stdout
@@ -651,8 +682,10 @@ def test_yesterday_is_the_default(filled):
     assert json.loads(today)["date"] == DATE
 
 
-def test_time_zone_moves_the_day(filled, truth):
-    """In Asia/Kolkata (+05:30) the day starts at 18:30 UTC the day before."""
+def test_time_zone_cuts_the_date_not_the_days(filled, truth):
+    """In Asia/Kolkata (+05:30) the date starts at 18:30 UTC the day before,
+    but its statements are those the ledger's writer (in UTC) dated so: the
+    day of a statement is fixed when it is written."""
     path, config = filled
     _, _, everything = truth
     cfg = config.parent / "kolkata.ini"
@@ -661,8 +694,8 @@ def test_time_zone_moves_the_day(filled, truth):
     start = D0 - (5 * 3600 + 1800) * US
     assert d["from"] == DATE + "T00:00:00.000000+05:30" and d["from_us"] == start
     assert d["timezone"] == "Asia/Kolkata"
-    assert d["totals"]["statements"] == sum(
-        start <= r["started_at"] < start + DAY for r in everything)
+    assert d["totals"]["statements"] == sum(r["day"] == D0 // DAY for r in everything)
+    assert d["totals"]["statements"] == sum(D0 <= r["started_at"] < D0 + DAY for r in everything)
 
 
 def test_output_file(filled, tmp_path):
@@ -743,3 +776,49 @@ def test_send_to_slack_once_then_force(filled, tmp_path):
         assert "smtp" in p.stderr.lower() or "mail" in p.stderr.lower()
     finally:
         hook.stop()
+
+
+def _comparable(doc):
+    """What two ledgers of the same statements must agree on: every sum and
+    ranking priced per statement (compute time, start times and ids differ
+    from one run to the next)."""
+    return {
+        "totals": {k: doc["totals"][k] for k in ("statements", "cost_micro", "users", "by_status")},
+        "users": [(u["user"], u["cost_micro"], u["statements"], u["top_shape"]["fingerprint"],
+                   u["top_shape"]["normalized"]) for u in doc["users"]],
+        "shapes": [(s["fingerprint"], s["normalized"], s["statements"], s["cost_micro"],
+                    s["max_cost_micro"], s["users"], s["user_names"]) for s in doc["shapes"]],
+        "statements": [(s["cost_micro"], s["status"]) for s in doc["statements"]],
+        "budgets": doc["budgets"], "refusals": doc["refusals"],
+    }
+
+
+def test_same_report_on_postgresql_and_sent_once(filled, pgtally, ledger_pg, tmp_path):
+    """The same statements in an SQLite and a PostgreSQL ledger make the same
+    report; sending it records the claim in PostgreSQL's reports_sent, once."""
+    uri = ledger_pg.new_ledger()
+    lite = tmp_path / "lite.db"
+    prices = dict(PRICING, **{"pricing.per_compute_second": "0"})
+    docs = []
+    for ledger in (str(lite), uri):
+        proxy = pgtally(env=clock_env(D0 + 12 * 3600 * US), ledger=ledger, **prices)
+        run_work(proxy, day_work()[:20])
+        stop(proxy)
+        docs.append(json.loads(ctl(["--ledger", ledger, "report", "--date", DATE, "--format",
+                                    "json"]).stdout))
+    assert docs[0]["totals"]["statements"] == 20
+    assert _comparable(docs[0]) == _comparable(docs[1])
+    hook = Hook()
+    try:
+        cfg = tmp_path / "pgtally.ini"
+        write_ini(cfg, {"ledger": uri, "report.slack_webhook_url": hook.url})
+        base = ["-c", cfg, "report", "--date", DATE, "--send", "slack"]
+        assert "report %s: slack: sent" % DATE in ctl(base).stdout
+        assert "slack: already" in ctl(base).stdout and len(hook.bodies) == 1
+        assert "slack: sent" in ctl(base + ["--force"]).stdout and len(hook.bodies) == 2
+    finally:
+        hook.stop()
+    with ledger_pg.connect(uri) as c:
+        row = c.execute("SELECT report_date, channel, attempts, sent_at IS NOT NULL, "
+                        "claimed_until FROM pgtally.reports_sent").fetchall()
+    assert row == [(DATE, "slack", 2, True, None)]

@@ -1,13 +1,20 @@
-/* Unit tests of the daily report: the builder on an in-memory ledger (one
- * thread), and the renderers on hostile text: HTML, Markdown, CSV and
+/* Unit tests of the daily report: the builder on ledgers written through
+ * the ledger's writer (which keeps the rollups the report reads), by two
+ * pgtally instances, and on a ledger of the first schema migrated to the
+ * current one; and the renderers on hostile text: HTML, Markdown, CSV and
  * Slack escaping, Slack's limits with cuts on UTF-8 boundaries, and the
- * e-mail subject. */
+ * e-mail subject. The builder's test runs again on PostgreSQL when
+ * PGTALLY_TEST_PG holds a conninfo (in a schema of its own, dropped at the
+ * end). */
+#define _XOPEN_SOURCE 700
+#include <ftw.h>
 #include <jansson.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "pgtally/db.h"
 #include "pgtally/ledger.h"
 #include "pgtally/period.h"
 #include "pgtally/report.h"
@@ -16,45 +23,93 @@
 #define DAY_US 86400000000LL
 #define D0 1778630400000000LL /* 2026-05-13 00:00:00 UTC */
 
-/* A ledger in memory with the current schema. */
-static sqlite3 *memory_ledger(void)
+static char tmpdir[64];
+static const char *pg_conninfo; /* PGTALLY_TEST_PG while the PostgreSQL run is on, or NULL */
+static char pg_schema[64];      /* the schema of the PostgreSQL run */
+
+/* Where a new ledger goes: a file in tmpdir, or the PostgreSQL run's
+ * schema (a static buffer, one at a time). */
+static pgt_ledger_where_t new_ledger(void)
 {
-    sqlite3 *db = NULL;
-    char err[256];
-    CHECK(sqlite3_open(":memory:", &db) == SQLITE_OK);
-    CHECK(pgt_ledger_migrate(db, 0, err, sizeof(err)) == 0);
+    static char path[128];
+    static int n;
+    snprintf(path, sizeof(path), "%s/ledger-%d.db", tmpdir, ++n);
+    if (pg_conninfo)
+        return (pgt_ledger_where_t){pg_conninfo, pg_schema};
+    return (pgt_ledger_where_t){path, NULL};
+}
+
+/* A ledger being written: the writer of one pgtally instance. */
+typedef struct writer {
+    pgt_ledger_t *l;          /* the ledger */
+    pgt_ledger_where_t where; /* where it is */
+} writer_t;
+
+static writer_t writer_open(pgt_ledger_where_t where, int64_t instance)
+{
+    char err[256] = "", spool[128];
+    snprintf(spool, sizeof(spool), "%s/spool-%lld", tmpdir, (long long)instance);
+    pgt_ledger_opts_t o = {.where = where, .instance = instance};
+    if (pg_conninfo)
+        o.spool_path = spool;
+    writer_t w = {pgt_ledger_open(&o, err, sizeof(err)), where};
+    if (!w.l)
+        fprintf(stderr, "pgt_ledger_open: %s\n", err);
+    CHECK(w.l != NULL);
+    return w;
+}
+
+static void insert(writer_t *w, int64_t started, const char *user, int64_t fp, const char *text,
+                   int64_t cost, const char *status, int64_t budget)
+{
+    pgt_record_t *r = pgt_record_new();
+    CHECK(r != NULL);
+    if (!r || !w->l)
+        return;
+    r->started_us = started;
+    r->finished_us = started + 2000000;
+    r->user = strdup(user);
+    r->database = strdup("db");
+    r->application = strdup("app");
+    r->client_addr = strdup("127.0.0.1:5000");
+    r->tags_json = strdup("{\"team\":\"a|b\"}");
+    r->fingerprint = (uint64_t)fp;
+    r->normalized = strdup(text);
+    r->kind = strdup("select");
+    r->protocol = strdup("simple");
+    r->compute_s = 0.5;
+    r->rows = 7;
+    r->cost_micro = cost;
+    CHECK_INT(pgt_query_status_parse(status, &r->status), 0);
+    r->budget_id = budget;
+    pgt_ledger_submit(w->l, r);
+}
+
+/* Writes what was submitted and closes the writer. */
+static void writer_close(writer_t *w)
+{
+    pgt_ledger_close(w->l);
+    w->l = NULL;
+}
+
+/* A read-only connection to the ledger at where, as pgtallyctl opens it. */
+static pgt_db_t *reader(pgt_ledger_where_t where)
+{
+    char err[256] = "";
+    int version = 0;
+    pgt_db_t *db = pgt_ledger_db_open(&where, false, &version, err, sizeof(err));
+    if (!db)
+        fprintf(stderr, "pgt_ledger_db_open: %s\n", err);
+    CHECK(db != NULL);
+    CHECK_INT(version, pgt_ledger_schema_version());
     return db;
 }
 
-static void insert(sqlite3 *db, int64_t started, const char *user, int64_t fp, const char *text,
-                   int64_t cost, const char *status, int64_t budget)
-{
-    sqlite3_stmt *st;
-    CHECK(sqlite3_prepare_v2(db,
-                             "INSERT INTO queries (started_at, finished_at, \"user\", database, "
-                             "application, tags, fingerprint, normalized, kind, compute_s, rows, "
-                             "cost_micro, status, budget_id) VALUES (?1, ?1 + 2000000, ?2, 'db', "
-                             "'app', '{\"team\":\"a|b\"}', ?3, ?4, 'select', 0.5, 7, ?5, ?6, ?7)",
-                             -1, &st, NULL) == SQLITE_OK);
-    sqlite3_bind_int64(st, 1, started);
-    sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, fp);
-    sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, cost);
-    sqlite3_bind_text(st, 6, status, -1, SQLITE_STATIC);
-    if (budget)
-        sqlite3_bind_int64(st, 7, budget);
-    else
-        sqlite3_bind_null(st, 7);
-    CHECK(sqlite3_step(st) == SQLITE_DONE);
-    sqlite3_finalize(st);
-}
-
-static json_t *build(sqlite3 *db, const char *date, int top)
+static json_t *build(pgt_db_t *db, const char *date, int top)
 {
     char err[256] = "";
     pgt_report_opts_t o = {.top = top, .currency = "EUR", .timezone = "UTC"};
-    json_t *r = pgt_report_build(db, date, &o, err, sizeof(err));
+    json_t *r = db ? pgt_report_build(db, date, &o, err, sizeof(err)) : NULL;
     if (!r)
         fprintf(stderr, "build: %s\n", err);
     return r;
@@ -62,21 +117,32 @@ static json_t *build(sqlite3 *db, const char *date, int top)
 
 static const char *HOSTILE = "SELECT '<script>alert(1)</script>' | `x` & *y* _z_ <@U123> é€😀";
 
-static void test_build(void)
+/* Writes the ledger of test_build, through two instances; returns where
+ * it is. */
+static pgt_ledger_where_t build_ledger(void)
 {
-    sqlite3 *db = memory_ledger();
+    writer_t w = writer_open(new_ledger(), 1);
     /* The day: alice spends 30 on shape 1 and 5 on shape 2, bob 20 on 2. */
-    insert(db, D0 + 1000, "alice", 1, HOSTILE, 10000000, "ok", 0);
-    insert(db, D0 + 2000, "alice", 1, HOSTILE, 20000000, "ok", 0);
-    insert(db, D0 + 3000, "alice", 2, "SELECT 2", 5000000, "ok", 0);
-    insert(db, D0 + 4000, "bob", 2, "SELECT 2", 20000000, "ok", 0);
-    insert(db, D0 + 5000, "bob", 2, "SELECT 2", 0, "refused", 7);
-    insert(db, D0 + DAY_US, "bob", 2, "SELECT 2", 99000000, "ok", 0); /* the next day */
+    insert(&w, D0 + 1000, "alice", 1, HOSTILE, 10000000, "ok", 0);
+    insert(&w, D0 + 2000, "alice", 1, HOSTILE, 20000000, "ok", 0);
+    insert(&w, D0 + 4000, "bob", 2, "SELECT 2", 20000000, "ok", 0);
+    insert(&w, D0 + 5000, "bob", 2, "SELECT 2", 0, "refused", 7);
+    insert(&w, D0 + DAY_US, "bob", 2, "SELECT 2", 99000000, "ok", 0); /* the next day */
     /* The day before: alice 10; two days before: 30. */
-    insert(db, D0 - 1000, "alice", 1, HOSTILE, 10000000, "ok", 0);
-    insert(db, D0 - DAY_US - 1000, "carol", 3, "SELECT 3", 30000000, "ok", 0);
-    json_t *r = build(db, "2026-05-13", 10);
-    CHECK(r != NULL);
+    insert(&w, D0 - 1000, "alice", 1, HOSTILE, 10000000, "ok", 0);
+    insert(&w, D0 - DAY_US - 1000, "carol", 3, "SELECT 3", 30000000, "ok", 0);
+    writer_close(&w);
+    /* A second pgtally on the same ledger: its rollups add up with the
+     * first one's. */
+    w = writer_open(w.where, 2);
+    insert(&w, D0 + 3000, "alice", 2, "SELECT 2", 5000000, "ok", 0);
+    writer_close(&w);
+    return w.where;
+}
+
+/* The totals of the day of build_ledger. */
+static void check_totals(const json_t *r)
+{
     json_t *t = json_object_get(r, "totals");
     CHECK_INT(json_integer_value(json_object_get(t, "statements")), 5);
     CHECK_INT(json_integer_value(json_object_get(t, "cost_micro")), 55000000);
@@ -90,6 +156,11 @@ static void test_build(void)
     CHECK_INT(json_integer_value(json_object_get(mean, "cost_micro")), 20000000);
     CHECK(json_real_value(
               json_object_get(json_object_get(t, "change_vs_previous_day"), "cost_pct")) == 450.0);
+}
+
+/* The lists of the day of build_ledger. */
+static void check_lists(const json_t *r)
+{
     json_t *st = json_object_get(r, "statements");
     CHECK_INT(json_array_size(st), 5);
     CHECK_INT(json_integer_value(json_object_get(json_array_get(st, 0), "cost_micro")), 20000000);
@@ -97,6 +168,7 @@ static void test_build(void)
     CHECK_STR(json_string_value(json_object_get(json_array_get(st, 0), "user")), "alice");
     CHECK_STR(json_string_value(json_object_get(json_array_get(st, 1), "user")), "bob");
     CHECK_STR(json_string_value(json_object_get(json_array_get(st, 0), "normalized")), HOSTILE);
+    CHECK(json_integer_value(json_object_get(json_array_get(st, 0), "id")) > 0);
     json_t *u = json_object_get(r, "users");
     CHECK_INT(json_array_size(u), 2);
     json_t *alice = json_array_get(u, 0);
@@ -112,6 +184,7 @@ static void test_build(void)
     json_t *s0 = json_array_get(s, 0);
     CHECK_INT(json_integer_value(json_object_get(s0, "cost_micro")), 30000000);
     CHECK_INT(json_integer_value(json_object_get(s0, "users")), 1);
+    CHECK_STR(json_string_value(json_object_get(s0, "normalized")), HOSTILE); /* from shapes */
     json_t *s1 = json_array_get(s, 1);
     CHECK_INT(json_integer_value(json_object_get(s1, "statements")), 3);
     CHECK_INT(json_integer_value(json_object_get(s1, "mean_cost_micro")), 8333333);
@@ -121,6 +194,15 @@ static void test_build(void)
     CHECK_INT(json_integer_value(json_object_get(
                   json_array_get(json_object_get(ref, "by_budget"), 0), "budget_id")),
               7);
+}
+
+static void test_build(void)
+{
+    pgt_db_t *db = reader(build_ledger());
+    json_t *r = build(db, "2026-05-13", 10);
+    CHECK(r != NULL);
+    check_totals(r);
+    check_lists(r);
     json_decref(r);
     /* top 1 keeps one of each list. */
     r = build(db, "2026-05-13", 1);
@@ -143,19 +225,21 @@ static void test_build(void)
     CHECK(pgt_report_build(db, "2026-02-30", &o, err, sizeof(err)) == NULL);
     CHECK(strstr(err, "2026-02-30") != NULL);
     CHECK(pgt_report_build(db, "yesterday", &o, err, sizeof(err)) == NULL);
-    sqlite3_close(db);
+    pgt_db_close(db);
 }
 
 /* A report of the hostile statement, rendered as f. */
 static char *render_hostile(pgt_report_format_t f, const char *section)
 {
-    sqlite3 *db = memory_ledger();
-    insert(db, D0 + 1000, "eve|<b>", 1, HOSTILE, 1234567, "ok", 0);
+    writer_t w = writer_open(new_ledger(), 1);
+    insert(&w, D0 + 1000, "eve|<b>", 1, HOSTILE, 1234567, "ok", 0);
+    writer_close(&w);
+    pgt_db_t *db = reader(w.where);
     json_t *r = build(db, "2026-05-13", 10);
     char err[128];
     char *out = r ? pgt_report_render(r, f, section, err, sizeof(err)) : NULL;
     json_decref(r);
-    sqlite3_close(db);
+    pgt_db_close(db);
     return out;
 }
 
@@ -218,7 +302,7 @@ static void check_texts(const json_t *v, int *count)
 
 static void test_slack_limits(void)
 {
-    sqlite3 *db = memory_ledger();
+    writer_t w = writer_open(new_ledger(), 1);
     /* 60 users with statements of 20 kB of entities and 4-byte characters. */
     char *huge = malloc(20001);
     for (int i = 0; i < 20000; i += 4)
@@ -227,9 +311,11 @@ static void test_slack_limits(void)
     for (int u = 0; u < 60; u++) {
         char user[64];
         snprintf(user, sizeof(user), "user_%02d_&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&", u);
-        insert(db, D0 + u, user, u + 1, huge, 1000000 + u, "ok", 0);
-        insert(db, D0 + 100 + u, user, u + 1, huge, 0, "refused", u + 1);
+        insert(&w, D0 + u, user, u + 1, huge, 1000000 + u, "ok", 0);
+        insert(&w, D0 + 100 + u, user, u + 1, huge, 0, "refused", u + 1);
     }
+    writer_close(&w);
+    pgt_db_t *db = reader(w.where);
     json_t *r = build(db, "2026-05-13", 50);
     char err[128];
     char *slack = r ? pgt_report_render(r, PGT_REPORT_FORMAT_SLACK, NULL, err, sizeof(err)) : NULL;
@@ -245,7 +331,7 @@ static void test_slack_limits(void)
     free(slack);
     json_decref(r);
     free(huge);
-    sqlite3_close(db);
+    pgt_db_close(db);
 }
 
 static void test_names_and_subject(void)
@@ -263,28 +349,64 @@ static void test_names_and_subject(void)
     json_decref(r);
 }
 
-/* A ledger of the first schema: no budget tables' columns in queries, no
- * covering index; the report still builds, without budgets. */
+/* A ledger of the first schema: no budget columns in queries, no day, no
+ * rollups. The report refuses it until it is migrated; the migration to
+ * schema 5 fills the rollups from the rows, and then the report builds. */
 static void test_old_schema(void)
 {
-    sqlite3 *db = NULL;
     char err[256];
-    CHECK(sqlite3_open(":memory:", &db) == SQLITE_OK);
+    pgt_db_opts_t o = {.ledger = ":memory:", .writable = true};
+    pgt_db_t *db = pgt_db_open(&o, err, sizeof(err));
+    CHECK(db != NULL);
+    if (!db)
+        return;
     CHECK(pgt_ledger_migrate(db, 1, err, sizeof(err)) == 0);
-    CHECK(sqlite3_exec(db,
-                       "INSERT INTO queries (started_at, finished_at, \"user\", database, "
-                       "fingerprint, normalized, cost_micro, status) VALUES (1778630400000001, "
-                       "1778630400000002, 'old', 'db', 5, 'SELECT 1', 42, 'refused')",
-                       NULL, NULL, NULL) == SQLITE_OK);
+    CHECK(pgt_db_exec(db, "inserting",
+                      "INSERT INTO queries (started_at, finished_at, \"user\", database, "
+                      "fingerprint, normalized, cost_micro, status) VALUES (1778630400000001, "
+                      "1778630400000002, 'old', 'db', 5, 'SELECT 1', 42, 'refused')",
+                      err, sizeof(err)) == 0);
+    pgt_report_opts_t ro = {.top = 10, .currency = "EUR"};
+    CHECK(pgt_report_build(db, "2026-05-13", &ro, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "older than version 5") != NULL);
+    CHECK(pgt_ledger_migrate(db, 0, err, sizeof(err)) == 0);
     json_t *r = build(db, "2026-05-13", 10);
     CHECK(r != NULL);
     json_t *t = json_object_get(r, "totals");
     CHECK_INT(json_integer_value(json_object_get(t, "cost_micro")), 42);
+    CHECK_INT(json_integer_value(json_object_get(json_object_get(t, "by_status"), "refused")), 1);
     CHECK_INT(json_integer_value(json_object_get(json_object_get(r, "budgets"), "checked")), 0);
     CHECK_INT(json_integer_value(json_object_get(json_object_get(r, "refusals"), "refused")), 1);
     CHECK_INT(json_array_size(json_object_get(json_object_get(r, "refusals"), "by_budget")), 0);
+    json_t *shape = json_array_get(json_object_get(r, "shapes"), 0);
+    CHECK_STR(json_string_value(json_object_get(shape, "normalized")), "SELECT 1");
+    CHECK_INT(json_array_size(json_object_get(r, "statements")), 1);
     json_decref(r);
-    sqlite3_close(db);
+    pgt_db_close(db);
+}
+
+/* Runs test_build on PostgreSQL, in a new schema dropped at the end. */
+static void test_postgresql(const char *conninfo)
+{
+    char err[256] = "";
+    snprintf(pg_schema, sizeof(pg_schema), "pgtally_test_report_%d", (int)getpid());
+    pg_conninfo = conninfo;
+    test_build();
+    pg_conninfo = NULL;
+    pgt_db_opts_t o = {.ledger = conninfo, .schema = pg_schema, .writable = true};
+    pgt_db_t *db = pgt_db_open(&o, err, sizeof(err));
+    char sql[128];
+    snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", pg_schema);
+    CHECK(db && pgt_db_exec(db, "dropping the schema", sql, err, sizeof(err)) == 0);
+    if (err[0])
+        fprintf(stderr, "%s\n", err);
+    pgt_db_close(db);
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
 }
 
 int main(void)
@@ -292,10 +414,22 @@ int main(void)
     char err[128];
     if (pgt_timezone_apply("UTC", err, sizeof(err)) != 0)
         return 1;
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/pgtally-test-report-XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
     test_build();
     test_escaping();
     test_slack_limits();
     test_names_and_subject();
     test_old_schema();
+    const char *pg = getenv("PGTALLY_TEST_PG");
+    if (pg && *pg)
+        test_postgresql(pg);
+    if (!task_failures)
+        nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    else
+        fprintf(stderr, "files kept in %s\n", tmpdir);
     TASK_DONE();
 }
