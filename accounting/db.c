@@ -58,7 +58,8 @@ void pgt_db_describe(const char *ledger, char *out, size_t outlen)
         for (size_t i = 0; i < sizeof(shown) / sizeof(shown[0]); i++) {
             if (strcmp(o->keyword, shown[i]) != 0 || !o->val || !o->val[0] || len >= outlen)
                 continue;
-            int n = snprintf(out + len, outlen - len, "%s%s=%s", len ? " " : "", o->keyword, o->val);
+            int n =
+                snprintf(out + len, outlen - len, "%s%s=%s", len ? " " : "", o->keyword, o->val);
             len += n > 0 ? (size_t)n : 0;
         }
     }
@@ -147,7 +148,7 @@ static int open_pg(pgt_db_t *db, const pgt_db_opts_t *o)
     /* Creating the schema needs a right that a reader may lack: a schema
      * that exists already is fine. */
     PGresult *res = PQexecParams(db->pg, "SELECT 1 FROM pg_namespace WHERE nspname = $1", 1, NULL,
-                       &schema, NULL, NULL, 0);
+                                 &schema, NULL, NULL, 0);
     bool exists = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
     PQclear(res);
     if (!exists && !o->writable) {
@@ -270,11 +271,11 @@ char *pgt_db_pg_sql(const char *sql)
 
 /* One parameter, as SQLite binds it or as the text libpq sends. */
 typedef struct param {
-    char type;       /* 'i', 'd', 't', or 0 for NULL */
-    int64_t i;       /* 'i' */
-    double d;        /* 'd' */
-    const char *t;   /* 't' */
-    char buf[32];    /* the text of a number, for PostgreSQL */
+    char type;     /* 'i', 'd', 't', or 0 for NULL */
+    int64_t i;     /* 'i' */
+    double d;      /* 'd' */
+    const char *t; /* 't' */
+    char buf[32];  /* the text of a number, for PostgreSQL */
 } param_t;
 
 /* Reads the arguments of types into ps. Returns the count, or -1 when there

@@ -34,14 +34,14 @@ typedef struct header {
 #define LAYOUT ((uint32_t)(sizeof(pgt_done_t) << 16 | sizeof(pgt_estimate_t)))
 
 struct pgt_journal {
-    char *path;          /* the file */
-    int fd;              /* open and locked */
-    header_t *hdr;       /* the mapping's first page */
-    uint8_t *ring;       /* the ring, after it */
-    uint64_t capacity;   /* bytes of the ring */
-    uint64_t appended;   /* entries written by this process */
-    uint64_t full;       /* entries that did not fit */
-    bool full_logged;    /* a full ring was logged in this episode */
+    char *path;        /* the file */
+    int fd;            /* open and locked */
+    header_t *hdr;     /* the mapping's first page */
+    uint8_t *ring;     /* the ring, after it */
+    uint64_t capacity; /* bytes of the ring */
+    uint64_t appended; /* entries written by this process */
+    uint64_t full;     /* entries that did not fit */
+    bool full_logged;  /* a full ring was logged in this episode */
 };
 
 /* ---- Bytes in the ring ---------------------------------------------------- */
@@ -84,8 +84,10 @@ static int map_file(pgt_journal_t *j, size_t bytes)
                  h->capacity == bytes && h->done <= h->head && h->head - h->done <= bytes;
     if (!valid) {
         if (!fresh && h->head != h->done)
-            PGT_WARN("journal_unreadable", "path=\"%s\" hint=\"written by another build or "
-                     "damaged; its executions cannot be metered again\"", j->path);
+            PGT_WARN("journal_unreadable",
+                     "path=\"%s\" hint=\"written by another build or "
+                     "damaged; its executions cannot be metered again\"",
+                     j->path);
         memset(h, 0, sizeof(*h));
         memcpy(h->magic, MAGIC, sizeof(MAGIC));
         h->layout = LAYOUT;
@@ -202,7 +204,8 @@ uint64_t pgt_journal_append(pgt_journal_t *j, const pgt_exec_t *e)
     if (n > UINT32_MAX || n + sizeof(uint32_t) > j->capacity - (head - done)) {
         j->full++;
         if (!j->full_logged)
-            PGT_WARN("journal_full", "path=\"%s\" bytes=%llu hint=\"the ledger is behind; "
+            PGT_WARN("journal_full",
+                     "path=\"%s\" bytes=%llu hint=\"the ledger is behind; "
                      "executions are still metered, but a crash now may lose some\"",
                      j->path, (unsigned long long)j->capacity);
         j->full_logged = true;

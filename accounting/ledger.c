@@ -621,8 +621,7 @@ static pgt_ledger_t *ledger_alloc(const pgt_ledger_opts_t *o)
     else if (l->path && l->backend == PGT_DB_SQLITE &&
              asprintf(&l->spool_path, "%s.spool", o->where.ledger) < 0)
         l->spool_path = NULL;
-    if (!l->path || !l->spool_path || !l->instance_name ||
-        (o->where.schema && !l->schema)) {
+    if (!l->path || !l->spool_path || !l->instance_name || (o->where.schema && !l->schema)) {
         ledger_free(l);
         return NULL;
     }
@@ -630,7 +629,10 @@ static pgt_ledger_t *ledger_alloc(const pgt_ledger_opts_t *o)
     l->memory_capacity = o->memory_capacity ? o->memory_capacity : DEFAULT_MEMORY_CAPACITY;
     l->retention_days = o->retention_days > 0 ? o->retention_days : 0;
     l->busy_timeout_ms = o->busy_timeout_ms > 0 ? o->busy_timeout_ms : LEDGER_BUSY_TIMEOUT_MS;
-    l->instance = o->instance;
+    /* Record ids are unique per instance run: without one given, make one
+     * from the time and the process. */
+    l->instance = o->instance ? o->instance
+                              : (int64_t)((((uint64_t)wall_us() << 20) ^ (uint64_t)getpid()) >> 1);
     l->on_failure = o->on_failure;
     return l;
 }

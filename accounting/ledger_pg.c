@@ -210,8 +210,8 @@ int ledger_pg_insert(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
 {
     if (!n)
         return 0;
-    if (!l->staged &&
-        pgt_db_exec(l->db, "creating the staging table", stage_sql, l->error, sizeof(l->error)) != 0)
+    if (!l->staged && pgt_db_exec(l->db, "creating the staging table", stage_sql, l->error,
+                                  sizeof(l->error)) != 0)
         return -1;
     l->staged = true;
     for (size_t i = 0; i < n; i++)

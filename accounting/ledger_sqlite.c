@@ -87,8 +87,7 @@ static void bind_record(sqlite3_stmt *st, const pgt_record_t *r)
 /* Records an SQLite error of the writer connection in l->error. */
 static void note_error(pgt_ledger_t *l, const char *doing)
 {
-    snprintf(l->error, sizeof(l->error), "%s: %s", doing,
-             sqlite3_errmsg(pgt_db_handle(l->db)));
+    snprintf(l->error, sizeof(l->error), "%s: %s", doing, sqlite3_errmsg(pgt_db_handle(l->db)));
 }
 
 int ledger_lite_prepare(pgt_ledger_t *l)

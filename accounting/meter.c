@@ -48,17 +48,17 @@ typedef struct job {
 } job_t;
 
 struct pgt_meter {
-    uv_loop_t *loop;         /* the event loop */
-    pgt_ledger_t *ledger;    /* where records go (not owned) */
-    pgt_fp_cache_t *cache;   /* shapes; used by one worker job at a time */
-    history_t *history;      /* HISTORY_SLOTS entries; used by one worker job at a time */
-    prices_t prices;         /* current prices */
-    pgt_exec_t *batch;       /* executions waiting for a job, newest first */
-    size_t batch_n;          /* how many */
-    bool job_running;        /* a job is on the worker */
-    bool stopped;            /* the timer is closed */
-    uv_timer_t timer;        /* bounds how long a batch waits */
-    pgt_meter_stats_t stats; /* counters */
+    uv_loop_t *loop;             /* the event loop */
+    pgt_ledger_t *ledger;        /* where records go (not owned) */
+    pgt_fp_cache_t *cache;       /* shapes; used by one worker job at a time */
+    history_t *history;          /* HISTORY_SLOTS entries; used by one worker job at a time */
+    prices_t prices;             /* current prices */
+    pgt_exec_t *batch;           /* executions waiting for a job, newest first */
+    size_t batch_n;              /* how many */
+    bool job_running;            /* a job is on the worker */
+    bool stopped;                /* the timer is closed */
+    uv_timer_t timer;            /* bounds how long a batch waits */
+    pgt_meter_stats_t stats;     /* counters */
     struct pgt_journal *journal; /* where executions are journaled, or NULL (not owned) */
 };
 

@@ -902,7 +902,6 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
     return 1;
 }
 
-
 bool pgt_config_ledger_is_postgresql(const char *ledger)
 {
     if (!ledger)

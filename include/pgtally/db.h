@@ -22,7 +22,8 @@ typedef enum {
 } pgt_db_backend_t;
 
 const char *pgt_db_backend_name(pgt_db_backend_t b);
-int pgt_db_backend_parse(const char *name, pgt_db_backend_t *out) __attribute__((warn_unused_result));
+int pgt_db_backend_parse(const char *name, pgt_db_backend_t *out)
+    __attribute__((warn_unused_result));
 
 /* Which backend a ledger setting names: a postgresql:// or postgres:// URI,
  * or a libpq key=value conninfo, is PostgreSQL; anything else is the path

@@ -83,13 +83,14 @@ typedef struct pgt_ledger_opts {
     pgt_ledger_where_t where; /* the ledger */
     const char *spool_path;   /* spool file; NULL means the SQLite path + ".spool" (required
                                  for PostgreSQL) */
-    size_t queue_capacity;  /* records queued before more count as overflow (0: 65536) */
-    size_t memory_capacity; /* records held in memory while failing (0 means 100000) */
-    int retention_days;     /* delete rows older than this many days; 0 keeps all */
+    size_t queue_capacity;    /* records queued before more count as overflow (0: 65536) */
+    size_t memory_capacity;   /* records held in memory while failing (0 means 100000) */
+    int retention_days;       /* delete rows older than this many days; 0 keeps all */
     pgt_ledger_on_failure_t on_failure; /* whether queries run while the ledger fails */
     int busy_timeout_ms;                /* wait for another writer's lock (0 means 2000) */
-    int64_t instance; /* this pgtally process, written with each record (budgets tell their
-                         own records from other processes' by it) */
+    int64_t instance;          /* this pgtally process run, written with each record (budgets tell
+                                  their own records from other processes' by it); 0: one made from
+                                  the time and the process id */
     const char *instance_name; /* the name of this instance, for people (NULL: "") */
 } pgt_ledger_opts_t;
 

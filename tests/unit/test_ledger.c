@@ -152,7 +152,7 @@ static void submit_range(pgt_ledger_t *l, uint64_t from, uint64_t to, int64_t st
 static void test_basic(void)
 {
     const char *path = tmp_path("basic.db");
-    pgt_ledger_opts_t o = {.path = path};
+    pgt_ledger_opts_t o = {.where = {.ledger = path}};
     pgt_ledger_t *l = open_ledger(&o);
     submit_range(l, 0, 10000, now_us());
     pgt_record_t *odd = pgt_record_new();
@@ -191,7 +191,7 @@ static void test_migrations(void)
     /* An empty file is migrated to the current schema. */
     const char *path = tmp_path("empty.db");
     fclose(fopen(path, "w"));
-    pgt_ledger_opts_t o = {.path = path};
+    pgt_ledger_opts_t o = {.where = {.ledger = path}};
     pgt_ledger_t *l = open_ledger(&o);
     pgt_ledger_close(l);
     CHECK_INT(file_int(path, "PRAGMA user_version"), pgt_ledger_schema_version());
@@ -205,16 +205,17 @@ static void test_migrations(void)
     char err[512] = "";
     CHECK(pgt_ledger_open(&o, err, sizeof(err)) == NULL);
     CHECK(strstr(err, "newer") != NULL);
-    CHECK(pgt_ledger_reader_open(path, err, sizeof(err)) == NULL);
+    CHECK(pgt_ledger_reader_open(&(pgt_ledger_where_t){path, NULL}, err, sizeof(err)) == NULL);
     CHECK(strstr(err, "newer") != NULL);
     const char *junk = tmp_path("junk.db");
     FILE *f = fopen(junk, "w");
     fputs("this is not a database, not at all; it is long enough to have a header", f);
     fclose(f);
-    o.path = junk;
+    o.where.ledger = junk;
     CHECK(pgt_ledger_open(&o, err, sizeof(err)) == NULL);
     CHECK(strstr(err, "not a database") != NULL);
-    CHECK(pgt_ledger_reader_open(tmp_path("nonexistent.db"), err, sizeof(err)) == NULL);
+    CHECK(pgt_ledger_reader_open(&(pgt_ledger_where_t){tmp_path("nonexistent.db"), NULL}, err,
+                                 sizeof(err)) == NULL);
     CHECK(strstr(err, "No such file") != NULL);
 }
 
@@ -224,10 +225,13 @@ static void test_migrations(void)
 static void test_upgrade_from_1(void)
 {
     const char *path = tmp_path("v1.db");
-    sqlite3 *db = NULL;
     char err[512] = "";
-    CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
-    CHECK_INT(pgt_ledger_migrate(db, 1, err, sizeof(err)), 0);
+    pgt_db_t *pdb =
+        pgt_db_open(&(pgt_db_opts_t){.ledger = path, .writable = true}, err, sizeof(err));
+    CHECK(pdb != NULL);
+    CHECK_INT(pgt_ledger_migrate(pdb, 1, err, sizeof(err)), 0);
+    pgt_db_close(pdb);
+    sqlite3 *db = db_open(path);
     CHECK_INT(db_int(db, "PRAGMA user_version"), 1);
     CHECK_INT(db_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'budget_grants'"), 0);
     sqlite3_exec(db,
@@ -238,7 +242,7 @@ static void test_upgrade_from_1(void)
                  NULL, NULL, NULL);
     sqlite3_close(db);
 
-    pgt_ledger_opts_t o = {.path = path};
+    pgt_ledger_opts_t o = {.where = {.ledger = path}};
     pgt_ledger_t *l = open_ledger(&o);
     pgt_ledger_submit(l, make_record(7, "bob", now_us()));
     wait_written(l, 1);
@@ -282,8 +286,10 @@ static void test_missing_directory(void)
 {
     const char *path = tmp_path("later/ledger.db");
     const char *spool = tmp_path("later.spool");
-    pgt_ledger_opts_t o = {
-        .path = path, .spool_path = spool, .memory_capacity = 100, .on_failure = PGT_LEDGER_CLOSED};
+    pgt_ledger_opts_t o = {.where = {.ledger = path},
+                           .spool_path = spool,
+                           .memory_capacity = 100,
+                           .on_failure = PGT_LEDGER_CLOSED};
     pgt_ledger_t *l = open_ledger(&o);
     CHECK(pgt_ledger_refusing(l));
     submit_range(l, 0, 550, now_us());
@@ -315,7 +321,8 @@ static void test_missing_directory(void)
 static void test_locked(void)
 {
     const char *path = tmp_path("locked.db");
-    pgt_ledger_opts_t o = {.path = path, .memory_capacity = 100, .busy_timeout_ms = 50};
+    pgt_ledger_opts_t o = {
+        .where = {.ledger = path}, .memory_capacity = 100, .busy_timeout_ms = 50};
     pgt_ledger_t *l = open_ledger(&o);
     submit_range(l, 0, 10, now_us());
     wait_written(l, 10);
@@ -340,7 +347,7 @@ static void test_spool_across_restart(void)
 {
     const char *path = tmp_path("restart/ledger.db");
     const char *spool = tmp_path("restart.spool");
-    pgt_ledger_opts_t o = {.path = path, .spool_path = spool};
+    pgt_ledger_opts_t o = {.where = {.ledger = path}, .spool_path = spool};
     pgt_ledger_t *l = open_ledger(&o);
     submit_range(l, 0, 300, now_us());
     pgt_record_t *bin = make_record(300, "\xff\xfe-latin1", now_us());
@@ -368,7 +375,7 @@ static void test_read_only(void)
         return;
     }
     const char *path = tmp_path("ro.db");
-    pgt_ledger_opts_t o = {.path = path, .spool_path = tmp_path("ro.spool")};
+    pgt_ledger_opts_t o = {.where = {.ledger = path}, .spool_path = tmp_path("ro.spool")};
     pgt_ledger_close(open_ledger(&o));
     CHECK_INT(chmod(path, 0444), 0);
     pgt_ledger_t *l = open_ledger(&o);
@@ -380,20 +387,20 @@ static void test_read_only(void)
     check_rows(path, 200);
 
     CHECK_INT(mkdir(tmp_path("rodir"), 0500), 0);
-    o.path = tmp_path("rodir/ledger.db");
+    o.where.ledger = tmp_path("rodir/ledger.db");
     l = open_ledger(&o);
     submit_range(l, 0, 200, now_us());
     wait_failing(l, true);
     CHECK_INT(chmod(tmp_path("rodir"), 0700), 0);
     wait_written(l, 200);
     pgt_ledger_close(l);
-    check_rows(o.path, 200);
+    check_rows(o.where.ledger, 200);
 }
 
 static void test_overflow(void)
 {
     const char *path = tmp_path("overflow.db");
-    pgt_ledger_opts_t o = {.path = path, .queue_capacity = 4};
+    pgt_ledger_opts_t o = {.where = {.ledger = path}, .queue_capacity = 4};
     pgt_ledger_t *l = open_ledger(&o);
     submit_range(l, 0, 5000, now_us());
     pgt_ledger_stats_t s;
@@ -411,7 +418,7 @@ static void test_overflow(void)
 static void test_retention(void)
 {
     const char *path = tmp_path("retention.db");
-    pgt_ledger_opts_t o = {.path = path};
+    pgt_ledger_opts_t o = {.where = {.ledger = path}};
     pgt_ledger_t *l = open_ledger(&o);
     submit_range(l, 0, 12000, now_us() - 100 * DAY_US); /* more than one chunk */
     submit_range(l, 20000, 20100, now_us() - 10 * DAY_US);
@@ -474,7 +481,7 @@ static int usage_cb(const pgt_usage_row_t *row, void *arg)
 static void test_reader(void)
 {
     const char *path = tmp_path("reader.db");
-    pgt_ledger_opts_t o = {.path = path};
+    pgt_ledger_opts_t o = {.where = {.ledger = path}};
     pgt_ledger_t *l = open_ledger(&o);
     int64_t t0 = 1700000000000000LL;
     submit_range(l, 0, 1000, t0);
@@ -485,7 +492,8 @@ static void test_reader(void)
     pgt_ledger_submit(l, untagged);
     pgt_ledger_close(l);
     char err[256];
-    pgt_ledger_reader_t *rd = pgt_ledger_reader_open(path, err, sizeof(err));
+    pgt_ledger_reader_t *rd =
+        pgt_ledger_reader_open(&(pgt_ledger_where_t){path, NULL}, err, sizeof(err));
     CHECK(rd != NULL);
     if (!rd)
         return;
