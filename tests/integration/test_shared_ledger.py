@@ -91,7 +91,7 @@ def test_pgtallyctl_same_output_on_both_backends(pgtally, ledger_pg, users, tmp_
         usage = json.loads(ctl("--ledger", ledger, "usage", "--by", "user", "--format",
                                "json").stdout)
         usage = sorted(tuple(sorted((k, v) for k, v in u.items() if "compute" not in k))
-                       for u in usage if str(u.get("user", u.get("group", ""))).startswith("shl_"))
+                       for u in usage["groups"] if u["group"].startswith("shl_"))
         listed = json.loads(ctl("--ledger", ledger, "queries", "--format", "json").stdout)
         mine = sorted(tuple(sorted((k, v) for k, v in q.items()
                                    if k in ("user", "database", "normalized", "kind", "status",
