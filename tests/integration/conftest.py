@@ -99,11 +99,15 @@ def proxy_cert():
 
 
 class _Launcher:
-    def __init__(self, pg, proxy_cert, workdir):
+    def __init__(self, pg, proxy_cert, workdir, request=None):
         self.pg, self.proxy_cert, self.workdir = pg, proxy_cert, Path(workdir)
         self.instances = []
+        self.request = request
 
     def __call__(self, extra_args=(), wait=True, as_flags=False, env=None, **config):
+        if helpers.LEDGER_BACKEND == "postgresql" and "ledger" not in config and \
+                config.get("metering") != "off" and self.request is not None:
+            config["ledger"] = self.request.getfixturevalue("ledger_pg").new_ledger()
         for attempt in range(3):
             cfg = make_pgtally_config(self.pg, self.proxy_cert, config)
             p = Pgtally(self.workdir / ("pgtally%d" % len(self.instances)), cfg, extra_args,
@@ -130,7 +134,7 @@ class _Launcher:
 
 
 @pytest.fixture
-def pgtally(pg, proxy_cert, tmp_path):
+def pgtally(pg, proxy_cert, tmp_path, request):
     """Factory: pgtally(**ini_keys) -> running helpers.Pgtally.
 
     Keys are written to an INI file ([pgtally] section; a key such as
@@ -142,7 +146,7 @@ def pgtally(pg, proxy_cert, tmp_path):
     sanitizer report. as_flags=True passes the keys as --flags instead of
     a file.
     """
-    launcher = _Launcher(pg, proxy_cert, tmp_path)
+    launcher = _Launcher(pg, proxy_cert, tmp_path, request)
     yield launcher
     problems = launcher.shutdown_all()
     if problems:
@@ -150,9 +154,9 @@ def pgtally(pg, proxy_cert, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def pgtally_module(pg, proxy_cert, tmp_path_factory):
+def pgtally_module(pg, proxy_cert, tmp_path_factory, request):
     """Like pgtally, but instances live for the whole test module."""
-    launcher = _Launcher(pg, proxy_cert, tmp_path_factory.mktemp("pgtally-mod"))
+    launcher = _Launcher(pg, proxy_cert, tmp_path_factory.mktemp("pgtally-mod"), request)
     yield launcher
     problems = launcher.shutdown_all()
     if problems:

@@ -94,6 +94,48 @@ def assert_healthy(conn, what="the healthy session"):
 
 
 # ---------------------------------------------------------------------------
+# The ledger, whichever backend holds it
+# ---------------------------------------------------------------------------
+
+# PGTALLY_TEST_LEDGER=postgresql runs every pgtally a test starts without a
+# ledger of its own on a fresh database of a second PostgreSQL (fixture
+# ledger_pg); tests about the SQLite file itself are skipped then.
+LEDGER_BACKEND = os.environ.get("PGTALLY_TEST_LEDGER", "sqlite")
+
+
+def is_pg_ledger(ledger):
+    return str(ledger).startswith("postgresql://")
+
+
+def ledger_query(ledger, sql, params=(), dicts=False):
+    """Rows of sql on a ledger: an SQLite path or a PostgreSQL URI (whose
+    tables are in schema pgtally). Parameters are written ? in sql."""
+    if is_pg_ledger(ledger):
+        from psycopg.rows import dict_row
+        with psycopg.connect(str(ledger), autocommit=True, connect_timeout=10,
+                             options="-c search_path=pgtally",
+                             row_factory=dict_row if dicts else None) as c:
+            return [dict(r) if dicts else r
+                    for r in c.execute(sql.replace("?", "%s"), params).fetchall()]
+    import sqlite3
+    assert Path(ledger).exists(), "no ledger file at %s" % ledger
+    con = sqlite3.connect("file:%s?mode=ro" % ledger, uri=True, timeout=5)
+    try:
+        if dicts:
+            con.row_factory = sqlite3.Row
+        return [dict(r) if dicts else r for r in con.execute(sql, params).fetchall()]
+    finally:
+        con.close()
+
+
+def ledger_not_ready_errors():
+    """What reading a ledger raises before pgtally has made its schema."""
+    import sqlite3
+    return (sqlite3.OperationalError, psycopg.errors.UndefinedTable,
+            psycopg.errors.InvalidSchemaName)
+
+
+# ---------------------------------------------------------------------------
 # PostgreSQL
 # ---------------------------------------------------------------------------
 

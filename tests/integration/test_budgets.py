@@ -14,7 +14,6 @@ pricing.per_compute_second = 1 makes a second of server time cost 1 USD
 
 import datetime
 import json
-import sqlite3
 import threading
 import time
 from zoneinfo import ZoneInfo
@@ -23,8 +22,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from helpers import SLOW, run_pgtallyctl, run_psql, wait_until
-from test_metering import ledger, show
+from helpers import SLOW, ledger_query, run_pgtallyctl, run_psql, wait_until
+from test_metering import ledger, ledger_file, show
 
 PER_QUERY = {"pricing.per_query": "0.1", "pricing.per_compute_second": "0",
              "budget.contact": "data-platform@example.com", "budget.notice_above": "0"}
@@ -55,9 +54,7 @@ def ctl(proxy, *args, rc=0):
 def wait_loaded(proxy):
     """Wait until pgtally has loaded the budgets as they are now."""
     path = proxy.config.get("ledger") or proxy.workdir / "pgtally.db"
-    con = sqlite3.connect(path)
-    version = con.execute("SELECT version FROM settings_version").fetchone()[0]
-    con.close()
+    version = ledger_query(path, "SELECT version FROM settings_version")[0][0]
     proxy.wait_log(r"event=budgets_loaded .*version=%d\b" % version, timeout=3 * SLOW)
 
 
@@ -331,11 +328,9 @@ def test_warning_at_thresholds_and_one_alert(pgtally, users):
         warnings
     assert warnings[1].startswith("pgtally: budget user bud_o/day is at 50%"), warnings
     proxy.wait_log("event=budget_alert", timeout=3 * SLOW)
-    stop_path = proxy.workdir / "pgtally.db"
     ledger(proxy, "1 = 0")
-    con = sqlite3.connect(stop_path)
-    alerts = con.execute("SELECT threshold_pct, channel FROM alerts_sent ORDER BY 1").fetchall()
-    con.close()
+    alerts = ledger_query(ledger_file(proxy),
+                          "SELECT threshold_pct, channel FROM alerts_sent ORDER BY 1")
     assert alerts == [(20, "log"), (50, "log")], alerts
 
 

@@ -24,7 +24,8 @@ import pytest
 from psycopg import errors
 from psycopg.conninfo import make_conninfo
 
-from helpers import (DBNAME, PASSWORDS, PGTALLY_BIN, SLOW, clean_env, free_port,
+from helpers import (DBNAME, LEDGER_BACKEND, PASSWORDS, PGTALLY_BIN, SLOW, clean_env,
+                     free_port, is_pg_ledger, ledger_not_ready_errors, ledger_query,
                      require_binary, run_psql, wait_until, write_ini)
 from pgwire import RawConn, message, parse_fields, query_message
 
@@ -37,21 +38,25 @@ BENCH_DB = "pgtally_meter_bench"
 # helpers
 # ---------------------------------------------------------------------------
 
+sqlite_only = pytest.mark.skipif(LEDGER_BACKEND == "postgresql",
+                                 reason="about the SQLite ledger file")
+
+
 def ledger_file(proxy):
-    """The default ledger: pgtally.db next to the config file."""
+    """The ledger: the one configured (a PostgreSQL URI under
+    PGTALLY_TEST_LEDGER=postgresql), else pgtally.db next to the config."""
+    configured = proxy.config.get("ledger")
+    if configured and is_pg_ledger(configured):
+        return configured
     return proxy.workdir / "pgtally.db"
 
 
 def read_ledger(path, where="1 = 1", params=()):
-    """Rows of the queries table (dicts), oldest first."""
-    assert Path(path).exists(), "no ledger file at %s" % path
-    con = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=5)
-    try:
-        con.row_factory = sqlite3.Row
-        return [dict(r) for r in con.execute(
-            "SELECT * FROM queries WHERE %s ORDER BY id" % where, params)]
-    finally:
-        con.close()
+    """Rows of the queries table (dicts), in the order they were written."""
+    order = ("(SELECT i.started_at FROM instances i WHERE i.id = queries.instance), seq"
+             if is_pg_ledger(path) else "id")
+    return ledger_query(path, "SELECT * FROM queries WHERE %s ORDER BY %s" % (where, order),
+                        params, dicts=True)
 
 
 def stop(proxy):
@@ -73,11 +78,11 @@ def wait_ledger(proxy, count, where="1 = 1", params=(), timeout=5.0):
     box = {}
 
     def check():
-        if not path.exists():
+        if not is_pg_ledger(path) and not path.exists():
             return False
         try:
             box["rows"] = read_ledger(path, where, params)
-        except sqlite3.OperationalError as e:  # schema not there yet
+        except ledger_not_ready_errors() as e:  # schema not there yet
             box["error"] = e
             return False
         return len(box["rows"]) >= count
@@ -941,6 +946,7 @@ def test_pricing_section_in_config_file(pgtally):
 # 7, 8. metering off; the ledger path
 # ---------------------------------------------------------------------------
 
+@sqlite_only
 def test_metering_off(pgtally):
     proxy = pgtally(metering="off")
     with proxy.connect() as c:
@@ -958,6 +964,7 @@ def test_metering_off(pgtally):
     assert "event=metering" not in proxy.log(), proxy.log_tail()
 
 
+@sqlite_only
 def test_default_ledger_next_to_config_file(pg, tmp_path):
     """Without ledger =, the ledger is pgtally.db beside the config file,
     not in the working directory."""
@@ -987,6 +994,7 @@ def test_default_ledger_next_to_config_file(pg, tmp_path):
     assert len(read_ledger(confdir / "pgtally.db")) == 1
 
 
+@sqlite_only
 def test_ledger_key_and_flag(pgtally, tmp_path):
     """ledger = PATH in the file; --ledger PATH on the command line wins."""
     in_file = tmp_path / "from_file.db"
@@ -1007,6 +1015,7 @@ def test_ledger_key_and_flag(pgtally, tmp_path):
     assert not (tmp_path / "unused.db").exists()
 
 
+@sqlite_only
 def test_ledger_path_that_cannot_be_opened(pgtally, tmp_path):
     bad = tmp_path / "no" / "such" / "dir" / "ledger.db"
     proxy = pgtally(ledger=str(bad), wait=False)
@@ -1076,6 +1085,7 @@ def test_bytes_between_statements_not_charged_to_the_next(pgtally):
         % (recs[0]["bytes_out"], recs[2]["bytes_out"], first, second))
 
 
+@sqlite_only
 def test_ledger_on_failure_closed_refuses_then_recovers(pgtally):
     """With ledger.on_failure = closed, statements are refused (SQLSTATE
     58030, a message naming the setting) while the ledger cannot be written,
