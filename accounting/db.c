@@ -125,7 +125,18 @@ static void ignore_notice(void *arg, const char *msg)
 
 static int open_pg(pgt_db_t *db, const pgt_db_opts_t *o)
 {
-    db->pg = PQconnectdb(o->ledger);
+    /* Defaults that the ledger's own settings override: an unreachable or
+     * silent host must not hold the writer for minutes (TCP keepalives
+     * and the user timeout end a dead connection in about 30 s). */
+    const char *const keys[] = {"connect_timeout",
+                                "keepalives_idle",
+                                "keepalives_interval",
+                                "keepalives_count",
+                                "tcp_user_timeout",
+                                "dbname",
+                                NULL};
+    const char *const vals[] = {"10", "10", "5", "3", "30000", o->ledger, NULL};
+    db->pg = PQconnectdbParams(keys, vals, 1);
     if (!db->pg || PQstatus(db->pg) != CONNECTION_OK) {
         set_pg_error(db, db->pg ? PQerrorMessage(db->pg) : "out of memory");
         return -1;
@@ -140,7 +151,7 @@ static int open_pg(pgt_db_t *db, const pgt_db_opts_t *o)
     char sql[600];
     snprintf(sql, sizeof(sql),
              "SET search_path TO %s; SET application_name = 'pgtally ledger';"
-             " SET timezone = 'UTC'",
+             " SET timezone = 'UTC'; SET statement_timeout = '60s'",
              ident);
     char check[700];
     snprintf(check, sizeof(check), "CREATE SCHEMA IF NOT EXISTS %s", ident);

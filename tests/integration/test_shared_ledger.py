@@ -135,33 +135,48 @@ def test_one_budget_across_three_instances(pgtally, ledger_pg, users):
     assert 100 in [pct for pct, _ in alerts], alerts
 
 
-def test_ledger_down_then_back_replays_once(pgtally, users, tmp_path):
+@pytest.mark.timeout(150)
+def test_ledger_down_20s_under_pgbench_then_back(pgtally, pg, bench_db, tmp_path):
+    """The ledger PostgreSQL stops for 20 s under pgbench: pgtally keeps
+    serving (on_failure = open), spools, and when the ledger is back writes
+    every statement exactly once, rollups included."""
+    import subprocess
+    from helpers import PG_BINDIR, clean_env
     server = PgServer()
     server.start()
     try:
         ledger = LedgerServer(server)
         uri = ledger.new_ledger()
-        proxy = pgtally(ledger=uri, **PER_QUERY)
-        sent = 0
-        for i in range(5):
-            assert run_psql(proxy.dsn(user="shl_a"), "SELECT %d" % i).returncode == 0
-            sent += 1
-        server._as_postgres(["/usr/lib/postgresql/15/bin/pg_ctl", "-D", server.datadir,
-                             "-m", "fast", "-w", "stop"])
-        for i in range(20):
-            assert run_psql(proxy.dsn(user="shl_a"), "SELECT %d" % i).returncode == 0
-            sent += 1
+        proxy = pgtally(ledger=uri, **{"ledger.spool": str(tmp_path / "down.spool")})
+        query = "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+        before = sum(c for q, c in server_statements(pg, bench_db) if q == query)
+        bench = subprocess.Popen(
+            ["pgbench", "-h", proxy.host, "-p", str(proxy.port), "-U", "trust_user", "-n",
+             "-S", "-c", "2", "-T", "26", BENCH_DB], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=clean_env(PGSSLMODE="disable"))
+        time.sleep(2)
+        server._as_postgres([PG_BINDIR / "pg_ctl", "-D", server.datadir, "-m", "fast", "-w",
+                             "stop"])
         proxy.wait_log(r"event=ledger_write_failed", timeout=10 * SLOW)
-        r = server._as_postgres(["/usr/lib/postgresql/15/bin/pg_ctl", "-D", server.datadir,
-                                 "-l", server.logfile, "-w", "start"])
+        time.sleep(20)
+        r = server._as_postgres([PG_BINDIR / "pg_ctl", "-D", server.datadir, "-l",
+                                 server.logfile, "-w", "start"])
         assert r.returncode == 0, r.stderr
-        proxy.wait_log(r"event=ledger_recovered", timeout=15 * SLOW)
+        out = bench.communicate(timeout=60 * SLOW)[0]
+        assert bench.returncode == 0, out
+        import re
+        sent = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))
+        proxy.wait_log(r"event=ledger_recovered", timeout=20 * SLOW)
         stop(proxy)
-        got = rows(ledger, uri, "SELECT count(*) FROM pgtally.queries WHERE \"user\" = 'shl_a'")
-        assert got == [(sent,)], (got, sent, proxy.log_tail())
-        roll = rows(ledger, uri, "SELECT sum(statements) FROM pgtally.rollups"
-                    " WHERE \"user\" = 'shl_a'")
-        assert roll == [(sent,)], roll
+        calls = sum(c for q, c in server_statements(pg, bench_db) if q == query) - before
+        got = rows(ledger, uri, "SELECT count(*) FROM pgtally.queries WHERE normalized = %s",
+                   (query,))[0][0]
+        roll = rows(ledger, uri, "SELECT sum(statements) FROM pgtally.rollups r JOIN"
+                    " pgtally.shapes s USING (fingerprint) WHERE s.normalized = %s",
+                    (query,))[0][0]
+        print("pgbench sent=%d server=%d ledger=%d rollups=%d" % (sent, calls, got, roll))
+        assert sent == calls == got == roll, (sent, calls, got, roll, proxy.log_tail())
     finally:
         server.stop()
 
