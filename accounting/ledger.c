@@ -333,9 +333,17 @@ static int write_records(pgt_ledger_t *l, const recvec_t *v)
  * next attempt reopens the file, which may have been fixed meanwhile. */
 static void writer_fail(pgt_ledger_t *l)
 {
+    char shown[512];
+    pgt_db_describe(l->path, shown, sizeof(shown));
     if (!is_failing(l))
-        PGT_WARN("ledger_write_failed", "error=\"%s\" path=\"%s\" on_failure=%s", l->error, l->path,
-                 l->on_failure == PGT_LEDGER_CLOSED ? "closed" : "open");
+        PGT_WARN("ledger_write_failed",
+                 "error=\"%s\" ledger=\"%s\" on_failure=%s spool=\"%s\" hint=\"%s\"", l->error,
+                 shown, l->on_failure == PGT_LEDGER_CLOSED ? "closed" : "open", l->spool_path,
+                 l->on_failure == PGT_LEDGER_CLOSED
+                     ? "statements are refused until the ledger can be written; check that it "
+                       "is up, writable and not full"
+                     : "records wait in memory, then in the spool, and are written once when "
+                       "the ledger is back; check that it is up, writable and not full");
     ledger_conn_close(l, false);
     set_failing(l, 1);
     l->next_retry_us = mono_us() + RETRY_INTERVAL_US;

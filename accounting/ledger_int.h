@@ -65,23 +65,24 @@ struct pgt_ledger {
     struct pgt_journal *journal;        /* whose done mark the writer moves, or NULL */
     /* The fields below belong to the writer thread; ledger.c only tests
      * db, the backends own the rest of their part. */
-    pgt_db_t *db;                /* writer connection; NULL while it fails */
-    struct sqlite3_stmt *insert; /* SQLite: prepared insert of a record, reused */
-    int64_t first_id;            /* SQLite: the last row id before this transaction */
-    bool staged;                 /* PostgreSQL: the staging table exists on db */
-    int32_t *days;               /* PostgreSQL: days known to have a partition */
-    size_t ndays;                /* entries in days */
-    int64_t rev;                 /* batches committed by this instance */
-    recvec_t batch;              /* records taken from the queue */
-    recvec_t held;               /* records waiting in memory while failing, oldest first */
-    bool spool_has_data;         /* the spool file holds records to replay */
-    bool spool_failing;          /* the last spool write failed (logged once) */
-    uint64_t spool_records;      /* records in the spool file */
-    pgt_ledger_stats_t wstats;   /* written, spooled, replayed, batches, not yet published */
-    int64_t next_retry_us;       /* monotonic time of the next recovery attempt */
-    int64_t next_retention_us;   /* monotonic time of the next retention step */
-    uint64_t retention_deleted;  /* rows deleted by the current retention pass */
-    char error[512];             /* the last error, for logs and pgt_ledger_open */
+    pgt_db_t *db;                 /* writer connection; NULL while it fails */
+    struct sqlite3_stmt *insert;  /* SQLite: prepared insert of a record, reused */
+    struct sqlite3_stmt *fold[3]; /* SQLite: prepared upserts of rollups, spend and shapes */
+    struct lite_sums *sums;       /* SQLite: what this transaction inserted, summed */
+    bool staged;                  /* PostgreSQL: the staging table exists on db */
+    int32_t *days;                /* PostgreSQL: days known to have a partition */
+    size_t ndays;                 /* entries in days */
+    int64_t rev;                  /* batches committed by this instance */
+    recvec_t batch;               /* records taken from the queue */
+    recvec_t held;                /* records waiting in memory while failing, oldest first */
+    bool spool_has_data;          /* the spool file holds records to replay */
+    bool spool_failing;           /* the last spool write failed (logged once) */
+    uint64_t spool_records;       /* records in the spool file */
+    pgt_ledger_stats_t wstats;    /* written, spooled, replayed, batches, not yet published */
+    int64_t next_retry_us;        /* monotonic time of the next recovery attempt */
+    int64_t next_retention_us;    /* monotonic time of the next retention step */
+    uint64_t retention_deleted;   /* rows deleted by the current retention pass */
+    char error[512];              /* the last error, for logs and pgt_ledger_open */
 };
 
 /* ---- ledger.c ---------------------------------------------------------- */

@@ -1,34 +1,216 @@
 /* The writer's SQLite half: records inserted with a prepared statement
- * (a replayed record is ignored by its unique (instance, seq)), and the
- * rollups folded from the rows the transaction inserted, before it
- * commits; and retention's deletes. */
+ * (a replayed record is ignored by its unique (instance, seq)) and summed
+ * per rollup key in memory as they go in, the sums added to the rollups,
+ * spend and shapes before the transaction commits; and retention's
+ * deletes. Summing in C costs a tenth of reading the new rows back. */
 #include "ledger_int.h"
 
 #include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char insert_sql[] = "INSERT INTO queries (" LEDGER_WRITE_COLUMNS ")"
                                  " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                                  " ON CONFLICT DO NOTHING";
 
-/* The sums of the rows this transaction inserted (id > ?1), added to the
- * rollups, spend and shapes; ?2 is the batch's rev. */
-static const char fold_sql[] =
-    "INSERT INTO rollups SELECT day, instance, \"user\", database, application,"
-    " coalesce(fingerprint, 0), status, count(*), total(compute_s), sum(rows), sum(bytes_out),"
-    " sum(cost_micro), max(cost_micro), ?2 FROM queries WHERE id > ?1"
-    " GROUP BY 1, 2, 3, 4, 5, 6, 7 ON CONFLICT DO UPDATE SET"
-    " statements = statements + excluded.statements, compute_s = compute_s + excluded.compute_s,"
-    " rows = rows + excluded.rows, bytes_out = bytes_out + excluded.bytes_out,"
-    " cost_micro = cost_micro + excluded.cost_micro,"
-    " max_cost_micro = max(max_cost_micro, excluded.max_cost_micro), rev = excluded.rev;"
-    "INSERT INTO spend SELECT instance, day, \"user\", database, application, sum(cost_micro), ?2"
-    " FROM queries WHERE id > ?1 GROUP BY 1, 2, 3, 4, 5 ON CONFLICT DO UPDATE SET"
-    " cost_micro = cost_micro + excluded.cost_micro, rev = excluded.rev;"
-    "INSERT INTO shapes SELECT fingerprint, min(normalized), min(kind), min(day) FROM queries"
-    " WHERE id > ?1 AND fingerprint IS NOT NULL GROUP BY fingerprint ON CONFLICT DO NOTHING";
+/* The upserts that add a transaction's sums to the rollups, spend and
+ * shapes, one row of sums at a time. */
+static const char *const fold_sql[3] = {
+    "INSERT INTO rollups VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+    " ON CONFLICT DO UPDATE SET statements = statements + excluded.statements,"
+    " compute_s = compute_s + excluded.compute_s, rows = rows + excluded.rows,"
+    " bytes_out = bytes_out + excluded.bytes_out, cost_micro = cost_micro + excluded.cost_micro,"
+    " max_cost_micro = max(max_cost_micro, excluded.max_cost_micro), rev = excluded.rev",
+    "INSERT INTO spend VALUES (?2, ?1, ?3, ?4, ?5, ?12, ?14) ON CONFLICT DO UPDATE SET"
+    " cost_micro = cost_micro + excluded.cost_micro, rev = excluded.rev",
+    "INSERT INTO shapes VALUES (?6, ?15, ?16, ?1) ON CONFLICT DO NOTHING",
+};
+
+/* ---- Sums of a transaction ----------------------------------------------- */
+
+/* The sums of one rollup key over the rows a transaction inserted. */
+typedef struct sum {
+    uint64_t hash;             /* of the key; 0: an empty slot */
+    int32_t day;               /* key: local day */
+    int64_t instance;          /* key */
+    char *user;                /* key (owned) */
+    char *database;            /* key (owned) */
+    char *application;         /* key (owned) */
+    uint64_t fingerprint;      /* key */
+    pgt_query_status_t status; /* key */
+    int64_t statements;        /* rows */
+    double compute_s;          /* sums */
+    int64_t rows;              /* of rows returned or affected */
+    int64_t bytes_out;         /* of bytes sent */
+    int64_t cost_micro;        /* of cost */
+    int64_t max_cost_micro;    /* the most one row cost */
+    char *normalized;          /* the first row's text, for shapes (owned) */
+    char *kind;                /* its kind (owned) */
+} sum_t;
+
+/* An open-addressing table of sums. */
+struct lite_sums {
+    sum_t *slots;  /* nslots entries */
+    size_t nslots; /* a power of two */
+    size_t n;      /* slots used */
+    bool failed;   /* out of memory: the transaction must not commit */
+};
+
+static uint64_t mix(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ c[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t mix_str(uint64_t h, const char *s)
+{
+    return mix(h, s ? s : "", s ? strlen(s) + 1 : 1);
+}
+
+static const char *or_empty(const char *s)
+{
+    return s ? s : "";
+}
+
+static uint64_t key_hash(const pgt_record_t *r)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    h = mix(h, &r->day, sizeof(r->day));
+    h = mix(h, &r->instance, sizeof(r->instance));
+    h = mix(h, &r->fingerprint, sizeof(r->fingerprint));
+    h = mix(h, &r->status, sizeof(r->status));
+    h = mix_str(mix_str(mix_str(h, r->user), r->database), r->application);
+    return h ? h : 1;
+}
+
+static bool key_equal(const sum_t *e, uint64_t h, const pgt_record_t *r)
+{
+    return e->hash == h && e->day == r->day && e->instance == r->instance &&
+           e->fingerprint == r->fingerprint && e->status == r->status &&
+           strcmp(e->user, or_empty(r->user)) == 0 &&
+           strcmp(e->database, or_empty(r->database)) == 0 &&
+           strcmp(e->application, or_empty(r->application)) == 0;
+}
+
+static void sum_free_strings(sum_t *e)
+{
+    free(e->user);
+    free(e->database);
+    free(e->application);
+    free(e->normalized);
+    free(e->kind);
+}
+
+/* Empties the table, keeping its slots. */
+static void sums_clear(struct lite_sums *t)
+{
+    for (size_t i = 0; t && i < t->nslots; i++)
+        if (t->slots[i].hash)
+            sum_free_strings(&t->slots[i]);
+    if (t && t->slots)
+        memset(t->slots, 0, t->nslots * sizeof(*t->slots));
+    if (t) {
+        t->n = 0;
+        t->failed = false;
+    }
+}
+
+/* Doubles the table. Returns 0, or -1 when out of memory. */
+static int sums_grow(struct lite_sums *t)
+{
+    size_t ns = t->nslots ? t->nslots * 2 : 256;
+    sum_t *slots = calloc(ns, sizeof(*slots));
+    if (!slots)
+        return -1;
+    for (size_t i = 0; i < t->nslots; i++) {
+        if (!t->slots[i].hash)
+            continue;
+        size_t k = t->slots[i].hash & (ns - 1);
+        while (slots[k].hash)
+            k = (k + 1) & (ns - 1);
+        slots[k] = t->slots[i];
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->nslots = ns;
+    return 0;
+}
+
+/* Starts the sums of r's key at slot e. Returns 0, or -1 when out of memory. */
+static int sum_start(sum_t *e, uint64_t h, const pgt_record_t *r)
+{
+    *e = (sum_t){.hash = h,
+                 .day = r->day,
+                 .instance = r->instance,
+                 .fingerprint = r->fingerprint,
+                 .status = r->status,
+                 .user = strdup(or_empty(r->user)),
+                 .database = strdup(or_empty(r->database)),
+                 .application = strdup(or_empty(r->application)),
+                 .normalized = r->normalized ? strdup(r->normalized) : NULL,
+                 .kind = r->kind ? strdup(r->kind) : NULL};
+    bool ok = e->user && e->database && e->application && (e->normalized || !r->normalized) &&
+              (e->kind || !r->kind);
+    return ok ? 0 : -1;
+}
+
+/* Adds an inserted record to the sums of its key. */
+static void sums_add(struct lite_sums *t, const pgt_record_t *r)
+{
+    if (t->failed || ((t->n + 1) * 2 > t->nslots && sums_grow(t) != 0)) {
+        t->failed = true;
+        return;
+    }
+    uint64_t h = key_hash(r);
+    size_t k = h & (t->nslots - 1);
+    while (t->slots[k].hash && !key_equal(&t->slots[k], h, r))
+        k = (k + 1) & (t->nslots - 1);
+    sum_t *e = &t->slots[k];
+    if (!e->hash) {
+        t->n++;
+        if (sum_start(e, h, r) != 0)
+            t->failed = true;
+    }
+    double compute = isfinite(r->compute_s) ? r->compute_s : 0;
+    e->statements++;
+    e->compute_s += compute;
+    e->rows += r->rows;
+    e->bytes_out += r->bytes_out;
+    e->cost_micro += r->cost_micro;
+    if (r->cost_micro > e->max_cost_micro)
+        e->max_cost_micro = r->cost_micro;
+}
+
+/* Binds the sums of e, at batch number rev, to an upsert of fold_sql. */
+static void bind_sum(sqlite3_stmt *st, const sum_t *e, int64_t rev)
+{
+    sqlite3_bind_int(st, 1, e->day);
+    sqlite3_bind_int64(st, 2, e->instance);
+    sqlite3_bind_text(st, 3, e->user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, e->database, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, e->application, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, (int64_t)e->fingerprint);
+    sqlite3_bind_text(st, 7, pgt_query_status_name(e->status), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, e->statements);
+    sqlite3_bind_double(st, 9, e->compute_s);
+    sqlite3_bind_int64(st, 10, e->rows);
+    sqlite3_bind_int64(st, 11, e->bytes_out);
+    sqlite3_bind_int64(st, 12, e->cost_micro);
+    sqlite3_bind_int64(st, 13, e->max_cost_micro);
+    sqlite3_bind_int64(st, 14, rev);
+    if (e->normalized)
+        sqlite3_bind_text(st, 15, e->normalized, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 15);
+    if (e->kind)
+        sqlite3_bind_text(st, 16, e->kind, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 16);
+}
 
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
 {
@@ -92,25 +274,38 @@ static void note_error(pgt_ledger_t *l, const char *doing)
 
 int ledger_lite_prepare(pgt_ledger_t *l)
 {
-    if (sqlite3_prepare_v2(pgt_db_handle(l->db), insert_sql, -1, &l->insert, NULL) == SQLITE_OK)
-        return 0;
-    note_error(l, "preparing the insert");
-    return -1;
+    sqlite3 *db = pgt_db_handle(l->db);
+    if (!l->sums && !(l->sums = calloc(1, sizeof(*l->sums)))) {
+        snprintf(l->error, sizeof(l->error), "out of memory");
+        return -1;
+    }
+    bool ok = sqlite3_prepare_v2(db, insert_sql, -1, &l->insert, NULL) == SQLITE_OK;
+    for (int i = 0; ok && i < 3; i++)
+        ok = sqlite3_prepare_v2(db, fold_sql[i], -1, &l->fold[i], NULL) == SQLITE_OK;
+    if (!ok)
+        note_error(l, "preparing the insert");
+    return ok ? 0 : -1;
 }
 
 void ledger_lite_close(pgt_ledger_t *l)
 {
     sqlite3_finalize(l->insert);
     l->insert = NULL;
+    for (int i = 0; i < 3; i++) {
+        sqlite3_finalize(l->fold[i]);
+        l->fold[i] = NULL;
+    }
+    sums_clear(l->sums);
+    if (l->sums)
+        free(l->sums->slots);
+    free(l->sums);
+    l->sums = NULL;
 }
 
 int ledger_lite_begin(pgt_ledger_t *l)
 {
-    if (pgt_db_begin(l->db, true, l->error, sizeof(l->error)) != 0)
-        return -1;
-    l->first_id = 0;
-    return pgt_db_int_query(l->db, "beginning", l->error, sizeof(l->error), &l->first_id,
-                            "SELECT coalesce(max(id), 0) FROM queries", "");
+    sums_clear(l->sums);
+    return pgt_db_begin(l->db, true, l->error, sizeof(l->error));
 }
 
 int ledger_lite_insert(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
@@ -123,29 +318,39 @@ int ledger_lite_insert(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
             note_error(l, "inserting");
             return -1;
         }
+        /* A record already there (a replay) changes nothing. */
+        if (sqlite3_changes(pgt_db_handle(l->db)) > 0)
+            sums_add(l->sums, recs[i]);
     }
     return 0;
 }
 
-/* Runs each statement of fold_sql with the transaction's first id and rev. */
+/* Adds the sums of the rows this transaction inserted to the rollups,
+ * spend and shapes, as batch rev + 1. */
 int ledger_lite_fold(pgt_ledger_t *l)
 {
-    for (const char *sql = fold_sql; *sql;) {
-        sqlite3_stmt *st = NULL;
-        const char *tail = NULL;
-        int rc = sqlite3_prepare_v2(pgt_db_handle(l->db), sql, -1, &st, &tail);
-        if (rc == SQLITE_OK && st) {
-            sqlite3_bind_int64(st, 1, l->first_id);
-            sqlite3_bind_int64(st, 2, l->rev + 1);
-            rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-        }
-        sqlite3_finalize(st);
-        if (rc != SQLITE_OK) {
-            note_error(l, "keeping the rollups");
-            return -1;
-        }
-        sql = tail;
+    struct lite_sums *t = l->sums;
+    if (t->failed) {
+        snprintf(l->error, sizeof(l->error), "keeping the rollups: out of memory");
+        return -1;
     }
+    for (size_t i = 0; i < t->nslots; i++) {
+        const sum_t *e = &t->slots[i];
+        if (!e->hash)
+            continue;
+        for (int k = 0; k < 3; k++) {
+            if (k == 2 && (!e->fingerprint || !e->normalized))
+                continue;
+            bind_sum(l->fold[k], e, l->rev + 1);
+            int rc = sqlite3_step(l->fold[k]);
+            sqlite3_reset(l->fold[k]);
+            if (rc != SQLITE_DONE) {
+                note_error(l, "keeping the rollups");
+                return -1;
+            }
+        }
+    }
+    sums_clear(t);
     return 0;
 }
 
