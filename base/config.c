@@ -925,15 +925,16 @@ static char *beside(const char *path, const char *name)
     return asprintf(&out, "%.*s%s", dirlen, path, name) < 0 ? NULL : out;
 }
 
-/* Fills in the defaults that depend on the file's folder and on other
- * keys: the ledger (pgtally.db beside the file), the instance name (host
- * name:port) and the spool of a PostgreSQL ledger (pgtally-<instance>.spool
- * beside the file, with the name's unsafe characters as '_'). Returns 0, or
- * -1 when out of memory. */
+/* Sets the ledger's default (pgtally.db beside the file). */
 static int config_defaults(pgt_config_t *cfg, const char *path)
 {
     if (!cfg->ledger_path && !(cfg->ledger_path = beside(path, "pgtally.db")))
         return -1;
+    return 0;
+}
+
+int pgt_config_finish(pgt_config_t *cfg)
+{
     if (!cfg->instance) {
         char host[256] = "localhost";
         if (gethostname(host, sizeof(host)) != 0)
@@ -950,7 +951,7 @@ static int config_defaults(pgt_config_t *cfg, const char *path)
         for (char *c = name; *c; c++)
             if (!isalnum((unsigned char)*c) && *c != '.' && *c != '-')
                 *c = '_';
-        if (!(cfg->ledger_spool = beside(path, name)))
+        if (!(cfg->ledger_spool = beside(cfg->path ? cfg->path : "", name)))
             return -1;
     }
     return 0;

@@ -80,6 +80,10 @@ static pgt_config_t *build_config(void *arg, char *err, size_t errlen)
             goto fail;
         }
     }
+    if (pgt_config_finish(cfg) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     if (pgt_config_check(cfg, err, errlen) != 0) {
         if (src->path) {
             char msg[600];

@@ -148,6 +148,13 @@ bool pgt_config_budget_exempt(const pgt_config_t *cfg, const char *user);
 const char *pgt_client_tls_name(pgt_client_tls_t v);
 const char *pgt_upstream_tls_name(pgt_upstream_tls_t v);
 
+/* Fills in the defaults that depend on other keys, once the file and the
+ * command line are read: the instance name (host name:port) and the spool
+ * of a PostgreSQL ledger (pgtally-<instance>.spool beside the config file,
+ * or in the working directory without one, with the name's unsafe
+ * characters as '_'). Returns 0, or -1 when out of memory. */
+int pgt_config_finish(pgt_config_t *cfg) __attribute__((warn_unused_result));
+
 /* Whether a ledger setting names a PostgreSQL database: a postgresql:// or
  * postgres:// URI, or a libpq key=value conninfo. Anything else is the path
  * of an SQLite file. */

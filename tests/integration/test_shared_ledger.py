@@ -247,3 +247,32 @@ def test_kill_9_under_pgbench_loses_and_doubles_nothing(pgtally, ledger_pg, pg, 
     calls = server_calls() - before
     print("pgbench done=%d ledger=%d server=%d" % (done, got, calls))
     assert done <= got <= calls, (done, got, calls, again.log_tail())
+
+
+def test_retention_drops_old_day_partitions(pgtally, ledger_pg, users):
+    """retention_days on a PostgreSQL ledger drops whole day partitions (and
+    the rollups of those days), never today's."""
+    uri = ledger_pg.new_ledger()
+    proxy = pgtally(ledger=uri, **PER_QUERY)
+    assert run_psql(proxy.dsn(user="shl_a"), "SELECT 1").returncode == 0
+    stop(proxy)
+    old_day = 18262  # 2020-01-01
+    with ledger_pg.connect(uri) as c:
+        c.execute("CREATE TABLE pgtally.queries_20200101 PARTITION OF pgtally.queries"
+                  " FOR VALUES FROM (%d) TO (%d)" % (old_day, old_day + 1))
+        c.execute("INSERT INTO pgtally.queries (instance, seq, day, started_at, finished_at,"
+                  " \"user\", database, status) VALUES (1, 1, %d, 1577836800000000,"
+                  " 1577836800000001, 'shl_a', 'd', 'ok')" % old_day)
+        c.execute("INSERT INTO pgtally.rollups VALUES (%d, 1, 'shl_a', 'd', '', 0, 'ok',"
+                  " 1, 0, 0, 0, 0, 0, 0)" % old_day)
+    proxy = pgtally(ledger=uri, **dict(PER_QUERY, **{"ledger.retention_days": "30"}))
+    proxy.wait_log(r"event=ledger_retention ", timeout=10 * SLOW)
+    stop(proxy)
+    parts = [r[0] for r in rows(ledger_pg, uri, "SELECT c.relname FROM pg_inherits i"
+                                " JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p"
+                                " ON p.oid = i.inhparent WHERE p.relname = 'queries'")]
+    assert "queries_20200101" not in parts and parts, parts
+    assert rows(ledger_pg, uri, "SELECT count(*) FROM pgtally.rollups WHERE day = %s",
+                (old_day,)) == [(0,)]
+    got = rows(ledger_pg, uri, "SELECT count(*) FROM pgtally.queries")
+    assert got == [(1,)], got
