@@ -138,7 +138,15 @@ static int open_pg(pgt_db_t *db, const pgt_db_opts_t *o)
     const char *const vals[] = {"10", "10", "5", "3", "30000", o->ledger, NULL};
     db->pg = PQconnectdbParams(keys, vals, 1);
     if (!db->pg || PQstatus(db->pg) != CONNECTION_OK) {
-        set_pg_error(db, db->pg ? PQerrorMessage(db->pg) : "out of memory");
+        /* libpq quotes a URI that does not parse whole, password included. */
+        char *perr = NULL;
+        PQconninfoOption *parsed = PQconninfoParse(o->ledger, &perr);
+        PQconninfoFree(parsed);
+        PQfreemem(perr);
+        set_pg_error(db, !parsed  ? "the PostgreSQL URI or conninfo does not parse; write it as "
+                                    "postgresql://user@host:port/dbname or host=... dbname=..."
+                         : db->pg ? PQerrorMessage(db->pg)
+                                  : "out of memory");
         return -1;
     }
     PQsetNoticeProcessor(db->pg, ignore_notice, NULL);

@@ -272,16 +272,64 @@ void ledger_conn_close(pgt_ledger_t *l, bool optimize)
 
 int ledger_conn_begin(pgt_ledger_t *l)
 {
+    l->nforeign = 0;
     if (l->backend == PGT_DB_SQLITE)
         return ledger_lite_begin(l);
     return pgt_db_begin(l->db, true, l->error, sizeof(l->error));
 }
 
+/* Notes the instances other than this one whose records (replayed from
+ * their journal or spool) the transaction writes. Returns 0, or -1 when
+ * out of memory. */
+static int note_foreign(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int64_t id = recs[i]->instance;
+        size_t k = 0;
+        while (k < l->nforeign && l->foreign[k] != id)
+            k++;
+        if (id == l->instance || k < l->nforeign)
+            continue;
+        int64_t *f = realloc(l->foreign, (l->nforeign + 1) * sizeof(*f));
+        if (!f) {
+            snprintf(l->error, sizeof(l->error), "out of memory");
+            return -1;
+        }
+        l->foreign = f;
+        l->foreign[l->nforeign++] = id;
+    }
+    return 0;
+}
+
 int ledger_conn_insert(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
 {
+    if (note_foreign(l, recs, n) != 0)
+        return -1;
     if (l->backend == PGT_DB_SQLITE)
         return ledger_lite_insert(l, recs, n);
     return ledger_pg_insert(l, recs, n);
+}
+
+/* The spend of another instance's records that this transaction wrote
+ * (replayed after that instance died) carries this instance's rev, which
+ * means nothing to those who follow that instance: give its rows a rev
+ * past its own last one, and move that, so that they read them. */
+static int bump_foreign(pgt_ledger_t *l, int64_t id, int64_t now)
+{
+    int rc =
+        pgt_db_run(l->db, "noting a replayed instance", l->error, sizeof(l->error), NULL, NULL,
+                   "UPDATE instances SET rev = rev + 1, seen_at = ?2 WHERE id = ?1", "ii", id, now);
+    if (rc == 0)
+        rc = pgt_db_run(l->db, "noting a replayed instance", l->error, sizeof(l->error), NULL, NULL,
+                        "INSERT INTO instances (id, name, started_at, seen_at, rev)"
+                        " VALUES (?1, 'replayed', ?2, ?2, 1) ON CONFLICT (id) DO NOTHING",
+                        "ii", id, now);
+    if (rc == 0)
+        rc = pgt_db_run(l->db, "noting a replayed instance", l->error, sizeof(l->error), NULL, NULL,
+                        "UPDATE spend SET rev = (SELECT rev FROM instances WHERE id = ?1)"
+                        " WHERE instance = ?1 AND rev = ?2",
+                        "ii", id, l->rev + 1);
+    return rc;
 }
 
 /* Folds what the transaction inserted into the rollups, and notes this
@@ -296,11 +344,14 @@ static int conn_fold(pgt_ledger_t *l)
                         " VALUES (?1, ?2, ?3, ?3, ?4) ON CONFLICT (id) DO UPDATE SET"
                         " seen_at = excluded.seen_at, rev = excluded.rev",
                         "itii", l->instance, l->instance_name, now, l->rev + 1);
+    for (size_t i = 0; rc == 0 && i < l->nforeign; i++)
+        rc = bump_foreign(l, l->foreign[i], now);
     return rc;
 }
 
 int ledger_conn_end(pgt_ledger_t *l, int rc)
 {
+    bool folded = rc == 0;
     if (rc == 0)
         rc = conn_fold(l);
     char err[sizeof(l->error)];
@@ -308,7 +359,9 @@ int ledger_conn_end(pgt_ledger_t *l, int rc)
         snprintf(l->error, sizeof(l->error), "%s", err);
         rc = -1;
     }
-    if (rc == 0)
+    /* A rev is used once even when the commit's outcome is unknown (the
+     * connection broke during COMMIT): others may have seen it. */
+    if (folded)
         l->rev++;
     return rc;
 }
@@ -596,6 +649,7 @@ static void ledger_free(pgt_ledger_t *l)
     free(l->path);
     free(l->schema);
     free(l->instance_name);
+    free(l->foreign);
     free(l->spool_path);
     free(l);
 }

@@ -73,6 +73,8 @@ struct pgt_ledger {
     int32_t *days;                /* PostgreSQL: days known to have a partition */
     size_t ndays;                 /* entries in days */
     int64_t rev;                  /* batches committed by this instance */
+    int64_t *foreign;             /* other instances whose records this transaction writes */
+    size_t nforeign;              /* entries in foreign */
     recvec_t batch;               /* records taken from the queue */
     recvec_t held;                /* records waiting in memory while failing, oldest first */
     bool spool_has_data;          /* the spool file holds records to replay */

@@ -37,7 +37,8 @@ static const char fold_sql[] =
     " ON CONFLICT (instance, day, \"user\", database, application)"
     " DO UPDATE SET cost_micro = spend.cost_micro + excluded.cost_micro, rev = excluded.rev)"
     " INSERT INTO shapes SELECT fingerprint, min(normalized), min(kind), min(day) FROM ins"
-    " WHERE fingerprint IS NOT NULL GROUP BY fingerprint ON CONFLICT DO NOTHING";
+    " WHERE fingerprint IS NOT NULL GROUP BY fingerprint ORDER BY fingerprint"
+    " ON CONFLICT DO NOTHING";
 
 static PGconn *conn(pgt_ledger_t *l)
 {
@@ -100,8 +101,28 @@ static int ensure_partition(pgt_ledger_t *l, int32_t day)
 
 /* ---- COPY ----------------------------------------------------------------- */
 
+/* Returns the length of the valid UTF-8 sequence at p (1 to 4), or 0. */
+static int utf8_len(const unsigned char *p)
+{
+    if (p[0] < 0x80)
+        return 1;
+    int n = p[0] >= 0xF0 && p[0] <= 0xF4 ? 4 : p[0] >= 0xE0 ? 3 : p[0] >= 0xC2 ? 2 : 0;
+    if (n == 0 || p[0] > 0xF4)
+        return 0;
+    for (int i = 1; i < n; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    /* Overlong, surrogate and beyond-U+10FFFF forms. */
+    if ((n == 3 && p[0] == 0xE0 && p[1] < 0xA0) || (n == 3 && p[0] == 0xED && p[1] >= 0xA0) ||
+        (n == 4 && p[0] == 0xF0 && p[1] < 0x90) || (n == 4 && p[0] == 0xF4 && p[1] >= 0x90))
+        return 0;
+    return n;
+}
+
 /* Appends s as a field of COPY's text format: NULL as \N, and backslash,
- * tab, newline and carriage return escaped. */
+ * tab, newline and carriage return escaped. A byte that is not UTF-8 (a
+ * client in LATIN1, say) becomes U+FFFD: the ledger database would refuse
+ * the whole batch for it, again at every retry. */
 static void copy_text(pgt_buf_t *b, const char *s)
 {
     if (!s) {
@@ -109,6 +130,16 @@ static void copy_text(pgt_buf_t *b, const char *s)
         return;
     }
     for (const char *p = s; *p; p++) {
+        int n = utf8_len((const unsigned char *)p);
+        if (n == 0) {
+            pgt_buf_add(b, "\xEF\xBF\xBD", 3);
+            continue;
+        }
+        if (n > 1) {
+            pgt_buf_add(b, p, (size_t)n);
+            p += n - 1;
+            continue;
+        }
         const char *esc = *p == '\\'   ? "\\\\"
                           : *p == '\t' ? "\\t"
                           : *p == '\n' ? "\\n"
@@ -256,7 +287,15 @@ static int drop_row(const pgt_db_row_t *r, void *arg)
         note_error(c->l, "dropping a partition", NULL);
         return -1;
     }
-    char sql[300];
+    /* Detaching concurrently never holds the writers of other instances
+     * behind an exclusive lock on queries; then the table goes alone. */
+    char sql[600];
+    snprintf(sql, sizeof(sql), "ALTER TABLE queries DETACH PARTITION %s CONCURRENTLY", ident);
+    if (pgt_db_exec(c->l->db, "detaching a partition", sql, c->l->error, sizeof(c->l->error)) !=
+        0) {
+        PQfreemem(ident);
+        return -1;
+    }
     snprintf(sql, sizeof(sql), "DROP TABLE %s", ident);
     PQfreemem(ident);
     if (pgt_db_exec(c->l->db, "dropping a partition", sql, c->l->error, sizeof(c->l->error)) != 0)

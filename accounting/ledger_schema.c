@@ -495,8 +495,15 @@ static bool pg_never_works(const char *ledger, const char *err)
     PQfreemem(perr);
     if (!opts)
         return true;
-    return strstr(err, "FATAL:") && !strstr(err, "starting up") && !strstr(err, "shutting down") &&
-           !strstr(err, "too many") && !strstr(err, "recovery");
+    static const char *const passing[] = {
+        "starting up",       "shutting down", "too many", "recovery", "remaining connection slots",
+        "not yet accepting", "not accepting"};
+    if (!strstr(err, "FATAL:"))
+        return false;
+    for (size_t i = 0; i < NELEMS(passing); i++)
+        if (strstr(err, passing[i]))
+            return false;
+    return true;
 }
 
 pgt_db_t *ledger_schema_open(const pgt_ledger_where_t *w, bool writable, int busy_ms, bool nomutex,

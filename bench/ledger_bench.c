@@ -2,7 +2,9 @@
  * 500000) as the event loop would, and the writer thread stores them with
  * their rollups. Prints the sustained rate to the ledger (an SQLite file, or
  * a PostgreSQL URI) and the time each pgt_ledger_submit call takes on the
- * calling thread. Usage: ledger_bench [N] [ledger-path-or-URI]. */
+ * calling thread. Usage: ledger_bench [N] [ledger-path-or-URI] [USERS]:
+ * USERS users (default 4) times 200 shapes make the rollup keys a batch
+ * touches. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,10 +29,11 @@ static int64_t wall_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+static unsigned nusers = 4; /* distinct users */
+
 /* A record shaped like a pgbench point lookup. */
 static pgt_record_t *make_record(uint64_t i)
 {
-    static const char *const users[] = {"alice", "bob", "carol", "dave"};
     pgt_record_t *r = pgt_record_new();
     if (!r)
         abort();
@@ -38,7 +41,9 @@ static pgt_record_t *make_record(uint64_t i)
     r->finished_us = r->started_us + 180;
     r->session_id = i / 100;
     r->backend_pid = 1000 + (int32_t)(i % 64);
-    r->user = strdup(users[i % 4]);
+    char user[32];
+    snprintf(user, sizeof(user), "user%u", (unsigned)((i / 7) % nusers));
+    r->user = strdup(user);
     r->database = strdup("pgbench");
     r->application = strdup("pgbench");
     r->client_addr = strdup("127.0.0.1:54321");
@@ -91,6 +96,8 @@ int main(int argc, char **argv)
     char path[400];
     snprintf(path, sizeof(path), "%s", argc > 2 ? argv[2] : "/tmp/pgtally-ledger-bench.db");
     bool lite = pgt_db_backend_of(path) == PGT_DB_SQLITE;
+    if (argc > 3 && (nusers = (unsigned)strtoul(argv[3], NULL, 10)) == 0)
+        nusers = 1;
     if (n == 0) {
         fprintf(stderr, "usage: ledger_bench [N > 0] [ledger-path]\n");
         return 2;

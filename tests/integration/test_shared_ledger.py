@@ -276,3 +276,21 @@ def test_retention_drops_old_day_partitions(pgtally, ledger_pg, users):
                 (old_day,)) == [(0,)]
     got = rows(ledger_pg, uri, "SELECT count(*) FROM pgtally.queries")
     assert got == [(1,)], got
+
+
+def test_latin1_client_does_not_block_a_postgresql_ledger(pgtally, ledger_pg, users):
+    """A client in LATIN1 sends bytes that are not UTF-8; the ledger
+    database would refuse the batch (and every retry) for them: they are
+    recorded as U+FFFD, and the statements after them too."""
+    import psycopg
+    uri = ledger_pg.new_ledger()
+    proxy = pgtally(ledger=uri, **PER_QUERY)
+    with psycopg.connect(proxy.dsn(user="shl_a"), autocommit=True,
+                         options="-c client_encoding=LATIN1") as c:
+        assert c.execute('SELECT 1 AS "caf\u00e9"').fetchone() == (1,)
+    assert run_psql(proxy.dsn(user="shl_a"), "SELECT count(*) FROM pg_class").returncode == 0
+    stop(proxy)
+    assert "ledger_write_failed" not in proxy.log(), proxy.log_tail()
+    texts = [r[0] for r in rows(ledger_pg, uri, "SELECT normalized FROM pgtally.queries"
+                                " WHERE \"user\" = 'shl_a' ORDER BY seq")]
+    assert texts == ['SELECT $1 AS "caf\ufffd"', "SELECT count(*) FROM pg_class"], texts
