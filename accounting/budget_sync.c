@@ -511,7 +511,42 @@ typedef struct poll_state {
     bool active;        /* a budget exists: other processes' spend is followed */
     bool open_failing;  /* opening the ledger failed last time (logged once) */
     bool poll_failing;  /* reading spend failed last time (logged once) */
+    bool listening;     /* PostgreSQL: LISTEN pgtally_settings is on for db */
+    int64_t next_check; /* PostgreSQL: when settings_version is read anyway */
 } poll_state_t;
+
+#define SETTINGS_CHECK_US 5000000 /* with LISTEN, settings_version is read this often anyway */
+
+/* Whether settings may have changed since the last look. On PostgreSQL the
+ * triggers of the settings tables send NOTIFY pgtally_settings, so the
+ * version is read only when one arrived (or every SETTINGS_CHECK_US, in
+ * case one was lost with a connection); SQLite has no such thing, and the
+ * version is read at every poll. */
+static bool settings_may_have_changed(poll_state_t *ps, int64_t now)
+{
+    if (pgt_db_backend(ps->db) != PGT_DB_POSTGRESQL)
+        return true;
+    PGconn *conn = pgt_db_handle(ps->db);
+    if (!ps->listening) {
+        char err[128];
+        ps->listening =
+            pgt_db_exec(ps->db, "listening", "LISTEN pgtally_settings", err, sizeof(err)) == 0;
+        ps->next_check = 0;
+    }
+    bool notified = false;
+    if (ps->listening && PQconsumeInput(conn) == 1) {
+        PGnotify *n;
+        while ((n = PQnotifies(conn)) != NULL) {
+            notified = true;
+            PQfreemem(n);
+        }
+    }
+    if (notified || !ps->listening || now >= ps->next_check) {
+        ps->next_check = now + SETTINGS_CHECK_US;
+        return true;
+    }
+    return false;
+}
 
 /* Opens the ledger when not open yet. Returns whether it is open. */
 static bool open_ledger(pgt_budget_sync_t *s, poll_state_t *ps)
@@ -540,6 +575,7 @@ static void drop_if_broken(poll_state_t *ps)
         PQstatus((PGconn *)pgt_db_handle(ps->db)) == CONNECTION_BAD) {
         pgt_budget_store_close(ps->db);
         ps->db = NULL;
+        ps->listening = false;
     }
 }
 
@@ -571,7 +607,8 @@ static void poll_once(pgt_budget_sync_t *s, poll_state_t *ps)
         if (refresh_roles(s, ps->db) == 0)
             ps->version = -1; /* memberships changed: reload */
     }
-    int64_t v = pgt_budget_settings_version(ps->db);
+    bool check = settings_may_have_changed(ps, now) || ps->version < 0;
+    int64_t v = check ? pgt_budget_settings_version(ps->db) : -1;
     long n;
     if (v >= 0 && v != ps->version && (n = post_config(s, ps->db)) >= 0) {
         /* Spend of other processes is followed from the first budget on;

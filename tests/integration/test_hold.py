@@ -178,8 +178,12 @@ def test_a_client_that_pipelines_without_reading_is_slowed_not_remembered(pgtall
     w.start()
     time.sleep(3)
     # 11 MB measured (the ring of owed messages and the meter's queue, both
-    # capped); 108 MB before the cap
+    # capped); 108 MB before the cap. Since executions carry their ledger
+    # ids (instance, seq, journal position), 32 bytes more per owed message:
+    # 13.5-14.2 MB measured, 21 MB once, 29.5 MB on a machine busy building
+    # pgtally at the same time; 53 MB under ASan.
     grown = rss_kb(p.proc.pid) - before
+    print("anonymous memory grew by %d KB" % grown)
     got = 0
     deadline = time.monotonic() + 120
     while got < n and time.monotonic() < deadline:
@@ -191,5 +195,5 @@ def test_a_client_that_pipelines_without_reading_is_slowed_not_remembered(pgtall
     assert conn.query("SELECT 'alive'") == [("alive",)]
     conn.close()
     assert p.alive()
-    limit_kb = (48 if "san" in BUILD.name else 24) * 1024
+    limit_kb = (72 if "san" in BUILD.name else 36) * 1024
     assert grown < limit_kb, "RSS grew by %d KB" % grown
