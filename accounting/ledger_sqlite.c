@@ -18,13 +18,13 @@ static const char insert_sql[] = "INSERT INTO queries (" LEDGER_WRITE_COLUMNS ")
 /* The upserts that add a transaction's sums to the rollups, spend and
  * shapes, one row of sums at a time. */
 static const char *const fold_sql[3] = {
-    "INSERT INTO rollups VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-    " ON CONFLICT DO UPDATE SET statements = statements + excluded.statements,"
-    " compute_s = compute_s + excluded.compute_s, rows = rows + excluded.rows,"
-    " bytes_out = bytes_out + excluded.bytes_out, cost_micro = cost_micro + excluded.cost_micro,"
-    " max_cost_micro = max(max_cost_micro, excluded.max_cost_micro), rev = excluded.rev",
-    "INSERT INTO spend VALUES (?2, ?1, ?3, ?4, ?5, ?12, ?14) ON CONFLICT DO UPDATE SET"
-    " cost_micro = cost_micro + excluded.cost_micro, rev = excluded.rev",
+    ("INSERT INTO rollups VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+     " ON CONFLICT DO UPDATE SET statements = statements + excluded.statements,"
+     " compute_s = compute_s + excluded.compute_s, rows = rows + excluded.rows,"
+     " bytes_out = bytes_out + excluded.bytes_out, cost_micro = cost_micro + excluded.cost_micro,"
+     " max_cost_micro = max(max_cost_micro, excluded.max_cost_micro), rev = excluded.rev"),
+    ("INSERT INTO spend VALUES (?2, ?1, ?3, ?4, ?5, ?12, ?14) ON CONFLICT DO UPDATE SET"
+     " cost_micro = cost_micro + excluded.cost_micro, rev = excluded.rev"),
     "INSERT INTO shapes VALUES (?6, ?15, ?16, ?1) ON CONFLICT DO NOTHING",
 };
 
