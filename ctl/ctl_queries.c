@@ -28,7 +28,7 @@ static const char help[] =
     "      --order ORDER    time (most recent first, default) or cost (most expensive first)\n"
     "  -f, --format FORMAT  table (default), json or csv; json and csv hold the full text\n"
     "  -c, --config FILE    pgtally.ini to read the ledger path and currency from\n"
-    "      --ledger PATH    the ledger file (overrides the config)\n"
+    "      --ledger PATH    the ledger: a file, or a postgresql:// URI (overrides the config)\n"
     "\n"
     "TIME is YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]' (local time unless followed by Z or\n"
     "+HH:MM), ISO 8601 such as 2024-05-01T09:30:00Z, or relative to now: -30m, -1h, -2d.\n";

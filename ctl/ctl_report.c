@@ -41,7 +41,7 @@ static const char help[] =
     "                       the config's [report] section, and record it in the ledger\n"
     "      --force          with --send: send again a report that was sent already\n"
     "  -c, --config FILE    pgtally.ini: ledger, currency, timezone, [report] settings\n"
-    "      --ledger PATH    the ledger file (overrides the config)\n"
+    "      --ledger PATH    the ledger: a file, or a postgresql:// URI (overrides the config)\n"
     "\n"
     "Exit codes: 0 done, 1 the ledger or a delivery failed, 2 bad usage.\n";
 

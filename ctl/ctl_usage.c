@@ -32,7 +32,7 @@ static const char help[] =
     "  -f, --format FORMAT  table (default, with a total line and a budgets section),\n"
     "                       json (with a total and \"budgets\") or csv (one row per group)\n"
     "  -c, --config FILE    pgtally.ini to read the ledger path and currency from\n"
-    "      --ledger PATH    the ledger file (overrides the config)\n";
+    "      --ledger PATH    the ledger: a file, or a postgresql:// URI (overrides the config)\n";
 
 enum { OPT_BY = 1, OPT_PERIOD, OPT_DATE, OPT_FORMAT };
 

@@ -23,7 +23,8 @@ static const char help[] =
     "Options:\n"
     "  -c, --config FILE  pgtally.ini to read the ledger path, currency and timezone from\n"
     "                     (default ./pgtally.ini when it exists)\n"
-    "      --ledger PATH  the ledger file (default: the config's, or ./pgtally.db)\n"
+    "      --ledger PATH  the ledger: a file or a postgresql:// URI (default: the config's,\n"
+    "                     or ./pgtally.db)\n"
     "  -h, --help         this help; 'pgtallyctl COMMAND --help' for a command's\n"
     "      --version      print the version\n";
 
