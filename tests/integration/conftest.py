@@ -43,15 +43,21 @@ def pytest_runtest_call(item):
         signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.fixture(scope="session")
-def pg():
+def _started_server(what):
+    """A started PgServer; on failure, an error with the server's log."""
     server = PgServer()
     try:
         server.start()
     except Exception:
         log = server.log_tail(80)
         server.stop()
-        raise RuntimeError("could not start PostgreSQL; server log:\n" + log)
+        raise RuntimeError("could not start %s; server log:\n%s" % (what, log))
+    return server
+
+
+@pytest.fixture(scope="session")
+def pg():
+    server = _started_server("PostgreSQL")
     yield server
     server.stop()
 
@@ -78,13 +84,7 @@ class LedgerServer:
 
 @pytest.fixture(scope="session")
 def ledger_pg():
-    server = PgServer()
-    try:
-        server.start()
-    except Exception:
-        log = server.log_tail(80)
-        server.stop()
-        raise RuntimeError("could not start the ledger PostgreSQL; server log:\n" + log)
+    server = _started_server("the ledger PostgreSQL")
     yield LedgerServer(server)
     server.stop()
 

@@ -529,16 +529,15 @@ def test_catch_up_after_an_outage(pgtally, hook, tmp_path):
     assert all(r["sent_at"] and r["attempts"] == 1 for r in rows), rows
 
 
-def test_two_processes_sharing_the_ledger_send_once(pgtally, hook, tmp_path):
-    """Two pgtally processes, one ledger, the same report time: one sends,
-    the other finds the claim (the webhook answers slowly) and then the
-    record, and sends nothing."""
+def _two_senders_send_once(pgtally, hook, ledger):
+    """Two pgtally processes on one ledger, both due to send the same report
+    to a slow webhook: one sends, the other sees the claim. Returns the
+    report's date."""
     hook.delay = 1.0
     d = day_d()
-    ledger = tmp_path / "ledger.db"
     start = at(d + datetime.timedelta(days=1), 9, 0) - datetime.timedelta(seconds=2)
     keys = {"report.slack_webhook_url": hook.url, "report.catch_up_days": "0",
-            "report.retry_interval": "300ms", "ledger": str(ledger)}
+            "report.retry_interval": "300ms", "ledger": ledger}
     a = pgtally(env=clock_env(start), **keys)
     b = pgtally(env=clock_env(start), **keys)
     hook.wait(1, timeout=6)
@@ -549,6 +548,15 @@ def test_two_processes_sharing_the_ledger_send_once(pgtally, hook, tmp_path):
     assert "event=report_claimed_elsewhere date=%s channel=slack" % d in logs, logs
     stop(a)
     stop(b)
+    return d
+
+
+def test_two_processes_sharing_the_ledger_send_once(pgtally, hook, tmp_path):
+    """Two pgtally processes, one ledger, the same report time: one sends,
+    the other finds the claim (the webhook answers slowly) and then the
+    record, and sends nothing."""
+    ledger = tmp_path / "ledger.db"
+    _two_senders_send_once(pgtally, hook, str(ledger))
     row, = reports_sent(ledger)
     assert row["attempts"] == 1 and row["sent_at"] is not None
 
@@ -556,22 +564,8 @@ def test_two_processes_sharing_the_ledger_send_once(pgtally, hook, tmp_path):
 def test_two_processes_sharing_a_postgresql_ledger_send_once(pgtally, hook, ledger_pg):
     """The same with a PostgreSQL ledger, where the claim is an UPDATE whose
     WHERE the second sender's rechecks once the first one commits."""
-    hook.delay = 1.0
-    d = day_d()
     uri = ledger_pg.new_ledger()
-    start = at(d + datetime.timedelta(days=1), 9, 0) - datetime.timedelta(seconds=2)
-    keys = {"report.slack_webhook_url": hook.url, "report.catch_up_days": "0",
-            "report.retry_interval": "300ms", "ledger": uri}
-    a = pgtally(env=clock_env(start), **keys)
-    b = pgtally(env=clock_env(start), **keys)
-    hook.wait(1, timeout=6)
-    settle(3)
-    assert len(hook.requests) == 1, "sent by both processes"
-    logs = a.log() + b.log()
-    assert logs.count("event=report_sent ") == 1, logs
-    assert "event=report_claimed_elsewhere date=%s channel=slack" % d in logs, logs
-    stop(a)
-    stop(b)
+    d = _two_senders_send_once(pgtally, hook, uri)
     with ledger_pg.connect(uri) as c:
         rows = c.execute("SELECT report_date, attempts, sent_at IS NOT NULL, claimed_until "
                          "FROM pgtally.reports_sent").fetchall()
