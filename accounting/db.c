@@ -25,7 +25,6 @@ struct pgt_db {
     sqlite3 *lite;            /* SQLite connection */
     PGconn *pg;               /* PostgreSQL connection */
     int64_t changes;          /* rows changed by the last statement */
-    char sqlstate[6];         /* SQLSTATE of the last PostgreSQL error */
     char error[512];          /* the last error */
 };
 
@@ -79,11 +78,6 @@ void *pgt_db_handle(pgt_db_t *db)
 const char *pgt_db_errmsg(pgt_db_t *db)
 {
     return db->error;
-}
-
-const char *pgt_db_sqlstate(pgt_db_t *db)
-{
-    return db->sqlstate;
 }
 
 /* Copies a libpq message without its trailing newline. */
@@ -219,11 +213,6 @@ void pgt_db_close(pgt_db_t *db)
 
 /* ---- Rows --------------------------------------------------------------- */
 
-int pgt_db_ncols(const pgt_db_row_t *r)
-{
-    return r->st ? sqlite3_column_count(r->st) : PQnfields(r->res);
-}
-
 bool pgt_db_isnull(const pgt_db_row_t *r, int col)
 {
     if (r->st)
@@ -357,8 +346,6 @@ static int run_sqlite(pgt_db_t *db, pgt_db_row_cb cb, void *arg, const char *sql
 
 static void note_pg_result(pgt_db_t *db, PGresult *res)
 {
-    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    snprintf(db->sqlstate, sizeof(db->sqlstate), "%s", state ? state : "");
     set_pg_error(db, res ? PQresultErrorMessage(res) : PQerrorMessage(db->pg));
 }
 
@@ -385,7 +372,6 @@ static int run_pg(pgt_db_t *db, pgt_db_row_cb cb, void *arg, const char *sql, pa
         PQclear(res);
         return DB_FAILED;
     }
-    db->sqlstate[0] = '\0';
     db->changes = strtoll(PQcmdTuples(res), NULL, 10);
     pgt_db_row_t row = {.res = res};
     int stop = 0;

@@ -23,7 +23,6 @@
 #define RETENTION_INTERVAL_US 3600000000LL /* retention runs hourly */
 #define RETENTION_RETRY_US 60000000LL      /* after a failed retention step */
 #define RETENTION_CHUNK 5000               /* rows deleted per transaction */
-#define DAY_US 86400000000LL
 
 /* ---- Names ------------------------------------------------------------ */
 

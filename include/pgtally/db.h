@@ -62,13 +62,9 @@ void *pgt_db_handle(pgt_db_t *db);
 /* The last error message of the connection. */
 const char *pgt_db_errmsg(pgt_db_t *db);
 
-/* The SQLSTATE of the last PostgreSQL error ("" for none or for SQLite). */
-const char *pgt_db_sqlstate(pgt_db_t *db);
-
 /* One row of a result, valid while the row callback runs. */
 typedef struct pgt_db_row pgt_db_row_t;
 
-int pgt_db_ncols(const pgt_db_row_t *r);
 bool pgt_db_isnull(const pgt_db_row_t *r, int col);
 /* A column as an integer (0 when NULL; a PostgreSQL boolean is 0 or 1). */
 int64_t pgt_db_int(const pgt_db_row_t *r, int col);
