@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "pgtally/buf.h"
+#include "pgtally/text.h"
 
 #define COPY_CHUNK 65536 /* bytes handed to libpq at a time */
 
@@ -101,24 +102,6 @@ static int ensure_partition(pgt_ledger_t *l, int32_t day)
 
 /* ---- COPY ----------------------------------------------------------------- */
 
-/* Returns the length of the valid UTF-8 sequence at p (1 to 4), or 0. */
-static int utf8_len(const unsigned char *p)
-{
-    if (p[0] < 0x80)
-        return 1;
-    int n = p[0] >= 0xF0 && p[0] <= 0xF4 ? 4 : p[0] >= 0xE0 ? 3 : p[0] >= 0xC2 ? 2 : 0;
-    if (n == 0 || p[0] > 0xF4)
-        return 0;
-    for (int i = 1; i < n; i++)
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-    /* Overlong, surrogate and beyond-U+10FFFF forms. */
-    if ((n == 3 && p[0] == 0xE0 && p[1] < 0xA0) || (n == 3 && p[0] == 0xED && p[1] >= 0xA0) ||
-        (n == 4 && p[0] == 0xF0 && p[1] < 0x90) || (n == 4 && p[0] == 0xF4 && p[1] >= 0x90))
-        return 0;
-    return n;
-}
-
 /* Appends s as a field of COPY's text format: NULL as \N, and backslash,
  * tab, newline and carriage return escaped. A byte that is not UTF-8 (a
  * client in LATIN1, say) becomes U+FFFD: the ledger database would refuse
@@ -130,13 +113,13 @@ static void copy_text(pgt_buf_t *b, const char *s)
         return;
     }
     for (const char *p = s; *p; p++) {
-        int n = utf8_len((const unsigned char *)p);
+        size_t n = pgt_utf8_len((const unsigned char *)p);
         if (n == 0) {
             pgt_buf_add(b, "\xEF\xBF\xBD", 3);
             continue;
         }
         if (n > 1) {
-            pgt_buf_add(b, p, (size_t)n);
+            pgt_buf_add(b, p, n);
             p += n - 1;
             continue;
         }
