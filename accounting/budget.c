@@ -16,6 +16,7 @@
 #include "pgtally/log.h"
 #include "pgtally/period.h"
 #include "pgtally/pricing.h"
+#include "pgtally/text.h"
 
 /* Day, week and month. */
 #define NPERIODS (PGT_PERIOD_MONTH + 1)
@@ -71,9 +72,7 @@ struct pgt_budgets {
 
 static uint64_t hash_str(uint64_t h, const char *s)
 {
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 1099511628211ull;
-    return h;
+    return pgt_fnv1a(h, s, strlen(s));
 }
 
 static char *dup_or_empty(const char *s)

@@ -16,6 +16,7 @@
 #include "pgtally/db.h"
 #include "pgtally/log.h"
 #include "pgtally/period.h"
+#include "pgtally/text.h"
 
 #define SEEN_BUCKETS 256 /* buckets of the snapshot at first; it grows */
 
@@ -138,11 +139,9 @@ static size_t seen_key(char *buf, size_t len, const char *user, const char *db, 
 /* Returns the hash (FNV-1a) of a key of the snapshot. */
 static uint64_t seen_hash(int64_t instance, int32_t day, const char *key, size_t keylen)
 {
-    uint64_t h = 1469598103934665603ull ^ (uint64_t)instance;
+    uint64_t h = PGT_FNV_BASIS ^ (uint64_t)instance;
     h = (h ^ (uint32_t)day) * 1099511628211ull;
-    for (size_t i = 0; i < keylen; i++)
-        h = (h ^ (uint8_t)key[i]) * 1099511628211ull;
-    return h;
+    return pgt_fnv1a(h, key, keylen);
 }
 
 /* Doubles the buckets of the snapshot (or makes the first ones). Returns

@@ -12,6 +12,7 @@
 
 #include "pgtally/fingerprint.h"
 #include "pgtally/pricing.h"
+#include "pgtally/text.h"
 
 /* Shapes remembered; a colliding shape replaces the older one. */
 #define SLOTS 16384
@@ -86,9 +87,7 @@ void pgt_estimator_free(pgt_estimator_t *e)
 
 uint64_t pgt_estimator_shape_key(const char *database, uint64_t fingerprint)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a of the database name */
-    for (const char *c = database; *c; c++)
-        h = (h ^ (uint8_t)*c) * 1099511628211ull;
+    uint64_t h = pgt_fnv1a(PGT_FNV_BASIS, database, strlen(database));
     uint64_t k = (h ^ fingerprint) * 0x9E3779B97F4A7C15ull;
     return k ? k : 1;
 }

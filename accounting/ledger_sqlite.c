@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgtally/text.h"
+
 static const char insert_sql[] = "INSERT INTO queries (" LEDGER_WRITE_COLUMNS ")"
                                  " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                                  " ON CONFLICT DO NOTHING";
@@ -58,17 +60,11 @@ struct lite_sums {
     bool failed;   /* out of memory: the transaction must not commit */
 };
 
-static uint64_t mix(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ c[i]) * 0x100000001b3ull;
-    return h;
-}
-
+/* Adds a string and its NUL to the hash, so that keys of several strings
+ * cannot run into each other. */
 static uint64_t mix_str(uint64_t h, const char *s)
 {
-    return mix(h, s ? s : "", s ? strlen(s) + 1 : 1);
+    return pgt_fnv1a(h, s ? s : "", s ? strlen(s) + 1 : 1);
 }
 
 static const char *or_empty(const char *s)
@@ -78,11 +74,11 @@ static const char *or_empty(const char *s)
 
 static uint64_t key_hash(const pgt_record_t *r)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    h = mix(h, &r->day, sizeof(r->day));
-    h = mix(h, &r->instance, sizeof(r->instance));
-    h = mix(h, &r->fingerprint, sizeof(r->fingerprint));
-    h = mix(h, &r->status, sizeof(r->status));
+    uint64_t h = PGT_FNV_BASIS;
+    h = pgt_fnv1a(h, &r->day, sizeof(r->day));
+    h = pgt_fnv1a(h, &r->instance, sizeof(r->instance));
+    h = pgt_fnv1a(h, &r->fingerprint, sizeof(r->fingerprint));
+    h = pgt_fnv1a(h, &r->status, sizeof(r->status));
     h = mix_str(mix_str(mix_str(h, r->user), r->database), r->application);
     return h ? h : 1;
 }

@@ -33,6 +33,14 @@ size_t pgt_utf8_len(const unsigned char *p)
     return n;
 }
 
+uint64_t pgt_fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ c[i]) * 1099511628211ull;
+    return h;
+}
+
 char *pgt_fmt_seconds(double s, char *buf, size_t len)
 {
     if (s < 0.001)

@@ -7,12 +7,19 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "pgtally/buf.h"
 
 /* Returns the length of the valid UTF-8 sequence at p (1 to 4), or 0.
  * p must have 4 readable bytes or a NUL before the sequence ends. */
 size_t pgt_utf8_len(const unsigned char *p);
+
+/* The FNV-1a hash: start from PGT_FNV_BASIS and add bytes with
+ * pgt_fnv1a(h, p, n), which returns the new hash. For the in-memory tables
+ * of a few modules; not for anything kept. */
+#define PGT_FNV_BASIS 1469598103934665603ull
+uint64_t pgt_fnv1a(uint64_t h, const void *p, size_t n);
 
 /* A duration for people: "0.250 ms", "12.3 ms", "1.52 s", "3m05s",
  * "2h10m". Returns buf. */
