@@ -630,6 +630,7 @@ static void poll_once(pgt_budget_sync_t *s, poll_state_t *ps)
 static void *thread_main(void *arg)
 {
     pgt_budget_sync_t *s = arg;
+    pthread_setname_np(pthread_self(), "pgt-sync");
     poll_state_t ps = {.version = -1};
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {

@@ -4,6 +4,7 @@
  * no lock. */
 #include "pgtally/meter.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,8 @@
 #define BATCH_MAX 2048
 #define FLUSH_MS 100
 #define SPLIT_STACK 64
+/* Records handed to the ledger together (one lock and one wake-up). */
+#define OUT_MAX 512
 
 /* Prices are copied into each job so reloads never race. */
 typedef struct prices {
@@ -60,6 +63,8 @@ struct pgt_meter {
     uv_timer_t timer;            /* bounds how long a batch waits */
     pgt_meter_stats_t stats;     /* counters */
     struct pgt_journal *journal; /* where executions are journaled, or NULL (not owned) */
+    pgt_record_t *out[OUT_MAX];  /* records made, not yet handed to the ledger */
+    size_t out_n;                /* how many; used by one worker job at a time */
 };
 
 /* ---- shared texts and attribution ---------------------------------------- */
@@ -131,6 +136,20 @@ void pgt_exec_free(pgt_exec_t *e)
 }
 
 /* ---- the worker side ------------------------------------------------------- */
+
+/* Hands the records made so far to the ledger. */
+static void flush_out(pgt_meter_t *m)
+{
+    pgt_ledger_submit_many(m->ledger, m->out, m->out_n);
+    m->out_n = 0;
+}
+
+static void emit(pgt_meter_t *m, pgt_record_t *r)
+{
+    m->out[m->out_n++] = r;
+    if (m->out_n == OUT_MAX)
+        flush_out(m);
+}
 
 static int64_t price(const prices_t *p, const pgt_done_t *d)
 {
@@ -215,7 +234,7 @@ static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t
     if (d->status == PGT_QUERY_REFUSED)
         r->cost_micro = 0; /* never ran */
     memcpy(r->sqlstate, d->sqlstate, sizeof(r->sqlstate));
-    pgt_ledger_submit(m->ledger, r);
+    emit(m, r);
 }
 
 /* A Query holds one or more statements; the server answered them in order,
@@ -256,11 +275,23 @@ static uint64_t meter_exec(pgt_meter_t *m, const prices_t *p, const pgt_exec_t *
     return (uint64_t)e->ndone;
 }
 
-static void work_cb(uv_work_t *req)
+static void run_job(job_t *job)
 {
-    job_t *job = req->data;
     for (pgt_exec_t *e = job->execs; e; e = e->next)
         job->statements += meter_exec(job->meter, &job->prices, e);
+    flush_out(job->meter);
+}
+
+static void work_cb(uv_work_t *req)
+{
+    /* libuv's pool threads are unnamed; one that runs a meter job says so,
+     * once (top -H, perf, bench/compare's CPU account). */
+    static __thread bool named;
+    if (!named) {
+        pthread_setname_np(pthread_self(), "pgt-meter");
+        named = true;
+    }
+    run_job(req->data);
 }
 
 static void free_execs(pgt_exec_t *e)
@@ -319,7 +350,7 @@ static void start_job(pgt_meter_t *m)
     m->job_running = true;
     if (uv_queue_work(m->loop, &job->req, work_cb, after_work_cb) != 0) {
         /* Meter on the loop rather than lose the records. */
-        work_cb(&job->req);
+        run_job(job);
         after_work_cb(&job->req, 0);
     }
 }
@@ -338,6 +369,7 @@ void pgt_meter_replay(pgt_meter_t *m, pgt_exec_t *e)
 {
     m->stats.execs++;
     m->stats.statements += meter_exec(m, &m->prices, e);
+    flush_out(m);
     pgt_exec_free(e);
 }
 
@@ -399,8 +431,7 @@ void pgt_meter_free(pgt_meter_t *m)
     if (!m)
         return;
     job_t job = {.meter = m, .prices = m->prices, .execs = take_batch(m)};
-    job.req.data = &job;
-    work_cb(&job.req);
+    run_job(&job);
     m->stats.statements += job.statements;
     free_execs(job.execs);
     PGT_INFO("meter_stopped", "executions=%llu statements=%llu batches=%llu",

@@ -357,6 +357,7 @@ static void sleep_until(pgt_scheduler_t *s, int64_t wake_us)
 static void *thread_main(void *arg)
 {
     pgt_scheduler_t *s = arg;
+    pthread_setname_np(pthread_self(), "pgt-report");
     log_schedule(s);
     pthread_mutex_lock(&s->mu);
     while (!atomic_load(&s->stop)) {

@@ -108,6 +108,10 @@ pgt_ledger_t *pgt_ledger_open(const pgt_ledger_opts_t *opts, char *err, size_t e
  * record without a seq gets the next one of this instance. */
 void pgt_ledger_submit(pgt_ledger_t *l, pgt_record_t *r);
 
+/* Hands n records to the writer at once (one lock, one wake-up), in order;
+ * NULL entries are skipped. Takes ownership of each. */
+void pgt_ledger_submit_many(pgt_ledger_t *l, pgt_record_t **rs, size_t n);
+
 /* The instance id records of this process carry. */
 int64_t pgt_ledger_instance(const pgt_ledger_t *l);
 
