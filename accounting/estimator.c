@@ -24,6 +24,9 @@
 /* A shape varies with its constants when its runs stray this far from
  * their mean on average. */
 #define VARIABLE_DEVIATION 0.5
+/* A slow or variable shape is explained again only when its runs take at
+ * least this many times as long as its EXPLAIN (the EXPLAIN adds <= 5%). */
+#define EXPLAIN_SHARE 20.0
 
 /* What is known about one shape. */
 typedef struct shape {
@@ -36,6 +39,7 @@ typedef struct shape {
     double log_k;          /* log of seconds per planner unit for this shape */
     double planner_cost;   /* planner cost from the last EXPLAIN */
     uint64_t explained_ns; /* uv_hrtime() of the last EXPLAIN */
+    double explain_s;      /* moving average of the EXPLAIN's own time, or 0 */
 } shape_t;
 
 struct pgt_estimator {
@@ -107,6 +111,13 @@ static bool worth_explaining(const pgt_estimator_t *e, const shape_t *s, uint64_
         return true;
     if (uv_hrtime() - s->explained_ns > e->ttl_ns)
         return true;
+    /* Explaining a shape again pays only when its EXPLAIN is a small part
+     * of its run. Under load both queue for the CPU: a 100 µs lookup that
+     * waits 40 ms looks slow, and explaining it on every run would double
+     * its round trips and deepen the queue. explain_above = 0 explains
+     * always. */
+    if (e->explain_above_s > 0 && s->explain_s > 0 && s->mean_s < EXPLAIN_SHARE * s->explain_s)
+        return false;
     if (s->mean_s >= e->explain_above_s)
         return true;
     /* Variation only matters where it can add up to money: a 100 µs
@@ -200,12 +211,16 @@ double pgt_estimator_parse(const char *output, size_t len)
     return dots ? strtod(dots + 2, NULL) : -1;
 }
 
-void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, double planner_cost)
+void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, double planner_cost,
+                             double explain_s)
 {
     shape_t *s = slot(e, out->key);
     if (s->key != out->key)
         *s = (shape_t){.key = out->key};
     s->explained_ns = uv_hrtime();
+    if (explain_s > 0)
+        s->explain_s =
+            s->explain_s > 0 ? s->explain_s + ALPHA * (explain_s - s->explain_s) : explain_s;
     if (planner_cost < 0) {
         from_history(e, s, out);
         return;

@@ -306,6 +306,7 @@ static void free_execs(pgt_exec_t *e)
 /* ---- the loop side --------------------------------------------------------- */
 
 static void start_job(pgt_meter_t *m);
+static void timer_cb(uv_timer_t *t);
 
 static void after_work_cb(uv_work_t *req, int status)
 {
@@ -317,8 +318,13 @@ static void after_work_cb(uv_work_t *req, int status)
     free_execs(job->execs);
     free(job);
     m->job_running = false;
-    if (m->batch_n > 0)
+    /* What came in meanwhile waits for its own batch (a full one, or the
+     * timer), rather than following at once as a small one: each batch is
+     * a ledger transaction. */
+    if (m->batch_n >= BATCH_MAX)
         start_job(m);
+    else if (m->batch_n > 0 && !m->stopped && !uv_is_active((uv_handle_t *)&m->timer))
+        uv_timer_start(&m->timer, timer_cb, FLUSH_MS, 0);
 }
 
 /* Takes the batch, oldest first. */

@@ -212,6 +212,7 @@ void pgt__release_held(pgt_session_t *s, size_t qlen)
 void pgt__start_explain(pgt_session_t *s)
 {
     s->explaining = true;
+    s->explain_sent_ns = uv_hrtime();
     uint8_t *msg = s->explain_msg;
     s->explain_msg = NULL;
     pgt__send_ours(s, msg, s->explain_msg_len);
@@ -246,7 +247,8 @@ static void take_explain(pgt_session_t *s, bool failed)
     s->explain_out = NULL;
     s->explain_out_len = 0;
     s->explaining = false;
-    pgt_estimator_explained(s->proxy->estimator, &s->est, cost);
+    double took_s = (double)(uv_hrtime() - s->explain_sent_ns) / 1e9;
+    pgt_estimator_explained(s->proxy->estimator, &s->est, cost, took_s);
     PGT_DEBUG("explained", "session=C-%llu planner_cost=%.2f estimate_micro=%lld",
               (unsigned long long)s->id, cost, (long long)s->est.cost_micro);
 }

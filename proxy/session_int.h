@@ -71,6 +71,7 @@ struct pgt_session {
     pgt_intercept_t *ic;          /* metering of this session, or NULL */
     uint8_t txn_status;           /* status of the last ReadyForQuery: 'I', 'T' or 'E' */
     bool explaining;              /* pgtally's EXPLAIN is upstream; client bytes wait in pend */
+    uint64_t explain_sent_ns;     /* uv_hrtime() when it was sent */
     bool ext_explain;             /* ... and it is the extended-protocol one, held at a Bind */
     pgt_conv_t conv;              /* what the server owes, and to whom (conv.h) */
     uint8_t *early;               /* replies to the client held until its next Sync, Flush,

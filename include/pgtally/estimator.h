@@ -55,8 +55,10 @@ char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *s
  * -1 when there is none. */
 double pgt_estimator_parse(const char *output, size_t len);
 
-/* Completes out after an EXPLAIN answered planner_cost (-1 if it failed). */
-void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, double planner_cost);
+/* Completes out after an EXPLAIN answered planner_cost (-1 if it failed);
+ * explain_s is how long the EXPLAIN took, sent to answered. */
+void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, double planner_cost,
+                             double explain_s);
 
 /* Learns from a finished statement: its compute seconds and bytes, and
  * seconds per planner unit when it was explained. */

@@ -1,0 +1,90 @@
+/* Unit tests of the estimator's choice to explain: a new shape is
+ * explained, a cheap stable one is not, a slow one is explained again on
+ * every run only while its EXPLAIN is a small part of its run (under load
+ * a cheap lookup looks slow, and so does its EXPLAIN), and explain_above =
+ * 0 explains always. */
+#include <stdlib.h>
+
+#include "pgtally/estimator.h"
+#include "task.h"
+
+static const char SQL[] = "SELECT abalance FROM pgbench_accounts WHERE aid = 42";
+
+/* Plans SQL; returns whether an EXPLAIN was asked for. When it was, it
+ * answers it (planner cost 8.3, taking explain_s) and the statement runs
+ * for compute_s. */
+static bool run_once(pgt_estimator_t *e, double explain_s, double compute_s)
+{
+    pgt_estimate_t est;
+    char *explain = pgt_estimator_plan(e, "bench", SQL, sizeof(SQL) - 1, true, &est);
+    CHECK(est.key != 0);
+    if (explain)
+        pgt_estimator_explained(e, &est, 8.3, explain_s);
+    pgt_estimator_learn(e, &est, compute_s, 80);
+    free(explain);
+    return explain != NULL;
+}
+
+static pgt_estimator_t *estimator(int explain_above_ms)
+{
+    pgt_config_t *cfg = pgt_config_new();
+    cfg->estimate_mode = PGT_ESTIMATE_EXPLAIN;
+    cfg->estimate_explain_above_ms = explain_above_ms;
+    pgt_estimator_t *e = pgt_estimator_new(cfg);
+    pgt_config_free(cfg);
+    return e;
+}
+
+static void test_cheap_stable_shape(void)
+{
+    pgt_estimator_t *e = estimator(10);
+    CHECK(run_once(e, 0.0001, 0.0002)); /* new */
+    for (int i = 0; i < 50; i++)
+        CHECK(!run_once(e, 0.0001, 0.0002));
+    pgt_estimator_free(e);
+}
+
+static void test_slow_shape(void)
+{
+    /* 2 s runs, 1 ms EXPLAINs: explained every time. */
+    pgt_estimator_t *e = estimator(10);
+    for (int i = 0; i < 10; i++)
+        CHECK(run_once(e, 0.001, 2.0));
+    pgt_estimator_free(e);
+}
+
+static void test_slow_because_queued(void)
+{
+    /* A lookup that waits 40 ms for the CPU, and whose EXPLAIN waits as
+     * long: explained once, then estimated from history. */
+    pgt_estimator_t *e = estimator(10);
+    CHECK(run_once(e, 0.040, 0.045));
+    int explained = 0;
+    for (int i = 0; i < 50; i++)
+        explained += run_once(e, 0.040, 0.045);
+    CHECK_INT(explained, 0);
+    /* Once its runs are long next to its EXPLAIN (the moving average gets
+     * there in a few runs), it is explained again. */
+    explained = 0;
+    for (int i = 0; i < 5; i++)
+        explained += run_once(e, 0.001, 2.0);
+    CHECK(explained > 0);
+    pgt_estimator_free(e);
+}
+
+static void test_explain_above_zero(void)
+{
+    pgt_estimator_t *e = estimator(0);
+    for (int i = 0; i < 10; i++)
+        CHECK(run_once(e, 0.040, 0.045));
+    pgt_estimator_free(e);
+}
+
+int main(void)
+{
+    test_cheap_stable_shape();
+    test_slow_shape();
+    test_slow_because_queued();
+    test_explain_above_zero();
+    TASK_DONE();
+}
