@@ -625,8 +625,12 @@ static void bind_answered(pgt_intercept_t *ic, bool ok)
     for (named_t *n = ic->portals; n; n = n->next)
         if (n->bind_seq == seq) {
             n->bind_seq = ok ? 0 : UINT64_MAX;
-            return;
+            break;
         }
+    /* An Execute sent in a later batch than the Bind runs no portal. */
+    for (pgt_exec_t *e = ok ? NULL : ic->head; e; e = e->next)
+        if (e->bind_seq == seq)
+            e->bind_seq = UINT64_MAX;
 }
 
 /* A Bind the server answers or (failed_text) skips after an error, when
@@ -718,6 +722,10 @@ static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
         if (e) {
             e->est = known->est;
             e->portal_batch = known->hold ? -1 : (int64_t)known->batch;
+            /* Bound in an earlier batch, and not answered yet (or failed):
+             * whether the portal exists, that Bind tells. */
+            if (known->batch < ic->sent_batches)
+                e->bind_seq = known->bind_seq;
         }
         return;
     }
@@ -947,7 +955,7 @@ static void skipped_execute(pgt_intercept_t *ic)
         return;
     /* Its portal must still exist: the transaction that made it may have
      * ended since the Execute was sent. */
-    bool exists = !e->unknown_portal &&
+    bool exists = !e->unknown_portal && e->bind_seq != UINT64_MAX &&
                   (e->portal_batch < 0 || (uint64_t)e->portal_batch >= ic->dropped_before);
     if (ic->batch_error[0] && e->ndone == 0 && exists) {
         bool cancelled = strcmp(ic->batch_error, "57014") == 0;

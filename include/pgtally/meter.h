@@ -68,6 +68,9 @@ typedef struct pgt_exec {
     bool unknown_portal;   /* an Execute of a portal pgtally knows no Bind or DECLARE of */
     int64_t portal_batch;  /* an Execute's: the batch that made its portal, -1 for a cursor
                               WITH HOLD (which no transaction's end drops) */
+    uint64_t bind_seq;     /* an Execute's: the Bind of an earlier batch that its portal waits
+                              on (0: none); UINT64_MAX once that Bind failed or was skipped,
+                              and the portal does not exist */
     pgt_estimate_t est;    /* estimate made on the loop (est.key 0: none) */
     uint64_t sent_ns;      /* uv_hrtime() when it was forwarded */
     int64_t sent_us;       /* wall-clock µs when it was forwarded */

@@ -400,6 +400,15 @@ REPRODUCERS = {
                                     dg.execute(""), dg.sync()]],
     "bind_error_then_later_execute": [[dg.bind("", "nostmt"), dg.flush()],
                                       [dg.execute(""), dg.sync()]],
+    # H. in a transaction block, an Execute of a portal whose Bind failed in
+    # an earlier batch of the same write, skipped after its own batch's
+    # Parse fails: no portal ran, so nothing is recorded (seed 201328460,
+    # sequence 44)
+    "skipped_execute_of_portal_failed_in_earlier_batch": [
+        [dg.query("BEGIN")],
+        [dg.bind("p2", "nostmt"), dg.sync(), dg.parse("", "SELEC 1"), dg.execute("p2"),
+         dg.sync()],
+        [dg.query("ROLLBACK")]],
 }
 
 
