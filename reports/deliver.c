@@ -150,13 +150,37 @@ static const char *curl_why(CURLcode rc, const char *errbuf)
     return errbuf[0] ? errbuf : curl_easy_strerror(rc);
 }
 
+/* Whether a transfer that failed with rc before the server could answer
+ * may succeed when tried again: the name did not resolve, the connection
+ * failed, broke or timed out. Certificates, protocols, settings and a stop
+ * are not. */
+static bool curl_transient(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* ---- Slack ---------------------------------------------------------------- */
 
 /* POSTs payload (JSON) to the webhook. Returns 0 on a 2xx answer with it in
- * answer, or -1 with the status and body (or curl's error) in err. The URL
- * is a secret and never appears in either. */
+ * answer, or -1 with the status and body (or curl's error) in err and
+ * whether it is worth trying again in *transient: a connection error, or
+ * HTTP 5xx or 429 (Too Many Requests); any other status, such as the 404
+ * of a webhook that was removed, is not. The URL is a secret and never
+ * appears in answer or err. */
 static int send_slack(const pgt_config_t *cfg, const char *payload, const atomic_bool *stop,
-                      char *answer, size_t alen, char *err, size_t errlen)
+                      char *answer, size_t alen, bool *transient, char *err, size_t errlen)
 {
     CURL *h = curl_easy_init();
     struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
@@ -180,11 +204,13 @@ static int send_slack(const pgt_config_t *cfg, const char *payload, const atomic
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     int ret = -1;
-    if (rc != CURLE_OK)
+    if (rc != CURLE_OK) {
         snprintf(err, errlen, "webhook: %s", curl_why(rc, errbuf));
-    else if (status < 200 || status > 299)
+        *transient = curl_transient(rc);
+    } else if (status < 200 || status > 299) {
         snprintf(err, errlen, "webhook answered HTTP %ld: %s", status, body[0] ? body : "(empty)");
-    else {
+        *transient = status >= 500 || status == 429;
+    } else {
         snprintf(answer, alen, "HTTP %ld: %s", status, body[0] ? body : "(empty)");
         ret = 0;
     }
@@ -383,10 +409,14 @@ static void smtp_opts(CURL *h, const pgt_config_t *cfg, struct curl_slist *rcpt,
 }
 
 /* Sends the e-mail. Returns 0 with the server's last line in answer, or
- * -1 with curl's error and the server's last line in err. */
+ * -1 with curl's error and the server's last line in err, and in
+ * *transient whether it is worth trying again. A reply code decides that
+ * when the server refused something (RFC 5321 section 4.2.1: 4yz is a
+ * transient negative completion, 5yz a permanent one); otherwise curl's
+ * error does. */
 static int send_mail(const pgt_config_t *cfg, const char *subject, const char *text,
                      const char *html, const atomic_bool *stop, char *answer, size_t alen,
-                     char *err, size_t errlen)
+                     bool *transient, char *err, size_t errlen)
 {
     CURL *h = curl_easy_init();
     struct curl_slist *hdrs = h ? mail_headers(cfg, subject) : NULL;
@@ -409,6 +439,8 @@ static int send_mail(const pgt_config_t *cfg, const char *subject, const char *t
     const char *reply = said.error[0] ? said.error : said.last[0] ? said.last : "(none)";
     if (rc != CURLE_OK) {
         snprintf(err, errlen, "smtp: %s; server's last answer: %s", curl_why(rc, errbuf), reply);
+        *transient = rc != CURLE_ABORTED_BY_CALLBACK &&
+                     (said.error[0] ? said.error[0] == '4' : curl_transient(rc));
     } else {
         snprintf(answer, alen, "%s", said.last[0] ? said.last : "(none)");
         ret = 0;
@@ -435,17 +467,18 @@ static char *render(const json_t *report, pgt_report_format_t f, char *err, size
 }
 
 int pgt_deliver_channel(const pgt_config_t *cfg, pgt_channel_t c, const json_t *report,
-                        const atomic_bool *stop, char *answer, size_t alen, char *err,
-                        size_t errlen)
+                        const atomic_bool *stop, char *answer, size_t alen, bool *transient,
+                        char *err, size_t errlen)
 {
     answer[0] = '\0';
+    *transient = false;
     if (pgt_channel_check(cfg, c, err, errlen) != 0 || pgt_deliver_init(err, errlen) != 0)
         return -1;
     int rc = -1;
     if (c == PGT_CHANNEL_SLACK) {
         char *payload = render(report, PGT_REPORT_FORMAT_SLACK, err, errlen);
         if (payload)
-            rc = send_slack(cfg, payload, stop, answer, alen, err, errlen);
+            rc = send_slack(cfg, payload, stop, answer, alen, transient, err, errlen);
         free(payload);
         return rc;
     }
@@ -457,7 +490,8 @@ int pgt_deliver_channel(const pgt_config_t *cfg, pgt_channel_t c, const json_t *
     if (html && !html_crlf)
         snprintf(err, errlen, "out of memory");
     if (html_crlf)
-        rc = send_mail(cfg, subject, text_crlf, html_crlf, stop, answer, alen, err, errlen);
+        rc = send_mail(cfg, subject, text_crlf, html_crlf, stop, answer, alen, transient, err,
+                       errlen);
     free(text);
     free(html);
     free(subject);
@@ -470,5 +504,7 @@ int pgt_deliver(const pgt_config_t *cfg, pgt_channel_t c, const json_t *report, 
                 size_t errlen)
 {
     char answer[ANSWER_MAX];
-    return pgt_deliver_channel(cfg, c, report, NULL, answer, sizeof(answer), err, errlen);
+    bool transient;
+    return pgt_deliver_channel(cfg, c, report, NULL, answer, sizeof(answer), &transient, err,
+                               errlen);
 }

@@ -49,6 +49,20 @@ static void add_error(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Sets the outcome of channel c to o, a failure (FAILED or CLAIMED), and
+ * adds why to opts->errors and err, after the channel's name unless why
+ * names it already (named). */
+static void set_failed(pgt_send_opts_t *opts, pgt_channel_t c, pgt_send_outcome_t o, bool transient,
+                       bool named, const char *why, char *err, size_t errlen)
+{
+    const char *name = named ? "" : pgt_channel_name(c), *sep = named ? "" : ": ";
+    opts->outcomes[c] = o;
+    opts->transient[c] = transient;
+    opts->errors[c][0] = '\0';
+    add_error(opts->errors[c], sizeof(opts->errors[c]), "%s%s%s", name, sep, why);
+    add_error(err, errlen, "%s%s%s", name, sep, why);
+}
+
 /* Copies s for a log value in double quotes: quotes become ', control
  * characters spaces, and it is cut at LOG_TEXT_MAX characters. */
 static void log_text(const char *s, char *out, size_t outlen)
@@ -164,10 +178,11 @@ static int send_claimed(pgt_db_t *db, const pgt_config_t *cfg, const char *date,
 {
     const char *channel = pgt_channel_name(c);
     char answer[512], why[1024] = "", text[LOG_TEXT_MAX + 1], failed[512];
+    bool transient = false;
     int rc = -1;
     if (report)
-        rc = pgt_deliver_channel(cfg, c, report, opts->stop, answer, sizeof(answer), why,
-                                 sizeof(why));
+        rc = pgt_deliver_channel(cfg, c, report, opts->stop, answer, sizeof(answer), &transient,
+                                 why, sizeof(why));
     else
         snprintf(why, sizeof(why), "building the report: %s", build_error);
     int64_t attempts = finish(db, date, channel, me, rc == 0, rc == 0 ? NULL : why, pgt_clock_us(),
@@ -190,8 +205,7 @@ static int send_claimed(pgt_db_t *db, const pgt_config_t *cfg, const char *date,
     log_text(why, text, sizeof(text));
     PGT_WARN("report_failed", "date=%s channel=%s attempt=%" PRId64 " error=\"%s\"", date, channel,
              attempts, text);
-    opts->outcomes[c] = PGT_SEND_FAILED;
-    add_error(err, errlen, "%s: %s", channel, why);
+    set_failed(opts, c, PGT_SEND_FAILED, transient, false, why, err, errlen);
     return -1;
 }
 
@@ -204,8 +218,7 @@ static bool take(pgt_db_t *db, const pgt_config_t *cfg, const char *date, pgt_ch
     char why[512];
     int64_t until = 0;
     if (pgt_channel_check(cfg, c, why, sizeof(why)) != 0) {
-        add_error(err, errlen, "%s", why);
-        opts->outcomes[c] = PGT_SEND_FAILED;
+        set_failed(opts, c, PGT_SEND_FAILED, false, true, why, err, errlen);
         return false;
     }
     switch (claim(db, date, channel, opts->force, me, pgt_clock_us(), &until, why, sizeof(why))) {
@@ -218,15 +231,14 @@ static bool take(pgt_db_t *db, const pgt_config_t *cfg, const char *date, pgt_ch
     case CLAIM_BUSY:
         PGT_INFO("report_claimed_elsewhere", "date=%s channel=%s claimed_for_s=%" PRId64, date,
                  channel, (until - pgt_clock_us()) / 1000000);
-        add_error(err, errlen, "%s: another process is sending it now", channel);
-        opts->outcomes[c] = PGT_SEND_CLAIMED;
+        set_failed(opts, c, PGT_SEND_CLAIMED, false, false, "another process is sending it now",
+                   err, errlen);
         return false;
     case CLAIM_FAILED:
         break;
     }
     PGT_WARN("report_failed", "date=%s channel=%s error=\"%s\"", date, channel, why);
-    add_error(err, errlen, "%s: %s", channel, why);
-    opts->outcomes[c] = PGT_SEND_FAILED;
+    set_failed(opts, c, PGT_SEND_FAILED, false, false, why, err, errlen);
     return false;
 }
 
@@ -263,8 +275,11 @@ int pgt_report_send_opts(pgt_db_t *db, const pgt_config_t *cfg, const char *date
     pgt_channel_t list[PGT_CHANNEL_COUNT], mine[PGT_CHANNEL_COUNT];
     size_t nmine = 0;
     err[0] = '\0';
-    for (int c = 0; c < PGT_CHANNEL_COUNT; c++)
+    for (int c = 0; c < PGT_CHANNEL_COUNT; c++) {
         opts->outcomes[c] = PGT_SEND_NONE;
+        opts->transient[c] = false;
+        opts->errors[c][0] = '\0';
+    }
     if (!date_ok(date)) {
         snprintf(err, errlen, "date '%s': use YYYY-MM-DD", date);
         return -1;

@@ -50,10 +50,14 @@ int pgt_deliver_init(char *err, size_t errlen) __attribute__((warn_unused_result
 
 /* pgt_deliver, also giving the server's answer on success (the webhook's
  * "HTTP 200: ok", the SMTP server's last line) in answer; a transfer ends
- * early when *stop turns true (stop may be NULL). */
+ * early when *stop turns true (stop may be NULL). On failure *transient
+ * says whether the same delivery may succeed a little later: true for
+ * connection errors and timeouts, HTTP 5xx and 429, and SMTP 4xx replies;
+ * false for the rest (another HTTP 4xx such as a bad webhook, an SMTP 5xx,
+ * TLS or settings problems, a stop). */
 int pgt_deliver_channel(const pgt_config_t *cfg, pgt_channel_t c, const json_t *report,
-                        const atomic_bool *stop, char *answer, size_t alen, char *err,
-                        size_t errlen) __attribute__((warn_unused_result));
+                        const atomic_bool *stop, char *answer, size_t alen, bool *transient,
+                        char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Builds the report of date and sends it to each channel of channels
  * (NULL: every configured one) that has not had it yet, recording each
@@ -82,16 +86,23 @@ const char *pgt_send_outcome_name(pgt_send_outcome_t o);
 int pgt_send_outcome_parse(const char *name, pgt_send_outcome_t *out)
     __attribute__((warn_unused_result));
 
-/* How pgt_report_send_opts sends. */
+#define PGT_SEND_ERROR_MAX 512 /* bytes of a channel's error kept in pgt_send_opts_t */
+
+/* How pgt_report_send_opts sends, and what became of each channel. */
 typedef struct pgt_send_opts {
     bool force;              /* send even if reports_sent says it was sent */
     const atomic_bool *stop; /* when it turns true (shutdown), transfers end early; or NULL */
     pgt_send_outcome_t outcomes[PGT_CHANNEL_COUNT]; /* filled in, by channel */
+    bool transient[PGT_CHANNEL_COUNT]; /* filled in: FAILED, and trying again may succeed */
+    char errors[PGT_CHANNEL_COUNT][PGT_SEND_ERROR_MAX]; /* filled in: "slack: why" of a failure */
 } pgt_send_opts_t;
 
 /* pgt_report_send with options: opts->outcomes says, per channel, what
- * happened. A channel that another process has claimed (it is sending the
- * same report now) counts as a failure in the result. */
+ * happened, opts->errors why a channel failed (its part of err), and opts->transient whether
+ * that failure was transient (see pgt_deliver_channel), so that a caller
+ * may try those channels again; a failure to build the report or to use
+ * the ledger is not. A channel that another process has claimed (it is
+ * sending the same report now) counts as a failure in the result. */
 int pgt_report_send_opts(pgt_db_t *db, const pgt_config_t *cfg, const char *date,
                          const pgt_channel_t *channels, size_t nchannels, pgt_send_opts_t *opts,
                          char *err, size_t errlen) __attribute__((warn_unused_result));

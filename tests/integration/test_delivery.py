@@ -8,7 +8,10 @@ configured is started with its clock on a later day, before or after
 [report] time, and what the servers receive is checked: headers and both
 parts of the e-mail, the Block Kit JSON, retries with backoff, each
 (date, channel) once, catch-up after an outage, two processes sharing the
-ledger, and a prompt stop in the middle of a send.
+ledger, and a prompt stop in the middle of a send. `pgtallyctl report
+--send` is driven against the same servers: it tries a channel again after
+a transient failure (a connection error, HTTP 5xx, SMTP 4xx), not after a
+permanent one (HTTP 404), and sends each channel once.
 """
 
 import datetime
@@ -26,7 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from helpers import SLOW, free_port, make_cert, run_psql, wait_until
+from helpers import (SLOW, free_port, make_cert, run_pgtallyctl, run_psql, wait_until,
+                     write_ini)
 from test_metering import stop
 
 aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
@@ -623,7 +627,6 @@ def test_bad_delivery_settings_stop_start_up(pgtally, tmp_path):
 def test_sighup_adds_a_channel(pgtally, hook, tmp_path):
     """A pgtally started without channels begins delivering when SIGHUP
     brings a webhook into the config."""
-    from helpers import write_ini
     d = day_d()
     p = pgtally(env=clock_env(at(d + datetime.timedelta(days=1), 10, 0)),
                 **{"report.catch_up_days": "1"})
@@ -636,3 +639,127 @@ def test_sighup_adds_a_channel(pgtally, hook, tmp_path):
     hook.wait(1)
     assert hook_dates(hook) == [d.isoformat()]
     p.wait_log(r"event=report_sent date=%s channel=slack attempt=1 " % d, since=mark)
+
+
+# ---------------------------------------------------------------------------
+# pgtallyctl report --send: tries again after a transient failure
+# ---------------------------------------------------------------------------
+
+def ctl_send(pgtally, tmp_path, channels, keys, *args):
+    """Fills a ledger on day D, then runs `pgtallyctl -c CFG report --date D
+    --send channels args` with keys in CFG. Returns (D, ledger, the
+    CompletedProcess)."""
+    d = day_d()
+    ledger = tmp_path / "ledger.db"
+    fill_day(pgtally, ledger, d, statements=1)
+    cfg = tmp_path / "ctl.ini"
+    write_ini(cfg, dict(keys, ledger=str(ledger)))
+    p = run_pgtallyctl(["-c", cfg, "report", "--date", d.isoformat(), "--send", channels]
+                       + list(args))
+    return d, ledger, p
+
+
+def retries_said(p):
+    """The retry lines pgtallyctl wrote to stderr."""
+    return [line for line in p.stderr.splitlines() if "; retrying in " in line]
+
+
+def test_ctl_send_tries_again_after_a_500_and_sends_once(pgtally, hook, tmp_path):
+    hook.statuses = [500]
+    d, ledger, p = ctl_send(pgtally, tmp_path, "slack", {"report.slack_webhook_url": hook.url},
+                            "--retry-wait", "0.3")
+    assert p.returncode == 0, p
+    assert retries_said(p) == [
+        "pgtallyctl report %s: slack: webhook answered HTTP 500: internal_error: try later; "
+        "retrying in 0.3 s (try 2 of 3)" % d], p.stderr
+    assert "report %s: slack: sent (after 2 tries)" % d in p.stdout, p.stdout
+    assert len(hook.requests) == 2
+    assert hook.requests[1]["at"] - hook.requests[0]["at"] >= 0.25
+    row, = reports_sent(ledger)
+    assert (row["channel"], row["attempts"], row["last_error"]) == ("slack", 2, None)
+    assert row["sent_at"] is not None and row["claimed_until"] is None
+    # sent once: another run finds it in reports_sent
+    again = run_pgtallyctl(["-c", tmp_path / "ctl.ini", "report", "--date", d.isoformat(),
+                            "--send", "slack"])
+    assert again.returncode == 0 and "slack: already" in again.stdout, again
+    assert len(hook.requests) == 2
+
+
+def test_ctl_send_gives_up_after_three_tries(pgtally, hook, tmp_path):
+    """Always 500: three tries, 0.2 s and then 0.6 s apart, then exit 1."""
+    hook.statuses = [500] * 10
+    d, ledger, p = ctl_send(pgtally, tmp_path, "slack", {"report.slack_webhook_url": hook.url},
+                            "--retry-wait", "0.2")
+    assert p.returncode == 1, p
+    assert len(hook.requests) == 3
+    said = retries_said(p)
+    assert len(said) == 2, p.stderr
+    assert said[0].endswith("retrying in 0.2 s (try 2 of 3)") and "HTTP 500" in said[0], said
+    assert said[1].endswith("retrying in 0.6 s (try 3 of 3)"), said
+    gaps = [b["at"] - a["at"] for a, b in zip(hook.requests, hook.requests[1:])]
+    assert gaps[0] >= 0.15 and gaps[1] >= 0.55, gaps
+    assert "report %s: slack: failed (after 3 tries)" % d in p.stdout, p.stdout
+    assert "pgtallyctl report: slack: webhook answered HTTP 500" in p.stderr, p.stderr
+    row, = reports_sent(ledger)
+    assert row["attempts"] == 3 and row["sent_at"] is None and "500" in row["last_error"]
+    assert row["claimed_until"] is None
+
+
+@pytest.mark.parametrize("status, args", [(404, []), (500, ["--tries", "1"])])
+def test_ctl_send_tries_once(pgtally, hook, tmp_path, status, args):
+    """A 404 (the webhook is gone) is not tried again; nor anything with
+    --tries 1."""
+    hook.statuses = [status] * 3
+    d, ledger, p = ctl_send(pgtally, tmp_path, "slack", {"report.slack_webhook_url": hook.url},
+                            "--retry-wait", "0.1", *args)
+    assert p.returncode == 1, p
+    assert len(hook.requests) == 1
+    assert retries_said(p) == [], p.stderr
+    assert "pgtallyctl report: slack: webhook answered HTTP %d" % status in p.stderr, p.stderr
+    assert "report %s: slack: failed\n" % d in p.stdout, p.stdout
+    row, = reports_sent(ledger)
+    assert row["attempts"] == 1 and row["sent_at"] is None
+
+
+def test_ctl_send_tries_again_when_the_webhook_is_unreachable(pgtally, tmp_path):
+    url = "http://127.0.0.1:%d/services/x" % free_port()
+    d, ledger, p = ctl_send(pgtally, tmp_path, "slack", {"report.slack_webhook_url": url},
+                            "--tries", "2", "--retry-wait", "0")
+    assert p.returncode == 1, p
+    said = retries_said(p)
+    assert len(said) == 1 and said[0].endswith("retrying in 0 s (try 2 of 2)"), p.stderr
+    assert "slack: webhook: " in said[0], said
+    row, = reports_sent(ledger)
+    assert row["attempts"] == 2 and row["sent_at"] is None
+
+
+def test_ctl_send_tries_again_only_the_channel_that_failed(pgtally, hook, smtp, cert, tmp_path):
+    """SMTP answers 451 to the first message: the e-mail is tried again and
+    delivered; the webhook, sent at the first try, is not sent again."""
+    smtp.box.refuse = 1
+    keys = dict(mail_keys(smtp, cert, tmp_path), **{"report.slack_webhook_url": hook.url})
+    d, ledger, p = ctl_send(pgtally, tmp_path, "slack,email", keys, "--retry-wait", "0.2")
+    assert p.returncode == 0, p
+    said = retries_said(p)
+    assert len(said) == 1 and said[0].startswith("pgtallyctl report %s: email: smtp: " % d), said
+    assert "451" in said[0] and said[0].endswith("retrying in 0.2 s (try 2 of 3)"), said
+    assert "report %s: slack: sent\n" % d in p.stdout, p.stdout
+    assert "report %s: email: sent (after 2 tries)" % d in p.stdout, p.stdout
+    assert len(hook.requests) == 1 and len(smtp.box.messages) == 1
+    rows = {r["channel"]: r for r in reports_sent(ledger)}
+    assert rows["slack"]["attempts"] == 1 and rows["email"]["attempts"] == 2
+    assert all(r["sent_at"] is not None for r in rows.values())
+
+
+@pytest.mark.parametrize("args", [
+    ["--send", "slack", "--tries", "0"],
+    ["--send", "slack", "--tries", "many"],
+    ["--send", "slack", "--tries", "21"],
+    ["--send", "slack", "--retry-wait", "-1"],
+    ["--send", "slack", "--retry-wait", "soon"],
+    ["--tries", "2"],
+    ["--retry-wait", "1"],
+])
+def test_ctl_send_bad_retry_options_are_usage_errors(tmp_path, args):
+    p = run_pgtallyctl(["--ledger", tmp_path / "none.db", "report"] + args)
+    assert p.returncode == 2 and "usage: pgtallyctl" in p.stderr and p.stdout == "", p
