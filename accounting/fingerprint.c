@@ -1,7 +1,8 @@
 /* Statement shapes with libpg_query: splits a simple-protocol string into
  * statements, classifies each, fingerprints and normalizes them through two
- * bounded LRU tables, and reads sqlcommenter tags. All SQL lexing is
- * libpg_query's; this file only skips leading blanks to read a first word. */
+ * bounded LRU tables, and finds comments for the tags module. All SQL
+ * lexing is libpg_query's; this file only skips leading blanks to read a
+ * first word. */
 #include "pgtally/fingerprint.h"
 
 #include <jansson.h>
@@ -18,9 +19,6 @@
 /* Bytes of raw text, and of normalized text, each table may hold. */
 #define TEXT_BYTES_MAX ((size_t)16 << 20)
 #define SHAPE_BYTES_MAX ((size_t)32 << 20)
-/* A sqlcommenter comment longer than this, or with more pairs, is ignored. */
-#define TAG_COMMENT_MAX 8192
-#define TAG_PAIRS_MAX 64
 /* glibc tuning: libpg_query allocates and frees in bursts, and with the
  * default dynamic thresholds glibc trims and regrows the heap thousands of
  * times while normalizing one long query (513 µs instead of 54 µs). */
@@ -1221,153 +1219,29 @@ int pgt_fp_shape(pgt_fp_cache_t *c, const char *text, size_t len, pgt_shape_t *o
     return rc;
 }
 
-/* ---- sqlcommenter --------------------------------------------------------- */
+/* ---- comments ------------------------------------------------------------ */
 
-static int hex(char c)
+int pgt_fp_comments(const char *sql, pgt_fp_span_t **out, size_t *n)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = lower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Decodes a sqlcommenter key or value s[0..n): the writer URL-encoded it,
- * then escaped meta characters (') with a backslash, so this undoes the
- * backslashes, then the %XX escapes. A '%' not followed by two hex digits
- * stays as it is. Returns a malloc'd string, or NULL when it would hold a
- * NUL or memory runs out. */
-static char *tag_decode(const char *s, size_t n)
-{
-    char *o = malloc(n + 1);
-    if (!o)
-        return NULL;
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        o[m++] = s[i] == '\\' && i + 1 < n ? s[++i] : s[i];
-    size_t k = 0;
-    for (size_t i = 0; i < m; i++) {
-        int hi = i + 2 < m ? hex(o[i + 1]) : -1;
-        int lo = i + 2 < m ? hex(o[i + 2]) : -1;
-        if (o[i] == '%' && hi >= 0 && lo >= 0) {
-            o[k++] = (char)(hi * 16 + lo);
-            i += 2;
-        } else {
-            o[k++] = o[i];
-        }
-    }
-    o[k] = '\0';
-    if (memchr(o, '\0', k)) {
-        free(o);
-        return NULL;
-    }
-    return o;
-}
-
-/* A cursor over the text of one comment. */
-typedef struct cur {
-    const char *p;   /* next byte */
-    const char *end; /* one past the last */
-} cur_t;
-
-static void cur_blank(cur_t *c)
-{
-    while (c->p < c->end && is_space(*c->p))
-        c->p++;
-}
-
-static bool cur_take(cur_t *c, char ch)
-{
-    cur_blank(c);
-    if (c->p == c->end || *c->p != ch)
-        return false;
-    c->p++;
-    return true;
-}
-
-/* Reads key='value' into obj. Returns false when malformed. */
-static bool tag_pair(cur_t *c, json_t *obj)
-{
-    cur_blank(c);
-    const char *k = c->p;
-    while (c->p < c->end && *c->p != '=' && *c->p != ',' && *c->p != '\'' && !is_space(*c->p))
-        c->p++;
-    size_t klen = (size_t)(c->p - k);
-    if (klen == 0 || !cur_take(c, '=') || !cur_take(c, '\''))
-        return false;
-    const char *v = c->p;
-    while (c->p < c->end && *c->p != '\'')
-        c->p += *c->p == '\\' && c->end - c->p >= 2 ? 2 : 1;
-    if (c->p == c->end)
-        return false;
-    size_t vlen = (size_t)(c->p - v);
-    c->p++;
-    char *key = tag_decode(k, klen), *val = tag_decode(v, vlen);
-    /* json_string refuses invalid UTF-8; json_object_set_new takes js even
-     * when it fails (on a key that is not UTF-8). */
-    json_t *js = key && val ? json_string(val) : NULL;
-    bool ok = js && json_object_set_new(obj, key, js) == 0;
-    free(key);
-    free(val);
-    return ok;
-}
-
-/* The JSON of the pairs in comment body s[0..n), or NULL when malformed. */
-static char *tags_from_comment(const char *s, size_t n)
-{
-    if (n > TAG_COMMENT_MAX)
-        return NULL;
-    json_t *obj = json_object();
-    if (!obj)
-        return NULL;
-    cur_t c = {s, s + n};
-    bool ok = true;
-    for (int pairs = 0; ok; pairs++) {
-        ok = pairs < TAG_PAIRS_MAX && tag_pair(&c, obj);
-        cur_blank(&c);
-        if (c.p == c.end)
-            break;
-        ok = ok && cur_take(&c, ',');
-    }
-    char *out = ok ? json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(obj);
-    return out;
-}
-
-/* The body (between the slash-star and star-slash) of the last C-style
- * comment of ts that holds an '='. */
-static bool last_tag_comment(const toks_t *ts, const char **body, size_t *n)
-{
-    for (size_t i = ts->n; i-- > 0;) {
-        const char *s = ts->text + ts->v[i].start;
-        size_t len = ts->v[i].end - ts->v[i].start;
-        if (len < 4 || s[0] != '/' || s[len - 2] != '*' || s[len - 1] != '/')
-            continue;
-        if (memchr(s + 2, '=', len - 4)) {
-            *body = s + 2;
-            *n = len - 4;
-            return true;
-        }
-    }
-    return false;
-}
-
-char *pgt_fp_tags_json(const char *text, size_t len)
-{
-    /* Most statements carry no comment: skip the scan for them. */
-    if (!text || len < 4 || !memmem(text, len, "*/", 2) || !memchr(text, '=', len))
-        return NULL;
-    char *copy = dup_nul(text, len);
-    if (!copy)
-        return NULL;
+    *out = NULL;
+    *n = 0;
+    size_t len = strlen(sql);
     toks_t ts;
-    const char *body;
-    size_t n;
-    char *json = NULL;
-    if (scan_tokens(copy, len, KEEP_COMMENTS, &ts) == 0 && last_tag_comment(&ts, &body, &n))
-        json = tags_from_comment(body, n);
+    if (scan_tokens(sql, len, KEEP_COMMENTS, &ts) != 0) {
+        free(ts.v);
+        return -1;
+    }
+    pgt_fp_span_t *v = ts.n ? malloc(ts.n * sizeof(*v)) : NULL;
+    if (ts.n && !v) {
+        free(ts.v);
+        return -1;
+    }
+    for (size_t i = 0; i < ts.n; i++)
+        v[i] = (pgt_fp_span_t){ts.v[i].start, ts.v[i].end};
     free(ts.v);
-    free(copy);
-    return json;
+    *out = v;
+    *n = ts.n;
+    return 0;
 }
 
 /* ---- PREPARE and DEALLOCATE ----------------------------------------------- */

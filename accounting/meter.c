@@ -12,6 +12,7 @@
 #include "pgtally/journal.h"
 #include "pgtally/log.h"
 #include "pgtally/pricing.h"
+#include "pgtally/tags.h"
 
 /* Executions gathered before a batch is started without waiting for the
  * timer, and how long an execution may wait for its batch. */
@@ -212,7 +213,7 @@ static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t
     r->database = strdup(e->attr->database);
     r->application = strdup(e->attr->application);
     r->client_addr = strdup(e->attr->client_addr);
-    r->tags_json = pgt_fp_tags_json(text, len);
+    r->tags_json = pgt_tags_json(text, len);
     r->fingerprint = shape.fingerprint;
     r->normalized = strdup(shape.normalized ? shape.normalized : "");
     r->kind = strdup(pgt_stmt_kind_name(shape.kind));

@@ -1,6 +1,6 @@
 /* Micro-benchmark of statement shapes: µs per call of libpg_query's
  * fingerprint and normalize, and of pgt_fp_split, pgt_fp_shape (cold, new
- * text of a known shape, identical text) and pgt_fp_tags_json, on a pgbench
+ * text of a known shape, identical text) and pgt_tags_json, on a pgbench
  * statement and a 40-line analytical query. Usage: fp_bench [iterations]. */
 #include <pg_query.h>
 #include <stdio.h>
@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "pgtally/fingerprint.h"
+#include "pgtally/tags.h"
 
 static const char pgbench_sql[] =
     "UPDATE pgbench_accounts SET abalance = abalance + -4129 WHERE aid = 52139";
@@ -126,8 +127,8 @@ static void bench_query(const char *name, const char *sql, int n)
     report("shape identical text", name, t0, n);
     t0 = now_us();
     for (int i = 0; i < n; i++)
-        free(pgt_fp_tags_json(sql, len));
-    report("pgt_fp_tags_json", name, t0, n);
+        free(pgt_tags_json(sql, len));
+    report("pgt_tags_json", name, t0, n);
     pgt_fp_cache_free(c);
     free(vars);
     free(vlen);

@@ -1,7 +1,8 @@
 /* Statement shapes with libpg_query: split a simple-protocol string into
  * statements, classify each, fingerprint it, and keep its normalized text
- * (constants replaced by $n). Also reads sqlcommenter tags. Runs on the
- * meter's worker thread (one batch at a time), and caches what it can. */
+ * (constants replaced by $n). Also finds comments, for the tags module.
+ * Runs on the meter's worker thread (one batch at a time), and caches what
+ * it can. */
 #ifndef PGTALLY_FINGERPRINT_H
 #define PGTALLY_FINGERPRINT_H
 
@@ -128,12 +129,21 @@ bool pgt_fp_single(const char *sql, size_t total, size_t *off, size_t *len);
 int pgt_fp_shape_known(pgt_fp_cache_t *c, uint64_t fingerprint, pgt_stmt_kind_t kind,
                        bool explainable, const char *text, size_t len, pgt_shape_t *out);
 
-/* Parses the sqlcommenter comment (the last C-style comment of the
- * statement that holds an '=', such as key='value',key2='val%20ue'; keys and
- * values URL-decoded, \' read as ') into a compact JSON object string
- * {"key":"value",...} with sorted keys. Returns a malloc'd string the caller
- * frees, or NULL when there are no tags or the comment is malformed. */
-char *pgt_fp_tags_json(const char *text, size_t len);
+/* Where one comment lies in a text: text[start..end), its delimiters
+ * included. */
+typedef struct pgt_fp_span {
+    size_t start; /* byte offset of the comment's first byte */
+    size_t end;   /* offset one past its last byte */
+} pgt_fp_span_t;
+
+/* Finds the comments of sql (NUL-terminated), both C-style (nested ones as
+ * one comment) and -- to the end of the line, in order, as libpg_query's
+ * scanner reads them (a comment-like run inside a string literal is not
+ * one). Sets *out to a malloc'd array the caller frees (NULL when there are
+ * none) and *n to its length. Returns 0, or -1 when the scanner fails (an
+ * unterminated literal) or memory runs out; *out is then NULL. */
+int pgt_fp_comments(const char *sql, pgt_fp_span_t **out, size_t *n)
+    __attribute__((warn_unused_result));
 
 /* What an SQL statement does to the session's prepared statements and
  * cursors (portals). */

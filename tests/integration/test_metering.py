@@ -26,7 +26,7 @@ from psycopg.conninfo import make_conninfo
 
 from helpers import (DBNAME, LEDGER_BACKEND, PASSWORDS, PGTALLY_BIN, SLOW, clean_env,
                      free_port, is_pg_ledger, ledger_not_ready_errors, ledger_query,
-                     require_binary, run_psql, wait_until, write_ini)
+                     require_binary, run_pgtallyctl, run_psql, wait_until, write_ini)
 from pgwire import RawConn, message, parse_fields, query_message
 
 GIB = 1 << 30
@@ -312,6 +312,56 @@ def test_attribution_and_sqlcommenter_tags(pgtally, pg):
     assert len({next(iter(s)) for s in sessions.values()}) == 3, sessions
     for r in recs:
         assert t0 <= r["started_at"] <= r["finished_at"] <= t1, r
+
+
+DBT_COMMENT = ('/* {"app": "dbt", "dbt_version": "1.7.4", "profile_name": "shop", '
+               '"target_name": "prod", "node_id": "%s"%s} */')
+
+
+def dbt_tags(node_id, **extra):
+    tags = {"app": "dbt", "dbt_version": "1.7.4", "profile_name": "shop",
+            "target_name": "prod", "node_id": node_id}
+    tags.update(extra)
+    return tags
+
+
+def test_dbt_query_comment_tags(pgtally):
+    proxy = pgtally()
+    with proxy.connect(user="trust_user", application_name="dbt") as c:
+        # dbt prepends its query comment by default ...
+        assert c.execute(DBT_COMMENT % ("model.shop.orders", "") +
+                         "\nselect 1 as id").fetchone() == (1,)
+        # ... and appends it with query-comment append: true (extended protocol here)
+        assert c.execute("select %s::int as id\n" + DBT_COMMENT % ("model.shop.customers", ""),
+                         (2,)).fetchone() == (2,)
+        # a custom comment with dbt's query_tag config
+        assert c.execute(DBT_COMMENT % ("model.shop.orders", ', "query_tag": "nightly"') +
+                         "\nselect 3").fetchone() == (3,)
+        # a sqlcommenter comment as well: merged, sqlcommenter wins on a shared key
+        assert c.execute(DBT_COMMENT % ("model.shop.orders", "") +
+                         " select 4 /*app='ci',team='growth'*/").fetchone() == (4,)
+        # a malformed JSON comment: no tags, and the client sees nothing of it
+        assert c.execute('/* {"app": "dbt", "node_id": } */ select 5').fetchone() == (5,)
+    recs = ledger(proxy)
+    got = [(r["protocol"], json.loads(r["tags"]) if r["tags"] else None) for r in recs]
+    assert got == [
+        ("simple", dbt_tags("model.shop.orders")),
+        ("extended", dbt_tags("model.shop.customers")),
+        ("simple", dbt_tags("model.shop.orders", query_tag="nightly")),
+        ("simple", dbt_tags("model.shop.orders", app="ci", team="growth")),
+        ("simple", None),
+    ], show(recs)
+
+    # attribution: pgtallyctl usage by a dbt tag
+    day = time.strftime("%Y-%m-%d", time.gmtime(recs[0]["started_at"] / 1e6))
+
+    def usage(tag):
+        p = run_pgtallyctl(["--ledger", ledger_file(proxy), "usage", "--by", "tag:" + tag,
+                            "--date", day, "--format", "json"])
+        assert p.returncode == 0, p.stderr
+        return {g["group"]: g["statements"] for g in json.loads(p.stdout)["groups"]}
+    assert usage("node_id") == {"model.shop.orders": 3, "model.shop.customers": 1, None: 1}
+    assert usage("app") == {"dbt": 3, "ci": 1, None: 1}
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 /* Unit tests of statement shapes: splitting multi-statement strings,
  * classification (table-driven), fingerprints and normalized text,
- * unparsable text, sqlcommenter tags, and the bounded LRU cache. */
+ * unparsable text, comments, and the bounded LRU cache. */
 #include <stdint.h>
 
 #include "pgtally/fingerprint.h"
@@ -426,58 +426,34 @@ static void test_lru_eviction(void)
     pgt_fp_cache_free(c);
 }
 
-/* A statement and the tags JSON expected from it (NULL: none). */
-static const struct tag_case {
-    const char *sql;  /* statement */
-    const char *json; /* expected tags */
-} tag_cases[] = {
-    {"SELECT 1 /*controller='users',action='index'*/",
-     "{\"action\":\"index\",\"controller\":\"users\"}"},
-    {"SELECT 1 /*route='%2Fusers%2F%3Aid',db_driver='psycopg%3A3.1'*/",
-     "{\"db_driver\":\"psycopg:3.1\",\"route\":\"/users/:id\"}"},
-    {"SELECT 1 /*traceparent='00-5bd66ef5095369c7b0d1f8f4bd33716a-c532cb4098ac3dd2-01'*/",
-     "{\"traceparent\":\"00-5bd66ef5095369c7b0d1f8f4bd33716a-c532cb4098ac3dd2-01\"}"},
-    {"SELECT 1 /*k='it\\'s'*/", "{\"k\":\"it's\"}"},
-    {"SELECT 1 /* a = 'x y' , b='%C3%A9' */", "{\"a\":\"x y\",\"b\":\"\xc3\xa9\"}"},
-    {"SELECT 1 /*my%20key='v'*/", "{\"my key\":\"v\"}"},
-    {"SELECT 1 /*a='50%',b='%4'*/", "{\"a\":\"50%\",\"b\":\"%4\"}"},
-    {"SELECT 1 /*a='1',a='2'*/", "{\"a\":\"2\"}"},
-    {"SELECT /*a='1'*/ 1", "{\"a\":\"1\"}"},
-    {"/*a='1'*/ SELECT 1 /*b='2'*/", "{\"b\":\"2\"}"},
-    {"SELECT 1 /*a='1'*/ /* plain */ -- x='y'", "{\"a\":\"1\"}"},
-    {"SELECT 1 /*a=''*/", "{\"a\":\"\"}"},
-    {"SELECT 1", NULL},
-    {"SELECT 1 /* plain */", NULL},
-    {"SELECT 1 -- a='1'", NULL},
-    {"SELECT '/*a=''1''*/'", NULL},
-    {"SELECT 1 /*a=1*/", NULL},
-    {"SELECT 1 /*a='1*/", NULL},
-    {"SELECT 1 /*a='1',*/", NULL},
-    {"SELECT 1 /*='x'*/", NULL},
-    {"SELECT 1 /*a='1' b='2'*/", NULL},
-    {"SELECT 1 /*a='%FF'*/", NULL},
-    {"SELECT 1 /*a='%00'*/", NULL},
-    {"SELECT 'x /*a='1'*/", NULL},
-    {"SELECT 1 /*a='1'", NULL},
-    {"SELECT 1 /* /*a='1'*/ */", NULL}, /* the nested comment is part of the key */
+/* A text and the comments the scanner finds in it, as "start-end" pairs. */
+static const struct comment_case {
+    const char *sql;   /* the text */
+    const char *spans; /* expected spans, space-separated */
+} comment_cases[] = {
+    {"SELECT 1", ""},
+    {"/* a */ SELECT 1 -- b", "0-7 17-21"},
+    {"SELECT '/* no */' /* /* nested */ */", "18-36"},
+    {"SELECT 1 /* a */ /* b */", "9-16 17-24"},
 };
 
-static void test_tags_table(void)
+static void test_comments_table(void)
 {
-    for (size_t i = 0; i < COUNTOF(tag_cases); i++) {
-        size_t n = strlen(tag_cases[i].sql);
-        char *text = heap_copy(tag_cases[i].sql, n);
-        char *json = pgt_fp_tags_json(text, n);
-        free(text);
-        if (tag_cases[i].json) {
-            CHECK_STR(json, tag_cases[i].json);
-        } else if (json) {
-            fprintf(stderr, "case %zu: %s gave %s\n", i, tag_cases[i].sql, json);
-            CHECK(json == NULL);
-        }
-        free(json);
+    for (size_t i = 0; i < COUNTOF(comment_cases); i++) {
+        pgt_fp_span_t *v;
+        size_t n;
+        CHECK_INT(pgt_fp_comments(comment_cases[i].sql, &v, &n), 0);
+        char got[128] = "";
+        for (size_t k = 0; k < n; k++)
+            snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%zu-%zu", k ? " " : "",
+                     v[k].start, v[k].end);
+        CHECK_STR(got, comment_cases[i].spans);
+        free(v);
     }
-    CHECK(pgt_fp_tags_json(NULL, 0) == NULL);
+    pgt_fp_span_t *v;
+    size_t n;
+    CHECK_INT(pgt_fp_comments("SELECT 'unterminated /* a */", &v, &n), -1);
+    CHECK(v == NULL && n == 0);
 }
 
 /* A query string and whether budgets never refuse it. */
@@ -648,7 +624,7 @@ int main(void)
     test_cache_counts();
     test_constants_share_a_text();
     test_lru_eviction();
-    test_tags_table();
+    test_comments_table();
     test_never_refused_table();
     test_never_refused_limit();
     test_prepares_table();
