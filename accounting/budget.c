@@ -13,6 +13,7 @@
 #include "pgtally/budget_rules.h"
 #include "pgtally/budget_store.h"
 #include "pgtally/budget_sync.h"
+#include "pgtally/fingerprint.h"
 #include "pgtally/log.h"
 #include "pgtally/period.h"
 #include "pgtally/pricing.h"
@@ -66,6 +67,8 @@ struct pgt_budgets {
     size_t nexempt;                  /* entries in exempt */
     warned_t warned[WARNED_MAX];     /* thresholds warned, a ring */
     size_t nwarned;                  /* entries ever added to warned */
+    pgt_fp_cache_t *rule_fps;        /* shapes of strings the estimator did not fingerprint
+                                        (several statements, estimates off), made for rules */
 };
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -491,5 +494,51 @@ void pgt_budgets_free(pgt_budgets_t *b)
     }
     free_exempt(b);
     free(b->contact);
+    pgt_fp_cache_free(b->rule_fps);
     free(b);
+}
+
+/* ---- rules by shape -------------------------------------------------------- */
+
+bool pgt_budgets_have_rules(const pgt_budgets_t *b)
+{
+    return b && b->cfg && b->cfg->rules.n > 0;
+}
+
+/* The strictest of two rules (block, warn, log; then the lower id). */
+static const pgt_rule_t *stricter(const pgt_rule_t *a, const pgt_rule_t *c)
+{
+    if (!a || !c)
+        return a ? a : c;
+    if (a->action != c->action)
+        return a->action < c->action ? a : c;
+    return a->id <= c->id ? a : c;
+}
+
+/* At most this many statements of one string are matched against rules. */
+#define RULE_STATEMENTS_MAX 64
+
+const pgt_rule_t *pgt_budgets_rule(pgt_budgets_t *b, const pgt_who_t *who, uint64_t fp,
+                                   const char *sql, size_t len)
+{
+    if (!pgt_budgets_have_rules(b))
+        return NULL;
+    const pgt_rule_set_t *set = &b->cfg->rules;
+    int64_t now = pgt_clock_us();
+    if (fp)
+        return pgt_rule_match(set, fp, who->user, who->database, now);
+    if (!sql || len == 0 || sql[len] != '\0')
+        return NULL;
+    if (!b->rule_fps && !(b->rule_fps = pgt_fp_cache_new(1024)))
+        return NULL;
+    pgt_stmt_t st[RULE_STATEMENTS_MAX];
+    int n = pgt_fp_split(sql, st, RULE_STATEMENTS_MAX);
+    const pgt_rule_t *best = NULL;
+    for (int i = 0; i < n; i++) {
+        pgt_shape_t shape;
+        if (pgt_fp_shape(b->rule_fps, sql + st[i].offset, st[i].length, &shape) == 0)
+            best = stricter(best,
+                            pgt_rule_match(set, shape.fingerprint, who->user, who->database, now));
+    }
+    return best;
 }

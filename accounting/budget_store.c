@@ -283,6 +283,8 @@ static int load_all(pgt_db_t *db, load_t *l)
                         "budget_grants WHERE until_us > ?1 OR (until_us IS NULL AND "
                         "granted_at >= ?2) ORDER BY id",
                         "ii", now, earliest_period_start(now));
+    if (rc == 0)
+        rc = pgt_rule_load(db, &l->cfg->rules, err, len);
     return rc == 0 ? 0 : -1;
 }
 
@@ -348,6 +350,11 @@ int pgt_budget_config_load(pgt_db_t *db, pgt_budget_config_t **out, char *err, s
         return -1;
     }
     sort_names(l.cfg);
+    if (pgt_rule_set_index(&l.cfg->rules) != 0) {
+        snprintf(err, errlen, "out of memory");
+        pgt_budget_config_free(l.cfg);
+        return -1;
+    }
     *out = l.cfg;
     return 0;
 }
@@ -374,6 +381,7 @@ void pgt_budget_config_free(pgt_budget_config_t *cfg)
     free(cfg->teams);
     free(cfg->grants);
     free(cfg->role_members);
+    pgt_rule_set_clear(&cfg->rules);
     free(cfg);
 }
 

@@ -15,12 +15,12 @@
 #define LEDGER_BUSY_TIMEOUT_MS 2000 /* default wait for another writer's lock */
 
 /* The columns of a record, in the order of ledger_row_to_record; the
- * writers add budget_id, instance, seq and day. */
+ * writers add budget_id, instance, seq, day and rule_id. */
 #define LEDGER_RECORD_COLUMNS                                                                      \
     "started_at, finished_at, session_id, backend_pid, \"user\", database, application, "          \
     "client_addr, tags, fingerprint, normalized, kind, protocol, est_planner_cost, "               \
     "est_cost_micro, compute_s, rows, bytes_out, cost_micro, status, sqlstate"
-#define LEDGER_WRITE_COLUMNS LEDGER_RECORD_COLUMNS ", budget_id, instance, seq, day"
+#define LEDGER_WRITE_COLUMNS LEDGER_RECORD_COLUMNS ", budget_id, instance, seq, day, rule_id"
 
 /* A growable array of records, oldest first. */
 typedef struct recvec {

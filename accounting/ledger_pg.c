@@ -187,7 +187,8 @@ static void copy_record(pgt_buf_t *b, const pgt_record_t *r)
     copy_int(b, r->budget_id, r->budget_id <= 0), SEP;
     copy_int(b, r->instance, false), SEP;
     copy_int(b, r->seq, false), SEP;
-    copy_int(b, r->day, false);
+    copy_int(b, r->day, false), SEP;
+    copy_int(b, r->rule_id, r->rule_id <= 0);
 #undef SEP
     pgt_buf_add(b, "\n", 1);
 }

@@ -68,14 +68,14 @@ static json_t *record_to_json(const pgt_record_t *r)
     double est = isfinite(r->est_planner_cost) ? r->est_planner_cost : -1;
     double compute_s = isfinite(r->compute_s) ? r->compute_s : 0;
     json_t *o = json_pack(
-        "{sIsIsIsisIsfsIsfsIsIsIsssIsIsIsi}", "started_us", (json_int_t)r->started_us,
+        "{sIsIsIsisIsfsIsfsIsIsIsssIsIsIsisI}", "started_us", (json_int_t)r->started_us,
         "finished_us", (json_int_t)r->finished_us, "session_id", (json_int_t)r->session_id,
         "backend_pid", (int)r->backend_pid, "fingerprint", (json_int_t)r->fingerprint,
         "est_planner_cost", est, "est_cost_micro", (json_int_t)r->est_cost_micro, "compute_s",
         compute_s, "rows", (json_int_t)r->rows, "bytes_out", (json_int_t)r->bytes_out, "cost_micro",
         (json_int_t)r->cost_micro, "status", pgt_query_status_name(r->status), "budget_id",
         (json_int_t)r->budget_id, "instance", (json_int_t)r->instance, "seq", (json_int_t)r->seq,
-        "day", (int)r->day);
+        "day", (int)r->day, "rule_id", (json_int_t)r->rule_id);
     if (!o)
         return NULL;
     char sqlstate[sizeof(r->sqlstate)];
@@ -119,6 +119,7 @@ static pgt_record_t *record_from_json(json_t *o)
     r->bytes_out = json_get_i64(o, "bytes_out", 0);
     r->cost_micro = json_get_i64(o, "cost_micro", 0);
     r->budget_id = json_get_i64(o, "budget_id", 0);
+    r->rule_id = json_get_i64(o, "rule_id", 0);
     r->instance = json_get_i64(o, "instance", 0);
     r->seq = json_get_i64(o, "seq", 0);
     r->day = (int32_t)json_get_i64(o, "day", 0);

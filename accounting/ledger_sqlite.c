@@ -14,7 +14,7 @@
 #include "pgtally/text.h"
 
 static const char insert_sql[] = "INSERT INTO queries (" LEDGER_WRITE_COLUMNS ")"
-                                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                                  " ON CONFLICT DO NOTHING";
 
 /* The upserts that add a transaction's sums to the rollups, spend and
@@ -260,6 +260,7 @@ static void bind_record(sqlite3_stmt *st, const pgt_record_t *r)
     sqlite3_bind_int64(st, 23, r->instance);
     sqlite3_bind_int64(st, 24, r->seq);
     sqlite3_bind_int(st, 25, r->day);
+    bind_opt_int(st, 26, r->rule_id, 1);
 }
 
 /* Records an SQLite error of the writer connection in l->error. */

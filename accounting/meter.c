@@ -232,6 +232,7 @@ static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t
     r->cost_micro = price(p, d);
     r->status = d->status;
     r->budget_id = d->budget_id;
+    r->rule_id = e->est.rule_id;
     if (d->status == PGT_QUERY_REFUSED)
         r->cost_micro = 0; /* never ran */
     memcpy(r->sqlstate, d->sqlstate, sizeof(r->sqlstate));

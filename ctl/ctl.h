@@ -175,6 +175,7 @@ int ctl_cmd_usage(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_budget(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_team(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_report(ctl_env_t *env, int argc, char **argv);
+int ctl_cmd_rule(ctl_env_t *env, int argc, char **argv);
 
 /* The budgets section of `usage`: every budget's spend in its current
  * period. For a table, prints it to stdout (nothing when there are no

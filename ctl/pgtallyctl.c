@@ -16,6 +16,7 @@ static const char help[] =
     "  usage     spend per user, database, application or tag over a day, week or month,\n"
     "            and each budget's spend in its current period\n"
     "  budget    set, list or remove budgets (set, list, rm), grant extra budget (grant)\n"
+    "  rule      block, warn about or log one statement shape (add, list, rm)\n"
     "  team      pgtally's groups of users for team budgets (add, rm, list)\n"
     "  report    the daily report of a date: print it (text, markdown, html, json, csv,\n"
     "            slack) or send it to Slack and e-mail\n"
@@ -30,7 +31,7 @@ static const char help[] =
 
 static const ctl_command_t commands[] = {
     {"queries", ctl_cmd_queries}, {"usage", ctl_cmd_usage},   {"budget", ctl_cmd_budget},
-    {"team", ctl_cmd_team},       {"report", ctl_cmd_report},
+    {"team", ctl_cmd_team},       {"report", ctl_cmd_report}, {"rule", ctl_cmd_rule},
 };
 
 #define OPT_VERSION 1

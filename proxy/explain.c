@@ -168,7 +168,7 @@ bool pgt__plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
 {
     s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
     bool explain = pgt__may_explain(s);
-    if (!explain && !(s->proxy->estimator && pgt__budgets_apply(s)))
+    if (!explain && !(s->proxy->estimator && pgt__judge_due(s)))
         return false;
     const uint8_t *types;
     size_t types_len;

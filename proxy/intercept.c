@@ -548,6 +548,11 @@ void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est)
     ic->next_est = *est;
 }
 
+void pgt_intercept_set_rule(pgt_intercept_t *ic, int64_t rule_id)
+{
+    ic->next_est.rule_id = rule_id;
+}
+
 static void client_parse(pgt_intercept_t *ic, const uint8_t *body, size_t len)
 {
     size_t pos = 0;

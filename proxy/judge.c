@@ -39,19 +39,83 @@ static void send_notice(pgt_session_t *s, const char *severity, const char *sqls
         pgt__conn_send(&s->client, buf, mb.len);
 }
 
+/* Whether a statement of s needs judging at all: budgets apply to it, or
+ * rules by shape are in force. */
+bool pgt__judge_due(const pgt_session_t *s)
+{
+    return pgt__budgets_apply(s) || (s->ic && pgt_budgets_have_rules(s->proxy->budgets));
+}
+
+/* The refusal of a block rule: SQLSTATE PGT_RULE_SQLSTATE, the rule's
+ * message or pgtally's, and a HINT naming who can lift it. */
+static void rule_verdict(const pgt_rule_t *r, pgt_verdict_t *v)
+{
+    memset(v, 0, sizeof(*v));
+    v->action = PGT_VERDICT_REFUSE;
+    memcpy(v->sqlstate, PGT_RULE_SQLSTATE, sizeof(v->sqlstate));
+    if (r->message && r->message[0])
+        snprintf(v->message, sizeof(v->message), "%s", r->message);
+    else
+        snprintf(v->message, sizeof(v->message),
+                 "pgtally: statement shape %016llx is blocked by pgtally rule %lld",
+                 (unsigned long long)r->fingerprint, (long long)r->id);
+    snprintf(v->detail, sizeof(v->detail), "pgtally rule %lld blocks statement shape %016llx.",
+             (long long)r->id, (unsigned long long)r->fingerprint);
+    snprintf(v->hint, sizeof(v->hint), "Ask your pgtally admin (pgtallyctl rule rm %lld).",
+             (long long)r->id);
+}
+
+/* Checks sql[0..len) against the rules by shape, with the estimator's
+ * fingerprint in s->est when it found one. A block rule refuses it (true,
+ * with the verdict in s->verdict) where a budget could refuse it; where
+ * not (see pgt__judge) it runs and is recorded as a log rule's. A warn
+ * rule sends its WARNING; a log rule changes nothing the client sees.
+ * The ledger records the rule with the statement (rule_id). */
+static bool judge_rule(pgt_session_t *s, const pgt_who_t *who, const char *sql, size_t len,
+                       bool can_refuse)
+{
+    s->est.rule_id = 0;
+    const pgt_rule_t *r = pgt_budgets_rule(s->proxy->budgets, who, s->est.fingerprint, sql, len);
+    if (!r)
+        return false;
+    if (r->action == PGT_RULE_ACTION_WARN) {
+        char text[PGT_RULE_MESSAGE_MAX + 96];
+        if (r->message && r->message[0])
+            snprintf(text, sizeof(text), "%s (pgtally rule %lld)", r->message, (long long)r->id);
+        else
+            snprintf(text, sizeof(text),
+                     "pgtally: statement shape %016llx is flagged by pgtally "
+                     "rule %lld",
+                     (unsigned long long)r->fingerprint, (long long)r->id);
+        send_notice(s, "WARNING", "01000", text);
+        return false;
+    }
+    s->est.rule_id = r->id;
+    pgt_intercept_set_rule(s->ic, r->id);
+    bool refuse = r->action == PGT_RULE_ACTION_BLOCK && can_refuse && s->txn_status != 'E' &&
+                  !pgt_fp_never_refused(sql, len);
+    PGT_INFO(refuse ? "rule_blocked" : "rule_matched", "session=C-%llu user=%s rule=%lld action=%s",
+             (unsigned long long)s->id, s->user, (long long)r->id, pgt_rule_action_name(r->action));
+    if (!refuse || (s->verdict = malloc(sizeof(*s->verdict))) == NULL)
+        return false;
+    rule_verdict(r, s->verdict);
+    return true;
+}
+
 /* Checks the statement sql[0..len) about to go upstream (s->est holds its
- * estimate) against the budgets. Returns true when it is refused, with
- * the reason in s->verdict; otherwise sends the client the warning and
- * notice the verdict holds, ahead of the statement's results. A statement
- * is refused only when the reply that refuses it can be told from others:
- * nothing else in flight (simple) or a known batch (extended); otherwise
- * it runs, and the running check stops it. */
+ * estimate) against the rules by shape (judge_rule), then the budgets. Returns true when it is
+ * refused, with the reason in s->verdict; otherwise sends the client the warning and notice the
+ * verdict holds, ahead of the statement's results. A statement is refused only when the reply that
+ * refuses it can be told from others: nothing else in flight (simple) or a known batch (extended);
+ * otherwise it runs, and the running check stops it. */
 bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
 {
     pgt_budgets_t *b = s->proxy->budgets;
     if (!b || !s->ic)
         return false;
     pgt_who_t who = who_of(s);
+    if (judge_rule(s, &who, sql, len, can_refuse))
+        return true;
     int64_t est = s->est.cost_micro;
     bool apply = pgt_budgets_apply(b, &who);
     if (!apply && !pgt_budgets_notice_due(b, est))
@@ -201,7 +265,8 @@ bool pgt__refuse_bind_msgs(pgt_session_t *s)
  * A refused one is held, and refuse_bind_msgs's stand-in goes upstream. */
 bool pgt__judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
 {
-    if (!pgt__budgets_apply(s) && !pgt_budgets_notice_due(s->proxy->budgets, s->est.cost_micro))
+    s->est.rule_id = 0;
+    if (!pgt__judge_due(s) && !pgt_budgets_notice_due(s->proxy->budgets, s->est.cost_micro))
         return false;
     const uint8_t *types;
     size_t types_len;

@@ -732,7 +732,7 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     bool whole_query = type == 'Q' && plen > 0 && peek[plen - 1] == 0;
     bool explain = type == 'Q' && pgt__may_hold_query(s) && s->proxy->estimator;
     /* A Query too long to capture was judged on its head. */
-    if (type == 'Q' && s->ic && plen + 4 == len && (explain || pgt__budgets_apply(s))) {
+    if (type == 'Q' && s->ic && plen + 4 == len && (explain || pgt__judge_due(s))) {
         s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
         char *sql = NULL;
         if (whole_query && s->proxy->estimator)
@@ -764,7 +764,7 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     }
     pgt__client_account(s, type, peek, plen);
     /* s->est is this Bind's only when plan_bind ran (it was whole). */
-    if (type == 'B' && s->est.key && plen + 4 == len)
+    if (type == 'B' && (s->est.key || s->est.rule_id) && plen + 4 == len)
         pgt_intercept_set_portal_estimate(s->ic, (const char *)peek, &s->est);
 }
 

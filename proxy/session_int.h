@@ -248,6 +248,9 @@ void pgt__answer_error(pgt_session_t *s, const char *sqlstate, const char *messa
 
 /* Whether budgets apply to the session's user, database and application. */
 bool pgt__budgets_apply(const pgt_session_t *s);
+/* Whether a statement of s needs judging: budgets apply, or rules by shape
+ * are in force (judge.c). */
+bool pgt__judge_due(const pgt_session_t *s);
 
 /* Checks the statement sql[0..len) (estimate in s->est) against the
  * budgets. Returns true when it is refused (can_refuse), with the reason in

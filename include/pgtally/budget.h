@@ -47,6 +47,18 @@ bool pgt_budgets_notice_due(const pgt_budgets_t *b, int64_t est_micro);
 void pgt_budgets_check(pgt_budgets_t *b, const pgt_who_t *who, int64_t est_micro, bool never_refuse,
                        pgt_verdict_t *out);
 
+/* Whether any rule by statement shape is in force (pgtallyctl rule). */
+bool pgt_budgets_have_rules(const pgt_budgets_t *b);
+
+/* The rule that applies to a statement of who (see pgt_rule_match): of
+ * shape fp when fp is not 0 (the estimator's fingerprint, so the loop
+ * parses nothing again); else of the strictest of the statements of
+ * sql[0..len) (NUL-terminated), which are fingerprinted here. NULL when
+ * none, or without rules. The rule is borrowed until the budgets take a
+ * new config. */
+const pgt_rule_t *pgt_budgets_rule(pgt_budgets_t *b, const pgt_who_t *who, uint64_t fp,
+                                   const char *sql, size_t len);
+
 /* A statement of who finished and cost cost_micro. */
 void pgt_budgets_spent(pgt_budgets_t *b, const pgt_who_t *who, int64_t cost_micro);
 

@@ -12,6 +12,7 @@
 #include "pgtally/db.h"
 #include "pgtally/ledger.h"
 #include "pgtally/period.h"
+#include "pgtally/rules.h"
 
 /* Whose statements a budget covers. */
 #define PGT_BUDGET_SUBJECT_MAP(X)                                                                  \
@@ -105,6 +106,7 @@ typedef struct pgt_budget_config {
     size_t ngrants;                         /* entries in grants */
     pgt_budget_role_member_t *role_members; /* by role, then user */
     size_t nrole_members;                   /* entries in role_members */
+    pgt_rule_set_t rules;                   /* rules by statement shape (pgtallyctl rule) */
 } pgt_budget_config_t;
 
 /* Opens the ledger at w for the budget tables (see pgt_ledger_db_open).
@@ -120,8 +122,8 @@ int pgt_budget_store_open(const pgt_ledger_where_t *w, bool writable, pgt_db_t *
 /* Closes a connection of pgt_budget_store_open. NULL is allowed. */
 void pgt_budget_store_close(pgt_db_t *db);
 
-/* Loads budgets, teams, grants that may be active at pgt_clock_us() and role
- * memberships, in one read transaction. Returns 0 with a new config in *out
+/* Loads budgets, teams, grants that may be active at pgt_clock_us(), role
+ * memberships and rules (indexed), in one read transaction. Returns 0 with a new config in *out
  * (free it with pgt_budget_config_free), or -1 with the cause in err. */
 int pgt_budget_config_load(pgt_db_t *db, pgt_budget_config_t **out, char *err, size_t errlen)
     __attribute__((warn_unused_result));

@@ -20,6 +20,8 @@ typedef struct pgt_estimate {
     int64_t cost_micro;    /* estimated cost in micro-units, or -1 when none */
     uint64_t fingerprint;  /* the statement's fingerprint when the loop found it, or 0 */
     int kind;              /* its pgt_stmt_kind_t then */
+    int64_t rule_id;       /* the rule by shape that blocks it or, for a log rule, would
+                              have (recorded in the ledger); 0: none (judge.c sets it) */
     bool explainable;      /* whether EXPLAIN takes it */
     int32_t explain_shift; /* when pgt_estimator_plan returned an EXPLAIN: the characters
                               its text has ahead of the statement less those the client's

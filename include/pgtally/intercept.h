@@ -30,6 +30,10 @@ pgt_intercept_t *pgt_intercept_new(pgt_meter_t *m, pgt_estimator_t *est, uint64_
  * before forwarding it); consumed by that Query. */
 void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est);
 
+/* Records rule_id (a rule by shape, see pgtally/rules.h) with the next
+ * Query, as pgt_intercept_set_estimate's estimate. */
+void pgt_intercept_set_rule(pgt_intercept_t *ic, int64_t rule_id);
+
 /* The SQL of prepared statement name ("" is the unnamed one), NULL when
  * unknown, and its parameter types as Parse sent them (Int16 count, then
  * the OIDs) in *types, which is NULL (and *types_len 0) for a statement

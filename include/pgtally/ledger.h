@@ -57,6 +57,7 @@ typedef struct pgt_record {
     pgt_query_status_t status; /* how it ended */
     char sqlstate[6];          /* error SQLSTATE, or "" */
     int64_t budget_id;         /* budget that refused or cancelled it, or 0 */
+    int64_t rule_id;           /* rule by shape that blocked it, or (log) would have; or 0 */
     int64_t instance;          /* set by the ledger: the instance that metered it */
     int64_t seq;               /* set by the ledger: its sequence in that instance */
     int32_t day;               /* set by the ledger: pgt_local_day(started_us) */

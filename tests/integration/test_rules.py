@@ -1,0 +1,147 @@
+"""Rules by statement shape in a running pgtally (pgtallyctl rule add, list,
+rm): a block rule refuses every statement of its shape, whatever its
+constants, before it runs (SQLSTATE 42T01, the rule's message, a HINT
+naming the rule to remove), through psql and psycopg (simple and extended
+protocol); other shapes and, for a user-scoped rule, other users carry on;
+warn gives a WARNING; log runs the statement and records the rule in the
+ledger (queries.rule_id); removing or expiring a rule lifts it within a
+second or so."""
+
+import json
+import time
+
+import psycopg
+import pytest
+
+from helpers import SLOW, run_pgtallyctl, wait_until
+from test_budgets import connect, ctl, psql, wait_loaded
+from test_metering import ledger, wait_ledger
+
+SQLSTATE = "42T01"
+
+
+@pytest.fixture(scope="module")
+def users(pg):
+    names = ["rule_a", "rule_b"]
+    with pg.admin() as a:
+        for n in names:
+            a.execute("DROP ROLE IF EXISTS %s" % n)
+            a.execute("CREATE ROLE %s LOGIN IN ROLE pgtally_test_users" % n)
+        a.execute("DROP TABLE IF EXISTS rule_t")
+        a.execute("CREATE TABLE rule_t (a int)")
+        a.execute("GRANT ALL ON rule_t TO PUBLIC")
+    return names
+
+
+def fingerprint(proxy, user, sql, normalized):
+    """Run sql once, and return its shape as pgtallyctl queries shows it
+    (16 hex digits), read from the ledger by its normalized text."""
+    r = psql(proxy, user, sql)
+    assert r.returncode == 0, r
+    rows = wait_ledger(proxy, 1, "\"user\" = ? AND normalized = ?", (user, normalized))
+    return "%016x" % (rows[0]["fingerprint"] & 0xFFFFFFFFFFFFFFFF)
+
+
+def add_rule(proxy, *args):
+    p = ctl(proxy, "rule", "add", *args)
+    wait_loaded(proxy)
+    return int(p.stdout.split()[1].rstrip(":"))
+
+
+def test_block_rule_refuses_the_shape_everywhere(pgtally, users):
+    proxy = pgtally()
+    fp = fingerprint(proxy, "rule_a", "SELECT count(*) FROM rule_t WHERE a = 1",
+                     "SELECT count(*) FROM rule_t WHERE a = $1")
+    rid = add_rule(proxy, "--fingerprint", fp, "--action", "block",
+                   "--message", "full scans of rule_t are off today")
+    # psql, other constants: the same shape
+    r = psql(proxy, "rule_a", "SELECT count(*) FROM rule_t WHERE a = 99")
+    assert r.returncode != 0
+    assert "ERROR:  full scans of rule_t are off today" in r.stderr, r.stderr
+    assert "HINT:  Ask your pgtally admin (pgtallyctl rule rm %d)." % rid in r.stderr, r.stderr
+    # another shape carries on
+    r = psql(proxy, "rule_a", "SELECT count(*) FROM rule_t")
+    assert r.returncode == 0 and r.stdout.strip() == "0", r
+    with connect(proxy, "rule_b") as c:
+        # simple protocol
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("SELECT count(*) FROM rule_t WHERE a = 5", prepare=False)
+        assert ei.value.sqlstate == SQLSTATE
+        # extended protocol, a parameter
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("SELECT count(*) FROM rule_t WHERE a = %s", (7,))
+        assert ei.value.sqlstate == SQLSTATE
+        assert "rule rm %d" % rid in (ei.value.diag.message_hint or "")
+        # a prepared statement
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("SELECT count(*) FROM rule_t WHERE a = %s", (8,), prepare=True)
+        assert ei.value.sqlstate == SQLSTATE
+        assert c.execute("SELECT 1 + 1").fetchone() == (2,)
+    # a multi-statement Query holding the shape
+    r = psql(proxy, "rule_a", "SELECT 1; SELECT count(*) FROM rule_t WHERE a = 3")
+    assert r.returncode != 0 and SQLSTATE in r.stderr or "off today" in r.stderr, r
+    # list, then rm: runs again within ~1.5 s
+    listed = json.loads(ctl(proxy, "rule", "list", "--format", "json").stdout)
+    assert [x["id"] for x in listed] == [rid] and listed[0]["fingerprint"] == fp
+    assert listed[0]["action"] == "block" and listed[0]["user"] is None
+    ctl(proxy, "rule", "rm", str(rid))
+    t0 = time.monotonic()
+    wait_until(lambda: psql(proxy, "rule_a", "SELECT count(*) FROM rule_t WHERE a = 4")
+               .returncode == 0, 3 * SLOW, what="the rule lifted")
+    assert time.monotonic() - t0 < 1.5 * SLOW
+    recs = ledger(proxy, "rule_id = ?", (rid,))
+    assert recs and all(x["status"] == "refused" and x["sqlstate"] == SQLSTATE for x in recs), recs
+
+
+def test_user_scoped_rule_and_expiry(pgtally, users):
+    proxy = pgtally()
+    fp = fingerprint(proxy, "rule_a", "SELECT a FROM rule_t WHERE a > 10",
+                     "SELECT a FROM rule_t WHERE a > $1")
+    add_rule(proxy, "--fingerprint", fp, "--user", "rule_a", "--action", "block")
+    r = psql(proxy, "rule_a", "SELECT a FROM rule_t WHERE a > 20")
+    assert r.returncode != 0 and "is blocked by pgtally rule" in r.stderr, r
+    r = psql(proxy, "rule_b", "SELECT a FROM rule_t WHERE a > 20")
+    assert r.returncode == 0, r
+    # a rule already expired blocks nothing; one a second ahead stops blocking
+    fp2 = fingerprint(proxy, "rule_b", "SELECT a, a FROM rule_t", "SELECT a, a FROM rule_t")
+    ctl(proxy, "rule", "add", "--fingerprint", fp2, "--action", "block", "--until", "-1m")
+    wait_loaded(proxy)
+    assert psql(proxy, "rule_b", "SELECT a, a FROM rule_t").returncode == 0
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    add_rule(proxy, "--fingerprint", fp2, "--action", "block", "--until", until)
+    assert psql(proxy, "rule_b", "SELECT a, a FROM rule_t").returncode != 0, \
+        (until, fp2, ctl(proxy, "rule", "list").stdout, time.time())
+    wait_until(lambda: psql(proxy, "rule_b", "SELECT a, a FROM rule_t").returncode == 0,
+               4 * SLOW, what="the rule expired")
+
+
+def test_warn_and_log_rules_let_it_run(pgtally, users):
+    proxy = pgtally()
+    fp = fingerprint(proxy, "rule_a", "SELECT a + 1 FROM rule_t", "SELECT a + $1 FROM rule_t")
+    add_rule(proxy, "--fingerprint", fp, "--action", "warn", "--message", "slow shape")
+    r = psql(proxy, "rule_a", "SELECT a + 2 FROM rule_t")
+    assert r.returncode == 0 and "WARNING:  slow shape" in r.stderr, r
+    fp2 = fingerprint(proxy, "rule_b", "SELECT a * 3 FROM rule_t", "SELECT a * $1 FROM rule_t")
+    rid = add_rule(proxy, "--fingerprint", fp2, "--action", "log")
+    with connect(proxy, "rule_b") as c:
+        notices = []
+        c.add_notice_handler(notices.append)
+        assert c.execute("SELECT a * 4 FROM rule_t").fetchall() == []
+        assert c.execute("SELECT a * %s FROM rule_t", (5,)).fetchall() == []
+        assert notices == []
+    recs = ledger(proxy, "rule_id = ?", (rid,))
+    assert len(recs) == 2 and all(x["status"] == "ok" for x in recs), recs
+
+
+def test_bad_input(pgtally, users):
+    proxy = pgtally(wait=False)
+    for args, what in [(["--action", "block"], "--fingerprint is required"),
+                       (["--fingerprint", "xyz", "--action", "block"], "bad --fingerprint"),
+                       (["--fingerprint", "ab", "--action", "deny"], "bad --action"),
+                       (["--fingerprint", "ab"], "--action is required"),
+                       (["--fingerprint", "ab", "--action", "log", "--until", "soon"],
+                        "bad --until")]:
+        p = run_pgtallyctl(["-c", proxy.config_path, "rule", "add"] + args)
+        assert p.returncode == 2 and what in p.stderr, (args, p.stderr)
+    p = run_pgtallyctl(["-c", proxy.config_path, "rule", "rm", "999"])
+    assert p.returncode == 1 and "no rule with id 999" in p.stderr, p.stderr
