@@ -515,30 +515,61 @@ static const pgt_rule_t *stricter(const pgt_rule_t *a, const pgt_rule_t *c)
     return a->id <= c->id ? a : c;
 }
 
-/* At most this many statements of one string are matched against rules. */
+/* Statements of one string split at a time (every one is matched). */
 #define RULE_STATEMENTS_MAX 64
+
+/* The strictest rule matching the shape of sql[off, off + len). */
+static const pgt_rule_t *rule_of_part(pgt_budgets_t *b, const pgt_who_t *who, const char *sql,
+                                      size_t off, size_t len, int64_t now, const pgt_rule_t *best)
+{
+    pgt_shape_t shape;
+    if (pgt_fp_shape(b->rule_fps, sql + off, len, &shape) != 0)
+        return best;
+    return stricter(
+        best, pgt_rule_match(&b->cfg->rules, shape.fingerprint, who->user, who->database, now));
+}
+
+/* The strictest rule matching a statement that a PREPARE ... AS or a
+ * DECLARE ... FOR of sql holds: an EXECUTE or FETCH runs it later under
+ * its own name, so it is judged where it is named. nstatements: how many
+ * statements sql holds (at least as many as such statements). */
+static const pgt_rule_t *rule_of_prepares(pgt_budgets_t *b, const pgt_who_t *who, const char *sql,
+                                          int nstatements, int64_t now, const pgt_rule_t *best)
+{
+    pgt_prep_t *preps = malloc((size_t)(nstatements > 0 ? nstatements : 1) * sizeof(*preps));
+    int n = preps ? pgt_fp_prepares(sql, preps, nstatements > 0 ? nstatements : 1) : 0;
+    for (int i = 0; i < n; i++)
+        if (preps[i].op == PGT_PREP_PREPARE || preps[i].op == PGT_PREP_DECLARE)
+            best = rule_of_part(b, who, sql, preps[i].body_offset, preps[i].body_length, now, best);
+    free(preps);
+    return best;
+}
 
 const pgt_rule_t *pgt_budgets_rule(pgt_budgets_t *b, const pgt_who_t *who, uint64_t fp,
                                    const char *sql, size_t len)
 {
     if (!pgt_budgets_have_rules(b))
         return NULL;
-    const pgt_rule_set_t *set = &b->cfg->rules;
     int64_t now = pgt_clock_us();
-    if (fp)
-        return pgt_rule_match(set, fp, who->user, who->database, now);
+    const pgt_rule_t *best =
+        fp ? pgt_rule_match(&b->cfg->rules, fp, who->user, who->database, now) : NULL;
     if (!sql || len == 0 || sql[len] != '\0')
-        return NULL;
+        return best;
     if (!b->rule_fps && !(b->rule_fps = pgt_fp_cache_new(1024)))
-        return NULL;
+        return best;
+    if (fp) /* one statement, which the estimator fingerprinted */
+        return rule_of_prepares(b, who, sql, 1, now, best);
+    /* Every statement of the string, RULE_STATEMENTS_MAX at a time. */
     pgt_stmt_t st[RULE_STATEMENTS_MAX];
-    int n = pgt_fp_split(sql, st, RULE_STATEMENTS_MAX);
-    const pgt_rule_t *best = NULL;
-    for (int i = 0; i < n; i++) {
-        pgt_shape_t shape;
-        if (pgt_fp_shape(b->rule_fps, sql + st[i].offset, st[i].length, &shape) == 0)
-            best = stricter(best,
-                            pgt_rule_match(set, shape.fingerprint, who->user, who->database, now));
+    int total = 0;
+    for (size_t off = 0;;) {
+        int n = pgt_fp_split(sql + off, st, RULE_STATEMENTS_MAX);
+        for (int i = 0; i < n; i++)
+            best = rule_of_part(b, who, sql, off + st[i].offset, st[i].length, now, best);
+        total += n;
+        if (n < RULE_STATEMENTS_MAX)
+            break;
+        off += st[n - 1].offset + st[n - 1].length;
     }
-    return best;
+    return rule_of_prepares(b, who, sql, total, now, best);
 }

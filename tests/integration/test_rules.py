@@ -80,6 +80,24 @@ def test_block_rule_refuses_the_shape_everywhere(pgtally, users):
     # a multi-statement Query holding the shape
     r = psql(proxy, "rule_a", "SELECT 1; SELECT count(*) FROM rule_t WHERE a = 3")
     assert r.returncode != 0 and SQLSTATE in r.stderr or "off today" in r.stderr, r
+    # the shape behind 65 other statements of one Query
+    r = psql(proxy, "rule_a", "SELECT 1; " * 65 + "SELECT count(*) FROM rule_t WHERE a = 6")
+    assert r.returncode != 0 and "off today" in r.stderr, r
+    # SQL-level PREPARE and DECLARE of the shape: refused where the
+    # statement is named, so no EXECUTE or FETCH can run it
+    with connect(proxy, "rule_a") as c:
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("PREPARE scan AS SELECT count(*) FROM rule_t WHERE a = 2", prepare=False)
+        assert ei.value.sqlstate == SQLSTATE
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("EXECUTE scan", prepare=False)
+        assert ei.value.sqlstate == "26000"  # never prepared
+    with connect(proxy, "rule_a") as c:
+        c.execute("BEGIN", prepare=False)
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("DECLARE cur CURSOR FOR SELECT count(*) FROM rule_t WHERE a = 2",
+                      prepare=False)
+        assert ei.value.sqlstate == SQLSTATE
     # list, then rm: runs again within ~1.5 s
     listed = json.loads(ctl(proxy, "rule", "list", "--format", "json").stdout)
     assert [x["id"] for x in listed] == [rid] and listed[0]["fingerprint"] == fp
