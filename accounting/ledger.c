@@ -806,6 +806,7 @@ void pgt_ledger_stats(pgt_ledger_t *l, pgt_ledger_stats_t *out)
 {
     uv_mutex_lock(&l->mu);
     *out = l->stats;
+    out->queued = l->queue.len;
     uv_mutex_unlock(&l->mu);
     out->failing = is_failing(l);
 }

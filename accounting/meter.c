@@ -11,6 +11,7 @@
 #include "pgtally/fingerprint.h"
 #include "pgtally/journal.h"
 #include "pgtally/log.h"
+#include "pgtally/metrics.h"
 #include "pgtally/pricing.h"
 #include "pgtally/tags.h"
 
@@ -66,6 +67,7 @@ struct pgt_meter {
     struct pgt_journal *journal; /* where executions are journaled, or NULL (not owned) */
     pgt_record_t *out[OUT_MAX];  /* records made, not yet handed to the ledger */
     size_t out_n;                /* how many; used by one worker job at a time */
+    pgt_metrics_t *metrics;      /* counts every record made, or NULL (not owned) */
 };
 
 /* ---- shared texts and attribution ---------------------------------------- */
@@ -138,9 +140,11 @@ void pgt_exec_free(pgt_exec_t *e)
 
 /* ---- the worker side ------------------------------------------------------- */
 
-/* Hands the records made so far to the ledger. */
+/* Counts the records made so far (one lock for the lot) and hands them to
+ * the ledger, which owns them from then on. */
 static void flush_out(pgt_meter_t *m)
 {
+    pgt_metrics_observe(m->metrics, m->out, m->out_n);
     pgt_ledger_submit_many(m->ledger, m->out, m->out_n);
     m->out_n = 0;
 }
@@ -366,6 +370,11 @@ static void start_job(pgt_meter_t *m)
 static void timer_cb(uv_timer_t *t)
 {
     start_job(t->data);
+}
+
+void pgt_meter_set_metrics(pgt_meter_t *m, struct pgt_metrics *metrics)
+{
+    m->metrics = metrics;
 }
 
 void pgt_meter_set_journal(pgt_meter_t *m, struct pgt_journal *j)

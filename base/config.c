@@ -140,6 +140,11 @@ static const pgt_config_key_t keys[] = {
     {"report.show_literals", "false or true (off or on)",
      "reserved: the ledger keeps only normalized text, so reports show $1 placeholders "
      "either way (default false)"},
+    {"metrics.listen", "host:port such as 127.0.0.1:9187, or empty",
+     "address of the Prometheus /metrics endpoint (default empty: off)"},
+    {"metrics.max_label_values", "an integer from 1 to 100000",
+     "distinct values kept per metric label (user, application, database); the rest count as "
+     "'other' (default 100)"},
     {NULL, NULL, NULL},
 };
 
@@ -186,6 +191,7 @@ pgt_config_t *pgt_config_new(void)
     cfg->report_retry_interval_ms = 60000;
     cfg->report_top = 10;
     cfg->report_show_literals = 0;
+    cfg->metrics_max_label_values = 100;
     cfg->report_mail_to = calloc(1, sizeof(*cfg->report_mail_to));
     if (!cfg->report_mail_to || !cfg->listen_host || !cfg->upstream_host || !cfg->timezone ||
         !cfg->admin_conninfo || !cfg->budget_contact || !cfg->budget_exempt_users) {
@@ -236,6 +242,7 @@ void pgt_config_free(pgt_config_t *cfg)
         free(cfg->report_mail_to[i]);
     free(cfg->report_mail_to);
     free(cfg->report_ca_file);
+    free(cfg->metrics_listen_host);
     free(cfg);
 }
 
@@ -428,6 +435,23 @@ static int apply_metering(pgt_config_t *cfg, const char *key, const char *value)
         return parse_money(value, &cfg->price_gib_micro);
     if (strcmp(key, "pricing.per_query") == 0)
         return parse_money(value, &cfg->price_query_micro);
+    return 1;
+}
+
+/* Keys of [metrics]; returns 1 when key is not one of them. An empty
+ * listen turns the endpoint off. */
+static int apply_metrics(pgt_config_t *cfg, const char *key, const char *value)
+{
+    if (strcmp(key, "metrics.listen") == 0) {
+        if (value[0])
+            return parse_hostport(value, &cfg->metrics_listen_host, &cfg->metrics_listen_port);
+        free(cfg->metrics_listen_host);
+        cfg->metrics_listen_host = NULL;
+        cfg->metrics_listen_port = 0;
+        return 0;
+    }
+    if (strcmp(key, "metrics.max_label_values") == 0)
+        return parse_int(value, 1, 100000, &cfg->metrics_max_label_values);
     return 1;
 }
 
@@ -805,6 +829,8 @@ static int apply(pgt_config_t *cfg, const char *key, const char *value)
     int rc = apply_metering(cfg, key, value);
     if (rc == 1)
         rc = apply_budget(cfg, key, value);
+    if (rc == 1)
+        rc = apply_metrics(cfg, key, value);
     if (rc != 1)
         return rc;
     rc = -1;
@@ -888,12 +914,12 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
         snprintf(full, sizeof(full), "%s", name);
     } else if (strcmp(section, "ledger") == 0 || strcmp(section, "pricing") == 0 ||
                strcmp(section, "estimate") == 0 || strcmp(section, "budget") == 0 ||
-               strcmp(section, "report") == 0) {
+               strcmp(section, "report") == 0 || strcmp(section, "metrics") == 0) {
         snprintf(full, sizeof(full), "%s.%s", section, name);
     } else {
         snprintf(ctx->msg, sizeof(ctx->msg),
                  "section [%s], key '%s': unknown section; use [pgtally], [ledger], [pricing], "
-                 "[estimate], [budget] or [report]",
+                 "[estimate], [budget], [report] or [metrics]",
                  section, name);
         return 0;
     }

@@ -230,6 +230,7 @@ static void maybe_finish(pgt_proxy_t *p)
 void pgt_proxy_session_gone(pgt_proxy_t *p)
 {
     p->nclients--;
+    pgt_metrics_sessions_add(p->metrics, -1);
     maybe_finish(p);
 }
 

@@ -18,6 +18,8 @@
 #include "pgtally/meter.h"
 #include "pgtally/journal.h"
 #include "pgtally/log.h"
+#include "pgtally/metrics.h"
+#include "pgtally/metrics_http.h"
 #include "pgtally/proxy.h"
 #include "pgtally/scheduler.h"
 
@@ -274,6 +276,38 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
     return 0;
 }
 
+/* Starts the Prometheus endpoint when [metrics] listen is set: the
+ * registry, fed by the meter and the sessions, and its HTTP server on its
+ * own thread. Returns 0, or -1 after saying why (the port is in use, say). */
+static int start_metrics(pgt_proxy_t *p, pgt_metrics_t **reg, pgt_metrics_server_t **srv)
+{
+    const pgt_config_t *cfg = p->cfg;
+    char err[512];
+    if (!cfg->metrics_listen_host)
+        return 0;
+    *reg = pgt_metrics_new(cfg->metrics_max_label_values, cfg->currency);
+    if (!*reg) {
+        snprintf(err, sizeof(err), "out of memory");
+        goto fail;
+    }
+    if (p->ledger)
+        pgt_metrics_set_ledger(*reg, p->ledger);
+    *srv = pgt_metrics_server_start(cfg->metrics_listen_host, cfg->metrics_listen_port, *reg, err,
+                                    sizeof(err));
+    if (!*srv)
+        goto fail;
+    if (p->meter)
+        pgt_meter_set_metrics(p->meter, *reg);
+    p->metrics = *reg;
+    PGT_INFO("metrics_listening", "address=%s:%d max_label_values=%d", cfg->metrics_listen_host,
+             cfg->metrics_listen_port, cfg->metrics_max_label_values);
+    return 0;
+fail:
+    fprintf(stderr, "pgtally: metrics.listen: %s\n", err);
+    PGT_ERROR("startup_failed", "key=metrics.listen error=\"%s\"", err);
+    return -1;
+}
+
 int main(int argc, char **argv)
 {
     sources_t src = {0};
@@ -306,7 +340,12 @@ int main(int argc, char **argv)
     /* The ledger opens before the port does: a client never meets a
      * pgtally that is about to exit. */
     pgt_ledger_t *ledger = NULL;
+    pgt_metrics_t *metrics = NULL;
+    pgt_metrics_server_t *metrics_server = NULL;
     if (proxy.cfg->metering && start_metering(&proxy, &ledger) != 0) {
+        pgt_proxy_stop(&proxy);
+        proxy.exit_code = 1;
+    } else if (start_metrics(&proxy, &metrics, &metrics_server) != 0) {
         pgt_proxy_stop(&proxy);
         proxy.exit_code = 1;
     } else if (pgt_proxy_listen(&proxy, err, sizeof(err)) != 0) {
@@ -316,6 +355,9 @@ int main(int argc, char **argv)
         proxy.exit_code = 1;
     }
     uv_run(&loop, UV_RUN_DEFAULT);
+    /* The endpoint served through the drain; it stops before the ledger
+     * it reads closes. */
+    pgt_metrics_server_stop(metrics_server);
     pgt_scheduler_free(services.scheduler);
     pgt_budgets_free(proxy.budgets);
     pgt_meter_free(proxy.meter);
@@ -327,6 +369,7 @@ int main(int argc, char **argv)
     pgt_journal_close(services.journal);
     PGT_INFO("stopped", "exit_code=%d", proxy.exit_code);
     pgt_proxy_cleanup(&proxy);
+    pgt_metrics_free(metrics);
     int closed = uv_loop_close(&loop);
     if (closed != 0)
         PGT_WARN("loop_not_empty", "error=\"%s\"", uv_strerror(closed));

@@ -1359,6 +1359,7 @@ pgt_session_t *pgt_session_new(pgt_proxy_t *p)
         p->sessions->prev = s;
     p->sessions = s;
     p->nclients++;
+    pgt_metrics_sessions_add(p->metrics, 1);
     return s;
 }
 

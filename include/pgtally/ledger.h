@@ -144,6 +144,7 @@ typedef struct pgt_ledger_stats {
     uint64_t overflowed; /* records that found the queue full (kept, not dropped) */
     uint64_t replayed;   /* records written late, from memory or the spool */
     uint64_t pending;    /* records waiting in memory or in the spool right now */
+    uint64_t queued;     /* records in the queue to the writer right now */
     bool failing;        /* last write failed */
 } pgt_ledger_stats_t;
 void pgt_ledger_stats(pgt_ledger_t *l, pgt_ledger_stats_t *out);

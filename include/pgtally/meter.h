@@ -97,6 +97,12 @@ void pgt_meter_set_prices(pgt_meter_t *m, const pgt_config_t *cfg);
 void pgt_meter_add(pgt_meter_t *m, pgt_exec_t *e);
 
 struct pgt_journal;
+struct pgt_metrics;
+
+/* Counts every record made from now on in metrics (not owned; NULL: none),
+ * on the worker thread, once per batch. Set it before executions are added;
+ * metrics must outlive the meter. */
+void pgt_meter_set_metrics(pgt_meter_t *m, struct pgt_metrics *metrics);
 
 /* Journals every execution added from now on to j (not owned; NULL: none). */
 void pgt_meter_set_journal(pgt_meter_t *m, struct pgt_journal *j);

@@ -17,6 +17,7 @@
 #include "pgtally/estimator.h"
 #include "pgtally/ledger.h"
 #include "pgtally/meter.h"
+#include "pgtally/metrics.h"
 
 typedef struct pgt_session pgt_session_t;
 
@@ -64,6 +65,7 @@ struct pgt_proxy {
     uv_timer_t budget_timer;       /* checks running statements against budgets */
     bool budget_timer_open;        /* budget_timer initialised */
     pgt_proxy_hooks_t hooks;       /* the daemon's services beside the proxy */
+    pgt_metrics_t *metrics;        /* the Prometheus registry, or NULL (not owned) */
     pgt_session_t *sessions;       /* all live sessions, linked */
     int nclients;                  /* live sessions */
     uint64_t next_session_id;      /* id of the next session */
