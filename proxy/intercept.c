@@ -548,16 +548,9 @@ void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est)
     ic->next_est = *est;
 }
 
-void pgt_intercept_set_rule(pgt_intercept_t *ic, int64_t rule_id, bool cancel)
+void pgt_intercept_set_rule(pgt_intercept_t *ic, int64_t rule_id)
 {
     ic->next_est.rule_id = rule_id;
-    ic->next_est.rule_cancel = cancel;
-}
-
-int64_t pgt_intercept_running_rule(const pgt_intercept_t *ic)
-{
-    const pgt_exec_t *e = ic->head;
-    return e && !e->is_marker && e->est.rule_cancel ? e->est.rule_id : 0;
 }
 
 static void client_parse(pgt_intercept_t *ic, const uint8_t *body, size_t len)

@@ -75,7 +75,6 @@ static bool judge_rule(pgt_session_t *s, const pgt_who_t *who, const char *sql, 
                        bool can_refuse)
 {
     s->est.rule_id = 0;
-    s->est.rule_cancel = false;
     const pgt_rule_t *r = pgt_budgets_rule(s->proxy->budgets, who, s->est.fingerprint, sql, len);
     if (!r)
         return false;
@@ -91,14 +90,10 @@ static bool judge_rule(pgt_session_t *s, const pgt_who_t *who, const char *sql, 
         send_notice(s, "WARNING", "01000", text);
         return false;
     }
-    bool block = r->action == PGT_RULE_ACTION_BLOCK && s->txn_status != 'E' &&
-                 !pgt_fp_never_refused(sql, len);
-    bool refuse = block && can_refuse;
-    /* Pipelined behind other statements, it cannot be refused in place:
-     * it is cancelled once it runs (pgt_session_budget_enforce). */
     s->est.rule_id = r->id;
-    s->est.rule_cancel = block && !refuse;
-    pgt_intercept_set_rule(s->ic, r->id, s->est.rule_cancel);
+    pgt_intercept_set_rule(s->ic, r->id);
+    bool refuse = r->action == PGT_RULE_ACTION_BLOCK && can_refuse && s->txn_status != 'E' &&
+                  !pgt_fp_never_refused(sql, len);
     PGT_INFO(refuse ? "rule_blocked" : "rule_matched", "session=C-%llu user=%s rule=%lld action=%s",
              (unsigned long long)s->id, s->user, (long long)r->id, pgt_rule_action_name(r->action));
     if (!refuse || (s->verdict = malloc(sizeof(*s->verdict))) == NULL)
@@ -271,7 +266,6 @@ bool pgt__refuse_bind_msgs(pgt_session_t *s)
 bool pgt__judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
 {
     s->est.rule_id = 0;
-    s->est.rule_cancel = false;
     if (!pgt__judge_due(s) && !pgt_budgets_notice_due(s->proxy->budgets, s->est.cost_micro))
         return false;
     const uint8_t *types;
@@ -386,15 +380,17 @@ void pgt_session_budget_add(pgt_session_t *s)
     }
 }
 
-/* Cancels the statement running on s's server connection (a CancelRequest
- * with its key), its error to be replaced by v's. */
-static bool cancel_running(pgt_session_t *s, const pgt_verdict_t *v, pgt_query_status_t status,
-                           int64_t budget_id)
+void pgt_session_budget_enforce(pgt_session_t *s)
 {
-    if (!pgt__set_subst(s, v))
-        return false;
+    int64_t cost = running_cost(s);
+    if (cost < 0 || s->budget_cancel || !s->have_key)
+        return;
+    pgt_who_t who = who_of(s);
+    pgt_verdict_t v;
+    if (!pgt_budgets_running_check(s->proxy->budgets, &who, cost, &v) || !pgt__set_subst(s, &v))
+        return;
     s->budget_cancel = true;
-    pgt_intercept_budget_outcome(s->ic, status, budget_id);
+    pgt_intercept_budget_outcome(s->ic, PGT_QUERY_BUDGET_CANCELLED, v.budget_id);
     pgt_framer_capture(&s->server.framer, cancel_capture, 65536);
     uint8_t pkt[16];
     pgt_msgbuf_t mb;
@@ -404,42 +400,6 @@ static bool cancel_running(pgt_session_t *s, const pgt_verdict_t *v, pgt_query_s
     pgt_msgbuf_u32(&mb, s->backend_pid);
     pgt_msgbuf_u32(&mb, s->backend_key);
     pgt_cancel_forward(s->proxy->loop, &s->upstream_addr, pkt);
-    return true;
-}
-
-/* A statement that a block rule matched where it could not be refused
- * before it ran: cancelled as soon as it runs. */
-static void enforce_rule(pgt_session_t *s)
-{
-    if (!s->ic || s->state == ST_CLOSING || s->refusing || s->subst || s->budget_cancel ||
-        !s->have_key)
-        return;
-    int64_t id = pgt_intercept_running_rule(s->ic);
-    if (!id)
-        return;
-    pgt_rule_t r = {.id = id, .action = PGT_RULE_ACTION_BLOCK};
-    pgt_verdict_t v;
-    rule_verdict(&r, &v);
-    snprintf(v.message, sizeof(v.message),
-             "pgtally: this statement's shape is blocked by pgtally rule %lld", (long long)id);
-    snprintf(v.detail, sizeof(v.detail),
-             "It was sent behind other statements, so it was cancelled when it began to run.");
-    if (cancel_running(s, &v, PGT_QUERY_REFUSED, 0))
-        PGT_INFO("rule_cancel", "session=C-%llu user=%s rule=%lld", (unsigned long long)s->id,
-                 s->user, (long long)id);
-}
-
-void pgt_session_budget_enforce(pgt_session_t *s)
-{
-    enforce_rule(s);
-    int64_t cost = running_cost(s);
-    if (cost < 0 || s->budget_cancel || !s->have_key)
-        return;
-    pgt_who_t who = who_of(s);
-    pgt_verdict_t v;
-    if (!pgt_budgets_running_check(s->proxy->budgets, &who, cost, &v) ||
-        !cancel_running(s, &v, PGT_QUERY_BUDGET_CANCELLED, v.budget_id))
-        return;
     PGT_INFO("budget_cancel", "session=C-%llu user=%s budget=%lld running_micro=%lld",
              (unsigned long long)s->id, s->user, (long long)v.budget_id, (long long)cost);
 }

@@ -22,9 +22,6 @@ typedef struct pgt_estimate {
     int kind;              /* its pgt_stmt_kind_t then */
     int64_t rule_id;       /* the rule by shape that blocks it or, for a log rule, would
                               have (recorded in the ledger); 0: none (judge.c sets it) */
-    bool rule_cancel;      /* a block rule matched it where it could not be refused before it
-                              ran (pipelined behind other statements): it is cancelled as
-                              soon as it runs */
     bool explainable;      /* whether EXPLAIN takes it */
     int32_t explain_shift; /* when pgt_estimator_plan returned an EXPLAIN: the characters
                               its text has ahead of the statement less those the client's

@@ -31,13 +31,8 @@ pgt_intercept_t *pgt_intercept_new(pgt_meter_t *m, pgt_estimator_t *est, uint64_
 void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est);
 
 /* Records rule_id (a rule by shape, see pgtally/rules.h) with the next
- * Query, as pgt_intercept_set_estimate's estimate; cancel: the Query is
- * to be cancelled once it runs (see pgt_estimate_t.rule_cancel). */
-void pgt_intercept_set_rule(pgt_intercept_t *ic, int64_t rule_id, bool cancel);
-
-/* The block rule of the statement running now, which could not be
- * refused before it ran (rule_cancel), or 0. */
-int64_t pgt_intercept_running_rule(const pgt_intercept_t *ic);
+ * Query, as pgt_intercept_set_estimate's estimate. */
+void pgt_intercept_set_rule(pgt_intercept_t *ic, int64_t rule_id);
 
 /* The SQL of prepared statement name ("" is the unnamed one), NULL when
  * unknown, and its parameter types as Parse sent them (Int16 count, then
