@@ -216,4 +216,11 @@ typedef struct ctl_list_args {
  * ctl_list_args_t. */
 int ctl_list_apply(ctl_env_t *env, void *args, int id, const char *value, char *what, size_t len);
 
+/* Reads the arguments of `pgtallyctl NOUN rm ID` (the common options and
+ * one ID from NOUN's list) into *id. Returns CTL_EXIT_OK with *id set; or
+ * CTL_EXIT_OK with *id 0 after printing the help (synopsis and help); or
+ * CTL_EXIT_USAGE after saying what is wrong. */
+int ctl_parse_rm(ctl_env_t *env, int argc, char **argv, const char *noun, const char *synopsis,
+                 const char *help, int64_t *id) __attribute__((warn_unused_result));
+
 #endif

@@ -285,35 +285,13 @@ static int cmd_list(ctl_env_t *env, int argc, char **argv)
 
 /* ---- rule rm -------------------------------------------------------------- */
 
-static const ctl_opt_t common_opts[] = {
-    CTL_COMMON_OPTS,
-    {NULL, 0, false, 0},
-};
-
 static int cmd_rm(ctl_env_t *env, int argc, char **argv)
 {
-    const char *pos[1];
-    size_t npos;
-    ctl_list_args_t a = {0};
     int64_t id;
-    char what[512], err[512];
-    if (ctl_parse_args(env, argc, argv, common_opts, ctl_list_apply, &a, pos, 1, &npos, what,
-                       sizeof(what)) != 0)
-        return ctl_usage_error(env, CMD " rm", synopsis, what);
-    if (a.help) {
-        printf("%s%s", synopsis, help);
-        return CTL_EXIT_OK;
-    }
-    if (npos == 0)
-        return ctl_usage_error(env, CMD " rm", synopsis,
-                               "which rule? give its ID, as 'pgtallyctl rule list' shows");
-    if (ctl_parse_positive(pos[0], &id) != 0) {
-        snprintf(what, sizeof(what),
-                 "bad rule ID '%s': expected a number from the ID column of "
-                 "'pgtallyctl rule list'",
-                 pos[0]);
-        return ctl_usage_error(env, CMD " rm", synopsis, what);
-    }
+    char err[512];
+    int usage = ctl_parse_rm(env, argc, argv, "rule", synopsis, help, &id);
+    if (usage != CTL_EXIT_OK || id == 0)
+        return usage;
     pgt_db_t *db;
     if (ctl_open_store(env, CTL_STORE_CHANGE, &db) != 0)
         return CTL_EXIT_ERROR;

@@ -588,3 +588,39 @@ int ctl_check_name(const char *what_name, const char *name, char *what, size_t l
                  what_name, name, PGT_BUDGET_SUBJECT_MAX);
     return ok ? 0 : -1;
 }
+
+static const ctl_opt_t common_opts[] = {
+    CTL_COMMON_OPTS,
+    {NULL, 0, false, 0},
+};
+
+int ctl_parse_rm(ctl_env_t *env, int argc, char **argv, const char *noun, const char *synopsis,
+                 const char *help, int64_t *id)
+{
+    const char *pos[1];
+    size_t npos;
+    ctl_list_args_t a = {0};
+    char cmd[64], what[512];
+    snprintf(cmd, sizeof(cmd), "%s rm", noun);
+    *id = 0;
+    if (ctl_parse_args(env, argc, argv, common_opts, ctl_list_apply, &a, pos, 1, &npos, what,
+                       sizeof(what)) != 0)
+        return ctl_usage_error(env, cmd, synopsis, what);
+    if (a.help) {
+        printf("%s%s", synopsis, help);
+        return CTL_EXIT_OK;
+    }
+    if (npos == 0) {
+        snprintf(what, sizeof(what), "which %s? give its ID, as 'pgtallyctl %s list' shows", noun,
+                 noun);
+        return ctl_usage_error(env, cmd, synopsis, what);
+    }
+    if (ctl_parse_positive(pos[0], id) != 0) {
+        *id = 0;
+        snprintf(what, sizeof(what),
+                 "bad %s ID '%s': expected a number from the ID column of 'pgtallyctl %s list'",
+                 noun, pos[0], noun);
+        return ctl_usage_error(env, cmd, synopsis, what);
+    }
+    return CTL_EXIT_OK;
+}
