@@ -77,6 +77,11 @@ int ctl_open_store(ctl_env_t *env, ctl_store_mode_t mode, pgt_db_t **db)
 int ctl_check_name(const char *what_name, const char *name, char *what, size_t len)
     __attribute__((warn_unused_result));
 
+/* Checks a time given as flag (--until) with ctl_parse_time, relative to
+ * now. Returns 0, or -1 with what is wrong in what (what names it). */
+int ctl_check_time(const char *flag, const char *v, char *what, size_t len)
+    __attribute__((warn_unused_result));
+
 /* Resolves the ledger and opens it for reading. Returns the reader (close
  * it with pgt_ledger_reader_close), or NULL after printing why. */
 pgt_ledger_reader_t *ctl_open_reader(ctl_env_t *env);

@@ -804,7 +804,6 @@ static int cmd_rm(ctl_env_t *env, int argc, char **argv)
 static int grant_apply(ctl_env_t *env, void *args, int id, const char *v, char *what, size_t len)
 {
     set_args_t *a = args;
-    int64_t t;
     if (id < 32 && (a->seen & (1u << id))) {
         snprintf(what, len, "--%s given twice", opt_name(grant_opts, id));
         return -1;
@@ -820,11 +819,7 @@ static int grant_apply(ctl_env_t *env, void *args, int id, const char *v, char *
     case OPT_UNTIL:
         /* Checked now; read again once the config's time zone is set. */
         a->until = v;
-        if (ctl_parse_time(v, pgt_clock_us(), &t) == 0)
-            return 0;
-        snprintf(what, len,
-                 "bad --until '%s': expected YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]' or ISO 8601", v);
-        return -1;
+        return ctl_check_time("--until", v, what, len);
     case CTL_OPT_HELP:
         a->help = true;
         return 0;

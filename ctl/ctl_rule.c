@@ -77,7 +77,6 @@ static int add_apply(ctl_env_t *env, void *args, int id, const char *v, char *wh
         return -1;
     }
     a->seen |= id < 32 ? 1u << id : 0;
-    int64_t t;
     switch (id) {
     case OPT_FINGERPRINT:
         a->have_fp = pgt_rule_fingerprint_parse(v, &a->r.fingerprint) == 0;
@@ -106,11 +105,7 @@ static int add_apply(ctl_env_t *env, void *args, int id, const char *v, char *wh
         return -1;
     case OPT_UNTIL:
         a->until = v;
-        if (ctl_parse_time(v, pgt_clock_us(), &t) == 0)
-            return 0;
-        snprintf(what, len,
-                 "bad --until '%s': expected YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]' or ISO 8601", v);
-        return -1;
+        return ctl_check_time("--until", v, what, len);
     case CTL_OPT_HELP:
         a->help = true;
         return 0;

@@ -624,3 +624,13 @@ int ctl_parse_rm(ctl_env_t *env, int argc, char **argv, const char *noun, const 
     }
     return CTL_EXIT_OK;
 }
+
+int ctl_check_time(const char *flag, const char *v, char *what, size_t len)
+{
+    int64_t t;
+    if (ctl_parse_time(v, pgt_clock_us(), &t) == 0)
+        return 0;
+    snprintf(what, len, "bad %s '%s': expected YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]' or ISO 8601",
+             flag, v);
+    return -1;
+}
