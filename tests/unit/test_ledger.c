@@ -293,14 +293,16 @@ static void test_missing_directory(void)
     pgt_ledger_t *l = open_ledger(&o);
     CHECK(pgt_ledger_refusing(l));
     submit_range(l, 0, 550, now_us());
+    /* Past 100 held, all that is held goes to the spool at once; what
+     * arrives after that stays in memory, so at least 550 - 100 are spooled. */
     pgt_ledger_stats_t s;
     for (int i = 0; i < 500; i++) {
         pgt_ledger_stats(l, &s);
-        if (s.spooled >= 500)
+        if (s.spooled >= 450)
             break;
         usleep(10000);
     }
-    CHECK(s.spooled >= 500);
+    CHECK(s.spooled >= 450);
     CHECK_INT(s.written, 0);
     CHECK_INT(s.pending, 550);
     CHECK(s.failing);
