@@ -19,6 +19,7 @@
 #include "pgtally/text.h"
 
 #define SEEN_BUCKETS 256 /* buckets of the snapshot at first; it grows */
+#define ALERTS_MAX 4096  /* alerts waiting for the ledger; more are dropped (and counted) */
 
 struct pgt_budget_sync {
     pthread_t thread; /* the ledger thread */
@@ -35,6 +36,7 @@ struct pgt_budget_sync {
     pgt_budget_alert_t *alerts;      /* alerts, for the thread */
     size_t nalerts;                  /* entries in alerts */
     size_t alerts_cap;               /* room in alerts */
+    size_t alerts_dropped;           /* alerts not queued since the last write (queue full) */
 
     /* The thread's own (set before it starts). */
     char *ledger;             /* the ledger (copy of where.ledger) */
@@ -461,18 +463,28 @@ static void write_alerts(pgt_budget_sync_t *s, pgt_db_t *db)
 {
     pthread_mutex_lock(&s->mu);
     pgt_budget_alert_t *alerts = s->alerts;
-    size_t n = s->nalerts;
+    size_t n = s->nalerts, dropped = s->alerts_dropped;
     s->alerts = NULL;
     s->nalerts = s->alerts_cap = 0;
+    s->alerts_dropped = 0;
     pthread_mutex_unlock(&s->mu);
     char err[256];
+    if (dropped)
+        PGT_WARN("budget_alerts_dropped",
+                 "alerts=%zu hint=\"more than %d alerts were waiting for "
+                 "the ledger; the thresholds still warn the clients\"",
+                 dropped, ALERTS_MAX);
     for (size_t i = 0; i < n; i++) {
         const pgt_budget_alert_t *a = &alerts[i];
+        int64_t now = pgt_clock_us();
+        /* The log row is the crossing: delivered to the log when recorded;
+         * the alert senders (reports/alerts.c) deliver its text further. */
         int rc = pgt_db_run(db, "recording an alert", err, sizeof(err), NULL, NULL,
                             "INSERT INTO alerts_sent (budget_id, period_start, threshold_pct,"
-                            " channel, sent_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                            "iiiti", a->budget_id, a->period_start, (int64_t)a->pct, a->channel,
-                            pgt_clock_us());
+                            " channel, sent_at, delivered_at, message)"
+                            " VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6) ON CONFLICT DO NOTHING",
+                            "iiitit", a->budget_id, a->period_start, (int64_t)a->pct, a->channel,
+                            now, a->text);
         if (rc == 0 && pgt_db_changes(db) == 1)
             PGT_WARN("budget_alert", "budget=%lld threshold=%d message=\"%s\"",
                      (long long)a->budget_id, a->pct, a->text);
@@ -728,8 +740,11 @@ void pgt_budget_sync_rows_free(pgt_budget_row_t *rows, size_t n)
 void pgt_budget_sync_alert(pgt_budget_sync_t *s, const pgt_budget_alert_t *a)
 {
     pthread_mutex_lock(&s->mu);
-    if (reserve((void **)&s->alerts, &s->alerts_cap, s->nalerts, sizeof(*a)))
+    if (s->nalerts < ALERTS_MAX &&
+        reserve((void **)&s->alerts, &s->alerts_cap, s->nalerts, sizeof(*a)))
         s->alerts[s->nalerts++] = *a;
+    else
+        s->alerts_dropped++;
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
 }

@@ -82,6 +82,19 @@
     " created_us " INT " NOT NULL,"                                                                \
     " created_by TEXT NOT NULL);"
 
+/* Migration 7's columns of alerts_sent, with the integer type of a
+ * backend, and the index of the rows not yet delivered. */
+#define ALERT_COLUMNS(INT)                                                                         \
+    "ALTER TABLE alerts_sent ADD COLUMN message TEXT;"                                             \
+    "ALTER TABLE alerts_sent ADD COLUMN delivered_at " INT ";"                                     \
+    "ALTER TABLE alerts_sent ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;"                      \
+    "ALTER TABLE alerts_sent ADD COLUMN last_error TEXT;"                                          \
+    "ALTER TABLE alerts_sent ADD COLUMN last_attempt_at " INT ";"                                  \
+    "ALTER TABLE alerts_sent ADD COLUMN claimed_by " INT ";"                                       \
+    "ALTER TABLE alerts_sent ADD COLUMN claimed_until " INT ";"                                    \
+    "UPDATE alerts_sent SET delivered_at = sent_at;"                                               \
+    "CREATE INDEX alerts_sent_pending ON alerts_sent (sent_at) WHERE delivered_at IS NULL;"
+
 /* The triggers that bump settings_version on every change of a table. */
 #define SETTINGS_TRIGGER(table, op)                                                                \
     "CREATE TRIGGER " table "_" op "_version AFTER " op " ON " table                               \
@@ -240,6 +253,14 @@ static const char *const sqlite_migrations[] = {
     SETTINGS_TRIGGERS("rules")
     /* clang-format on */
     "ALTER TABLE queries ADD COLUMN rule_id INTEGER;",
+    /* 7: alerts that reach people. A row of alerts_sent per (budget,
+     * period, threshold) with channel "log" (or "log:user=NAME") is the
+     * crossing itself, recorded by the process whose insert lands, with the
+     * text sent (message); each delivery channel gets a row of its own
+     * ("slack", "email:user=NAME", ...), claimed by the sender (who, until
+     * when) as reports_sent's are, and delivered_at once it arrived.
+     * sent_at stays the time the crossing was recorded. */
+    ALERT_COLUMNS("INTEGER"),
 };
 
 #define SCHEMA_VERSION ((int)NELEMS(sqlite_migrations))
@@ -360,6 +381,8 @@ static const char *const pg_migrations[] = {
     " FOR EACH STATEMENT EXECUTE FUNCTION settings_changed();"
     "ALTER TABLE queries ADD COLUMN rule_id BIGINT;",
     /* clang-format on */
+    /* 7: alerts delivered to Slack and e-mail (see the SQLite list). */
+    ALERT_COLUMNS("BIGINT"),
 };
 
 /* ---- Versions ------------------------------------------------------------ */

@@ -140,6 +140,12 @@ static const pgt_config_key_t keys[] = {
     {"report.show_literals", "false or true (off or on)",
      "reserved: the ledger keeps only normalized text, so reports show $1 placeholders "
      "either way (default false)"},
+    {"alerts.channels", "slack, email (separated by commas), or none",
+     "where budget alerts, refusal bursts and cancels are sent, through the [report] delivery "
+     "settings (default: every channel [report] configures)"},
+    {"alerts.batch_interval", "a duration from 1s to 1h, such as 60s",
+     "refusals and cancels within this window from the first one go out as one message "
+     "(default 60s)"},
     {"metrics.listen", "host:port such as 127.0.0.1:9187, or empty",
      "address of the Prometheus /metrics endpoint (default empty: off)"},
     {"metrics.max_label_values", "an integer from 1 to 100000",
@@ -190,6 +196,8 @@ pgt_config_t *pgt_config_new(void)
     cfg->report_catch_up_days = 3;
     cfg->report_retry_interval_ms = 60000;
     cfg->report_top = 10;
+    cfg->alerts_channels = -1;
+    cfg->alerts_batch_interval_ms = 60000;
     cfg->report_show_literals = 0;
     cfg->metrics_max_label_values = 100;
     cfg->report_mail_to = calloc(1, sizeof(*cfg->report_mail_to));
@@ -785,6 +793,62 @@ static int apply_report(pgt_config_t *cfg, const char *key, const char *value, c
     return apply_mail(cfg, k, value, why, whylen);
 }
 
+/* [alerts] channels, in the order of pgt_channel_t (include/pgtally/deliver.h). */
+static const char *const alert_channel_names[] = {"slack", "email", NULL};
+
+/* Keys of [alerts]; returns 1 when key is not one of them. */
+static int apply_alerts(pgt_config_t *cfg, const char *key, const char *value)
+{
+    int ms = 0;
+    if (strcmp(key, "alerts.batch_interval") == 0) {
+        if (parse_duration(value, &ms) != 0 || ms < 1000 || ms > 3600000)
+            return -1;
+        cfg->alerts_batch_interval_ms = ms;
+        return 0;
+    }
+    if (strcmp(key, "alerts.channels") != 0)
+        return 1;
+    char **list = NULL;
+    size_t n = 0;
+    if (set_list(&list, &n, value) != 0)
+        return -2;
+    int mask = 0, rc = n ? 0 : -1;
+    for (size_t i = 0; i < n; i++) {
+        int c = 0;
+        if (strcmp(list[i], "none") == 0 && n == 1)
+            mask = 0;
+        else if (parse_enum(alert_channel_names, list[i], &c) == 0)
+            mask |= 1 << c;
+        else
+            rc = -1;
+        free(list[i]);
+    }
+    free(list);
+    if (rc == 0)
+        cfg->alerts_channels = mask;
+    return rc;
+}
+
+/* Cross-key rules of [alerts]: a channel named must be configured. */
+static int check_alerts(const pgt_config_t *cfg, char *err, size_t errlen)
+{
+    if (cfg->alerts_channels < 0)
+        return 0;
+    if ((cfg->alerts_channels & 1) && !cfg->report_slack_webhook_url) {
+        snprintf(err, errlen,
+                 "alerts.channels names slack, but no webhook is configured: set "
+                 "report.slack_webhook_url or report.slack_webhook_url_file");
+        return -1;
+    }
+    if ((cfg->alerts_channels & 2) && !cfg->report_smtp_url) {
+        snprintf(err, errlen,
+                 "alerts.channels names email, but no mail server is configured: set "
+                 "report.smtp_url, mail_from and mail_to");
+        return -1;
+    }
+    return 0;
+}
+
 /* Cross-key rules of [report]. Returns 0, or -1 with a message in err. */
 static int check_report(const pgt_config_t *cfg, char *err, size_t errlen)
 {
@@ -831,6 +895,8 @@ static int apply(pgt_config_t *cfg, const char *key, const char *value)
         rc = apply_budget(cfg, key, value);
     if (rc == 1)
         rc = apply_metrics(cfg, key, value);
+    if (rc == 1)
+        rc = apply_alerts(cfg, key, value);
     if (rc != 1)
         return rc;
     rc = -1;
@@ -914,12 +980,13 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
         snprintf(full, sizeof(full), "%s", name);
     } else if (strcmp(section, "ledger") == 0 || strcmp(section, "pricing") == 0 ||
                strcmp(section, "estimate") == 0 || strcmp(section, "budget") == 0 ||
-               strcmp(section, "report") == 0 || strcmp(section, "metrics") == 0) {
+               strcmp(section, "report") == 0 || strcmp(section, "metrics") == 0 ||
+               strcmp(section, "alerts") == 0) {
         snprintf(full, sizeof(full), "%s.%s", section, name);
     } else {
         snprintf(ctx->msg, sizeof(ctx->msg),
                  "section [%s], key '%s': unknown section; use [pgtally], [ledger], [pricing], "
-                 "[estimate], [budget], [report] or [metrics]",
+                 "[estimate], [budget], [report], [alerts] or [metrics]",
                  section, name);
         return 0;
     }
@@ -1027,5 +1094,7 @@ int pgt_config_check(const pgt_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "upstream_tls_cert_file and upstream_tls_key_file go together");
         return -1;
     }
-    return check_report(cfg, err, errlen);
+    if (check_report(cfg, err, errlen) != 0)
+        return -1;
+    return check_alerts(cfg, err, errlen);
 }

@@ -28,6 +28,15 @@ static pgt_who_t who_of(const pgt_session_t *s)
         .user = s->user, .database = s->database, .application = s->app ? s->app : ""};
 }
 
+/* Tells the daemon's alerts (the refused hook) that a statement of who was
+ * refused or is being cancelled, as v says. */
+static void tell_refused(pgt_session_t *s, const pgt_who_t *who, const pgt_verdict_t *v)
+{
+    const pgt_proxy_hooks_t *h = &s->proxy->hooks;
+    if (h->refused)
+        h->refused(s->proxy, who, v, h->arg);
+}
+
 static void send_notice(pgt_session_t *s, const char *severity, const char *sqlstate,
                         const char *text)
 {
@@ -52,6 +61,7 @@ static void rule_verdict(const pgt_rule_t *r, pgt_verdict_t *v)
 {
     memset(v, 0, sizeof(*v));
     v->action = PGT_VERDICT_REFUSE;
+    v->rule_id = r->id;
     memcpy(v->sqlstate, PGT_RULE_SQLSTATE, sizeof(v->sqlstate));
     if (r->message && r->message[0])
         snprintf(v->message, sizeof(v->message), "%s", r->message);
@@ -99,6 +109,7 @@ static bool judge_rule(pgt_session_t *s, const pgt_who_t *who, const char *sql, 
     if (!refuse || (s->verdict = malloc(sizeof(*s->verdict))) == NULL)
         return false;
     rule_verdict(r, s->verdict);
+    tell_refused(s, who, s->verdict);
     return true;
 }
 
@@ -129,6 +140,7 @@ bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
         *s->verdict = v;
         PGT_INFO("budget_refused", "session=C-%llu user=%s budget=%lld sqlstate=%s",
                  (unsigned long long)s->id, s->user, (long long)v.budget_id, v.sqlstate);
+        tell_refused(s, &who, &v);
         return true;
     }
     if (v.warning[0])
@@ -400,6 +412,7 @@ void pgt_session_budget_enforce(pgt_session_t *s)
     pgt_msgbuf_u32(&mb, s->backend_pid);
     pgt_msgbuf_u32(&mb, s->backend_key);
     pgt_cancel_forward(s->proxy->loop, &s->upstream_addr, pkt);
+    tell_refused(s, &who, &v);
     PGT_INFO("budget_cancel", "session=C-%llu user=%s budget=%lld running_micro=%lld",
              (unsigned long long)s->id, s->user, (long long)v.budget_id, (long long)cost);
 }

@@ -10,6 +10,7 @@
 
 #include <unistd.h>
 
+#include "pgtally/alerts.h"
 #include "pgtally/budget.h"
 #include "pgtally/config.h"
 #include "pgtally/period.h"
@@ -37,7 +38,27 @@ typedef struct sources {
 typedef struct services {
     pgt_scheduler_t *scheduler; /* on its own thread, or NULL (no channel, no metering) */
     pgt_journal_t *journal;     /* executions not yet durable, or NULL */
+    pgt_alerts_t *alerts;       /* alerts to Slack and e-mail, on their own thread, or NULL */
 } services_t;
+
+/* Starts the alerts when a channel is configured for them. Returns 0, or
+ * -1 with the cause in err. */
+static int start_alerts(services_t *sv, const pgt_config_t *cfg, const char *ledger, char *err,
+                        size_t errlen)
+{
+    if (sv->alerts || !pgt_alerts_channels(cfg))
+        return 0;
+    sv->alerts = pgt_alerts_new(cfg, ledger, err, errlen);
+    return sv->alerts ? 0 : -1;
+}
+
+/* A statement was refused or is being cancelled: the alerts count it. */
+static void services_refused(pgt_proxy_t *p, const pgt_who_t *who, const pgt_verdict_t *v,
+                             void *arg)
+{
+    (void)p;
+    pgt_alerts_event(((services_t *)arg)->alerts, who, v);
+}
 
 /* Hands reloaded [report] settings to the scheduler, starting it when the
  * first channel appears (metering must be on: the report reads the ledger). */
@@ -45,6 +66,11 @@ static void services_reloaded(pgt_proxy_t *p, void *arg)
 {
     services_t *sv = arg;
     char err[512];
+    const char *ledger = p->cfg->ledger_path ? p->cfg->ledger_path : "pgtally.db";
+    if (sv->alerts)
+        pgt_alerts_configure(sv->alerts, p->cfg);
+    else if (p->ledger && start_alerts(sv, p->cfg, ledger, err, sizeof(err)) != 0)
+        PGT_ERROR("alerts_failed", "error=\"%s\"", err);
     if (sv->scheduler)
         pgt_scheduler_configure(sv->scheduler, p->cfg);
     else if (p->ledger && pgt_scheduler_wanted(p->cfg) &&
@@ -58,6 +84,7 @@ static void services_stopping(pgt_proxy_t *p, void *arg)
 {
     (void)p;
     pgt_scheduler_stop(((services_t *)arg)->scheduler);
+    pgt_alerts_stop(((services_t *)arg)->alerts);
 }
 
 static pgt_config_t *build_config(void *arg, char *err, size_t errlen)
@@ -269,6 +296,15 @@ static int start_metering(pgt_proxy_t *p, pgt_ledger_t **out)
         pgt_ledger_close(l);
         return -1;
     }
+    /* Alerts to Slack and e-mail, on their own thread. */
+    if (start_alerts(sv, p->cfg, opts.where.ledger, err, sizeof(err)) != 0) {
+        fprintf(stderr, "pgtally: alerts: %s\n", err);
+        PGT_ERROR("alerts_failed", "error=\"%s\"", err);
+        pgt_meter_free(p->meter);
+        p->meter = NULL;
+        pgt_ledger_close(l);
+        return -1;
+    }
     PGT_INFO("metering", "ledger=\"%s\" currency=%s timezone=%s", shown, p->cfg->currency,
              p->cfg->timezone ? p->cfg->timezone : "UTC");
     p->ledger = l;
@@ -335,8 +371,10 @@ int main(int argc, char **argv)
         return 1;
     }
     services_t services = {0};
-    proxy.hooks = (pgt_proxy_hooks_t){
-        .reloaded = services_reloaded, .stopping = services_stopping, .arg = &services};
+    proxy.hooks = (pgt_proxy_hooks_t){.reloaded = services_reloaded,
+                                      .stopping = services_stopping,
+                                      .refused = services_refused,
+                                      .arg = &services};
     /* The ledger opens before the port does: a client never meets a
      * pgtally that is about to exit. */
     pgt_ledger_t *ledger = NULL;
@@ -359,6 +397,7 @@ int main(int argc, char **argv)
      * it reads closes. */
     pgt_metrics_server_stop(metrics_server);
     pgt_scheduler_free(services.scheduler);
+    pgt_alerts_free(services.alerts);
     pgt_budgets_free(proxy.budgets);
     pgt_meter_free(proxy.meter);
     pgt_estimator_free(proxy.estimator);

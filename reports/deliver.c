@@ -297,7 +297,8 @@ static char *subject_header(const char *subject)
  * Subject, Date, Message-ID, MIME-Version, and the top-level
  * multipart/alternative type (curl adds the boundary). NULL when out of
  * memory. */
-static struct curl_slist *mail_headers(const pgt_config_t *cfg, const char *subject)
+static struct curl_slist *mail_headers(const pgt_config_t *cfg, const char *subject,
+                                       bool alternative)
 {
     char line[400], date[64], id[160];
     int64_t now = pgt_clock_us();
@@ -324,7 +325,9 @@ static struct curl_slist *mail_headers(const pgt_config_t *cfg, const char *subj
     snprintf(line, sizeof(line), "Message-ID: %s", id);
     ok = ok ? (h = curl_slist_append(h, line)) : NULL;
     ok = ok ? (h = curl_slist_append(h, "MIME-Version: 1.0")) : NULL;
-    ok = ok ? (h = curl_slist_append(h, "Content-Type: multipart/alternative")) : NULL;
+    ok = ok ? (h = curl_slist_append(h, alternative ? "Content-Type: multipart/alternative"
+                                                    : "Content-Type: multipart/mixed"))
+            : NULL;
     free(subj);
     free(to);
     if (!ok) {
@@ -354,16 +357,19 @@ static char *crlf(const char *s)
 }
 
 /* The two alternatives, plain text first (RFC 2046: the preferred one
- * last), each quoted-printable so that long HTML lines survive SMTP. */
+ * last), each quoted-printable so that long HTML lines survive SMTP; or,
+ * when html is NULL, the plain text alone. */
 static curl_mime *mail_body(CURL *h, const char *text, const char *html)
 {
     curl_mime *mime = curl_mime_init(h);
     curl_mimepart *plain = mime ? curl_mime_addpart(mime) : NULL;
-    curl_mimepart *rich = plain ? curl_mime_addpart(mime) : NULL;
-    if (!rich || curl_mime_data(plain, text, CURL_ZERO_TERMINATED) != CURLE_OK ||
-        curl_mime_type(plain, "text/plain; charset=utf-8") != CURLE_OK ||
-        curl_mime_encoder(plain, "quoted-printable") != CURLE_OK ||
-        curl_mime_data(rich, html, CURL_ZERO_TERMINATED) != CURLE_OK ||
+    bool plain_ok = plain && curl_mime_data(plain, text, CURL_ZERO_TERMINATED) == CURLE_OK &&
+                    curl_mime_type(plain, "text/plain; charset=utf-8") == CURLE_OK &&
+                    curl_mime_encoder(plain, "quoted-printable") == CURLE_OK;
+    if (plain_ok && !html)
+        return mime;
+    curl_mimepart *rich = plain_ok ? curl_mime_addpart(mime) : NULL;
+    if (!rich || curl_mime_data(rich, html, CURL_ZERO_TERMINATED) != CURLE_OK ||
         curl_mime_type(rich, "text/html; charset=utf-8") != CURLE_OK ||
         curl_mime_encoder(rich, "quoted-printable") != CURLE_OK) {
         curl_mime_free(mime);
@@ -408,18 +414,17 @@ static void smtp_opts(CURL *h, const pgt_config_t *cfg, struct curl_slist *rcpt,
     curl_easy_setopt(h, CURLOPT_MAIL_RCPT, rcpt);
 }
 
-/* Sends the e-mail. Returns 0 with the server's last line in answer, or
- * -1 with curl's error and the server's last line in err, and in
- * *transient whether it is worth trying again. A reply code decides that
- * when the server refused something (RFC 5321 section 4.2.1: 4yz is a
- * transient negative completion, 5yz a permanent one); otherwise curl's
+/* Sends the e-mail (html NULL: plain text only). Returns 0 with the server's last line in answer,
+ * or -1 with curl's error and the server's last line in err, and in *transient whether it is worth
+ * trying again. A reply code decides that when the server refused something (RFC 5321
+ * section 4.2.1: 4yz is a transient negative completion, 5yz a permanent one); otherwise curl's
  * error does. */
 static int send_mail(const pgt_config_t *cfg, const char *subject, const char *text,
                      const char *html, const atomic_bool *stop, char *answer, size_t alen,
                      bool *transient, char *err, size_t errlen)
 {
     CURL *h = curl_easy_init();
-    struct curl_slist *hdrs = h ? mail_headers(cfg, subject) : NULL;
+    struct curl_slist *hdrs = h ? mail_headers(cfg, subject, html != NULL) : NULL;
     struct curl_slist *rcpt = hdrs ? recipients(cfg) : NULL;
     curl_mime *mime = rcpt ? mail_body(h, text, html) : NULL;
     int ret = -1;
@@ -507,4 +512,89 @@ int pgt_deliver(const pgt_config_t *cfg, pgt_channel_t c, const json_t *report, 
     bool transient;
     return pgt_deliver_channel(cfg, c, report, NULL, answer, sizeof(answer), &transient, err,
                                errlen);
+}
+
+int pgt_deliver_text(const pgt_config_t *cfg, pgt_channel_t c, const char *subject,
+                     const char *text, const atomic_bool *stop, char *answer, size_t alen,
+                     bool *transient, char *err, size_t errlen)
+{
+    answer[0] = '\0';
+    *transient = false;
+    if (pgt_channel_check(cfg, c, err, errlen) != 0 || pgt_deliver_init(err, errlen) != 0)
+        return -1;
+    int rc = -1;
+    if (c == PGT_CHANNEL_SLACK) {
+        /* Slack's text: the subject in bold, then the body, mrkdwn-escaped. */
+        pgt_buf_t b = {0};
+        pgt_buf_putc(&b, '*');
+        pgt_slack_escape(&b, subject);
+        pgt_buf_puts(&b, "*\n");
+        pgt_slack_escape(&b, text);
+        json_t *payload = b.failed ? NULL : json_pack("{s:s}", "text", b.s ? b.s : "");
+        char *body = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
+        if (body)
+            rc = send_slack(cfg, body, stop, answer, alen, transient, err, errlen);
+        else
+            snprintf(err, errlen, "out of memory (or text that is not UTF-8)");
+        free(body);
+        json_decref(payload);
+        pgt_buf_free(&b);
+        return rc;
+    }
+    char *text_crlf = crlf(text);
+    if (text_crlf)
+        rc = send_mail(cfg, subject, text_crlf, NULL, stop, answer, alen, transient, err, errlen);
+    else
+        snprintf(err, errlen, "out of memory");
+    free(text_crlf);
+    return rc;
+}
+
+/* ---- Settings -------------------------------------------------------------- */
+
+static int copy_string(char **dst, const char *src)
+{
+    if (!src)
+        return 0;
+    *dst = strdup(src);
+    return *dst ? 0 : -1;
+}
+
+pgt_config_t *pgt_deliver_config_copy(const pgt_config_t *src)
+{
+    pgt_config_t *c = pgt_config_new();
+    if (!c)
+        return NULL;
+    memcpy(c->currency, src->currency, sizeof(c->currency));
+    free(c->timezone);
+    c->timezone = NULL;
+    c->report_top = src->report_top;
+    c->report_show_literals = src->report_show_literals;
+    c->report_time_min = src->report_time_min;
+    c->report_catch_up_days = src->report_catch_up_days;
+    c->report_retry_interval_ms = src->report_retry_interval_ms;
+    c->report_smtp_tls_none = src->report_smtp_tls_none;
+    c->alerts_channels = src->alerts_channels;
+    c->alerts_batch_interval_ms = src->alerts_batch_interval_ms;
+    int rc = copy_string(&c->timezone, src->timezone);
+    rc |= copy_string(&c->instance, src->instance);
+    rc |= copy_string(&c->report_slack_webhook_url, src->report_slack_webhook_url);
+    rc |= copy_string(&c->report_smtp_url, src->report_smtp_url);
+    rc |= copy_string(&c->report_smtp_user, src->report_smtp_user);
+    rc |= copy_string(&c->report_smtp_password, src->report_smtp_password);
+    rc |= copy_string(&c->report_mail_from, src->report_mail_from);
+    rc |= copy_string(&c->report_ca_file, src->report_ca_file);
+    char **to = calloc(src->report_mail_to_count + 1, sizeof(*to));
+    for (size_t i = 0; to && i < src->report_mail_to_count; i++)
+        rc |= copy_string(&to[i], src->report_mail_to[i]);
+    if (to) {
+        free(c->report_mail_to);
+        c->report_mail_to = to;
+        c->report_mail_to_count = src->report_mail_to_count;
+    }
+    if (rc != 0 || !to) {
+        pgt_config_free(c);
+        return NULL;
+    }
+    return c;
 }

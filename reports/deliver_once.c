@@ -85,8 +85,7 @@ static bool date_ok(const char *date)
     return true;
 }
 
-/* An id for this send: claims are made and released by it. */
-static int64_t claimant_id(void)
+int64_t pgt_deliver_claimant(void)
 {
     uint64_t r = 0;
     if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
@@ -287,7 +286,7 @@ int pgt_report_send_opts(pgt_db_t *db, const pgt_config_t *cfg, const char *date
     size_t n = channel_list(cfg, channels, nchannels, list, err, errlen);
     if (!n)
         return -1;
-    int64_t me = claimant_id();
+    int64_t me = pgt_deliver_claimant();
     for (size_t i = 0; i < n; i++)
         if (take(db, cfg, date, list[i], opts, me, err, errlen))
             mine[nmine++] = list[i];

@@ -31,7 +31,7 @@ typedef struct slack {
 } slack_t;
 
 /* Appends s escaped for mrkdwn. */
-static void esc(pgt_buf_t *out, const char *s)
+void pgt_slack_escape(pgt_buf_t *out, const char *s)
 {
     for (; *s; s++) {
         if (*s == '&')
@@ -55,7 +55,7 @@ static void code(pgt_buf_t *out, const char *s, size_t max)
         if (*p == '`')
             *p = '\'';
     pgt_buf_putc(out, '`');
-    esc(out, t.s && t.s[0] ? t.s : " ");
+    pgt_slack_escape(out, t.s && t.s[0] ? t.s : " ");
     pgt_buf_putc(out, '`');
     out->failed |= t.failed;
     pgt_buf_free(&t);
@@ -392,7 +392,7 @@ char *pgt_report_render_slack(const json_t *doc, char *err, size_t errlen)
     /* The fallback text of notifications: the e-mail subject, escaped. */
     char *subject = pgt_report_subject(doc);
     pgt_buf_t fallback = {0};
-    esc(&fallback, subject ? subject : "pgtally daily report");
+    pgt_slack_escape(&fallback, subject ? subject : "pgtally daily report");
     fit(&fallback, MAX_TEXT);
     free(subject);
     json_t *payload = s.failed || fallback.failed ? NULL : json_object();

@@ -56,53 +56,6 @@ struct pgt_scheduler {
 
 /* ---- settings ------------------------------------------------------------- */
 
-static int copy_string(char **dst, const char *src)
-{
-    if (!src)
-        return 0;
-    *dst = strdup(src);
-    return *dst ? 0 : -1;
-}
-
-/* A private copy of what the report and its delivery read from cfg
- * ([report], [pricing] currency, timezone), since the loop frees its config on
- * reload. NULL when out of memory. */
-static pgt_config_t *copy_config(const pgt_config_t *src)
-{
-    pgt_config_t *c = pgt_config_new();
-    if (!c)
-        return NULL;
-    memcpy(c->currency, src->currency, sizeof(c->currency));
-    free(c->timezone);
-    c->timezone = NULL;
-    c->report_top = src->report_top;
-    c->report_show_literals = src->report_show_literals;
-    c->report_time_min = src->report_time_min;
-    c->report_catch_up_days = src->report_catch_up_days;
-    c->report_retry_interval_ms = src->report_retry_interval_ms;
-    c->report_smtp_tls_none = src->report_smtp_tls_none;
-    int rc = copy_string(&c->timezone, src->timezone);
-    rc |= copy_string(&c->report_slack_webhook_url, src->report_slack_webhook_url);
-    rc |= copy_string(&c->report_smtp_url, src->report_smtp_url);
-    rc |= copy_string(&c->report_smtp_user, src->report_smtp_user);
-    rc |= copy_string(&c->report_smtp_password, src->report_smtp_password);
-    rc |= copy_string(&c->report_mail_from, src->report_mail_from);
-    rc |= copy_string(&c->report_ca_file, src->report_ca_file);
-    char **to = calloc(src->report_mail_to_count + 1, sizeof(*to));
-    for (size_t i = 0; to && i < src->report_mail_to_count; i++)
-        rc |= copy_string(&to[i], src->report_mail_to[i]);
-    if (to) {
-        free(c->report_mail_to);
-        c->report_mail_to = to;
-        c->report_mail_to_count = src->report_mail_to_count;
-    }
-    if (rc != 0 || !to) {
-        pgt_config_free(c);
-        return NULL;
-    }
-    return c;
-}
-
 bool pgt_scheduler_wanted(const pgt_config_t *cfg)
 {
     for (int c = 0; c < PGT_CHANNEL_COUNT; c++)
@@ -397,7 +350,7 @@ pgt_scheduler_t *pgt_scheduler_new(const pgt_config_t *cfg, const char *ledger_p
     s->path = strdup(ledger_path);
     s->schema = cfg->ledger_schema ? strdup(cfg->ledger_schema) : NULL;
     pgt_db_describe(ledger_path, s->shown, sizeof(s->shown));
-    s->cfg = copy_config(cfg);
+    s->cfg = pgt_deliver_config_copy(cfg);
     s->start_us = pgt_clock_us();
     if (!s->path || !s->cfg || (cfg->ledger_schema && !s->schema)) {
         snprintf(err, errlen, "out of memory");
@@ -415,7 +368,7 @@ pgt_scheduler_t *pgt_scheduler_new(const pgt_config_t *cfg, const char *ledger_p
 
 void pgt_scheduler_configure(pgt_scheduler_t *s, const pgt_config_t *cfg)
 {
-    pgt_config_t *copy = copy_config(cfg);
+    pgt_config_t *copy = pgt_deliver_config_copy(cfg);
     if (!copy) {
         PGT_ERROR("out_of_memory", "what=report_settings");
         return;

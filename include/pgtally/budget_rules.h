@@ -45,6 +45,7 @@ int pgt_budget_rules_action_parse(const char *name, pgt_verdict_action_t *out)
 typedef struct pgt_verdict {
     pgt_verdict_action_t action; /* what happens to the statement */
     int64_t budget_id;           /* the budget that refuses or cancels it, or 0 */
+    int64_t rule_id;             /* the rule by shape that refuses it, or 0 */
     char sqlstate[6];            /* 53400 (budget spent), 54000 (per-query cap), 57014 (cancel) */
     char message[256];           /* the ErrorResponse's message */
     char detail[384];            /* its DETAIL */

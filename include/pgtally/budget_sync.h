@@ -34,7 +34,7 @@ typedef struct pgt_budget_alert {
     int64_t period_start; /* which period, unix microseconds */
     int pct;              /* which threshold */
     char channel[160];    /* "log", or "log:user=NAME" for a default budget */
-    char text[384];       /* what to log */
+    char text[384];       /* what to log and send */
 } pgt_budget_alert_t;
 
 /* How to start the thread. Strings are copied. */
@@ -61,8 +61,9 @@ void pgt_budget_sync_take(pgt_budget_sync_t *s, pgt_budget_config_t **cfg, pgt_b
 /* Frees rows[0..n) of pgt_budget_sync_take. NULL is allowed. */
 void pgt_budget_sync_rows_free(pgt_budget_row_t *rows, size_t n);
 
-/* Queues a copy of alert a for the thread, which records it soon. Dropped
- * when out of memory. */
+/* Queues a copy of alert a for the thread, which records it soon (its text
+ * goes to alerts_sent.message, which the alert senders deliver). Dropped,
+ * and counted in a log line, when out of memory or when 4096 wait. */
 void pgt_budget_sync_alert(pgt_budget_sync_t *s, const pgt_budget_alert_t *a);
 
 /* Stops the thread (it records the alerts still queued first), and frees

@@ -96,6 +96,10 @@ typedef struct pgt_config {
     char *report_ca_file;               /* [report] ca_file, or NULL: the system's CAs */
     int report_top;                     /* [report] top: rows of each top list, 1 to 50 */
     int report_show_literals;           /* [report] show_literals: reserved (the ledger has none) */
+    int alerts_channels;                /* [alerts] channels: bit 1 << pgt_channel_t per channel
+                                           (slack 1, email 2); -1: every configured one */
+    int alerts_batch_interval_ms;       /* [alerts] batch_interval: refusals and cancels of a
+                                           window go out as one message */
     char *metrics_listen_host;          /* [metrics] listen host, or NULL: no endpoint */
     int metrics_listen_port;            /* [metrics] listen port (0 when off) */
     int metrics_max_label_values;       /* [metrics] max_label_values: values kept per label */

@@ -59,6 +59,23 @@ int pgt_deliver_channel(const pgt_config_t *cfg, pgt_channel_t c, const json_t *
                         const atomic_bool *stop, char *answer, size_t alen, bool *transient,
                         char *err, size_t errlen) __attribute__((warn_unused_result));
 
+/* Sends subject and text (an alert) to channel c now, blocking: to Slack as
+ * the webhook's text (the subject in bold, mrkdwn-escaped), by e-mail as
+ * plain text. answer, *transient and the result as pgt_deliver_channel. */
+int pgt_deliver_text(const pgt_config_t *cfg, pgt_channel_t c, const char *subject,
+                     const char *text, const atomic_bool *stop, char *answer, size_t alen,
+                     bool *transient, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* A private copy of what delivery, the report and the alerts read from cfg
+ * ([report], [alerts], [pricing] currency, timezone, instance), for a
+ * thread, since the loop frees its config on reload. NULL when out of
+ * memory. Free it with pgt_config_free. */
+pgt_config_t *pgt_deliver_config_copy(const pgt_config_t *src);
+
+/* A random id for one sender's claims in reports_sent or alerts_sent: the
+ * claims it makes and releases carry it. Never 0. */
+int64_t pgt_deliver_claimant(void);
+
 /* Builds the report of date and sends it to each channel of channels
  * (NULL: every configured one) that has not had it yet, recording each
  * success in reports_sent of db, and each failure (attempts, last_error).

@@ -40,7 +40,10 @@ typedef struct pgt_proxy pgt_proxy_t;
 typedef struct pgt_proxy_hooks {
     void (*reloaded)(pgt_proxy_t *p, void *arg); /* a new configuration took effect, or NULL */
     void (*stopping)(pgt_proxy_t *p, void *arg); /* the proxy closes its handles, or NULL */
-    void *arg;                                   /* argument of both */
+    /* a statement of who was refused (v->action REFUSE: a budget or a rule)
+     * or is being cancelled (CANCEL), on the loop; or NULL. It must not block. */
+    void (*refused)(pgt_proxy_t *p, const pgt_who_t *who, const pgt_verdict_t *v, void *arg);
+    void *arg; /* argument of both */
 } pgt_proxy_hooks_t;
 
 struct pgt_proxy {

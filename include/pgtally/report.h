@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "pgtally/buf.h"
 #include "pgtally/config.h"
 #include "pgtally/db.h"
 
@@ -59,6 +60,10 @@ int pgt_report_format_parse(const char *name, pgt_report_format_t *out)
  * malloc'd NUL-terminated string, or NULL with the cause in err. */
 char *pgt_report_render(const json_t *report, pgt_report_format_t f, const char *section, char *err,
                         size_t errlen);
+
+/* Appends s to out escaped for Slack's mrkdwn (&, < and >), so that no
+ * text from the ledger or a client becomes a link or a mention. */
+void pgt_slack_escape(pgt_buf_t *out, const char *s);
 
 /* The e-mail subject: the date and the day's total, e.g.
  * "pgtally: 2026-11-26: 123.45 USD in 10234 statements". malloc'd. */

@@ -1,0 +1,230 @@
+"""Alerts that reach people: budget threshold crossings, refusal bursts and
+cancels sent to a real SMTP server on loopback (aiosmtpd) and to a local
+HTTP server standing in for the Slack webhook, through the report's
+delivery settings.
+
+A crossing arrives once per channel even when two pgtally processes share
+the ledger (an SQLite file, or a PostgreSQL database) and both see it; a
+storm of refusals is one message that states the count; a webhook that
+answers 500 once gets the alert on the retry, once; a cancel of a running
+statement is an alert; a dead webhook costs the statements nothing.
+"""
+
+import json
+import time
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from helpers import SLOW, free_port, ledger_query, run_pgtally, run_pgtallyctl, wait_until
+from test_delivery import Hook, SmtpServer, cert, mail_keys  # noqa: F401
+from test_metering import ledger_file, stop
+
+# the daily report's catch-up would post the days before to the same servers
+PER_QUERY = {"report.catch_up_days": "0", "pricing.per_query": "0.1", "pricing.per_compute_second": "0",
+             "pricing.per_gib_returned": "0", "budget.notice_above": "0",
+             "estimate.mode": "off"}
+PER_SECOND = {"report.catch_up_days": "0", "pricing.per_compute_second": "1", "budget.notice_above": "0"}
+
+
+@pytest.fixture(scope="module")
+def users(pg):
+    names = ["alr_" + c for c in "abcdefgh"]
+    with pg.admin() as a:
+        for n in names:
+            a.execute("DROP ROLE IF EXISTS %s" % n)
+            a.execute("CREATE ROLE %s LOGIN IN ROLE pgtally_test_users" % n)
+    return names
+
+
+@pytest.fixture
+def hook():
+    h = Hook()
+    yield h
+    h.stop()
+
+
+@pytest.fixture
+def smtp(cert):  # noqa: F811
+    s = SmtpServer(cert)
+    yield s
+    s.stop()
+
+
+def ctl(ledger, *args):
+    p = run_pgtallyctl(["--ledger", str(ledger)] + list(args))
+    assert p.returncode == 0, (args, p.returncode, p.stdout, p.stderr)
+    return p
+
+
+def wait_loaded(proxy, ledger):
+    version = ledger_query(ledger, "SELECT version FROM settings_version")[0][0]
+    proxy.wait_log(r"event=budgets_loaded .*version=%d\b" % version, timeout=3 * SLOW)
+
+
+def texts(hook):
+    """The Slack text of every POST the webhook received."""
+    return [json.loads(r["body"])["text"] for r in hook.requests]
+
+
+def mail_text(m):
+    return m["message"].get_body(preferencelist=("plain",)).get_content()
+
+
+def run(proxy, user, sql, n=1):
+    """Runs sql n times on one connection; returns the SQLSTATEs of errors."""
+    states = []
+    with psycopg.connect(proxy.dsn(user=user), autocommit=True) as c:
+        for _ in range(n):
+            try:
+                c.execute(sql)
+            except psycopg.Error as e:
+                states.append(e.sqlstate)
+    return states
+
+
+def alert_rows(ledger):
+    return ledger_query(ledger, "SELECT threshold_pct, channel, delivered_at IS NOT NULL,"
+                        " attempts, last_error, message FROM alerts_sent"
+                        " ORDER BY threshold_pct, channel")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_threshold_crossing_arrives_once_with_two_processes(pgtally, request, users, smtp,
+                                                            hook, cert, tmp_path,  # noqa: F811
+                                                            backend):
+    ledger = (tmp_path / "shared.db" if backend == "sqlite"
+              else request.getfixturevalue("ledger_pg").new_ledger())
+    keys = dict(PER_QUERY, ledger=str(ledger), **mail_keys(smtp, cert, tmp_path))
+    keys["report.slack_webhook_url"] = hook.url
+    one = pgtally(instance="one", **keys)
+    two = pgtally(instance="two", **keys)
+    ctl(ledger, "budget", "set", "--user", "alr_a", "--period", "day", "--limit", "1",
+        "--warn", "50")
+    wait_loaded(one, ledger)
+    wait_loaded(two, ledger)
+    # both processes spend past 50 %, each sees the other's spend: both
+    # cross the threshold
+    for i in range(4):
+        assert run(one, "alr_a", "SELECT 1") == []
+        assert run(two, "alr_a", "SELECT 2") == []
+        time.sleep(0.3)
+    hook.wait(1, timeout=10)
+    smtp.box.wait(1, timeout=10)
+    time.sleep(3 * SLOW)  # a second copy would have come by now
+    assert len(hook.requests) == 1, texts(hook)
+    assert len(smtp.box.messages) == 1, [m["message"]["Subject"] for m in smtp.box.messages]
+    slack, = texts(hook)
+    assert "budget user alr_a/day is at " in slack and "%" in slack, slack
+    m = smtp.box.messages[0]
+    assert "budget user alr_a/day is at" in m["message"]["Subject"], m["message"]["Subject"]
+    assert "budget user alr_a/day is at" in mail_text(m), mail_text(m)
+    assert sorted(m["rcpt_tos"]) == sorted(["ops@example.com", "finance@example.com"])
+    # the ledger says what went where, once
+    rows = alert_rows(ledger)
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == \
+        [(50, "email", True, 1), (50, "log", True, 0), (50, "slack", True, 1)], rows
+    sent = one.log().count("event=alert_sent") + two.log().count("event=alert_sent")
+    assert sent == 2, (one.log_tail(), two.log_tail())
+    stop(one)
+    stop(two)
+
+
+def test_refusal_storm_is_one_message_with_the_count(pgtally, users, smtp, hook, cert,  # noqa
+                                                     tmp_path):
+    keys = dict(PER_QUERY, **mail_keys(smtp, cert, tmp_path))
+    keys.update({"report.slack_webhook_url": hook.url, "alerts.batch_interval": "4s"})
+    proxy = pgtally(**keys)
+    ledger = ledger_file(proxy)
+    ctl(ledger, "budget", "set", "--user", "alr_b", "--period", "day", "--limit", "0.1")
+    wait_loaded(proxy, ledger)
+    assert run(proxy, "alr_b", "SELECT 1") == []
+    t0 = time.monotonic()
+    states = run(proxy, "alr_b", "SELECT 2", n=200)
+    took = time.monotonic() - t0
+    assert states == ["53400"] * 200, states[:5]
+    print("200 refusals in %.2f s" % took)
+
+    def bursts():
+        return [t for t in texts(hook) if "refused" in t]
+    wait_until(lambda: bursts(), 10 * SLOW, what="the batch of refusals")
+    time.sleep(5 * SLOW)  # another window: nothing more was refused
+    burst, = bursts()
+    assert "pgtally: 200 statements refused, 0 cancelled" in burst, burst
+    assert "200 refused user=alr_b budget=" in burst and "sqlstate=53400" in burst, burst
+    assert "Examples:" in burst and "alr_b (53400): pgtally: budget user alr_b/day is spent" \
+        in burst, burst
+    # the threshold crossing (100 %) came on its own
+    assert any("is at 100%" in t for t in texts(hook)), texts(hook)
+    assert len(hook.requests) == 2, texts(hook)
+    mails = [m for m in smtp.box.wait(2) if "refused" in m["message"]["Subject"]]
+    assert len(mails) == 1, [m["message"]["Subject"] for m in smtp.box.messages]
+    assert "refused 200 statements" in mail_text(mails[0]), mail_text(mails[0])
+    stop(proxy)
+
+
+def test_webhook_failing_once_gets_the_alert_once(pgtally, users, hook):
+    hook.statuses = [500]
+    proxy = pgtally(**dict(PER_QUERY, **{"report.slack_webhook_url": hook.url,
+                                         "report.retry_interval": "1s"}))
+    ledger = ledger_file(proxy)
+    ctl(ledger, "budget", "set", "--user", "alr_c", "--period", "day", "--limit", "1",
+        "--warn", "20")
+    wait_loaded(proxy, ledger)
+    assert run(proxy, "alr_c", "SELECT 1", n=3) == []
+    hook.wait(2, timeout=10)
+    time.sleep(3 * SLOW)
+    assert len(hook.requests) == 2, texts(hook)
+    first, second = texts(hook)
+    assert first == second and "alr_c/day is at 20%" in first, (first, second)
+    proxy.wait_log(r"event=alert_failed kind=budget channel=slack .*transient=yes"
+                   r" .*webhook answered HTTP 500")
+    (pct, channel, delivered, attempts, last_error, _), = \
+        [r for r in alert_rows(ledger) if r[1] == "slack"]
+    assert (pct, delivered, attempts, last_error) == (20, True, 2, None)
+    stop(proxy)
+
+
+def test_cancel_of_a_running_statement_is_an_alert(pgtally, users, hook):
+    proxy = pgtally(**dict(PER_SECOND, **{"report.slack_webhook_url": hook.url,
+                                          "alerts.batch_interval": "1s"}))
+    ledger = ledger_file(proxy)
+    ctl(ledger, "budget", "set", "--user", "alr_d", "--period", "day", "--limit", "0.5")
+    wait_loaded(proxy, ledger)
+    with psycopg.connect(proxy.dsn(user="alr_d"), autocommit=True) as c:
+        with pytest.raises(errors.QueryCanceled):
+            c.execute("SELECT pg_sleep(10)")
+    wait_until(lambda: any("cancelled" in t and "57014" in t for t in texts(hook)),
+               10 * SLOW, what="the cancel's alert")
+    burst, = [t for t in texts(hook) if "57014" in t]
+    assert "0 statements refused, 1 cancelled" in burst, burst
+    assert "1 cancelled user=alr_d budget=" in burst, burst
+    stop(proxy)
+
+
+def test_dead_webhook_costs_the_statements_nothing(pgtally, users):
+    dead = "http://127.0.0.1:%d/services/nobody" % free_port()
+    proxy = pgtally(**dict(PER_QUERY, **{"report.slack_webhook_url": dead,
+                                         "alerts.batch_interval": "1s"}))
+    ledger = ledger_file(proxy)
+    ctl(ledger, "budget", "set", "--user", "alr_e", "--period", "day", "--limit", "0.1")
+    wait_loaded(proxy, ledger)
+    t0 = time.monotonic()
+    states = run(proxy, "alr_e", "SELECT 1", n=100)
+    assert states == ["53400"] * 99, states[:3]
+    assert time.monotonic() - t0 < 10 * SLOW
+    proxy.wait_log(r"event=alert_failed kind=refusals channel=slack refused=99 .*transient=yes",
+                   timeout=10 * SLOW)
+    # still serving, and the next batch holds both windows' refusals
+    assert run(proxy, "alr_e", "SELECT 1") == ["53400"]
+    stop(proxy)
+
+
+def test_alert_channel_without_its_settings_is_a_config_error(tmp_path):
+    r = run_pgtally(["--alerts-channels", "email", "--ledger", str(tmp_path / "x.db")])
+    assert r.returncode == 1, r
+    assert "alerts.channels names email, but no mail server is configured" in r.stderr, r.stderr
+    r = run_pgtally(["--alerts-channels", "pager", "--ledger", str(tmp_path / "x.db")])
+    assert r.returncode == 1 and "slack, email (separated by commas), or none" in r.stderr, \
+        r.stderr
