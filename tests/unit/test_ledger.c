@@ -280,6 +280,38 @@ static void test_upgrade_from_1(void)
     CHECK_INT(file_int(path, "SELECT version FROM settings_version"), 8);
 }
 
+/* A ledger of schema 6 is upgraded to 7: the alerts it recorded (log rows)
+ * count as delivered when they were recorded, and the new columns of
+ * delivery (message, attempts, claims) appear, empty. */
+static void test_upgrade_from_6(void)
+{
+    const char *path = tmp_path("v6.db");
+    char err[512] = "";
+    pgt_db_t *pdb =
+        pgt_db_open(&(pgt_db_opts_t){.ledger = path, .writable = true}, err, sizeof(err));
+    CHECK(pdb != NULL);
+    CHECK_INT(pgt_ledger_migrate(pdb, 6, err, sizeof(err)), 0);
+    pgt_db_close(pdb);
+    sqlite3 *db = db_open(path);
+    CHECK_INT(db_int(db, "PRAGMA user_version"), 6);
+    CHECK_INT(sqlite3_exec(db,
+                           "INSERT INTO alerts_sent (budget_id, period_start, threshold_pct, "
+                           "channel, sent_at) VALUES (3, 100, 80, 'log', 12345)",
+                           NULL, NULL, NULL),
+              SQLITE_OK);
+    sqlite3_close(db);
+    pgt_ledger_opts_t o = {.where = {.ledger = path}};
+    pgt_ledger_close(open_ledger(&o));
+    CHECK_INT(file_int(path, "PRAGMA user_version"), pgt_ledger_schema_version());
+    CHECK_INT(file_int(path, "SELECT delivered_at FROM alerts_sent WHERE budget_id = 3"), 12345);
+    CHECK_INT(file_int(path, "SELECT count(*) FROM alerts_sent WHERE attempts = 0 AND "
+                             "message IS NULL AND claimed_by IS NULL AND last_error IS NULL"),
+              1);
+    CHECK_INT(file_int(path, "SELECT count(*) FROM sqlite_master WHERE name = "
+                             "'alerts_sent_pending'"),
+              1);
+}
+
 /* The database's directory is missing at first: records wait in memory,
  * then in the spool; once the directory exists, they are all written once. */
 static void test_missing_directory(void)
@@ -561,6 +593,7 @@ int main(void)
     test_names();
     test_basic();
     test_migrations();
+    test_upgrade_from_6();
     test_upgrade_from_1();
     test_missing_directory();
     test_locked();
