@@ -203,6 +203,58 @@ def test_cancel_of_a_running_statement_is_an_alert(pgtally, users, hook):
     stop(proxy)
 
 
+def test_rule_block_by_a_user_named_like_a_mention_is_escaped(pgtally, pg, users, hook):
+    """A block rule's refusals are alerts too (rule id, 42T01); a user named
+    "<!channel>" cannot make the Slack message ping a channel."""
+    evil = "alr_<!channel>"
+    with pg.admin() as a:
+        a.execute('DROP ROLE IF EXISTS "%s"' % evil)
+        a.execute('CREATE ROLE "%s" LOGIN IN ROLE pgtally_test_users' % evil)
+    proxy = pgtally(**dict(PER_QUERY, **{"report.slack_webhook_url": hook.url,
+                                         "alerts.batch_interval": "1s"}))
+    ledger = ledger_file(proxy)
+    assert run(proxy, evil, "SELECT 41 + 1") == []
+    wait_until(lambda: ledger_query(ledger, "SELECT fingerprint FROM queries"), 5 * SLOW,
+               what="the statement in the ledger")
+    fp = ledger_query(ledger, "SELECT fingerprint FROM queries")[0][0]
+    out = ctl(ledger, "rule", "add", "--fingerprint", "%016x" % (fp & 0xFFFFFFFFFFFFFFFF),
+              "--action", "block", "--message", "no <!here> sums today").stdout
+    rid = int(out.split()[1].rstrip(":"))
+    wait_loaded(proxy, ledger)
+    assert run(proxy, evil, "SELECT 1 + 2", n=3) == ["42T01"] * 3
+    wait_until(lambda: hook.requests, 10 * SLOW, what="the batch of refusals")
+    burst, = texts(hook)
+    assert "3 refused user=alr_&lt;!channel&gt; rule=%d sqlstate=42T01" % rid in burst, burst
+    assert "no &lt;!here&gt; sums today" in burst, burst
+    assert "<!" not in burst, burst
+    stop(proxy)
+
+
+def test_refusals_of_many_users_stay_bounded_and_counted(pgtally, pg, hook):
+    """40 users refused in one window: 32 groups are itemised, the rest
+    counted, and the total is exact."""
+    names = ["alr_many_%02d" % i for i in range(40)]
+    with pg.admin() as a:
+        for n in names:
+            a.execute("DROP ROLE IF EXISTS %s" % n)
+            a.execute("CREATE ROLE %s LOGIN IN ROLE pgtally_test_users" % n)
+    proxy = pgtally(**dict(PER_QUERY, **{"report.slack_webhook_url": hook.url,
+                                         "alerts.batch_interval": "5s",
+                                         "budget.unknown_estimate": "refuse"}))
+    ledger = ledger_file(proxy)
+    ctl(ledger, "budget", "set", "--default", "--period", "day", "--limit", "100",
+        "--per-query", "1")
+    wait_loaded(proxy, ledger)
+    for n in names:
+        assert run(proxy, n, "SELECT 1", n=2) == ["54000"] * 2
+    wait_until(lambda: hook.requests, 15 * SLOW, what="the batch of refusals")
+    burst, = texts(hook)
+    assert "pgtally: 80 statements refused, 0 cancelled" in burst, burst
+    assert burst.count(" refused user=alr_many_") == 32, burst
+    assert "16 more in other groups, not itemised (more than 32 groups)" in burst, burst
+    stop(proxy)
+
+
 def test_dead_webhook_costs_the_statements_nothing(pgtally, users):
     dead = "http://127.0.0.1:%d/services/nobody" % free_port()
     proxy = pgtally(**dict(PER_QUERY, **{"report.slack_webhook_url": dead,
