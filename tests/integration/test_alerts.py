@@ -255,6 +255,40 @@ def test_refusals_of_many_users_stay_bounded_and_counted(pgtally, pg, hook):
     stop(proxy)
 
 
+def test_an_expired_claim_is_sent_by_another_process_a_live_one_is_not(pgtally, hook, tmp_path):
+    """Rows of a sender that died: its expired claim is taken over and the
+    alert delivered; a claim still live (a sender busy with it) is left."""
+    import sqlite3
+    ledger = tmp_path / "claims.db"
+    proxy = pgtally(ledger=str(ledger),
+                    **dict(PER_QUERY, **{"report.slack_webhook_url": hook.url}))
+    wait_until(lambda: ledger.exists() and ledger_query(
+        ledger, "SELECT 1 FROM sqlite_master WHERE name = 'alerts_sent_pending'"),
+        5 * SLOW, what="the ledger's schema")
+    now = int(time.time() * 1e6)
+    con = sqlite3.connect(str(ledger), timeout=10)
+    with con:
+        for budget, until in ((7, now - 1), (8, now + 600 * 10**6)):
+            text = "pgtally: budget user dead%d/day is at 80%%" % budget
+            con.execute("INSERT INTO alerts_sent (budget_id, period_start, threshold_pct,"
+                        " channel, sent_at, delivered_at, message) VALUES (?, 0, 80, 'log',"
+                        " ?, ?, ?)", (budget, now, now, text))
+            con.execute("INSERT INTO alerts_sent (budget_id, period_start, threshold_pct,"
+                        " channel, sent_at, message, attempts, claimed_by, claimed_until)"
+                        " VALUES (?, 0, 80, 'slack', ?, ?, 1, 4242, ?)",
+                        (budget, now, text, until))
+    con.close()
+    hook.wait(1, timeout=10)
+    time.sleep(2 * SLOW)
+    sent, = texts(hook)
+    assert sent.startswith("*pgtally: budget user dead7/day is at 80%*") and "dead8" not in sent, \
+        sent
+    got = ledger_query(ledger, "SELECT budget_id, delivered_at IS NOT NULL, attempts,"
+                       " claimed_by FROM alerts_sent WHERE channel = 'slack' ORDER BY 1")
+    assert got == [(7, 1, 2, None), (8, 0, 1, 4242)], got
+    stop(proxy)
+
+
 def test_dead_webhook_costs_the_statements_nothing(pgtally, users):
     dead = "http://127.0.0.1:%d/services/nobody" % free_port()
     proxy = pgtally(**dict(PER_QUERY, **{"report.slack_webhook_url": dead,
