@@ -533,7 +533,9 @@ pgt_alerts_t *pgt_alerts_new(const pgt_config_t *cfg, const char *ledger_path, c
         return NULL;
     }
     a->thread_started = true;
-    PGT_INFO("alerts_started", "channels=%d batch_interval_ms=%d", a->live,
+    char names[64];
+    pgt_channel_list(a->live, names, sizeof(names));
+    PGT_INFO("alerts_started", "channels=%s batch_interval_ms=%d", names,
              cfg->alerts_batch_interval_ms);
     return a;
 }

@@ -29,6 +29,18 @@
 
 PGT_NAMES_DEFINE(PGT_CHANNEL_MAP, pgt_channel_t, pgt_channel_name, pgt_channel_parse)
 
+void pgt_channel_list(int mask, char *out, size_t len)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int c = 0; c < PGT_CHANNEL_COUNT; c++)
+        if (mask & (1 << c) && used < len)
+            used += (size_t)snprintf(out + used, len - used, "%s%s", used ? "," : "",
+                                     pgt_channel_name((pgt_channel_t)c));
+    if (!used)
+        snprintf(out, len, "none");
+}
+
 bool pgt_channel_configured(const pgt_config_t *cfg, pgt_channel_t c)
 {
     if (c == PGT_CHANNEL_SLACK)

@@ -279,15 +279,15 @@ static void take_posted(pgt_scheduler_t *s)
 
 static void log_schedule(const pgt_scheduler_t *s)
 {
-    char chans[64] = "";
+    char chans[64];
+    int mask = 0;
     for (int c = 0; c < PGT_CHANNEL_COUNT; c++)
         if (pgt_channel_configured(s->cfg, (pgt_channel_t)c))
-            snprintf(chans + strlen(chans), sizeof(chans) - strlen(chans), "%s%s",
-                     chans[0] ? "," : "", pgt_channel_name((pgt_channel_t)c));
+            mask |= 1 << c;
+    pgt_channel_list(mask, chans, sizeof(chans));
     PGT_INFO("report_schedule", "time=%02d:%02d catch_up_days=%d retry_interval_ms=%d channels=%s",
              s->cfg->report_time_min / 60, s->cfg->report_time_min % 60,
-             s->cfg->report_catch_up_days, s->cfg->report_retry_interval_ms,
-             chans[0] ? chans : "none");
+             s->cfg->report_catch_up_days, s->cfg->report_retry_interval_ms, chans);
 }
 
 /* Sleeps until wake_us (on pgt_clock_us's scale, at most MAX_SLEEP_US),

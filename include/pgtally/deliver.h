@@ -30,6 +30,10 @@ typedef enum {
 const char *pgt_channel_name(pgt_channel_t c);
 int pgt_channel_parse(const char *name, pgt_channel_t *out) __attribute__((warn_unused_result));
 
+/* The names of the channels of mask (bit 1 << pgt_channel_t), such as
+ * "slack,email", or "none", into out. */
+void pgt_channel_list(int mask, char *out, size_t len);
+
 /* Whether cfg configures channel c (a webhook URL, or an SMTP URL with a
  * sender and recipients). */
 bool pgt_channel_configured(const pgt_config_t *cfg, pgt_channel_t c);
