@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "pgtally/alert_batch.h"
 #include "pgtally/buf.h"
 #include "pgtally/deliver.h"
 #include "pgtally/ledger.h"
@@ -32,33 +33,7 @@ _Static_assert(PGT_CHANNEL_SLACK == 0 && PGT_CHANNEL_EMAIL == 1,
 #define FANOUT_US (3600 * US_PER_S)       /* crossings this recent get a row per channel */
 #define LEDGER_RETRY_US (10 * US_PER_S)   /* after the ledger failed to open */
 #define BUSY_TIMEOUT_MS 10000             /* SQLite: wait for the ledger writer's lock */
-#define GROUPS_MAX 32                     /* groups itemised in a batch */
-#define EXAMPLES_MAX 3                    /* example messages in a batch */
 #define CROSSINGS_MAX 20                  /* crossings claimed for one message */
-
-/* Refusals or cancels of one (action, user, budget, rule, SQLSTATE). */
-typedef struct group {
-    pgt_verdict_action_t action; /* REFUSE or CANCEL */
-    char user[64];               /* who (PostgreSQL names are at most 63 bytes) */
-    int64_t budget_id;           /* the budget, or 0 */
-    int64_t rule_id;             /* the rule, or 0 */
-    char sqlstate[6];            /* the error the client got */
-    uint64_t count;              /* how many */
-} group_t;
-
-/* The refusals and cancels of one window, for one channel: bounded, the
- * rest counted but not itemised. */
-typedef struct burst {
-    uint64_t refused;                 /* statements refused */
-    uint64_t cancelled;               /* statements cancelled */
-    uint64_t unlisted;                /* of those, in groups past GROUPS_MAX */
-    group_t groups[GROUPS_MAX];       /* the itemised groups */
-    size_t ngroups;                   /* entries in groups */
-    char examples[EXAMPLES_MAX][400]; /* "user: message" of the first few */
-    size_t nexamples;                 /* entries in examples */
-    int64_t first_us;                 /* the first event, 0: empty */
-    int64_t last_us;                  /* the last event */
-} burst_t;
 
 struct pgt_alerts {
     pthread_t thread;    /* the alert thread */
@@ -67,10 +42,10 @@ struct pgt_alerts {
 
     /* Shared with the loop, under mu. */
     pthread_mutex_t mu;
-    pthread_cond_t cv;                 /* signalled on stop and on new settings */
-    pgt_config_t *posted;              /* new settings, for the thread */
-    int live;                          /* channels events are counted for */
-    burst_t bursts[PGT_CHANNEL_COUNT]; /* events not yet sent, by channel */
+    pthread_cond_t cv;                           /* signalled on stop and on new settings */
+    pgt_config_t *posted;                        /* new settings, for the thread */
+    int live;                                    /* channels events are counted for */
+    pgt_alert_batch_t bursts[PGT_CHANNEL_COUNT]; /* events not yet sent, by channel */
 
     /* The thread's own. */
     char *path;                                /* the ledger */
@@ -83,100 +58,6 @@ struct pgt_alerts {
     int64_t burst_next_us[PGT_CHANNEL_COUNT];  /* a failed batch is tried again then */
     int64_t burst_delay_us[PGT_CHANNEL_COUNT]; /* its last backoff */
 };
-
-/* ---- batches -------------------------------------------------------------- */
-
-/* Adds count events of g's kind to b's groups (or to unlisted when full). */
-static void burst_group(burst_t *b, const group_t *g, uint64_t count)
-{
-    for (size_t i = 0; i < b->ngroups; i++) {
-        group_t *h = &b->groups[i];
-        if (h->action == g->action && h->budget_id == g->budget_id && h->rule_id == g->rule_id &&
-            strcmp(h->user, g->user) == 0 && strcmp(h->sqlstate, g->sqlstate) == 0) {
-            h->count += count;
-            return;
-        }
-    }
-    if (b->ngroups == GROUPS_MAX) {
-        b->unlisted += count;
-        return;
-    }
-    b->groups[b->ngroups] = *g;
-    b->groups[b->ngroups++].count = count;
-}
-
-/* Adds example to b when there is room. */
-static void burst_example(burst_t *b, const char *example)
-{
-    if (b->nexamples < EXAMPLES_MAX)
-        snprintf(b->examples[b->nexamples++], sizeof(b->examples[0]), "%s", example);
-}
-
-/* Adds the window at when. */
-static void burst_time(burst_t *b, int64_t first, int64_t last)
-{
-    if (!b->first_us || first < b->first_us)
-        b->first_us = first;
-    if (last > b->last_us)
-        b->last_us = last;
-}
-
-/* Adds batch src to dst: a batch that failed to go out joins the next. */
-static void burst_merge(burst_t *dst, const burst_t *src)
-{
-    if (!src->first_us)
-        return;
-    dst->refused += src->refused;
-    dst->cancelled += src->cancelled;
-    dst->unlisted += src->unlisted;
-    for (size_t i = 0; i < src->ngroups; i++)
-        burst_group(dst, &src->groups[i], src->groups[i].count);
-    for (size_t i = 0; i < src->nexamples; i++)
-        burst_example(dst, src->examples[i]);
-    burst_time(dst, src->first_us, src->last_us);
-}
-
-/* Local time of unix microseconds us as HH:MM:SS. */
-static void clock_of(int64_t us, char out[16])
-{
-    time_t t = (time_t)(us / US_PER_S);
-    struct tm tm;
-    localtime_r(&t, &tm);
-    strftime(out, 16, "%H:%M:%S", &tm);
-}
-
-/* The subject and text of batch b of the process instance. */
-static void burst_render(const burst_t *b, const char *instance, pgt_buf_t *subject,
-                         pgt_buf_t *text)
-{
-    char from[16], to[16];
-    clock_of(b->first_us, from);
-    clock_of(b->last_us, to);
-    pgt_buf_printf(subject, "pgtally: %" PRIu64 " statement%s refused, %" PRIu64 " cancelled",
-                   b->refused, b->refused == 1 ? "" : "s", b->cancelled);
-    pgt_buf_printf(text,
-                   "pgtally %s refused %" PRIu64 " statement%s and cancelled %" PRIu64
-                   " between %s and %s.\n\nBy user, budget, rule and SQLSTATE:\n",
-                   instance, b->refused, b->refused == 1 ? "" : "s", b->cancelled, from, to);
-    for (size_t i = 0; i < b->ngroups; i++) {
-        const group_t *g = &b->groups[i];
-        pgt_buf_printf(text, "  %8" PRIu64 " %s user=%s", g->count,
-                       g->action == PGT_VERDICT_CANCEL ? "cancelled" : "refused", g->user);
-        if (g->budget_id)
-            pgt_buf_printf(text, " budget=%" PRId64, g->budget_id);
-        if (g->rule_id)
-            pgt_buf_printf(text, " rule=%" PRId64, g->rule_id);
-        pgt_buf_printf(text, " sqlstate=%s\n", g->sqlstate);
-    }
-    if (b->unlisted)
-        pgt_buf_printf(text,
-                       "  %8" PRIu64 " more in other groups, not itemised (more than %d groups)\n",
-                       b->unlisted, GROUPS_MAX);
-    if (b->nexamples)
-        pgt_buf_puts(text, "\nExamples:\n");
-    for (size_t i = 0; i < b->nexamples; i++)
-        pgt_buf_printf(text, "  %s\n", b->examples[i]);
-}
 
 /* ---- settings ------------------------------------------------------------- */
 
@@ -369,9 +250,9 @@ static void send_crossings(pgt_alerts_t *a, pgt_channel_t ch, int64_t now)
  * the next window's, with backoff. */
 static void send_burst(pgt_alerts_t *a, pgt_channel_t ch, int64_t now)
 {
-    burst_t b;
+    pgt_alert_batch_t b;
     pthread_mutex_lock(&a->mu);
-    burst_t *live = &a->bursts[ch];
+    pgt_alert_batch_t *live = &a->bursts[ch];
     bool due = live->first_us &&
                now >= live->first_us + (int64_t)a->cfg->alerts_batch_interval_ms * 1000 &&
                now >= a->burst_next_us[ch];
@@ -383,7 +264,7 @@ static void send_burst(pgt_alerts_t *a, pgt_channel_t ch, int64_t now)
     if (!due)
         return;
     pgt_buf_t subject = {0}, text = {0};
-    burst_render(&b, a->cfg->instance ? a->cfg->instance : "", &subject, &text);
+    pgt_alert_batch_render(&b, a->cfg->instance ? a->cfg->instance : "", &subject, &text);
     char answer[512], why[1024] = "out of memory";
     bool transient = false;
     int rc = subject.failed || text.failed
@@ -407,7 +288,7 @@ static void send_burst(pgt_alerts_t *a, pgt_channel_t ch, int64_t now)
                  name, b.refused, b.cancelled, transient ? "yes" : "no",
                  (double)a->burst_delay_us[ch] / US_PER_S, why);
         pthread_mutex_lock(&a->mu);
-        burst_merge(&a->bursts[ch], &b);
+        pgt_alert_batch_merge(&a->bursts[ch], &b);
         pthread_mutex_unlock(&a->mu);
     }
     pgt_buf_free(&subject);
@@ -418,29 +299,11 @@ void pgt_alerts_event(pgt_alerts_t *a, const pgt_who_t *who, const pgt_verdict_t
 {
     if (!a)
         return;
-    group_t g = {.action =
-                     v->action == PGT_VERDICT_CANCEL ? PGT_VERDICT_CANCEL : PGT_VERDICT_REFUSE,
-                 .budget_id = v->budget_id,
-                 .rule_id = v->rule_id};
-    snprintf(g.user, sizeof(g.user), "%s", who->user ? who->user : "");
-    memcpy(g.sqlstate, v->sqlstate, sizeof(g.sqlstate));
-    g.sqlstate[5] = '\0';
-    char example[400];
-    snprintf(example, sizeof(example), "%s (%s): %s", g.user, g.sqlstate, v->message);
     int64_t now = pgt_clock_us();
     pthread_mutex_lock(&a->mu);
-    for (int c = 0; c < PGT_CHANNEL_COUNT; c++) {
-        if (!(a->live & (1 << c)))
-            continue;
-        burst_t *b = &a->bursts[c];
-        if (g.action == PGT_VERDICT_CANCEL)
-            b->cancelled++;
-        else
-            b->refused++;
-        burst_group(b, &g, 1);
-        burst_example(b, example);
-        burst_time(b, now, now);
-    }
+    for (int c = 0; c < PGT_CHANNEL_COUNT; c++)
+        if (a->live & (1 << c))
+            pgt_alert_batch_add(&a->bursts[c], who, v, now);
     pthread_mutex_unlock(&a->mu);
 }
 
