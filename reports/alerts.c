@@ -410,6 +410,10 @@ void pgt_alerts_configure(pgt_alerts_t *a, const pgt_config_t *cfg)
         PGT_ERROR("out_of_memory", "what=alert_settings");
         return;
     }
+    char names[64];
+    pgt_channel_list(pgt_alerts_channels(cfg), names, sizeof(names));
+    PGT_INFO("alerts_configured", "channels=%s batch_interval_ms=%d", names,
+             cfg->alerts_batch_interval_ms);
     pthread_mutex_lock(&a->mu);
     pgt_config_free(a->posted);
     a->posted = copy;

@@ -11,13 +11,15 @@ statement is an alert; a dead webhook costs the statements nothing.
 """
 
 import json
+import signal
 import time
 
 import psycopg
 import pytest
 from psycopg import errors
 
-from helpers import SLOW, free_port, ledger_query, run_pgtally, run_pgtallyctl, wait_until
+from helpers import (SLOW, free_port, ledger_query, run_pgtally, run_pgtallyctl, wait_until,
+                     write_ini)
 from test_delivery import Hook, SmtpServer, cert, mail_keys  # noqa: F401
 from test_metering import ledger_file, stop
 
@@ -304,6 +306,39 @@ def test_dead_webhook_costs_the_statements_nothing(pgtally, users):
                    timeout=10 * SLOW)
     # still serving, and the next batch holds both windows' refusals
     assert run(proxy, "alr_e", "SELECT 1") == ["53400"]
+    stop(proxy)
+
+
+def reload(proxy, pattern, **keys):
+    proxy.config.update(keys)
+    write_ini(proxy.config_path, proxy.config)
+    mark = proxy.log_mark()
+    proxy.send_signal(signal.SIGHUP)
+    proxy.wait_log(pattern, since=mark, timeout=5 * SLOW)
+
+
+def test_sighup_starts_and_stops_the_alerts(pgtally, users, hook):
+    proxy = pgtally(**dict(PER_QUERY, **{"alerts.batch_interval": "1s"}))
+    ledger = ledger_file(proxy)
+    assert "event=alerts_started" not in proxy.log()
+    ctl(ledger, "budget", "set", "--user", "alr_f", "--period", "day", "--limit", "0.1",
+        "--warn", "none")
+    wait_loaded(proxy, ledger)
+    assert run(proxy, "alr_f", "SELECT 1", n=3) == ["53400"] * 2
+    # a webhook appears: alerts start; the refusals before are not counted,
+    # the crossing of 100 % (within the hour) is sent
+    reload(proxy, r"event=alerts_started channels=slack",
+           **{"report.slack_webhook_url": hook.url})
+    assert run(proxy, "alr_f", "SELECT 1", n=5) == ["53400"] * 5
+    hook.wait(2, timeout=10)
+    assert [t for t in texts(hook) if "pgtally: 5 statements refused, 0 cancelled" in t], \
+        texts(hook)
+    assert [t for t in texts(hook) if "alr_f/day is at 100%" in t], texts(hook)
+    # channels = none: nothing more goes out
+    reload(proxy, r"event=alerts_configured channels=none", **{"alerts.channels": "none"})
+    assert run(proxy, "alr_f", "SELECT 1", n=5) == ["53400"] * 5
+    time.sleep(3 * SLOW)
+    assert len(hook.requests) == 2, texts(hook)
     stop(proxy)
 
 
