@@ -41,7 +41,7 @@ struct pgt_alerts {
     atomic_bool stop;    /* the thread must end; transfers in progress end too */
 
     /* Shared with the loop, under mu. */
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;                          /* guards what follows */
     pthread_cond_t cv;                           /* signalled on stop and on new settings */
     pgt_config_t *posted;                        /* new settings, for the thread */
     int live;                                    /* channels events are counted for */
@@ -55,6 +55,7 @@ struct pgt_alerts {
     pgt_db_t *db;                              /* the ledger connection, or NULL */
     int64_t db_retry_us;                       /* when opening it is tried again */
     int64_t me;                                /* this sender's claims */
+    bool ledger_failing;                       /* reading or claiming failed last time (logged) */
     int64_t burst_next_us[PGT_CHANNEL_COUNT];  /* a failed batch is tried again then */
     int64_t burst_delay_us[PGT_CHANNEL_COUNT]; /* its last backoff */
 };
@@ -212,10 +213,13 @@ static void send_crossings(pgt_alerts_t *a, pgt_channel_t ch, int64_t now)
     claimed_t c = {.n = 0};
     if (fan_out(a->db, name, now, err, sizeof(err)) != 0 ||
         claim(a, name, now, &c, err, sizeof(err)) != 0) {
-        PGT_WARN("alert_ledger_failed", "channel=%s error=\"%s\"", name, err);
+        if (!a->ledger_failing) /* once, not every second */
+            PGT_WARN("alert_ledger_failed", "channel=%s error=\"%s\"", name, err);
+        a->ledger_failing = true;
         pgt_buf_free(&c.text);
         return;
     }
+    a->ledger_failing = false;
     if (!c.n) {
         pgt_buf_free(&c.text);
         return;
