@@ -545,6 +545,31 @@ static const pgt_rule_t *rule_of_prepares(pgt_budgets_t *b, const pgt_who_t *who
     return best;
 }
 
+/* How deep statements inside statements are followed (EXPLAIN ANALYZE
+ * CREATE TABLE ... AS SELECT ...). */
+#define RULE_INNER_DEPTH 3
+
+/* The strictest rule matching a statement that one of sql runs inside it
+ * (pgt_fp_inner: EXPLAIN ANALYZE, CREATE TABLE AS, COPY (query) TO), or
+ * one inside that. nstatements: how many statements sql holds. */
+static const pgt_rule_t *rule_of_inner(pgt_budgets_t *b, const pgt_who_t *who, const char *sql,
+                                       int nstatements, int64_t now, const pgt_rule_t *best,
+                                       int depth)
+{
+    int max = nstatements > 0 ? nstatements : 1;
+    pgt_stmt_t *in = malloc((size_t)max * sizeof(*in));
+    int n = in ? pgt_fp_inner(sql, in, max) : 0;
+    for (int i = 0; i < n; i++) {
+        best = rule_of_part(b, who, sql, in[i].offset, in[i].length, now, best);
+        char *inner = depth < RULE_INNER_DEPTH ? strndup(sql + in[i].offset, in[i].length) : NULL;
+        if (inner)
+            best = rule_of_inner(b, who, inner, 1, now, best, depth + 1);
+        free(inner);
+    }
+    free(in);
+    return best;
+}
+
 const pgt_rule_t *pgt_budgets_rule(pgt_budgets_t *b, const pgt_who_t *who, uint64_t fp,
                                    const char *sql, size_t len)
 {
@@ -557,8 +582,10 @@ const pgt_rule_t *pgt_budgets_rule(pgt_budgets_t *b, const pgt_who_t *who, uint6
         return best;
     if (!b->rule_fps && !(b->rule_fps = pgt_fp_cache_new(1024)))
         return best;
-    if (fp) /* one statement, which the estimator fingerprinted */
-        return rule_of_prepares(b, who, sql, 1, now, best);
+    if (fp) { /* one statement, which the estimator fingerprinted */
+        best = rule_of_prepares(b, who, sql, 1, now, best);
+        return rule_of_inner(b, who, sql, 1, now, best, 1);
+    }
     /* Every statement of the string, RULE_STATEMENTS_MAX at a time. */
     pgt_stmt_t st[RULE_STATEMENTS_MAX];
     int total = 0;
@@ -571,5 +598,6 @@ const pgt_rule_t *pgt_budgets_rule(pgt_budgets_t *b, const pgt_who_t *who, uint6
             break;
         off += st[n - 1].offset + st[n - 1].length;
     }
-    return rule_of_prepares(b, who, sql, total, now, best);
+    best = rule_of_prepares(b, who, sql, total, now, best);
+    return rule_of_inner(b, who, sql, total, now, best, 1);
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Raw texts longer than this are not kept in the exact-text table. */
 #define TEXT_MAX 16384
@@ -1349,6 +1350,128 @@ int pgt_fp_prepares(const char *sql, pgt_prep_t *out, int max)
     json_array_foreach(stmts, i, raw)
     {
         if (n < max && prep_of(sql, total, raw, &out[n]))
+            n++;
+    }
+    json_decref(tree);
+    return n;
+}
+
+/* ---- statements run inside others ----------------------------------------- */
+
+/* Whether an EXPLAIN's options make it run its statement: ANALYZE, with
+ * no value or one defGetBoolean reads as true. */
+static bool explain_runs(json_t *explain)
+{
+    json_t *o;
+    size_t i;
+    json_array_foreach(json_object_get(explain, "options"), i, o)
+    {
+        json_t *d = json_object_get(o, "DefElem");
+        const char *name = json_string_value(json_object_get(d, "defname"));
+        if (!name || strcmp(name, "analyze") != 0)
+            continue;
+        json_t *arg = json_object_get(d, "arg");
+        const char *sval =
+            json_string_value(json_object_get(json_object_get(arg, "String"), "sval"));
+        json_t *ival = json_object_get(arg, "Integer");
+        if (!arg)
+            return true;
+        if (ival)
+            return json_integer_value(json_object_get(ival, "ival")) != 0;
+        return !sval || !(strcasecmp(sval, "false") == 0 || strcasecmp(sval, "off") == 0);
+    }
+    return false;
+}
+
+/* Where the statement inside stmt[0..len) starts and ends (the tokens
+ * [from, to) of ts), for one of kind: 'E' after EXPLAIN's options, 'A'
+ * after CREATE ... AS (without a final WITH DATA), 'C' inside COPY's
+ * parentheses. */
+static bool inner_tokens(const toks_t *ts, char kind, size_t *from, size_t *to)
+{
+    size_t i = 1, end = ts->n;
+    if (kind == 'E') {
+        if (tok_ch(ts, i, '('))
+            i = skip_parens(ts, i);
+        else
+            while (tok_kw(ts, i, "analyze") || tok_kw(ts, i, "analyse") || tok_kw(ts, i, "verbose"))
+                i++;
+    } else if (kind == 'A') {
+        i = find_top(ts, 0, "as") + 1;
+        if (end >= i + 2 && tok_kw(ts, end - 2, "with") && tok_kw(ts, end - 1, "data"))
+            end -= 2;
+    } else {
+        if (!tok_ch(ts, i, '('))
+            return false;
+        end = skip_parens(ts, i) - 1;
+        i++;
+    }
+    if (i >= end || end > ts->n)
+        return false;
+    *from = i;
+    *to = end;
+    return true;
+}
+
+/* The statement that raw (one of the parse tree's) runs inside it, as
+ * offsets into sql[0..total). */
+static bool inner_of(const char *sql, size_t total, json_t *raw, pgt_stmt_t *out)
+{
+    json_t *stmt = json_object_get(raw, "stmt");
+    json_t *explain = json_object_get(stmt, "ExplainStmt");
+    json_t *ctas = json_object_get(stmt, "CreateTableAsStmt");
+    json_t *copy = json_object_get(stmt, "CopyStmt");
+    char kind = explain && explain_runs(explain) ? 'E'
+                : ctas && !json_is_true(json_object_get(json_object_get(ctas, "into"), "skipData"))
+                    ? 'A'
+                : copy && json_object_get(copy, "query") ? 'C'
+                                                         : 0;
+    if (!kind)
+        return false;
+    json_int_t loc = json_integer_value(json_object_get(raw, "stmt_location"));
+    json_int_t len = json_integer_value(json_object_get(raw, "stmt_len"));
+    if (loc < 0 || (size_t)loc > total || len < 0 || (size_t)len > total - (size_t)loc)
+        return false;
+    if (len == 0)
+        len = (json_int_t)(total - (size_t)loc);
+    char *text = dup_nul(sql + loc, (size_t)len);
+    toks_t ts = {0};
+    size_t from, to;
+    bool ok = text && scan_tokens(text, (size_t)len, KEEP_CODE, &ts) == 0 &&
+              inner_tokens(&ts, kind, &from, &to);
+    if (ok) {
+        out->offset = (size_t)loc + ts.v[from].start;
+        out->length = ts.v[to - 1].end - ts.v[from].start;
+    }
+    free(ts.v);
+    free(text);
+    return ok;
+}
+
+static bool holds_inner_word(const char *s)
+{
+    for (; *s; s++) {
+        char c = (char)(*s | 0x20);
+        if ((c == 'e' && word_eq(s, 7, "explain")) || (c == 'c' && word_eq(s, 6, "create")) ||
+            (c == 'c' && word_eq(s, 4, "copy")))
+            return true;
+    }
+    return false;
+}
+
+int pgt_fp_inner(const char *sql, pgt_stmt_t *out, int max)
+{
+    if (!sql || !out || max <= 0 || !holds_inner_word(sql))
+        return 0;
+    PgQueryParseResult r = pg_query_parse(sql);
+    json_t *tree = r.error || !r.parse_tree ? NULL : json_loads(r.parse_tree, 0, NULL);
+    pg_query_free_parse_result(r);
+    size_t total = strlen(sql), i;
+    json_t *raw;
+    int n = 0;
+    json_array_foreach(json_object_get(tree, "stmts"), i, raw)
+    {
+        if (n < max && inner_of(sql, total, raw, &out[n]))
             n++;
     }
     json_decref(tree);

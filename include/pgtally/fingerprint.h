@@ -177,4 +177,12 @@ typedef struct pgt_prep {
  * is cheap enough for the event loop on ordinary statements. */
 int pgt_fp_prepares(const char *sql, pgt_prep_t *out, int max);
 
+/* Finds the statements of sql (NUL-terminated) that run a statement
+ * written inside them: EXPLAIN ANALYZE, CREATE TABLE or MATERIALIZED VIEW
+ * ... AS (not WITH NO DATA) and COPY (query) TO; out[i] is where that
+ * inner statement is in sql (kind and explainable unset). Returns how many
+ * were written (at most max); 0 without parsing when sql holds none of
+ * those words. */
+int pgt_fp_inner(const char *sql, pgt_stmt_t *out, int max);
+
 #endif

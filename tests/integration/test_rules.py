@@ -264,3 +264,23 @@ def test_pipelined_refusal_void_when_ahead_fails_or_copies(pgtally, pg, users, a
     through = pipelined_behind(proxy.port, ahead)
     assert through == direct, (through, direct)
     assert b"E" in direct, direct
+
+
+@pytest.mark.parametrize("wrapped", [
+    "EXPLAIN ANALYZE SELECT count(*) FROM rule_t WHERE a = 5",
+    "EXPLAIN (ANALYZE, COSTS OFF) SELECT count(*) FROM rule_t WHERE a = 5",
+    "CREATE TEMP TABLE rule_copy AS SELECT count(*) FROM rule_t WHERE a = 5",
+    "COPY (SELECT count(*) FROM rule_t WHERE a = 5) TO STDOUT",
+    "EXPLAIN ANALYZE CREATE TEMP TABLE rule_copy AS SELECT count(*) FROM rule_t WHERE a = 5",
+], ids=["explain_analyze", "explain_options", "create_table_as", "copy_to", "nested"])
+def test_block_rule_sees_the_statement_inside(pgtally, users, wrapped):
+    """A statement that runs another written inside it is blocked when the
+    inner one is; a plain EXPLAIN, which runs nothing, is not."""
+    proxy = pgtally()
+    fp = fingerprint(proxy, "rule_a", "SELECT count(*) FROM rule_t WHERE a = 1",
+                     "SELECT count(*) FROM rule_t WHERE a = $1")
+    rid = add_rule(proxy, "--fingerprint", fp, "--action", "block")
+    r = psql(proxy, "rule_b", wrapped)
+    assert r.returncode != 0 and "rule %d" % rid in r.stderr, r
+    r = psql(proxy, "rule_b", "EXPLAIN SELECT count(*) FROM rule_t WHERE a = 5")
+    assert r.returncode == 0, r
