@@ -276,6 +276,43 @@ static size_t cases_for(pgt_budgets_t *b, const pgt_who_t *who)
     return n;
 }
 
+/* The most any one user has spent in period p. */
+static int64_t most_by_one_user(const pgt_budgets_t *b, int p)
+{
+    int64_t most = 0;
+    for (size_t i = 0; i < SPEND_BUCKETS; i++)
+        for (const spend_t *s = b->buckets[i]; s; s = s->next)
+            if (s->dim == DIM_USER && spend_in(b, s, p) > most)
+                most = spend_in(b, s, p);
+    return most;
+}
+
+size_t pgt_budgets_spend(pgt_budgets_t *b, pgt_budget_spend_t *out, size_t max)
+{
+    if (!b || !b->cfg)
+        return 0;
+    roll(b, pgt_clock_us());
+    size_t n = 0;
+    for (size_t i = 0; i < b->cfg->nbudgets && n < max; i++) {
+        const pgt_budget_t *bg = &b->cfg->budgets[i];
+        pgt_budget_spend_t *o = &out[n++];
+        *o = (pgt_budget_spend_t){.budget_id = bg->id,
+                                  .subject_type = bg->subject_type,
+                                  .period = bg->period,
+                                  .limit_micro = bg->limit_micro};
+        snprintf(o->subject, sizeof(o->subject), "%s", bg->subject ? bg->subject : "");
+        if (bg->subject_type == PGT_BUDGET_SUBJECT_DEFAULT) {
+            o->spent_micro = most_by_one_user(b, (int)bg->period);
+            continue;
+        }
+        pgt_who_t who = {.user = o->subject, .application = "", .database = ""};
+        pgt_budget_case_t c = {.budget = bg};
+        budget_spent(b, bg, &who, &c);
+        o->spent_micro = c.spent_micro;
+    }
+    return n;
+}
+
 bool pgt_budgets_notice_due(const pgt_budgets_t *b, int64_t est_micro)
 {
     return b && b->notice_above > 0 && est_micro >= b->notice_above;
