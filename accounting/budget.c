@@ -542,16 +542,6 @@ bool pgt_budgets_have_rules(const pgt_budgets_t *b)
     return b && b->cfg && b->cfg->rules.n > 0;
 }
 
-/* The strictest of two rules (block, warn, log; then the lower id). */
-static const pgt_rule_t *stricter(const pgt_rule_t *a, const pgt_rule_t *c)
-{
-    if (!a || !c)
-        return a ? a : c;
-    if (a->action != c->action)
-        return a->action < c->action ? a : c;
-    return a->id <= c->id ? a : c;
-}
-
 /* Statements of one string split at a time (every one is matched). */
 #define RULE_STATEMENTS_MAX 64
 
@@ -562,7 +552,7 @@ static const pgt_rule_t *rule_of_part(pgt_budgets_t *b, const pgt_who_t *who, co
     pgt_shape_t shape;
     if (pgt_fp_shape(b->rule_fps, sql + off, len, &shape) != 0)
         return best;
-    return stricter(
+    return pgt_rule_stricter(
         best, pgt_rule_match(&b->cfg->rules, shape.fingerprint, who->user, who->database, now));
 }
 

@@ -1249,9 +1249,18 @@ int pgt_fp_comments(const char *sql, pgt_fp_span_t **out, size_t *n)
 
 /* True when s holds PREPARE, DEALLOCATE, DECLARE or CLOSE in any case:
  * the cheap test in front of the parser, one pass over the text. */
-static bool holds_prep_word(const char *s)
+/* Whether s holds a word of PREPARE, DEALLOCATE, DECLARE or CLOSE (runs
+ * false), or of EXECUTE, FETCH or MOVE (runs true). */
+static bool holds_prep_word(const char *s, bool runs)
 {
     for (; *s; s++) {
+        if (runs) {
+            char c = (char)(*s | 0x20);
+            if ((c == 'e' && word_eq(s, 7, "execute")) || (c == 'f' && word_eq(s, 5, "fetch")) ||
+                (c == 'm' && word_eq(s, 4, "move")))
+                return true;
+            continue;
+        }
         switch (*s | 0x20) { /* ASCII letters in lower case; nothing else matches */
         case 'p':
             if (word_eq(s, 7, "prepare"))
@@ -1290,6 +1299,23 @@ static bool prepare_body(const char *stmt, size_t len, const char *kw, size_t *o
     free(ts.v);
     free(copy);
     return ok;
+}
+
+/* Reads one raw statement of the parse tree into out when it is an
+ * EXECUTE, FETCH or MOVE. */
+static bool run_of(json_t *raw, pgt_prep_t *out)
+{
+    json_t *stmt = json_object_get(raw, "stmt");
+    json_t *exec = json_object_get(stmt, "ExecuteStmt");
+    json_t *fetch = json_object_get(stmt, "FetchStmt");
+    const char *name = json_string_value(json_object_get(exec ? exec : fetch, "name"));
+    if (fetch)
+        name = json_string_value(json_object_get(fetch, "portalname"));
+    if (!name)
+        return false;
+    *out = (pgt_prep_t){.op = exec ? PGT_PREP_EXECUTE : PGT_PREP_FETCH};
+    snprintf(out->name, sizeof(out->name), "%s", name);
+    return true;
 }
 
 /* Reads one raw statement of the parse tree into out; false when it is
@@ -1336,9 +1362,9 @@ static bool prep_of(const char *sql, size_t total, json_t *raw, pgt_prep_t *out)
     return true;
 }
 
-int pgt_fp_prepares(const char *sql, pgt_prep_t *out, int max)
+static int prep_scan(const char *sql, pgt_prep_t *out, int max, bool runs)
 {
-    if (!sql || !out || max <= 0 || !holds_prep_word(sql))
+    if (!sql || !out || max <= 0 || !holds_prep_word(sql, runs))
         return 0;
     PgQueryParseResult r = pg_query_parse(sql);
     json_t *tree = r.error || !r.parse_tree ? NULL : json_loads(r.parse_tree, 0, NULL);
@@ -1349,11 +1375,21 @@ int pgt_fp_prepares(const char *sql, pgt_prep_t *out, int max)
     int n = 0;
     json_array_foreach(stmts, i, raw)
     {
-        if (n < max && prep_of(sql, total, raw, &out[n]))
+        if (n < max && (runs ? run_of(raw, &out[n]) : prep_of(sql, total, raw, &out[n])))
             n++;
     }
     json_decref(tree);
     return n;
+}
+
+int pgt_fp_prepares(const char *sql, pgt_prep_t *out, int max)
+{
+    return prep_scan(sql, out, max, false);
+}
+
+int pgt_fp_runs_named(const char *sql, pgt_prep_t *out, int max)
+{
+    return prep_scan(sql, out, max, true);
 }
 
 /* ---- statements run inside others ----------------------------------------- */

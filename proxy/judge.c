@@ -65,6 +65,31 @@ static void rule_verdict(const pgt_rule_t *r, pgt_verdict_t *v)
              (long long)r->id);
 }
 
+/* Statements run by name in one string that are matched (the rest are
+ * not). */
+#define RULE_NAMED_MAX 16
+
+/* The strictest of best and the rules matching what the EXECUTE, FETCH
+ * and MOVE statements of sql[0..len) run: statements prepared and cursors
+ * declared earlier, perhaps before the rule existed. */
+static const pgt_rule_t *rule_of_named(pgt_session_t *s, const pgt_who_t *who, const char *sql,
+                                       size_t len, const pgt_rule_t *best)
+{
+    pgt_prep_t runs[RULE_NAMED_MAX];
+    int n = sql[len] == '\0' ? pgt_fp_runs_named(sql, runs, RULE_NAMED_MAX) : 0;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *types;
+        size_t types_len;
+        const pgt_text_t *t = runs[i].op == PGT_PREP_EXECUTE
+                                  ? pgt_intercept_statement(s->ic, runs[i].name, &types, &types_len)
+                                  : pgt_intercept_portal_text(s->ic, runs[i].name);
+        if (t)
+            best = pgt_rule_stricter(best,
+                                     pgt_budgets_rule(s->proxy->budgets, who, 0, t->data, t->len));
+    }
+    return best;
+}
+
 /* Checks sql[0..len) against the rules by shape, with the estimator's
  * fingerprint in s->est when it found one. A block rule refuses it (true,
  * with the verdict in s->verdict) where a budget could refuse it; where
@@ -76,6 +101,8 @@ static bool judge_rule(pgt_session_t *s, const pgt_who_t *who, const char *sql, 
 {
     s->est.rule_id = 0;
     const pgt_rule_t *r = pgt_budgets_rule(s->proxy->budgets, who, s->est.fingerprint, sql, len);
+    if (pgt_budgets_have_rules(s->proxy->budgets))
+        r = rule_of_named(s, who, sql, len, r);
     if (!r)
         return false;
     if (r->action == PGT_RULE_ACTION_WARN) {

@@ -284,3 +284,29 @@ def test_block_rule_sees_the_statement_inside(pgtally, users, wrapped):
     assert r.returncode != 0 and "rule %d" % rid in r.stderr, r
     r = psql(proxy, "rule_b", "EXPLAIN SELECT count(*) FROM rule_t WHERE a = 5")
     assert r.returncode == 0, r
+
+
+def test_block_rule_stops_what_was_prepared_before_it(pgtally, users):
+    """A statement prepared in SQL, or a cursor declared, before the rule
+    existed: the EXECUTE, FETCH or MOVE that runs it is refused."""
+    proxy = pgtally()
+    fp = fingerprint(proxy, "rule_a", "SELECT count(*) FROM rule_t WHERE a = 1",
+                     "SELECT count(*) FROM rule_t WHERE a = $1")
+    with connect(proxy, "rule_b") as c:
+        c.execute("PREPARE early AS SELECT count(*) FROM rule_t WHERE a = 6")
+        c.execute("BEGIN")
+        c.execute("DECLARE cur SCROLL CURSOR FOR SELECT count(*) FROM rule_t WHERE a = 7")
+        rid = add_rule(proxy, "--fingerprint", fp, "--action", "block")
+        for sql in ("FETCH 1 FROM cur", "MOVE cur"):
+            c.execute("SAVEPOINT s")
+            with pytest.raises(psycopg.Error) as ei:
+                c.execute(sql)
+            assert ei.value.sqlstate == SQLSTATE and "rule %d" % rid in str(ei.value), sql
+            c.execute("ROLLBACK TO SAVEPOINT s")
+        c.execute("COMMIT")
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("EXECUTE early")
+        assert ei.value.sqlstate == SQLSTATE, ei.value
+        # another prepared statement runs
+        c.execute("PREPARE other AS SELECT 5")
+        assert c.execute("EXECUTE other").fetchone() == (5,)

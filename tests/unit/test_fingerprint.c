@@ -609,6 +609,15 @@ static void test_prepares_table(void)
     CHECK(out[0].hold);
     CHECK_INT(pgt_fp_prepares("DECLARE w CURSOR WITHOUT HOLD FOR SELECT 1", out, 1), 1);
     CHECK(!out[0].hold);
+    /* What runs by name, apart: EXECUTE, FETCH and MOVE, not the others. */
+    CHECK_INT(pgt_fp_prepares("EXECUTE a(1)", out, 2), 0);
+    CHECK_INT(pgt_fp_runs_named("PREPARE a AS SELECT 1; EXECUTE \"A\"(1)", out, 2), 1);
+    CHECK_INT(out[0].op, PGT_PREP_EXECUTE);
+    CHECK_STR(out[0].name, "A");
+    CHECK_INT(pgt_fp_runs_named("FETCH 5 FROM c; MOVE LAST IN d", out, 2), 2);
+    CHECK_INT(out[0].op, PGT_PREP_FETCH);
+    CHECK_STR(out[1].name, "d");
+    CHECK_INT(pgt_fp_runs_named("SELECT 'execute' AS moved", out, 2), 0);
 }
 
 /* Statements run inside others: where the inner one is, or none. */
