@@ -70,6 +70,20 @@ static bool prepare_body(const char *stmt, size_t len, const char *kw, size_t *o
     return ok;
 }
 
+/* Where raw (one statement of the parse tree) is in a string of total
+ * bytes. The tree leaves out a location of 0 and a length that runs to the
+ * end. */
+static bool raw_span(json_t *raw, size_t total, size_t *loc, size_t *len)
+{
+    json_int_t l = json_integer_value(json_object_get(raw, "stmt_location"));
+    json_int_t n = json_integer_value(json_object_get(raw, "stmt_len"));
+    if (l < 0 || (size_t)l > total || n < 0 || (size_t)n > total - (size_t)l)
+        return false;
+    *loc = (size_t)l;
+    *len = n == 0 ? total - (size_t)l : (size_t)n;
+    return true;
+}
+
 /* Reads one raw statement of the parse tree into out when it is an
  * EXECUTE, FETCH or MOVE. */
 static bool run_of(json_t *raw, pgt_prep_t *out)
@@ -116,17 +130,11 @@ static bool prep_of(const char *sql, size_t total, json_t *raw, pgt_prep_t *out)
     out->hold = declare && (json_integer_value(json_object_get(declare, "options")) & 0x0020);
     if (!prep && !declare)
         return true;
-    /* The tree leaves out a location of 0 and a length that runs to the end. */
-    json_int_t loc = json_integer_value(json_object_get(raw, "stmt_location"));
-    json_int_t len = json_integer_value(json_object_get(raw, "stmt_len"));
-    if (!name || loc < 0 || (size_t)loc > total || len < 0 || (size_t)len > total - (size_t)loc)
+    size_t loc, len, off, blen;
+    if (!name || !raw_span(raw, total, &loc, &len) ||
+        !prepare_body(sql + loc, len, prep ? "as" : "for", &off, &blen))
         return false;
-    if (len == 0)
-        len = (json_int_t)(total - (size_t)loc);
-    size_t off, blen;
-    if (!prepare_body(sql + loc, (size_t)len, prep ? "as" : "for", &off, &blen))
-        return false;
-    out->body_offset = (size_t)loc + off;
+    out->body_offset = loc + off;
     out->body_length = blen;
     return true;
 }
@@ -235,19 +243,16 @@ static bool inner_of(const char *sql, size_t total, json_t *raw, pgt_stmt_t *out
                                                          : 0;
     if (!kind)
         return false;
-    json_int_t loc = json_integer_value(json_object_get(raw, "stmt_location"));
-    json_int_t len = json_integer_value(json_object_get(raw, "stmt_len"));
-    if (loc < 0 || (size_t)loc > total || len < 0 || (size_t)len > total - (size_t)loc)
+    size_t loc, len;
+    if (!raw_span(raw, total, &loc, &len))
         return false;
-    if (len == 0)
-        len = (json_int_t)(total - (size_t)loc);
-    char *text = pgt__fp_dup_nul(sql + loc, (size_t)len);
+    char *text = pgt__fp_dup_nul(sql + loc, len);
     toks_t ts = {0};
     size_t from, to;
-    bool ok = text && pgt__fp_scan_tokens(text, (size_t)len, KEEP_CODE, &ts) == 0 &&
+    bool ok = text && pgt__fp_scan_tokens(text, len, KEEP_CODE, &ts) == 0 &&
               inner_tokens(&ts, kind, &from, &to);
     if (ok) {
-        out->offset = (size_t)loc + ts.v[from].start;
+        out->offset = loc + ts.v[from].start;
         out->length = ts.v[to - 1].end - ts.v[from].start;
     }
     free(ts.v);
