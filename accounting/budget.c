@@ -276,6 +276,43 @@ static size_t cases_for(pgt_budgets_t *b, const pgt_who_t *who)
     return n;
 }
 
+/* The most any one user has spent in period p. */
+static int64_t most_by_one_user(const pgt_budgets_t *b, int p)
+{
+    int64_t most = 0;
+    for (size_t i = 0; i < SPEND_BUCKETS; i++)
+        for (const spend_t *s = b->buckets[i]; s; s = s->next)
+            if (s->dim == DIM_USER && spend_in(b, s, p) > most)
+                most = spend_in(b, s, p);
+    return most;
+}
+
+size_t pgt_budgets_spend(pgt_budgets_t *b, pgt_budget_spend_t *out, size_t max)
+{
+    if (!b || !b->cfg)
+        return 0;
+    roll(b, pgt_clock_us());
+    size_t n = 0;
+    for (size_t i = 0; i < b->cfg->nbudgets && n < max; i++) {
+        const pgt_budget_t *bg = &b->cfg->budgets[i];
+        pgt_budget_spend_t *o = &out[n++];
+        *o = (pgt_budget_spend_t){.budget_id = bg->id,
+                                  .subject_type = bg->subject_type,
+                                  .period = bg->period,
+                                  .limit_micro = bg->limit_micro};
+        snprintf(o->subject, sizeof(o->subject), "%s", bg->subject ? bg->subject : "");
+        if (bg->subject_type == PGT_BUDGET_SUBJECT_DEFAULT) {
+            o->spent_micro = most_by_one_user(b, (int)bg->period);
+            continue;
+        }
+        pgt_who_t who = {.user = o->subject, .application = "", .database = ""};
+        pgt_budget_case_t c = {.budget = bg};
+        budget_spent(b, bg, &who, &c);
+        o->spent_micro = c.spent_micro;
+    }
+    return n;
+}
+
 bool pgt_budgets_notice_due(const pgt_budgets_t *b, int64_t est_micro)
 {
     return b && b->notice_above > 0 && est_micro >= b->notice_above;
@@ -505,16 +542,6 @@ bool pgt_budgets_have_rules(const pgt_budgets_t *b)
     return b && b->cfg && b->cfg->rules.n > 0;
 }
 
-/* The strictest of two rules (block, warn, log; then the lower id). */
-static const pgt_rule_t *stricter(const pgt_rule_t *a, const pgt_rule_t *c)
-{
-    if (!a || !c)
-        return a ? a : c;
-    if (a->action != c->action)
-        return a->action < c->action ? a : c;
-    return a->id <= c->id ? a : c;
-}
-
 /* Statements of one string split at a time (every one is matched). */
 #define RULE_STATEMENTS_MAX 64
 
@@ -525,7 +552,7 @@ static const pgt_rule_t *rule_of_part(pgt_budgets_t *b, const pgt_who_t *who, co
     pgt_shape_t shape;
     if (pgt_fp_shape(b->rule_fps, sql + off, len, &shape) != 0)
         return best;
-    return stricter(
+    return pgt_rule_stricter(
         best, pgt_rule_match(&b->cfg->rules, shape.fingerprint, who->user, who->database, now));
 }
 
@@ -545,6 +572,31 @@ static const pgt_rule_t *rule_of_prepares(pgt_budgets_t *b, const pgt_who_t *who
     return best;
 }
 
+/* How deep statements inside statements are followed (EXPLAIN ANALYZE
+ * CREATE TABLE ... AS SELECT ...). */
+#define RULE_INNER_DEPTH 3
+
+/* The strictest rule matching a statement that one of sql runs inside it
+ * (pgt_fp_inner: EXPLAIN ANALYZE, CREATE TABLE AS, COPY (query) TO), or
+ * one inside that. nstatements: how many statements sql holds. */
+static const pgt_rule_t *rule_of_inner(pgt_budgets_t *b, const pgt_who_t *who, const char *sql,
+                                       int nstatements, int64_t now, const pgt_rule_t *best,
+                                       int depth)
+{
+    int max = nstatements > 0 ? nstatements : 1;
+    pgt_stmt_t *in = malloc((size_t)max * sizeof(*in));
+    int n = in ? pgt_fp_inner(sql, in, max) : 0;
+    for (int i = 0; i < n; i++) {
+        best = rule_of_part(b, who, sql, in[i].offset, in[i].length, now, best);
+        char *inner = depth < RULE_INNER_DEPTH ? strndup(sql + in[i].offset, in[i].length) : NULL;
+        if (inner)
+            best = rule_of_inner(b, who, inner, 1, now, best, depth + 1);
+        free(inner);
+    }
+    free(in);
+    return best;
+}
+
 const pgt_rule_t *pgt_budgets_rule(pgt_budgets_t *b, const pgt_who_t *who, uint64_t fp,
                                    const char *sql, size_t len)
 {
@@ -557,8 +609,10 @@ const pgt_rule_t *pgt_budgets_rule(pgt_budgets_t *b, const pgt_who_t *who, uint6
         return best;
     if (!b->rule_fps && !(b->rule_fps = pgt_fp_cache_new(1024)))
         return best;
-    if (fp) /* one statement, which the estimator fingerprinted */
-        return rule_of_prepares(b, who, sql, 1, now, best);
+    if (fp) { /* one statement, which the estimator fingerprinted */
+        best = rule_of_prepares(b, who, sql, 1, now, best);
+        return rule_of_inner(b, who, sql, 1, now, best, 1);
+    }
     /* Every statement of the string, RULE_STATEMENTS_MAX at a time. */
     pgt_stmt_t st[RULE_STATEMENTS_MAX];
     int total = 0;
@@ -571,5 +625,6 @@ const pgt_rule_t *pgt_budgets_rule(pgt_budgets_t *b, const pgt_who_t *who, uint6
             break;
         off += st[n - 1].offset + st[n - 1].length;
     }
-    return rule_of_prepares(b, who, sql, total, now, best);
+    best = rule_of_prepares(b, who, sql, total, now, best);
+    return rule_of_inner(b, who, sql, total, now, best, 1);
 }

@@ -5,6 +5,8 @@
  * first word. */
 #include "pgtally/fingerprint.h"
 
+#include "fingerprint_int.h"
+
 #include <jansson.h>
 #include <malloc.h>
 #include <pg_query.h>
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Raw texts longer than this are not kept in the exact-text table. */
 #define TEXT_MAX 16384
@@ -62,7 +65,7 @@ static bool is_word(char c)
 }
 
 /* True when w[0..n) is the lower-case ASCII keyword kw, in any case. */
-static bool word_eq(const char *w, size_t n, const char *kw)
+bool pgt__fp_word_eq(const char *w, size_t n, const char *kw)
 {
     size_t i = 0;
     for (; i < n && kw[i]; i++)
@@ -104,14 +107,14 @@ static unsigned words_present(const char *s, size_t n)
         if (i - w < 4 || i - w > 6)
             continue;
         for (size_t k = 0; k < COUNTOF(words); k++)
-            if (word_eq(s + w, i - w, words[k].word))
+            if (pgt__fp_word_eq(s + w, i - w, words[k].word))
                 mask |= words[k].bit;
     }
     return mask;
 }
 
 /* A NUL-terminated copy of s[0..n), or NULL when out of memory. */
-static char *dup_nul(const char *s, size_t n)
+char *pgt__fp_dup_nul(const char *s, size_t n)
 {
     char *d = malloc(n + 1);
     if (!d)
@@ -168,27 +171,6 @@ static uint64_t hash64(const char *s, size_t n)
  * here, bounds-checked. Token numbers change between libpg_query versions;
  * keywords are therefore matched by their text, with keyword_kind telling
  * a keyword from a quoted identifier, and comments by their first bytes. */
-typedef struct tok {
-    uint32_t start; /* byte offset of the token in the scanned text */
-    uint32_t end;   /* offset one past its last byte */
-    bool keyword;   /* keyword_kind is not NO_KEYWORD */
-} tok_t;
-
-/* Which tokens scan_tokens keeps. */
-typedef enum {
-    KEEP_CODE,     /* all but comments */
-    KEEP_COMMENTS, /* comments only */
-    KEEP_REDACT,   /* comments, string constants and $n parameters */
-} keep_t;
-
-/* The tokens of one text. */
-typedef struct toks {
-    const char *text; /* the scanned text (NUL-terminated) */
-    tok_t *v;         /* tokens, malloc'd */
-    size_t n;         /* how many */
-    size_t cap;       /* room in v */
-} toks_t;
-
 /* A bounds-checked protobuf reader. */
 typedef struct pbr {
     const uint8_t *p;   /* next byte */
@@ -350,7 +332,7 @@ static int decode_scan(const PgQueryProtobuf *pb, size_t len, keep_t keep, toks_
 
 /* Scans text (NUL-terminated, len bytes) into ts. Returns 0, or -1 when the
  * scanner fails (an unterminated literal) or memory runs out; free ts->v. */
-static int scan_tokens(const char *text, size_t len, keep_t keep, toks_t *ts)
+int pgt__fp_scan_tokens(const char *text, size_t len, keep_t keep, toks_t *ts)
 {
     *ts = (toks_t){.text = text};
     PgQueryScanResult res = pg_query_scan(text);
@@ -359,40 +341,40 @@ static int scan_tokens(const char *text, size_t len, keep_t keep, toks_t *ts)
     return rc;
 }
 
-static bool tok_kw(const toks_t *ts, size_t i, const char *kw)
+bool pgt__fp_tok_kw(const toks_t *ts, size_t i, const char *kw)
 {
     return i < ts->n && ts->v[i].keyword &&
-           word_eq(ts->text + ts->v[i].start, ts->v[i].end - ts->v[i].start, kw);
+           pgt__fp_word_eq(ts->text + ts->v[i].start, ts->v[i].end - ts->v[i].start, kw);
 }
 
-static bool tok_ch(const toks_t *ts, size_t i, char c)
+bool pgt__fp_tok_ch(const toks_t *ts, size_t i, char c)
 {
     return i < ts->n && ts->v[i].end - ts->v[i].start == 1 && ts->text[ts->v[i].start] == c;
 }
 
 /* Index after the ')' that closes the '(' at i. */
-static size_t skip_parens(const toks_t *ts, size_t i)
+size_t pgt__fp_skip_parens(const toks_t *ts, size_t i)
 {
     int depth = 0;
     for (; i < ts->n; i++) {
-        if (tok_ch(ts, i, '('))
+        if (pgt__fp_tok_ch(ts, i, '('))
             depth++;
-        else if (tok_ch(ts, i, ')') && --depth == 0)
+        else if (pgt__fp_tok_ch(ts, i, ')') && --depth == 0)
             return i + 1;
     }
     return ts->n;
 }
 
 /* Index of the first keyword kw at parenthesis depth 0 from i, or n. */
-static size_t find_top(const toks_t *ts, size_t i, const char *kw)
+size_t pgt__fp_find_top(const toks_t *ts, size_t i, const char *kw)
 {
     int depth = 0;
     for (; i < ts->n; i++) {
-        if (tok_ch(ts, i, '('))
+        if (pgt__fp_tok_ch(ts, i, '('))
             depth++;
-        else if (tok_ch(ts, i, ')'))
+        else if (pgt__fp_tok_ch(ts, i, ')'))
             depth--;
-        else if (depth == 0 && tok_kw(ts, i, kw))
+        else if (depth == 0 && pgt__fp_tok_kw(ts, i, kw))
             return i;
     }
     return ts->n;
@@ -530,32 +512,32 @@ typedef struct cls {
 static size_t skip_with(const toks_t *ts, size_t i)
 {
     i++;
-    if (tok_kw(ts, i, "recursive"))
+    if (pgt__fp_tok_kw(ts, i, "recursive"))
         i++;
     for (;;) {
         i++; /* the name */
-        if (tok_ch(ts, i, '('))
-            i = skip_parens(ts, i);
-        if (!tok_kw(ts, i, "as"))
+        if (pgt__fp_tok_ch(ts, i, '('))
+            i = pgt__fp_skip_parens(ts, i);
+        if (!pgt__fp_tok_kw(ts, i, "as"))
             return ts->n;
         i++;
-        if (tok_kw(ts, i, "not"))
+        if (pgt__fp_tok_kw(ts, i, "not"))
             i++;
-        if (tok_kw(ts, i, "materialized"))
+        if (pgt__fp_tok_kw(ts, i, "materialized"))
             i++;
-        if (!tok_ch(ts, i, '('))
+        if (!pgt__fp_tok_ch(ts, i, '('))
             return ts->n;
-        i = skip_parens(ts, i);
+        i = pgt__fp_skip_parens(ts, i);
         /* SEARCH {BREADTH|DEPTH} FIRST BY col [, col ...] SET col */
-        if (tok_kw(ts, i, "search")) {
-            for (i += 5; tok_ch(ts, i, ','); i += 2)
+        if (pgt__fp_tok_kw(ts, i, "search")) {
+            for (i += 5; pgt__fp_tok_ch(ts, i, ','); i += 2)
                 ;
             i += 2;
         }
         /* CYCLE col [, col] SET col [TO v DEFAULT v] USING col */
-        if (tok_kw(ts, i, "cycle"))
-            i = find_top(ts, i, "using") + 2;
-        if (!tok_ch(ts, i, ','))
+        if (pgt__fp_tok_kw(ts, i, "cycle"))
+            i = pgt__fp_find_top(ts, i, "using") + 2;
+        if (!pgt__fp_tok_ch(ts, i, ','))
             return i;
         i++;
     }
@@ -567,7 +549,7 @@ static cls_t refine_tokens(const toks_t *ts, refine_t refine, cls_t c)
 {
     size_t i = 0;
     if (refine == REFINE_CREATE) {
-        if (find_top(ts, 0, "as") < ts->n)
+        if (pgt__fp_find_top(ts, 0, "as") < ts->n)
             c.explainable = true;
         return c;
     }
@@ -581,10 +563,10 @@ static cls_t refine_tokens(const toks_t *ts, refine_t refine, cls_t c)
                           {"delete", PGT_STMT_DELETE},
                           {"merge", PGT_STMT_MERGE}};
         for (size_t k = 0; k < COUNTOF(main_kinds); k++)
-            if (tok_kw(ts, i, main_kinds[k].kw))
+            if (pgt__fp_tok_kw(ts, i, main_kinds[k].kw))
                 return (cls_t){main_kinds[k].kind, true};
     }
-    if (tok_kw(ts, i, "select") && find_top(ts, i, "into") < ts->n)
+    if (pgt__fp_tok_kw(ts, i, "select") && pgt__fp_find_top(ts, i, "into") < ts->n)
         return (cls_t){PGT_STMT_DDL, true};
     return c;
 }
@@ -603,17 +585,18 @@ static bool refine_wanted(refine_t refine, const char *s, size_t len, const char
         return words_present(s, len) != 0;
     case REFINE_PREPARE:
         n = next_word(&after, end, &w);
-        if (word_eq(w, n, "transaction"))
+        if (pgt__fp_word_eq(w, n, "transaction"))
             *c = (cls_t){PGT_STMT_TRANSACTION, false};
         return false;
     case REFINE_CREATE:
         do
             n = next_word(&after, end, &w);
-        while (word_eq(w, n, "global") || word_eq(w, n, "local") || word_eq(w, n, "temp") ||
-               word_eq(w, n, "temporary") || word_eq(w, n, "unlogged"));
-        if (word_eq(w, n, "materialized"))
+        while (pgt__fp_word_eq(w, n, "global") || pgt__fp_word_eq(w, n, "local") ||
+               pgt__fp_word_eq(w, n, "temp") || pgt__fp_word_eq(w, n, "temporary") ||
+               pgt__fp_word_eq(w, n, "unlogged"));
+        if (pgt__fp_word_eq(w, n, "materialized"))
             c->explainable = true; /* its AS query is mandatory */
-        return word_eq(w, n, "table");
+        return pgt__fp_word_eq(w, n, "table");
     }
     return false;
 }
@@ -622,7 +605,7 @@ static bool refine_wanted(refine_t refine, const char *s, size_t len, const char
 static const struct first_word *find_first_word(const char *w, size_t n)
 {
     for (size_t i = 0; i < COUNTOF(first_words); i++)
-        if (word_eq(w, n, first_words[i].word))
+        if (pgt__fp_word_eq(w, n, first_words[i].word))
             return &first_words[i];
     return NULL;
 }
@@ -642,10 +625,10 @@ static cls_t classify(const char *s, size_t len)
     cls_t c = {fw->kind, fw->explainable};
     if (!refine_wanted(fw->refine, s, len, p, &c))
         return c;
-    char *copy = dup_nul(s, len);
+    char *copy = pgt__fp_dup_nul(s, len);
     if (copy) {
         toks_t ts;
-        if (scan_tokens(copy, len, KEEP_CODE, &ts) == 0)
+        if (pgt__fp_scan_tokens(copy, len, KEEP_CODE, &ts) == 0)
             c = refine_tokens(&ts, fw->refine, c);
         free(ts.v);
         free(copy);
@@ -748,7 +731,7 @@ bool pgt_fp_never_refused(const char *sql, size_t len)
         if (w < sql + off + slen)
             return control_stmt(sql + off, slen);
     }
-    char *copy = dup_nul(sql, len);
+    char *copy = pgt__fp_dup_nul(sql, len);
     if (!copy)
         return false;
     pgt_stmt_t st[NEVER_REFUSED_MAX];
@@ -977,7 +960,7 @@ static unsigned long next_param(const toks_t *ts)
 static char *tidy_normalized(const char *norm, size_t len, size_t *out_len)
 {
     toks_t ts;
-    if (scan_tokens(norm, len, KEEP_REDACT, &ts) != 0)
+    if (pgt__fp_scan_tokens(norm, len, KEEP_REDACT, &ts) != 0)
         ts.n = 0; /* libpg_query's own output: the scanner reads it */
     unsigned long next = next_param(&ts);
     char *o = malloc(len + ts.n * 12 + 1);
@@ -1026,7 +1009,7 @@ static char *make_normalized(pgt_fp_cache_t *c, const char *text, size_t len, bo
             return s;
     }
     *out_len = utf8_cut(text, len, PGT_FP_UNPARSED_KEEP);
-    return dup_nul(text, *out_len);
+    return pgt__fp_dup_nul(text, *out_len);
 }
 
 /* Fills out from id, finding or making the normalized text. */
@@ -1080,7 +1063,7 @@ int pgt_fp_shape_known(pgt_fp_cache_t *c, uint64_t fingerprint, pgt_stmt_kind_t 
     if (lru_find(&c->shapes, fingerprint, NULL, 0))
         return fill_shape(c, text, len, &id, out);
     /* libpg_query reads a NUL-terminated copy. */
-    char *copy = dup_nul(text, len);
+    char *copy = pgt__fp_dup_nul(text, len);
     if (!copy)
         return -1;
     int rc = fill_shape(c, copy, len, &id, out);
@@ -1100,7 +1083,7 @@ static bool masks_constants(const char *text, size_t len)
     while (i + n < len && is_word(text[i + n]))
         n++;
     for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++)
-        if (n == strlen(words[w]) && word_eq(text + i, n, words[w]))
+        if (n == strlen(words[w]) && pgt__fp_word_eq(text + i, n, words[w]))
             return true;
     return false;
 }
@@ -1203,8 +1186,8 @@ int pgt_fp_shape(pgt_fp_cache_t *c, const char *text, size_t len, pgt_shape_t *o
         ident_t id = {t->fingerprint, {t->kind, t->explainable}};
         return fill_shape(c, text, len, &id, out);
     }
-    char *copy = dup_nul(text, len);
-    char *kept = key == text ? copy : dup_nul(key, klen);
+    char *copy = pgt__fp_dup_nul(text, len);
+    char *kept = key == text ? copy : pgt__fp_dup_nul(key, klen);
     if (!copy || !kept) {
         free(copy);
         if (kept != copy)
@@ -1227,7 +1210,7 @@ int pgt_fp_comments(const char *sql, pgt_fp_span_t **out, size_t *n)
     *n = 0;
     size_t len = strlen(sql);
     toks_t ts;
-    if (scan_tokens(sql, len, KEEP_COMMENTS, &ts) != 0) {
+    if (pgt__fp_scan_tokens(sql, len, KEEP_COMMENTS, &ts) != 0) {
         free(ts.v);
         return -1;
     }
@@ -1242,115 +1225,4 @@ int pgt_fp_comments(const char *sql, pgt_fp_span_t **out, size_t *n)
     *out = v;
     *n = ts.n;
     return 0;
-}
-
-/* ---- PREPARE and DEALLOCATE ----------------------------------------------- */
-
-/* True when s holds PREPARE, DEALLOCATE, DECLARE or CLOSE in any case:
- * the cheap test in front of the parser, one pass over the text. */
-static bool holds_prep_word(const char *s)
-{
-    for (; *s; s++) {
-        switch (*s | 0x20) { /* ASCII letters in lower case; nothing else matches */
-        case 'p':
-            if (word_eq(s, 7, "prepare"))
-                return true;
-            break;
-        case 'd':
-            if (word_eq(s, 10, "deallocate") || word_eq(s, 7, "declare"))
-                return true;
-            break;
-        case 'c':
-            if (word_eq(s, 5, "close"))
-                return true;
-            break;
-        default:
-            break;
-        }
-    }
-    return false;
-}
-
-/* The statement after the first word kw at depth 0 of stmt[0..len) (AS of
- * a PREPARE, whose argument types are in parentheses; FOR of a DECLARE,
- * a reserved word no cursor is named unquoted), as offsets into stmt. */
-static bool prepare_body(const char *stmt, size_t len, const char *kw, size_t *off, size_t *blen)
-{
-    char *copy = dup_nul(stmt, len);
-    toks_t ts = {0};
-    bool ok = copy && scan_tokens(copy, len, KEEP_CODE, &ts) == 0;
-    size_t i = ok ? find_top(&ts, 0, kw) : 0;
-    ok = ok && i + 1 < ts.n;
-    if (ok) {
-        *off = ts.v[i + 1].start;
-        *blen = len - *off;
-        pgt_fp_trim(stmt, off, blen);
-    }
-    free(ts.v);
-    free(copy);
-    return ok;
-}
-
-/* Reads one raw statement of the parse tree into out; false when it is
- * neither a PREPARE nor a DEALLOCATE. */
-static bool prep_of(const char *sql, size_t total, json_t *raw, pgt_prep_t *out)
-{
-    json_t *stmt = json_object_get(raw, "stmt");
-    json_t *prep = json_object_get(stmt, "PrepareStmt");
-    json_t *dealloc = json_object_get(stmt, "DeallocateStmt");
-    json_t *declare = json_object_get(stmt, "DeclareCursorStmt");
-    json_t *close = json_object_get(stmt, "ClosePortalStmt");
-    const char *name;
-    if (prep || dealloc) {
-        name = json_string_value(json_object_get(prep ? prep : dealloc, "name"));
-        *out = (pgt_prep_t){.op = prep   ? PGT_PREP_PREPARE
-                                  : name ? PGT_PREP_DEALLOCATE
-                                         : PGT_PREP_DEALLOCATE_ALL};
-    } else if (declare || close) {
-        name = json_string_value(json_object_get(declare ? declare : close, "portalname"));
-        *out = (pgt_prep_t){.op = declare ? PGT_PREP_DECLARE
-                                  : name  ? PGT_PREP_CLOSE
-                                          : PGT_PREP_CLOSE_ALL};
-    } else {
-        return false;
-    }
-    if (name)
-        snprintf(out->name, sizeof(out->name), "%s", name);
-    /* CURSOR_OPT_HOLD (parsenodes.h) */
-    out->hold = declare && (json_integer_value(json_object_get(declare, "options")) & 0x0020);
-    if (!prep && !declare)
-        return true;
-    /* The tree leaves out a location of 0 and a length that runs to the end. */
-    json_int_t loc = json_integer_value(json_object_get(raw, "stmt_location"));
-    json_int_t len = json_integer_value(json_object_get(raw, "stmt_len"));
-    if (!name || loc < 0 || (size_t)loc > total || len < 0 || (size_t)len > total - (size_t)loc)
-        return false;
-    if (len == 0)
-        len = (json_int_t)(total - (size_t)loc);
-    size_t off, blen;
-    if (!prepare_body(sql + loc, (size_t)len, prep ? "as" : "for", &off, &blen))
-        return false;
-    out->body_offset = (size_t)loc + off;
-    out->body_length = blen;
-    return true;
-}
-
-int pgt_fp_prepares(const char *sql, pgt_prep_t *out, int max)
-{
-    if (!sql || !out || max <= 0 || !holds_prep_word(sql))
-        return 0;
-    PgQueryParseResult r = pg_query_parse(sql);
-    json_t *tree = r.error || !r.parse_tree ? NULL : json_loads(r.parse_tree, 0, NULL);
-    pg_query_free_parse_result(r);
-    json_t *stmts = json_object_get(tree, "stmts");
-    size_t total = strlen(sql), i;
-    json_t *raw;
-    int n = 0;
-    json_array_foreach(stmts, i, raw)
-    {
-        if (n < max && prep_of(sql, total, raw, &out[n]))
-            n++;
-    }
-    json_decref(tree);
-    return n;
 }

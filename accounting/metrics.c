@@ -82,6 +82,8 @@ struct pgt_metrics {
     histogram_t error;               /* log2(estimate / actual cost) */
     pgt_ledger_t *ledger;            /* read at scrape time, or NULL */
     int64_t sessions;                /* live sessions (atomic) */
+    pgt_budget_spend_t *budgets;     /* budgets in force, as last set */
+    size_t nbudgets;                 /* entries in budgets */
 };
 
 /* ---- label values ---------------------------------------------------------- */
@@ -239,6 +241,7 @@ void pgt_metrics_free(pgt_metrics_t *m)
         label_free(&m->labels[i]);
     free(m->statements.slots);
     free(m->outcomes.slots);
+    free(m->budgets);
     uv_mutex_destroy(&m->mu);
     free(m);
 }
@@ -402,8 +405,50 @@ static void render_histogram(pgt_buf_t *out, const histogram_t *h, const char *n
                    (unsigned long long)h->count);
 }
 
+void pgt_metrics_set_budgets(pgt_metrics_t *m, const pgt_budget_spend_t *s, size_t n)
+{
+    if (!m)
+        return;
+    pgt_budget_spend_t *copy = n ? malloc(n * sizeof(*copy)) : NULL;
+    if (n && !copy)
+        return; /* the last ones stay */
+    if (n)
+        memcpy(copy, s, n * sizeof(*copy));
+    uv_mutex_lock(&m->mu);
+    free(m->budgets);
+    m->budgets = copy;
+    m->nbudgets = n;
+    uv_mutex_unlock(&m->mu);
+}
+
+/* One gauge per budget: its spend (limit false) or its limit. */
+static void render_budget_family(pgt_metrics_t *m, pgt_buf_t *out, bool limit)
+{
+    const char *name = limit ? "pgtally_budget_limit" : "pgtally_budget_spend";
+    char help[200];
+    snprintf(help, sizeof(help),
+             limit ? "Limit of each budget in force, in %s, per period."
+                   : "Spent in the current period under each budget, in %s (a default budget: "
+                     "the most any one user spent).",
+             m->currency);
+    family(out, name, "gauge", help);
+    for (size_t i = 0; i < m->nbudgets; i++) {
+        const pgt_budget_spend_t *b = &m->budgets[i];
+        char id[24];
+        snprintf(id, sizeof(id), "%lld", (long long)b->budget_id);
+        pgt_buf_printf(out, "%s{", name);
+        label(out, "budget", id, true);
+        label(out, "subject_type", pgt_budget_subject_name(b->subject_type), false);
+        label(out, "subject", b->subject, false);
+        label(out, "period", pgt_period_name(b->period), false);
+        pgt_buf_printf(out, "} %.6f\n", (double)(limit ? b->limit_micro : b->spent_micro) / 1e6);
+    }
+}
+
 static void render_gauges(pgt_metrics_t *m, pgt_buf_t *out)
 {
+    render_budget_family(m, out, false);
+    render_budget_family(m, out, true);
     family(out, "pgtally_sessions", "gauge", "Client sessions open now.");
     pgt_buf_printf(out, "pgtally_sessions %lld\n",
                    (long long)__atomic_load_n(&m->sessions, __ATOMIC_RELAXED));

@@ -214,3 +214,12 @@ int pgt_rule_rm(pgt_db_t *db, int64_t id, char *err, size_t errlen)
         return -1;
     return gone == id ? 0 : 1;
 }
+
+const pgt_rule_t *pgt_rule_stricter(const pgt_rule_t *a, const pgt_rule_t *b)
+{
+    if (!a || !b)
+        return a ? a : b;
+    if (a->action != b->action)
+        return a->action < b->action ? a : b;
+    return a->id <= b->id ? a : b;
+}

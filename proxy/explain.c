@@ -606,6 +606,8 @@ static void explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, si
     }
     if (s->state != ST_CLOSING)
         take_skipped(s);
+    if (s->awaiting)
+        pgt__await_check(s);
 }
 
 void pgt__explain_data(pgt_session_t *s, const uint8_t *data, size_t len)

@@ -587,6 +587,12 @@ const pgt_text_t *pgt_intercept_statement(const pgt_intercept_t *ic, const char 
     return (*pp)->text;
 }
 
+const pgt_text_t *pgt_intercept_portal_text(pgt_intercept_t *ic, const char *portal)
+{
+    named_t *n = portal[0] ? find_portal(ic, portal) : NULL;
+    return n ? n->text : NULL;
+}
+
 bool pgt_intercept_portal_exists(pgt_intercept_t *ic, const char *portal)
 {
     return portal[0] && find_portal(ic, portal);

@@ -75,6 +75,31 @@ static void rule_verdict(const pgt_rule_t *r, pgt_verdict_t *v)
              (long long)r->id);
 }
 
+/* Statements run by name in one string that are matched (the rest are
+ * not). */
+#define RULE_NAMED_MAX 16
+
+/* The strictest of best and the rules matching what the EXECUTE, FETCH
+ * and MOVE statements of sql[0..len) run: statements prepared and cursors
+ * declared earlier, perhaps before the rule existed. */
+static const pgt_rule_t *rule_of_named(pgt_session_t *s, const pgt_who_t *who, const char *sql,
+                                       size_t len, const pgt_rule_t *best)
+{
+    pgt_prep_t runs[RULE_NAMED_MAX];
+    int n = sql[len] == '\0' ? pgt_fp_runs_named(sql, runs, RULE_NAMED_MAX) : 0;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *types;
+        size_t types_len;
+        const pgt_text_t *t = runs[i].op == PGT_PREP_EXECUTE
+                                  ? pgt_intercept_statement(s->ic, runs[i].name, &types, &types_len)
+                                  : pgt_intercept_portal_text(s->ic, runs[i].name);
+        if (t)
+            best = pgt_rule_stricter(best,
+                                     pgt_budgets_rule(s->proxy->budgets, who, 0, t->data, t->len));
+    }
+    return best;
+}
+
 /* Checks sql[0..len) against the rules by shape, with the estimator's
  * fingerprint in s->est when it found one. A block rule refuses it (true,
  * with the verdict in s->verdict) where a budget could refuse it; where
@@ -86,6 +111,8 @@ static bool judge_rule(pgt_session_t *s, const pgt_who_t *who, const char *sql, 
 {
     s->est.rule_id = 0;
     const pgt_rule_t *r = pgt_budgets_rule(s->proxy->budgets, who, s->est.fingerprint, sql, len);
+    if (pgt_budgets_have_rules(s->proxy->budgets))
+        r = rule_of_named(s, who, sql, len, r);
     if (!r)
         return false;
     if (r->action == PGT_RULE_ACTION_WARN) {
@@ -165,7 +192,7 @@ static void judge_bind_head(pgt_session_t *s, const uint8_t *head, size_t hlen)
     const pgt_text_t *t = pgt__bind_statement(s, head, hlen, &types, &types_len);
     if (t && s->proxy->estimator)
         free(pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, false, &s->est));
-    if (pgt__judge_bind(s, head, hlen))
+    if (pgt__judge_bind(s, head, hlen, false))
         s->client.framer.stop = true;
 }
 
@@ -274,8 +301,9 @@ bool pgt__refuse_bind_msgs(pgt_session_t *s)
 }
 
 /* Checks a Bind's statement (s->est from plan_bind) against the budgets.
- * A refused one is held, and refuse_bind_msgs's stand-in goes upstream. */
-bool pgt__judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
+ * A refused one is held, and refuse_bind_msgs's stand-in goes upstream;
+ * one pipelined behind Executes waits for them first (pgt__await_start). */
+bool pgt__judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen, bool whole)
 {
     s->est.rule_id = 0;
     if (!pgt__judge_due(s) && !pgt_budgets_notice_due(s->proxy->budgets, s->est.cost_micro))
@@ -283,9 +311,14 @@ bool pgt__judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
     const uint8_t *types;
     size_t types_len;
     const pgt_text_t *t = pgt__bind_statement(s, body, blen, &types, &types_len);
-    bool can_refuse = pgt__may_hold(s) && pgt_conv_may_extend(&s->conv);
-    if (!t || !pgt__judge(s, t->data, t->len, can_refuse))
+    bool now = pgt__may_hold(s) && pgt_conv_may_extend(&s->conv);
+    bool later = !now && whole && pgt__may_await(s);
+    if (!t || !pgt__judge(s, t->data, t->len, now || later))
         return false;
+    if (later) {
+        s->awaiting = AWAIT_BIND;
+        return true;
+    }
     if (pgt__refuse_bind_msgs(s))
         return true;
     free(s->verdict);
@@ -367,6 +400,78 @@ void pgt__refuse_query(pgt_session_t *s)
     }
     s->refusing = true;
     pgt__release_held(s, qlen);
+}
+
+/* ---- a refusal pipelined behind other statements ----------------------- */
+
+/* A statement sent behind others not yet answered cannot be refused in
+ * place: a Query's stand-in error would be taken for theirs, and a Bind's
+ * stand-in would end a COPY one of them may begin. Nor may it go, and be
+ * stopped once it runs: the server writes nothing out before the client's
+ * Sync, so pgtally could not tell when. It waits held instead, with what
+ * the client sent after it, behind a Flush of pgtally's that makes the
+ * server write out the replies ahead of it; those reach the client early,
+ * held until the client would have had them (conv.h). Once none is owed
+ * it is refused as if sent alone. */
+
+/* Whether the server reads the next message as a statement: it neither
+ * skips to a Sync nor reads COPY data. */
+static bool conv_reads(const pgt_conv_t *cv)
+{
+    return !cv->ignoring && !cv->copy_in && !cv->failed;
+}
+
+bool pgt__may_await(const pgt_session_t *s)
+{
+    return pgt__may_hold(s) && conv_reads(&s->conv);
+}
+
+void pgt__await_start(pgt_session_t *s)
+{
+    static const uint8_t flush[5] = {'H', 0, 0, 0, 4};
+    s->explaining = true;
+    pgt__send_ours(s, flush, sizeof(flush));
+}
+
+/* The held statement goes upstream as it came, the server treating it as
+ * it would have direct: what is ahead of it failed (it is skipped), began
+ * a COPY (it ends the COPY), or left the transaction block failed. */
+static void await_pass(pgt_session_t *s)
+{
+    conn_t *c = &s->client;
+    size_t mlen = (size_t)pgt_be32(c->pend + 1) + 1;
+    PGT_INFO("refusal_void", "session=C-%llu reason=\"%s\"", (unsigned long long)s->id,
+             s->conv.copy_in ? "a COPY ahead of it began" : "a statement ahead of it failed");
+    free(s->verdict);
+    s->verdict = NULL;
+    s->explaining = false;
+    pgt__client_account(s, c->pend[0], c->pend + 5, mlen - 5);
+    if (c->pend[0] == 'B')
+        pgt_intercept_set_portal_estimate(s->ic, (const char *)c->pend + 5, &s->est);
+    pgt__conn_send(&s->server, c->pend, mlen);
+    pgt__release_held(s, mlen);
+}
+
+void pgt__await_check(pgt_session_t *s)
+{
+    const pgt_conv_t *cv = &s->conv;
+    uint8_t what = s->awaiting;
+    bool reads = conv_reads(cv) && s->txn_status != 'E';
+    bool ready = what == AWAIT_BIND ? cv->execs == 0 : cv->len == 0;
+    if ((reads && !ready) || s->state == ST_CLOSING)
+        return;
+    s->awaiting = AWAIT_NONE;
+    s->cancel_requested = false;
+    if (!reads || (what == AWAIT_QUERY && !pgt_conv_may_query(cv))) {
+        await_pass(s);
+    } else if (what == AWAIT_QUERY) {
+        s->explaining = false;
+        pgt__refuse_query(s);
+    } else if (pgt__refuse_bind_msgs(s)) {
+        pgt__start_explain(s);
+    } else {
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
+    }
 }
 
 /* ---- while a statement runs -------------------------------------------- */

@@ -115,6 +115,21 @@ static void on_connection(uv_stream_t *server, int status)
     pgt_session_begin(s);
 }
 
+/* Budgets shown in the metrics: the first ones, past this many. */
+#define METRICS_BUDGETS_MAX 1000
+
+/* Hands the metrics the budgets' spend, once a second at most. */
+static void publish_budgets(pgt_proxy_t *p)
+{
+    uint64_t now = uv_now(p->loop);
+    if (!p->metrics || now < p->budgets_published_ms + 1000)
+        return;
+    p->budgets_published_ms = now;
+    static pgt_budget_spend_t spend[METRICS_BUDGETS_MAX];
+    size_t n = pgt_budgets_spend(p->budgets, spend, METRICS_BUDGETS_MAX);
+    pgt_metrics_set_budgets(p->metrics, spend, n);
+}
+
 static void budget_timer_cb(uv_timer_t *t)
 {
     pgt_proxy_t *p = t->data;
@@ -123,6 +138,7 @@ static void budget_timer_cb(uv_timer_t *t)
         pgt_session_budget_add(s);
     for (pgt_session_t *s = p->sessions; s; s = pgt_session_next(s))
         pgt_session_budget_enforce(s);
+    publish_budgets(p);
 }
 
 int pgt_proxy_listen(pgt_proxy_t *p, char *err, size_t errlen)

@@ -745,8 +745,9 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
             return;
         }
         pgt_intercept_set_estimate(s->ic, &s->est);
-        if (whole_query &&
-            pgt__judge(s, (const char *)peek, plen - 1, pgt_conv_may_query(&s->conv))) {
+        bool now = pgt_conv_may_query(&s->conv), later = !now && pgt__may_await(s);
+        if (whole_query && pgt__judge(s, (const char *)peek, plen - 1, now || later)) {
+            s->awaiting = later ? AWAIT_QUERY : AWAIT_NONE;
             s->client.framer.stop = true;
             return;
         }
@@ -757,7 +758,7 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
             s->client.framer.stop = true;
             return;
         }
-        if (pgt__judge_bind(s, peek, plen)) {
+        if (pgt__judge_bind(s, peek, plen, true)) {
             s->client.framer.stop = true;
             return;
         }
@@ -967,6 +968,8 @@ static void feed_client(pgt_session_t *s, const uint8_t *data, size_t len)
     }
     if (rc == PGT_WIRE_STOPPED && s->refuse)
         pgt__refuse_held(s);
+    else if (rc == PGT_WIRE_STOPPED && s->awaiting)
+        pgt__await_start(s);
     else if (rc == PGT_WIRE_STOPPED && s->verdict && !s->ext_explain)
         pgt__refuse_query(s);
     else if (rc == PGT_WIRE_STOPPED)

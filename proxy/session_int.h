@@ -91,6 +91,8 @@ struct pgt_session {
     uint8_t *subst;               /* the ErrorResponse the client gets instead, or NULL */
     size_t subst_len;             /* its length */
     bool cancel_requested;        /* the client cancelled while its Query waited */
+    uint8_t awaiting;             /* AWAIT_*: a refused statement pipelined behind others
+                                     waits held, behind pgtally's Flush, for their replies */
     bool refuse;                  /* the held Query is refused (ledger.on_failure = closed) */
     uint64_t discard;             /* bytes still to come of a refused Query held by its head
                                      only (too long to capture): read and dropped, never sent */
@@ -257,10 +259,11 @@ bool pgt__judge_due(const pgt_session_t *s);
  * s->verdict (owned by s); otherwise sends the verdict's warning and notice. */
 bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse);
 
-/* Checks a client's Bind body[0..blen) against the budgets. Returns true
- * when it is refused: s->verdict is set and the stand-in is in
- * s->explain_msg. */
-bool pgt__judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen);
+/* Checks a client's Bind body[0..blen) (whole, or its head only) against
+ * the budgets. Returns true when it is refused: s->verdict is set and the
+ * stand-in is in s->explain_msg, or (a whole Bind pipelined behind
+ * Executes) s->awaiting is AWAIT_BIND. */
+bool pgt__judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen, bool whole);
 
 /* Keeps in s->subst the ErrorResponse of verdict v. Returns false when out
  * of memory. */
@@ -276,5 +279,22 @@ void pgt__refuse_held(pgt_session_t *s);
 
 /* Refuses the held Query for the budget in s->verdict (which it takes). */
 void pgt__refuse_query(pgt_session_t *s);
+
+/* What a refused statement pipelined behind others waits for (s->awaiting). */
+enum { AWAIT_NONE = 0, AWAIT_QUERY = 'Q', AWAIT_BIND = 'B' };
+
+/* Whether a statement judged now could be refused once what is ahead of
+ * it is answered: the server neither skips nor reads COPY data. */
+bool pgt__may_await(const pgt_session_t *s);
+
+/* Sends pgtally's Flush ahead of the held statement s->awaiting names, so
+ * that the server writes out the replies ahead of it. */
+void pgt__await_start(pgt_session_t *s);
+
+/* After a reply to the client while s->awaiting: once nothing ahead of the
+ * held statement is owed, it is refused as one sent alone would be; when
+ * it can no longer be (a message ahead failed, or began a COPY), it goes
+ * upstream as it came, and the server treats it as it would have direct. */
+void pgt__await_check(pgt_session_t *s);
 
 #endif

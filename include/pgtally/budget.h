@@ -78,6 +78,21 @@ int64_t pgt_budgets_cost(const pgt_budgets_t *b, double seconds, int64_t bytes);
  * (the per-statement price counts when it finishes). */
 int64_t pgt_budgets_running_cost(const pgt_budgets_t *b, double seconds);
 
+/* A budget in force and what its subject has spent in its current period
+ * (finished statements). */
+typedef struct pgt_budget_spend {
+    int64_t budget_id;                 /* the budget */
+    pgt_budget_subject_t subject_type; /* whose statements */
+    char subject[64];                  /* the user, role, ... ("" for default), cut */
+    pgt_period_t period;               /* day, week or month */
+    int64_t limit_micro;               /* its limit */
+    int64_t spent_micro; /* spent so far; of a default budget, the most any one user spent */
+} pgt_budget_spend_t;
+
+/* The budgets in force with their spend, at most max of them into out.
+ * Returns how many were written. */
+size_t pgt_budgets_spend(pgt_budgets_t *b, pgt_budget_spend_t *out, size_t max);
+
 /* Milliseconds between running checks ([budget] check_interval). */
 int pgt_budgets_interval_ms(const pgt_budgets_t *b);
 

@@ -154,6 +154,8 @@ typedef enum {
     PGT_PREP_DECLARE,        /* DECLARE name ... CURSOR ... FOR statement */
     PGT_PREP_CLOSE,          /* CLOSE name */
     PGT_PREP_CLOSE_ALL,      /* CLOSE ALL */
+    PGT_PREP_EXECUTE,        /* EXECUTE name [(params)]: runs a prepared statement */
+    PGT_PREP_FETCH,          /* FETCH or MOVE ... name: runs a cursor's statement */
 } pgt_prep_op_t;
 
 /* Longest statement name the server keeps (NAMEDATALEN - 1), plus NUL. */
@@ -176,5 +178,17 @@ typedef struct pgt_prep {
  * it). A string that holds neither word returns 0 without parsing, so this
  * is cheap enough for the event loop on ordinary statements. */
 int pgt_fp_prepares(const char *sql, pgt_prep_t *out, int max);
+
+/* Finds the EXECUTE, FETCH and MOVE statements of sql (NUL-terminated), in
+ * order, as pgt_fp_prepares finds the others (name set, no body). */
+int pgt_fp_runs_named(const char *sql, pgt_prep_t *out, int max);
+
+/* Finds the statements of sql (NUL-terminated) that run a statement
+ * written inside them: EXPLAIN ANALYZE, CREATE TABLE or MATERIALIZED VIEW
+ * ... AS (not WITH NO DATA) and COPY (query) TO; out[i] is where that
+ * inner statement is in sql (kind and explainable unset). Returns how many
+ * were written (at most max); 0 without parsing when sql holds none of
+ * those words. */
+int pgt_fp_inner(const char *sql, pgt_stmt_t *out, int max);
 
 #endif

@@ -42,6 +42,10 @@ void pgt_intercept_set_rule(pgt_intercept_t *ic, int64_t rule_id);
 const pgt_text_t *pgt_intercept_statement(const pgt_intercept_t *ic, const char *name,
                                           const uint8_t **types, size_t *types_len);
 
+/* The SQL a named portal or cursor (not the unnamed one) runs, NULL when
+ * unknown. Valid until the next client message. */
+const pgt_text_t *pgt_intercept_portal_text(pgt_intercept_t *ic, const char *portal);
+
 /* Whether the named portal (not the unnamed one) exists as far as the
  * meter knows: a Bind of it fails first on that (42P03). */
 bool pgt_intercept_portal_exists(pgt_intercept_t *ic, const char *portal);

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+#include "pgtally/budget.h"
 #include "pgtally/buf.h"
 #include "pgtally/ledger.h"
 
@@ -32,6 +33,10 @@ void pgt_metrics_sessions_add(pgt_metrics_t *m, int delta);
  * owned; NULL: none). Set it before the endpoint starts; l must outlive
  * every later pgt_metrics_render. */
 void pgt_metrics_set_ledger(pgt_metrics_t *m, pgt_ledger_t *l);
+
+/* Replaces the budget gauges (spend and limit of each budget in force)
+ * with those of s[0..n), copied. */
+void pgt_metrics_set_budgets(pgt_metrics_t *m, const pgt_budget_spend_t *s, size_t n);
 
 /* Appends every metric to out in the text exposition format. The caller
  * checks out->failed. */

@@ -66,6 +66,7 @@ struct pgt_proxy {
     pgt_meter_t *meter;            /* metering pipeline, or NULL when metering is off */
     pgt_budgets_t *budgets;        /* budget enforcement, or NULL when metering is off */
     uv_timer_t budget_timer;       /* checks running statements against budgets */
+    uint64_t budgets_published_ms; /* when the metrics last got the budgets' spend */
     bool budget_timer_open;        /* budget_timer initialised */
     pgt_proxy_hooks_t hooks;       /* the daemon's services beside the proxy */
     pgt_metrics_t *metrics;        /* the Prometheus registry, or NULL (not owned) */

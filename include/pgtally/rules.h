@@ -76,6 +76,10 @@ void pgt_rule_set_clear(pgt_rule_set_t *set);
 const pgt_rule_t *pgt_rule_match(const pgt_rule_set_t *set, uint64_t fp, const char *user,
                                  const char *database, int64_t now_us);
 
+/* The stricter of two rules, either NULL: block, then warn, then log,
+ * then the lower id. */
+const pgt_rule_t *pgt_rule_stricter(const pgt_rule_t *a, const pgt_rule_t *b);
+
 /* Loads every rule of the ledger into set (empty before), unindexed; a
  * ledger without the rules table has none. Returns 0, or -1 with the cause
  * in err. */

@@ -247,3 +247,31 @@ def test_prometheus_scrapes_pgtally(pgtally, tmp_path):
             prom.wait()
         log.close()
         shutil.rmtree(tmp_path / "tsdb", ignore_errors=True)
+
+
+def test_budget_spend_and_limit_per_budget(pgtally):
+    """Each budget in force shows its limit and what its subject spent in
+    the current period, in the currency, within a second or so."""
+    from test_budgets import PER_SECOND, set_budget
+    p, port = start(pgtally, **PER_SECOND)
+    set_budget(p, "--user", "trust_user", "--period", "day", "--limit", "50")
+    set_budget(p, "--application", "nobody_uses_this", "--period", "month", "--limit", "7.5")
+    with p.connect() as c:
+        c.execute("SELECT pg_sleep(0.3)").fetchall()
+    got = {}
+
+    def spent():
+        got["s"] = parse(scrape(port))
+        return value(got["s"], "pgtally_budget_spend", subject="trust_user") >= 0.3
+
+    wait_until(spent, 10 * SLOW, what="the user's spend in the gauge")
+    s = got["s"]
+    assert value(s, "pgtally_budget_spend", subject="trust_user", subject_type="user",
+                 period="day") < 5, s
+    assert value(s, "pgtally_budget_limit", subject="trust_user", period="day") == 50
+    assert value(s, "pgtally_budget_limit", subject="nobody_uses_this",
+                 subject_type="application", period="month") == 7.5
+    assert ("pgtally_budget_spend", frozenset({
+        ("budget", "2"), ("subject_type", "application"), ("subject", "nobody_uses_this"),
+        ("period", "month")})) in s, s
+    assert value(s, "pgtally_budget_spend", subject="nobody_uses_this") == 0

@@ -13,7 +13,10 @@ import time
 import psycopg
 import pytest
 
-from helpers import SLOW, run_pgtallyctl, wait_until
+from helpers import PASSWORDS, SLOW, run_pgtallyctl, wait_until
+from pgwire import RawConn, parse_fields, query_message
+from test_conversation import SYNC, bind, execute
+from test_hold import parse
 from test_budgets import connect, ctl, psql, wait_loaded
 from test_metering import ledger, wait_ledger
 
@@ -111,14 +114,12 @@ def test_block_rule_refuses_the_shape_everywhere(pgtally, users):
     assert recs and all(x["status"] == "refused" and x["sqlstate"] == SQLSTATE for x in recs), recs
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a block rule does not stop a statement "
-                   "pipelined behind others in one batch (it runs, recorded with its rule_id)")
 def test_block_rule_stops_a_pipelined_statement(pgtally, users):
     """A statement sent behind others in one batch (psycopg's pipeline
-    mode) is judged where it cannot be refused in place, and the server
-    flushes nothing before the Sync, so pgtally cannot tell when it begins
-    to run to cancel it. Expected to fail until the refusal's stand-in
-    works inside a pipelined batch."""
+    mode) is refused before it runs, once the statements ahead of it have
+    answered: the one ahead runs and its rows arrive, the blocked one gets
+    the rule's error, and what follows it in the batch is skipped, as after
+    any error."""
     proxy = pgtally()
     fp = fingerprint(proxy, "rule_a", "SELECT count(*), pg_sleep(0.01) FROM rule_t WHERE a = 1",
                      "SELECT count(*), pg_sleep($1) FROM rule_t WHERE a = $2")
@@ -127,16 +128,49 @@ def test_block_rule_stops_a_pipelined_statement(pgtally, users):
         t0 = time.monotonic()
         with pytest.raises(psycopg.Error) as ei:
             with c.pipeline():
-                c.execute("SELECT pg_sleep(0.2)")
+                first = c.execute("SELECT 41 + 1, pg_sleep(0.2)")
                 c.execute("SELECT count(*), pg_sleep(%s) FROM rule_t WHERE a = %s", (5, 2))
                 c.execute("SELECT 1")
         elapsed = time.monotonic() - t0
         assert ei.value.sqlstate == SQLSTATE, ei.value
         assert "rule %d" % rid in str(ei.value), ei.value
         assert elapsed < 4, elapsed  # pg_sleep(5) did not run out
+        assert first.fetchone()[0] == 42
         assert c.execute("SELECT 2").fetchone() == (2,)
     recs = wait_ledger(proxy, 1, "rule_id = ?", (rid,))
-    assert all(x["status"] == "refused" for x in recs), recs
+    assert [x["status"] for x in recs] == ["refused"], recs
+
+
+def test_block_rule_stops_a_pipelined_query(pgtally, users):
+    """Simple Queries written in one go (a raw client need not wait for
+    ReadyForQuery): the blocked one, third, is refused before it runs, the
+    ones around it run, each answered in order."""
+    proxy = pgtally()
+    fp = fingerprint(proxy, "rule_a", "SELECT count(*), pg_sleep(0.01) FROM rule_t WHERE a = 1",
+                     "SELECT count(*), pg_sleep($1) FROM rule_t WHERE a = $2")
+    rid = add_rule(proxy, "--fingerprint", fp, "--action", "block")
+    c = RawConn("127.0.0.1", proxy.port)
+    try:
+        c.startup("rule_b", "pgtally_test", password=PASSWORDS.get("rule_b"))
+        t0 = time.monotonic()
+        c.send(query_message("SELECT pg_sleep(0.2)") + query_message("SELECT 7") +
+               query_message("SELECT count(*), pg_sleep(5) FROM rule_t WHERE a = 3") +
+               query_message("SELECT 8"))
+        answers = []
+        while len([t for t, _ in answers if t == b"Z"]) < 4:
+            m = c.recv_message(timeout=10)
+            assert m is not None, answers
+            answers.append(m)
+        elapsed = time.monotonic() - t0
+    finally:
+        c.close()
+    assert elapsed < 4, elapsed
+    kinds = [t for t, _ in answers if t in (b"D", b"E", b"Z")]
+    assert kinds == [b"D", b"Z", b"D", b"Z", b"E", b"Z", b"D", b"Z"], answers
+    err = [parse_fields(p) for t, p in answers if t == b"E"][0]
+    assert err["C"] == SQLSTATE and "rule %d" % rid in err["M"], err
+    recs = wait_ledger(proxy, 1, "rule_id = ?", (rid,))
+    assert [x["status"] for x in recs] == ["refused"], recs
 
 
 def test_user_scoped_rule_and_expiry(pgtally, users):
@@ -191,3 +225,88 @@ def test_bad_input(pgtally, users):
         assert p.returncode == 2 and what in p.stderr, (args, p.stderr)
     p = run_pgtallyctl(["-c", proxy.config_path, "rule", "rm", "999"])
     assert p.returncode == 1 and "no rule with id 999" in p.stderr, p.stderr
+
+
+def pipelined_behind(port, ahead):
+    """Message types the client gets for: the statements ahead (extended
+    protocol, no Sync), a statement of the blocked shape, and a Sync."""
+    c = RawConn("127.0.0.1", port)
+    try:
+        c.startup("rule_b", "pgtally_test")
+        batch = b"".join(parse(sql) + bind() + execute() for sql in ahead)
+        batch += parse("SELECT count(*), pg_sleep(0.01) FROM rule_t WHERE a = 4") + bind()
+        c.send(batch + execute() + SYNC)
+        got = []
+        for then in (b"", query_message("SELECT 1")):
+            if got[-1:] == [b"closed"] or not c.try_send(then):
+                break
+            while True:
+                m = c.recv_message(timeout=10)
+                got.append(m[0] if m else b"closed")
+                if got[-1] in (b"Z", b"closed"):
+                    break
+        return got
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("ahead", [["SELECT 1/0"], ["SELECT 1", "COPY rule_t FROM STDIN"]],
+                         ids=["failed", "copy"])
+def test_pipelined_refusal_void_when_ahead_fails_or_copies(pgtally, pg, users, ahead):
+    """Where the statement ahead fails (the server skips the blocked one) or
+    begins a COPY (the blocked one's Bind ends it), the blocked statement
+    goes as it came, and the client sees what it sees direct."""
+    proxy = pgtally()
+    fp = fingerprint(proxy, "rule_a", "SELECT count(*), pg_sleep(0.01) FROM rule_t WHERE a = 1",
+                     "SELECT count(*), pg_sleep($1) FROM rule_t WHERE a = $2")
+    add_rule(proxy, "--fingerprint", fp, "--action", "block")
+    direct = pipelined_behind(pg.port, ahead)
+    through = pipelined_behind(proxy.port, ahead)
+    assert through == direct, (through, direct)
+    assert b"E" in direct, direct
+
+
+@pytest.mark.parametrize("wrapped", [
+    "EXPLAIN ANALYZE SELECT count(*) FROM rule_t WHERE a = 5",
+    "EXPLAIN (ANALYZE, COSTS OFF) SELECT count(*) FROM rule_t WHERE a = 5",
+    "CREATE TEMP TABLE rule_copy AS SELECT count(*) FROM rule_t WHERE a = 5",
+    "COPY (SELECT count(*) FROM rule_t WHERE a = 5) TO STDOUT",
+    "EXPLAIN ANALYZE CREATE TEMP TABLE rule_copy AS SELECT count(*) FROM rule_t WHERE a = 5",
+], ids=["explain_analyze", "explain_options", "create_table_as", "copy_to", "nested"])
+def test_block_rule_sees_the_statement_inside(pgtally, users, wrapped):
+    """A statement that runs another written inside it is blocked when the
+    inner one is; a plain EXPLAIN, which runs nothing, is not."""
+    proxy = pgtally()
+    fp = fingerprint(proxy, "rule_a", "SELECT count(*) FROM rule_t WHERE a = 1",
+                     "SELECT count(*) FROM rule_t WHERE a = $1")
+    rid = add_rule(proxy, "--fingerprint", fp, "--action", "block")
+    r = psql(proxy, "rule_b", wrapped)
+    assert r.returncode != 0 and "rule %d" % rid in r.stderr, r
+    r = psql(proxy, "rule_b", "EXPLAIN SELECT count(*) FROM rule_t WHERE a = 5")
+    assert r.returncode == 0, r
+
+
+def test_block_rule_stops_what_was_prepared_before_it(pgtally, users):
+    """A statement prepared in SQL, or a cursor declared, before the rule
+    existed: the EXECUTE, FETCH or MOVE that runs it is refused."""
+    proxy = pgtally()
+    fp = fingerprint(proxy, "rule_a", "SELECT count(*) FROM rule_t WHERE a = 1",
+                     "SELECT count(*) FROM rule_t WHERE a = $1")
+    with connect(proxy, "rule_b") as c:
+        c.execute("PREPARE early AS SELECT count(*) FROM rule_t WHERE a = 6")
+        c.execute("BEGIN")
+        c.execute("DECLARE cur SCROLL CURSOR FOR SELECT count(*) FROM rule_t WHERE a = 7")
+        rid = add_rule(proxy, "--fingerprint", fp, "--action", "block")
+        for sql in ("FETCH 1 FROM cur", "MOVE cur"):
+            c.execute("SAVEPOINT s")
+            with pytest.raises(psycopg.Error) as ei:
+                c.execute(sql)
+            assert ei.value.sqlstate == SQLSTATE and "rule %d" % rid in str(ei.value), sql
+            c.execute("ROLLBACK TO SAVEPOINT s")
+        c.execute("COMMIT")
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("EXECUTE early")
+        assert ei.value.sqlstate == SQLSTATE, ei.value
+        # another prepared statement runs
+        c.execute("PREPARE other AS SELECT 5")
+        assert c.execute("EXECUTE other").fetchone() == (5,)

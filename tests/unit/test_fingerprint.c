@@ -609,6 +609,56 @@ static void test_prepares_table(void)
     CHECK(out[0].hold);
     CHECK_INT(pgt_fp_prepares("DECLARE w CURSOR WITHOUT HOLD FOR SELECT 1", out, 1), 1);
     CHECK(!out[0].hold);
+    /* What runs by name, apart: EXECUTE, FETCH and MOVE, not the others. */
+    CHECK_INT(pgt_fp_prepares("EXECUTE a(1)", out, 2), 0);
+    CHECK_INT(pgt_fp_runs_named("PREPARE a AS SELECT 1; EXECUTE \"A\"(1)", out, 2), 1);
+    CHECK_INT(out[0].op, PGT_PREP_EXECUTE);
+    CHECK_STR(out[0].name, "A");
+    CHECK_INT(pgt_fp_runs_named("FETCH 5 FROM c; MOVE LAST IN d", out, 2), 2);
+    CHECK_INT(out[0].op, PGT_PREP_FETCH);
+    CHECK_STR(out[1].name, "d");
+    CHECK_INT(pgt_fp_runs_named("SELECT 'execute' AS moved", out, 2), 0);
+}
+
+/* Statements run inside others: where the inner one is, or none. */
+static void test_inner_table(void)
+{
+    static const struct {
+        const char *sql;
+        const char *inner; /* NULL: none */
+    } cases[] = {
+        {"EXPLAIN ANALYZE SELECT a FROM t WHERE b = 1", "SELECT a FROM t WHERE b = 1"},
+        {"explain analyse verbose select 1;", "select 1"},
+        {"EXPLAIN (ANALYZE, BUFFERS) DELETE FROM t", "DELETE FROM t"},
+        {"EXPLAIN (analyze on, costs off) SELECT 1", "SELECT 1"},
+        {"EXPLAIN (ANALYZE false) SELECT 1", NULL},
+        {"EXPLAIN (ANALYZE 0) SELECT 1", NULL},
+        {"EXPLAIN SELECT 1", NULL},
+        {"CREATE TABLE x (a) AS SELECT a FROM t /* c */", "SELECT a FROM t"},
+        {"CREATE TEMP TABLE x AS WITH w AS (SELECT 1) SELECT * FROM w WITH DATA",
+         "WITH w AS (SELECT 1) SELECT * FROM w"},
+        {"CREATE TABLE x AS SELECT 1 WITH NO DATA", NULL},
+        {"CREATE MATERIALIZED VIEW v AS SELECT count(*) FROM t", "SELECT count(*) FROM t"},
+        {"COPY (SELECT a FROM t) TO STDOUT WITH (FORMAT csv)", "SELECT a FROM t"},
+        {"COPY t TO STDOUT", NULL},
+        {"SELECT created_at FROM copy_log", NULL},
+        {"EXPLAIN ANALYZE", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pgt_stmt_t out[2];
+        int n = pgt_fp_inner(cases[i].sql, out, 2);
+        CHECK_INT(n, cases[i].inner ? 1 : 0);
+        if (n == 1 && cases[i].inner) {
+            char got[128];
+            snprintf(got, sizeof(got), "%.*s", (int)out[0].length, cases[i].sql + out[0].offset);
+            CHECK_STR(got, cases[i].inner);
+        }
+    }
+    /* The second statement of two. */
+    pgt_stmt_t out[2];
+    CHECK_INT(pgt_fp_inner("SELECT 1; COPY (SELECT 2) TO STDOUT", out, 2), 1);
+    CHECK_INT(out[0].offset, 16);
+    CHECK_INT(pgt_fp_inner(NULL, out, 2), 0);
 }
 
 int main(void)
@@ -628,5 +678,6 @@ int main(void)
     test_never_refused_table();
     test_never_refused_limit();
     test_prepares_table();
+    test_inner_table();
     TASK_DONE();
 }
