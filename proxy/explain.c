@@ -468,6 +468,7 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
         s->explaining = false;
         if (err && s->verdict && pgt__set_subst(s, s->verdict)) {
             pgt_intercept_budget_outcome(s->ic, PGT_QUERY_REFUSED, s->verdict->budget_id);
+            pgt__tell_refused(s, s->verdict);
             pgt_intercept_unsent_bind(s->ic, c->pend + 5, (head ? head : blen) - 5, &s->est,
                                       PGT_QUERY_REFUSED, s->verdict->sqlstate);
             err = copy = s->subst;

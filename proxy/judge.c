@@ -28,13 +28,16 @@ static pgt_who_t who_of(const pgt_session_t *s)
         .user = s->user, .database = s->database, .application = s->app ? s->app : ""};
 }
 
-/* Tells the daemon's alerts (the refused hook) that a statement of who was
- * refused or is being cancelled, as v says. */
-static void tell_refused(pgt_session_t *s, const pgt_who_t *who, const pgt_verdict_t *v)
+/* Tells the daemon's alerts (the refused hook) that a statement of s was
+ * refused or is being cancelled, as v says: when its error goes to the
+ * client or its cancel upstream, not when it is judged (a refusal may turn
+ * out void: pgt__await_check). */
+void pgt__tell_refused(pgt_session_t *s, const pgt_verdict_t *v)
 {
     const pgt_proxy_hooks_t *h = &s->proxy->hooks;
+    pgt_who_t who = who_of(s);
     if (h->refused)
-        h->refused(s->proxy, who, v, h->arg);
+        h->refused(s->proxy, &who, v, h->arg);
 }
 
 static void send_notice(pgt_session_t *s, const char *severity, const char *sqlstate,
@@ -136,7 +139,6 @@ static bool judge_rule(pgt_session_t *s, const pgt_who_t *who, const char *sql, 
     if (!refuse || (s->verdict = malloc(sizeof(*s->verdict))) == NULL)
         return false;
     rule_verdict(r, s->verdict);
-    tell_refused(s, who, s->verdict);
     return true;
 }
 
@@ -167,7 +169,6 @@ bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
         *s->verdict = v;
         PGT_INFO("budget_refused", "session=C-%llu user=%s budget=%lld sqlstate=%s",
                  (unsigned long long)s->id, s->user, (long long)v.budget_id, v.sqlstate);
-        tell_refused(s, &who, &v);
         return true;
     }
     if (v.warning[0])
@@ -392,6 +393,7 @@ void pgt__refuse_query(pgt_session_t *s)
     }
     pgt__client_account(s, 'Q', body, blen);
     pgt_intercept_budget_outcome(s->ic, PGT_QUERY_REFUSED, v->budget_id);
+    pgt__tell_refused(s, v);
     bool sent = send_raise(s, v);
     free(v);
     if (!sent) {
@@ -517,7 +519,7 @@ void pgt_session_budget_enforce(pgt_session_t *s)
     pgt_msgbuf_u32(&mb, s->backend_pid);
     pgt_msgbuf_u32(&mb, s->backend_key);
     pgt_cancel_forward(s->proxy->loop, &s->upstream_addr, pkt);
-    tell_refused(s, &who, &v);
+    pgt__tell_refused(s, &v);
     PGT_INFO("budget_cancel", "session=C-%llu user=%s budget=%lld running_micro=%lld",
              (unsigned long long)s->id, s->user, (long long)v.budget_id, (long long)cost);
 }

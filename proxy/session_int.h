@@ -277,6 +277,10 @@ bool pgt__refuse_bind_msgs(pgt_session_t *s);
  * (ledger.on_failure = closed). */
 void pgt__refuse_held(pgt_session_t *s);
 
+/* Tells the alerts that a statement of s was refused, or is being
+ * cancelled, for verdict v. */
+void pgt__tell_refused(pgt_session_t *s, const pgt_verdict_t *v);
+
 /* Refuses the held Query for the budget in s->verdict (which it takes). */
 void pgt__refuse_query(pgt_session_t *s);
 
