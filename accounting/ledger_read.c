@@ -128,3 +128,67 @@ int pgt_ledger_usage(pgt_ledger_reader_t *rd, pgt_usage_by_t by, const char *tag
     return pgt_db_run(rd->db, "reading the ledger", err, errlen, usage_row, &c, sql, "iit", from_us,
                       to_us, path);
 }
+
+/* The callback of pgt_ledger_shapes and its argument. */
+typedef struct shape_ctx {
+    pgt_ledger_shape_cb cb; /* the caller's callback */
+    void *arg;              /* its argument */
+} shape_ctx_t;
+
+static int shape_row(const pgt_db_row_t *r, void *arg)
+{
+    shape_ctx_t *c = arg;
+    pgt_shape_row_t row = {
+        .fingerprint = (uint64_t)pgt_db_int(r, 0),
+        .statements = pgt_db_int(r, 1),
+        .compute_s = pgt_db_double(r, 2),
+        .cost_micro = pgt_db_int(r, 3),
+        .kind = pgt_db_text(r, 4),
+        .normalized = pgt_db_text(r, 5),
+    };
+    return c->cb(&row, c->arg);
+}
+
+int pgt_ledger_shapes(pgt_ledger_reader_t *rd, int64_t from_us, int64_t to_us, int64_t limit,
+                      pgt_ledger_shape_cb cb, void *arg, char *err, size_t errlen)
+{
+    static const char sql[] =
+        "SELECT fingerprint, count(*), coalesce(sum(compute_s), 0), sum(cost_micro) AS cost,"
+        " min(kind), min(normalized) FROM queries WHERE started_at >= ?1 AND started_at < ?2"
+        " AND fingerprint IS NOT NULL GROUP BY fingerprint ORDER BY cost DESC, fingerprint"
+        " LIMIT ?3";
+    shape_ctx_t c = {cb, arg};
+    return pgt_db_run(rd->db, "reading the ledger", err, errlen, shape_row, &c, sql, "iii", from_us,
+                      to_us, limit);
+}
+
+/* The callback of pgt_ledger_alerts and its argument. */
+typedef struct alert_ctx {
+    pgt_ledger_alert_cb cb; /* the caller's callback */
+    void *arg;              /* its argument */
+} alert_ctx_t;
+
+static int alert_row(const pgt_db_row_t *r, void *arg)
+{
+    alert_ctx_t *c = arg;
+    pgt_alert_row_t row = {
+        .id = pgt_db_int(r, 0),
+        .budget_id = pgt_db_int(r, 1),
+        .period_start_us = pgt_db_int(r, 2),
+        .threshold_pct = (int)pgt_db_int(r, 3),
+        .channel = pgt_db_text(r, 4),
+        .sent_us = pgt_db_int(r, 5),
+    };
+    return c->cb(&row, c->arg);
+}
+
+int pgt_ledger_alerts(pgt_ledger_reader_t *rd, int64_t limit, pgt_ledger_alert_cb cb, void *arg,
+                      char *err, size_t errlen)
+{
+    if (!pgt_db_has_table(rd->db, "alerts_sent"))
+        return 0;
+    static const char sql[] = "SELECT id, budget_id, period_start, threshold_pct, channel, sent_at"
+                              " FROM alerts_sent ORDER BY sent_at DESC, id DESC LIMIT ?1";
+    alert_ctx_t c = {cb, arg};
+    return pgt_db_run(rd->db, "reading the ledger", err, errlen, alert_row, &c, sql, "i", limit);
+}

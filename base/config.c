@@ -151,6 +151,12 @@ static const pgt_config_key_t keys[] = {
     {"metrics.max_label_values", "an integer from 1 to 100000",
      "distinct values kept per metric label (user, application, database); the rest count as "
      "'other' (default 100)"},
+    {"admin.auth_database", "a database name of up to 63 bytes",
+     "database the console's logins are checked against on the server (default postgres)"},
+    {"admin.admin_users", "user names separated by commas",
+     "users who may open the console (database pgtally) and run every command (default none)"},
+    {"admin.stats_users", "user names separated by commas",
+     "users who may open the console and run its SHOW commands only (default none)"},
     {NULL, NULL, NULL},
 };
 
@@ -200,9 +206,15 @@ pgt_config_t *pgt_config_new(void)
     cfg->alerts_batch_interval_ms = 60000;
     cfg->report_show_literals = 0;
     cfg->metrics_max_label_values = 100;
+    cfg->admin_auth_database = strdup("postgres");
+    cfg->set_values = calloc(sizeof(keys) / sizeof(keys[0]), sizeof(*cfg->set_values));
+    cfg->admin_users = calloc(1, sizeof(*cfg->admin_users));
+    cfg->admin_stats_users = calloc(1, sizeof(*cfg->admin_stats_users));
     cfg->report_mail_to = calloc(1, sizeof(*cfg->report_mail_to));
     if (!cfg->report_mail_to || !cfg->listen_host || !cfg->upstream_host || !cfg->timezone ||
-        !cfg->admin_conninfo || !cfg->budget_contact || !cfg->budget_exempt_users) {
+        !cfg->admin_conninfo || !cfg->budget_contact || !cfg->budget_exempt_users ||
+        !cfg->admin_auth_database || !cfg->admin_users || !cfg->admin_stats_users ||
+        !cfg->set_values) {
         pgt_config_free(cfg);
         return NULL;
     }
@@ -215,6 +227,14 @@ static void free_secret(char *s)
     if (s)
         explicit_bzero(s, strlen(s));
     free(s);
+}
+
+/* Frees a list of n names. NULL is allowed. */
+static void free_list(char **list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++)
+        free(list[i]);
+    free(list);
 }
 
 void pgt_config_free(pgt_config_t *cfg)
@@ -236,9 +256,7 @@ void pgt_config_free(pgt_config_t *cfg)
     free(cfg->timezone);
     free(cfg->admin_conninfo);
     free(cfg->budget_contact);
-    for (size_t i = 0; i < cfg->budget_exempt_count; i++)
-        free(cfg->budget_exempt_users[i]);
-    free(cfg->budget_exempt_users);
+    free_list(cfg->budget_exempt_users, cfg->budget_exempt_count);
     free_secret(cfg->report_slack_webhook_url);
     free(cfg->report_slack_url_file);
     free(cfg->report_smtp_url);
@@ -246,11 +264,15 @@ void pgt_config_free(pgt_config_t *cfg)
     free_secret(cfg->report_smtp_password);
     free(cfg->report_smtp_password_file);
     free(cfg->report_mail_from);
-    for (size_t i = 0; i < cfg->report_mail_to_count; i++)
-        free(cfg->report_mail_to[i]);
-    free(cfg->report_mail_to);
+    free_list(cfg->report_mail_to, cfg->report_mail_to_count);
     free(cfg->report_ca_file);
     free(cfg->metrics_listen_host);
+    free(cfg->admin_auth_database);
+    for (size_t i = 0; cfg->set_values && i < sizeof(keys) / sizeof(keys[0]); i++)
+        free_secret(cfg->set_values[i]);
+    free(cfg->set_values);
+    free_list(cfg->admin_users, cfg->admin_users_count);
+    free_list(cfg->admin_stats_users, cfg->admin_stats_count);
     free(cfg);
 }
 
@@ -496,10 +518,7 @@ int pgt_config_check_timezone(const char *name, char *err, size_t errlen)
 
 bool pgt_config_budget_exempt(const pgt_config_t *cfg, const char *user)
 {
-    for (size_t i = 0; user && i < cfg->budget_exempt_count; i++)
-        if (strcmp(cfg->budget_exempt_users[i], user) == 0)
-            return true;
-    return false;
+    return pgt_config_list_has(cfg->budget_exempt_users, cfg->budget_exempt_count, user);
 }
 
 /* Splits "alice, bob" into a NULL-terminated list of trimmed, non-empty
@@ -534,6 +553,47 @@ static int set_list(char ***list, size_t *count, const char *value)
     *list = names;
     *count = n;
     return 0;
+}
+
+/* Whether name may be a PostgreSQL role or database name as given in a
+ * startup packet: 1 to 63 bytes, no control characters. */
+static bool name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *c = name; *c; c++)
+        if ((unsigned char)*c < ' ' || *c == 0x7f)
+            return false;
+    return n > 0 && n <= 63;
+}
+
+/* Keys of [admin] (the console); returns 1 when key is not one of them. */
+static int apply_admin(pgt_config_t *cfg, const char *key, const char *value)
+{
+    char ***list = NULL;
+    size_t *count = NULL;
+    if (strcmp(key, "admin.auth_database") == 0)
+        return name_ok(value) ? set_string(&cfg->admin_auth_database, value) : -1;
+    if (strcmp(key, "admin.admin_users") == 0) {
+        list = &cfg->admin_users;
+        count = &cfg->admin_users_count;
+    } else if (strcmp(key, "admin.stats_users") == 0) {
+        list = &cfg->admin_stats_users;
+        count = &cfg->admin_stats_count;
+    } else
+        return 1;
+    int rc = set_list(list, count, value);
+    for (size_t i = 0; rc == 0 && i < *count; i++)
+        if (!name_ok((*list)[i]))
+            rc = -1;
+    return rc;
+}
+
+bool pgt_config_list_has(char *const *list, size_t n, const char *name)
+{
+    for (size_t i = 0; name && i < n; i++)
+        if (strcmp(list[i], name) == 0)
+            return true;
+    return false;
 }
 
 /* Keys of budgets ([budget], timezone, admin_conninfo); returns 1 when key
@@ -897,6 +957,8 @@ static int apply(pgt_config_t *cfg, const char *key, const char *value)
         rc = apply_metrics(cfg, key, value);
     if (rc == 1)
         rc = apply_alerts(cfg, key, value);
+    if (rc == 1)
+        rc = apply_admin(cfg, key, value);
     if (rc != 1)
         return rc;
     rc = -1;
@@ -961,7 +1023,19 @@ int pgt_config_set(pgt_config_t *cfg, const char *key, const char *value, char *
             snprintf(err, errlen, "key '%s': '%s' is not allowed; use %s", key, value, k->allowed);
         return -1;
     }
+    char *copy = strdup(value);
+    if (!copy) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    free_secret(cfg->set_values[k - keys]);
+    cfg->set_values[k - keys] = copy;
     return 0;
+}
+
+const char *pgt_config_set_value(const pgt_config_t *cfg, size_t i)
+{
+    return i < sizeof(keys) / sizeof(keys[0]) ? cfg->set_values[i] : NULL;
 }
 
 /* State shared with the inih callback: the first error wins. */
@@ -981,12 +1055,12 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
     } else if (strcmp(section, "ledger") == 0 || strcmp(section, "pricing") == 0 ||
                strcmp(section, "estimate") == 0 || strcmp(section, "budget") == 0 ||
                strcmp(section, "report") == 0 || strcmp(section, "metrics") == 0 ||
-               strcmp(section, "alerts") == 0) {
+               strcmp(section, "alerts") == 0 || strcmp(section, "admin") == 0) {
         snprintf(full, sizeof(full), "%s.%s", section, name);
     } else {
         snprintf(ctx->msg, sizeof(ctx->msg),
                  "section [%s], key '%s': unknown section; use [pgtally], [ledger], [pricing], "
-                 "[estimate], [budget], [report], [alerts] or [metrics]",
+                 "[estimate], [budget], [report], [alerts], [metrics] or [admin]",
                  section, name);
         return 0;
     }

@@ -124,3 +124,10 @@ size_t pgt_cancel_map_count(const pgt_cancel_map_t *m)
 {
     return m->count;
 }
+
+void pgt_cancel_packet(uint8_t pkt[16], uint32_t pid, uint32_t key)
+{
+    const uint32_t words[4] = {16, 80877102 /* CancelRequest */, pid, key};
+    for (int i = 0; i < 16; i++)
+        pkt[i] = (uint8_t)(words[i / 4] >> (8 * (3 - i % 4)));
+}

@@ -543,6 +543,12 @@ bool pgt_intercept_running(const pgt_intercept_t *ic, double *seconds)
     return true;
 }
 
+const pgt_text_t *pgt_intercept_current(const pgt_intercept_t *ic)
+{
+    const pgt_exec_t *e = ic->head;
+    return e && !e->is_marker ? e->text : NULL;
+}
+
 void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est)
 {
     ic->next_est = *est;

@@ -512,12 +512,7 @@ void pgt_session_budget_enforce(pgt_session_t *s)
     pgt_intercept_budget_outcome(s->ic, PGT_QUERY_BUDGET_CANCELLED, v.budget_id);
     pgt_framer_capture(&s->server.framer, cancel_capture, 65536);
     uint8_t pkt[16];
-    pgt_msgbuf_t mb;
-    pgt_msgbuf_init(&mb, pkt, sizeof(pkt));
-    pgt_msgbuf_u32(&mb, 16);
-    pgt_msgbuf_u32(&mb, 80877102); /* CancelRequest */
-    pgt_msgbuf_u32(&mb, s->backend_pid);
-    pgt_msgbuf_u32(&mb, s->backend_key);
+    pgt_cancel_packet(pkt, s->backend_pid, s->backend_key);
     pgt_cancel_forward(s->proxy->loop, &s->upstream_addr, pkt);
     pgt__tell_refused(s, &v);
     PGT_INFO("budget_cancel", "session=C-%llu user=%s budget=%lld running_micro=%lld",

@@ -45,10 +45,8 @@ static uint8_t read_buf[64 * 1024];
 static uint8_t plain_buf[64 * 1024];
 static uint8_t cipher_buf[64 * 1024];
 
-static void session_close(pgt_session_t *s, const char *reason);
 static void flush_early(pgt_session_t *s);
 static void on_data(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len);
-static void conn_update_reading(conn_t *c);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 
@@ -71,7 +69,12 @@ static void set_state(pgt_session_t *s, state_t next)
         return;
     }
     s->client.want_read = client_reads;
-    conn_update_reading(&s->client);
+    pgt__conn_update_reading(&s->client);
+}
+
+void pgt__set_state(pgt_session_t *s, state_t next)
+{
+    set_state(s, next);
 }
 
 static bool logged_in(const pgt_session_t *s)
@@ -86,7 +89,7 @@ static conn_t *peer_of(conn_t *c)
     return c == &c->s->client ? &c->s->server : &c->s->client;
 }
 
-static void conn_update_reading(conn_t *c)
+void pgt__conn_update_reading(conn_t *c)
 {
     if (!c->open || c->close_started)
         return;
@@ -119,6 +122,7 @@ static void timer_close_cb(uv_handle_t *h)
     free(s->subst);
     free(s->app_set);
     free(s->early);
+    pgt__console_free(s);
     pgt_conv_free(&s->conv);
     free(s);
     pgt_proxy_session_gone(p);
@@ -146,13 +150,13 @@ static void conn_close_now(conn_t *c)
 }
 
 /* Closes a side once everything queued to it has been written. */
-static void conn_close(conn_t *c)
+void pgt__conn_close(conn_t *c)
 {
     if (!c->open || c->close_started)
         return;
     c->want_read = false;
     c->close_on_flush = true;
-    conn_update_reading(c);
+    pgt__conn_update_reading(c);
     if (c->queued == 0)
         conn_close_now(c);
 }
@@ -169,7 +173,7 @@ static void write_cb(uv_write_t *req, int status)
             PGT_INFO("write_failed", "session=C-%llu side=%s error=\"%s\"",
                      (unsigned long long)s->id, c == &s->client ? "client" : "server",
                      uv_strerror(status));
-            session_close(s, c == &s->client ? "client_write_failed" : "server_write_failed");
+            pgt__session_close(s, c == &s->client ? "client_write_failed" : "server_write_failed");
         }
         return;
     }
@@ -177,10 +181,12 @@ static void write_cb(uv_write_t *req, int status)
         conn_close_now(c);
         return;
     }
+    if (s->console)
+        pgt__console_wrote(s);
     conn_t *src = peer_of(c);
     if (src->paused && c->queued <= LOW_WATER) {
         src->paused = false;
-        conn_update_reading(src);
+        pgt__conn_update_reading(src);
     }
 }
 
@@ -200,7 +206,8 @@ static void raw_send(conn_t *c, const uint8_t *data, size_t len)
             PGT_INFO("write_failed", "session=C-%llu side=%s error=\"%s\"",
                      (unsigned long long)c->s->id, c == &c->s->client ? "client" : "server",
                      uv_strerror(n));
-            session_close(c->s, c == &c->s->client ? "client_write_failed" : "server_write_failed");
+            pgt__session_close(c->s,
+                               c == &c->s->client ? "client_write_failed" : "server_write_failed");
             return;
         }
     }
@@ -210,7 +217,7 @@ static void raw_send(conn_t *c, const uint8_t *data, size_t len)
     wreq_t *w = malloc(sizeof(*w) + rest);
     if (!w) {
         PGT_ERROR("out_of_memory", "session=C-%llu bytes=%zu", (unsigned long long)c->s->id, rest);
-        session_close(c->s, "out_of_memory");
+        pgt__session_close(c->s, "out_of_memory");
         return;
     }
     memcpy(w->data, data + off, rest);
@@ -219,7 +226,7 @@ static void raw_send(conn_t *c, const uint8_t *data, size_t len)
     uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)rest);
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb) != 0) {
         free(w);
-        session_close(c->s, "write_failed");
+        pgt__session_close(c->s, "write_failed");
         return;
     }
     c->queued += rest;
@@ -227,7 +234,7 @@ static void raw_send(conn_t *c, const uint8_t *data, size_t len)
     conn_t *src = peer_of(c);
     if (c->queued > HIGH_WATER && !src->paused) {
         src->paused = true;
-        conn_update_reading(src);
+        pgt__conn_update_reading(src);
     }
 }
 
@@ -249,7 +256,7 @@ void pgt__conn_send(conn_t *c, const void *data, size_t len)
     if (pgt_tls_write(c->tls, data, len) != 0) {
         PGT_WARN("tls_error", "session=C-%llu error=\"%s\"", (unsigned long long)c->s->id,
                  pgt_tls_error(c->tls));
-        session_close(c->s, "tls_write_failed");
+        pgt__session_close(c->s, "tls_write_failed");
         return;
     }
     flush_tls(c);
@@ -297,7 +304,7 @@ static void pend_consume(conn_t *c, size_t n)
 
 static void timer_cb(uv_timer_t *t);
 
-static void session_close(pgt_session_t *s, const char *reason)
+void pgt__session_close(pgt_session_t *s, const char *reason)
 {
     if (s->state == ST_CLOSING)
         return;
@@ -313,8 +320,8 @@ static void session_close(pgt_session_t *s, const char *reason)
         pgt_cancel_map_del(s->proxy->cancel_map, s->backend_pid, s->backend_key, s);
         s->have_key = false;
     }
-    conn_close(&s->server);
-    conn_close(&s->client);
+    pgt__conn_close(&s->server);
+    pgt__conn_close(&s->client);
     if (!s->client.close_started || !s->server.close_started) {
         uv_timer_stop(&s->timer);
         uv_timer_start(&s->timer, timer_cb, FLUSH_TIMEOUT_MS, 0);
@@ -355,7 +362,7 @@ void pgt__session_fail(pgt_session_t *s, const char *sqlstate, const char *fmt, 
             pgt__conn_send(&s->client, buf, mb.len);
     }
     send_terminate(s);
-    session_close(s, sqlstate);
+    pgt__session_close(s, sqlstate);
 }
 
 static void timer_cb(uv_timer_t *t)
@@ -406,7 +413,7 @@ static void connect_cb(uv_connect_t *req, int status)
     }
     uv_tcp_nodelay(&s->server.tcp, 1);
     s->server.want_read = true;
-    conn_update_reading(&s->server);
+    pgt__conn_update_reading(&s->server);
     if (s->up_tls != PGT_UPSTREAM_TLS_DISABLE && s->proxy->upstream_ctx) {
         static const uint8_t sslrequest[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
         raw_send(&s->server, sslrequest, sizeof(sslrequest));
@@ -554,7 +561,7 @@ static void auth_client(pgt_session_t *s, const uint8_t *data, size_t len)
     if (off > 0)
         pend_consume(c, off);
     c->want_read = c->pend_len <= PREAUTH_MAX_MESSAGE;
-    conn_update_reading(c);
+    pgt__conn_update_reading(c);
 }
 
 /* The server asks for an authentication response (cleartext or MD5
@@ -580,6 +587,8 @@ static void auth_message(pgt_session_t *s, uint8_t type, const uint8_t *msg, siz
 {
     const uint8_t *body = msg + 5;
     size_t blen = total - 5;
+    if (s->console && s->authenticated && pgt__console_server(s, type, body, blen))
+        return;
     if (type == 'R' && blen >= 4 && !s->authenticated)
         auth_request(s, pgt_be32(body));
     /* AuthenticationSASL: a client without TLS must not see
@@ -985,7 +994,7 @@ void pgt__hold_reading(pgt_session_t *s)
      * pipelines without reading replies is slowed, not remembered. */
     c->want_read =
         !(s->explaining && c->pend_len > HIGH_WATER) && pgt_conv_owed(&s->conv) < PGT_CONV_MAX;
-    conn_update_reading(c);
+    pgt__conn_update_reading(c);
 }
 
 /* Client bytes after the startup packet. */
@@ -1139,7 +1148,7 @@ static void startup_packet(pgt_session_t *s, size_t len)
             target->cancel_requested = true;
         PGT_INFO("cancel_request", "session=C-%llu pid=%u result=%s", (unsigned long long)s->id,
                  st.cancel_pid, target ? "forwarded" : "unknown_key");
-        session_close(s, "cancel_request");
+        pgt__session_close(s, "cancel_request");
         return;
     }
     default:
@@ -1162,6 +1171,8 @@ static void startup_packet(pgt_session_t *s, size_t len)
         pgt__session_fail(s, "57P03", "pgtally is shutting down");
         return;
     }
+    if (pgt__console_startup(s, &st, len) != 0)
+        return;
     /* The packet stays in pend until it can be sent upstream unchanged. */
     pgt_framer_init(&s->client.framer, PREAUTH_MAX_MESSAGE);
     connect_upstream(s);
@@ -1185,7 +1196,7 @@ static void startup_data(pgt_session_t *s, const uint8_t *data, size_t len)
                      "startup packet\"",
                      (unsigned long long)s->id, s->addr, (int32_t)plen,
                      s->proxy->cfg->max_startup_packet_size);
-            session_close(s, "invalid_startup_length");
+            pgt__session_close(s, "invalid_startup_length");
             return;
         }
         if (c->pend_len < plen)
@@ -1224,6 +1235,10 @@ static void on_data(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len
         else
             pass_server(s, data, len);
         break;
+    case ST_CONSOLE:
+        if (from_client)
+            pgt__console_input(s, data, len);
+        break;
     case ST_CONNECTING:
     case ST_UPSTREAM_TLS:
     case ST_CLIENT_TLS:
@@ -1254,7 +1269,7 @@ static void tls_ready(pgt_session_t *s, conn_t *c)
 static void tls_input(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len)
 {
     if (pgt_tls_feed(c->tls, data, len) != 0) {
-        session_close(s, "tls_error");
+        pgt__session_close(s, "tls_error");
         return;
     }
     if (!pgt_tls_ready(c->tls)) {
@@ -1268,7 +1283,7 @@ static void tls_input(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t l
                 pgt__session_fail(s, "08006", "pgtally: TLS with upstream %s failed: %s",
                                   s->proxy->upstream_name, pgt_tls_error(c->tls));
             else
-                session_close(s, "client_tls_failed");
+                pgt__session_close(s, "client_tls_failed");
             return;
         }
         if (rc == PGT_TLS_AGAIN)
@@ -1280,7 +1295,7 @@ static void tls_input(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t l
         if (n == PGT_TLS_AGAIN)
             break;
         if (n < 0) {
-            session_close(s, c == &s->client ? "client_tls_closed" : "server_tls_closed");
+            pgt__session_close(s, c == &s->client ? "client_tls_closed" : "server_tls_closed");
             return;
         }
         on_data(s, c, plain_buf, (size_t)n);
@@ -1293,12 +1308,12 @@ static void on_eof(pgt_session_t *s, conn_t *c, ssize_t err)
 {
     if (c == &s->client) {
         send_terminate(s);
-        session_close(s, err == UV_EOF ? "client_closed" : "client_error");
+        pgt__session_close(s, err == UV_EOF ? "client_closed" : "client_error");
         return;
     }
     /* The server went away. Its own FATAL, if any, has been passed on. */
     if (s->server_fatal || s->client_terminated) {
-        session_close(s, "server_closed");
+        pgt__session_close(s, "server_closed");
         return;
     }
     pgt__session_fail(s, "08006", "pgtally: lost connection to upstream server %s: %s",
@@ -1397,7 +1412,7 @@ void pgt_session_begin(pgt_session_t *s)
     uv_tcp_nodelay(&s->client.tcp, 1);
     uv_timer_start(&s->timer, timer_cb, (uint64_t)s->proxy->cfg->startup_timeout_ms, 0);
     s->client.want_read = true;
-    conn_update_reading(&s->client);
+    pgt__conn_update_reading(&s->client);
 }
 
 void pgt_session_refuse(pgt_session_t *s, const char *sqlstate, const char *message)

@@ -24,6 +24,7 @@
     X(IDLE, "idle")                                 /* logged in, no query running */              \
     X(QUERY, "query")                               /* queries sent, ReadyForQuery awaited */      \
     X(COPY, "copy")                                 /* a COPY is streaming */                      \
+    X(CONSOLE, "console")                           /* logged in to pgtally's admin console */     \
     X(CLOSING, "closing")                           /* handles closing; callbacks are no-ops */
 
 typedef enum {
@@ -106,8 +107,10 @@ struct pgt_session {
     const char *database;         /* startup "database" */
     const char *app;              /* startup "application_name", or "" */
     char addr[56];                /* client address as host:port */
-    uint8_t name_key[16];         /* random at session start: the hex of its halves ends the
-                                     names of pgtally's own statements (pgt__own_name) */
+    struct pgt_console_session
+        *console;         /* the admin console's state, or NULL (console_session.c) */
+    uint8_t name_key[16]; /* random at session start: the hex of its halves ends the
+                             names of pgtally's own statements (pgt__own_name) */
 };
 
 /* Bytes of a name of pgtally's own, with its NUL: "pgtally_" and 16 hex
@@ -124,6 +127,20 @@ typedef enum { OWN_EXPLAIN, OWN_REFUSED } own_name_t;
 /* Sends protocol bytes to one side, encrypting them when it speaks TLS; a
  * failed write closes the session. */
 void pgt__conn_send(conn_t *c, const void *data, size_t len);
+
+/* The state machine's one transition function (set_state), for the
+ * session's other files. */
+void pgt__set_state(pgt_session_t *s, state_t next);
+
+/* Ends the session without a word to the client (it left, or asked to);
+ * reason goes to the log. */
+void pgt__session_close(pgt_session_t *s, const char *reason);
+
+/* Closes a side once everything queued to it has been written. */
+void pgt__conn_close(conn_t *c);
+
+/* Starts or stops reading from c as c->want_read and c->paused say. */
+void pgt__conn_update_reading(conn_t *c);
 
 /* Takes the bytes kept in c->pend out of c: the caller frees them; *n is
  * their length. */
@@ -300,5 +317,30 @@ void pgt__await_start(pgt_session_t *s);
  * it can no longer be (a message ahead failed, or began a COPY), it goes
  * upstream as it came, and the server treats it as it would have direct. */
 void pgt__await_check(pgt_session_t *s);
+
+/* ---- console_session.c: the admin console (database pgtally) ---------------- */
+
+/* Called with the parsed startup packet st (len bytes at the start of
+ * client.pend). For the console's database, checks the user against
+ * [admin] and rewrites the packet for [admin] auth_database, so that the
+ * server checks the login. Returns 0 (go on and connect upstream), or -1
+ * when the session has failed. */
+int pgt__console_startup(pgt_session_t *s, const pgt_startup_t *st, size_t len)
+    __attribute__((warn_unused_result));
+
+/* A server message after AuthenticationOk of a console login. Returns true
+ * when the console took it (ParameterStatus, BackendKeyData, notices and
+ * ReadyForQuery, at which it takes over from the server); false for the
+ * rest (an ErrorResponse), which goes on as usual. */
+bool pgt__console_server(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen);
+
+/* Client bytes in ST_CONSOLE. */
+void pgt__console_input(pgt_session_t *s, const uint8_t *data, size_t len);
+
+/* Bytes were written to the console's client: it may go on. */
+void pgt__console_wrote(pgt_session_t *s);
+
+/* Frees the console's state; work still running on a worker is orphaned. */
+void pgt__console_free(pgt_session_t *s);
 
 #endif

@@ -30,4 +30,8 @@ void pgt_cancel_map_del(pgt_cancel_map_t *m, uint32_t pid, uint32_t key, const v
 /* Number of entries. */
 size_t pgt_cancel_map_count(const pgt_cancel_map_t *m);
 
+/* Writes the CancelRequest packet (protocol docs, "Canceling Requests in
+ * Progress") for the server's BackendKeyData (pid, key) into pkt. */
+void pgt_cancel_packet(uint8_t pkt[16], uint32_t pid, uint32_t key);
+
 #endif

@@ -103,6 +103,13 @@ typedef struct pgt_config {
     char *metrics_listen_host;          /* [metrics] listen host, or NULL: no endpoint */
     int metrics_listen_port;            /* [metrics] listen port (0 when off) */
     int metrics_max_label_values;       /* [metrics] max_label_values: values kept per label */
+    char *admin_auth_database;          /* [admin] auth_database: console logins are checked here */
+    char **admin_users;                 /* [admin] admin_users, NULL-terminated (owned) */
+    size_t admin_users_count;           /* names in admin_users */
+    char **admin_stats_users;           /* [admin] stats_users, NULL-terminated (owned) */
+    size_t admin_stats_count;           /* names in admin_stats_users */
+    char **set_values;                  /* the text each key of pgt_config_keys() was last set
+                                           to, by index, or NULL: its default (owned) */
 } pgt_config_t;
 
 /* Values of estimate_mode. */
@@ -150,6 +157,14 @@ int pgt_config_check_timezone(const char *name, char *err, size_t errlen)
 
 /* Returns true when user is one of [budget] exempt_users. */
 bool pgt_config_budget_exempt(const pgt_config_t *cfg, const char *user);
+
+/* The text key i of pgt_config_keys() was last set to (file or command
+ * line), or NULL when it has its default. Owned by cfg. */
+const char *pgt_config_set_value(const pgt_config_t *cfg, size_t i);
+
+/* Returns true when name is one of the n names of list (a list of the
+ * config, such as admin_users). */
+bool pgt_config_list_has(char *const *list, size_t n, const char *name);
 
 /* Printable names of the enums. */
 const char *pgt_client_tls_name(pgt_client_tls_t v);

@@ -74,6 +74,10 @@ void pgt_intercept_budget_outcome(pgt_intercept_t *ic, pgt_query_status_t status
  * many seconds. */
 bool pgt_intercept_running(const pgt_intercept_t *ic, double *seconds);
 
+/* The SQL of the oldest statement sent and not yet answered (a reference,
+ * valid until the session's next message), or NULL when none. */
+const pgt_text_t *pgt_intercept_current(const pgt_intercept_t *ic);
+
 /* A complete client message (body whole for captured types). */
 void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body, size_t len);
 

@@ -257,4 +257,41 @@ int pgt_ledger_usage(pgt_ledger_reader_t *rd, pgt_usage_by_t by, const char *tag
                      int64_t to_us, pgt_ledger_usage_cb cb, void *arg, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* Spend of one statement shape over a time range. */
+typedef struct pgt_shape_row {
+    uint64_t fingerprint;   /* the shape */
+    int64_t statements;     /* statements metered */
+    double compute_s;       /* upstream compute seconds */
+    int64_t cost_micro;     /* cost in micro-units of the currency */
+    const char *kind;       /* statement kind ("select"), or NULL */
+    const char *normalized; /* normalized text of one of them, or NULL */
+} pgt_shape_row_t;
+
+typedef int (*pgt_ledger_shape_cb)(const pgt_shape_row_t *row, void *arg);
+
+/* Sums statements with from_us <= started_at < to_us per shape, most
+ * expensive first, at most limit shapes. Returns 0, the callback's
+ * non-zero value, or -1 with a message in err. */
+int pgt_ledger_shapes(pgt_ledger_reader_t *rd, int64_t from_us, int64_t to_us, int64_t limit,
+                      pgt_ledger_shape_cb cb, void *arg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* One budget alert sent (the alerts_sent table). */
+typedef struct pgt_alert_row {
+    int64_t id;              /* row id */
+    int64_t budget_id;       /* the budget */
+    int64_t period_start_us; /* the budget period it was for */
+    int threshold_pct;       /* the threshold crossed, percent */
+    const char *channel;     /* where it went ("log", "slack", "email") */
+    int64_t sent_us;         /* when */
+} pgt_alert_row_t;
+
+typedef int (*pgt_ledger_alert_cb)(const pgt_alert_row_t *row, void *arg);
+
+/* Walks the most recent limit alerts sent, newest first; a ledger without
+ * the table has none. Returns 0, the callback's non-zero value, or -1 with
+ * a message in err. */
+int pgt_ledger_alerts(pgt_ledger_reader_t *rd, int64_t limit, pgt_ledger_alert_cb cb, void *arg,
+                      char *err, size_t errlen) __attribute__((warn_unused_result));
+
 #endif

@@ -1,0 +1,587 @@
+/* The admin console's side of a session: a client that asks for the
+ * virtual database "pgtally" logs in through the server (its
+ * [admin] auth_database), then pgtally answers it itself. Commands that
+ * read or change the ledger run on libuv's worker threads; the rest are
+ * answered on the loop from what the proxy holds. See README, "Console". */
+#include "session_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgtally/budget.h"
+#include "pgtally/console.h"
+#include "pgtally/db.h"
+#include "pgtally/log.h"
+#include "pgtally/money.h"
+#include "pgtally/proxy.h"
+#include "pgtally/text.h"
+
+/* Bytes queued towards the client before the console stops answering (and
+ * reading) until they are written. */
+#define CONSOLE_HIGH_WATER (512 * 1024)
+/* Bytes of a running statement SHOW SESSIONS shows. */
+#define STATEMENT_SHOWN 1000
+
+typedef struct job job_t;
+
+struct pgt_console_session {
+    pgt_buf_t in;            /* client bytes not yet handled */
+    bool ext_failed;         /* an extended-protocol message was refused: skip to Sync */
+    job_t *job;              /* the command running on a worker, or NULL */
+    char server_version[64]; /* the server's server_version, told to the client as its own */
+};
+
+/* A command on a worker thread. Owned by itself: it outlives a session
+ * that closes meanwhile (s is then NULL). */
+struct job {
+    uv_work_t req;         /* libuv's request */
+    pgt_session_t *s;      /* the session waiting for it, or NULL when gone */
+    pgt_console_cmd_t cmd; /* what to run */
+    char *ledger;          /* copies of what the config said when it started */
+    char *schema;          /* ... (NULL: the default schema) */
+    char *user;            /* who runs it */
+    char currency[8];      /* of amounts */
+    pgt_buf_t out;         /* the answer, as protocol messages */
+};
+
+static const char *const state_names[] = {
+#define X(name, str) str,
+    PGT_SESSION_STATE_MAP(X)
+#undef X
+};
+
+/* 2: an admin user, 1: a stats user, 0: neither. */
+static int role_of(const pgt_config_t *cfg, const char *user)
+{
+    if (pgt_config_list_has(cfg->admin_users, cfg->admin_users_count, user))
+        return 2;
+    return pgt_config_list_has(cfg->admin_stats_users, cfg->admin_stats_count, user) ? 1 : 0;
+}
+
+static void refuse_user(pgt_session_t *s)
+{
+    pgt__session_fail(s, "28000",
+                      "pgtally: user \"%s\" may not open the console (database \"%s\"); list the "
+                      "user in [admin] admin_users or [admin] stats_users of pgtally's config",
+                      s->user, PGT_CONSOLE_DATABASE);
+}
+
+/* ---- login ---------------------------------------------------------------- */
+
+int pgt__console_startup(pgt_session_t *s, const pgt_startup_t *st, size_t len)
+{
+    if (strcmp(s->database, PGT_CONSOLE_DATABASE) != 0)
+        return 0;
+    const pgt_config_t *cfg = s->proxy->cfg;
+    /* Refused before any password goes to the server. */
+    if (role_of(cfg, s->user) == 0) {
+        refuse_user(s);
+        return -1;
+    }
+    /* The same packet, for the auth database (protocol docs, StartupMessage). */
+    uint8_t pkt[PGT_STARTUP_PACKET_MAX + 128];
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, pkt, sizeof(pkt));
+    pgt_msgbuf_u32(&mb, 0);
+    pgt_msgbuf_u32(&mb, st->code);
+    for (int i = 0; i < st->nparams; i++) {
+        if (strcmp(st->keys[i], "database") == 0 || strcmp(st->keys[i], "replication") == 0)
+            continue;
+        pgt_msgbuf_cstr(&mb, st->keys[i]);
+        pgt_msgbuf_cstr(&mb, st->values[i]);
+    }
+    pgt_msgbuf_cstr(&mb, "database");
+    pgt_msgbuf_cstr(&mb, cfg->admin_auth_database);
+    pgt_msgbuf_u8(&mb, 0);
+    s->console = calloc(1, sizeof(*s->console));
+    size_t n;
+    uint8_t *old = pgt__pend_take(&s->client, &n);
+    uint8_t *pend = !mb.failed && s->console ? malloc(mb.len + n - len) : NULL;
+    if (!pend) {
+        free(old);
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
+        return -1;
+    }
+    for (int i = 0; i < 4; i++)
+        pkt[i] = (uint8_t)(mb.len >> (8 * (3 - i)));
+    memcpy(pend, pkt, mb.len);
+    memcpy(pend + mb.len, old + len, n - len);
+    free(old);
+    s->client.pend = pend;
+    s->client.pend_len = s->client.pend_cap = mb.len + n - len;
+    snprintf(s->console->server_version, sizeof(s->console->server_version), "15.0");
+    PGT_INFO("console_login", "session=C-%llu user=%s addr=%s auth_database=%s",
+             (unsigned long long)s->id, s->user, s->addr, cfg->admin_auth_database);
+    return 0;
+}
+
+/* One ParameterStatus (protocol docs, "Message Formats"). */
+static void param(pgt_msgbuf_t *mb, const char *name, const char *value)
+{
+    pgt_msgbuf_begin(mb, 'S');
+    pgt_msgbuf_cstr(mb, name);
+    pgt_msgbuf_cstr(mb, value);
+    pgt_msgbuf_end(mb);
+}
+
+static void ready(pgt_msgbuf_t *mb)
+{
+    pgt_msgbuf_begin(mb, 'Z');
+    pgt_msgbuf_u8(mb, 'I');
+    pgt_msgbuf_end(mb);
+}
+
+static void process(pgt_session_t *s);
+
+/* The server said ReadyForQuery: the login is good. pgtally ends that
+ * backend and answers the client itself from now on. */
+static void take_over(pgt_session_t *s)
+{
+    static const uint8_t terminate[5] = {'X', 0, 0, 0, 4};
+    uv_timer_stop(&s->timer);
+    pgt__conn_send(&s->server, terminate, sizeof(terminate));
+    pgt__conn_close(&s->server);
+    /* What counts is the name the server authenticated, under the config
+     * in force now. */
+    if (role_of(s->proxy->cfg, s->user) == 0) {
+        refuse_user(s);
+        return;
+    }
+    uint8_t buf[2048];
+    pgt_msgbuf_t mb;
+    pgt_msgbuf_init(&mb, buf, sizeof(buf));
+    param(&mb, "server_version", s->console->server_version);
+    param(&mb, "server_encoding", "UTF8");
+    param(&mb, "client_encoding", "UTF8");
+    param(&mb, "DateStyle", "ISO, MDY");
+    param(&mb, "integer_datetimes", "on");
+    param(&mb, "standard_conforming_strings", "on");
+    param(&mb, "is_superuser", "off");
+    param(&mb, "session_authorization", s->user);
+    param(&mb, "application_name", s->app);
+    /* A key of its own, in no cancel map: there is nothing to cancel. */
+    pgt_msgbuf_begin(&mb, 'K');
+    pgt_msgbuf_u32(&mb, (uint32_t)s->id);
+    pgt_msgbuf_u32(&mb, 0);
+    pgt_msgbuf_end(&mb);
+    ready(&mb);
+    if (mb.failed) {
+        pgt__session_fail(s, "53200", "pgtally: the console's greeting does not fit");
+        return;
+    }
+    pgt__conn_send(&s->client, buf, mb.len);
+    pgt__set_state(s, ST_CONSOLE);
+    PGT_INFO("console_ready", "session=C-%llu user=%s role=%s", (unsigned long long)s->id, s->user,
+             role_of(s->proxy->cfg, s->user) == 2 ? "admin" : "stats");
+    size_t n;
+    uint8_t *early = pgt__pend_take(&s->client, &n);
+    pgt__console_input(s, early, n);
+    free(early);
+}
+
+bool pgt__console_server(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen)
+{
+    pgt_reader_t r;
+    const char *name, *value;
+    switch (type) {
+    case 'S':
+        pgt_reader_init(&r, body, blen);
+        if (pgt_reader_cstr(&r, &name) && pgt_reader_cstr(&r, &value) &&
+            strcmp(name, "server_version") == 0)
+            snprintf(s->console->server_version, sizeof(s->console->server_version), "%s", value);
+        return true;
+    case 'K': /* the server's key: that backend ends at once */
+    case 'N':
+        return true;
+    case 'Z':
+        take_over(s);
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* ---- commands on the loop --------------------------------------------------- */
+
+static void show_sessions(pgt_session_t *s, pgt_buf_t *out)
+{
+    static const char *const cols[] = {
+        "id",    "user",        "database",  "application",     "client_addr",
+        "state", "backend_pid", "statement", "running_seconds", "running_cost"};
+    pgt_console_columns(out, cols, 10);
+    const pgt_proxy_t *p = s->proxy;
+    for (pgt_session_t *t = p->sessions; t; t = t->next) {
+        char id[24], pid[16], secs[32], cost[PGT_MONEY_TEXT_MAX];
+        double seconds = 0;
+        bool running = t->ic && pgt_intercept_running(t->ic, &seconds);
+        const pgt_text_t *sql = t->ic ? pgt_intercept_current(t->ic) : NULL;
+        pgt_buf_t stmt = {0};
+        if (sql)
+            pgt_text_snippet(&stmt, sql->data, STATEMENT_SHOWN, "...");
+        snprintf(id, sizeof(id), "%llu", (unsigned long long)t->id);
+        snprintf(pid, sizeof(pid), "%u", t->backend_pid);
+        snprintf(secs, sizeof(secs), "%.3f", seconds);
+        const char *cells[] = {id,
+                               t->user,
+                               t->database,
+                               t->app_set ? t->app_set : t->app,
+                               t->addr,
+                               state_names[t->state],
+                               t->have_key ? pid : NULL,
+                               sql && !stmt.failed ? stmt.s : NULL,
+                               running ? secs : NULL,
+                               running && p->budgets
+                                   ? pgt_money_format(pgt_budgets_running_cost(p->budgets, seconds),
+                                                      p->cfg->currency, cost, sizeof(cost))
+                                   : NULL};
+        bool more = pgt_console_row(out, cells, 10);
+        pgt_buf_free(&stmt);
+        if (!more)
+            break;
+    }
+}
+
+/* A value of SHOW CONFIG as it may be shown: secrets masked, a
+ * PostgreSQL connection string without its password. */
+static const char *shown_value(const char *key, const char *v, char *buf, size_t len)
+{
+    if (!v)
+        return NULL;
+    if (strcmp(key, "ledger") == 0 || strcmp(key, "admin_conninfo") == 0) {
+        pgt_db_describe(v, buf, len);
+        return buf;
+    }
+    bool secret = strstr(key, "webhook_url") && !strstr(key, "_file");
+    secret |= strstr(key, "password") && !strstr(key, "_file");
+    secret |= strstr(key, "smtp_url") && strchr(v, '@');
+    return secret ? "********" : v;
+}
+
+static void show_config(pgt_session_t *s, pgt_buf_t *out)
+{
+    static const char *const cols[] = {"key", "value", "source", "description"};
+    pgt_console_columns(out, cols, 4);
+    const pgt_config_key_t *k = pgt_config_keys();
+    for (size_t i = 0; k[i].name; i++) {
+        char buf[512];
+        const char *v = pgt_config_set_value(s->proxy->cfg, i);
+        const char *cells[] = {k[i].name, shown_value(k[i].name, v, buf, sizeof(buf)),
+                               v ? "set" : "default", k[i].help};
+        if (!pgt_console_row(out, cells, 4))
+            break;
+    }
+}
+
+static void show_version(pgt_session_t *s, pgt_buf_t *out)
+{
+    static const char *const cols[] = {"component", "version"};
+    pgt_console_columns(out, cols, 2);
+    const char *pgtally[] = {"pgtally", PGTALLY_VERSION};
+    const char *server[] = {"server", s->console->server_version};
+    const char *uv[] = {"libuv", uv_version_string()};
+    pgt_console_row(out, pgtally, 2);
+    pgt_console_row(out, server, 2);
+    pgt_console_row(out, uv, 2);
+}
+
+/* CANCEL SESSION n: a CancelRequest with that session's server key, as its
+ * own client would send it. Returns 0, or -1 with an error in out. */
+static int cancel_session(pgt_session_t *s, int64_t id, pgt_buf_t *out)
+{
+    pgt_session_t *t = s->proxy->sessions;
+    while (t && (int64_t)t->id != id)
+        t = t->next;
+    char msg[200];
+    if (!t || t->state == ST_CLOSING || !t->have_key) {
+        snprintf(msg, sizeof(msg), "pgtally console: %s %lld",
+                 t ? "nothing to cancel in session" : "no session", (long long)id);
+        pgt_console_error(out, t ? "55000" : "42704", msg,
+                          t ? "only a session logged in to the server can be cancelled"
+                            : "SHOW SESSIONS lists the sessions");
+        return -1;
+    }
+    uint8_t pkt[16];
+    pgt_cancel_packet(pkt, t->backend_pid, t->backend_key);
+    pgt_cancel_forward(s->proxy->loop, &t->upstream_addr, pkt);
+    if (t->explaining)
+        t->cancel_requested = true;
+    PGT_INFO("console_cancel", "session=C-%llu user=%s target=C-%llu pid=%u",
+             (unsigned long long)s->id, s->user, (unsigned long long)t->id, t->backend_pid);
+    static const char *const cols[] = {"id", "backend_pid", "result"};
+    char sid[24], pid[16];
+    snprintf(sid, sizeof(sid), "%llu", (unsigned long long)t->id);
+    snprintf(pid, sizeof(pid), "%u", t->backend_pid);
+    const char *cells[] = {sid, pid, "cancel request sent"};
+    pgt_console_columns(out, cols, 3);
+    pgt_console_row(out, cells, 3);
+    return 0;
+}
+
+/* RELOAD, as SIGHUP. Returns 0, or -1 with an error in out. */
+static int reload(pgt_session_t *s, pgt_buf_t *out)
+{
+    pgt_proxy_t *p = s->proxy;
+    const pgt_config_t *old = p->cfg;
+    PGT_INFO("console_reload", "session=C-%llu user=%s", (unsigned long long)s->id, s->user);
+    pgt_proxy_reload(p);
+    if (p->cfg == old) {
+        pgt_console_error(out, "F0000",
+                          "pgtally console: the new configuration was refused; the "
+                          "previous one stays in force",
+                          "pgtally's log (event reload_failed) says what is wrong");
+        return -1;
+    }
+    static const char *const cols[] = {"result"};
+    const char *cells[] = {"configuration reloaded"};
+    pgt_console_columns(out, cols, 1);
+    pgt_console_row(out, cells, 1);
+    return 0;
+}
+
+/* ---- commands on a worker --------------------------------------------------- */
+
+static void job_free(job_t *j)
+{
+    free(j->ledger);
+    free(j->schema);
+    free(j->user);
+    pgt_buf_free(&j->out);
+    free(j);
+}
+
+static void work_cb(uv_work_t *req)
+{
+    job_t *j = req->data;
+    pgt_console_env_t env = {
+        .where = {.ledger = j->ledger, .schema = j->schema},
+        .currency = j->currency,
+        .user = j->user,
+    };
+    pgt_console_run_ledger(&j->cmd, &env, &j->out);
+}
+
+static void answer(pgt_session_t *s, pgt_buf_t *out);
+
+static void after_work_cb(uv_work_t *req, int status)
+{
+    job_t *j = req->data;
+    pgt_session_t *s = j->s;
+    if (s) {
+        s->console->job = NULL;
+        if (status != 0) {
+            pgt_buf_free(&j->out);
+            pgt_console_error(&j->out, "58000", "pgtally console: the command was not run", NULL);
+        }
+        answer(s, &j->out);
+        process(s);
+    }
+    job_free(j);
+}
+
+static void start_job(pgt_session_t *s, const pgt_console_cmd_t *cmd)
+{
+    const pgt_config_t *cfg = s->proxy->cfg;
+    job_t *j = calloc(1, sizeof(*j));
+    if (j) {
+        j->req.data = j;
+        j->s = s;
+        j->cmd = *cmd;
+        j->ledger = strdup(cfg->ledger_path ? cfg->ledger_path : "pgtally.db");
+        j->schema = cfg->ledger_schema ? strdup(cfg->ledger_schema) : NULL;
+        j->user = strdup(s->user);
+        snprintf(j->currency, sizeof(j->currency), "%s", cfg->currency);
+    }
+    if (!j || !j->ledger || !j->user || (cfg->ledger_schema && !j->schema) ||
+        uv_queue_work(s->proxy->loop, &j->req, work_cb, after_work_cb) != 0) {
+        if (j)
+            job_free(j);
+        pgt_buf_t out = {0};
+        pgt_console_error(&out, "53200", "pgtally console: out of memory", NULL);
+        answer(s, &out);
+        return;
+    }
+    s->console->job = j;
+}
+
+/* ---- messages --------------------------------------------------------------- */
+
+/* Sends out and ReadyForQuery to the client, and empties out. */
+static void answer(pgt_session_t *s, pgt_buf_t *out)
+{
+    pgt_console_cap(out);
+    pgt_buf_add(out, "Z\0\0\0\5I", 6);
+    if (out->failed) {
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    pgt__conn_send(&s->client, out->s, out->len);
+    pgt_buf_free(out);
+}
+
+static void run_query(pgt_session_t *s, const uint8_t *body, size_t blen)
+{
+    const char *text = (const char *)body;
+    size_t len = strnlen(text, blen);
+    if (len == blen) {
+        pgt__session_fail(s, "08P01", "invalid Query message: its string has no terminating zero");
+        return;
+    }
+    pgt_console_cmd_t cmd;
+    char sqlstate[6], err[1500];
+    pgt_buf_t out = {0};
+    int role = role_of(s->proxy->cfg, s->user);
+    if (role == 0) {
+        refuse_user(s);
+        return;
+    }
+    if (pgt_console_parse(text, len, &cmd, sqlstate, err, sizeof(err)) != 0) {
+        pgt_console_error(&out, sqlstate, err, "the console is not SQL; SHOW VERSION is a command");
+    } else if (cmd.verb == PGT_CONSOLE_EMPTY) {
+        pgt_buf_add(&out, "I\0\0\0\4", 5);
+    } else if (pgt_console_admin_only(cmd.verb) && role != 2) {
+        snprintf(err, sizeof(err),
+                 "pgtally console: permission denied for %s: user \"%s\" is a stats user, who may "
+                 "run SHOW commands only",
+                 pgt_console_syntax(cmd.verb), s->user);
+        pgt_console_error(&out, "42501", err, "list the user in [admin] admin_users");
+    } else if (pgt_console_reads_ledger(cmd.verb)) {
+        if (pgt_console_admin_only(cmd.verb))
+            PGT_INFO("console_command", "session=C-%llu user=%s command=\"%s\"",
+                     (unsigned long long)s->id, s->user, pgt_console_syntax(cmd.verb));
+        start_job(s, &cmd);
+        return;
+    } else {
+        int rc = 0;
+        if (cmd.verb == PGT_CONSOLE_SHOW_SESSIONS)
+            show_sessions(s, &out);
+        else if (cmd.verb == PGT_CONSOLE_SHOW_CONFIG)
+            show_config(s, &out);
+        else if (cmd.verb == PGT_CONSOLE_SHOW_VERSION)
+            show_version(s, &out);
+        else if (cmd.verb == PGT_CONSOLE_CANCEL_SESSION)
+            rc = cancel_session(s, cmd.n, &out);
+        else
+            rc = reload(s, &out);
+        if (rc == 0)
+            pgt_console_complete(&out, pgt_console_tag(cmd.verb));
+    }
+    answer(s, &out);
+}
+
+/* The extended protocol (Parse, Bind, ...) is refused once, then skipped
+ * to the Sync, which PostgreSQL answers with ReadyForQuery (protocol docs,
+ * "Extended Query": after an error, messages are discarded until Sync). */
+static void extended(pgt_session_t *s, uint8_t type)
+{
+    struct pgt_console_session *con = s->console;
+    pgt_buf_t out = {0};
+    if (type == 'S') {
+        con->ext_failed = false;
+        answer(s, &out);
+        return;
+    }
+    if (con->ext_failed)
+        return;
+    con->ext_failed = true;
+    pgt_console_error(&out, "0A000",
+                      "pgtally console: only the simple query protocol is supported (psql works; "
+                      "with a driver, use its simple or text query mode)",
+                      NULL);
+    pgt__conn_send(&s->client, out.s, out.len);
+    pgt_buf_free(&out);
+}
+
+static void on_message(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen)
+{
+    switch (type) {
+    case 'Q':
+        run_query(s, body, blen);
+        return;
+    case 'X':
+        s->client_terminated = true;
+        pgt__session_close(s, "client_terminated");
+        return;
+    case 'P':
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+    case 'H':
+    case 'S':
+    case 'F':
+        extended(s, type);
+        return;
+    case 'd': /* CopyData, CopyDone, CopyFail outside a COPY: ignored */
+    case 'c':
+    case 'f':
+        return;
+    default:
+        pgt__session_fail(s, "08P01", "pgtally console: unexpected message type 0x%02x", type);
+    }
+}
+
+/* Handles the whole messages in the console's input while nothing runs and
+ * the client keeps up with the answers; reads more only then. */
+static void process(pgt_session_t *s)
+{
+    struct pgt_console_session *con = s->console;
+    const uint8_t *in = (const uint8_t *)con->in.s;
+    size_t off = 0;
+    while (in && s->state == ST_CONSOLE && !con->job && s->client.queued <= CONSOLE_HIGH_WATER) {
+        uint8_t type;
+        size_t total;
+        int rc = pgt_wire_next(in + off, con->in.len - off, PGT_CONSOLE_MAX_MESSAGE, &type, &total);
+        if (rc < 0) {
+            pgt__session_fail(s, "54000",
+                              "pgtally console: invalid message length %u; the console takes "
+                              "messages of 4 to %d bytes",
+                              pgt_be32(in + off + 1), PGT_CONSOLE_MAX_MESSAGE);
+            return;
+        }
+        if (rc == 0)
+            break;
+        const uint8_t *msg = in + off;
+        off += total;
+        on_message(s, type, msg + 5, total - 5);
+    }
+    if (s->state != ST_CONSOLE)
+        return;
+    if (off > 0) {
+        memmove(con->in.s, con->in.s + off, con->in.len - off);
+        pgt_buf_truncate(&con->in, con->in.len - off);
+    }
+    s->client.want_read = !con->job && s->client.queued <= CONSOLE_HIGH_WATER &&
+                          con->in.len <= PGT_CONSOLE_MAX_MESSAGE;
+    pgt__conn_update_reading(&s->client);
+}
+
+void pgt__console_input(pgt_session_t *s, const uint8_t *data, size_t len)
+{
+    pgt_buf_t *in = &s->console->in;
+    if (len > 0)
+        pgt_buf_add(in, data, len);
+    if (in->failed) {
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    process(s);
+}
+
+void pgt__console_wrote(pgt_session_t *s)
+{
+    if (s->state == ST_CONSOLE && s->client.queued <= CONSOLE_HIGH_WATER / 4)
+        process(s);
+}
+
+void pgt__console_free(pgt_session_t *s)
+{
+    struct pgt_console_session *con = s->console;
+    if (!con)
+        return;
+    if (con->job)
+        con->job->s = NULL;
+    pgt_buf_free(&con->in);
+    free(con);
+    s->console = NULL;
+}
