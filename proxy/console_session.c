@@ -20,6 +20,10 @@
 /* Bytes queued towards the client before the console stops answering (and
  * reading) until they are written. */
 #define CONSOLE_HIGH_WATER (512 * 1024)
+/* Console commands on libuv's worker pool at once, across sessions: the
+ * pool (4 threads by default) also runs the meter's batches, which must
+ * not wait behind slow ledger reads. */
+#define CONSOLE_MAX_JOBS 2
 /* Bytes of a running statement SHOW SESSIONS shows. */
 #define STATEMENT_SHOWN 1000
 
@@ -36,6 +40,8 @@ struct pgt_console_session {
  * that closes meanwhile (s is then NULL). */
 struct job {
     uv_work_t req;         /* libuv's request */
+    pgt_proxy_t *proxy;    /* whose pool it runs on */
+    bool submitted;        /* handed to the pool (else waiting for a free worker) */
     pgt_session_t *s;      /* the session waiting for it, or NULL when gone */
     pgt_console_cmd_t cmd; /* what to run */
     char *ledger;          /* copies of what the config said when it started */
@@ -363,10 +369,24 @@ static void work_cb(uv_work_t *req)
 
 static void answer(pgt_session_t *s, pgt_buf_t *out);
 
+static void after_work_cb(uv_work_t *req, int status);
+
+/* Hands j to the worker pool. Returns 0, or -1. */
+static int submit(pgt_proxy_t *p, job_t *j)
+{
+    if (uv_queue_work(p->loop, &j->req, work_cb, after_work_cb) != 0)
+        return -1;
+    j->submitted = true;
+    p->console_jobs++;
+    return 0;
+}
+
 static void after_work_cb(uv_work_t *req, int status)
 {
     job_t *j = req->data;
     pgt_session_t *s = j->s;
+    pgt_proxy_t *p = j->proxy;
+    p->console_jobs--;
     if (s) {
         s->console->job = NULL;
         if (status != 0) {
@@ -377,6 +397,16 @@ static void after_work_cb(uv_work_t *req, int status)
         process(s);
     }
     job_free(j);
+    /* The oldest console waiting for a worker goes next. */
+    pgt_session_t *next = NULL;
+    for (pgt_session_t *t = p->sessions; t; t = t->next)
+        if (t->console && t->console->job && !t->console->job->submitted)
+            next = t;
+    if (next && p->console_jobs < CONSOLE_MAX_JOBS && submit(p, next->console->job) != 0) {
+        job_free(next->console->job);
+        next->console->job = NULL;
+        pgt__session_fail(next, "53200", "pgtally: could not start the console command");
+    }
 }
 
 static void start_job(pgt_session_t *s, const pgt_console_cmd_t *cmd)
@@ -386,14 +416,16 @@ static void start_job(pgt_session_t *s, const pgt_console_cmd_t *cmd)
     if (j) {
         j->req.data = j;
         j->s = s;
+        j->proxy = s->proxy;
         j->cmd = *cmd;
         j->ledger = strdup(cfg->ledger_path ? cfg->ledger_path : "pgtally.db");
         j->schema = cfg->ledger_schema ? strdup(cfg->ledger_schema) : NULL;
         j->user = strdup(s->user);
         snprintf(j->currency, sizeof(j->currency), "%s", cfg->currency);
     }
+    /* Beyond CONSOLE_MAX_JOBS, the job waits (unsubmitted) for a worker. */
     if (!j || !j->ledger || !j->user || (cfg->ledger_schema && !j->schema) ||
-        uv_queue_work(s->proxy->loop, &j->req, work_cb, after_work_cb) != 0) {
+        (s->proxy->console_jobs < CONSOLE_MAX_JOBS && submit(s->proxy, j) != 0)) {
         if (j)
             job_free(j);
         pgt_buf_t out = {0};
@@ -401,6 +433,9 @@ static void start_job(pgt_session_t *s, const pgt_console_cmd_t *cmd)
         answer(s, &out);
         return;
     }
+    if (!j->submitted)
+        PGT_DEBUG("console_job_waits", "session=C-%llu running=%d", (unsigned long long)s->id,
+                  s->proxy->console_jobs);
     s->console->job = j;
 }
 
@@ -579,8 +614,10 @@ void pgt__console_free(pgt_session_t *s)
     struct pgt_console_session *con = s->console;
     if (!con)
         return;
-    if (con->job)
+    if (con->job && con->job->submitted)
         con->job->s = NULL;
+    else if (con->job)
+        job_free(con->job);
     pgt_buf_free(&con->in);
     free(con);
     s->console = NULL;

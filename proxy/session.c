@@ -1426,6 +1426,7 @@ void pgt_session_drain(pgt_session_t *s)
     switch (s->state) {
     case ST_CLOSING:
         return;
+    case ST_CONSOLE:
     case ST_IDLE:
         if (!s->explaining && s->client.pend_len == 0) {
             pgt__session_fail(s, "57P01",

@@ -73,6 +73,7 @@ struct pgt_proxy {
     pgt_session_t *sessions;       /* all live sessions, linked */
     int nclients;                  /* live sessions */
     uint64_t next_session_id;      /* id of the next session */
+    int console_jobs;              /* console commands on the worker pool (console_session.c) */
     bool draining;                 /* SIGTERM received */
     bool stopping;                 /* handles are being closed */
     int exit_code;                 /* what main returns */

@@ -441,3 +441,28 @@ def test_console_is_not_metered(pgtally, users):
     wait_ledger(proxy, 1, "\"user\" = ?", (OTHER,))
     r = console(proxy, ADMIN, "SHOW QUERIES 100")
     assert {row[2] for row in rows(r)} == {OTHER}, r.stdout
+
+
+def test_many_consoles_at_once(pgtally, users):
+    """More consoles than the worker slots kept for them: every one gets
+    its answer (they wait their turn), and the proxy serves meanwhile."""
+    proxy = start(pgtally)
+    assert psql(proxy, OTHER, "SELECT 1").returncode == 0
+    wait_ledger(proxy, 1, "\"user\" = ?", (OTHER,))
+    results = []
+
+    def run():
+        results.append(console(proxy, STATS, "SHOW QUERIES 5", "SHOW SHAPES", "SHOW RULES",
+                               "SHOW USAGE"))
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for t in threads:
+        t.start()
+    r = psql(proxy, OTHER, "SELECT 2")
+    for t in threads:
+        t.join(60)
+    assert r.returncode == 0 and r.stdout.strip() == "2", r
+    assert len(results) == 8
+    for r in results:
+        assert r.returncode == 0, r.stderr
+        assert OTHER in r.stdout, r.stdout
