@@ -466,3 +466,14 @@ def test_many_consoles_at_once(pgtally, users):
     for r in results:
         assert r.returncode == 0, r.stderr
         assert OTHER in r.stdout, r.stdout
+
+
+def test_sigterm_ends_a_console(pgtally, users):
+    import signal
+    proxy = start(pgtally)
+    s, _ = logged_in(proxy, ADMIN)
+    proxy.signalled = True
+    proxy.send_signal(signal.SIGTERM)
+    out = read_all(s)
+    assert b"57P01" in out and b"shutting down" in out, out
+    assert proxy.wait_exit(10 * SLOW) == 0
