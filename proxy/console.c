@@ -13,6 +13,7 @@
 
 #include "pgtally/budget_store.h"
 #include "pgtally/money.h"
+#include "pgtally/text.h"
 
 /* ---- the commands --------------------------------------------------------- */
 
@@ -118,6 +119,17 @@ static int lex_string(lexer_t *lx, token_t *t)
     }
     t->text[n] = '\0';
     t->kind = TOK_STRING;
+    /* What a string may hold ends up in rules and in clients' errors:
+     * UTF-8 (the console's client_encoding), no control characters. */
+    for (const unsigned char *c = (const unsigned char *)t->text; *c;) {
+        size_t k = pgt_utf8_len(c);
+        if (k == 0 || *c < ' ' || *c == 0x7f) {
+            snprintf(lx->err, lx->errlen,
+                     "quoted strings must be UTF-8 without control characters");
+            return -1;
+        }
+        c += k;
+    }
     return 0;
 }
 

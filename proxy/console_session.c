@@ -100,6 +100,13 @@ int pgt__console_startup(pgt_session_t *s, const pgt_startup_t *st, size_t len)
     pgt_msgbuf_cstr(&mb, "database");
     pgt_msgbuf_cstr(&mb, cfg->admin_auth_database);
     pgt_msgbuf_u8(&mb, 0);
+    if (!mb.failed && mb.len > PGT_STARTUP_PACKET_MAX) {
+        pgt__session_fail(s, "08P01",
+                          "pgtally: the startup packet is too long for the console once its "
+                          "database is [admin] auth_database (at most %d bytes)",
+                          PGT_STARTUP_PACKET_MAX);
+        return -1;
+    }
     s->console = calloc(1, sizeof(*s->console));
     size_t n;
     uint8_t *old = pgt__pend_take(&s->client, &n);
@@ -154,7 +161,8 @@ static void take_over(pgt_session_t *s)
         refuse_user(s);
         return;
     }
-    uint8_t buf[2048];
+    /* The user and application name come from a startup packet. */
+    uint8_t buf[PGT_STARTUP_PACKET_MAX + 1024];
     pgt_msgbuf_t mb;
     pgt_msgbuf_init(&mb, buf, sizeof(buf));
     param(&mb, "server_version", s->console->server_version);

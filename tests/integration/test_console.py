@@ -390,6 +390,14 @@ def read_all(s, timeout=5.0):
     return buf
 
 
+def test_long_application_name(pgtally, users):
+    proxy = start(pgtally)
+    app = "a" * 9000
+    r = run_psql(proxy.dsn(user=ADMIN, dbname="pgtally", application_name=app), "SHOW SESSIONS")
+    assert r.returncode == 0, r.stderr
+    assert app in r.stdout
+
+
 def test_garbage_input(pgtally, users):
     proxy = start(pgtally)
     s, hello = logged_in(proxy, ADMIN)

@@ -27,6 +27,8 @@ static const ok_case_t oks[] = {
     {"BLOCK SHAPE 'abc'", PGT_CONSOLE_BLOCK_SHAPE, -1, NULL},
     {"block shape '00ff00ff00ff00ff' message 'it''s off'", PGT_CONSOLE_BLOCK_SHAPE, -1, "it's off"},
     {"BLOCK SHAPE 'a' MESSAGE ''", PGT_CONSOLE_BLOCK_SHAPE, -1, ""},
+    {"BLOCK SHAPE 'a' MESSAGE 'caf\xc3\xa9 ferm\xc3\xa9'", PGT_CONSOLE_BLOCK_SHAPE, -1,
+     "caf\xc3\xa9 ferm\xc3\xa9"},
     {"UNBLOCK SHAPE 'a'", PGT_CONSOLE_UNBLOCK_SHAPE, -1, NULL},
     {"CANCEL SESSION 12", PGT_CONSOLE_CANCEL_SESSION, 12, NULL},
     {"reload", PGT_CONSOLE_RELOAD, -1, NULL},
@@ -65,6 +67,8 @@ static const bad_case_t bads[] = {
     {"SHOW VERSION; SHOW CONFIG", "0A000", "one command per query"},
     {"SHOW \"VERSION\"", "42601", "unexpected character '\"'"},
     {"SHOW A A A A A A A A A", "42601", "too many words"},
+    {"BLOCK SHAPE 'a' MESSAGE 'line\nbreak'", "42601", "without control characters"},
+    {"BLOCK SHAPE 'a' MESSAGE '\xff\xfe'", "42601", "must be UTF-8"},
 };
 
 static void check_long_inputs(void)
