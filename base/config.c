@@ -581,11 +581,20 @@ static int apply_admin(pgt_config_t *cfg, const char *key, const char *value)
         count = &cfg->admin_stats_count;
     } else
         return 1;
-    int rc = set_list(list, count, value);
-    for (size_t i = 0; rc == 0 && i < *count; i++)
-        if (!name_ok((*list)[i]))
+    char **names = NULL;
+    size_t n = 0;
+    int rc = set_list(&names, &n, value);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (!name_ok(names[i]))
             rc = -1;
-    return rc;
+    if (rc != 0) {
+        free_list(names, n);
+        return rc;
+    }
+    free_list(*list, *count);
+    *list = names;
+    *count = n;
+    return 0;
 }
 
 bool pgt_config_list_has(char *const *list, size_t n, const char *name)

@@ -72,6 +72,17 @@ static void test_values(void)
         {"report.show_literals", "true", 1},
         {"report.show_literals", "off", 1},
         {"report.show_literals", "maybe", 0},
+        {"admin.auth_database", "postgres", 1},
+        {"admin.auth_database", "", 0},
+        {"admin.auth_database", "ddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd",
+         1},
+        {"admin.auth_database", "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd",
+         0},
+        {"admin.admin_users", "alice, bob", 1},
+        {"admin.admin_users", "", 1},
+        {"admin.stats_users", "grafana", 1},
+        {"admin.stats_users", "uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu",
+         0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         pgt_config_t *cfg = pgt_config_new();
@@ -128,6 +139,23 @@ static void test_budget_keys(void)
     CHECK(cfg->budget_exempt_users[2] == NULL);
     CHECK(pgt_config_budget_exempt(cfg, "admin"));
     CHECK(!pgt_config_budget_exempt(cfg, "adm"));
+    CHECK_STR(cfg->admin_auth_database, "postgres");
+    CHECK_INT(pgt_config_set(cfg, "admin.stats_users", " grafana ,ops", err, sizeof(err)), 0);
+    CHECK_INT(cfg->admin_stats_count, 2);
+    CHECK(pgt_config_list_has(cfg->admin_stats_users, cfg->admin_stats_count, "ops"));
+    CHECK(!pgt_config_list_has(cfg->admin_stats_users, cfg->admin_stats_count, "op"));
+    CHECK(!pgt_config_list_has(cfg->admin_stats_users, cfg->admin_stats_count, NULL));
+    /* The text as set is kept for the console's SHOW CONFIG. */
+    const pgt_config_key_t *keys = pgt_config_keys();
+    size_t k = 0;
+    while (strcmp(keys[k].name, "admin.stats_users") != 0)
+        k++;
+    CHECK_STR(pgt_config_set_value(cfg, k), " grafana ,ops");
+    /* A key left alone has no text: its default. A refused value is not kept. */
+    CHECK(pgt_config_set_value(cfg, 0) == NULL);
+    CHECK_INT(pgt_config_set(cfg, "admin.stats_users", "x\001y", err, sizeof(err)), -1);
+    CHECK_STR(pgt_config_set_value(cfg, k), " grafana ,ops");
+    CHECK_INT(cfg->admin_stats_count, 2);
     CHECK_INT(pgt_config_set(cfg, "budget.exempt_users", "", err, sizeof(err)), 0);
     CHECK_INT(cfg->budget_exempt_count, 0);
     CHECK_INT(pgt_config_set(cfg, "budget.check_interval", "1s", err, sizeof(err)), 0);

@@ -131,6 +131,44 @@ static void check_messages(void)
     pgt_buf_free(&b);
 }
 
+/* Random texts made of the parser's own pieces and random bytes: it must
+ * answer every one (0 or -1 with a SQLSTATE), within bounds (run under
+ * ASan in CI). */
+static void check_random(void)
+{
+    static const char *const pieces[] = {
+        "SHOW ", "BLOCK ", "SHAPE ", "'",       "''",    "MESSAGE ",        "1",   "99 ", ";",
+        "--",    "\n",     " ",      "QUERIES", "USAGE", "CANCEL SESSION ", "\xc3"};
+    uint64_t x = 88172645463325252ull;
+    static char text[2048];
+    for (int round = 0; round < 200000; round++) {
+        size_t len = 0;
+        int parts = (int)(x % 12);
+        for (int i = 0; i < parts; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            const char *p = pieces[x % (sizeof(pieces) / sizeof(pieces[0]))];
+            size_t n = strlen(p);
+            if (x % 5 == 0) {
+                p = (const char *)&x;
+                n = 8;
+            }
+            if (len + n < sizeof(text)) {
+                memcpy(text + len, p, n);
+                len += n;
+            }
+        }
+        pgt_console_cmd_t cmd;
+        char state[6] = "", err[2000];
+        int rc = pgt_console_parse(text, len, &cmd, state, err, sizeof(err));
+        CHECK(rc == 0 || rc == -1);
+        if (rc != 0)
+            CHECK(strcmp(state, "42601") == 0 || strcmp(state, "0A000") == 0);
+        else
+            CHECK(cmd.verb <= PGT_CONSOLE_EMPTY && strlen(cmd.message) < PGT_RULE_MESSAGE_MAX);
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    }
+}
+
 int main(void)
 {
     for (size_t i = 0; i < sizeof(oks) / sizeof(oks[0]); i++) {
@@ -170,6 +208,7 @@ int main(void)
     CHECK(!pgt_console_reads_ledger(PGT_CONSOLE_SHOW_SESSIONS));
     check_long_inputs();
     check_messages();
+    check_random();
     uint8_t pkt[16];
     pgt_cancel_packet(pkt, 0x01020304, 0xa0b0c0d0);
     static const uint8_t want[16] = {0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e,
