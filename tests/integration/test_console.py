@@ -100,6 +100,29 @@ def test_login_is_checked_by_the_server(pgtally, users):
     assert any(row[0] == "pgtally" for row in rows(r)), r.stdout
 
 
+@pytest.mark.parametrize("tls", ["disable", "require"])
+def test_scram_login_over_tls_and_plain(pgtally, users, tls):
+    """SCRAM through the rewritten startup packet, with and without TLS
+    on both sides; a stats user who is also an admin is an admin. (A TLS
+    client logs in with channel_binding=disable, as on any pgtally session:
+    docs/proxy.md, "SCRAM and channel binding".)"""
+    proxy = start(pgtally, client_tls="require" if tls == "require" else "disable",
+                  upstream_tls=tls,
+                  **{"admin.admin_users": "scram_user", "admin.stats_users": "scram_user"})
+    cb = {"channel_binding": "disable"} if tls == "require" else {}
+    dsn = proxy.dsn(user="scram_user", dbname="pgtally", sslmode=tls, **cb)
+    r = run_psql(dsn, "SHOW VERSION", "RELOAD")
+    assert r.returncode == 0, r.stderr
+    assert "configuration reloaded" in r.stdout
+    r = run_psql(proxy.dsn(user="scram_user", dbname="pgtally", sslmode=tls,
+                           password="nope", **cb), "SHOW VERSION")
+    assert r.returncode != 0 and "password authentication failed" in r.stderr, r.stderr
+    if tls == "require":
+        r = run_psql(proxy.dsn(user="scram_user", dbname="pgtally", sslmode="disable"),
+                     "SHOW VERSION")
+        assert r.returncode != 0 and "requires TLS" in r.stderr, r.stderr
+
+
 def test_auth_database_must_exist_on_the_server(pgtally, users):
     proxy = start(pgtally, **{"admin.auth_database": "no_such_db"})
     r = console(proxy, ADMIN, "SHOW VERSION")
