@@ -272,6 +272,18 @@ static const char *shown_value(const char *key, const char *v, char *buf, size_t
     return secret ? "********" : v;
 }
 
+/* A key's default as its help states it ("... (default 60s)"), or NULL. */
+static const char *default_of(const pgt_config_key_t *k, char *buf, size_t len)
+{
+    const char *d = strstr(k->help, "(default ");
+    const char *end = d ? strrchr(d, ')') : NULL;
+    if (!end)
+        return NULL;
+    d += strlen("(default ");
+    snprintf(buf, len, "%.*s", (int)(end - d), d);
+    return buf;
+}
+
 static void show_config(pgt_session_t *s, pgt_buf_t *out)
 {
     static const char *const cols[] = {"key", "value", "source", "description"};
@@ -280,8 +292,9 @@ static void show_config(pgt_session_t *s, pgt_buf_t *out)
     for (size_t i = 0; k[i].name; i++) {
         char buf[512];
         const char *v = pgt_config_set_value(s->proxy->cfg, i);
-        const char *cells[] = {k[i].name, shown_value(k[i].name, v, buf, sizeof(buf)),
-                               v ? "set" : "default", k[i].help};
+        const char *shown =
+            v ? shown_value(k[i].name, v, buf, sizeof(buf)) : default_of(&k[i], buf, sizeof(buf));
+        const char *cells[] = {k[i].name, shown, v ? "set" : "default", k[i].help};
         if (!pgt_console_row(out, cells, 4))
             break;
     }

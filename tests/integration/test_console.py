@@ -158,7 +158,8 @@ def test_show_version_config_and_sessions(pgtally, users):
     cfg = {row[0]: row for row in rows(r)}
     assert cfg["admin.admin_users"][1] == "%s, md5_user" % ADMIN
     assert cfg["admin.admin_users"][2] == "set"
-    assert cfg["admin.auth_database"][2] == "default"
+    assert cfg["admin.auth_database"][1:3] == ["postgres", "default"]
+    assert cfg["startup_timeout"][1:3] == ["60s", "default"]
     assert cfg["report.slack_webhook_url"][1] == "********"
     assert "secret-token" not in r.stdout
     assert header(proxy, "SHOW CONFIG") == ["key", "value", "source", "description"]
