@@ -62,6 +62,52 @@ bool pgt_console_admin_only(pgt_console_verb_t v)
     return v < NVERBS && verbs[v].admin;
 }
 
+/* ---- the columns of each command's answer ---- */
+
+static const char *const usage_cols[] = {"user", "statements", "compute_seconds",
+                                         "rows", "bytes_out",  "cost"};
+static const char *const budget_cols[] = {"id",        "subject_type", "subject", "period",
+                                          "limit",     "spent",        "used",    "action",
+                                          "per_query", "resets"};
+static const char *const query_cols[] = {"started",     "session", "user",        "database",
+                                         "application", "status",  "sqlstate",    "seconds",
+                                         "rows",        "cost",    "fingerprint", "query"};
+static const char *const shape_cols[] = {"fingerprint",     "kind", "statements",
+                                         "compute_seconds", "cost", "query"};
+static const char *const session_cols[] = {
+    "id",    "user",        "database",  "application",     "client_addr",
+    "state", "backend_pid", "statement", "running_seconds", "running_cost"};
+static const char *const rule_cols[] = {"id",     "fingerprint", "user",  "database",
+                                        "action", "message",     "until", "created_by"};
+static const char *const alert_cols[] = {"id",      "budget_id", "period_start", "threshold_pct",
+                                         "channel", "sent_at"};
+static const char *const config_cols[] = {"key", "value", "source", "description"};
+static const char *const version_cols[] = {"component", "version"};
+static const char *const cancel_cols[] = {"id", "backend_pid", "result"};
+static const char *const reload_cols[] = {"result"};
+
+#define COLS(a)                                                                                    \
+    {                                                                                              \
+        a, sizeof(a) / sizeof(a[0])                                                                \
+    }
+static const struct {
+    const char *const *names; /* the columns */
+    size_t n;                 /* how many */
+} columns[] = {
+    COLS(usage_cols), COLS(budget_cols), COLS(query_cols),  COLS(shape_cols),   COLS(session_cols),
+    COLS(rule_cols),  COLS(alert_cols),  COLS(config_cols), COLS(version_cols), COLS(rule_cols),
+    COLS(rule_cols),  COLS(cancel_cols), COLS(reload_cols),
+};
+#undef COLS
+
+_Static_assert(sizeof(columns) / sizeof(columns[0]) == NVERBS, "one set of columns per verb");
+
+void pgt_console_header(pgt_buf_t *b, pgt_console_verb_t v)
+{
+    if (v < NVERBS)
+        pgt_console_columns(b, columns[v].names, columns[v].n);
+}
+
 /* ---- the tokenizer -------------------------------------------------------- */
 
 #define MAX_TOKENS 8
@@ -512,15 +558,6 @@ static int alert_cb(const pgt_alert_row_t *r, void *arg)
 /* SHOW USAGE, QUERIES, SHAPES and ALERTS: through a ledger reader. */
 static int run_reader(const pgt_console_cmd_t *cmd, run_ctx_t *c, char *err, size_t errlen)
 {
-    static const char *const usage_cols[] = {"user", "statements", "compute_seconds",
-                                             "rows", "bytes_out",  "cost"};
-    static const char *const query_cols[] = {"started",     "session", "user",        "database",
-                                             "application", "status",  "sqlstate",    "seconds",
-                                             "rows",        "cost",    "fingerprint", "query"};
-    static const char *const shape_cols[] = {"fingerprint",     "kind", "statements",
-                                             "compute_seconds", "cost", "query"};
-    static const char *const alert_cols[] = {
-        "id", "budget_id", "period_start", "threshold_pct", "channel", "sent_at"};
     pgt_ledger_reader_t *rd = pgt_ledger_reader_open(&c->env->where, err, errlen);
     if (!rd)
         return -1;
@@ -529,22 +566,22 @@ static int run_reader(const pgt_console_cmd_t *cmd, run_ctx_t *c, char *err, siz
     switch (cmd->verb) {
     case PGT_CONSOLE_SHOW_USAGE:
         pgt_period_bounds(cmd->period, now, &from, &to);
-        pgt_console_columns(c->out, usage_cols, 6);
+        pgt_console_header(c->out, cmd->verb);
         rc = pgt_ledger_usage(rd, PGT_USAGE_BY_USER, NULL, from, to, usage_cb, c, err, errlen);
         break;
     case PGT_CONSOLE_SHOW_QUERIES: {
         pgt_ledger_filter_t f = {.since_us = INT64_MIN, .until_us = INT64_MAX, .limit = cmd->n};
-        pgt_console_columns(c->out, query_cols, 12);
+        pgt_console_header(c->out, cmd->verb);
         rc = pgt_ledger_list(rd, &f, query_cb, c, err, errlen);
         break;
     }
     case PGT_CONSOLE_SHOW_SHAPES:
         pgt_period_bounds(PGT_PERIOD_MONTH, now, &from, &to);
-        pgt_console_columns(c->out, shape_cols, 6);
+        pgt_console_header(c->out, cmd->verb);
         rc = pgt_ledger_shapes(rd, from, to, 1000, shape_cb, c, err, errlen);
         break;
     default:
-        pgt_console_columns(c->out, alert_cols, 6);
+        pgt_console_header(c->out, cmd->verb);
         rc = pgt_ledger_alerts(rd, 1000, alert_cb, c, err, errlen);
         break;
     }
@@ -583,9 +620,6 @@ static int spend_cb(const char *user, int64_t spent, void *arg)
     return pgt_console_row(bc->c->out, cells, 10) ? 0 : 1;
 }
 
-static const char *const rule_cols[] = {"id",     "fingerprint", "user",  "database",
-                                        "action", "message",     "until", "created_by"};
-
 static bool rule_row(pgt_buf_t *out, const pgt_rule_t *r)
 {
     char id[24], fp[17], until[40];
@@ -605,20 +639,17 @@ static bool rule_row(pgt_buf_t *out, const pgt_rule_t *r)
 static int run_store(const pgt_console_cmd_t *cmd, pgt_db_t *db, run_ctx_t *c, char *err,
                      size_t errlen)
 {
-    static const char *const budget_cols[] = {"id",        "subject_type", "subject", "period",
-                                              "limit",     "spent",        "used",    "action",
-                                              "per_query", "resets"};
     pgt_budget_config_t *cfg = NULL;
     if (db && pgt_budget_config_load(db, &cfg, err, errlen) != 0)
         return -1;
     int rc = 0;
     if (cmd->verb == PGT_CONSOLE_SHOW_RULES) {
-        pgt_console_columns(c->out, rule_cols, 8);
+        pgt_console_header(c->out, cmd->verb);
         for (size_t i = 0; cfg && i < cfg->rules.n; i++)
             if (!rule_row(c->out, &cfg->rules.rules[i]))
                 break;
     } else {
-        pgt_console_columns(c->out, budget_cols, 10);
+        pgt_console_header(c->out, cmd->verb);
         int64_t now = pgt_clock_us();
         for (size_t i = 0; cfg && rc == 0 && i < cfg->nbudgets; i++) {
             int64_t from, to;
@@ -646,7 +677,7 @@ static int run_block(const pgt_console_cmd_t *cmd, pgt_db_t *db, run_ctx_t *c, c
     };
     if (pgt_rule_add(db, &r, &r.id, err, errlen) != 0)
         return -1;
-    pgt_console_columns(c->out, rule_cols, 8);
+    pgt_console_header(c->out, cmd->verb);
     rule_row(c->out, &r);
     return 0;
 }
@@ -669,7 +700,7 @@ static int run_unblock(const pgt_console_cmd_t *cmd, pgt_db_t *db, run_ctx_t *c,
         if (rm != 0)
             continue;
         if (removed++ == 0)
-            pgt_console_columns(c->out, rule_cols, 8);
+            pgt_console_header(c->out, cmd->verb);
         rule_row(c->out, r);
     }
     pgt_rule_set_clear(&set);

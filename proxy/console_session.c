@@ -220,10 +220,7 @@ bool pgt__console_server(pgt_session_t *s, uint8_t type, const uint8_t *body, si
 
 static void show_sessions(pgt_session_t *s, pgt_buf_t *out)
 {
-    static const char *const cols[] = {
-        "id",    "user",        "database",  "application",     "client_addr",
-        "state", "backend_pid", "statement", "running_seconds", "running_cost"};
-    pgt_console_columns(out, cols, 10);
+    pgt_console_header(out, PGT_CONSOLE_SHOW_SESSIONS);
     const pgt_proxy_t *p = s->proxy;
     for (pgt_session_t *t = p->sessions; t; t = t->next) {
         char id[24], pid[16], secs[32], cost[PGT_MONEY_TEXT_MAX];
@@ -286,8 +283,7 @@ static const char *default_of(const pgt_config_key_t *k, char *buf, size_t len)
 
 static void show_config(pgt_session_t *s, pgt_buf_t *out)
 {
-    static const char *const cols[] = {"key", "value", "source", "description"};
-    pgt_console_columns(out, cols, 4);
+    pgt_console_header(out, PGT_CONSOLE_SHOW_CONFIG);
     const pgt_config_key_t *k = pgt_config_keys();
     for (size_t i = 0; k[i].name; i++) {
         char buf[512];
@@ -302,8 +298,7 @@ static void show_config(pgt_session_t *s, pgt_buf_t *out)
 
 static void show_version(pgt_session_t *s, pgt_buf_t *out)
 {
-    static const char *const cols[] = {"component", "version"};
-    pgt_console_columns(out, cols, 2);
+    pgt_console_header(out, PGT_CONSOLE_SHOW_VERSION);
     const char *pgtally[] = {"pgtally", PGTALLY_VERSION};
     const char *server[] = {"server", s->console->server_version};
     const char *uv[] = {"libuv", uv_version_string()};
@@ -335,12 +330,11 @@ static int cancel_session(pgt_session_t *s, int64_t id, pgt_buf_t *out)
         t->cancel_requested = true;
     PGT_INFO("console_cancel", "session=C-%llu user=%s target=C-%llu pid=%u",
              (unsigned long long)s->id, s->user, (unsigned long long)t->id, t->backend_pid);
-    static const char *const cols[] = {"id", "backend_pid", "result"};
     char sid[24], pid[16];
     snprintf(sid, sizeof(sid), "%llu", (unsigned long long)t->id);
     snprintf(pid, sizeof(pid), "%u", t->backend_pid);
     const char *cells[] = {sid, pid, "cancel request sent"};
-    pgt_console_columns(out, cols, 3);
+    pgt_console_header(out, PGT_CONSOLE_CANCEL_SESSION);
     pgt_console_row(out, cells, 3);
     return 0;
 }
@@ -359,9 +353,8 @@ static int reload(pgt_session_t *s, pgt_buf_t *out)
                           "pgtally's log (event reload_failed) says what is wrong");
         return -1;
     }
-    static const char *const cols[] = {"result"};
     const char *cells[] = {"configuration reloaded"};
-    pgt_console_columns(out, cols, 1);
+    pgt_console_header(out, PGT_CONSOLE_RELOAD);
     pgt_console_row(out, cells, 1);
     return 0;
 }

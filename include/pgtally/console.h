@@ -76,6 +76,8 @@ bool pgt_console_admin_only(pgt_console_verb_t v);
 
 /* RowDescription of n text columns. */
 void pgt_console_columns(pgt_buf_t *b, const char *const *names, size_t n);
+/* RowDescription of the columns of v's answer (README, "Console"). */
+void pgt_console_header(pgt_buf_t *b, pgt_console_verb_t v);
 /* DataRow of n cells (NULL: SQL NULL). Returns false once b is over
  * PGT_CONSOLE_MAX_RESULT bytes (or failed): stop adding rows. */
 bool pgt_console_row(pgt_buf_t *b, const char *const *cells, size_t n);
