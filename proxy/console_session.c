@@ -29,10 +29,23 @@
 
 typedef struct job job_t;
 
+/* Prepared statements and portals of the extended protocol, each list at
+ * most this long. */
+#define CONSOLE_MAX_PREPARED 8
+
+/* One prepared statement or portal: a parsed command under a name. */
+typedef struct prepared {
+    bool used;             /* the slot holds one */
+    char name[64];         /* its name ("" for the unnamed one) */
+    pgt_console_cmd_t cmd; /* what it runs */
+} prepared_t;
+
 struct pgt_console_session {
-    pgt_buf_t in;            /* client bytes not yet handled */
-    bool ext_failed;         /* an extended-protocol message was refused: skip to Sync */
-    job_t *job;              /* the command running on a worker, or NULL */
+    pgt_buf_t in;                           /* client bytes not yet handled */
+    bool ext_failed;                        /* an extended-protocol message failed: skip to Sync */
+    prepared_t stmts[CONSOLE_MAX_PREPARED]; /* prepared statements */
+    prepared_t portals[CONSOLE_MAX_PREPARED]; /* portals */
+    job_t *job;                               /* the command running on a worker, or NULL */
     char server_version[64]; /* the server's server_version, told to the client as its own */
 };
 
@@ -44,6 +57,7 @@ struct job {
     bool submitted;        /* handed to the pool (else waiting for a free worker) */
     pgt_session_t *s;      /* the session waiting for it, or NULL when gone */
     pgt_console_cmd_t cmd; /* what to run */
+    bool extended;         /* an Execute's (extended protocol) */
     char *ledger;          /* copies of what the config said when it started */
     char *schema;          /* ... (NULL: the default schema) */
     char *user;            /* who runs it */
@@ -382,6 +396,7 @@ static void work_cb(uv_work_t *req)
 }
 
 static void answer(pgt_session_t *s, pgt_buf_t *out);
+static void finish(pgt_session_t *s, pgt_buf_t *out, bool ext);
 
 static void after_work_cb(uv_work_t *req, int status);
 
@@ -407,7 +422,7 @@ static void after_work_cb(uv_work_t *req, int status)
             pgt_buf_free(&j->out);
             pgt_console_error(&j->out, "58000", "pgtally console: the command was not run", NULL);
         }
-        answer(s, &j->out);
+        finish(s, &j->out, j->extended);
         process(s);
     }
     job_free(j);
@@ -423,7 +438,7 @@ static void after_work_cb(uv_work_t *req, int status)
     }
 }
 
-static void start_job(pgt_session_t *s, const pgt_console_cmd_t *cmd)
+static void start_job(pgt_session_t *s, const pgt_console_cmd_t *cmd, bool ext)
 {
     const pgt_config_t *cfg = s->proxy->cfg;
     job_t *j = calloc(1, sizeof(*j));
@@ -432,6 +447,7 @@ static void start_job(pgt_session_t *s, const pgt_console_cmd_t *cmd)
         j->s = s;
         j->proxy = s->proxy;
         j->cmd = *cmd;
+        j->extended = ext;
         j->ledger = strdup(cfg->ledger_path ? cfg->ledger_path : "pgtally.db");
         j->schema = cfg->ledger_schema ? strdup(cfg->ledger_schema) : NULL;
         j->user = strdup(s->user);
@@ -444,7 +460,7 @@ static void start_job(pgt_session_t *s, const pgt_console_cmd_t *cmd)
             job_free(j);
         pgt_buf_t out = {0};
         pgt_console_error(&out, "53200", "pgtally console: out of memory", NULL);
-        answer(s, &out);
+        finish(s, &out, ext);
         return;
     }
     if (!j->submitted)
@@ -468,6 +484,88 @@ static void answer(pgt_session_t *s, pgt_buf_t *out)
     pgt_buf_free(out);
 }
 
+/* Runs cmd; its answer goes out now, or when its job is done. In the
+ * extended protocol the answer is an Execute's (no RowDescription, no
+ * ReadyForQuery). */
+/* Sends the answer of an extended-protocol message; an Execute's without
+ * the RowDescription that Describe sent instead. An error makes the rest
+ * skipped to the Sync. finish sends an Execute's with it, a simple
+ * Query's with answer(). */
+static void ext_send(pgt_session_t *s, pgt_buf_t *out, bool execute)
+{
+    pgt_console_cap(out);
+    if (out->failed) {
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    const uint8_t *p = (const uint8_t *)out->s;
+    size_t off = execute && out->len >= 5 && p[0] == 'T' ? 1 + (size_t)pgt_be32(p + 1) : 0;
+    if (out->len > 0 && p[0] == 'E')
+        s->console->ext_failed = true;
+    if (out->len > off)
+        pgt__conn_send(&s->client, p + off, out->len - off);
+    pgt_buf_free(out);
+}
+
+static void finish(pgt_session_t *s, pgt_buf_t *out, bool ext)
+{
+    if (ext)
+        ext_send(s, out, true);
+    else
+        answer(s, out);
+}
+
+static void run_cmd(pgt_session_t *s, const pgt_console_cmd_t *cmd, bool ext)
+{
+    char err[512];
+    pgt_buf_t out = {0};
+    int role = role_of(s->proxy->cfg, s->user);
+    if (role == 0) {
+        refuse_user(s);
+        return;
+    }
+    if (cmd->verb == PGT_CONSOLE_EMPTY) {
+        pgt_buf_add(&out, "I\0\0\0\4", 5);
+    } else if (pgt_console_admin_only(cmd->verb) && role != 2) {
+        snprintf(err, sizeof(err),
+                 "pgtally console: permission denied for %s: user \"%s\" is a stats user, who may "
+                 "run SHOW commands only",
+                 pgt_console_syntax(cmd->verb), s->user);
+        pgt_console_error(&out, "42501", err, "list the user in [admin] admin_users");
+    } else if (pgt_console_reads_ledger(cmd->verb)) {
+        if (pgt_console_admin_only(cmd->verb))
+            PGT_INFO("console_command", "session=C-%llu user=%s command=\"%s\"",
+                     (unsigned long long)s->id, s->user, pgt_console_syntax(cmd->verb));
+        start_job(s, cmd, ext);
+        return;
+    } else {
+        int rc = 0;
+        if (cmd->verb == PGT_CONSOLE_SHOW_SESSIONS)
+            show_sessions(s, &out);
+        else if (cmd->verb == PGT_CONSOLE_SHOW_CONFIG)
+            show_config(s, &out);
+        else if (cmd->verb == PGT_CONSOLE_SHOW_VERSION)
+            show_version(s, &out);
+        else if (cmd->verb == PGT_CONSOLE_CANCEL_SESSION)
+            rc = cancel_session(s, cmd->n, &out);
+        else
+            rc = reload(s, &out);
+        if (rc == 0)
+            pgt_console_complete(&out, pgt_console_tag(cmd->verb));
+    }
+    finish(s, &out, ext);
+}
+
+/* Parses text[0..len) into *cmd; an error goes to out. Returns 0, or -1. */
+static int parse_text(const char *text, size_t len, pgt_console_cmd_t *cmd, pgt_buf_t *out)
+{
+    char sqlstate[6], err[1500];
+    if (pgt_console_parse(text, len, cmd, sqlstate, err, sizeof(err)) == 0)
+        return 0;
+    pgt_console_error(out, sqlstate, err, "the console is not SQL; SHOW VERSION is a command");
+    return -1;
+}
+
 static void run_query(pgt_session_t *s, const uint8_t *body, size_t blen)
 {
     const char *text = (const char *)body;
@@ -477,51 +575,142 @@ static void run_query(pgt_session_t *s, const uint8_t *body, size_t blen)
         return;
     }
     pgt_console_cmd_t cmd;
-    char sqlstate[6], err[1500];
     pgt_buf_t out = {0};
-    int role = role_of(s->proxy->cfg, s->user);
-    if (role == 0) {
-        refuse_user(s);
+    if (parse_text(text, len, &cmd, &out) != 0) {
+        answer(s, &out);
         return;
     }
-    if (pgt_console_parse(text, len, &cmd, sqlstate, err, sizeof(err)) != 0) {
-        pgt_console_error(&out, sqlstate, err, "the console is not SQL; SHOW VERSION is a command");
-    } else if (cmd.verb == PGT_CONSOLE_EMPTY) {
-        pgt_buf_add(&out, "I\0\0\0\4", 5);
-    } else if (pgt_console_admin_only(cmd.verb) && role != 2) {
-        snprintf(err, sizeof(err),
-                 "pgtally console: permission denied for %s: user \"%s\" is a stats user, who may "
-                 "run SHOW commands only",
-                 pgt_console_syntax(cmd.verb), s->user);
-        pgt_console_error(&out, "42501", err, "list the user in [admin] admin_users");
-    } else if (pgt_console_reads_ledger(cmd.verb)) {
-        if (pgt_console_admin_only(cmd.verb))
-            PGT_INFO("console_command", "session=C-%llu user=%s command=\"%s\"",
-                     (unsigned long long)s->id, s->user, pgt_console_syntax(cmd.verb));
-        start_job(s, &cmd);
-        return;
-    } else {
-        int rc = 0;
-        if (cmd.verb == PGT_CONSOLE_SHOW_SESSIONS)
-            show_sessions(s, &out);
-        else if (cmd.verb == PGT_CONSOLE_SHOW_CONFIG)
-            show_config(s, &out);
-        else if (cmd.verb == PGT_CONSOLE_SHOW_VERSION)
-            show_version(s, &out);
-        else if (cmd.verb == PGT_CONSOLE_CANCEL_SESSION)
-            rc = cancel_session(s, cmd.n, &out);
-        else
-            rc = reload(s, &out);
-        if (rc == 0)
-            pgt_console_complete(&out, pgt_console_tag(cmd.verb));
-    }
-    answer(s, &out);
+    run_cmd(s, &cmd, false);
 }
 
-/* The extended protocol (Parse, Bind, ...) is refused once, then skipped
- * to the Sync, which PostgreSQL answers with ReadyForQuery (protocol docs,
- * "Extended Query": after an error, messages are discarded until Sync). */
-static void extended(pgt_session_t *s, uint8_t type)
+/* ---- the extended protocol ---------------------------------------------------- */
+
+/* The error of a statement ('S') or portal ('P') that does not exist. */
+static void missing(pgt_buf_t *out, uint8_t kind, const char *name)
+{
+    char msg[200];
+    snprintf(msg, sizeof(msg), "pgtally console: %s \"%.63s\" does not exist",
+             kind == 'S' ? "prepared statement" : "portal", name);
+    pgt_console_error(out, kind == 'S' ? "26000" : "34000", msg, NULL);
+}
+
+/* The prepared statement or portal called name in list, or NULL. */
+static prepared_t *find_prepared(prepared_t *list, const char *name)
+{
+    for (size_t i = 0; i < CONSOLE_MAX_PREPARED; i++)
+        if (list[i].used && strcmp(list[i].name, name) == 0)
+            return &list[i];
+    return NULL;
+}
+
+/* Stores cmd as name in list (replacing one of that name). Returns 0, or
+ * -1 with an error in out. */
+static int keep_prepared(prepared_t *list, const char *name, const pgt_console_cmd_t *cmd,
+                         pgt_buf_t *out)
+{
+    prepared_t *p = find_prepared(list, name);
+    for (size_t i = 0; !p && i < CONSOLE_MAX_PREPARED; i++)
+        if (!list[i].used)
+            p = &list[i];
+    if (!p || strlen(name) >= sizeof(p->name)) {
+        pgt_console_error(out, "53400",
+                          "pgtally console: at most 8 prepared statements and 8 portals, with "
+                          "names of at most 63 bytes",
+                          "close some, or use the unnamed statement");
+        return -1;
+    }
+    p->used = true;
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    p->cmd = *cmd;
+    return 0;
+}
+
+/* Parse (protocol docs, "Message Formats"): a command without parameters. */
+static int ext_parse(struct pgt_console_session *con, pgt_reader_t *r, pgt_buf_t *out)
+{
+    const char *name, *text;
+    uint16_t nparams;
+    if (!pgt_reader_cstr(r, &name) || !pgt_reader_cstr(r, &text) || !pgt_reader_u16(r, &nparams))
+        return -2;
+    pgt_console_cmd_t cmd;
+    if (nparams > 0 || strchr(text, '$')) {
+        pgt_console_error(out, "0A000", "pgtally console: commands take no parameters",
+                          "write the values into the command");
+        return -1;
+    }
+    if (parse_text(text, strlen(text), &cmd, out) != 0 ||
+        keep_prepared(con->stmts, name, &cmd, out) != 0)
+        return -1;
+    pgt_buf_add(out, "1\0\0\0\4", 5);
+    return 0;
+}
+
+/* Bind: no parameters, results as text. */
+static int ext_bind(struct pgt_console_session *con, pgt_reader_t *r, pgt_buf_t *out)
+{
+    const char *portal, *name;
+    uint16_t nfmt, nparams, nres, fmt;
+    if (!pgt_reader_cstr(r, &portal) || !pgt_reader_cstr(r, &name) || !pgt_reader_u16(r, &nfmt) ||
+        !pgt_reader_skip(r, 2u * nfmt) || !pgt_reader_u16(r, &nparams) || !pgt_reader_u16(r, &nres))
+        return -2;
+    bool binary = false;
+    for (uint16_t i = 0; i < nres; i++) {
+        if (!pgt_reader_u16(r, &fmt))
+            return -2;
+        binary |= fmt != 0;
+    }
+    const prepared_t *st = find_prepared(con->stmts, name);
+    if (!st) {
+        missing(out, 'S', name);
+        return -1;
+    }
+    if (nparams > 0 || binary) {
+        pgt_console_error(out, "0A000",
+                          "pgtally console: commands take no parameters and answer in text only",
+                          NULL);
+        return -1;
+    }
+    if (keep_prepared(con->portals, portal, &st->cmd, out) != 0)
+        return -1;
+    pgt_buf_add(out, "2\0\0\0\4", 5);
+    return 0;
+}
+
+/* Describe (type 'D': a statement's ParameterDescription and row, or a
+ * portal's row) or Close (type 'C'; closing one that does not exist is not
+ * an error) of 'S' (a statement) or 'P' (a portal) and a name. */
+static int ext_target(struct pgt_console_session *con, uint8_t type, pgt_reader_t *r,
+                      pgt_buf_t *out)
+{
+    uint8_t kind;
+    const char *name;
+    if (!pgt_reader_u8(r, &kind) || !pgt_reader_cstr(r, &name) || (kind != 'S' && kind != 'P'))
+        return -2;
+    prepared_t *p = find_prepared(kind == 'S' ? con->stmts : con->portals, name);
+    if (type == 'C') {
+        if (p)
+            p->used = false;
+        pgt_buf_add(out, "3\0\0\0\4", 5);
+        return 0;
+    }
+    if (!p) {
+        missing(out, kind, name);
+        return -1;
+    }
+    if (kind == 'S')
+        pgt_buf_add(out, "t\0\0\0\6\0\0", 7);
+    if (p->cmd.verb == PGT_CONSOLE_EMPTY)
+        pgt_buf_add(out, "n\0\0\0\4", 5);
+    else
+        pgt_console_header(out, p->cmd.verb);
+    return 0;
+}
+
+/* The extended protocol (protocol docs, "Extended Query"). After an error,
+ * messages are skipped up to the Sync, which is answered with
+ * ReadyForQuery. Execute runs the portal's command: all its rows (a row
+ * limit is not honoured: answers are small and bounded). */
+static void extended(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen)
 {
     struct pgt_console_session *con = s->console;
     pgt_buf_t out = {0};
@@ -530,15 +719,37 @@ static void extended(pgt_session_t *s, uint8_t type)
         answer(s, &out);
         return;
     }
-    if (con->ext_failed)
+    if (con->ext_failed || type == 'H')
         return;
-    con->ext_failed = true;
-    pgt_console_error(&out, "0A000",
-                      "pgtally console: only the simple query protocol is supported (psql works; "
-                      "with a driver, use its simple or text query mode)",
-                      NULL);
-    pgt__conn_send(&s->client, out.s, out.len);
-    pgt_buf_free(&out);
+    pgt_reader_t r;
+    pgt_reader_init(&r, body, blen);
+    int rc = -2;
+    if (type == 'P')
+        rc = ext_parse(con, &r, &out);
+    else if (type == 'B')
+        rc = ext_bind(con, &r, &out);
+    else if (type == 'D' || type == 'C')
+        rc = ext_target(con, type, &r, &out);
+    else if (type == 'E') {
+        const char *portal;
+        uint32_t maxrows;
+        if (pgt_reader_cstr(&r, &portal) && pgt_reader_u32(&r, &maxrows)) {
+            const prepared_t *p = find_prepared(con->portals, portal);
+            if (p) {
+                pgt_console_cmd_t cmd = p->cmd;
+                run_cmd(s, &cmd, true);
+                return;
+            }
+            missing(&out, 'P', portal);
+            rc = -1;
+        }
+    }
+    if (rc == -2) {
+        pgt__session_fail(s, "08P01", "pgtally console: malformed message of type '%c'", type);
+        pgt_buf_free(&out);
+        return;
+    }
+    ext_send(s, &out, false);
 }
 
 static void on_message(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen)
@@ -558,9 +769,14 @@ static void on_message(pgt_session_t *s, uint8_t type, const uint8_t *body, size
     case 'C':
     case 'H':
     case 'S':
-    case 'F':
-        extended(s, type);
+        extended(s, type, body, blen);
         return;
+    case 'F': {
+        pgt_buf_t out = {0};
+        pgt_console_error(&out, "0A000", "pgtally console: function calls are not supported", NULL);
+        answer(s, &out);
+        return;
+    }
     case 'd': /* CopyData, CopyDone, CopyFail outside a COPY: ignored */
     case 'c':
     case 'f':

@@ -3,8 +3,9 @@ pgtally's own port. Logins are checked by the server (against [admin]
 auth_database); only [admin] admin_users and stats_users get in, stats
 users run SHOW only. Every command answers with an ordinary result set;
 BLOCK SHAPE refuses the shape on the normal database (42T01) until UNBLOCK
-SHAPE; CANCEL SESSION cancels a running statement by the server's key; bad
-input gets a clear error, never a crash."""
+SHAPE; CANCEL SESSION cancels a running statement by the server's key;
+drivers' extended protocol works without parameters; bad input gets a
+clear error, never a crash."""
 
 import socket
 import struct
@@ -277,7 +278,7 @@ def test_stats_user_can_show_but_not_change(pgtally, users):
 
 def test_sqlstates_seen_by_a_driver(pgtally, users):
     """psycopg: 42501 for a stats user's BLOCK, 42601 for an unknown
-    command, 0A000 for the extended protocol; the session goes on."""
+    command, 0A000 for parameters; the session goes on."""
     proxy = start(pgtally)
     with psycopg.connect(proxy.dsn(user=STATS, dbname="pgtally"), autocommit=True) as c:
         res = c.pgconn.exec_(b"BLOCK SHAPE 'abc'")
@@ -285,14 +286,44 @@ def test_sqlstates_seen_by_a_driver(pgtally, users):
         res = c.pgconn.exec_(b"SHOW POOLS")
         assert res.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"42601"
         with pytest.raises(psycopg.Error) as ei:
-            c.execute("SHOW QUERIES %s", (5,))  # extended protocol
+            c.execute("SHOW QUERIES %s", (5,))  # a parameter
         assert ei.value.sqlstate == "0A000"
-        assert "simple query protocol" in str(ei.value)
-        with pytest.raises(psycopg.Error) as ei:
-            c.execute("SHOW VERSION", prepare=True)
-        assert ei.value.sqlstate == "0A000"
+        assert "take no parameters" in str(ei.value)
         res = c.pgconn.exec_(b"SHOW VERSION")
         assert res.ntuples >= 2 and res.get_value(0, 0) == b"pgtally"
+
+
+def test_extended_protocol(pgtally, users):
+    """Parse/Bind/Describe/Execute/Sync as drivers send them (psycopg with
+    prepare=True, named statements, binary results refused)."""
+    proxy = start(pgtally)
+    assert psql(proxy, OTHER, "SELECT 1").returncode == 0
+    wait_ledger(proxy, 1, "\"user\" = ?", (OTHER,))
+    with psycopg.connect(proxy.dsn(user=STATS, dbname="pgtally"), autocommit=True) as c:
+        cur = c.execute("SHOW VERSION", prepare=True)
+        assert [d.name for d in cur.description] == ["component", "version"]
+        assert cur.fetchall()[0][0] == "pgtally"
+        for _ in range(3):  # a named statement, then reused
+            cur = c.execute("SHOW QUERIES 5", prepare=True)
+            assert [d.name for d in cur.description][-1] == "query"
+            assert {r[2] for r in cur.fetchall()} == {OTHER}
+        cur = c.execute("show usage week", prepare=True)  # on a worker
+        assert [r[0] for r in cur.fetchall()] == [OTHER]
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("BLOCK SHAPE 'abc'", prepare=True)
+        assert ei.value.sqlstate == "42501"
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("SHOW NOTHING", prepare=True)
+        assert ei.value.sqlstate == "42601"
+        with pytest.raises(psycopg.Error) as ei:
+            c.cursor(binary=True).execute("SHOW VERSION", prepare=True)
+        assert ei.value.sqlstate == "0A000"
+        assert c.execute("SHOW RULES", prepare=True).fetchall() == []
+    with psycopg.connect(proxy.dsn(user=ADMIN, dbname="pgtally"), autocommit=True) as c:
+        cur = c.execute("BLOCK SHAPE 'abc' MESSAGE 'x'", prepare=True)
+        assert cur.fetchone()[1] == "0000000000000abc"
+        cur = c.execute("UNBLOCK SHAPE 'abc'", prepare=True)
+        assert cur.fetchone()[1] == "0000000000000abc"
 
 
 def test_unknown_command_lists_the_commands(pgtally, users):
@@ -436,6 +467,20 @@ def test_garbage_input(pgtally, users):
     s.sendall(b"?" + struct.pack("!I", 4))
     out = read_all(s)
     assert b"08P01" in out and b"unexpected message type" in out, out
+    s.close()
+    # a Parse cut short
+    s, _ = logged_in(proxy, ADMIN)
+    s.sendall(b"P" + struct.pack("!I", 7) + b"ab\0")
+    out = read_all(s)
+    assert b"08P01" in out and b"malformed message of type 'P'" in out, out
+    s.close()
+    # Execute of a portal that does not exist, then Sync: an error, then ready
+    s, _ = logged_in(proxy, ADMIN)
+    s.sendall(b"E" + struct.pack("!I", 12) + b"nop\0" + struct.pack("!I", 0) +
+              b"E" + struct.pack("!I", 12) + b"nop\0" + struct.pack("!I", 0) +
+              b"S\0\0\0\4")
+    out = read_all(s, timeout=1.0)
+    assert out.count(b"34000") == 1 and out.endswith(b"Z\0\0\0\x05I"), out
     s.close()
     # a Query without its terminating zero
     s, _ = logged_in(proxy, ADMIN)
