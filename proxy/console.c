@@ -200,6 +200,10 @@ static int lex_next(lexer_t *lx, token_t *t)
         }
         t->text[n++] = (char)toupper((unsigned char)*lx->p++);
     }
+    if (n == 0 && c == '$') {
+        snprintf(lx->err, lx->errlen, "commands take no parameters ($1): write the value itself");
+        return -1;
+    }
     if (n == 0) {
         snprintf(lx->err, lx->errlen, "unexpected character '%c'", isprint(c) ? c : '?');
         return -1;

@@ -633,7 +633,7 @@ static int ext_parse(struct pgt_console_session *con, pgt_reader_t *r, pgt_buf_t
     if (!pgt_reader_cstr(r, &name) || !pgt_reader_cstr(r, &text) || !pgt_reader_u16(r, &nparams))
         return -2;
     pgt_console_cmd_t cmd;
-    if (nparams > 0 || strchr(text, '$')) {
+    if (nparams > 0) {
         pgt_console_error(out, "0A000", "pgtally console: commands take no parameters",
                           "write the values into the command");
         return -1;

@@ -67,6 +67,7 @@ static const bad_case_t bads[] = {
     {"SHOW VERSION; SHOW CONFIG", "0A000", "one command per query"},
     {"SHOW \"VERSION\"", "42601", "unexpected character '\"'"},
     {"SHOW A A A A A A A A A", "42601", "too many words"},
+    {"SHOW QUERIES $1", "42601", "commands take no parameters ($1)"},
     {"BLOCK SHAPE 'a' MESSAGE 'line\nbreak'", "42601", "without control characters"},
     {"BLOCK SHAPE 'a' MESSAGE '\xff\xfe'", "42601", "must be UTF-8"},
 };
