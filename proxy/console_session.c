@@ -416,8 +416,10 @@ static void after_work_cb(uv_work_t *req, int status)
     pgt_session_t *s = j->s;
     pgt_proxy_t *p = j->proxy;
     p->console_jobs--;
-    if (s) {
+    if (s)
         s->console->job = NULL;
+    /* A session closing meanwhile (it is freed later) gets nothing more. */
+    if (s && s->state == ST_CONSOLE) {
         if (status != 0) {
             pgt_buf_free(&j->out);
             pgt_console_error(&j->out, "58000", "pgtally console: the command was not run", NULL);
@@ -429,7 +431,7 @@ static void after_work_cb(uv_work_t *req, int status)
     /* The oldest console waiting for a worker goes next. */
     pgt_session_t *next = NULL;
     for (pgt_session_t *t = p->sessions; t; t = t->next)
-        if (t->console && t->console->job && !t->console->job->submitted)
+        if (t->state == ST_CONSOLE && t->console->job && !t->console->job->submitted)
             next = t;
     if (next && p->console_jobs < CONSOLE_MAX_JOBS && submit(p, next->console->job) != 0) {
         job_free(next->console->job);
