@@ -9,6 +9,7 @@
 
 struct pgt_ledger_reader {
     pgt_db_t *db; /* the reader's connection */
+    int version;  /* the ledger's schema version */
 };
 
 pgt_ledger_reader_t *pgt_ledger_reader_open(const pgt_ledger_where_t *w, char *err, size_t errlen)
@@ -18,8 +19,7 @@ pgt_ledger_reader_t *pgt_ledger_reader_open(const pgt_ledger_where_t *w, char *e
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    int v;
-    rd->db = pgt_ledger_db_open(w, false, &v, err, errlen);
+    rd->db = pgt_ledger_db_open(w, false, &rd->version, err, errlen);
     if (!rd->db) {
         free(rd);
         return NULL;
@@ -178,6 +178,10 @@ static int alert_row(const pgt_db_row_t *r, void *arg)
         .threshold_pct = (int)pgt_db_int(r, 3),
         .channel = pgt_db_text(r, 4),
         .sent_us = pgt_db_int(r, 5),
+        .delivered_us = pgt_db_isnull(r, 6) ? -1 : pgt_db_int(r, 6),
+        .attempts = pgt_db_int(r, 7),
+        .last_error = pgt_db_text(r, 8),
+        .message = pgt_db_text(r, 9),
     };
     return c->cb(&row, c->arg);
 }
@@ -187,8 +191,14 @@ int pgt_ledger_alerts(pgt_ledger_reader_t *rd, int64_t limit, pgt_ledger_alert_c
 {
     if (!pgt_db_has_table(rd->db, "alerts_sent"))
         return 0;
-    static const char sql[] = "SELECT id, budget_id, period_start, threshold_pct, channel, sent_at"
-                              " FROM alerts_sent ORDER BY sent_at DESC, id DESC LIMIT ?1";
+    /* Migration 7 added the delivery columns. */
+    const char *sql =
+        rd->version >= 7
+            ? "SELECT id, budget_id, period_start, threshold_pct, channel, sent_at, delivered_at,"
+              " attempts, last_error, message FROM alerts_sent ORDER BY sent_at DESC, id DESC"
+              " LIMIT ?1"
+            : "SELECT id, budget_id, period_start, threshold_pct, channel, sent_at, sent_at, 0,"
+              " NULL, NULL FROM alerts_sent ORDER BY sent_at DESC, id DESC LIMIT ?1";
     alert_ctx_t c = {cb, arg};
     return pgt_db_run(rd->db, "reading the ledger", err, errlen, alert_row, &c, sql, "i", limit);
 }

@@ -79,8 +79,9 @@ static const char *const session_cols[] = {
     "state", "backend_pid", "statement", "running_seconds", "running_cost"};
 static const char *const rule_cols[] = {"id",     "fingerprint", "user",  "database",
                                         "action", "message",     "until", "created_by"};
-static const char *const alert_cols[] = {"id",      "budget_id", "period_start", "threshold_pct",
-                                         "channel", "sent_at"};
+static const char *const alert_cols[] = {"id",         "budget_id", "period_start", "threshold_pct",
+                                         "channel",    "sent_at",   "delivered_at", "attempts",
+                                         "last_error", "message"};
 static const char *const config_cols[] = {"key", "value", "source", "description"};
 static const char *const version_cols[] = {"component", "version"};
 static const char *const cancel_cols[] = {"id", "backend_pid", "result"};
@@ -548,15 +549,20 @@ static int shape_cb(const pgt_shape_row_t *r, void *arg)
 static int alert_cb(const pgt_alert_row_t *r, void *arg)
 {
     run_ctx_t *c = arg;
-    char id[24], bid[24], pct[16], period[40], sent[40];
+    char id[24], bid[24], pct[16], period[40], sent[40], delivered[40], attempts[24];
     snprintf(pct, sizeof(pct), "%d", r->threshold_pct);
-    const char *cells[] = {fmt_int(r->id, id, sizeof(id)),
-                           fmt_int(r->budget_id, bid, sizeof(bid)),
-                           fmt_time(r->period_start_us, period, sizeof(period)),
-                           pct,
-                           r->channel,
-                           fmt_time(r->sent_us, sent, sizeof(sent))};
-    return pgt_console_row(c->out, cells, 6) ? 0 : 1;
+    const char *cells[] = {
+        fmt_int(r->id, id, sizeof(id)),
+        fmt_int(r->budget_id, bid, sizeof(bid)),
+        fmt_time(r->period_start_us, period, sizeof(period)),
+        pct,
+        r->channel,
+        fmt_time(r->sent_us, sent, sizeof(sent)),
+        r->delivered_us >= 0 ? fmt_time(r->delivered_us, delivered, sizeof(delivered)) : NULL,
+        fmt_int(r->attempts, attempts, sizeof(attempts)),
+        r->last_error,
+        r->message};
+    return pgt_console_row(c->out, cells, 10) ? 0 : 1;
 }
 
 /* SHOW USAGE, QUERIES, SHAPES and ALERTS: through a ledger reader. */

@@ -282,8 +282,12 @@ typedef struct pgt_alert_row {
     int64_t budget_id;       /* the budget */
     int64_t period_start_us; /* the budget period it was for */
     int threshold_pct;       /* the threshold crossed, percent */
-    const char *channel;     /* where it went ("log", "slack", "email") */
-    int64_t sent_us;         /* when */
+    const char *channel;     /* where it went ("log", "slack", "email:user=NAME", ...) */
+    int64_t sent_us;         /* when the crossing was recorded */
+    int64_t delivered_us;    /* when it arrived; -1: not yet */
+    int64_t attempts;        /* delivery attempts so far */
+    const char *last_error;  /* why the last attempt failed, or NULL */
+    const char *message;     /* the text sent (the "log" row's), or NULL */
 } pgt_alert_row_t;
 
 typedef int (*pgt_ledger_alert_cb)(const pgt_alert_row_t *row, void *arg);

@@ -228,8 +228,6 @@ def test_ledger_commands(pgtally, users):
     assert b[0][4] == "5.000000 USD" and b[0][7] == "block", b
 
     assert rows(console(proxy, STATS, "SHOW ALERTS")) == []
-    assert header(proxy, "SHOW ALERTS") == [
-        "id", "budget_id", "period_start", "threshold_pct", "channel", "sent_at"]
     assert rows(console(proxy, STATS, "SHOW RULES")) == []
 
 
@@ -554,3 +552,27 @@ def test_sigterm_ends_a_console(pgtally, users):
     out = read_all(s)
     assert b"57P01" in out and b"shutting down" in out, out
     assert proxy.wait_exit(10 * SLOW) == 0
+
+
+def test_show_alerts_after_a_crossing(pgtally, users):
+    """A budget threshold crossed: the ledger's alerts_sent row (channel
+    log: no channel is configured) is what SHOW ALERTS shows."""
+    from test_budgets import ctl
+    proxy = start(pgtally, **{"pricing.per_query": "0.1", "pricing.per_compute_second": "0",
+                              "pricing.per_gib_returned": "0", "budget.notice_above": "0",
+                              "estimate.mode": "off", "report.catch_up_days": "0"})
+    ctl(proxy, "budget", "set", "--user", OTHER, "--period", "day", "--limit", "1",
+        "--warn", "50")
+    wait_loaded(proxy)
+    for i in range(7):
+        assert psql(proxy, OTHER, "SELECT %d" % i).returncode == 0
+
+    def alerts():
+        return rows(console(proxy, STATS, "SHOW ALERTS"))
+    got = wait_until(alerts, 10 * SLOW, interval=0.3, what="an alert row")
+    a = got[0]
+    assert a[3] == "50" and a[4] == "log", a
+    assert OTHER in (a[9] or ""), a
+    assert header(proxy, "SHOW ALERTS") == [
+        "id", "budget_id", "period_start", "threshold_pct", "channel", "sent_at",
+        "delivered_at", "attempts", "last_error", "message"]
