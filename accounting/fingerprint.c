@@ -993,6 +993,16 @@ static char *tidy_normalized(const char *norm, size_t len, size_t *out_len)
     return o;
 }
 
+char *pgt_fp_normalize(const char *sql, size_t *out_len)
+{
+    PgQueryNormalizeResult r = pg_query_normalize(sql ? sql : "");
+    char *s = NULL;
+    if (!r.error && r.normalized_query)
+        s = tidy_normalized(r.normalized_query, strlen(r.normalized_query), out_len);
+    pg_query_free_normalize_result(r);
+    return s;
+}
+
 /* The text to keep for a new fingerprint: libpg_query's normalized text,
  * or the first PGT_FP_UNPARSED_KEEP bytes of what it cannot parse. */
 static char *make_normalized(pgt_fp_cache_t *c, const char *text, size_t len, bool unparsed,
@@ -1000,11 +1010,7 @@ static char *make_normalized(pgt_fp_cache_t *c, const char *text, size_t len, bo
 {
     if (!unparsed) {
         c->stats.normalizes++;
-        PgQueryNormalizeResult r = pg_query_normalize(text);
-        char *s = NULL;
-        if (!r.error && r.normalized_query)
-            s = tidy_normalized(r.normalized_query, strlen(r.normalized_query), out_len);
-        pg_query_free_normalize_result(r);
+        char *s = pgt_fp_normalize(text, out_len);
         if (s)
             return s;
     }

@@ -11,6 +11,7 @@
 
 #include "pgtally/budget.h"
 #include "pgtally/console.h"
+#include "pgtally/fingerprint.h"
 #include "pgtally/db.h"
 #include "pgtally/log.h"
 #include "pgtally/money.h"
@@ -240,10 +241,16 @@ static void show_sessions(pgt_session_t *s, pgt_buf_t *out)
         char id[24], pid[16], secs[32], cost[PGT_MONEY_TEXT_MAX];
         double seconds = 0;
         bool running = t->ic && pgt_intercept_running(t->ic, &seconds);
+        /* Normalized, as the ledger keeps statements: no literal (a
+         * password in ALTER ROLE, say) reaches the console. */
         const pgt_text_t *sql = t->ic ? pgt_intercept_current(t->ic) : NULL;
+        size_t nlen;
+        char *norm = sql ? pgt_fp_normalize(sql->data, &nlen) : NULL;
         pgt_buf_t stmt = {0};
-        if (sql)
-            pgt_text_snippet(&stmt, sql->data, STATEMENT_SHOWN, "...");
+        bool shown = norm != NULL;
+        if (norm)
+            pgt_text_snippet(&stmt, norm, STATEMENT_SHOWN, "...");
+        free(norm);
         snprintf(id, sizeof(id), "%llu", (unsigned long long)t->id);
         snprintf(pid, sizeof(pid), "%u", t->backend_pid);
         snprintf(secs, sizeof(secs), "%.3f", seconds);
@@ -254,7 +261,7 @@ static void show_sessions(pgt_session_t *s, pgt_buf_t *out)
                                t->addr,
                                state_names[t->state],
                                t->have_key ? pid : NULL,
-                               sql && !stmt.failed ? stmt.s : NULL,
+                               shown && !stmt.failed ? stmt.s : NULL,
                                running ? secs : NULL,
                                running && p->budgets
                                    ? pgt_money_format(pgt_budgets_running_cost(p->budgets, seconds),

@@ -145,6 +145,12 @@ typedef struct pgt_fp_span {
 int pgt_fp_comments(const char *sql, pgt_fp_span_t **out, size_t *n)
     __attribute__((warn_unused_result));
 
+/* The normalized text of sql (NUL-terminated) as the ledger keeps it:
+ * constants as $n, comments removed, cut at PGT_FP_NORMALIZED_MAX bytes.
+ * Returns a malloc'd string (*out_len its length), or NULL when libpg_query
+ * cannot parse sql or out of memory. */
+char *pgt_fp_normalize(const char *sql, size_t *out_len);
+
 /* What an SQL statement does to the session's prepared statements and
  * cursors (portals). */
 typedef enum {
