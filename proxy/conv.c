@@ -62,10 +62,17 @@ static bool push(pgt_conv_t *cv, uint8_t type, pgt_conv_from_t from, uint8_t tag
     pgt_conv_entry_t *e = &cv->q[(cv->head + cv->len) & (cv->cap - 1)];
     if (cv->data_sent)
         flags |= F_DATA;
-    *e = (pgt_conv_entry_t){
-        .seq = cv->next_seq++, .type = type, .from = (uint8_t)from, .tag = tag, .flags = flags};
-    if (type == 'Q' || type == 'E')
+    uint64_t lines = cv->lines_sent - cv->lines_base;
+    *e = (pgt_conv_entry_t){.seq = cv->next_seq++,
+                            .type = type,
+                            .from = (uint8_t)from,
+                            .tag = tag,
+                            .flags = flags,
+                            .lines = lines < UINT32_MAX ? (uint32_t)lines : UINT32_MAX};
+    if (type == 'Q' || type == 'E') {
         cv->data_sent = false;
+        cv->lines_base = cv->lines_sent;
+    }
     cv->len++;
     if (flags & F_MARK)
         return true;
@@ -260,6 +267,7 @@ static void copy_begins(pgt_conv_t *cv)
  * and one sent after some tells by its reply. */
 static void copy_ends(pgt_conv_t *cv, uint8_t type, const char *sqlstate)
 {
+    uint64_t line = type == 'E' ? cv->error_line : 0;
     cv->copying = false;
     cv->copy_in = false;
     bool all = type == 'C' || (sqlstate && strcmp(sqlstate, "57014") == 0);
@@ -273,10 +281,14 @@ static void copy_ends(pgt_conv_t *cv, uint8_t type, const char *sqlstate)
             mark_skipped(cv, e);
         } else if (e->type != 'S') {
             e->flags &= (uint8_t)~F_MAYBE;
-        } else if (!(e->flags & F_DATA)) {
-            /* a Sync before any data was read during the COPY */
+        } else if (!(e->flags & F_DATA) || (line > 0 && e->lines < UINT32_MAX && line > e->lines)) {
+            /* a Sync before any data, or before the failing line, was read
+             * during the COPY */
             e->flags &= (uint8_t)~F_MAYBE;
             mark_skipped(cv, e);
+        } else if (line > 0 && e->lines < UINT32_MAX) {
+            /* a Sync after the failing line: read as usual */
+            e->flags &= (uint8_t)~F_MAYBE;
         }
     }
 }
@@ -380,6 +392,7 @@ void pgt_conv_reply(pgt_conv_t *cv, uint8_t type, const char *sqlstate, pgt_conv
         copy_begins(cv);
     else if ((type == 'E' || type == 'C') && cv->copying)
         copy_ends(cv, type, sqlstate); /* the COPY is over */
+    cv->error_line = 0;
     r->ends = is_last(x->type, type);
     if (!r->ends)
         return;

@@ -45,9 +45,14 @@ bool pgt__may_hold(const pgt_session_t *s)
            !s->refusing && (s->txn_status == 'I' || s->txn_status == 'T') && !s->drain;
 }
 
+/* Not behind a Sync or Query still owed its ReadyForQuery either: what
+ * the server then makes of pgtally's EXPLAIN depends on how that ended (a
+ * transaction block left failed, portals gone), which the client's Bind
+ * would not have met the same way. */
 bool pgt__may_explain(const pgt_session_t *s)
 {
-    return pgt__may_hold(s) && s->proxy->estimator && pgt_conv_may_extend(&s->conv);
+    return pgt__may_hold(s) && s->proxy->estimator && pgt_conv_may_extend(&s->conv) &&
+           pgt_conv_readies(&s->conv) == 0;
 }
 
 bool pgt__may_hold_query(const pgt_session_t *s)

@@ -107,7 +107,7 @@ static void on_connection(uv_stream_t *server, int status)
         pgt_session_refuse(s, "57P03", "pgtally is shutting down");
         return;
     }
-    if (p->nclients > p->cfg->max_clients) {
+    if (p->nclients - p->nclosing > p->cfg->max_clients) {
         PGT_WARN("too_many_clients", "max_clients=%d", p->cfg->max_clients);
         pgt_session_refuse(s, "53300", "sorry, too many clients already");
         return;

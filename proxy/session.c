@@ -124,6 +124,8 @@ static void timer_close_cb(uv_handle_t *h)
     free(s->early);
     pgt__console_free(s);
     pgt_conv_free(&s->conv);
+    if (s->state == ST_CLOSING)
+        p->nclosing--;
     free(s);
     pgt_proxy_session_gone(p);
 }
@@ -312,6 +314,7 @@ void pgt__session_close(pgt_session_t *s, const char *reason)
              (unsigned long long)s->id, s->user ? s->user : "-", s->database ? s->database : "-",
              s->app ? s->app : "", s->addr, state_names[s->state], reason);
     set_state(s, ST_CLOSING);
+    s->proxy->nclosing++; /* its client slot is free for a new client at once */
     if (s->ic) {
         pgt_intercept_free(s->ic, "08006");
         s->ic = NULL;
@@ -503,6 +506,7 @@ static void enter_idle(pgt_session_t *s)
     set_state(s, ST_IDLE);
     /* From now on the client may send messages up to max_message_size. */
     s->client.framer.max_len = s->proxy->cfg->max_message_size;
+    s->client.framer.count_lines = true; /* settles Syncs sent during COPY (conv.h) */
     if (s->proxy->meter) {
         const char *app = s->app ? s->app : "";
         s->ic = pgt_intercept_new(s->proxy->meter, s->proxy->estimator, s->id,
@@ -698,6 +702,7 @@ static void auth_data(pgt_session_t *s, const uint8_t *data, size_t len)
 /* Book-keeping for a client message that goes upstream now. */
 void pgt__client_account(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t blen)
 {
+    pgt_conv_lines(&s->conv, s->client.framer.lines);
     int cf = pgt_conv_sent(&s->conv, type, PGT_CONV_CLIENT, 0);
     if (s->conv.failed) {
         pgt__session_fail(s, "53200", "pgtally: out of memory");
@@ -778,6 +783,19 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
         pgt_intercept_set_portal_estimate(s->ic, (const char *)peek, &s->est);
 }
 
+/* A COPY FROM STDIN begins (CopyInResponse body[0..len)). In text format
+ * (not CSV: a quoted field may hold newlines) the ErrorResponse that may
+ * end it is taken whole, for the data line it names (conv.h,
+ * pgt_conv_error_line). */
+static void copy_in_begins(pgt_session_t *s, const uint8_t *body, size_t len)
+{
+    static const uint8_t copy_capture[256] = {['S'] = 1, ['E'] = 1};
+    const pgt_text_t *t = s->ic ? pgt_intercept_current(s->ic) : NULL;
+    s->copy_text = len > 0 && body[0] == 0 && t && !strcasestr(t->data, "csv");
+    if (s->copy_text && !s->budget_cancel)
+        pgt_framer_capture(&s->server.framer, copy_capture, 65536);
+}
+
 /* Book-keeping for a server message for the client (the conversation
  * model's *r): metering, the session's state, and what pgtally watches
  * for. Returns true when the client gets s->subst in its place (the
@@ -797,6 +815,9 @@ static bool server_account(pgt_session_t *s, uint8_t type, uint32_t len, const u
             s->txn_status = peek[0];
         break;
     case 'G': /* CopyInResponse */
+        copy_in_begins(s, peek, plen);
+        set_state(s, ST_COPY);
+        break;
     case 'H': /* CopyOutResponse */
     case 'W': /* CopyBothResponse */
         set_state(s, ST_COPY);
@@ -832,6 +853,10 @@ static bool server_account(pgt_session_t *s, uint8_t type, uint32_t len, const u
             pgt_intercept_set_application(s->ic, app);
         }
     }
+    if (type == 'Z' && s->copy_text) {
+        s->copy_text = false;
+        pgt_framer_capture(&s->server.framer, server_capture, 4096);
+    }
     if (type == 'Z' && s->budget_cancel) {
         s->budget_cancel = false;
         pgt_framer_capture(&s->server.framer, server_capture, 4096);
@@ -861,6 +886,8 @@ void pgt__conv_reply(pgt_session_t *s, uint8_t type, const uint8_t *body, size_t
 {
     char code[6];
     bool coded = type == 'E' && pgt_wire_error_code(body, blen, code);
+    if (coded && s->copy_text && s->conv.copying)
+        pgt_conv_error_line(&s->conv, pgt_wire_error_copy_line(body, blen));
     pgt_conv_reply(&s->conv, type, coded ? code : NULL, r);
     for (uint32_t i = 0; i < r->nbefore; i++)
         if (r->before[i].from == PGT_CONV_CLIENT && s->ic)

@@ -88,6 +88,8 @@ struct pgt_session {
     bool refusing;                /* a held Query is refused: its stand-in fails upstream and
                                      the client gets the budget's error instead */
     bool budget_cancel;           /* pgtally cancelled the running statement for a budget */
+    bool copy_text;               /* a COPY FROM STDIN in text format runs: its error is
+                                     taken whole, for the line it names */
     pgt_verdict_t *verdict;       /* why the held statement is refused, or NULL */
     uint8_t *subst;               /* the ErrorResponse the client gets instead, or NULL */
     size_t subst_len;             /* its length */

@@ -158,6 +158,14 @@ static int framer_captured(pgt_framer_t *f, const uint8_t *data, size_t len, siz
     return 0;
 }
 
+static uint64_t count_newlines(const uint8_t *p, size_t n)
+{
+    uint64_t c = 0;
+    for (const uint8_t *end = p + n; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+        c++;
+    return c;
+}
+
 int pgt_framer_feed(pgt_framer_t *f, const uint8_t *data, size_t len, pgt_framer_cb cb, void *arg)
 {
     size_t i = 0;
@@ -189,6 +197,8 @@ int pgt_framer_feed(pgt_framer_t *f, const uint8_t *data, size_t len, pgt_framer
             memcpy(f->peek + f->peek_have, data + i, p);
             f->peek_have = (uint8_t)(f->peek_have + p);
         }
+        if (f->type == 'd' && f->count_lines)
+            f->lines += count_newlines(data + i, n);
         f->body_left -= (uint32_t)n;
         i += n;
         if (f->body_left == 0)
@@ -398,17 +408,44 @@ int pgt_wire_error_shift_position(pgt_msgbuf_t *mb, uint8_t type, const uint8_t 
     return PGT_WIRE_EFORMAT;
 }
 
-bool pgt_wire_error_code(const uint8_t *body, size_t len, char out[6])
+const char *pgt_wire_error_field(const uint8_t *body, size_t len, uint8_t field)
 {
     pgt_reader_t r;
     pgt_reader_init(&r, body, len);
-    uint8_t field;
+    uint8_t f;
     const char *value;
-    while (pgt_reader_u8(&r, &field) && field != 0 && pgt_reader_cstr(&r, &value)) {
-        if (field == 'C' && strlen(value) == 5) {
-            memcpy(out, value, 6);
-            return true;
+    while (pgt_reader_u8(&r, &f) && f != 0 && pgt_reader_cstr(&r, &value))
+        if (f == field)
+            return value;
+    return NULL;
+}
+
+bool pgt_wire_error_code(const uint8_t *body, size_t len, char out[6])
+{
+    const char *value = pgt_wire_error_field(body, len, 'C');
+    if (!value || strlen(value) != 5)
+        return false;
+    memcpy(out, value, 6);
+    return true;
+}
+
+uint64_t pgt_wire_error_copy_line(const uint8_t *body, size_t len)
+{
+    /* CopyFromErrorCallback (copyfrom.c): "COPY %s, line %llu[, column
+     * %s: ...]", one line of the context, maybe under others (a trigger's). */
+    static const char line[] = ", line ";
+    for (const char *w = pgt_wire_error_field(body, len, 'W'); w && *w;) {
+        const char *comma = strncmp(w, "COPY ", 5) == 0 ? strstr(w, line) : NULL;
+        const char *eol = strchr(w, '\n');
+        if (comma && (!eol || comma < eol)) {
+            char *end;
+            unsigned long long n = strtoull(comma + sizeof(line) - 1, &end, 10);
+            return end > comma + sizeof(line) - 1 &&
+                           (*end == ',' || *end == ':' || *end == '\0' || *end == '\n')
+                       ? (uint64_t)n
+                       : 0;
         }
+        w = eol ? eol + 1 : NULL;
     }
-    return false;
+    return 0;
 }

@@ -40,11 +40,12 @@ typedef enum { PGT_CONV_CLIENT = 0, PGT_CONV_OURS = 1 } pgt_conv_from_t;
 
 /* A message the server owes replies to. */
 typedef struct {
-    uint64_t seq;  /* order sent, from 1 */
-    uint8_t type;  /* frontend message type: Q P B D E C S F, or c (the end of COPY data) */
-    uint8_t from;  /* pgt_conv_from_t */
-    uint8_t tag;   /* the sender's own mark (pgtally's: what its message is for) */
-    uint8_t flags; /* internal */
+    uint64_t seq;   /* order sent, from 1 */
+    uint8_t type;   /* frontend message type: Q P B D E C S F, or c (the end of COPY data) */
+    uint8_t from;   /* pgt_conv_from_t */
+    uint8_t tag;    /* the sender's own mark (pgtally's: what its message is for) */
+    uint8_t flags;  /* internal */
+    uint32_t lines; /* internal: COPY data lines sent before it, since the last Query or Execute */
 } pgt_conv_entry_t;
 
 /* What a server message is. */
@@ -90,6 +91,10 @@ typedef struct pgt_conv {
     bool data_sent;           /* CopyData sent since the last Query or Execute */
     pgt_conv_entry_t *before; /* room for pgt_conv_reply_t.before */
     uint32_t before_cap;      /* its size */
+    uint64_t lines_sent;      /* newlines in the CopyData sent so far (pgt_conv_lines) */
+    uint64_t lines_base;      /* lines_sent at the last Query or Execute */
+    uint64_t error_line;      /* the COPY data line the next ErrorResponse names, 0: none
+                                 (pgt_conv_error_line) */
     bool batch_open;          /* extended-protocol messages since the last Sync */
     bool failed;              /* out of memory: the account is lost */
 } pgt_conv_t;
@@ -104,6 +109,25 @@ void pgt_conv_free(pgt_conv_t *cv);
  * kept in its entry). Returns PGT_CONV_* flags; on out of memory sets
  * cv->failed. */
 int pgt_conv_sent(pgt_conv_t *cv, uint8_t type, pgt_conv_from_t from, uint8_t tag);
+
+/* Before pgt_conv_sent: the newlines in all the CopyData sent so far
+ * (the framer counts them). A Sync sent during a COPY that fails on its
+ * data is then settled by the failing line's number (pgt_conv_error_line):
+ * the server read it as usual if the line came before it, and ignored it
+ * if after. */
+static inline void pgt_conv_lines(pgt_conv_t *cv, uint64_t lines)
+{
+    cv->lines_sent = lines;
+}
+
+/* Before pgt_conv_reply of an ErrorResponse that ends a COPY FROM STDIN in
+ * text format: the data line it names (pgt_wire_error_copy_line); 0 when
+ * unknown (CSV, binary, another message), and the Syncs sent during the
+ * COPY are told by their replies, as far as they can be. */
+static inline void pgt_conv_error_line(pgt_conv_t *cv, uint64_t line)
+{
+    cv->error_line = line;
+}
 
 /* A server message of type arrived (sqlstate: an ErrorResponse's code, or
  * NULL): what it is, in *r. */

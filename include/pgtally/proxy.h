@@ -72,6 +72,7 @@ struct pgt_proxy {
     pgt_metrics_t *metrics;        /* the Prometheus registry, or NULL (not owned) */
     pgt_session_t *sessions;       /* all live sessions, linked */
     int nclients;                  /* live sessions */
+    int nclosing;                  /* of them, those closing (not counted against max_clients) */
     uint64_t next_session_id;      /* id of the next session */
     int console_jobs;              /* console commands on the worker pool (console_session.c) */
     bool draining;                 /* SIGTERM received */

@@ -66,6 +66,8 @@ typedef struct pgt_framer {
     bool stop;                     /* set by the callback: stop after this message */
     size_t msg_start;              /* offset in the fed bytes of the message reported */
     size_t stopped_at;             /* offset where feeding stopped (PARTIAL, STOPPED) */
+    bool count_lines;              /* count the newlines of CopyData bodies (set by the caller) */
+    uint64_t lines;                /* newlines in the CopyData bodies fed so far */
 } pgt_framer_t;
 
 /* Called once per complete message with its type, length field, and the
@@ -161,6 +163,15 @@ int pgt_wire_sasl_strip_plus(const uint8_t *body, size_t len, pgt_msgbuf_t *mb)
 /* Reads the severity ("FATAL", "ERROR", ...) from the start of an
  * ErrorResponse body; returns false when it is not there. */
 bool pgt_wire_error_severity(const uint8_t *body, size_t len, char *out, size_t outlen);
+
+/* Field `field` (protocol docs, "Error and Notice Message Fields") of an
+ * ErrorResponse or NoticeResponse body, pointing into body; NULL when it
+ * is not there. */
+const char *pgt_wire_error_field(const uint8_t *body, size_t len, uint8_t field);
+
+/* The COPY data line an ErrorResponse body names in its context ("COPY t,
+ * line 3, column a: ..."), or 0 when it names none. */
+uint64_t pgt_wire_error_copy_line(const uint8_t *body, size_t len);
 
 /* The SQLSTATE (field C) of an ErrorResponse or NoticeResponse body;
  * false when there is none. */

@@ -323,6 +323,43 @@ static void test_copy(void)
     pgt_conv_free(&cv);
 }
 
+/* A Sync sent during a simple COPY FROM STDIN whose data fails: the line
+ * the error names settles it (pgt_conv_lines, pgt_conv_error_line), also
+ * where its reply alone could not (the next message is a Sync too). */
+static void test_copy_lines(void)
+{
+    pgt_conv_t cv;
+    pgt_conv_init(&cv);
+    next_code = "22P02";
+    /* Line 2 fails, after the Sync sent behind line 1: the Sync was
+     * ignored, and the ReadyForQuery that comes later is the next Sync's. */
+    send(&cv, "Qd", PGT_CONV_CLIENT);
+    pgt_conv_lines(&cv, 1);
+    send(&cv, "Sd", PGT_CONV_CLIENT);
+    pgt_conv_lines(&cv, 2);
+    send(&cv, "c", PGT_CONV_CLIENT);
+    CHECK_STR(reply(&cv, "G"), "G>Q");
+    pgt_conv_error_line(&cv, 2);
+    CHECK_STR(reply(&cv, "EZ"), "E>Q Z>Q.~S");
+    send(&cv, "S", PGT_CONV_CLIENT);
+    CHECK_STR(reply(&cv, "Z"), "Z>S.");
+    CHECK_INT(pgt_conv_owed(&cv), 0);
+    /* Line 1 fails, before the Sync (sent after line 1): the server read
+     * the Sync as usual; the first ReadyForQuery after the Query's is its. */
+    send(&cv, "Qd", PGT_CONV_CLIENT);
+    pgt_conv_lines(&cv, 3);
+    send(&cv, "Sdc", PGT_CONV_CLIENT);
+    pgt_conv_lines(&cv, 4);
+    send(&cv, "S", PGT_CONV_CLIENT);
+    CHECK_STR(reply(&cv, "G"), "G>Q");
+    pgt_conv_error_line(&cv, 1);
+    CHECK_STR(reply(&cv, "EZ Z Z"), "E>Q Z>Q. Z>S. Z>S.");
+    CHECK_INT(pgt_conv_owed(&cv), 0);
+    CHECK_INT(pgt_conv_readies(&cv), 0);
+    next_code = NULL;
+    pgt_conv_free(&cv);
+}
+
 /* A ReadyForQuery nobody is owed (the account out of step with the
  * server) answers nothing and ends the wait for it. */
 static void test_out_of_step(void)
@@ -373,6 +410,7 @@ int main(void)
     test_ours();
     test_batch_open();
     test_copy();
+    test_copy_lines();
     test_out_of_step();
     test_long_pipeline();
     TASK_DONE();

@@ -385,6 +385,35 @@ static void test_error_shift_position(void)
     CHECK(pgt_wire_error_shift_position(&mb, 'E', body, 7, 1) != 0);
 }
 
+/* The COPY data line an error's context names. */
+static void test_error_copy_line(void)
+{
+    static const struct {
+        const char *where; /* the W field, NULL: none */
+        uint64_t line;
+    } cases[] = {
+        {"COPY t, line 3, column a: \"zz\"", 3},
+        {"COPY t, line 12", 12},
+        {"PL/pgSQL function f() line 4 at RAISE\nCOPY big_t, line 987654321: \"x\"", 987654321},
+        {"SQL function \"g\" statement 1", 0},
+        {"COPY t, line x", 0},
+        {NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint8_t body[256];
+        size_t n = 0;
+        n += (size_t)snprintf((char *)body + n, sizeof(body) - n, "SERROR") + 1;
+        n += (size_t)snprintf((char *)body + n, sizeof(body) - n, "C22P02") + 1;
+        if (cases[i].where)
+            n += (size_t)snprintf((char *)body + n, sizeof(body) - n, "W%s", cases[i].where) + 1;
+        body[n++] = 0;
+        CHECK_INT(pgt_wire_error_copy_line(body, n), cases[i].line);
+    }
+    /* A field not ended inside the body is not read. */
+    static const uint8_t cut[] = {'W', 'C', 'O', 'P', 'Y', ' ', 't', ','};
+    CHECK_INT(pgt_wire_error_copy_line(cut, sizeof(cut)), 0);
+}
+
 int main(void)
 {
     test_framer_splits();
@@ -396,5 +425,6 @@ int main(void)
     test_sasl_strip();
     test_error_build();
     test_error_shift_position();
+    test_error_copy_line();
     TASK_DONE();
 }
