@@ -1016,7 +1016,8 @@ void pgt_intercept_skipped(pgt_intercept_t *ic, uint8_t type, const uint8_t *bod
         bind_answered(ic, false);
         break;
 
-    case 'S': /* a Sync the server ignored while it read COPY data */
+    case 'S':                   /* a Sync the server ignored while it read COPY data */
+        ic->answered_batches++; /* owed no more: later batches keep their numbers */
         for (pgt_exec_t **pp = &ic->head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
             if (!(*pp)->is_marker)
                 continue;

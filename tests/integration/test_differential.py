@@ -433,6 +433,16 @@ REPRODUCERS = {
         [dg.bind("p2", "nostmt"), dg.parse("", "UPDATE diff_t SET b = 'u' WHERE a = 1"),
          dg.sync(), dg.sync(), dg.bind("p1", ""), dg.sync()],
         [dg.query("ROLLBACK")]],
+    # H. a Sync ignored during COPY was never counted as answered, so every
+    # later batch was numbered one too high, and a portal its transaction
+    # had dropped looked alive: an Execute of it skipped after an error was
+    # recorded as failed (random seed 235504952, sequence 1167).
+    "execute_of_dropped_portal_after_sync_ignored_in_copy": [
+        [dg.query("COPY diff_t FROM STDIN"), dg.copy_data("36\tcopied 36\n"), dg.sync(),
+         dg.copy_data("33\tcopied 33\n"), dg.copy_done()],
+        [dg.parse("s2", "SELECT g FROM generate_series(1, 6) g"), dg.bind("p2", "s2"),
+         dg.execute("p2", max_rows=1), dg.sync(), dg.bind("", "sp2"), dg.execute("p2", max_rows=3),
+         dg.sync()]],
     "skipped_execute_of_portal_failed_in_earlier_batch": [
         [dg.query("BEGIN")],
         [dg.bind("p2", "nostmt"), dg.sync(), dg.parse("", "SELEC 1"), dg.execute("p2"),
