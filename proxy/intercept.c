@@ -17,18 +17,21 @@ const uint8_t pgt_intercept_capture[256] = {['Q'] = 1, ['P'] = 1, ['B'] = 1, ['E
 
 /* A named prepared statement or portal and the SQL behind it. */
 typedef struct named {
-    struct named *next; /* next in the list */
-    char *name;         /* statement or portal name ("" is the unnamed one) */
-    pgt_text_t *text;   /* its SQL (a reference) */
-    uint8_t *types;     /* statement: Parse's parameter types (count, OIDs), or NULL */
-    size_t types_len;   /* their length in bytes */
-    pgt_estimate_t est; /* portal: estimate of its executions (key 0: none) */
-    uint64_t batch;     /* portal: the batch that created it (see sent_batches) */
-    bool hold;          /* portal: a cursor WITH HOLD, which outlives its transaction */
-    bool gone;          /* portal: the unnamed one, dropped by the server but kept here
-                           (without text) so that the next Bind reuses it */
-    uint64_t bind_seq;  /* portal: which Bind made it (see binds_sent); 0: its Bind
-                           completed, or a cursor of SQL DECLARE */
+    struct named *next;   /* next in the list */
+    char *name;           /* statement or portal name ("" is the unnamed one) */
+    pgt_text_t *text;     /* its SQL (a reference) */
+    uint8_t *types;       /* statement: Parse's parameter types (count, OIDs), or NULL */
+    size_t types_len;     /* their length in bytes */
+    pgt_estimate_t est;   /* portal: estimate of its executions (key 0: none) */
+    uint64_t batch;       /* portal: the batch that created it (see sent_batches) */
+    bool hold;            /* portal: a cursor WITH HOLD, which outlives its transaction */
+    bool gone;            /* portal: the unnamed one, dropped by the server but kept here
+                             (without text) so that the next Bind reuses it */
+    uint64_t syncs;       /* portal: Syncs sent before its Bind (see sent_syncs) */
+    uint64_t taken_batch; /* portal: the unnamed one, taken by a Query still owed (its
+                             batch; the text is kept, in case the server skips it); 0: none */
+    uint64_t bind_seq;    /* portal: which Bind made it (see binds_sent); 0: its Bind
+                             completed, or a cursor of SQL DECLARE */
 } named_t;
 
 /* A change to the prepared statements that the server has not accepted
@@ -66,6 +69,7 @@ struct pgt_intercept {
     change_t *changes;          /* changes not yet accepted, oldest first */
     change_t *changes_tail;     /* newest */
     uint64_t sent_batches;      /* Query, Sync and FunctionCall messages sent */
+    uint64_t sent_syncs;        /* Sync messages sent */
     uint64_t answered_batches;  /* ReadyForQuery seen (or owed no more) */
     char batch_error[6];        /* SQLSTATE of a Parse, Bind, Describe or Close that failed since
                                    the last ReadyForQuery: the Execute behind it failed with it */
@@ -148,6 +152,7 @@ static named_t *remember(named_t **list, const char *name, pgt_text_t *text)
     n->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
     n->batch = n->bind_seq = 0;
     n->hold = n->gone = false;
+    n->taken_batch = 0;
     return n;
 }
 
@@ -159,8 +164,49 @@ static void unnamed_portal_gone(pgt_intercept_t *ic)
     if (!pp)
         return;
     (*pp)->gone = true;
+    (*pp)->taken_batch = 0;
     pgt_text_unref((*pp)->text);
     (*pp)->text = NULL;
+}
+
+/* A Query sent takes the unnamed portal, unless the server skips it
+ * (after an extended-protocol error): until it is answered, the portal's
+ * text stays, for an Execute of it sent behind the Query. */
+static void unnamed_portal_taken(pgt_intercept_t *ic)
+{
+    named_t **pp = find(&ic->portals, "");
+    if (!pp || ((*pp)->gone && !(*pp)->taken_batch) || !(*pp)->text) {
+        unnamed_portal_gone(ic);
+        return;
+    }
+    (*pp)->gone = true;
+    (*pp)->taken_batch = ic->sent_batches + 1; /* the latest of the Queries that take it */
+}
+
+/* The Query of batch `batch` was answered (ran: skipped false) or skipped:
+ * the Executes of the unnamed portal sent behind it, while it was owed,
+ * learn whether their portal was there. */
+static void unnamed_portal_settled(pgt_intercept_t *ic, uint64_t batch, bool skipped)
+{
+    named_t **pp = find(&ic->portals, "");
+    if (pp && (*pp)->taken_batch && (!skipped || (*pp)->taken_batch == batch)) {
+        if (skipped) { /* none of the Queries that took it ran */
+            (*pp)->gone = false;
+        } else {
+            pgt_text_unref((*pp)->text);
+            (*pp)->text = NULL;
+        }
+        (*pp)->taken_batch = 0;
+    }
+    /* A Query that ran took it from every Execute behind it; one skipped
+     * leaves it to those behind no later Query. */
+    for (pgt_exec_t *e = ic->head; e; e = e->next) {
+        if (!e->taken_batch || (skipped && e->taken_batch != batch))
+            continue;
+        if (!skipped)
+            e->unknown_portal = true;
+        e->taken_batch = 0;
+    }
 }
 
 /* The portal name as the server has it, or NULL. */
@@ -460,7 +506,7 @@ static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len, b
         return;
     if (sent) {
         sql_prepares(ic, t);
-        unnamed_portal_gone(ic); /* the Query's statements take the unnamed portal */
+        unnamed_portal_taken(ic); /* the Query's statements take the unnamed portal */
     }
     pgt_exec_t *e = push(ic, t, false, false);
     pgt_text_unref(t);
@@ -631,6 +677,7 @@ static void portal_made(pgt_intercept_t *ic, named_t *n, bool answered)
     if (!n)
         return;
     n->batch = ic->sent_batches;
+    n->syncs = ic->sent_syncs;
     n->bind_seq = answered ? ++ic->binds_sent : UINT64_MAX;
 }
 
@@ -729,6 +776,13 @@ static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     if (!portal)
         return;
     named_t *known = find_portal(ic, portal);
+    named_t **unnamed = portal[0] ? NULL : find(&ic->portals, "");
+    uint64_t taken = 0;
+    /* Taken by a Query still owed, which the server may still skip. */
+    if (!known && unnamed && (*unnamed)->taken_batch && (*unnamed)->text) {
+        known = *unnamed;
+        taken = known->taken_batch;
+    }
     /* Closed by a Close the server has yet to answer, which it may still
      * skip: the portal as it was. */
     for (change_t *c = ic->changes; !known && c; c = c->next)
@@ -739,10 +793,14 @@ static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
         if (e) {
             e->est = known->est;
             e->portal_batch = known->hold ? -1 : (int64_t)known->batch;
-            /* Bound in an earlier batch, and not answered yet (or failed):
-             * whether the portal exists, that Bind tells. */
-            if (known->batch < ic->sent_batches)
+            /* Bound before a Sync, and not answered yet (or failed):
+             * whether the portal exists, that Bind tells. Behind the same
+             * Sync, a failed Bind is the statement that failed, whose
+             * error the skipped Execute records (Queries between them
+             * were skipped too). */
+            if (known->batch < ic->sent_batches && known->syncs < ic->sent_syncs)
                 e->bind_seq = known->bind_seq;
+            e->taken_batch = taken;
         }
         return;
     }
@@ -832,6 +890,7 @@ void pgt_intercept_client(pgt_intercept_t *ic, uint8_t type, const uint8_t *body
         break;
     case 'S': /* Sync */
         push(ic, NULL, false, true);
+        ic->sent_syncs++;
         break;
     default:
         break;
@@ -950,6 +1009,8 @@ static void server_ready(pgt_intercept_t *ic, uint8_t answers, uint8_t status)
     ic->failed_parse = NULL;
     changes_void(ic);
     ic->answered_batches++;
+    if (answers == 'Q')
+        unnamed_portal_settled(ic, ic->answered_batches, false);
     if (answers != 'Q' && answers != 'F' && answers != 'S')
         return;
     while (ic->head) {
@@ -972,7 +1033,7 @@ static void skipped_execute(pgt_intercept_t *ic)
         return;
     /* Its portal must still exist: the transaction that made it may have
      * ended since the Execute was sent. */
-    bool exists = !e->unknown_portal && e->bind_seq != UINT64_MAX &&
+    bool exists = !e->unknown_portal && !e->taken_batch && e->bind_seq != UINT64_MAX &&
                   (e->portal_batch < 0 || (uint64_t)e->portal_batch >= ic->dropped_before);
     if (ic->batch_error[0] && e->ndone == 0 && exists) {
         bool cancelled = strcmp(ic->batch_error, "57014") == 0;
@@ -1006,6 +1067,8 @@ void pgt_intercept_skipped(pgt_intercept_t *ic, uint8_t type, const uint8_t *bod
     case 'Q':
     case 'F':
         ic->answered_batches++;
+        if (type == 'Q')
+            unnamed_portal_settled(ic, ic->answered_batches, true);
         if (e && !e->is_marker)
             finish(ic, pop(ic));
         break;

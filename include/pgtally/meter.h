@@ -71,6 +71,9 @@ typedef struct pgt_exec {
     uint64_t bind_seq;     /* an Execute's: the Bind of an earlier batch that its portal waits
                               on (0: none); UINT64_MAX once that Bind failed or was skipped,
                               and the portal does not exist */
+    uint64_t taken_batch;  /* an Execute of the unnamed portal sent while a Query that takes
+                              it was owed: that Query's batch (0: none); the portal is there
+                              for it only if the server skips that Query */
     pgt_estimate_t est;    /* estimate made on the loop (est.key 0: none) */
     uint64_t sent_ns;      /* uv_hrtime() when it was forwarded */
     int64_t sent_us;       /* wall-clock µs when it was forwarded */

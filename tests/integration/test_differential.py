@@ -443,6 +443,13 @@ REPRODUCERS = {
         [dg.parse("s2", "SELECT g FROM generate_series(1, 6) g"), dg.bind("p2", "s2"),
          dg.execute("p2", max_rows=1), dg.sync(), dg.bind("", "sp2"), dg.execute("p2", max_rows=3),
          dg.sync()]],
+    # I. Queries sent between a failed Bind and its Execute, all skipped:
+    # pgtally took the Queries to have replaced the unnamed portal, and the
+    # Batch to be over, so the skipped Execute, the statement that failed,
+    # went unrecorded (random seed 237550051, sequence 605).
+    "execute_behind_skipped_queries_of_failed_bind": [
+        [dg.bind("", "nostmt"), dg.query("SELEC 1"), dg.query("SELECT 2"),
+         dg.execute("", max_rows=1), dg.sync()]],
     "skipped_execute_of_portal_failed_in_earlier_batch": [
         [dg.query("BEGIN")],
         [dg.bind("p2", "nostmt"), dg.sync(), dg.parse("", "SELEC 1"), dg.execute("p2"),
