@@ -326,14 +326,18 @@ bool pgt_budgets_apply(const pgt_budgets_t *b, const pgt_who_t *who)
     return !pgt_budget_rules_exempt(&pol, who->user);
 }
 
-void pgt_budgets_check(pgt_budgets_t *b, const pgt_who_t *who, int64_t est_micro, bool never_refuse,
-                       pgt_verdict_t *out)
+void pgt_budgets_check(pgt_budgets_t *b, const pgt_who_t *who, const int64_t est[3],
+                       bool never_refuse, pgt_verdict_t *out)
 {
     memset(out, 0, sizeof(*out));
     if (!b || !b->cfg)
         return;
-    pgt_budget_stmt_t st = {
-        .who = who, .est_micro = est_micro, .never_refuse = never_refuse, .now_us = pgt_clock_us()};
+    pgt_budget_stmt_t st = {.who = who,
+                            .est_micro = est[0],
+                            .est_low_micro = est[1],
+                            .est_high_micro = est[2],
+                            .never_refuse = never_refuse,
+                            .now_us = pgt_clock_us()};
     roll(b, st.now_us);
     size_t n = cases_for(b, who);
     pgt_budget_policy_t pol = policy_of(b);

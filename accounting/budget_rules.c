@@ -4,11 +4,11 @@
  * include/pgtally/budget_rules.h and docs/budgets.md. */
 #include "pgtally/budget_rules.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "pgtally/text.h"
 #include "pgtally/money.h"
 #include "pgtally/names.h"
 #include "pgtally/period.h"
@@ -26,18 +26,27 @@ typedef struct texts {
 } texts_t;
 
 /* snprintf for messages, which may be cut at the buffer's end. */
-static void say(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void say(char *buf, size_t len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, len, fmt, ap);
-    va_end(ap);
-}
+#define say pgt_say
 
 static void money(const pgt_budget_policy_t *pol, int64_t micro, char *buf, size_t len)
 {
     pgt_money_format_short(micro, pol->currency, buf, len);
+}
+
+/* An end of an estimate's range: two significant digits, no currency
+ * ("0.2", "0.0012", "35"). */
+static void range_end(int64_t micro, char *buf, size_t len)
+{
+    double v = (double)micro / 1e6;
+    if (v >= 10)
+        snprintf(buf, len, "%.0f", v);
+    else if (v >= 1e-4)
+        snprintf(buf, len, "%.2g", v);
+    else {
+        snprintf(buf, len, "%.6f", v);
+        for (size_t n = strlen(buf); n > 1 && buf[n - 1] == '0' && buf[n - 2] != '.'; n--)
+            buf[n - 1] = '\0';
+    }
 }
 
 /* The local time at which a period ends, e.g. "2026-11-28 00:00 CET". */
@@ -232,8 +241,17 @@ static void refuse_if(const pgt_budget_policy_t *pol, const pgt_budget_stmt_t *s
 static void notice(const pgt_budget_policy_t *pol, const pgt_budget_stmt_t *st,
                    const pgt_budget_t *top, const pgt_budget_outcome_t *o, pgt_verdict_t *out)
 {
-    char e[32];
-    money(pol, st->est_micro, e, sizeof(e));
+    char e[112], amount[32];
+    money(pol, st->est_micro, amount, sizeof(amount));
+    snprintf(e, sizeof(e), "%s", amount);
+    if (st->est_high_micro > st->est_low_micro && st->est_low_micro >= 0) {
+        /* "0.42 USD (0.2–0.9)": the range in the same currency, two
+         * significant digits; it says how far the estimate can be trusted. */
+        char lo[32], hi[32];
+        range_end(st->est_low_micro, lo, sizeof(lo));
+        range_end(st->est_high_micro, hi, sizeof(hi));
+        snprintf(e, sizeof(e), "%s (%s–%s)", amount, lo, hi);
+    }
     if (!top) {
         say(out->notice, sizeof(out->notice), "pgtally: estimated %s", e);
         return;

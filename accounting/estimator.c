@@ -16,44 +16,87 @@
 
 /* Shapes remembered; a colliding shape replaces the older one. */
 #define SLOTS 16384
+/* Databases with a model of their own; more share the last one. */
+#define MODELS 32
 /* Weight of the newest run in moving averages. */
 #define ALPHA 0.2
 /* Seconds per planner unit assumed before anything was learned: about what
  * a small PostgreSQL server shows for simple scans. */
 #define DEFAULT_LOG_K (-11.5) /* e^-11.5 ≈ 10 µs per unit */
-/* A shape varies with its constants when its runs stray this far from
- * their mean on average. */
-#define VARIABLE_DEVIATION 0.5
-/* A slow or variable shape is explained again only when its runs take at
- * least this many times as long as its EXPLAIN (the EXPLAIN adds <= 5%). */
+/* History vouches for a shape whose runs stay within this spread of their
+ * (log) mean, once at least STABLE_RUNS runs measured it; or whose plans
+ * kept the same cost over as many EXPLAINs (its constants do not move the
+ * plan: what the runs vary by, the plan cannot tell). */
+#define STABLE_SPREAD 0.35
+#define STABLE_PLAN_SPREAD 0.05
+#define STABLE_RUNS 3
+/* A slow shape is explained again only when its runs take at least this
+ * many times as long as its EXPLAIN (the EXPLAIN adds <= 5%). */
 #define EXPLAIN_SHARE 20.0
+/* How much a shape's own runs weigh against the model (in runs). */
+#define SHAPE_PRIOR 1.0
+/* The interval: 1.2816 standard deviations either side holds 8 in 10. */
+#define INTERVAL_Z 1.2816
+/* Log error assumed before anything was measured (a factor of e). */
+#define DEFAULT_ERR2 1.0
+/* Forgetting of the model: old runs fade with a half-life of ~700. */
+#define FORGET 0.999
 
 /* What is known about one shape. */
 typedef struct shape {
     uint64_t key;          /* database and fingerprint mixed; 0 = empty slot */
     uint32_t runs;         /* runs measured (saturating) */
-    uint32_t k_runs;       /* runs that calibrated log_k */
+    uint32_t fits;         /* explained runs the model was checked on */
     double mean_s;         /* moving average of compute seconds */
-    double dev_s;          /* moving average of |compute - mean| */
+    double log_mean;       /* moving average of log compute seconds */
+    double log_var;        /* moving average of its squared deviation */
     double mean_bytes;     /* moving average of bytes returned */
-    double log_k;          /* log of seconds per planner unit for this shape */
-    double planner_cost;   /* planner cost from the last EXPLAIN */
+    double resid_sum;      /* sum of log(actual) - model over the explained runs */
+    double err2_sum;       /* sum of squared errors of the estimates made for them */
+    double plan_log_mean;  /* moving average of log planner cost */
+    double plan_log_var;   /* moving average of its squared deviation */
+    uint32_t plans;        /* plans seen (saturating) */
     uint64_t explained_ns; /* uv_hrtime() of the last EXPLAIN */
     double explain_s;      /* moving average of the EXPLAIN's own time, or 0 */
+    char *relations;       /* what the last plan read (pgt_plan_relations_json), or NULL */
 } shape_t;
+
+/* The calibration of one database: log seconds = w . features, fitted by
+ * recursive least squares from a prior (DEFAULT_LOG_K per planner unit). */
+typedef struct model {
+    uint64_t db;                                  /* hash of the database name; 0: free */
+    double w[PGT_EST_FEATURES];                   /* weights */
+    double p[PGT_EST_FEATURES][PGT_EST_FEATURES]; /* their covariance (scaled) */
+    double err2;                                  /* moving average of squared log errors */
+    uint64_t n;                                   /* runs learned */
+} model_t;
 
 struct pgt_estimator {
     pgt_fp_cache_t *cache;       /* fingerprints of statements seen on the loop */
     shape_t *shapes;             /* SLOTS entries */
-    double global_log_k;         /* log seconds per planner unit, all shapes */
-    uint64_t global_runs;        /* runs that calibrated global_log_k */
+    model_t models[MODELS];      /* by database */
     int mode;                    /* PGT_ESTIMATE_* */
     bool text_format;            /* ask for EXPLAIN's text form */
+    bool guard;                  /* [guard] is on: every statement that can be is explained */
     uint64_t ttl_ns;             /* history of a cheap, stable shape stays good this long */
     double explain_above_s;      /* shapes slower than this are explained every run */
     pgt_price_t prices;          /* to turn seconds and bytes into money */
     pgt_estimator_stats_t stats; /* counters */
 };
+
+static void model_reset(model_t *m, uint64_t db)
+{
+    /* The prior: log seconds = DEFAULT_LOG_K + log(planner cost), with the
+     * slope known better than the offset and the rest near 0. */
+    static const double prior_var[PGT_EST_FEATURES] = {4, 0.05, 0.02, 1, 1, 1, 1, 1, 1};
+    memset(m, 0, sizeof(*m));
+    m->db = db;
+    m->w[0] = DEFAULT_LOG_K;
+    m->w[1] = 1;
+    for (int i = 0; i < PGT_EST_FEATURES; i++)
+        m->p[i][i] = prior_var[i];
+    m->err2 = DEFAULT_ERR2;
+}
 
 pgt_estimator_t *pgt_estimator_new(const pgt_config_t *cfg)
 {
@@ -66,7 +109,8 @@ pgt_estimator_t *pgt_estimator_new(const pgt_config_t *cfg)
         pgt_estimator_free(e);
         return NULL;
     }
-    e->global_log_k = DEFAULT_LOG_K;
+    for (int i = 0; i < MODELS; i++)
+        model_reset(&e->models[i], 0);
     pgt_estimator_configure(e, cfg);
     return e;
 }
@@ -75,6 +119,7 @@ void pgt_estimator_configure(pgt_estimator_t *e, const pgt_config_t *cfg)
 {
     e->mode = cfg->estimate_mode;
     e->text_format = cfg->estimate_format_text != 0;
+    e->guard = cfg->guard_max_rows > 0 || cfg->guard_max_join_rows > 0;
     e->ttl_ns = (uint64_t)cfg->estimate_cache_ttl_ms * 1000000u;
     e->explain_above_s = cfg->estimate_explain_above_ms / 1000.0;
     pgt_pricing_from_config(cfg, &e->prices);
@@ -85,6 +130,8 @@ void pgt_estimator_free(pgt_estimator_t *e)
     if (!e)
         return;
     pgt_fp_cache_free(e->cache);
+    for (size_t i = 0; e->shapes && i < SLOTS; i++)
+        free(e->shapes[i].relations);
     free(e->shapes);
     free(e);
 }
@@ -96,34 +143,70 @@ uint64_t pgt_estimator_shape_key(const char *database, uint64_t fingerprint)
     return k ? k : 1;
 }
 
+/* The model of database: its own, or a free one it takes, or the last. */
+static int model_of(pgt_estimator_t *e, const char *database)
+{
+    uint64_t h = pgt_fnv1a(PGT_FNV_BASIS, database, strlen(database)) | 1;
+    for (int i = 0; i < MODELS; i++) {
+        if (e->models[i].db == h)
+            return i;
+        if (e->models[i].db == 0) {
+            e->models[i].db = h;
+            return i;
+        }
+    }
+    return MODELS - 1;
+}
+
 static shape_t *slot(pgt_estimator_t *e, uint64_t key)
 {
     return &e->shapes[key % SLOTS];
 }
 
-/* A cheap, stable shape seen recently is estimated from its history; a new,
- * slow, variable or stale one is explained. */
+static const shape_t *slot_c(const pgt_estimator_t *e, uint64_t key)
+{
+    return &e->shapes[key % SLOTS];
+}
+
+/* The slot of key, emptied for it when another shape held it. */
+static shape_t *claim(pgt_estimator_t *e, uint64_t key)
+{
+    shape_t *s = slot(e, key);
+    if (s->key != key) {
+        free(s->relations);
+        *s = (shape_t){.key = key};
+    }
+    return s;
+}
+
+/* Whether the history of s tells what its next run costs: its runs, or its
+ * plans, have been measured to stay put. */
+static bool history_vouches(const shape_t *s)
+{
+    return (s->runs >= STABLE_RUNS && s->log_var <= STABLE_SPREAD * STABLE_SPREAD) ||
+           (s->plans >= STABLE_RUNS && s->plan_log_var <= STABLE_PLAN_SPREAD * STABLE_PLAN_SPREAD);
+}
+
+/* A shape whose history vouches for its next run and that was explained
+ * recently is estimated from that history; any other is explained. */
 static bool worth_explaining(const pgt_estimator_t *e, const shape_t *s, uint64_t key)
 {
     if (e->mode != PGT_ESTIMATE_EXPLAIN)
         return false;
-    if (s->key != key || s->runs == 0 || s->explained_ns == 0)
+    /* The guard judges the plan of every statement: history cannot vouch
+     * for the rows of a join whose constants changed. */
+    if (e->guard || s->key != key || s->runs == 0 || s->explained_ns == 0)
         return true;
-    if (uv_hrtime() - s->explained_ns > e->ttl_ns)
+    if (uv_hrtime() - s->explained_ns > e->ttl_ns || !history_vouches(s))
         return true;
-    /* Explaining a shape again pays only when its EXPLAIN is a small part
-     * of its run. Under load both queue for the CPU: a 100 µs lookup that
-     * waits 40 ms looks slow, and explaining it on every run would double
-     * its round trips and deepen the queue. explain_above = 0 explains
-     * always. */
+    /* Explaining a stable shape again pays only when its EXPLAIN is a
+     * small part of its run. Under load both queue for the CPU: a 100 µs
+     * lookup that waits 40 ms looks slow, and explaining it on every run
+     * would double its round trips and deepen the queue. explain_above = 0
+     * explains always. */
     if (e->explain_above_s > 0 && s->explain_s > 0 && s->mean_s < EXPLAIN_SHARE * s->explain_s)
         return false;
-    if (s->mean_s >= e->explain_above_s)
-        return true;
-    /* Variation only matters where it can add up to money: a 100 µs
-     * lookup that sometimes takes 300 µs is still cheap. */
-    return s->runs >= 3 && s->mean_s >= e->explain_above_s / 10 &&
-           s->dev_s > VARIABLE_DEVIATION * s->mean_s;
+    return s->mean_s >= e->explain_above_s;
 }
 
 static int64_t money(const pgt_estimator_t *e, double seconds, double bytes)
@@ -131,17 +214,29 @@ static int64_t money(const pgt_estimator_t *e, double seconds, double bytes)
     return pgt_pricing_cost(&e->prices, seconds, (int64_t)bytes);
 }
 
+/* Sets out's cost and interval: seconds give or take a factor of
+ * exp(INTERVAL_Z * sd), and bytes. */
+static void priced(const pgt_estimator_t *e, pgt_estimate_t *out, double seconds, double sd,
+                   double bytes)
+{
+    double f = exp(INTERVAL_Z * sd);
+    out->cost_micro = money(e, seconds, bytes);
+    out->low_micro = money(e, seconds / f, bytes);
+    out->high_micro = money(e, seconds * f, bytes);
+}
+
 /* The history estimate: what the shape's runs cost on average. */
 static void from_history(const pgt_estimator_t *e, const shape_t *s, pgt_estimate_t *out)
 {
     if (s->key != out->key || s->runs == 0)
         return;
-    out->cost_micro = money(e, s->mean_s, s->mean_bytes);
+    double sd = s->runs >= 2 ? sqrt(s->log_var) : sqrt(DEFAULT_ERR2);
+    priced(e, out, s->mean_s, sd, s->mean_bytes);
 }
 
 static char *explain_text(const pgt_estimator_t *e, const char *sql, size_t len)
 {
-    const char *prefix = e->text_format ? "EXPLAIN " : "EXPLAIN (FORMAT JSON) ";
+    const char *prefix = e->text_format ? "EXPLAIN " : "EXPLAIN (FORMAT JSON, VERBOSE) ";
     size_t plen = strlen(prefix);
     char *q = malloc(plen + len + 1);
     if (!q)
@@ -155,7 +250,7 @@ static char *explain_text(const pgt_estimator_t *e, const char *sql, size_t len)
 char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *sql, size_t len,
                          bool may_explain, pgt_estimate_t *out)
 {
-    *out = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+    *out = PGT_ESTIMATE_NONE;
     if (e->mode == PGT_ESTIMATE_OFF || len == 0 || sql[len] != '\0')
         return NULL;
     e->stats.planned++;
@@ -173,6 +268,7 @@ char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *s
     out->fingerprint = shape.fingerprint;
     out->kind = (int)shape.kind;
     out->explainable = shape.explainable;
+    out->model = model_of(e, database);
     shape_t *s = slot(e, out->key);
     if (!may_explain || !shape.explainable || !worth_explaining(e, s, out->key)) {
         from_history(e, s, out);
@@ -185,22 +281,15 @@ char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *s
     int32_t lead = 0;
     for (size_t i = 0; i < st[0].offset; i++)
         lead += ((uint8_t)sql[i] & 0xc0) != 0x80;
-    out->explain_shift =
-        (int32_t)strlen(e->text_format ? "EXPLAIN " : "EXPLAIN (FORMAT JSON) ") - lead;
-    return explain_text(e, sql + st[0].offset, st[0].length);
+    char *q = explain_text(e, sql + st[0].offset, st[0].length);
+    out->explain_shift = q ? (int32_t)(strlen(q) - st[0].length) - lead : 0;
+    return q;
 }
 
-double pgt_estimator_parse(const char *output, size_t len)
+int pgt_estimator_parse(const char *output, size_t len, pgt_plan_t *plan)
 {
-    json_error_t jerr;
-    json_t *doc = json_loadb(output, len, 0, &jerr);
-    if (doc) {
-        json_t *plan = json_object_get(json_array_get(doc, 0), "Plan");
-        json_t *cost = json_object_get(plan, "Total Cost");
-        double v = json_is_number(cost) ? json_number_value(cost) : -1;
-        json_decref(doc);
-        return v;
-    }
+    if (pgt_plan_parse(output, len, plan) == 0)
+        return 0;
     /* The text form: "Seq Scan on t  (cost=0.00..35.50 rows=2550 width=4)". */
     char line[512];
     size_t n = len < sizeof(line) - 1 ? len : sizeof(line) - 1;
@@ -208,28 +297,111 @@ double pgt_estimator_parse(const char *output, size_t len)
     line[n] = '\0';
     const char *c = strstr(line, "cost=");
     const char *dots = c ? strstr(c, "..") : NULL;
-    return dots ? strtod(dots + 2, NULL) : -1;
+    if (!dots)
+        return -1;
+    plan->total_cost = strtod(dots + 2, NULL);
+    const char *rows = strstr(dots, "rows=");
+    plan->rows = rows ? strtod(rows + 5, NULL) : 0;
+    return plan->total_cost >= 0 ? 0 : -1;
 }
 
-void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, double planner_cost,
+/* What the model reads of a plan: x[0] = 1, log cost, log rows, and the
+ * shares of the cost that scans, index scans, joins, sorts, aggregates
+ * and window functions take. */
+static void features(const pgt_plan_t *p, float x[PGT_EST_FEATURES])
+{
+    double t = p->total_cost > 0 ? p->total_cost : 0;
+    x[0] = 1;
+    x[1] = (float)log1p(t);
+    x[2] = (float)log1p(p->rows > 0 ? p->rows : 0);
+    static const pgt_plan_family_t fam[] = {PGT_PLAN_F_SCAN, PGT_PLAN_F_INDEX, PGT_PLAN_F_JOIN,
+                                            PGT_PLAN_F_SORT, PGT_PLAN_F_AGG,   PGT_PLAN_F_WINDOW};
+    for (int i = 0; i < 6; i++)
+        x[3 + i] = t > 0 ? (float)(p->family_cost[fam[i]] / t) : 0;
+}
+
+static double dot(const double *w, const float *x)
+{
+    double v = 0;
+    for (int i = 0; i < PGT_EST_FEATURES; i++)
+        v += w[i] * x[i];
+    return v;
+}
+
+/* The shape's own correction to the model: the mean of its residuals,
+ * shrunk towards 0 by SHAPE_PRIOR runs' worth of the model. */
+static double shape_offset(const shape_t *s)
+{
+    return s->fits > 0 ? s->resid_sum / (s->fits + SHAPE_PRIOR) : 0;
+}
+
+/* The spread of the shape's log errors: its own measured ones with the
+ * model's as a prior of one run. */
+static double shape_sd(const shape_t *s, const model_t *m)
+{
+    return sqrt((s->err2_sum + SHAPE_PRIOR * m->err2) / (s->fits + SHAPE_PRIOR));
+}
+
+void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, const pgt_plan_t *plan,
                              double explain_s)
 {
-    shape_t *s = slot(e, out->key);
-    if (s->key != out->key)
-        *s = (shape_t){.key = out->key};
+    shape_t *s = claim(e, out->key);
     s->explained_ns = uv_hrtime();
     if (explain_s > 0)
         s->explain_s =
             s->explain_s > 0 ? s->explain_s + ALPHA * (explain_s - s->explain_s) : explain_s;
-    if (planner_cost < 0) {
+    if (!plan || plan->total_cost < 0) {
         from_history(e, s, out);
         return;
     }
-    s->planner_cost = planner_cost;
-    out->planner_cost = planner_cost;
-    double log_k = s->k_runs > 0 ? s->log_k : e->global_log_k;
-    double seconds = planner_cost * exp(log_k);
-    out->cost_micro = money(e, seconds, s->runs > 0 ? s->mean_bytes : 0);
+    char *rels = pgt_plan_relations_json(plan);
+    if (rels) {
+        free(s->relations);
+        s->relations = rels;
+    }
+    double lc = log1p(plan->total_cost);
+    if (s->plans == 0) {
+        s->plan_log_mean = lc;
+    } else {
+        double d = lc - s->plan_log_mean;
+        s->plan_log_var += ALPHA * (d * d - s->plan_log_var);
+        s->plan_log_mean += ALPHA * d;
+    }
+    if (s->plans < UINT32_MAX)
+        s->plans++;
+    out->planner_cost = plan->total_cost;
+    features(plan, out->x);
+    const model_t *m = &e->models[out->model];
+    double seconds = exp(dot(m->w, out->x) + shape_offset(s));
+    /* Bytes: the plan's rows of its width, plus each DataRow's header. */
+    double bytes = plan->rows * (plan->width + 11);
+    priced(e, out, seconds, shape_sd(s, m), bytes);
+}
+
+char *pgt_estimator_relations(const pgt_estimator_t *e, uint64_t key)
+{
+    const shape_t *s = slot_c(e, key);
+    return s->key == key && s->relations ? strdup(s->relations) : NULL;
+}
+
+/* One step of recursive least squares: m learns that x gave y. */
+static void model_learn(model_t *m, const float *x, double y)
+{
+    double px[PGT_EST_FEATURES];
+    double denom = FORGET;
+    for (int i = 0; i < PGT_EST_FEATURES; i++) {
+        px[i] = 0;
+        for (int j = 0; j < PGT_EST_FEATURES; j++)
+            px[i] += m->p[i][j] * x[j];
+        denom += x[i] * px[i];
+    }
+    double err = y - dot(m->w, x);
+    for (int i = 0; i < PGT_EST_FEATURES; i++)
+        m->w[i] += px[i] / denom * err;
+    for (int i = 0; i < PGT_EST_FEATURES; i++)
+        for (int j = 0; j < PGT_EST_FEATURES; j++)
+            m->p[i][j] = (m->p[i][j] - px[i] * px[j] / denom) / FORGET;
+    m->n++;
 }
 
 void pgt_estimator_learn(pgt_estimator_t *e, const pgt_estimate_t *est, double compute_s,
@@ -237,30 +409,36 @@ void pgt_estimator_learn(pgt_estimator_t *e, const pgt_estimate_t *est, double c
 {
     if (!est->key)
         return;
-    shape_t *s = slot(e, est->key);
-    if (s->key != est->key)
-        *s = (shape_t){.key = est->key};
+    shape_t *s = claim(e, est->key);
+    double lt = log(compute_s > 1e-6 ? compute_s : 1e-6);
     if (s->runs == 0) {
         s->mean_s = compute_s;
         s->mean_bytes = (double)bytes_out;
+        s->log_mean = lt;
     } else {
-        s->dev_s += ALPHA * (fabs(compute_s - s->mean_s) - s->dev_s);
+        double d = lt - s->log_mean;
+        s->log_var += ALPHA * (d * d - s->log_var);
+        s->log_mean += ALPHA * d;
         s->mean_s += ALPHA * (compute_s - s->mean_s);
         s->mean_bytes += ALPHA * ((double)bytes_out - s->mean_bytes);
     }
     if (s->runs < UINT32_MAX)
         s->runs++;
-    if (est->planner_cost <= 0 || compute_s <= 0)
+    if (est->x[0] == 0 || compute_s <= 0 || est->model < 0 || est->model >= MODELS)
         return;
-    /* Calibrate in log space: one outlier moves the factor by a bounded
-     * ratio instead of dragging an average. */
-    double log_k = log(compute_s / est->planner_cost);
-    s->log_k = s->k_runs == 0 ? log_k : s->log_k + ALPHA * (log_k - s->log_k);
-    if (s->k_runs < UINT32_MAX)
-        s->k_runs++;
-    e->global_log_k =
-        e->global_runs == 0 ? log_k : e->global_log_k + 0.05 * (log_k - e->global_log_k);
-    e->global_runs++;
+    model_t *m = &e->models[est->model];
+    /* The error of the estimate that was made, then the residual the
+     * shape keeps, then the model, fitted to what the shape's offset does
+     * not explain. */
+    double base = dot(m->w, est->x);
+    double offset = shape_offset(s);
+    double err = lt - (base + offset);
+    s->err2_sum += err * err;
+    m->err2 += 0.05 * (err * err - m->err2);
+    model_learn(m, est->x, lt - offset);
+    s->resid_sum += lt - base;
+    if (s->fits < UINT32_MAX)
+        s->fits++;
 }
 
 void pgt_estimator_stats(const pgt_estimator_t *e, pgt_estimator_stats_t *out)

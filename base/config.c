@@ -91,6 +91,12 @@ static const pgt_config_key_t keys[] = {
      "EXPLAIN output to ask for (text for engines without JSON)"},
     {"estimate.explain_above", "a duration such as 10ms",
      "shapes whose runs take longer are explained on every run (default 10ms)"},
+    {"guard.max_estimated_rows", "a number of rows such as 1e9 or 500000000 (0 turns it off)",
+     "refuse, before it runs, a statement whose plan has a node estimated at more rows (default "
+     "0: off)"},
+    {"guard.max_join_rows", "a number of rows such as 1e9 or 500000000 (0 turns it off)",
+     "refuse, before it runs, a statement whose plan has a join estimated at more rows (default "
+     "0: off)"},
     {"pricing.currency", "a 3-letter code such as USD", "currency of all amounts (default USD)"},
     {"pricing.per_compute_second", "an amount such as 0.0004",
      "price of one second of upstream compute (default 0.0004)"},
@@ -407,6 +413,19 @@ static int parse_size(const char *value, int64_t min, int64_t max, int64_t *out)
     return 0;
 }
 
+/* A number of rows: a non-negative integer or decimal, e-notation allowed
+ * ("1e9"), at most 1e18. */
+static int parse_rows(const char *value, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (errno || end == value || *end || !(v >= 0 && v <= 1e18))
+        return -1;
+    *out = v;
+    return 0;
+}
+
 /* A non-negative amount of money, stored in micro-units so that sums
  * never drift; read by the pricing module, as every amount is. */
 static int parse_money(const char *value, int64_t *out)
@@ -457,6 +476,10 @@ static int apply_metering(pgt_config_t *cfg, const char *key, const char *value)
         return parse_enum(estimate_format_names, value, &cfg->estimate_format_text);
     if (strcmp(key, "estimate.explain_above") == 0)
         return parse_duration(value, &cfg->estimate_explain_above_ms);
+    if (strcmp(key, "guard.max_estimated_rows") == 0)
+        return parse_rows(value, &cfg->guard_max_rows);
+    if (strcmp(key, "guard.max_join_rows") == 0)
+        return parse_rows(value, &cfg->guard_max_join_rows);
     if (strcmp(key, "pricing.currency") == 0)
         return parse_currency(value, cfg->currency);
     if (strcmp(key, "pricing.per_compute_second") == 0)
@@ -1064,12 +1087,13 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
     } else if (strcmp(section, "ledger") == 0 || strcmp(section, "pricing") == 0 ||
                strcmp(section, "estimate") == 0 || strcmp(section, "budget") == 0 ||
                strcmp(section, "report") == 0 || strcmp(section, "metrics") == 0 ||
-               strcmp(section, "alerts") == 0 || strcmp(section, "admin") == 0) {
+               strcmp(section, "alerts") == 0 || strcmp(section, "admin") == 0 ||
+               strcmp(section, "guard") == 0) {
         snprintf(full, sizeof(full), "%s.%s", section, name);
     } else {
         snprintf(ctx->msg, sizeof(ctx->msg),
                  "section [%s], key '%s': unknown section; use [pgtally], [ledger], [pricing], "
-                 "[estimate], [budget], [report], [alerts], [metrics] or [admin]",
+                 "[estimate], [guard], [budget], [report], [alerts], [metrics] or [admin]",
                  section, name);
         return 0;
     }

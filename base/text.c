@@ -4,6 +4,7 @@
 #include "pgtally/text.h"
 
 #include <locale.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -320,4 +321,12 @@ json_t *pgt_text_json(const char *s)
     v = clean.failed ? NULL : json_string(clean.s ? clean.s : "");
     pgt_buf_free(&clean);
     return v;
+}
+
+void pgt_say(char *buf, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
 }

@@ -171,7 +171,8 @@ const pgt_text_t *pgt__bind_statement(const pgt_session_t *s, const uint8_t *bod
  * (key 0 when nothing). */
 bool pgt__plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
 {
-    s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+    s->est = PGT_ESTIMATE_NONE;
+    s->plan_valid = false;
     bool explain = pgt__may_explain(s);
     if (!explain && !(s->proxy->estimator && pgt__judge_due(s)))
         return false;
@@ -242,20 +243,22 @@ void pgt__answer_error(pgt_session_t *s, const char *sqlstate, const char *messa
 
 /* ---- the answer -------------------------------------------------------- */
 
-/* Turns the EXPLAIN's output (none when failed) into the estimate. */
+/* Turns the EXPLAIN's output (none when failed) into the estimate, and
+ * keeps the plan for the guard (s->plan, s->plan_valid). */
 static void take_explain(pgt_session_t *s, bool failed)
 {
-    double cost = -1;
-    if (s->explain_out && !failed)
-        cost = pgt_estimator_parse((const char *)s->explain_out, s->explain_out_len);
+    s->plan_valid = false;
+    if (s->explain_out && !failed && (s->plan || (s->plan = malloc(sizeof(*s->plan))) != NULL))
+        s->plan_valid =
+            pgt_estimator_parse((const char *)s->explain_out, s->explain_out_len, s->plan) == 0;
     free(s->explain_out);
     s->explain_out = NULL;
     s->explain_out_len = 0;
     s->explaining = false;
     double took_s = (double)(uv_hrtime() - s->explain_sent_ns) / 1e9;
-    pgt_estimator_explained(s->proxy->estimator, &s->est, cost, took_s);
+    pgt_estimator_explained(s->proxy->estimator, &s->est, s->plan_valid ? s->plan : NULL, took_s);
     PGT_DEBUG("explained", "session=C-%llu planner_cost=%.2f estimate_micro=%lld",
-              (unsigned long long)s->id, cost, (long long)s->est.cost_micro);
+              (unsigned long long)s->id, s->est.planner_cost, (long long)s->est.cost_micro);
 }
 
 /* The EXPLAIN's ErrorResponse err[0..*len) with its position (counted in

@@ -94,7 +94,7 @@ pgt_intercept_t *pgt_intercept_new(pgt_meter_t *m, pgt_estimator_t *est, uint64_
         return NULL;
     ic->meter = m;
     ic->estimator = est;
-    ic->next_est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+    ic->next_est = PGT_ESTIMATE_NONE;
     ic->attr = pgt_attr_new(session_id, user, database, application, client_addr);
     if (!ic->attr) {
         free(ic);
@@ -149,7 +149,7 @@ static named_t *remember(named_t **list, const char *name, pgt_text_t *text)
     n->text = pgt_text_ref(text);
     n->types = NULL;
     n->types_len = 0;
-    n->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+    n->est = PGT_ESTIMATE_NONE;
     n->batch = n->bind_seq = 0;
     n->hold = n->gone = false;
     n->taken_batch = 0;
@@ -351,7 +351,7 @@ static pgt_exec_t *push(pgt_intercept_t *ic, pgt_text_t *text, bool extended, bo
         return NULL;
     e->is_marker = marker;
     e->extended = extended;
-    e->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+    e->est = PGT_ESTIMATE_NONE;
     if (!marker) {
         e->attr = ic->attr;
         ic->attr->refs++;
@@ -512,7 +512,7 @@ static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len, b
     pgt_text_unref(t);
     if (e)
         e->est = ic->next_est;
-    ic->next_est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+    ic->next_est = PGT_ESTIMATE_NONE;
 }
 
 /* Records the execution just pushed (the tail) as one the server never

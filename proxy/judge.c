@@ -4,11 +4,14 @@
  * statement that runs past a budget is cancelled. */
 #include "session_int.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pgtally/fingerprint.h"
 #include "pgtally/log.h"
+#include "pgtally/text.h"
 
 /* Server messages taken whole while a statement cancelled for a budget
  * runs: ParameterStatus, as always after login, and ErrorResponse. */
@@ -142,6 +145,77 @@ static bool judge_rule(pgt_session_t *s, const pgt_who_t *who, const char *sql, 
     return true;
 }
 
+/* Rows as people write them: 950000, 3.6e12. */
+static void rows_text(double rows, char *out, size_t cap)
+{
+    if (rows < 1e6) {
+        snprintf(out, cap, "%.0f", rows);
+        return;
+    }
+    int exp10 = (int)floor(log10(rows));
+    double mant = rows / pow(10, exp10);
+    if (mant >= 9.95) {
+        mant /= 10;
+        exp10++;
+    }
+    if (fabs(mant - round(mant)) < 0.05)
+        snprintf(out, cap, "%.0fe%d", mant, exp10);
+    else
+        snprintf(out, cap, "%.1fe%d", mant, exp10);
+}
+
+/* The runaway-join guard: a statement whose plan (s->plan, when this
+ * statement was explained) has a join estimated at more rows than [guard]
+ * max_join_rows, or any node at more than [guard] max_estimated_rows, is
+ * refused before it runs, with 54000 and a message naming the tables and
+ * the rows. Needs no pricing and no budget. Returns true with the verdict
+ * in s->verdict. */
+static bool judge_guard(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
+{
+    const pgt_config_t *cfg = s->proxy->cfg;
+    const pgt_plan_t *p = s->plan;
+    if (!s->plan_valid || !can_refuse || s->txn_status == 'E' || pgt_fp_never_refused(sql, len))
+        return false;
+    bool join = cfg->guard_max_join_rows > 0 && p->max_join_rows > cfg->guard_max_join_rows;
+    bool node = cfg->guard_max_rows > 0 && p->max_rows > cfg->guard_max_rows;
+    if (!join && !node)
+        return false;
+    pgt_verdict_t *v = calloc(1, sizeof(*v));
+    if (!v)
+        return false;
+    char rows[32], limit[32];
+    v->action = PGT_VERDICT_REFUSE;
+    memcpy(v->sqlstate, "54000", 6);
+    if (join) {
+        rows_text(p->max_join_rows, rows, sizeof(rows));
+        rows_text(cfg->guard_max_join_rows, limit, sizeof(limit));
+        pgt_say(v->message, sizeof(v->message),
+                "pgtally: join of %s estimated at %s rows; the limit is %s", p->join_desc, rows,
+                limit);
+        pgt_say(v->detail, sizeof(v->detail),
+                "The plan joins %s into an estimated %s rows; [guard] max_join_rows = %s refuses "
+                "a join estimated at more before it runs.",
+                p->join_desc, rows, limit);
+    } else {
+        rows_text(p->max_rows, rows, sizeof(rows));
+        rows_text(cfg->guard_max_rows, limit, sizeof(limit));
+        pgt_say(v->message, sizeof(v->message),
+                "pgtally: %s%s%s estimated at %s rows; the limit is %s", p->max_rows_node,
+                p->max_rows_desc[0] ? " of " : "", p->max_rows_desc, rows, limit);
+        pgt_say(v->detail, sizeof(v->detail),
+                "A node of the plan is estimated at %s rows; [guard] max_estimated_rows = %s "
+                "refuses a statement with a node estimated at more before it runs.",
+                rows, limit);
+    }
+    pgt_say(v->hint, sizeof(v->hint),
+            "Add a join condition or a filter, or check the plan with EXPLAIN. The limit is "
+            "pgtally's [guard] setting.");
+    s->verdict = v;
+    PGT_INFO("guard_refused", "session=C-%llu user=%s rows=%.0f join_rows=%.0f",
+             (unsigned long long)s->id, s->user, p->max_rows, p->max_join_rows);
+    return true;
+}
+
 /* Checks the statement sql[0..len) about to go upstream (s->est holds its
  * estimate) against the rules by shape (judge_rule), then the budgets. Returns true when it is
  * refused, with the reason in s->verdict; otherwise sends the client the warning and notice the
@@ -156,6 +230,10 @@ bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
     pgt_who_t who = who_of(s);
     if (judge_rule(s, &who, sql, len, can_refuse))
         return true;
+    bool guarded = judge_guard(s, sql, len, can_refuse);
+    s->plan_valid = false;
+    if (guarded)
+        return true;
     int64_t est = s->est.cost_micro;
     bool apply = pgt_budgets_apply(b, &who);
     if (!apply && !pgt_budgets_notice_due(b, est))
@@ -163,7 +241,8 @@ bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
     pgt_verdict_t v;
     /* In a failed transaction block the server refuses the statement
      * anyway (25P02), at no cost. */
-    pgt_budgets_check(b, &who, est,
+    const int64_t range[3] = {est, s->est.low_micro, s->est.high_micro};
+    pgt_budgets_check(b, &who, range,
                       !apply || s->txn_status == 'E' || pgt_fp_never_refused(sql, len), &v);
     if (v.action == PGT_VERDICT_REFUSE && can_refuse && (s->verdict = malloc(sizeof(v))) != NULL) {
         *s->verdict = v;
@@ -187,7 +266,8 @@ bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
  * the stand-in's error anyway (finish_ext_explain). */
 static void judge_bind_head(pgt_session_t *s, const uint8_t *head, size_t hlen)
 {
-    s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+    s->est = PGT_ESTIMATE_NONE;
+    s->plan_valid = false;
     const uint8_t *types;
     size_t types_len;
     const pgt_text_t *t = pgt__bind_statement(s, head, hlen, &types, &types_len);
@@ -222,7 +302,8 @@ void pgt__judge_head(pgt_session_t *s, uint8_t type, const uint8_t *head, size_t
         s->client.framer.stop = true;
         return;
     }
-    s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+    s->est = PGT_ESTIMATE_NONE;
+    s->plan_valid = false;
     if (s->proxy->estimator) {
         char first[PGT_FRAMER_PEEK + 1];
         size_t n = hlen < PGT_FRAMER_PEEK ? hlen : PGT_FRAMER_PEEK;

@@ -117,6 +117,7 @@ static void timer_close_cb(uv_handle_t *h)
     free(s->names);
     free(s->explain_msg);
     free(s->explain_out);
+    free(s->plan);
     free(s->explain_err);
     free(s->verdict);
     free(s->subst);
@@ -747,7 +748,8 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     bool explain = type == 'Q' && pgt__may_hold_query(s) && s->proxy->estimator;
     /* A Query too long to capture was judged on its head. */
     if (type == 'Q' && s->ic && plen + 4 == len && (explain || pgt__judge_due(s))) {
-        s->est = (pgt_estimate_t){.key = 0, .planner_cost = -1, .cost_micro = -1};
+        s->est = PGT_ESTIMATE_NONE;
+        s->plan_valid = false;
         char *sql = NULL;
         if (whole_query && s->proxy->estimator)
             sql = pgt_estimator_plan(s->proxy->estimator, s->database, (const char *)peek, plen - 1,

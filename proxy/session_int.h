@@ -100,6 +100,8 @@ struct pgt_session {
     uint64_t discard;             /* bytes still to come of a refused Query held by its head
                                      only (too long to capture): read and dropped, never sent */
     uint8_t *explain_out;         /* EXPLAIN output gathered so far */
+    pgt_plan_t *plan;             /* the last EXPLAIN's plan (allocated at the first) */
+    bool plan_valid;              /* plan is the statement being judged's */
     size_t explain_out_len;       /* its length */
     uint8_t *explain_err;         /* the simple EXPLAIN's ErrorResponse, or NULL */
     size_t explain_err_len;       /* its length */

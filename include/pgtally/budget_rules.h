@@ -80,11 +80,13 @@ typedef struct pgt_budget_case {
 
 /* A statement about to run. */
 typedef struct pgt_budget_stmt {
-    const pgt_who_t *who; /* who sends it */
-    int64_t est_micro;    /* its estimate, -1: unknown */
-    bool never_refuse;    /* transaction control or a setting (COMMIT, SET...) */
-    bool failed_block;    /* sent in a failed transaction block (the server refuses it) */
-    int64_t now_us;       /* the time, unix microseconds */
+    const pgt_who_t *who;   /* who sends it */
+    int64_t est_micro;      /* its estimate, -1: unknown */
+    int64_t est_low_micro;  /* the estimate's interval [low, high]: shown in the NOTICE */
+    int64_t est_high_micro; /* when high > low */
+    bool never_refuse;      /* transaction control or a setting (COMMIT, SET...) */
+    bool failed_block;      /* sent in a failed transaction block (the server refuses it) */
+    int64_t now_us;         /* the time, unix microseconds */
 } pgt_budget_stmt_t;
 
 /* What the rules found for one case. */

@@ -71,6 +71,8 @@ typedef struct pgt_config {
     int estimate_cache_ttl_ms;          /* [estimate] cache_ttl */
     int estimate_format_text;           /* [estimate] format: 0 json, 1 text */
     int estimate_explain_above_ms;      /* [estimate] explain_above */
+    double guard_max_rows;              /* [guard] max_estimated_rows; 0: off */
+    double guard_max_join_rows;         /* [guard] max_join_rows; 0: off */
     char *timezone;                     /* IANA zone of budget periods and reports ("UTC") */
     char *admin_conninfo;               /* libpq conninfo to read role memberships, or "" */
     char *budget_contact;               /* [budget] contact, shown in refusal hints, or "" */

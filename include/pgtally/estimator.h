@@ -12,22 +12,34 @@
 #include <stdint.h>
 
 #include "pgtally/config.h"
+#include "pgtally/plan.h"
+
+/* Features of a plan the model weighs (estimator.c, features()). */
+#define PGT_EST_FEATURES 9
 
 /* What is known about one statement before it runs. */
 typedef struct pgt_estimate {
-    uint64_t key;          /* shape key (database, fingerprint); 0 when unknown */
-    double planner_cost;   /* planner total cost, or -1 when not explained */
-    int64_t cost_micro;    /* estimated cost in micro-units, or -1 when none */
-    uint64_t fingerprint;  /* the statement's fingerprint when the loop found it, or 0 */
-    int kind;              /* its pgt_stmt_kind_t then */
-    int64_t rule_id;       /* the rule by shape that blocks it or, for a log rule, would
-                              have (recorded in the ledger); 0: none (judge.c sets it) */
-    bool explainable;      /* whether EXPLAIN takes it */
-    int32_t explain_shift; /* when pgt_estimator_plan returned an EXPLAIN: the characters
-                              its text has ahead of the statement less those the client's
-                              text has, so that position P of the EXPLAIN's error is
-                              P - explain_shift in the client's statement */
+    uint64_t key;              /* shape key (database, fingerprint); 0 when unknown */
+    double planner_cost;       /* planner total cost, or -1 when not explained */
+    int64_t cost_micro;        /* estimated cost in micro-units, or -1 when none */
+    int64_t low_micro;         /* the interval that holds the cost 8 times in 10: */
+    int64_t high_micro;        /* [low, high], both -1 when cost_micro is */
+    float x[PGT_EST_FEATURES]; /* the plan's features when explained (x[0] = 1), else x[0] = 0 */
+    uint64_t fingerprint;      /* the statement's fingerprint when the loop found it, or 0 */
+    int kind;                  /* its pgt_stmt_kind_t then */
+    int model;                 /* the estimator's model of its database */
+    int64_t rule_id;           /* the rule by shape that blocks it or, for a log rule, would
+                                  have (recorded in the ledger); 0: none (judge.c sets it) */
+    bool explainable;          /* whether EXPLAIN takes it */
+    int32_t explain_shift;     /* when pgt_estimator_plan returned an EXPLAIN: the characters
+                                  its text has ahead of the statement less those the client's
+                                  text has, so that position P of the EXPLAIN's error is
+                                  P - explain_shift in the client's statement */
 } pgt_estimate_t;
+
+/* The estimate of a statement nothing is known about. */
+#define PGT_ESTIMATE_NONE                                                                          \
+    ((pgt_estimate_t){.planner_cost = -1, .cost_micro = -1, .low_micro = -1, .high_micro = -1})
 
 typedef struct pgt_estimator pgt_estimator_t;
 
@@ -52,18 +64,23 @@ void pgt_estimator_free(pgt_estimator_t *e);
 char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *sql, size_t len,
                          bool may_explain, pgt_estimate_t *out);
 
-/* Reads the planner's total cost from EXPLAIN output: the JSON document of
- * FORMAT JSON, or a first text line holding "cost=0.00..123.45". Returns
- * -1 when there is none. */
-double pgt_estimator_parse(const char *output, size_t len);
+/* Reads EXPLAIN output into *plan: the JSON document of FORMAT JSON, or
+ * (estimate.format = text) a first line holding "cost=0.00..123.45",
+ * which gives the total cost only. Returns 0, or -1 when there is no plan. */
+int pgt_estimator_parse(const char *output, size_t len, pgt_plan_t *plan);
 
-/* Completes out after an EXPLAIN answered planner_cost (-1 if it failed);
+/* Completes out after an EXPLAIN answered plan (NULL if it failed);
  * explain_s is how long the EXPLAIN took, sent to answered. */
-void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, double planner_cost,
+void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, const pgt_plan_t *plan,
                              double explain_s);
 
-/* Learns from a finished statement: its compute seconds and bytes, and
- * seconds per planner unit when it was explained. */
+/* The relations the shape of key reads, as the ledger keeps them
+ * (pgt_plan_relations_json), from its last plan; malloc'd, NULL when none
+ * is known. */
+char *pgt_estimator_relations(const pgt_estimator_t *e, uint64_t key);
+
+/* Learns from a finished statement: its compute seconds and bytes, and,
+ * when it was explained, how its plan's features predicted them. */
 void pgt_estimator_learn(pgt_estimator_t *e, const pgt_estimate_t *est, double compute_s,
                          int64_t bytes_out);
 

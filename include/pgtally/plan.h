@@ -19,13 +19,13 @@
 
 /* Node families whose share of the plan's cost the model weighs. */
 typedef enum {
-    PGT_PLAN_F_SCAN,      /* sequential and bitmap heap scans */
-    PGT_PLAN_F_INDEX,     /* index and index-only scans */
-    PGT_PLAN_F_JOIN,      /* hash, merge and nested-loop joins (their own cost) */
-    PGT_PLAN_F_SORT,      /* sorts, incremental sorts */
-    PGT_PLAN_F_AGG,       /* aggregates, group, unique, set operations */
-    PGT_PLAN_F_WINDOW,    /* window functions */
-    PGT_PLAN_F_OTHER,     /* the rest (result, limit, materialize, CTE scans, ...) */
+    PGT_PLAN_F_SCAN,   /* sequential and bitmap heap scans */
+    PGT_PLAN_F_INDEX,  /* index and index-only scans */
+    PGT_PLAN_F_JOIN,   /* hash, merge and nested-loop joins (their own cost) */
+    PGT_PLAN_F_SORT,   /* sorts, incremental sorts */
+    PGT_PLAN_F_AGG,    /* aggregates, group, unique, set operations */
+    PGT_PLAN_F_WINDOW, /* window functions */
+    PGT_PLAN_F_OTHER,  /* the rest (result, limit, materialize, CTE scans, ...) */
     PGT_PLAN_FAMILIES
 } pgt_plan_family_t;
 
@@ -57,7 +57,7 @@ int pgt_plan_parse(const char *output, size_t len, pgt_plan_t *out)
     __attribute__((warn_unused_result));
 
 /* The relations of p as the ledger keeps them: a JSON array of
- * [schema, relation, share] with shares (0..1] summing to 1, costliest
+ * [schema, relation, share] with shares [0, 1] summing to 1, costliest
  * first ("[[\"analytics\",\"sales\",0.8],[\"analytics\",\"stores\",0.2]]"),
  * malloc'd; NULL when p reads no relation or out of memory. A plan whose
  * scans all cost 0 splits evenly. */

@@ -90,4 +90,8 @@ void pgt_text_table_free(pgt_text_table_t *t);
  * memory. */
 json_t *pgt_text_json(const char *s);
 
+/* snprintf into buf[0..len) where truncating a message for people is
+ * fine (it always ends in a NUL). */
+void pgt_say(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif

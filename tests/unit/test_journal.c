@@ -69,12 +69,12 @@ static void test_roundtrip_and_wrap(void)
 {
     char err[256];
     const char *path = tmp_path("a.journal");
-    pgt_journal_t *j = pgt_journal_open(path, 4096, err, sizeof(err));
+    pgt_journal_t *j = pgt_journal_open(path, 6144, err, sizeof(err));
     CHECK(j != NULL);
     if (!j)
         return;
     uint64_t ends[40];
-    /* ~150 bytes each: 40 of them go round a 4 KiB ring once, as entries
+    /* ~220 bytes each: 40 of them go round a 6 KiB ring once, as entries
      * become done behind them. */
     for (int i = 0; i < 40; i++) {
         pgt_exec_t *e = make_exec("SELECT count(*) FROM orders WHERE id = $1", 1 + i % 3, 1 + i);
@@ -86,7 +86,7 @@ static void test_roundtrip_and_wrap(void)
     }
     pgt_journal_close(j);
     /* A new process finds the 10 not done, whole, in order. */
-    j = pgt_journal_open(path, 4096, err, sizeof(err));
+    j = pgt_journal_open(path, 6144, err, sizeof(err));
     CHECK(j != NULL);
     if (!j)
         return;
