@@ -173,8 +173,9 @@ bool pgt__plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
 {
     s->est = PGT_ESTIMATE_NONE;
     s->plan_valid = false;
+    s->explain_later = false;
     bool explain = pgt__may_explain(s);
-    if (!explain && !(s->proxy->estimator && pgt__judge_due(s)))
+    if (!explain && !(s->proxy->estimator && (pgt__judge_due(s) || pgt__guard_on(s))))
         return false;
     const uint8_t *types;
     size_t types_len;
@@ -187,10 +188,12 @@ bool pgt__plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
     /* A Bind of a named portal that exists fails on that (42P03) before
      * its parameters are read; pgtally's EXPLAIN, on a portal of its own,
      * would fail otherwise. */
+    bool later = !explain && types && !pgt_intercept_portal_exists(s->ic, (const char *)body);
     if (explain && pgt_intercept_portal_exists(s->ic, (const char *)body))
         explain = false;
     char *sql =
         pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, explain, &s->est);
+    s->explain_later = later && s->est.explainable;
     if (!sql)
         return false;
     bool ok = explain_bind_msgs(s, sql, types, types_len, body, blen);

@@ -516,6 +516,20 @@ void pgt__await_start(pgt_session_t *s)
     pgt__send_ours(s, flush, sizeof(flush));
 }
 
+/* The held message (mlen bytes at the start of client.pend) goes upstream,
+ * told to the intercept with its estimate. */
+static void send_held(pgt_session_t *s, size_t mlen)
+{
+    conn_t *c = &s->client;
+    if (c->pend[0] == 'Q')
+        pgt_intercept_set_estimate(s->ic, &s->est);
+    pgt__client_account(s, c->pend[0], c->pend + 5, mlen - 5);
+    if (c->pend[0] == 'B')
+        pgt_intercept_set_portal_estimate(s->ic, (const char *)c->pend + 5, &s->est);
+    pgt__conn_send(&s->server, c->pend, mlen);
+    pgt__release_held(s, mlen);
+}
+
 /* The held statement goes upstream as it came, the server treating it as
  * it would have direct: what is ahead of it failed (it is skipped), began
  * a COPY (it ends the COPY), or left the transaction block failed. */
@@ -528,11 +542,47 @@ static void await_pass(pgt_session_t *s)
     free(s->verdict);
     s->verdict = NULL;
     s->explaining = false;
-    pgt__client_account(s, c->pend[0], c->pend + 5, mlen - 5);
-    if (c->pend[0] == 'B')
-        pgt_intercept_set_portal_estimate(s->ic, (const char *)c->pend + 5, &s->est);
-    pgt__conn_send(&s->server, c->pend, mlen);
-    pgt__release_held(s, mlen);
+    send_held(s, mlen);
+}
+
+bool pgt__guard_on(const pgt_session_t *s)
+{
+    const pgt_config_t *cfg = s->proxy->cfg;
+    return (cfg->guard_max_rows > 0 || cfg->guard_max_join_rows > 0) && s->proxy->estimator &&
+           cfg->estimate_mode == PGT_ESTIMATE_EXPLAIN;
+}
+
+bool pgt__guard_waits(const pgt_session_t *s)
+{
+    return pgt__guard_on(s) && s->est.key && pgt__may_await(s);
+}
+
+/* Nothing is ahead of a statement that waited to be explained: it is, as
+ * if it had come alone, or it goes as it came when it cannot be. */
+static void await_plan(pgt_session_t *s, uint8_t what)
+{
+    conn_t *c = &s->client;
+    size_t mlen = (size_t)pgt_be32(c->pend + 1) + 1;
+    s->explaining = false;
+    if (what == AWAIT_PLAN_BIND) {
+        if (pgt__plan_bind(s, c->pend + 5, mlen - 5)) {
+            s->ext_explain = true;
+            pgt__start_explain(s);
+            return;
+        }
+    } else if (pgt__may_hold_query(s) && c->pend[mlen - 1] == 0) {
+        s->est = PGT_ESTIMATE_NONE;
+        s->plan_valid = false;
+        char *sql = pgt_estimator_plan(s->proxy->estimator, s->database, (const char *)c->pend + 5,
+                                       mlen - 6, true, &s->est);
+        bool held = sql && pgt__explain_query_msg(s, sql);
+        free(sql);
+        if (held) {
+            pgt__start_explain(s);
+            return;
+        }
+    }
+    send_held(s, mlen);
 }
 
 void pgt__await_check(pgt_session_t *s)
@@ -545,7 +595,9 @@ void pgt__await_check(pgt_session_t *s)
         return;
     s->awaiting = AWAIT_NONE;
     s->cancel_requested = false;
-    if (!reads || (what == AWAIT_QUERY && !pgt_conv_may_query(cv))) {
+    if (what == AWAIT_PLAN_QUERY || what == AWAIT_PLAN_BIND) {
+        await_plan(s, what);
+    } else if (!reads || (what == AWAIT_QUERY && !pgt_conv_may_query(cv))) {
         await_pass(s);
     } else if (what == AWAIT_QUERY) {
         s->explaining = false;

@@ -747,7 +747,8 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     bool whole_query = type == 'Q' && plen > 0 && peek[plen - 1] == 0;
     bool explain = type == 'Q' && pgt__may_hold_query(s) && s->proxy->estimator;
     /* A Query too long to capture was judged on its head. */
-    if (type == 'Q' && s->ic && plen + 4 == len && (explain || pgt__judge_due(s))) {
+    if (type == 'Q' && s->ic && plen + 4 == len &&
+        (explain || pgt__judge_due(s) || pgt__guard_on(s))) {
         s->est = PGT_ESTIMATE_NONE;
         s->plan_valid = false;
         char *sql = NULL;
@@ -757,6 +758,11 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
         bool held = sql && pgt__explain_query_msg(s, sql);
         free(sql);
         if (held) {
+            s->client.framer.stop = true;
+            return;
+        }
+        if (!explain && whole_query && s->est.explainable && pgt__guard_waits(s)) {
+            s->awaiting = AWAIT_PLAN_QUERY;
             s->client.framer.stop = true;
             return;
         }
@@ -771,6 +777,11 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     if (type == 'B' && s->ic && plen + 4 == len) {
         if (pgt__plan_bind(s, peek, plen)) {
             s->ext_explain = true;
+            s->client.framer.stop = true;
+            return;
+        }
+        if (s->explain_later && pgt__guard_waits(s)) {
+            s->awaiting = AWAIT_PLAN_BIND;
             s->client.framer.stop = true;
             return;
         }

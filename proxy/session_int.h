@@ -102,6 +102,7 @@ struct pgt_session {
     uint8_t *explain_out;         /* EXPLAIN output gathered so far */
     pgt_plan_t *plan;             /* the last EXPLAIN's plan (allocated at the first) */
     bool plan_valid;              /* plan is the statement being judged's */
+    bool explain_later;           /* the Bind plan_bind saw could be explained, not now */
     size_t explain_out_len;       /* its length */
     uint8_t *explain_err;         /* the simple EXPLAIN's ErrorResponse, or NULL */
     size_t explain_err_len;       /* its length */
@@ -305,8 +306,25 @@ void pgt__tell_refused(pgt_session_t *s, const pgt_verdict_t *v);
 /* Refuses the held Query for the budget in s->verdict (which it takes). */
 void pgt__refuse_query(pgt_session_t *s);
 
-/* What a refused statement pipelined behind others waits for (s->awaiting). */
-enum { AWAIT_NONE = 0, AWAIT_QUERY = 'Q', AWAIT_BIND = 'B' };
+/* What a refused statement pipelined behind others waits for
+ * (s->awaiting): to be refused (AWAIT_QUERY, AWAIT_BIND), or, under the
+ * guard, to be explained once nothing is ahead of it (AWAIT_PLAN_QUERY,
+ * AWAIT_PLAN_BIND). */
+enum {
+    AWAIT_NONE = 0,
+    AWAIT_QUERY = 'Q',
+    AWAIT_BIND = 'B',
+    AWAIT_PLAN_QUERY = 'q',
+    AWAIT_PLAN_BIND = 'b'
+};
+
+/* Whether the statement s->est describes, which cannot be explained now
+ * (something is ahead of it), waits to be: the guard judges every plan,
+ * and only an EXPLAIN gives one. */
+bool pgt__guard_waits(const pgt_session_t *s);
+
+/* Whether the runaway-join guard is on ([guard] and estimate.mode = explain). */
+bool pgt__guard_on(const pgt_session_t *s);
 
 /* Whether a statement judged now could be refused once what is ahead of
  * it is answered: the server neither skips nor reads COPY data. */
