@@ -552,9 +552,13 @@ bool pgt__guard_on(const pgt_session_t *s)
            cfg->estimate_mode == PGT_ESTIMATE_EXPLAIN;
 }
 
-bool pgt__guard_waits(const pgt_session_t *s)
+bool pgt__guard_hold(pgt_session_t *s, uint8_t what)
 {
-    return pgt__guard_on(s) && s->est.key && pgt__may_await(s);
+    if (!pgt__guard_on(s) || !s->est.key || !pgt__may_await(s))
+        return false;
+    s->awaiting = what;
+    s->client.framer.stop = true;
+    return true;
 }
 
 /* Nothing is ahead of a statement that waited to be explained: it is, as

@@ -761,11 +761,8 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
             s->client.framer.stop = true;
             return;
         }
-        if (!explain && whole_query && s->est.explainable && pgt__guard_waits(s)) {
-            s->awaiting = AWAIT_PLAN_QUERY;
-            s->client.framer.stop = true;
+        if (!explain && whole_query && s->est.explainable && pgt__guard_hold(s, AWAIT_PLAN_QUERY))
             return;
-        }
         pgt_intercept_set_estimate(s->ic, &s->est);
         bool now = pgt_conv_may_query(&s->conv), later = !now && pgt__may_await(s);
         if (whole_query && pgt__judge(s, (const char *)peek, plen - 1, now || later)) {
@@ -780,11 +777,8 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
             s->client.framer.stop = true;
             return;
         }
-        if (s->explain_later && pgt__guard_waits(s)) {
-            s->awaiting = AWAIT_PLAN_BIND;
-            s->client.framer.stop = true;
+        if (s->explain_later && pgt__guard_hold(s, AWAIT_PLAN_BIND))
             return;
-        }
         if (pgt__judge_bind(s, peek, plen, true)) {
             s->client.framer.stop = true;
             return;

@@ -318,10 +318,11 @@ enum {
     AWAIT_PLAN_BIND = 'b'
 };
 
-/* Whether the statement s->est describes, which cannot be explained now
- * (something is ahead of it), waits to be: the guard judges every plan,
- * and only an EXPLAIN gives one. */
-bool pgt__guard_waits(const pgt_session_t *s);
+/* Holds the statement s->est describes, which cannot be explained now
+ * (something is ahead of it), until it can be (s->awaiting = what): the
+ * guard judges every plan, and only an EXPLAIN gives one. Returns false
+ * when it is not held. */
+bool pgt__guard_hold(pgt_session_t *s, uint8_t what);
 
 /* Whether the runaway-join guard is on ([guard] and estimate.mode = explain). */
 bool pgt__guard_on(const pgt_session_t *s);
