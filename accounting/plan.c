@@ -238,15 +238,14 @@ char *pgt_plan_relations_json(const pgt_plan_t *p)
     json_t *arr = json_array();
     for (int i = 0; arr && i < p->nrels; i++) {
         double share = sum > 0 ? p->rels[i].cost / sum : 1.0 / p->nrels;
-        /* Four decimals: a share is for splitting money, not for physics. */
-        share = (double)(long long)(share * 10000 + 0.5) / 10000;
         json_t *e = json_pack("[ssf]", p->rels[i].schema, p->rels[i].name, share);
         if (!e || json_array_append_new(arr, e) != 0) {
             json_decref(arr);
             return NULL;
         }
     }
-    char *s = arr ? json_dumps(arr, JSON_COMPACT) : NULL;
+    /* Four significant digits: a share is for splitting money, not for physics. */
+    char *s = arr ? json_dumps(arr, JSON_COMPACT | JSON_REAL_PRECISION(4)) : NULL;
     json_decref(arr);
     return s;
 }
