@@ -33,8 +33,11 @@
 /* A slow shape is explained again only when its runs take at least this
  * many times as long as its EXPLAIN (the EXPLAIN adds <= 5%). */
 #define EXPLAIN_SHARE 20.0
-/* How much a shape's own runs weigh against the model (in runs). */
+/* How much a shape's own runs weigh against the model (in runs), and its
+ * own slope over log cost against none (in squared log cost), at most. */
 #define SHAPE_PRIOR 1.0
+#define SLOPE_PRIOR 1.0
+#define SLOPE_MAX 1.0
 /* The interval: 1.2816 standard deviations either side holds 8 in 10. */
 #define INTERVAL_Z 1.2816
 /* Log error assumed before anything was measured (a factor of e). */
@@ -51,7 +54,10 @@ typedef struct shape {
     double log_mean;       /* moving average of log compute seconds */
     double log_var;        /* moving average of its squared deviation */
     double mean_bytes;     /* moving average of bytes returned */
-    double resid_sum;      /* sum of log(actual) - model over the explained runs */
+    double resid_sum;      /* sum of r = log(actual) - model over the explained runs */
+    double lc_sum;         /* sum of their log planner costs (x[1]) */
+    double lc2_sum;        /* sum of their squares */
+    double lcr_sum;        /* sum of log cost times r */
     double err2_sum;       /* sum of squared errors of the estimates made for them */
     double plan_log_mean;  /* moving average of log planner cost */
     double plan_log_var;   /* moving average of its squared deviation */
@@ -88,7 +94,7 @@ static void model_reset(model_t *m, uint64_t db)
 {
     /* The prior: log seconds = DEFAULT_LOG_K + log(planner cost), with the
      * slope known better than the offset and the rest near 0. */
-    static const double prior_var[PGT_EST_FEATURES] = {4, 0.05, 0.02, 1, 1, 1, 1, 1, 1};
+    static const double prior_var[PGT_EST_FEATURES] = {4, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1};
     memset(m, 0, sizeof(*m));
     m->db = db;
     m->w[0] = DEFAULT_LOG_K;
@@ -328,11 +334,26 @@ static double dot(const double *w, const float *x)
     return v;
 }
 
-/* The shape's own correction to the model: the mean of its residuals,
- * shrunk towards 0 by SHAPE_PRIOR runs' worth of the model. */
-static double shape_offset(const shape_t *s)
+/* The shape's own correction to the model at log planner cost lc: the
+ * mean of its residuals, shrunk towards 0 by SHAPE_PRIOR runs' worth of
+ * the model, and, from two runs on, the slope of its residuals over log
+ * cost (shrunk by SLOPE_PRIOR, at most SLOPE_MAX): within one shape the
+ * time often grows faster or slower with the planner's cost than across
+ * shapes (a bitmap scan the planner prices by pages that are cached). */
+static double shape_offset(const shape_t *s, double lc)
 {
-    return s->fits > 0 ? s->resid_sum / (s->fits + SHAPE_PRIOR) : 0;
+    if (s->fits == 0)
+        return 0;
+    double n = s->fits;
+    double off = s->resid_sum / (n + SHAPE_PRIOR);
+    if (s->fits < 2)
+        return off;
+    double lm = s->lc_sum / n;
+    double sxx = s->lc2_sum - n * lm * lm;
+    double sxy = s->lcr_sum - lm * s->resid_sum;
+    double g = sxy / ((sxx > 0 ? sxx : 0) + SLOPE_PRIOR);
+    g = g > SLOPE_MAX ? SLOPE_MAX : g < -SLOPE_MAX ? -SLOPE_MAX : g;
+    return off + g * (lc - lm);
 }
 
 /* The spread of the shape's log errors: its own measured ones with the
@@ -372,7 +393,7 @@ void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, const pgt_
     out->planner_cost = plan->total_cost;
     features(plan, out->x);
     const model_t *m = &e->models[out->model];
-    double seconds = exp(dot(m->w, out->x) + shape_offset(s));
+    double seconds = exp(dot(m->w, out->x) + shape_offset(s, out->x[1]));
     /* Bytes: the plan's rows of its width, plus each DataRow's header. */
     double bytes = plan->rows * (plan->width + 11);
     priced(e, out, seconds, shape_sd(s, m), bytes);
@@ -431,12 +452,17 @@ void pgt_estimator_learn(pgt_estimator_t *e, const pgt_estimate_t *est, double c
      * shape keeps, then the model, fitted to what the shape's offset does
      * not explain. */
     double base = dot(m->w, est->x);
-    double offset = shape_offset(s);
+    double lc = est->x[1];
+    double offset = shape_offset(s, lc);
     double err = lt - (base + offset);
     s->err2_sum += err * err;
     m->err2 += 0.05 * (err * err - m->err2);
     model_learn(m, est->x, lt - offset);
-    s->resid_sum += lt - base;
+    double r = lt - base;
+    s->resid_sum += r;
+    s->lc_sum += lc;
+    s->lc2_sum += lc * lc;
+    s->lcr_sum += lc * r;
     if (s->fits < UINT32_MAX)
         s->fits++;
 }
