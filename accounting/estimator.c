@@ -24,12 +24,13 @@
  * a small PostgreSQL server shows for simple scans. */
 #define DEFAULT_LOG_K (-11.5) /* e^-11.5 ≈ 10 µs per unit */
 /* History vouches for a shape whose runs stay within this spread of their
- * (log) mean, once at least STABLE_RUNS runs measured it; or whose plans
+ * (log) mean, once at least STABLE_RUNS runs measured it (fewer agree by
+ * chance when constants move the cost 100×); or whose plans
  * kept the same cost over as many EXPLAINs (its constants do not move the
  * plan: what the runs vary by, the plan cannot tell). */
 #define STABLE_SPREAD 0.35
 #define STABLE_PLAN_SPREAD 0.05
-#define STABLE_RUNS 3
+#define STABLE_RUNS 5
 /* A slow shape is explained again only when its runs take at least this
  * many times as long as its EXPLAIN (the EXPLAIN adds <= 5%). */
 #define EXPLAIN_SHARE 20.0
@@ -47,24 +48,26 @@
 
 /* What is known about one shape. */
 typedef struct shape {
-    uint64_t key;          /* database and fingerprint mixed; 0 = empty slot */
-    uint32_t runs;         /* runs measured (saturating) */
-    uint32_t fits;         /* explained runs the model was checked on */
-    double mean_s;         /* moving average of compute seconds */
-    double log_mean;       /* moving average of log compute seconds */
-    double log_var;        /* moving average of its squared deviation */
-    double mean_bytes;     /* moving average of bytes returned */
-    double resid_sum;      /* sum of r = log(actual) - model over the explained runs */
-    double lc_sum;         /* sum of their log planner costs (x[1]) */
-    double lc2_sum;        /* sum of their squares */
-    double lcr_sum;        /* sum of log cost times r */
-    double err2_sum;       /* sum of squared errors of the estimates made for them */
-    double plan_log_mean;  /* moving average of log planner cost */
-    double plan_log_var;   /* moving average of its squared deviation */
-    uint32_t plans;        /* plans seen (saturating) */
-    uint64_t explained_ns; /* uv_hrtime() of the last EXPLAIN */
-    double explain_s;      /* moving average of the EXPLAIN's own time, or 0 */
-    char *relations;       /* what the last plan read (pgt_plan_relations_json), or NULL */
+    uint64_t key;                   /* database and fingerprint mixed; 0 = empty slot */
+    uint32_t runs;                  /* runs measured (saturating) */
+    uint32_t fits;                  /* explained runs the model was checked on */
+    double mean_s;                  /* moving average of compute seconds */
+    double log_mean;                /* moving average of log compute seconds */
+    double log_var;                 /* moving average of its squared deviation */
+    double mean_bytes;              /* moving average of bytes returned */
+    double resid_sum;               /* sum of r = log(actual) - model over the explained runs */
+    double lc_sum;                  /* sum of their log planner costs (x[1]) */
+    double lc2_sum;                 /* sum of their squares */
+    double lcr_sum;                 /* sum of log cost times r */
+    double err2_sum;                /* sum of squared errors of the estimates made for them */
+    double plan_log_mean;           /* moving average of log planner cost */
+    double plan_log_var;            /* moving average of its squared deviation */
+    uint32_t plans;                 /* plans seen (saturating) */
+    uint64_t explained_ns;          /* uv_hrtime() of the last EXPLAIN */
+    double explain_s;               /* moving average of the EXPLAIN's own time, or 0 */
+    char *relations;                /* what the last plan read (pgt_plan_relations_json), or NULL */
+    float last_x[PGT_EST_FEATURES]; /* the last plan's features (x[0] = 0: none yet) */
+    int model;                      /* the model of the shape's database */
 } shape_t;
 
 /* The calibration of one database: log seconds = w . features, fitted by
@@ -231,11 +234,23 @@ static void priced(const pgt_estimator_t *e, pgt_estimate_t *out, double seconds
     out->high_micro = money(e, seconds * f, bytes);
 }
 
-/* The history estimate: what the shape's runs cost on average. */
+static double shape_offset(const shape_t *s, double lc);
+static double shape_sd(const shape_t *s, const model_t *m);
+static double dot(const double *w, const float *x);
+
+/* The history estimate: the model on the shape's last plan, which history
+ * vouches did not move, or, never explained, what its runs cost on
+ * average. */
 static void from_history(const pgt_estimator_t *e, const shape_t *s, pgt_estimate_t *out)
 {
     if (s->key != out->key || s->runs == 0)
         return;
+    if (s->last_x[0] != 0) {
+        const model_t *m = &e->models[s->model];
+        double seconds = exp(dot(m->w, s->last_x) + shape_offset(s, s->last_x[1]));
+        priced(e, out, seconds, shape_sd(s, m), s->mean_bytes);
+        return;
+    }
     double sd = s->runs >= 2 ? sqrt(s->log_var) : sqrt(DEFAULT_ERR2);
     priced(e, out, s->mean_s, sd, s->mean_bytes);
 }
@@ -397,6 +412,8 @@ void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, const pgt_
     /* Bytes: the plan's rows of its width, plus each DataRow's header. */
     double bytes = plan->rows * (plan->width + 11);
     priced(e, out, seconds, shape_sd(s, m), bytes);
+    memcpy(s->last_x, out->x, sizeof(s->last_x));
+    s->model = out->model;
 }
 
 char *pgt_estimator_relations(const pgt_estimator_t *e, uint64_t key)
