@@ -43,6 +43,8 @@
 #define INTERVAL_Z 1.2816
 /* Log error assumed before anything was measured (a factor of e). */
 #define DEFAULT_ERR2 1.0
+/* Largest log residual a run teaches the model (a factor of 4.5). */
+#define ROBUST 1.5
 /* Forgetting of the model: old runs fade with a half-life of ~700. */
 #define FORGET 0.999
 
@@ -474,7 +476,10 @@ void pgt_estimator_learn(pgt_estimator_t *e, const pgt_estimate_t *est, double c
     double err = lt - (base + offset);
     s->err2_sum += err * err;
     m->err2 += 0.05 * (err * err - m->err2);
-    model_learn(m, est->x, lt - offset);
+    /* Robustly: a run further than ROBUST from the model moves it as if
+     * it were at ROBUST (a Huber loss, in effect). */
+    double t = lt - offset - base;
+    model_learn(m, est->x, base + (t > ROBUST ? ROBUST : t < -ROBUST ? -ROBUST : t));
     double r = lt - base;
     s->resid_sum += r;
     s->lc_sum += lc;
