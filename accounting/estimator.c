@@ -292,6 +292,13 @@ char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *s
     out->kind = (int)shape.kind;
     out->explainable = shape.explainable;
     out->model = model_of(e, database);
+    /* COPY (query) TO and EXPLAIN ANALYZE run a query EXPLAIN takes: its
+     * plan is theirs. */
+    pgt_stmt_t inner;
+    if (!shape.explainable && pgt_fp_inner(sql, &inner, 1) == 1) {
+        st[0] = inner;
+        out->explainable = shape.explainable = true;
+    }
     shape_t *s = slot(e, out->key);
     if (!may_explain || !shape.explainable || !worth_explaining(e, s, out->key)) {
         from_history(e, s, out);
