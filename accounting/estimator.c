@@ -259,7 +259,7 @@ static void from_history(const pgt_estimator_t *e, const shape_t *s, pgt_estimat
 
 static char *explain_text(const pgt_estimator_t *e, const char *sql, size_t len)
 {
-    const char *prefix = e->text_format ? "EXPLAIN " : "EXPLAIN (FORMAT JSON, VERBOSE) ";
+    const char *prefix = e->text_format ? "EXPLAIN " : "EXPLAIN (FORMAT JSON) ";
     size_t plen = strlen(prefix);
     char *q = malloc(plen + len + 1);
     if (!q)

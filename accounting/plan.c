@@ -1,4 +1,4 @@
-/* Reading EXPLAIN (FORMAT JSON, VERBOSE): one walk over the plan tree
+/* Reading EXPLAIN (FORMAT JSON): one walk over the plan tree
  * gives the features, the guard's row counts and the relations' shares
  * (include/pgtally/plan.h).
  *
@@ -248,4 +248,30 @@ char *pgt_plan_relations_json(const pgt_plan_t *p)
     char *s = arr ? json_dumps(arr, JSON_COMPACT | JSON_REAL_PRECISION(4)) : NULL;
     json_decref(arr);
     return s;
+}
+
+void pgt_plan_qualify(pgt_plan_t *p, const char *tree)
+{
+    json_t *arr = tree ? json_loads(tree, 0, NULL) : NULL;
+    for (int i = 0; arr && i < p->nrels; i++) {
+        pgt_plan_rel_t *r = &p->rels[i];
+        if (r->schema[0])
+            continue;
+        const char *found = NULL;
+        bool unique = true;
+        size_t k;
+        json_t *e;
+        json_array_foreach(arr, k, e)
+        {
+            const char *schema = json_string_value(json_array_get(e, 0));
+            const char *name = json_string_value(json_array_get(e, 1));
+            if (!schema || !schema[0] || !name || strcmp(name, r->name) != 0)
+                continue;
+            unique = unique && (!found || !strcmp(found, schema));
+            found = schema;
+        }
+        if (found && unique)
+            snprintf(r->schema, sizeof(r->schema), "%s", found);
+    }
+    json_decref(arr);
 }

@@ -102,9 +102,29 @@ static void test_hostile(void)
     free(doc);
 }
 
+/* A plan without schemas takes them from the parse tree where it names
+ * a relation with exactly one. */
+static void test_qualify(void)
+{
+    const char *doc = "[{\"Plan\": {\"Node Type\": \"Hash Join\", \"Total Cost\": 30, \"Plans\": ["
+                      "{\"Node Type\": \"Seq Scan\", \"Relation Name\": \"sales\", \"Total Cost\": "
+                      "20}, {\"Node Type\": \"Seq Scan\", \"Relation Name\": \"stores\", \"Total "
+                      "Cost\": 5}]}}]";
+    pgt_plan_t p;
+    CHECK_INT(pgt_plan_parse(doc, strlen(doc), &p), 0);
+    CHECK_INT(p.nrels, 2);
+    pgt_plan_qualify(&p, "[[\"analytics\",\"sales\",0.5],[\"\",\"stores\",0.5]]");
+    CHECK_STR(p.rels[0].schema, "analytics");
+    CHECK_STR(p.rels[1].schema, "");
+    pgt_plan_qualify(&p, NULL);
+    pgt_plan_qualify(&p, "not json");
+    CHECK_STR(p.rels[0].schema, "analytics");
+}
+
 int main(void)
 {
     test_plan();
+    test_qualify();
     test_not_plans();
     test_hostile();
     TASK_DONE();
