@@ -68,6 +68,8 @@ typedef struct shape {
     uint64_t explained_ns;          /* uv_hrtime() of the last EXPLAIN */
     double explain_s;               /* moving average of the EXPLAIN's own time, or 0 */
     char *relations;                /* what the last plan read (pgt_plan_relations_json), or NULL */
+    char *named;                    /* what its text names (pgt_fp_relations_json), or NULL */
+    bool named_read;                /* named was looked for */
     float last_x[PGT_EST_FEATURES]; /* the last plan's features (x[0] = 0: none yet) */
     int model;                      /* the model of the shape's database */
 } shape_t;
@@ -141,8 +143,10 @@ void pgt_estimator_free(pgt_estimator_t *e)
     if (!e)
         return;
     pgt_fp_cache_free(e->cache);
-    for (size_t i = 0; e->shapes && i < SLOTS; i++)
+    for (size_t i = 0; e->shapes && i < SLOTS; i++) {
         free(e->shapes[i].relations);
+        free(e->shapes[i].named);
+    }
     free(e->shapes);
     free(e);
 }
@@ -185,6 +189,7 @@ static shape_t *claim(pgt_estimator_t *e, uint64_t key)
     shape_t *s = slot(e, key);
     if (s->key != key) {
         free(s->relations);
+        free(s->named);
         *s = (shape_t){.key = key};
     }
     return s;
@@ -299,7 +304,13 @@ char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *s
         st[0] = inner;
         out->explainable = shape.explainable = true;
     }
-    shape_t *s = slot(e, out->key);
+    shape_t *s = claim(e, out->key);
+    /* The relations its text names, once per shape: the schemas a plan
+     * does not give, and the relations of a shape never explained. */
+    if (!s->named_read) {
+        s->named_read = true;
+        s->named = pgt_fp_relations_json(sql + st[0].offset, st[0].length);
+    }
     if (!may_explain || !shape.explainable || !worth_explaining(e, s, out->key)) {
         from_history(e, s, out);
         e->stats.cached++;
@@ -387,7 +398,7 @@ static double shape_sd(const shape_t *s, const model_t *m)
     return sqrt((s->err2_sum + SHAPE_PRIOR * m->err2) / (s->fits + SHAPE_PRIOR));
 }
 
-void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, const pgt_plan_t *plan,
+void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, pgt_plan_t *plan,
                              double explain_s)
 {
     shape_t *s = claim(e, out->key);
@@ -399,6 +410,7 @@ void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, const pgt_
         from_history(e, s, out);
         return;
     }
+    pgt_plan_qualify(plan, s->named);
     char *rels = pgt_plan_relations_json(plan);
     if (rels) {
         free(s->relations);
@@ -428,7 +440,10 @@ void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, const pgt_
 char *pgt_estimator_relations(const pgt_estimator_t *e, uint64_t key)
 {
     const shape_t *s = slot_c(e, key);
-    return s->key == key && s->relations ? strdup(s->relations) : NULL;
+    if (s->key != key)
+        return NULL;
+    const char *r = s->relations ? s->relations : s->named;
+    return r ? strdup(r) : NULL;
 }
 
 /* One step of recursive least squares: m learns that x gave y. */
