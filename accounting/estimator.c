@@ -101,7 +101,8 @@ static void model_reset(model_t *m, uint64_t db)
 {
     /* The prior: log seconds = DEFAULT_LOG_K + log(planner cost), with the
      * slope known better than the offset and the rest near 0. */
-    static const double prior_var[PGT_EST_FEATURES] = {4, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1};
+    static const double prior_var[PGT_EST_FEATURES] = {4,   0.05, 0.1, 0.1, 0.1, 0.1,
+                                                       0.1, 0.1,  0.1, 0.1, 0.1, 0.1};
     memset(m, 0, sizeof(*m));
     m->db = db;
     m->w[0] = DEFAULT_LOG_K;
@@ -346,9 +347,11 @@ int pgt_estimator_parse(const char *output, size_t len, pgt_plan_t *plan)
     return plan->total_cost >= 0 ? 0 : -1;
 }
 
-/* What the model reads of a plan: x[0] = 1, log cost, log rows, and the
+/* What the model reads of a plan: x[0] = 1, log cost, log rows, the
  * shares of the cost that scans, index scans, joins, sorts, aggregates
- * and window functions take. */
+ * and window functions take, and the log rows that flow: through every
+ * node, out of scans, into sorts, aggregates, hashes and windows (the
+ * planner prices cached pages as if read from disk; rows are CPU work). */
 static void features(const pgt_plan_t *p, float x[PGT_EST_FEATURES])
 {
     double t = p->total_cost > 0 ? p->total_cost : 0;
@@ -359,6 +362,9 @@ static void features(const pgt_plan_t *p, float x[PGT_EST_FEATURES])
                                             PGT_PLAN_F_SORT, PGT_PLAN_F_AGG,   PGT_PLAN_F_WINDOW};
     for (int i = 0; i < 6; i++)
         x[3 + i] = t > 0 ? (float)(p->family_cost[fam[i]] / t) : 0;
+    x[9] = (float)log1p(p->rows_total);
+    x[10] = (float)log1p(p->scan_rows);
+    x[11] = (float)log1p(p->input_rows);
 }
 
 static double dot(const double *w, const float *x)

@@ -15,7 +15,7 @@
 #include "pgtally/plan.h"
 
 /* Features of a plan the model weighs (estimator.c, features()). */
-#define PGT_EST_FEATURES 9
+#define PGT_EST_FEATURES 12
 
 /* What is known about one statement before it runs. */
 typedef struct pgt_estimate {

@@ -47,6 +47,9 @@ typedef struct pgt_plan {
     double width;                           /* the top node's estimated row width, bytes */
     double family_cost[PGT_PLAN_FAMILIES];  /* the nodes' own costs by family, loops counted */
     int nodes;                              /* plan nodes */
+    double rows_total;                      /* estimated rows of all nodes, loops counted */
+    double scan_rows;                       /* those of scans and index scans */
+    double input_rows;                      /* rows into sorts, aggregates, hashes, windows */
     double max_rows;                        /* the largest estimated rows of any node */
     char max_rows_node[32];                 /* its node type ("Seq Scan") */
     char max_rows_desc[PGT_PLAN_JOIN_DESC]; /* the relations under it */
