@@ -36,8 +36,8 @@
 #define EXPLAIN_SHARE 20.0
 /* How much a shape's own runs weigh against the model (in runs), and its
  * own slope over log cost against none (in squared log cost), at most. */
-#define SHAPE_PRIOR 1.0
-#define SLOPE_PRIOR 1.0
+#define SHAPE_PRIOR 1.5
+#define SLOPE_PRIOR 4.0
 #define SLOPE_MAX 1.0
 /* The interval: 1.2816 standard deviations either side holds 8 in 10. */
 #define INTERVAL_Z 1.2816
