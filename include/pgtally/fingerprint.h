@@ -197,4 +197,17 @@ int pgt_fp_runs_named(const char *sql, pgt_prep_t *out, int max);
  * those words. */
 int pgt_fp_inner(const char *sql, pgt_stmt_t *out, int max);
 
+/* The relations (tables, views, ...) that sql[0..len) names, from
+ * libpg_query's parse tree (every RangeVar: FROM, JOIN, INSERT INTO,
+ * UPDATE, DELETE, COPY, CREATE ... and subqueries), as the ledger keeps
+ * them (pgt_plan_relations_json): a JSON array of [schema, relation,
+ * share], "" as the schema of an unqualified name (not resolved against
+ * any search_path), each named once, the same share for each (four
+ * decimals, the first taking what rounding leaves, so they sum to 1), in
+ * the order first named, at most 16. An unqualified name that a WITH
+ * clause of the statement defines is not a relation. Returns a malloc'd
+ * string, or NULL when sql names no relation, does not parse, or memory
+ * runs out. Parses: call it off the event loop. */
+char *pgt_fp_relations_json(const char *sql, size_t len);
+
 #endif

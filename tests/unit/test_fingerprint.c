@@ -1,6 +1,7 @@
 /* Unit tests of statement shapes: splitting multi-statement strings,
  * classification (table-driven), fingerprints and normalized text,
  * unparsable text, comments, and the bounded LRU cache. */
+#include <jansson.h>
 #include <stdint.h>
 
 #include "pgtally/fingerprint.h"
@@ -661,6 +662,86 @@ static void test_inner_table(void)
     CHECK_INT(pgt_fp_inner(NULL, out, 2), 0);
 }
 
+/* The relations a statement names, as the ledger keeps them. */
+static void test_relations_table(void)
+{
+    static const struct {
+        const char *sql;       /* the statement */
+        const char *relations; /* pgt_fp_relations_json, or NULL */
+    } cases[] = {
+        {"SELECT * FROM analytics.sales", "[[\"analytics\", \"sales\", 1.0]]"},
+        {"SELECT * FROM sales", "[[\"\", \"sales\", 1.0]]"},
+        {"SELECT s.id FROM analytics.sales s JOIN raw_data.events e ON e.id = s.id",
+         "[[\"analytics\", \"sales\", 0.5], [\"raw_data\", \"events\", 0.5]]"},
+        /* Each relation once, however often it is named. */
+        {"SELECT * FROM a.t x JOIN a.t y ON true WHERE x.id IN (SELECT id FROM a.t)",
+         "[[\"a\", \"t\", 1.0]]"},
+        /* Even shares of four decimals, the first taking the rest. */
+        {"SELECT 1 FROM a, b, c", "[[\"\", \"a\", 0.3334], [\"\", \"b\", 0.3333], "
+                                  "[\"\", \"c\", 0.3333]]"},
+        /* A WITH query is not a relation; what it reads is. */
+        {"WITH x AS (SELECT * FROM analytics.sales) SELECT * FROM x JOIN analytics.stores s ON "
+         "true",
+         "[[\"analytics\", \"sales\", 0.5], [\"analytics\", \"stores\", 0.5]]"},
+        {"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) "
+         "SELECT * FROM r",
+         NULL},
+        /* ... but a qualified name of the same spelling is a table. */
+        {"WITH t AS (SELECT 1) SELECT * FROM t, public.t", "[[\"public\", \"t\", 1.0]]"},
+        /* Written relations count too, with what the statement reads. */
+        {"INSERT INTO raw_data.events SELECT * FROM analytics.sales",
+         "[[\"raw_data\", \"events\", 0.5], [\"analytics\", \"sales\", 0.5]]"},
+        {"UPDATE t SET a = 1 FROM u WHERE t.id = u.id", "[[\"\", \"t\", 0.5], [\"\", \"u\", 0.5]]"},
+        {"DELETE FROM archive.old WHERE id = 1", "[[\"archive\", \"old\", 1.0]]"},
+        {"COPY adhoc.x TO STDOUT", "[[\"adhoc\", \"x\", 1.0]]"},
+        /* Quoted names keep their case; unquoted ones are folded. */
+        {"SELECT * FROM \"Raw\".\"Events\", Analytics.Sales",
+         "[[\"Raw\", \"Events\", 0.5], [\"analytics\", \"sales\", 0.5]]"},
+        /* A database name in front is not the schema's. */
+        {"SELECT * FROM db.s.t", "[[\"s\", \"t\", 1.0]]"},
+        {"SELECT 1", NULL},
+        {"SELECT * FROM generate_series(1, 3)", NULL},
+        {"BEGIN", NULL},
+        {"SELEC nonsense FROM", NULL},
+        {"", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len = strlen(cases[i].sql);
+        char *copy = heap_copy(cases[i].sql, len);
+        char *got = pgt_fp_relations_json(copy, len);
+        /* Compare as jansson prints the expected text, so that the test
+         * says nothing of white space. */
+        if (!cases[i].relations) {
+            CHECK(got == NULL);
+        } else {
+            CHECK(got != NULL);
+            char *want = NULL;
+            json_t *j = json_loads(cases[i].relations, 0, NULL);
+            want = j ? json_dumps(j, JSON_COMPACT) : NULL;
+            json_decref(j);
+            CHECK_STR(got, want);
+            free(want);
+        }
+        free(got);
+        free(copy);
+    }
+    /* Past 16 relations, the first 16 named are kept. */
+    char sql[512] = "SELECT 1 FROM t0";
+    for (int i = 1; i < 20; i++)
+        snprintf(sql + strlen(sql), sizeof(sql) - strlen(sql), ", t%d", i);
+    char *got = pgt_fp_relations_json(sql, strlen(sql));
+    json_t *j = got ? json_loads(got, 0, NULL) : NULL;
+    CHECK_INT(json_array_size(j), 16);
+    double sum = 0;
+    for (size_t i = 0; i < json_array_size(j); i++)
+        sum += json_number_value(json_array_get(json_array_get(j, i), 2));
+    CHECK(sum > 0.99995 && sum < 1.00005);
+    CHECK_STR(json_string_value(json_array_get(json_array_get(j, 15), 1)), "t15");
+    json_decref(j);
+    free(got);
+    CHECK(pgt_fp_relations_json(NULL, 0) == NULL);
+}
+
 int main(void)
 {
     test_kind_names();
@@ -679,5 +760,6 @@ int main(void)
     test_never_refused_limit();
     test_prepares_table();
     test_inner_table();
+    test_relations_table();
     TASK_DONE();
 }
