@@ -55,6 +55,7 @@ void pgt_record_free(pgt_record_t *r)
     free(r->application);
     free(r->client_addr);
     free(r->tags_json);
+    free(r->relations);
     free(r->normalized);
     free(r->kind);
     free(r->protocol);

@@ -15,12 +15,52 @@
 #define LEDGER_BUSY_TIMEOUT_MS 2000 /* default wait for another writer's lock */
 
 /* The columns of a record, in the order of ledger_row_to_record; the
- * writers add budget_id, instance, seq, day and rule_id. */
+ * writers add budget_id, instance, seq, day, rule_id and relations (which
+ * readers leave out: ledgers of older schemas have no such columns). */
 #define LEDGER_RECORD_COLUMNS                                                                      \
     "started_at, finished_at, session_id, backend_pid, \"user\", database, application, "          \
     "client_addr, tags, fingerprint, normalized, kind, protocol, est_planner_cost, "               \
     "est_cost_micro, compute_s, rows, bytes_out, cost_micro, status, sqlstate"
-#define LEDGER_WRITE_COLUMNS LEDGER_RECORD_COLUMNS ", budget_id, instance, seq, day, rule_id"
+#define LEDGER_WRITE_COLUMNS                                                                       \
+    LEDGER_RECORD_COLUMNS ", budget_id, instance, seq, day, rule_id, relations"
+
+/* Relations one record's cost is split across, at most (more are left
+ * out of the split; the plan and the parse tree give at most 16). */
+#define LEDGER_REL_MAX 64
+
+/* One relation's part of a record. */
+typedef struct ledger_rel_part {
+    const char *schema;   /* "" when the statement did not say; held by the split */
+    const char *relation; /* held by the split */
+    double share;         /* of the record, scaled so that the parts' sum to 1 */
+    double compute_s;     /* the record's compute_s times share */
+    int64_t cost_micro;   /* its part of the cost: the parts add up to the record's */
+} ledger_rel_part_t;
+
+/* A record split across its relations. */
+typedef struct ledger_rel_split {
+    void *doc;                               /* the parsed relations (a json_t), owned */
+    size_t n;                                /* parts */
+    ledger_rel_part_t parts[LEDGER_REL_MAX]; /* one per relation, in the record's order */
+} ledger_rel_split_t;
+
+/* One key's sums (ledger_relations.c). */
+typedef struct ledger_rel_sum {
+    uint64_t hash;      /* of the key */
+    char *key;          /* the key's bytes, its strings NUL-terminated (owned); NULL: empty */
+    size_t klen;        /* bytes in key */
+    int64_t queries;    /* records */
+    double compute_s;   /* their parts of compute */
+    int64_t cost_micro; /* their parts of cost */
+} ledger_rel_sum_t;
+
+/* An open-addressing table of sums by key. */
+typedef struct ledger_rel_sums {
+    ledger_rel_sum_t *slots; /* nslots entries */
+    size_t nslots;           /* a power of two, or 0 */
+    size_t n;                /* slots used */
+    bool failed;             /* out of memory: the sums are not whole */
+} ledger_rel_sums_t;
 
 /* A growable array of records, oldest first. */
 typedef struct recvec {
@@ -65,26 +105,29 @@ struct pgt_ledger {
     struct pgt_journal *journal;        /* whose done mark the writer moves, or NULL */
     /* The fields below belong to the writer thread; ledger.c only tests
      * db, the backends own the rest of their part. */
-    pgt_db_t *db;                 /* writer connection; NULL while it fails */
-    struct sqlite3_stmt *insert;  /* SQLite: prepared insert of a record, reused */
-    struct sqlite3_stmt *fold[3]; /* SQLite: prepared upserts of rollups, spend and shapes */
-    struct lite_sums *sums;       /* SQLite: what this transaction inserted, summed */
-    bool staged;                  /* PostgreSQL: the staging table exists on db */
-    int32_t *days;                /* PostgreSQL: days known to have a partition */
-    size_t ndays;                 /* entries in days */
-    int64_t rev;                  /* batches committed by this instance */
-    int64_t *foreign;             /* other instances whose records this transaction writes */
-    size_t nforeign;              /* entries in foreign */
-    recvec_t batch;               /* records taken from the queue */
-    recvec_t held;                /* records waiting in memory while failing, oldest first */
-    bool spool_has_data;          /* the spool file holds records to replay */
-    bool spool_failing;           /* the last spool write failed (logged once) */
-    uint64_t spool_records;       /* records in the spool file */
-    pgt_ledger_stats_t wstats;    /* written, spooled, replayed, batches, not yet published */
-    int64_t next_retry_us;        /* monotonic time of the next recovery attempt */
-    int64_t next_retention_us;    /* monotonic time of the next retention step */
-    uint64_t retention_deleted;   /* rows deleted by the current retention pass */
-    char error[512];              /* the last error, for logs and pgt_ledger_open */
+    pgt_db_t *db;                  /* writer connection; NULL while it fails */
+    struct sqlite3_stmt *insert;   /* SQLite: prepared insert of a record, reused */
+    struct sqlite3_stmt *fold[3];  /* SQLite: prepared upserts of rollups, spend and shapes */
+    struct lite_sums *sums;        /* SQLite: what this transaction inserted, summed */
+    struct sqlite3_stmt *fold_rel; /* SQLite: prepared upsert of daily_relations */
+    ledger_rel_sums_t rel_sums;    /* SQLite: the inserted rows' parts per daily_relations key */
+    bool rel_staged;               /* PostgreSQL: the relations' staging table exists on db */
+    bool staged;                   /* PostgreSQL: the staging table exists on db */
+    int32_t *days;                 /* PostgreSQL: days known to have a partition */
+    size_t ndays;                  /* entries in days */
+    int64_t rev;                   /* batches committed by this instance */
+    int64_t *foreign;              /* other instances whose records this transaction writes */
+    size_t nforeign;               /* entries in foreign */
+    recvec_t batch;                /* records taken from the queue */
+    recvec_t held;                 /* records waiting in memory while failing, oldest first */
+    bool spool_has_data;           /* the spool file holds records to replay */
+    bool spool_failing;            /* the last spool write failed (logged once) */
+    uint64_t spool_records;        /* records in the spool file */
+    pgt_ledger_stats_t wstats;     /* written, spooled, replayed, batches, not yet published */
+    int64_t next_retry_us;         /* monotonic time of the next recovery attempt */
+    int64_t next_retention_us;     /* monotonic time of the next retention step */
+    uint64_t retention_deleted;    /* rows deleted by the current retention pass */
+    char error[512];               /* the last error, for logs and pgt_ledger_open */
 };
 
 /* ---- ledger.c ---------------------------------------------------------- */
@@ -182,6 +225,33 @@ int ledger_pg_insert(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
 int ledger_pg_fold(pgt_ledger_t *l) __attribute__((warn_unused_result));
 int ledger_pg_delete_before(pgt_ledger_t *l, int32_t cutoff_day, int *deleted)
     __attribute__((warn_unused_result));
+
+/* ---- ledger_relations.c ----------------------------------------------------- */
+
+/* Splits a record of compute_s and cost_micro across the relations of
+ * json (a record's relations, or NULL): each part gets its share of the
+ * compute, and of the cost cut at the running sum of the shares so that
+ * the parts add up to cost_micro exactly. Shares are scaled to sum to 1
+ * (evenly when they are all 0); a relation named twice is one part;
+ * entries that are not [string, string, number] are skipped. Returns the
+ * number of parts (0: none, or json does not parse). Free out with
+ * ledger_rel_split_free (also after 0). */
+int ledger_rel_split(const char *json, double compute_s, int64_t cost_micro,
+                     ledger_rel_split_t *out);
+void ledger_rel_split_free(ledger_rel_split_t *s);
+
+/* Adds queries, compute_s and cost_micro to the sums of key[0..klen),
+ * whose strings each end with a NUL. Out of memory sets t->failed. */
+void ledger_rel_sums_add(ledger_rel_sums_t *t, const char *key, size_t klen, int64_t queries,
+                         double compute_s, int64_t cost_micro);
+
+/* Empties t, keeping its slots; ledger_rel_sums_free also frees them. */
+void ledger_rel_sums_clear(ledger_rel_sums_t *t);
+void ledger_rel_sums_free(ledger_rel_sums_t *t);
+
+/* The string of e's key at offset off ("" past the end); *next is set to
+ * the offset after it. */
+const char *ledger_rel_key_field(const ledger_rel_sum_t *e, size_t off, size_t *next);
 
 /* ---- Rows, for the readers ------------------------------------------------ */
 

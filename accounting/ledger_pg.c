@@ -1,7 +1,9 @@
 /* The writer's PostgreSQL half: a batch goes into a temporary staging table
  * with COPY, then one statement moves it into the queries table (a replayed
  * record is skipped by its key, (day, instance, seq)) and adds what it
- * inserted to the rollups, spend and shapes. The queries table is
+ * inserted to the rollups, spend and shapes; each record's parts per
+ * relation go into a second staging table, and the same statement adds
+ * those of the records it inserted to daily_relations. The queries table is
  * partitioned by local day: the writer creates a day's partition when it
  * first writes to it, and retention drops whole partitions. */
 #include "ledger_int.h"
@@ -20,6 +22,12 @@
 static const char stage_sql[] =
     "CREATE TEMP TABLE IF NOT EXISTS pgt_stage (LIKE queries) ON COMMIT DELETE ROWS";
 
+/* Each record's parts per relation (ledger_rel_split), by its id. */
+static const char stage_rel_sql[] =
+    "CREATE TEMP TABLE IF NOT EXISTS pgt_stage_rel (instance BIGINT NOT NULL, seq BIGINT NOT NULL,"
+    " schema_name TEXT NOT NULL, relation TEXT NOT NULL, compute_s DOUBLE PRECISION NOT NULL,"
+    " cost_micro BIGINT NOT NULL) ON COMMIT DELETE ROWS";
+
 static const char fold_sql[] =
     "WITH ins AS (INSERT INTO queries (" LEDGER_WRITE_COLUMNS ") SELECT " LEDGER_WRITE_COLUMNS
     " FROM pgt_stage ON CONFLICT DO NOTHING RETURNING *),"
@@ -36,7 +44,15 @@ static const char fold_sql[] =
     " s AS (INSERT INTO spend SELECT instance, day, \"user\", database, application,"
     " sum(cost_micro), $1 FROM ins GROUP BY 1, 2, 3, 4, 5"
     " ON CONFLICT (instance, day, \"user\", database, application)"
-    " DO UPDATE SET cost_micro = spend.cost_micro + excluded.cost_micro, rev = excluded.rev)"
+    " DO UPDATE SET cost_micro = spend.cost_micro + excluded.cost_micro, rev = excluded.rev),"
+    " rel AS (INSERT INTO daily_relations SELECT ins.day, ins.instance, ins.database, ins.\"user\","
+    " r.schema_name, r.relation, count(*), sum(r.compute_s), sum(r.cost_micro)"
+    " FROM ins JOIN pgt_stage_rel r ON r.instance = ins.instance AND r.seq = ins.seq"
+    " GROUP BY 1, 2, 3, 4, 5, 6"
+    " ON CONFLICT (day, instance, database, \"user\", schema_name, relation)"
+    " DO UPDATE SET queries = daily_relations.queries + excluded.queries,"
+    " compute_s = daily_relations.compute_s + excluded.compute_s,"
+    " cost_micro = daily_relations.cost_micro + excluded.cost_micro)"
     " INSERT INTO shapes SELECT fingerprint, min(normalized), min(kind), min(day) FROM ins"
     " WHERE fingerprint IS NOT NULL GROUP BY fingerprint ORDER BY fingerprint"
     " ON CONFLICT DO NOTHING";
@@ -60,6 +76,7 @@ static void note_error(pgt_ledger_t *l, const char *doing, const PGresult *res)
 void ledger_pg_close(pgt_ledger_t *l)
 {
     l->staged = false;
+    l->rel_staged = false;
     free(l->days);
     l->days = NULL;
     l->ndays = 0;
@@ -188,15 +205,37 @@ static void copy_record(pgt_buf_t *b, const pgt_record_t *r)
     copy_int(b, r->instance, false), SEP;
     copy_int(b, r->seq, false), SEP;
     copy_int(b, r->day, false), SEP;
-    copy_int(b, r->rule_id, r->rule_id <= 0);
+    copy_int(b, r->rule_id, r->rule_id <= 0), SEP;
+    copy_text(b, r->relations);
 #undef SEP
     pgt_buf_add(b, "\n", 1);
 }
 
-/* Sends the lines in b with one COPY. Returns 0, or -1 with l->error. */
-static int copy_out(pgt_ledger_t *l, const pgt_buf_t *b)
+/* Appends r's parts per relation as lines of pgt_stage_rel. */
+static void copy_parts(pgt_buf_t *b, const pgt_record_t *r)
 {
-    PGresult *res = PQexec(conn(l), "COPY pgt_stage (" LEDGER_WRITE_COLUMNS ") FROM STDIN");
+    ledger_rel_split_t s;
+    if (!r->relations)
+        return;
+    ledger_rel_split(r->relations, r->compute_s, r->cost_micro, &s);
+    for (size_t i = 0; i < s.n; i++) {
+        const ledger_rel_part_t *p = &s.parts[i];
+        copy_int(b, r->instance, false), pgt_buf_add(b, "\t", 1);
+        copy_int(b, r->seq, false), pgt_buf_add(b, "\t", 1);
+        copy_text(b, p->schema), pgt_buf_add(b, "\t", 1);
+        copy_text(b, p->relation), pgt_buf_add(b, "\t", 1);
+        copy_double(b, p->compute_s, false), pgt_buf_add(b, "\t", 1);
+        copy_int(b, p->cost_micro, false);
+        pgt_buf_add(b, "\n", 1);
+    }
+    ledger_rel_split_free(&s);
+}
+
+/* Sends the lines in b with one COPY of sql. Returns 0, or -1 with
+ * l->error. */
+static int copy_out(pgt_ledger_t *l, const char *sql, const pgt_buf_t *b)
+{
+    PGresult *res = PQexec(conn(l), sql);
     bool ok = PQresultStatus(res) == PGRES_COPY_IN;
     if (!ok)
         note_error(l, "copying", res);
@@ -232,16 +271,25 @@ int ledger_pg_insert(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
     for (size_t i = 0; i < n; i++)
         if (ensure_partition(l, recs[i]->day) != 0)
             return -1;
-    pgt_buf_t b = {0};
-    for (size_t i = 0; i < n; i++)
+    if (!l->rel_staged && pgt_db_exec(l->db, "creating the staging table", stage_rel_sql, l->error,
+                                      sizeof(l->error)) != 0)
+        return -1;
+    l->rel_staged = true;
+    pgt_buf_t b = {0}, parts = {0};
+    for (size_t i = 0; i < n; i++) {
         copy_record(&b, recs[i]);
+        copy_parts(&parts, recs[i]);
+    }
     int rc = -1;
     l->error[0] = '\0';
-    if (b.failed)
+    if (b.failed || parts.failed)
         snprintf(l->error, sizeof(l->error), "out of memory");
     else
-        rc = copy_out(l, &b);
+        rc = copy_out(l, "COPY pgt_stage (" LEDGER_WRITE_COLUMNS ") FROM STDIN", &b);
+    if (rc == 0 && parts.len)
+        rc = copy_out(l, "COPY pgt_stage_rel FROM STDIN", &parts);
     pgt_buf_free(&b);
+    pgt_buf_free(&parts);
     return rc;
 }
 
@@ -305,6 +353,9 @@ int ledger_pg_delete_before(pgt_ledger_t *l, int32_t cutoff_day, int *deleted)
     if (rc == 0)
         rc = pgt_db_run(l->db, "deleting old spend", l->error, sizeof(l->error), NULL, NULL,
                         "DELETE FROM spend WHERE day < ?1", "i", (int64_t)cutoff_day);
+    if (rc == 0)
+        rc = pgt_db_run(l->db, "deleting old relations", l->error, sizeof(l->error), NULL, NULL,
+                        "DELETE FROM daily_relations WHERE day < ?1", "i", (int64_t)cutoff_day);
     /* A dropped partition is no longer known to exist. */
     ledger_pg_close(l);
     *deleted = c.dropped;

@@ -1,11 +1,15 @@
 /* Reading the ledger, for pgtallyctl and the reports: statements one by
- * one and spend per group, each reader on its own connection (read-only
- * for SQLite), so it works beside a running pgtally and never blocks it. */
+ * one and spend per group (per schema and table too), each reader on its
+ * own connection (read-only for SQLite), so it works beside a running
+ * pgtally and never blocks it. */
 #include "ledger_int.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "pgtally/period.h"
 
 struct pgt_ledger_reader {
     pgt_db_t *db; /* the reader's connection */
@@ -97,6 +101,8 @@ static const char *group_expr(pgt_usage_by_t by, pgt_db_backend_t backend)
     case PGT_USAGE_BY_APPLICATION:
         return "application";
     case PGT_USAGE_BY_TAG:
+    case PGT_USAGE_BY_SCHEMA:
+    case PGT_USAGE_BY_TABLE:
         break;
     }
     if (backend == PGT_DB_POSTGRESQL)
@@ -111,6 +117,9 @@ int pgt_ledger_usage(pgt_ledger_reader_t *rd, pgt_usage_by_t by, const char *tag
         snprintf(err, errlen, "bad tag name '%s'", tag ? tag : "");
         return -1;
     }
+    if (by == PGT_USAGE_BY_SCHEMA || by == PGT_USAGE_BY_TABLE)
+        return pgt_ledger_usage_relations(rd, by == PGT_USAGE_BY_TABLE, from_us, to_us, cb, arg,
+                                          NULL, err, errlen);
     pgt_db_backend_t backend = pgt_db_backend(rd->db);
     char sql[512];
     snprintf(sql, sizeof(sql),
@@ -127,6 +136,171 @@ int pgt_ledger_usage(pgt_ledger_reader_t *rd, pgt_usage_by_t by, const char *tag
                           from_us, to_us);
     return pgt_db_run(rd->db, "reading the ledger", err, errlen, usage_row, &c, sql, "iit", from_us,
                       to_us, path);
+}
+
+/* ---- By schema and table ----------------------------------------------- */
+
+/* The schema version that has queries.relations and daily_relations. */
+#define RELATIONS_VERSION 9
+
+/* The sums of pgt_ledger_usage_relations as they are gathered. */
+typedef struct rel_walk {
+    bool by_table;          /* groups are tables, not schemas */
+    ledger_rel_sums_t sums; /* by schema\0 or schema\0relation\0 */
+    pgt_usage_row_t total;  /* over the statements, each once */
+} rel_walk_t;
+
+/* Adds one statement (relations, compute_s, cost_micro) to the sums: its
+ * parts, or for schemas the parts of each schema together. */
+static int rel_row(const pgt_db_row_t *r, void *arg)
+{
+    rel_walk_t *w = arg;
+    ledger_rel_split_t s;
+    double compute = pgt_db_double(r, 1);
+    int64_t cost = pgt_db_int(r, 2);
+    if (ledger_rel_split(pgt_db_text(r, 0), compute, cost, &s) > 0) {
+        w->total.statements++;
+        w->total.compute_s += isfinite(compute) ? compute : 0;
+        w->total.cost_micro += cost;
+    }
+    for (size_t i = 0; i < s.n; i++) {
+        const ledger_rel_part_t *p = &s.parts[i];
+        double c = p->compute_s;
+        int64_t m = p->cost_micro;
+        bool seen = false;
+        for (size_t j = 0; !w->by_table && j < s.n; j++) {
+            if (j == i || strcmp(s.parts[j].schema, p->schema) != 0)
+                continue;
+            seen = seen || j < i;
+            c += s.parts[j].compute_s;
+            m += s.parts[j].cost_micro;
+        }
+        if (seen)
+            continue;
+        size_t ls = strlen(p->schema) + 1, lr = strlen(p->relation) + 1;
+        char key[2 * 256];
+        if (ls + lr > sizeof(key))
+            continue; /* no name the server keeps is that long */
+        memcpy(key, p->schema, ls);
+        memcpy(key + ls, p->relation, lr);
+        ledger_rel_sums_add(&w->sums, key, w->by_table ? ls + lr : ls, 1, c, m);
+    }
+    ledger_rel_split_free(&s);
+    return w->sums.failed ? 1 : 0;
+}
+
+static int cmp_sum(const void *x, const void *y)
+{
+    const ledger_rel_sum_t *a = *(const ledger_rel_sum_t *const *)x;
+    const ledger_rel_sum_t *b = *(const ledger_rel_sum_t *const *)y;
+    if (a->cost_micro != b->cost_micro)
+        return a->cost_micro > b->cost_micro ? -1 : 1;
+    size_t n = a->klen < b->klen ? a->klen : b->klen;
+    int c = memcmp(a->key, b->key, n);
+    return c ? c : (a->klen > b->klen) - (a->klen < b->klen);
+}
+
+/* The label of a table: "schema.relation", or the relation alone. */
+static const char *table_label(const char *schema, const char *relation, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s%s%s", schema, schema[0] ? "." : "", relation);
+    return buf;
+}
+
+/* Calls cb with w's sums, most expensive first. */
+static int rel_emit(rel_walk_t *w, pgt_ledger_usage_cb cb, void *arg, char *err, size_t errlen)
+{
+    ledger_rel_sum_t **v = calloc(w->sums.n ? w->sums.n : 1, sizeof(*v));
+    if (!v) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < w->sums.nslots; i++)
+        if (w->sums.slots[i].key)
+            v[n++] = &w->sums.slots[i];
+    if (n)
+        qsort(v, n, sizeof(*v), cmp_sum);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        size_t off = 0;
+        const char *schema = ledger_rel_key_field(v[i], 0, &off);
+        const char *relation = w->by_table ? ledger_rel_key_field(v[i], off, &off) : NULL;
+        char label[2 * 256 + 2];
+        pgt_usage_row_t row = {
+            .group = relation ? table_label(schema, relation, label, sizeof(label)) : schema,
+            .statements = v[i]->queries,
+            .compute_s = v[i]->compute_s,
+            .cost_micro = v[i]->cost_micro,
+            .schema = schema,
+            .relation = relation,
+        };
+        rc = cb(&row, arg);
+    }
+    free(v);
+    return rc;
+}
+
+int pgt_ledger_usage_relations(pgt_ledger_reader_t *rd, bool by_table, int64_t from_us,
+                               int64_t to_us, pgt_ledger_usage_cb cb, void *arg,
+                               pgt_usage_row_t *total, char *err, size_t errlen)
+{
+    rel_walk_t w = {.by_table = by_table};
+    int rc = 0;
+    if (rd->version >= RELATIONS_VERSION)
+        rc = pgt_db_run(rd->db, "reading the ledger", err, errlen, rel_row, &w,
+                        "SELECT relations, compute_s, cost_micro FROM queries"
+                        " WHERE started_at >= ?1 AND started_at < ?2 AND relations IS NOT NULL",
+                        "ii", from_us, to_us);
+    if (rc > 0) {
+        snprintf(err, errlen, "out of memory");
+        rc = -1;
+    }
+    if (total)
+        *total = w.total;
+    if (rc == 0)
+        rc = rel_emit(&w, cb, arg, err, errlen);
+    ledger_rel_sums_free(&w.sums);
+    return rc;
+}
+
+/* The callback of pgt_ledger_tables and its argument. */
+typedef struct tables_ctx {
+    pgt_ledger_usage_cb cb; /* the caller's callback */
+    void *arg;              /* its argument */
+} tables_ctx_t;
+
+static int table_row(const pgt_db_row_t *r, void *arg)
+{
+    tables_ctx_t *c = arg;
+    const char *schema = pgt_db_text(r, 0), *relation = pgt_db_text(r, 1);
+    char label[2 * 256 + 2];
+    schema = schema ? schema : "";
+    relation = relation ? relation : "";
+    pgt_usage_row_t row = {
+        .group = table_label(schema, relation, label, sizeof(label)),
+        .statements = pgt_db_int(r, 2),
+        .compute_s = pgt_db_double(r, 3),
+        .cost_micro = pgt_db_int(r, 4),
+        .schema = schema,
+        .relation = relation,
+    };
+    return c->cb(&row, c->arg);
+}
+
+int pgt_ledger_tables(pgt_ledger_reader_t *rd, int64_t from_us, int64_t to_us, int64_t limit,
+                      pgt_ledger_usage_cb cb, void *arg, char *err, size_t errlen)
+{
+    if (rd->version < RELATIONS_VERSION || to_us <= from_us)
+        return 0;
+    tables_ctx_t c = {cb, arg};
+    return pgt_db_run(rd->db, "reading the ledger", err, errlen, table_row, &c,
+                      "SELECT schema_name, relation, sum(queries), sum(compute_s),"
+                      " sum(cost_micro) AS cost FROM daily_relations"
+                      " WHERE day >= ?1 AND day <= ?2 GROUP BY schema_name, relation"
+                      " ORDER BY cost DESC, schema_name, relation LIMIT ?3",
+                      "iii", (int64_t)pgt_local_day(from_us), (int64_t)pgt_local_day(to_us - 1),
+                      limit > 0 ? limit : INT64_MAX);
 }
 
 /* The callback of pgt_ledger_shapes and its argument. */

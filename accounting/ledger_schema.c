@@ -12,7 +12,13 @@
  *   instances read what changed since they last looked;
  * - shapes: one normalized text per fingerprint, for the report;
  * - instances: every pgtally run that wrote, its name and its last rev.
- * The indexes that the report and spend no longer need are gone. */
+ * The indexes that the report and spend no longer need are gone.
+ *
+ * Since version 9 every record notes the relations it read with the
+ * share of its cost each carries (queries.relations, a JSON array of
+ * [schema, relation, share]), and the writer keeps daily_relations: per
+ * local day, instance, database, user, schema and relation, the records
+ * that read it and their compute and cost split by those shares. */
 #include "ledger_int.h"
 
 #include <libpq-fe.h>
@@ -68,6 +74,23 @@
     " started_at " INT " NOT NULL,"                                                                \
     " seen_at " INT " NOT NULL,"                                                                   \
     " rev " INT " NOT NULL);"
+
+/* Migration 9: the relations of each record, and their daily rollup
+ * (instance in its key, as in rollups, so that instances sharing a
+ * PostgreSQL ledger never wait on each other's rows). */
+#define RELATIONS_TABLES(INT, REAL, NOROWID)                                                       \
+    "ALTER TABLE queries ADD COLUMN relations TEXT;"                                               \
+    "CREATE TABLE daily_relations ("                                                               \
+    " day " INT " NOT NULL,"                                                                       \
+    " instance " INT " NOT NULL,"                                                                  \
+    " database TEXT NOT NULL,"                                                                     \
+    " \"user\" TEXT NOT NULL,"                                                                     \
+    " schema_name TEXT NOT NULL," /* "": the statement did not qualify the name */                 \
+    " relation TEXT NOT NULL,"                                                                     \
+    " queries " INT " NOT NULL,"    /* records that read it */                                     \
+    " compute_s " REAL " NOT NULL," /* their compute times their shares */                         \
+    " cost_micro " INT " NOT NULL," /* their cost, split by their shares */                        \
+    " PRIMARY KEY (day, instance, database, \"user\", schema_name, relation))" NOROWID ";"
 
 /* The rules table (pgtallyctl rule), with the type of its id. */
 #define RULES_TABLE(ID, INT)                                                                       \
@@ -269,6 +292,8 @@ static const char *const sqlite_migrations[] = {
      * runaway-join guard. A budget may now have no money limit:
      * limit_micro is then -1 (PGT_BUDGET_NO_LIMIT). */
     MAX_ROWS_COLUMN("INTEGER"),
+    /* 9: cost by schema and table (see the top of this file). */
+    RELATIONS_TABLES("INTEGER", "REAL", " WITHOUT ROWID"),
 };
 
 #define SCHEMA_VERSION ((int)NELEMS(sqlite_migrations))
@@ -393,6 +418,8 @@ static const char *const pg_migrations[] = {
     ALERT_COLUMNS("BIGINT"),
     /* 8: budgets' --max-rows (see the SQLite list). */
     MAX_ROWS_COLUMN("BIGINT"),
+    /* 9: cost by schema and table (see the SQLite list). */
+    RELATIONS_TABLES("BIGINT", "DOUBLE PRECISION", ""),
 };
 
 /* ---- Versions ------------------------------------------------------------ */

@@ -84,7 +84,8 @@ static json_t *record_to_json(const pgt_record_t *r)
         json_set_text(o, "application", r->application) ||
         json_set_text(o, "client_addr", r->client_addr) || json_set_text(o, "tags", r->tags_json) ||
         json_set_text(o, "normalized", r->normalized) || json_set_text(o, "kind", r->kind) ||
-        json_set_text(o, "protocol", r->protocol) || json_set_text(o, "sqlstate", sqlstate)) {
+        json_set_text(o, "protocol", r->protocol) || json_set_text(o, "sqlstate", sqlstate) ||
+        json_set_text(o, "relations", r->relations)) {
         json_decref(o);
         return NULL;
     }
@@ -135,6 +136,8 @@ static pgt_record_t *record_from_json(json_t *o)
     r->normalized = json_get_text(o, "normalized");
     r->kind = json_get_text(o, "kind");
     r->protocol = json_get_text(o, "protocol");
+    /* Spools of releases before schema 9 have no relations: NULL. */
+    r->relations = json_get_text(o, "relations");
     return r;
 }
 

@@ -1,8 +1,9 @@
 /* The writer's SQLite half: records inserted with a prepared statement
  * (a replayed record is ignored by its unique (instance, seq)) and summed
  * per rollup key in memory as they go in, the sums added to the rollups,
- * spend and shapes before the transaction commits; and retention's
- * deletes. Summing in C costs a tenth of reading the new rows back. */
+ * spend and shapes before the transaction commits, and each record's
+ * parts per relation to daily_relations; and retention's deletes. Summing
+ * in C costs a tenth of reading the new rows back. */
 #include "ledger_int.h"
 
 #include <math.h>
@@ -14,7 +15,7 @@
 #include "pgtally/text.h"
 
 static const char insert_sql[] = "INSERT INTO queries (" LEDGER_WRITE_COLUMNS ")"
-                                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                                  " ON CONFLICT DO NOTHING";
 
 /* The upserts that add a transaction's sums to the rollups, spend and
@@ -29,6 +30,12 @@ static const char *const fold_sql[3] = {
      " cost_micro = cost_micro + excluded.cost_micro, rev = excluded.rev"),
     "INSERT INTO shapes VALUES (?6, ?15, ?16, ?1) ON CONFLICT DO NOTHING",
 };
+
+/* The upsert that adds one key's sums to daily_relations. */
+static const char fold_rel_sql[] =
+    "INSERT INTO daily_relations VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    " ON CONFLICT DO UPDATE SET queries = queries + excluded.queries,"
+    " compute_s = compute_s + excluded.compute_s, cost_micro = cost_micro + excluded.cost_micro";
 
 /* ---- Sums of a transaction ----------------------------------------------- */
 
@@ -261,6 +268,7 @@ static void bind_record(sqlite3_stmt *st, const pgt_record_t *r)
     sqlite3_bind_int64(st, 24, r->seq);
     sqlite3_bind_int(st, 25, r->day);
     bind_opt_int(st, 26, r->rule_id, 1);
+    bind_text(st, 27, r->relations);
 }
 
 /* Records an SQLite error of the writer connection in l->error. */
@@ -279,6 +287,7 @@ int ledger_lite_prepare(pgt_ledger_t *l)
     bool ok = sqlite3_prepare_v2(db, insert_sql, -1, &l->insert, NULL) == SQLITE_OK;
     for (int i = 0; ok && i < 3; i++)
         ok = sqlite3_prepare_v2(db, fold_sql[i], -1, &l->fold[i], NULL) == SQLITE_OK;
+    ok = ok && sqlite3_prepare_v2(db, fold_rel_sql, -1, &l->fold_rel, NULL) == SQLITE_OK;
     if (!ok)
         note_error(l, "preparing the insert");
     return ok ? 0 : -1;
@@ -292,6 +301,9 @@ void ledger_lite_close(pgt_ledger_t *l)
         sqlite3_finalize(l->fold[i]);
         l->fold[i] = NULL;
     }
+    sqlite3_finalize(l->fold_rel);
+    l->fold_rel = NULL;
+    ledger_rel_sums_free(&l->rel_sums);
     sums_clear(l->sums);
     if (l->sums)
         free(l->sums->slots);
@@ -302,7 +314,84 @@ void ledger_lite_close(pgt_ledger_t *l)
 int ledger_lite_begin(pgt_ledger_t *l)
 {
     sums_clear(l->sums);
+    ledger_rel_sums_clear(&l->rel_sums);
     return pgt_db_begin(l->db, true, l->error, sizeof(l->error));
+}
+
+/* Adds an inserted record's parts to the sums per daily_relations key:
+ * day and instance (their bytes), then database, user, schema and
+ * relation, each ending with a NUL. */
+static void rels_add(ledger_rel_sums_t *t, const pgt_record_t *r)
+{
+    ledger_rel_split_t s;
+    if (!r->relations)
+        return;
+    if (ledger_rel_split(r->relations, r->compute_s, r->cost_micro, &s) == 0) {
+        ledger_rel_split_free(&s);
+        return;
+    }
+    const char *db = or_empty(r->database), *user = or_empty(r->user);
+    size_t fixed = sizeof(r->day) + sizeof(r->instance) + strlen(db) + strlen(user) + 2;
+    for (size_t i = 0; i < s.n; i++) {
+        const ledger_rel_part_t *p = &s.parts[i];
+        size_t ls = strlen(p->schema), lr = strlen(p->relation);
+        char *key = malloc(fixed + ls + lr + 2);
+        if (!key) {
+            t->failed = true;
+            break;
+        }
+        char *k = key;
+        memcpy(k, &r->day, sizeof(r->day));
+        k += sizeof(r->day);
+        memcpy(k, &r->instance, sizeof(r->instance));
+        k += sizeof(r->instance);
+        const char *fields[] = {db, user, p->schema, p->relation};
+        for (int f = 0; f < 4; f++) {
+            size_t n = strlen(fields[f]) + 1;
+            memcpy(k, fields[f], n);
+            k += n;
+        }
+        ledger_rel_sums_add(t, key, (size_t)(k - key), 1, p->compute_s, p->cost_micro);
+        free(key);
+    }
+    ledger_rel_split_free(&s);
+}
+
+/* Adds the sums of the records this transaction inserted to
+ * daily_relations. */
+static int fold_relations(pgt_ledger_t *l)
+{
+    ledger_rel_sums_t *t = &l->rel_sums;
+    if (t->failed) {
+        snprintf(l->error, sizeof(l->error), "keeping daily_relations: out of memory");
+        return -1;
+    }
+    sqlite3_stmt *st = l->fold_rel;
+    for (size_t i = 0; i < t->nslots; i++) {
+        const ledger_rel_sum_t *e = &t->slots[i];
+        if (!e->key)
+            continue;
+        int32_t day;
+        int64_t instance;
+        memcpy(&day, e->key, sizeof(day));
+        memcpy(&instance, e->key + sizeof(day), sizeof(instance));
+        size_t off = sizeof(day) + sizeof(instance);
+        sqlite3_bind_int(st, 1, day);
+        sqlite3_bind_int64(st, 2, instance);
+        for (int f = 0; f < 4; f++)
+            sqlite3_bind_text(st, 3 + f, ledger_rel_key_field(e, off, &off), -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 7, e->queries);
+        sqlite3_bind_double(st, 8, e->compute_s);
+        sqlite3_bind_int64(st, 9, e->cost_micro);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) {
+            note_error(l, "keeping daily_relations");
+            return -1;
+        }
+    }
+    ledger_rel_sums_clear(t);
+    return 0;
 }
 
 int ledger_lite_insert(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
@@ -316,8 +405,10 @@ int ledger_lite_insert(pgt_ledger_t *l, pgt_record_t *const *recs, size_t n)
             return -1;
         }
         /* A record already there (a replay) changes nothing. */
-        if (sqlite3_changes(pgt_db_handle(l->db)) > 0)
+        if (sqlite3_changes(pgt_db_handle(l->db)) > 0) {
             sums_add(l->sums, recs[i]);
+            rels_add(&l->rel_sums, recs[i]);
+        }
     }
     return 0;
 }
@@ -348,7 +439,7 @@ int ledger_lite_fold(pgt_ledger_t *l)
         }
     }
     sums_clear(t);
-    return 0;
+    return fold_relations(l);
 }
 
 int ledger_lite_delete_before(pgt_ledger_t *l, int32_t cutoff_day, int limit, int *deleted)
@@ -366,6 +457,9 @@ int ledger_lite_delete_before(pgt_ledger_t *l, int32_t cutoff_day, int limit, in
     if (rc == 0 && n < limit)
         rc = pgt_db_run(l->db, "deleting old spend", l->error, sizeof(l->error), NULL, NULL,
                         "DELETE FROM spend WHERE day < ?1", "i", (int64_t)cutoff_day);
+    if (rc == 0 && n < limit)
+        rc = pgt_db_run(l->db, "deleting old relations", l->error, sizeof(l->error), NULL, NULL,
+                        "DELETE FROM daily_relations WHERE day < ?1", "i", (int64_t)cutoff_day);
     *deleted = (int)n;
     return rc;
 }

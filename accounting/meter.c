@@ -43,6 +43,18 @@ typedef struct history {
 /* Weight of the newest run in the moving averages. */
 #define HISTORY_ALPHA 0.2
 
+/* What the parse tree of one shape names (pgt_fp_relations_json), read
+ * once per fingerprint for the records whose estimate brought no plan's
+ * relations. */
+typedef struct rel_memo {
+    uint64_t fingerprint; /* the shape; 0 = empty */
+    char *json;           /* its relations, or NULL when it names none (owned) */
+} rel_memo_t;
+
+/* Shapes whose relations are remembered; a colliding shape replaces the
+ * older one. */
+#define REL_MEMO_SLOTS 4096
+
 /* One batch on its way through the worker. */
 typedef struct job {
     uv_work_t req;       /* libuv work request; req.data is the job */
@@ -57,6 +69,7 @@ struct pgt_meter {
     pgt_ledger_t *ledger;        /* where records go (not owned) */
     pgt_fp_cache_t *cache;       /* shapes; used by one worker job at a time */
     history_t *history;          /* HISTORY_SLOTS entries; used by one worker job at a time */
+    rel_memo_t *rels;            /* REL_MEMO_SLOTS entries; used by one worker job at a time */
     prices_t prices;             /* current prices */
     pgt_exec_t *batch;           /* executions waiting for a job, newest first */
     size_t batch_n;              /* how many */
@@ -134,6 +147,7 @@ void pgt_exec_free(pgt_exec_t *e)
         return;
     pgt_text_unref(e->text);
     pgt_attr_unref(e->attr);
+    free(e->relations);
     free(e->done);
     free(e);
 }
@@ -186,6 +200,29 @@ static int64_t estimate_and_learn(pgt_meter_t *m, const prices_t *p, uint64_t ke
     return est;
 }
 
+/* The relations of a statement that ran (NULL for one refused, which read
+ * nothing): its shape's last plan's when the loop had them, else what its
+ * parse tree names, remembered per fingerprint. Returns a malloc'd string
+ * or NULL. */
+static char *relations_of(pgt_meter_t *m, const pgt_exec_t *e, const pgt_done_t *d,
+                          const pgt_shape_t *shape, const char *text, size_t len)
+{
+    if (d->status == PGT_QUERY_REFUSED || e->function_call)
+        return NULL;
+    if (e->relations)
+        return strdup(e->relations);
+    if (!shape->fingerprint || shape->kind == PGT_STMT_TRANSACTION ||
+        shape->kind == PGT_STMT_EMPTY || shape->kind == PGT_STMT_UNPARSED)
+        return NULL;
+    rel_memo_t *r = &m->rels[shape->fingerprint % REL_MEMO_SLOTS];
+    if (r->fingerprint != shape->fingerprint) {
+        free(r->json);
+        r->json = pgt_fp_relations_json(text, len);
+        r->fingerprint = shape->fingerprint;
+    }
+    return r->json ? strdup(r->json) : NULL;
+}
+
 /* Builds and submits the record of one statement text[0..len). */
 static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t *e,
                              const pgt_done_t *d, const char *text, size_t len)
@@ -218,6 +255,7 @@ static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t
     r->application = strdup(e->attr->application);
     r->client_addr = strdup(e->attr->client_addr);
     r->tags_json = pgt_tags_json(text, len);
+    r->relations = relations_of(m, e, d, &shape, text, len);
     r->fingerprint = shape.fingerprint;
     r->normalized = strdup(shape.normalized ? shape.normalized : "");
     r->kind = strdup(pgt_stmt_kind_name(shape.kind));
@@ -415,9 +453,11 @@ pgt_meter_t *pgt_meter_new(uv_loop_t *loop, pgt_ledger_t *ledger, const pgt_conf
         return NULL;
     m->cache = pgt_fp_cache_new(4096);
     m->history = calloc(HISTORY_SLOTS, sizeof(*m->history));
-    if (!m->cache || !m->history) {
+    m->rels = calloc(REL_MEMO_SLOTS, sizeof(*m->rels));
+    if (!m->cache || !m->history || !m->rels) {
         pgt_fp_cache_free(m->cache);
         free(m->history);
+        free(m->rels);
         free(m);
         return NULL;
     }
@@ -456,6 +496,9 @@ void pgt_meter_free(pgt_meter_t *m)
              (unsigned long long)m->stats.batches);
     pgt_fp_cache_free(m->cache);
     free(m->history);
+    for (size_t i = 0; i < REL_MEMO_SLOTS; i++)
+        free(m->rels[i].json);
+    free(m->rels);
     free(m);
 }
 

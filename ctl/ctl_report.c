@@ -40,8 +40,9 @@ static const char help[] =
     "  -f, --format FORMAT  text (default), markdown, html (the e-mail body), json (the\n"
     "                       document, see docs/report.md), csv, or slack (the Block Kit\n"
     "                       payload of the webhook)\n"
-    "  -s, --section NAME   csv only: statements, users, shapes, totals, budgets or\n"
-    "                       refusals (default: every section, each after a '# NAME' line)\n"
+    "  -s, --section NAME   csv only: statements, users, shapes, totals, budgets,\n"
+    "                       refusals, schemas or tables (default: every section, each\n"
+    "                       after a '# NAME' line)\n"
     "  -o, --output FILE    write to FILE instead of standard output\n"
     "      --send CHANNELS  send to slack, email or both (comma-separated) as configured in\n"
     "                       the config's [report] section, and record it in the ledger\n"
@@ -83,8 +84,8 @@ static const ctl_opt_t opts[] = {
     {NULL, 0, false, 0},
 };
 
-static const char *const sections[] = {"statements", "users",   "shapes",
-                                       "totals",     "budgets", "refusals"};
+static const char *const sections[] = {"statements", "users",    "shapes",  "totals",
+                                       "budgets",    "refusals", "schemas", "tables"};
 
 /* The command line of `report`, parsed. */
 typedef struct args {
@@ -191,8 +192,8 @@ static int apply(ctl_env_t *env, void *args, int id, const char *v, char *what, 
             if (strcmp(sections[i], v) == 0)
                 return 0;
         snprintf(what, len,
-                 "bad --section '%s': expected statements, users, shapes, totals, budgets or "
-                 "refusals",
+                 "bad --section '%s': expected statements, users, shapes, totals, budgets, "
+                 "refusals, schemas or tables",
                  v);
         return -1;
     case OPT_OUTPUT:

@@ -1,6 +1,8 @@
 /* pgtallyctl usage: spend per user, database, application or tag over a
  * day, week or month of the configured time zone, most expensive first,
- * with a total, and then each budget's spend in its current period. */
+ * with a total, and then each budget's spend in its current period. By
+ * schema or table, the statements that read known relations, each one's
+ * compute and cost split across them by their shares. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -15,7 +17,8 @@
 #define TAG_MAX 200
 
 static const char synopsis[] =
-    "usage: pgtallyctl [-c FILE | --ledger PATH] usage [--by user|database|application|tag:NAME]\n"
+    "usage: pgtallyctl [-c FILE | --ledger PATH] usage\n"
+    "         [--by user|database|application|schema|table|tag:NAME]\n"
     "         [--period day|week|month] [--date YYYY-MM-DD] [--format table|json|csv]\n";
 
 static const char help[] =
@@ -27,7 +30,10 @@ static const char help[] =
     "\n"
     "  -b, --by GROUP       user (default), database, application, or tag:NAME for the\n"
     "                       value of a tag, from sqlcommenter or dbt comments (statements\n"
-    "                       without it: (none))\n"
+    "                       without it: (none)); schema or table for the data statements\n"
+    "                       read (queries, compute and cost, each statement's split across\n"
+    "                       its tables by their shares of its plan; a name the statement\n"
+    "                       did not qualify is under (unqualified))\n"
     "  -p, --period PERIOD  day (default), week or month\n"
     "  -d, --date DATE      a day of the period, YYYY-MM-DD (default today)\n"
     "  -f, --format FORMAT  table (default, with a total line and a budgets section),\n"
@@ -68,7 +74,8 @@ static int parse_by(args_t *a, const char *v, char *what, size_t len)
     } else if (pgt_usage_by_parse(v, &a->by) == 0 && a->by != PGT_USAGE_BY_TAG) {
         return 0;
     }
-    snprintf(what, len, "bad --by '%s': expected user, database, application or tag:NAME", v);
+    snprintf(what, len,
+             "bad --by '%s': expected user, database, application, schema, table or tag:NAME", v);
     return -1;
 }
 
@@ -109,6 +116,7 @@ static int parse(ctl_env_t *env, int argc, char **argv, args_t *a, char *what, s
 typedef struct out {
     ctl_env_t *env;          /* currency, time zone, ledger */
     ctl_format_t format;     /* which writer */
+    bool rel;                /* by schema or table: queries, compute and cost only */
     pgt_text_table_t *table; /* rows, for table */
     json_t *groups;          /* groups, for json */
     pgt_usage_row_t total;   /* sums over every group */
@@ -116,9 +124,32 @@ typedef struct out {
 } out_t;
 
 static const bool table_right[] = {false, true, true, true, true, true};
+static const bool rel_right[] = {false, true, true, true};
+
+/* The label of a schema or table: "(unqualified)" for the schema "". */
+static const char *rel_label(const pgt_usage_row_t *r, char *buf, size_t len)
+{
+    const char *schema = r->schema && r->schema[0] ? r->schema : "(unqualified)";
+    if (r->relation)
+        snprintf(buf, len, "%s.%s", schema, r->relation);
+    else
+        snprintf(buf, len, "%s", schema);
+    return buf;
+}
 
 static int table_row(out_t *o, const pgt_usage_row_t *r, const char *group)
 {
+    if (o->rel) {
+        char n[24], compute[32], cost[PGT_MONEY_TEXT_MAX];
+        snprintf(n, sizeof(n), "%lld", (long long)r->statements);
+        const char *cells[] = {
+            group,
+            n,
+            pgt_fmt_seconds(r->compute_s, compute, sizeof(compute)),
+            pgt_money_format_short(r->cost_micro, o->env->currency, cost, sizeof(cost)),
+        };
+        return pgt_text_table_row(o->table, cells, 60);
+    }
     char n[24], compute[32], rows[24], bytes[32], cost[PGT_MONEY_TEXT_MAX];
     snprintf(n, sizeof(n), "%lld", (long long)r->statements);
     snprintf(rows, sizeof(rows), "%lld", (long long)r->rows);
@@ -133,10 +164,29 @@ static int table_row(out_t *o, const pgt_usage_row_t *r, const char *group)
     return pgt_text_table_row(o->table, cells, 40);
 }
 
+/* One schema or table, or their total (with_group false: no names). */
+static json_t *rel_json(const pgt_usage_row_t *r, bool with_group)
+{
+    char cost[PGT_MONEY_TEXT_MAX], label[300];
+    json_t *o = json_pack("{sIsfsIss}", "queries", (json_int_t)r->statements, "compute_s",
+                          r->compute_s, "cost_micro", (json_int_t)r->cost_micro, "cost",
+                          pgt_money_format(r->cost_micro, NULL, cost, sizeof(cost)));
+    if (o && with_group &&
+        (json_object_set_new(o, "group", pgt_text_json(rel_label(r, label, sizeof(label)))) ||
+         json_object_set_new(o, "schema", pgt_text_json(r->schema)) ||
+         (r->relation && json_object_set_new(o, "table", pgt_text_json(r->relation))))) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
 /* One group, or the total (with_group false: no "group" member). */
-static json_t *group_json(const pgt_usage_row_t *r, bool with_group)
+static json_t *group_json(const pgt_usage_row_t *r, bool with_group, bool rel)
 {
     char cost[PGT_MONEY_TEXT_MAX];
+    if (rel)
+        return rel_json(r, with_group);
     json_t *o = json_object();
     if (o && with_group && json_object_set_new(o, "group", pgt_text_json(r->group)) != 0) {
         json_decref(o);
@@ -158,8 +208,25 @@ static json_t *group_json(const pgt_usage_row_t *r, bool with_group)
 static const char *const csv_headers[] = {"group",     "statements", "compute_s", "rows",
                                           "bytes_out", "cost",       "currency"};
 
+static const char *const csv_rel_headers[] = {"group",     "schema", "table",   "queries",
+                                              "compute_s", "cost",   "currency"};
+
 static void csv_row(const out_t *o, const pgt_usage_row_t *r)
 {
+    if (o->rel) {
+        char n[24], compute[32], cost[PGT_MONEY_TEXT_MAX], label[300];
+        snprintf(n, sizeof(n), "%lld", (long long)r->statements);
+        snprintf(compute, sizeof(compute), "%.6f", r->compute_s);
+        const char *cells[] = {rel_label(r, label, sizeof(label)),
+                               r->schema,
+                               r->relation,
+                               n,
+                               compute,
+                               pgt_money_format(r->cost_micro, NULL, cost, sizeof(cost)),
+                               o->env->currency};
+        ctl_csv_row(stdout, cells, sizeof(cells) / sizeof(cells[0]));
+        return;
+    }
     char n[24], compute[32], rows[24], bytes[24], cost[PGT_MONEY_TEXT_MAX];
     snprintf(n, sizeof(n), "%lld", (long long)r->statements);
     snprintf(compute, sizeof(compute), "%.6f", r->compute_s);
@@ -176,18 +243,26 @@ static void csv_row(const out_t *o, const pgt_usage_row_t *r)
 static int group_cb(const pgt_usage_row_t *r, void *arg)
 {
     out_t *o = arg;
-    o->total.statements += r->statements;
-    o->total.compute_s += r->compute_s;
-    o->total.rows += r->rows;
-    o->total.bytes_out += r->bytes_out;
-    o->total.cost_micro += r->cost_micro;
+    char label[300];
+    /* By schema or table, the reader gives the total itself: a statement
+     * that read two tables is in two groups. */
+    if (!o->rel) {
+        o->total.statements += r->statements;
+        o->total.compute_s += r->compute_s;
+        o->total.rows += r->rows;
+        o->total.bytes_out += r->bytes_out;
+        o->total.cost_micro += r->cost_micro;
+    }
     if (o->format == CTL_FORMAT_CSV) {
         csv_row(o, r);
     } else if (o->format == CTL_FORMAT_JSON) {
-        json_t *j = group_json(r, true);
+        json_t *j = group_json(r, true, o->rel);
         if (!j || json_array_append_new(o->groups, j) != 0)
             o->failed = 1;
-    } else if (table_row(o, r, r->group ? r->group : "(none)") != 0) {
+    } else if (table_row(o, r,
+                         o->rel     ? rel_label(r, label, sizeof(label))
+                         : r->group ? r->group
+                                    : "(none)") != 0) {
         o->failed = 1;
     }
     return o->failed;
@@ -230,7 +305,7 @@ static int print_json(out_t *o, const args_t *a, const char *label, int64_t from
         {"timezone", pgt_text_json(o->env->timezone)},
         {"currency", json_string(o->env->currency)},
         {"groups", o->groups},
-        {"total", group_json(&o->total, false)},
+        {"total", group_json(&o->total, false, o->rel)},
         {"budgets", budgets},
     };
     o->groups = NULL; /* now owned by the document */
@@ -259,7 +334,8 @@ static int finish(out_t *o, const args_t *a, int64_t from, int64_t to)
            o->env->timezone);
     if (!o->total.statements) {
         pgt_text_table_free(o->table);
-        printf("No statements in this period.\n");
+        printf(o->rel ? "No statements that read known tables in this period.\n"
+                      : "No statements in this period.\n");
     } else {
         pgt_text_table_rule(o->table);
         if (table_row(o, &o->total, "TOTAL") != 0) {
@@ -277,22 +353,29 @@ static int run(ctl_env_t *env, const args_t *a, pgt_ledger_reader_t *rd)
     /* The period holding local noon of --date, or now. */
     int64_t from, to, at = a->y ? ctl_date_noon(a->y, a->m, a->d) : pgt_clock_us();
     pgt_period_bounds(a->period, at, &from, &to);
-    out_t o = {.env = env, .format = a->format};
+    bool rel = a->by == PGT_USAGE_BY_SCHEMA || a->by == PGT_USAGE_BY_TABLE;
+    out_t o = {.env = env, .format = a->format, .rel = rel};
     char group_header[TAG_MAX + 8];
     snprintf(group_header, sizeof(group_header), "%s", a->by_text);
     for (char *p = group_header; *p; p++)
         *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
     const char *headers[] = {group_header, "STATEMENTS", "COMPUTE", "ROWS", "BYTES", "COST"};
+    const char *rel_headers[] = {group_header, "QUERIES", "COMPUTE", "COST"};
     if (a->format == CTL_FORMAT_TABLE)
-        o.table = pgt_text_table_new(6, headers, table_right);
+        o.table = rel ? pgt_text_table_new(4, rel_headers, rel_right)
+                      : pgt_text_table_new(6, headers, table_right);
     else if (a->format == CTL_FORMAT_JSON)
         o.groups = json_array();
+    else if (rel)
+        ctl_csv_row(stdout, csv_rel_headers, sizeof(csv_rel_headers) / sizeof(csv_rel_headers[0]));
     else
         ctl_csv_row(stdout, csv_headers, sizeof(csv_headers) / sizeof(csv_headers[0]));
     char err[512] = "out of memory";
-    int rc = (a->format == CTL_FORMAT_CSV || o.table || o.groups)
-                 ? pgt_ledger_usage(rd, a->by, a->tag, from, to, group_cb, &o, err, sizeof(err))
-                 : -1;
+    int rc = -1;
+    if (a->format == CTL_FORMAT_CSV || o.table || o.groups)
+        rc = rel ? pgt_ledger_usage_relations(rd, a->by == PGT_USAGE_BY_TABLE, from, to, group_cb,
+                                              &o, &o.total, err, sizeof(err))
+                 : pgt_ledger_usage(rd, a->by, a->tag, from, to, group_cb, &o, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger,
                 o.failed ? "out of memory" : err);

@@ -74,6 +74,7 @@ static const char *const query_cols[] = {"started",     "session", "user",      
                                          "rows",        "cost",    "fingerprint", "query"};
 static const char *const shape_cols[] = {"fingerprint",     "kind", "statements",
                                          "compute_seconds", "cost", "query"};
+static const char *const table_cols[] = {"schema", "table", "queries", "compute_seconds", "cost"};
 static const char *const session_cols[] = {
     "id",    "user",        "database",  "application",     "client_addr",
     "state", "backend_pid", "statement", "running_seconds", "running_cost"};
@@ -95,9 +96,9 @@ static const struct {
     const char *const *names; /* the columns */
     size_t n;                 /* how many */
 } columns[] = {
-    COLS(usage_cols), COLS(budget_cols), COLS(query_cols),  COLS(shape_cols),   COLS(session_cols),
-    COLS(rule_cols),  COLS(alert_cols),  COLS(config_cols), COLS(version_cols), COLS(rule_cols),
-    COLS(rule_cols),  COLS(cancel_cols), COLS(reload_cols),
+    COLS(usage_cols),   COLS(budget_cols), COLS(query_cols),  COLS(shape_cols),  COLS(table_cols),
+    COLS(session_cols), COLS(rule_cols),   COLS(alert_cols),  COLS(config_cols), COLS(version_cols),
+    COLS(rule_cols),    COLS(rule_cols),   COLS(cancel_cols), COLS(reload_cols),
 };
 #undef COLS
 
@@ -258,13 +259,19 @@ static void list_commands(char *out, size_t len)
         used += (size_t)snprintf(out + used, len - used, "%s%s", i ? "; " : "", verbs[i].syntax);
 }
 
-static const char *const show_words[] = {"USAGE", "BUDGETS", "QUERIES", "SHAPES", "SESSIONS",
-                                         "RULES", "ALERTS",  "CONFIG",  "VERSION"};
+/* The words after SHOW, in the order of the SHOW verbs. */
+static const char *const show_words[] = {"USAGE",    "BUDGETS", "QUERIES", "SHAPES", "TABLES",
+                                         "SESSIONS", "RULES",   "ALERTS",  "CONFIG", "VERSION"};
 
-/* The arguments of SHOW USAGE and SHOW QUERIES. Returns 0, or -1. */
+_Static_assert(PGT_CONSOLE_SHOW_USAGE + sizeof(show_words) / sizeof(show_words[0]) - 1 ==
+                   PGT_CONSOLE_SHOW_VERSION,
+               "one word per SHOW verb");
+
+/* The arguments of SHOW USAGE, SHOW TABLES and SHOW QUERIES. Returns 0,
+ * or -1. */
 static int show_args(pgt_console_cmd_t *out, const token_t *t, int n)
 {
-    if (out->verb == PGT_CONSOLE_SHOW_USAGE) {
+    if (out->verb == PGT_CONSOLE_SHOW_USAGE || out->verb == PGT_CONSOLE_SHOW_TABLES) {
         out->period = PGT_PERIOD_DAY;
         if (n == 0)
             return 0;
@@ -546,6 +553,17 @@ static int shape_cb(const pgt_shape_row_t *r, void *arg)
     return pgt_console_row(c->out, cells, 6) ? 0 : 1;
 }
 
+static int table_cb(const pgt_usage_row_t *r, void *arg)
+{
+    run_ctx_t *c = arg;
+    char n[24], cs[32], cost[PGT_MONEY_TEXT_MAX];
+    snprintf(cs, sizeof(cs), "%.3f", r->compute_s);
+    const char *cells[] = {r->schema && r->schema[0] ? r->schema : "(unqualified)", r->relation,
+                           fmt_int(r->statements, n, sizeof(n)), cs,
+                           pgt_money_format(r->cost_micro, c->env->currency, cost, sizeof(cost))};
+    return pgt_console_row(c->out, cells, 5) ? 0 : 1;
+}
+
 static int alert_cb(const pgt_alert_row_t *r, void *arg)
 {
     run_ctx_t *c = arg;
@@ -565,7 +583,7 @@ static int alert_cb(const pgt_alert_row_t *r, void *arg)
     return pgt_console_row(c->out, cells, 10) ? 0 : 1;
 }
 
-/* SHOW USAGE, QUERIES, SHAPES and ALERTS: through a ledger reader. */
+/* SHOW USAGE, QUERIES, SHAPES, TABLES and ALERTS: through a ledger reader. */
 static int run_reader(const pgt_console_cmd_t *cmd, run_ctx_t *c, char *err, size_t errlen)
 {
     pgt_ledger_reader_t *rd = pgt_ledger_reader_open(&c->env->where, err, errlen);
@@ -588,7 +606,13 @@ static int run_reader(const pgt_console_cmd_t *cmd, run_ctx_t *c, char *err, siz
     case PGT_CONSOLE_SHOW_SHAPES:
         pgt_period_bounds(PGT_PERIOD_MONTH, now, &from, &to);
         pgt_console_header(c->out, cmd->verb);
-        rc = pgt_ledger_shapes(rd, from, to, 1000, shape_cb, c, err, errlen);
+        rc = pgt_ledger_shapes(rd, from, to, PGT_CONSOLE_LIST_MAX, shape_cb, c, err, errlen);
+        break;
+    case PGT_CONSOLE_SHOW_TABLES:
+        /* The local days of the period, from the daily_relations rollup. */
+        pgt_period_bounds(cmd->period, now, &from, &to);
+        pgt_console_header(c->out, cmd->verb);
+        rc = pgt_ledger_tables(rd, from, to, PGT_CONSOLE_LIST_MAX, table_cb, c, err, errlen);
         break;
     default:
         pgt_console_header(c->out, cmd->verb);
@@ -743,7 +767,8 @@ void pgt_console_run_ledger(const pgt_console_cmd_t *cmd, const pgt_console_env_
     char err[512] = "";
     run_ctx_t c = {env, out};
     bool reader = cmd->verb == PGT_CONSOLE_SHOW_USAGE || cmd->verb == PGT_CONSOLE_SHOW_QUERIES ||
-                  cmd->verb == PGT_CONSOLE_SHOW_SHAPES || cmd->verb == PGT_CONSOLE_SHOW_ALERTS;
+                  cmd->verb == PGT_CONSOLE_SHOW_SHAPES || cmd->verb == PGT_CONSOLE_SHOW_TABLES ||
+                  cmd->verb == PGT_CONSOLE_SHOW_ALERTS;
     int rc = reader ? run_reader(cmd, &c, err, sizeof(err)) : run_db(cmd, &c, err, sizeof(err));
     if (rc == 0) {
         if (!pgt_console_cap(out))

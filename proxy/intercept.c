@@ -379,14 +379,18 @@ static pgt_exec_t *pop(pgt_intercept_t *ic)
     return e;
 }
 
-/* Hands a finished execution to the meter; markers and executions that
- * never ran are just freed. */
+/* Hands a finished execution to the meter, with the relations its
+ * shape's plan read (a copy of the estimator's string, no parsing here);
+ * markers and executions that never ran are just freed. */
 static void finish(pgt_intercept_t *ic, pgt_exec_t *e)
 {
-    if (e->is_marker || e->ndone == 0)
+    if (e->is_marker || e->ndone == 0) {
         pgt_exec_free(e);
-    else
-        pgt_meter_add(ic->meter, e);
+        return;
+    }
+    if (ic->estimator && e->est.key && !e->relations)
+        e->relations = pgt_estimator_relations(ic->estimator, e->est.key);
+    pgt_meter_add(ic->meter, e);
 }
 
 /* Records one completion of the execution at the head of the FIFO. */

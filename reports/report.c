@@ -1,6 +1,7 @@
 /* The daily report's builder: reads one local date of the ledger (its
  * rollups through report_scan.c, the day's dearest statements from
- * queries, the budgets and their spend) and assembles the report as a
+ * queries, the data that cost the most from daily_relations, the budgets
+ * and their spend) and assembles the report as a
  * JSON document, whose schema is in docs/report.md. Renderers only ever
  * see that document. */
 #include "pgtally/report.h"
@@ -132,6 +133,7 @@ typedef struct build {
     spend_t *spends;               /* one per budget */
     rs_day_t day;                  /* the day and the days before, from the rollups */
     rs_groups_t sums;              /* the day's sums per user and per shape */
+    rs_data_t data;                /* the day's schemas and tables that cost the most */
     char err[512];                 /* why it failed */
 } build_t;
 
@@ -410,6 +412,41 @@ static json_t *shapes_section(build_t *b, bool *ok)
     return a;
 }
 
+/* One schema (rel->relation NULL) or table of the data section. */
+static json_t *data_item(const build_t *b, const rs_rel_t *rel, int rank, bool *ok)
+{
+    json_t *o = json_object();
+    put(o, "rank", json_integer(rank), ok);
+    put(o, "schema", pgt_text_json(rel->schema), ok);
+    if (rel->relation) {
+        put(o, "table", pgt_text_json(rel->relation), ok);
+        put(o, "queries", json_integer(rel->queries), ok);
+    }
+    put_money(o, "cost", rel->cost, ok);
+    put(o, "compute_s", json_real(rel->compute_s), ok);
+    put(o, "share_pct", pct_of((double)rel->cost, (double)b->day.totals.cost), ok);
+    return o;
+}
+
+/* The data that cost the most: the statements' cost split across the
+ * relations they read, per schema and per table. */
+static json_t *data_section(build_t *b, bool *ok)
+{
+    json_t *o = json_object(), *schemas = json_array(), *tables = json_array();
+    put_money(o, "cost", b->data.cost, ok);
+    put(o, "compute_s", json_real(b->data.compute_s), ok);
+    put(o, "share_pct", pct_of((double)b->data.cost, (double)b->day.totals.cost), ok);
+    for (size_t i = 0; *ok && i < b->data.nschemas; i++)
+        if (json_array_append_new(schemas, data_item(b, &b->data.schemas[i], (int)i + 1, ok)))
+            *ok = false;
+    for (size_t i = 0; *ok && i < b->data.ntables; i++)
+        if (json_array_append_new(tables, data_item(b, &b->data.tables[i], (int)i + 1, ok)))
+            *ok = false;
+    put(o, "schemas", schemas, ok);
+    put(o, "tables", tables, ok);
+    return o;
+}
+
 /* Totals of a day: statements, cost, compute. */
 static json_t *sums_json(const rs_totals_t *t, bool *ok)
 {
@@ -662,6 +699,7 @@ static json_t *assemble(build_t *b)
     put(doc, "statements", statements_section(b, &ok), &ok);
     put(doc, "users", users_section(b, &ok), &ok);
     put(doc, "shapes", shapes_section(b, &ok), &ok);
+    put(doc, "data", data_section(b, &ok), &ok);
     put(doc, "budgets", budgets_section(b, &ok), &ok);
     put(doc, "refusals", refusals_section(b, &ok), &ok);
     if (!ok) {
@@ -679,6 +717,7 @@ static void build_free(build_t *b)
     pgt_budget_config_free(b->budgets);
     rs_groups_free(&b->sums);
     rs_day_free(&b->day);
+    rs_data_free(&b->data);
 }
 
 /* Reads the day and assembles the document in one read transaction, so
@@ -694,6 +733,8 @@ static json_t *read_and_assemble(build_t *b, int32_t day)
         return NULL;
     json_t *doc = NULL;
     int rc = rs_day_read(b->db, day, &b->day, b->err, sizeof(b->err));
+    if (rc == 0)
+        rc = rs_data_read(b->db, day, b->top, &b->data, b->err, sizeof(b->err));
     if (rc == 0 && rs_group(&b->day, &b->sums) != 0) {
         snprintf(b->err, sizeof(b->err), "out of memory");
         rc = -1;

@@ -279,6 +279,72 @@ static void text_shapes(pgt_buf_t *out, const json_t *doc)
     table_done(out, t);
 }
 
+void rf_data_name(pgt_buf_t *out, const json_t *item)
+{
+    const char *schema = rj_str(item, "schema");
+    pgt_buf_puts(out, schema[0] ? schema : "(unqualified)");
+    if (!rj_null(item, "table"))
+        pgt_buf_printf(out, ".%s", rj_str(item, "table"));
+}
+
+void rf_data_intro(pgt_buf_t *out, const json_t *doc, const char *bold)
+{
+    const json_t *d = json_object_get(doc, "data");
+    char cost[RF_SHORT], total[RF_SHORT];
+    pgt_buf_printf(out, "%s%s%s of the day's %s (%.1f%%) was spent on known tables", bold,
+                   rf_money(doc, d, "cost", cost, sizeof(cost)), bold,
+                   rf_money(doc, json_object_get(doc, "totals"), "cost", total, sizeof(total)),
+                   rj_num(d, "share_pct"));
+}
+
+static const char *const text_schema_head[] = {"#", "SCHEMA", "COST", "SHARE", "COMPUTE"};
+static const bool text_schema_right[] = {true, false, true, true, true};
+static const char *const text_table_head[] = {"#", "TABLE", "COST", "SHARE", "QUERIES", "COMPUTE"};
+static const bool text_table_right[] = {true, false, true, true, true, true};
+
+/* One list of the data section: schemas, or tables (with queries). */
+static void text_data_list(pgt_buf_t *out, const json_t *doc, const json_t *a, bool tables)
+{
+    pgt_text_table_t *t = tables ? pgt_text_table_new(6, text_table_head, text_table_right)
+                                 : pgt_text_table_new(5, text_schema_head, text_schema_right);
+    size_t i;
+    const json_t *x;
+    json_array_foreach(a, i, x)
+    {
+        char rank[16], cost[RF_SHORT], share[RF_SHORT], n[RF_SHORT], comp[RF_SHORT];
+        pgt_buf_t name = {0};
+        rf_data_name(&name, x);
+        snprintf(rank, sizeof(rank), "%lld", (long long)rj_int(x, "rank"));
+        snprintf(share, sizeof(share), "%.1f%%", rj_num(x, "share_pct"));
+        pgt_text_table_cell(t, rank, 0);
+        pgt_text_table_cell(t, name.s ? name.s : "", TEXT_CELL_WIDTH + 40);
+        pgt_text_table_cell(t, rf_money(doc, x, "cost", cost, sizeof(cost)), 0);
+        pgt_text_table_cell(t, share, 0);
+        if (tables)
+            pgt_text_table_cell(t, rf_count(rj_int(x, "queries"), n, sizeof(n)), 0);
+        pgt_text_table_cell(t, pgt_fmt_seconds(rj_num(x, "compute_s"), comp, sizeof(comp)), 0);
+        out->failed |= name.failed;
+        pgt_buf_free(&name);
+    }
+    table_done(out, t);
+}
+
+/* The data that cost the most: schemas, then tables; nothing on a day
+ * whose statements read no known relation. */
+static void text_data(pgt_buf_t *out, const json_t *doc)
+{
+    const json_t *d = json_object_get(doc, "data");
+    const json_t *schemas = rj_arr(d, "schemas"), *tables = rj_arr(d, "tables");
+    if (!json_array_size(tables))
+        return;
+    pgt_buf_puts(out, "\nData that cost the most\n\n");
+    rf_data_intro(out, doc, "");
+    pgt_buf_puts(out, "\n\n");
+    text_data_list(out, doc, schemas, false);
+    pgt_buf_putc(out, '\n');
+    text_data_list(out, doc, tables, true);
+}
+
 void rf_subject_text(pgt_buf_t *out, const json_t *b)
 {
     if (rj_null(b, "subject_type"))
@@ -384,6 +450,7 @@ static char *render_text(const json_t *doc, char *err, size_t errlen)
     text_statements(&out, doc);
     text_users(&out, doc);
     text_shapes(&out, doc);
+    text_data(&out, doc);
     text_budgets(&out, doc);
     text_refusals(&out, doc);
     return rf_finish(&out, err, errlen);
@@ -530,6 +597,43 @@ static void md_shapes(pgt_buf_t *out, const json_t *doc)
     }
 }
 
+static void md_data_list(pgt_buf_t *out, const json_t *doc, const json_t *a, bool tables)
+{
+    pgt_buf_puts(out, tables ? "| # | Table | Cost | Share | Queries | Compute |\n"
+                               "|--:|---|--:|--:|--:|--:|\n"
+                             : "| # | Schema | Cost | Share | Compute |\n|--:|---|--:|--:|--:|\n");
+    size_t i;
+    const json_t *x;
+    json_array_foreach(a, i, x)
+    {
+        char cost[RF_SHORT], n[RF_SHORT], comp[RF_SHORT];
+        pgt_buf_t name = {0};
+        rf_data_name(&name, x);
+        pgt_buf_printf(out, "| %lld | ", (long long)rj_int(x, "rank"));
+        md_text(out, name.s ? name.s : "", MD_CELL_WIDTH + 40);
+        pgt_buf_printf(out, " | %s | %.1f%% | ", rf_money(doc, x, "cost", cost, sizeof(cost)),
+                       rj_num(x, "share_pct"));
+        if (tables)
+            pgt_buf_printf(out, "%s | ", rf_count(rj_int(x, "queries"), n, sizeof(n)));
+        pgt_buf_printf(out, "%s |\n", pgt_fmt_seconds(rj_num(x, "compute_s"), comp, sizeof(comp)));
+        out->failed |= name.failed;
+        pgt_buf_free(&name);
+    }
+}
+
+static void md_data(pgt_buf_t *out, const json_t *doc)
+{
+    const json_t *d = json_object_get(doc, "data");
+    if (!json_array_size(rj_arr(d, "tables")))
+        return;
+    pgt_buf_puts(out, "\n## Data that cost the most\n\n");
+    rf_data_intro(out, doc, "**");
+    pgt_buf_puts(out, ".\n\n");
+    md_data_list(out, doc, rj_arr(d, "schemas"), false);
+    pgt_buf_putc(out, '\n');
+    md_data_list(out, doc, rj_arr(d, "tables"), true);
+}
+
 static void md_budgets(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *a = rj_arr(json_object_get(doc, "budgets"), "items");
@@ -603,6 +707,7 @@ static char *render_markdown(const json_t *doc, char *err, size_t errlen)
     md_statements(&out, doc);
     md_users(&out, doc);
     md_shapes(&out, doc);
+    md_data(&out, doc);
     md_budgets(&out, doc);
     md_refusals(&out, doc);
     return rf_finish(&out, err, errlen);
@@ -775,6 +880,18 @@ static const csv_col_t csv_totals[] = {
     {NULL, NULL, 0},
 };
 
+static const csv_col_t csv_schemas[] = {
+    {"rank", "rank", 'i'}, {"schema", "schema", 's'},       {"cost", "cost", 'm'},
+    {"currency", "", 'c'}, {"share_pct", "share_pct", 'n'}, {"compute_s", "compute_s", 'n'},
+    {NULL, NULL, 0},
+};
+
+static const csv_col_t csv_tables[] = {
+    {"rank", "rank", 'i'},           {"schema", "schema", 's'},       {"table", "table", 's'},
+    {"queries", "queries", 'i'},     {"cost", "cost", 'm'},           {"currency", "", 'c'},
+    {"share_pct", "share_pct", 'n'}, {"compute_s", "compute_s", 'n'}, {NULL, NULL, 0},
+};
+
 static const csv_col_t csv_budgets[] = {
     {"id", "id", 'i'},
     {"subject_type", "subject_type", 's'},
@@ -820,6 +937,8 @@ static const csv_section_t csv_sections[] = {
     {"totals", csv_totals, NULL, NULL},
     {"budgets", csv_budgets, "items", "budgets"},
     {"refusals", csv_refusals, "by_budget", "refusals"},
+    {"schemas", csv_schemas, "schemas", "data"},
+    {"tables", csv_tables, "tables", "data"},
 };
 
 #define NSECTIONS (sizeof(csv_sections) / sizeof(csv_sections[0]))
@@ -869,7 +988,8 @@ static char *render_csv(const json_t *doc, const char *section, char *err, size_
     }
     if (!found) {
         snprintf(err, errlen,
-                 "unknown section '%s': use statements, users, shapes, totals, budgets or refusals",
+                 "unknown section '%s': use statements, users, shapes, totals, budgets, refusals, "
+                 "schemas or tables",
                  section);
         pgt_buf_free(&out);
         return NULL;

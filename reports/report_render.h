@@ -53,4 +53,12 @@ char *pgt_report_render_slack(const json_t *doc, char *err, size_t errlen);
  * "(removed)". */
 void rf_subject_text(pgt_buf_t *out, const json_t *b);
 
+/* The name of an item of data.schemas or data.tables in plain text:
+ * "analytics", "analytics.sales", "(unqualified)" for the schema "". */
+void rf_data_name(pgt_buf_t *out, const json_t *item);
+
+/* The line under the title of the data section: "1.23 USD of the day's
+ * 1.67 USD (73.7%) was spent on known tables", the first figure in bold. */
+void rf_data_intro(pgt_buf_t *out, const json_t *doc, const char *bold);
+
 #endif

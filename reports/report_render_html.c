@@ -300,6 +300,59 @@ static void shapes(pgt_buf_t *out, const json_t *doc)
     pgt_buf_puts(out, "</table>\n");
 }
 
+static const char *const schema_heads[] = {">#", "Schema", ">Cost", ">Compute"};
+static const char *const table_heads[] = {">#", "Table", ">Cost", ">Queries", ">Compute"};
+
+/* One list of the data section: its name, cost with a bar of its share of
+ * the day, (tables) queries, and compute. */
+static void data_list(pgt_buf_t *out, const json_t *doc, const json_t *a, bool tables)
+{
+    char title[64], cell[RF_SHORT];
+    snprintf(title, sizeof(title), "Top %zu %s by cost", json_array_size(a),
+             tables ? "tables" : "schemas");
+    table_open(out, tables ? "tables" : "schemas", title, tables ? table_heads : schema_heads,
+               tables ? 5 : 4);
+    size_t i;
+    const json_t *x;
+    json_array_foreach(a, i, x)
+    {
+        pgt_buf_t name = {0};
+        rf_data_name(&name, x);
+        pgt_buf_printf(out, "<tr><td style=\"" TD NUM "\">%lld</td>", (long long)rj_int(x, "rank"));
+        pgt_buf_puts(out, "<td style=\"" TD "\"><code style=\"" MONO "font-size:11px;\">");
+        esc_snip(out, name.s ? name.s : "", CELL_WIDTH + 40);
+        pgt_buf_puts(out, "</code></td>");
+        money_bar_cell(out, doc, x, "cost", rj_num(x, "share_pct"), BAR_BLUE);
+        if (tables)
+            num_cell(out, rf_count(rj_int(x, "queries"), cell, sizeof(cell)));
+        num_cell(out, pgt_fmt_seconds(rj_num(x, "compute_s"), cell, sizeof(cell)));
+        pgt_buf_puts(out, "</tr>\n");
+        out->failed |= name.failed;
+        pgt_buf_free(&name);
+    }
+    pgt_buf_puts(out, "</table>\n");
+}
+
+/* The data that cost the most, on a day whose statements read known
+ * relations: a line of what they cost, then schemas and tables. */
+static void data(pgt_buf_t *out, const json_t *doc)
+{
+    const json_t *d = json_object_get(doc, "data");
+    if (!json_array_size(rj_arr(d, "tables")))
+        return;
+    pgt_buf_t intro = {0};
+    rf_data_intro(&intro, doc, "");
+    pgt_buf_puts(out, "<h2 style=\"" FONT "font-size:18px;margin:32px 0 4px 0;color:#111827;\">"
+                      "Data that cost the most</h2>\n<p style=\"" FONT "font-size:12px;color:" MUTED
+                      ";margin:0;\">");
+    esc(out, intro.s ? intro.s : "");
+    pgt_buf_puts(out, ".</p>\n");
+    out->failed |= intro.failed;
+    pgt_buf_free(&intro);
+    data_list(out, doc, rj_arr(d, "schemas"), false);
+    data_list(out, doc, rj_arr(d, "tables"), true);
+}
+
 /* The subject of a budget: "user alice", "default: bob", "(removed)". */
 static void subject_cell(pgt_buf_t *out, const json_t *b)
 {
@@ -398,6 +451,7 @@ char *pgt_report_render_html(const json_t *doc, char *err, size_t errlen)
     statements(&out, doc);
     users(&out, doc);
     shapes(&out, doc);
+    data(&out, doc);
     budgets(&out, doc);
     refusals(&out, doc);
     pgt_buf_puts(&out,

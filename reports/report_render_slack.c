@@ -287,6 +287,44 @@ static void shapes(slack_t *s, const json_t *doc)
     pack_done(&p);
 }
 
+/* The data that cost the most: schemas, then tables, one line each. */
+static void data(slack_t *s, const json_t *doc)
+{
+    const json_t *d = json_object_get(doc, "data");
+    packer_t p;
+    if (!json_array_size(rj_arr(d, "tables")))
+        return;
+    list_open(&p, s, "Data that cost the most", false);
+    pgt_buf_t intro = {0};
+    rf_data_intro(&intro, doc, "*");
+    pack(&p, &intro);
+    for (int tables = 0; tables < 2; tables++) {
+        pgt_buf_t head = {0};
+        pgt_buf_puts(&head, tables ? "_Tables_" : "_Schemas_");
+        pack(&p, &head);
+        size_t i;
+        const json_t *x;
+        json_array_foreach(rj_arr(d, tables ? "tables" : "schemas"), i, x)
+        {
+            char cost[RF_SHORT], n[RF_SHORT], comp[RF_SHORT];
+            pgt_buf_t it = {0}, name = {0};
+            rf_data_name(&name, x);
+            pgt_buf_printf(&it, "%lld. ", (long long)rj_int(x, "rank"));
+            code(&it, name.s ? name.s : "", NAME_WIDTH);
+            pgt_buf_printf(&it, " %s (%.1f%%)", rf_money(doc, x, "cost", cost, sizeof(cost)),
+                           rj_num(x, "share_pct"));
+            if (tables)
+                pgt_buf_printf(&it, " · %s queries", rf_count(rj_int(x, "queries"), n, sizeof(n)));
+            pgt_buf_printf(&it, " · %s compute",
+                           pgt_fmt_seconds(rj_num(x, "compute_s"), comp, sizeof(comp)));
+            it.failed |= name.failed;
+            pgt_buf_free(&name);
+            pack(&p, &it);
+        }
+    }
+    pack_done(&p);
+}
+
 /* Appends the subject of a budget as code: "user alice". */
 static void subject(pgt_buf_t *out, const json_t *b)
 {
@@ -381,6 +419,7 @@ char *pgt_report_render_slack(const json_t *doc, char *err, size_t errlen)
     statements(&s, doc);
     users(&s, doc);
     shapes(&s, doc);
+    data(&s, doc);
     budgets(&s, doc);
     refusals(&s, doc);
     if (s.truncated &&

@@ -2,9 +2,10 @@
  * rollups of one local day and the seven before it (sums the writer keeps
  * per day, instance, user, database, application, shape and status, so
  * that a day of millions of statements is thousands of rows here), one
- * over the statements budgets stopped, and the sums per user and per shape
- * that the report ranks, grouped by sorting. The SQL is the same on SQLite
- * and PostgreSQL. */
+ * over the statements budgets stopped, the schemas and tables that cost the
+ * most (from daily_relations, kept by the writer the same way), and the
+ * sums per user and per shape that the report ranks, grouped by sorting.
+ * The SQL is the same on SQLite and PostgreSQL. */
 #include "report_scan.h"
 
 #include <stdio.h>
@@ -205,6 +206,89 @@ int64_t rs_prev_cost(const rs_day_t *d, const char *user)
     const rs_user_cost_t *hit =
         d->nprev ? bsearch(&key, d->prev, d->nprev, sizeof(*d->prev), cmp_user_cost) : NULL;
     return hit ? hit->cost : 0;
+}
+
+/* ---- The data that cost the most ------------------------------------------ */
+
+/* The list a row of rs_data_read goes to. */
+typedef struct data_ctx {
+    rs_data_t *d; /* the data */
+    bool tables;  /* reading tables, not schemas */
+} data_ctx_t;
+
+/* A pgt_db_row_cb of (schema, relation, queries, cost, compute). Returns 1
+ * when out of memory. */
+static int data_row(const pgt_db_row_t *r, void *arg)
+{
+    data_ctx_t *c = arg;
+    rs_rel_t **v = c->tables ? &c->d->tables : &c->d->schemas;
+    size_t *n = c->tables ? &c->d->ntables : &c->d->nschemas;
+    if (!grow((void **)v, *n, &c->d->cap, sizeof(**v)))
+        return 1;
+    const char *schema = pgt_db_text(r, 0), *relation = pgt_db_text(r, 1);
+    rs_rel_t *x = &(*v)[*n];
+    *x = (rs_rel_t){.schema = strdup(schema ? schema : ""),
+                    .relation = c->tables ? strdup(relation ? relation : "") : NULL,
+                    .queries = pgt_db_int(r, 2),
+                    .cost = pgt_db_int(r, 3),
+                    .compute_s = pgt_db_double(r, 4)};
+    if (!x->schema || (c->tables && !x->relation)) {
+        free(x->schema);
+        free(x->relation);
+        return 1;
+    }
+    (*n)++;
+    return 0;
+}
+
+/* A pgt_db_row_cb of (cost, compute): the day's sums over known relations. */
+static int data_total_row(const pgt_db_row_t *r, void *arg)
+{
+    rs_data_t *d = arg;
+    d->cost = pgt_db_int(r, 0);
+    d->compute_s = pgt_db_double(r, 1);
+    return 0;
+}
+
+int rs_data_read(pgt_db_t *db, int32_t day, int top, rs_data_t *d, char *err, size_t errlen)
+{
+    if (!pgt_db_has_table(db, "daily_relations"))
+        return 0;
+    data_ctx_t schemas = {d, false}, tables = {d, true};
+    int rc = pgt_db_run(db, "reading the ledger", err, errlen, data_total_row, d,
+                        "SELECT coalesce(sum(cost_micro), 0), coalesce(sum(compute_s), 0)"
+                        " FROM daily_relations WHERE day = ?1",
+                        "i", (int64_t)day);
+    if (rc == 0)
+        rc = pgt_db_run(db, "reading the ledger", err, errlen, data_row, &schemas,
+                        "SELECT schema_name, NULL, sum(queries), sum(cost_micro) AS cost,"
+                        " sum(compute_s) FROM daily_relations WHERE day = ?1"
+                        " GROUP BY schema_name ORDER BY cost DESC, schema_name LIMIT ?2",
+                        "ii", (int64_t)day, (int64_t)top);
+    d->cap = 0;
+    if (rc == 0)
+        rc = pgt_db_run(db, "reading the ledger", err, errlen, data_row, &tables,
+                        "SELECT schema_name, relation, sum(queries), sum(cost_micro) AS cost,"
+                        " sum(compute_s) FROM daily_relations WHERE day = ?1"
+                        " GROUP BY schema_name, relation ORDER BY cost DESC, schema_name, relation"
+                        " LIMIT ?2",
+                        "ii", (int64_t)day, (int64_t)top);
+    if (rc > 0)
+        snprintf(err, errlen, "out of memory");
+    return rc == 0 ? 0 : -1;
+}
+
+void rs_data_free(rs_data_t *d)
+{
+    for (size_t i = 0; i < d->nschemas; i++)
+        free(d->schemas[i].schema);
+    for (size_t i = 0; i < d->ntables; i++) {
+        free(d->tables[i].schema);
+        free(d->tables[i].relation);
+    }
+    free(d->schemas);
+    free(d->tables);
+    memset(d, 0, sizeof(*d));
 }
 
 /* ---- Grouping ------------------------------------------------------------ */

@@ -2,8 +2,9 @@
  * a day's sums per (user, shape) and per status, the totals of the days
  * before and the users' spend of the day before, all from the rollups that
  * the ledger's writer keeps per local day; the statements budgets stopped,
- * from queries through its partial index queries_day_budget; and the sums
- * per user and per shape, grouped here by sorting. */
+ * from queries through its partial index queries_day_budget; the data
+ * that cost the most, from daily_relations; and the sums per user and per
+ * shape, grouped here by sorting. */
 #ifndef PGTALLY_REPORT_SCAN_H
 #define PGTALLY_REPORT_SCAN_H
 
@@ -66,6 +67,36 @@ typedef struct rs_day {
     size_t nrefusals;                   /* entries in refusals */
     size_t cap_refusals;                /* entries allocated */
 } rs_day_t;
+
+/* What one schema, or one table, cost in a day (daily_relations). */
+typedef struct rs_rel {
+    char *schema;     /* the schema, "" when statements did not qualify the name (owned) */
+    char *relation;   /* the table (owned); NULL in the list of schemas */
+    int64_t queries;  /* statements that read it (tables only) */
+    int64_t cost;     /* their cost split by their shares, micro-units */
+    double compute_s; /* their compute split the same way, seconds */
+} rs_rel_t;
+
+/* The day's data that cost the most. */
+typedef struct rs_data {
+    rs_rel_t *schemas; /* dearest first (ties by name), at most top */
+    size_t nschemas;   /* entries in schemas */
+    rs_rel_t *tables;  /* dearest first (ties by schema, then name), at most top */
+    size_t ntables;    /* entries in tables */
+    size_t cap;        /* entries allocated in the list being read */
+    int64_t cost;      /* the cost of every statement that read known relations */
+    double compute_s;  /* their compute */
+} rs_data_t;
+
+/* Reads the schemas and tables of day that cost the most, at most top of
+ * each, into *d (zeroed by the caller; free it with rs_data_free, also
+ * after a failure). A ledger older than schema 9 has none. Returns 0, or
+ * -1 with the cause in err. */
+int rs_data_read(pgt_db_t *db, int32_t day, int top, rs_data_t *d, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Frees what d holds (not d). */
+void rs_data_free(rs_data_t *d);
 
 /* Reads day (and the days before it) from db into *d, which the caller
  * zeroes first and frees with rs_day_free (also after a failure). Returns

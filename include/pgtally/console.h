@@ -24,6 +24,8 @@
 /* Rows of SHOW QUERIES by default, and at most. */
 #define PGT_CONSOLE_QUERIES_DEFAULT 20
 #define PGT_CONSOLE_QUERIES_MAX 1000
+/* Rows of SHOW SHAPES and SHOW TABLES at most. */
+#define PGT_CONSOLE_LIST_MAX 1000
 
 /* The commands: verb, syntax, whether it reads the ledger (runs on a
  * worker), whether it needs an admin user (a stats user may not). */
@@ -32,6 +34,7 @@
     X(SHOW_BUDGETS, "SHOW BUDGETS", true, false)                                                   \
     X(SHOW_QUERIES, "SHOW QUERIES [n]", true, false)                                               \
     X(SHOW_SHAPES, "SHOW SHAPES", true, false)                                                     \
+    X(SHOW_TABLES, "SHOW TABLES [DAY|WEEK|MONTH]", true, false)                                    \
     X(SHOW_SESSIONS, "SHOW SESSIONS", false, false)                                                \
     X(SHOW_RULES, "SHOW RULES", true, false)                                                       \
     X(SHOW_ALERTS, "SHOW ALERTS", true, false)                                                     \
@@ -52,7 +55,7 @@ typedef enum {
 /* One parsed command. */
 typedef struct pgt_console_cmd {
     pgt_console_verb_t verb;            /* which */
-    pgt_period_t period;                /* SHOW USAGE: the period (default day) */
+    pgt_period_t period;                /* SHOW USAGE, SHOW TABLES: the period (default day) */
     int64_t n;                          /* SHOW QUERIES: rows; CANCEL SESSION: the session */
     uint64_t fingerprint;               /* BLOCK/UNBLOCK SHAPE: the shape */
     bool has_message;                   /* BLOCK SHAPE: MESSAGE given */

@@ -44,6 +44,11 @@ typedef struct pgt_record {
     char *application;         /* application_name, or "" */
     char *client_addr;         /* client host:port */
     char *tags_json;           /* sqlcommenter tags as a JSON object, or NULL */
+    char *relations;           /* the relations it read and the share of its cost each carries:
+                                  a JSON array of [schema, relation, share], shares summing to
+                                  1, costliest first ([["analytics","sales",0.8], ...]); from
+                                  its plan, else from its parse tree (schema "" where the text
+                                  does not qualify the name); NULL when none is known */
     uint64_t fingerprint;      /* statement shape */
     char *normalized;          /* normalized text */
     char *kind;                /* statement kind name ("select") */
@@ -225,7 +230,9 @@ int pgt_ledger_list(pgt_ledger_reader_t *rd, const pgt_ledger_filter_t *f, pgt_l
     X(USER, "user")                                                                                \
     X(DATABASE, "database")                                                                        \
     X(APPLICATION, "application")                                                                  \
-    X(TAG, "tag")
+    X(TAG, "tag")                                                                                  \
+    X(SCHEMA, "schema")                                                                            \
+    X(TABLE, "table")
 
 typedef enum {
 #define X(name, str) PGT_USAGE_BY_##name,
@@ -238,12 +245,16 @@ int pgt_usage_by_parse(const char *name, pgt_usage_by_t *out) __attribute__((war
 
 /* Spend of one group over a time range. */
 typedef struct pgt_usage_row {
-    const char *group;  /* the user, database, application or tag value; NULL: no such tag */
-    int64_t statements; /* statements metered */
-    double compute_s;   /* upstream compute seconds */
-    int64_t rows;       /* rows returned or affected */
-    int64_t bytes_out;  /* bytes sent to clients */
-    int64_t cost_micro; /* cost in micro-units of the currency */
+    const char *group;    /* the user, database, application or tag value (NULL: no such
+                             tag); by schema or table, the schema or "schema.relation" (the
+                             relation alone when the schema is "") */
+    int64_t statements;   /* statements metered; by schema or table, those that read it */
+    double compute_s;     /* upstream compute seconds (by schema or table, their shares) */
+    int64_t rows;         /* rows returned or affected (0 by schema or table) */
+    int64_t bytes_out;    /* bytes sent to clients (0 by schema or table) */
+    int64_t cost_micro;   /* cost in micro-units of the currency (their shares) */
+    const char *schema;   /* by schema or table: the schema ("": not qualified), else NULL */
+    const char *relation; /* by table: the relation, else NULL */
 } pgt_usage_row_t;
 
 /* Called once per group, most expensive first (ties by group name). The
@@ -251,10 +262,33 @@ typedef struct pgt_usage_row {
 typedef int (*pgt_ledger_usage_cb)(const pgt_usage_row_t *row, void *arg);
 
 /* Sums statements with from_us <= started_at < to_us per group. by TAG
- * groups by the value of tag name in each statement's tags. Returns 0, the
- * callback's non-zero value, or -1 with a message in err. */
+ * groups by the value of tag name in each statement's tags; by SCHEMA and
+ * TABLE as pgt_ledger_usage_relations. Returns 0, the callback's non-zero
+ * value, or -1 with a message in err. */
 int pgt_ledger_usage(pgt_ledger_reader_t *rd, pgt_usage_by_t by, const char *tag, int64_t from_us,
                      int64_t to_us, pgt_ledger_usage_cb cb, void *arg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Sums the statements with from_us <= started_at < to_us that read known
+ * relations (queries.relations) per schema (by_table false) or per table,
+ * each statement's compute and cost split by its relations' shares as the
+ * writer splits them into daily_relations, and a statement counted once
+ * per group it read. Most expensive first (ties by schema, then relation).
+ * When total is not NULL it gets the sums over those statements, each
+ * once (group and schema NULL). A ledger older than schema 9 has none.
+ * Returns 0, the callback's non-zero value, or -1 with a message in err. */
+int pgt_ledger_usage_relations(pgt_ledger_reader_t *rd, bool by_table, int64_t from_us,
+                               int64_t to_us, pgt_ledger_usage_cb cb, void *arg,
+                               pgt_usage_row_t *total, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* The tables of the local days from pgt_local_day(from_us) to
+ * pgt_local_day(to_us - 1), from the daily_relations rollup, most
+ * expensive first (ties by schema, then relation), at most limit (0: all):
+ * rows as pgt_ledger_usage_relations by table gives them. A ledger older
+ * than schema 9 has none. Returns as pgt_ledger_usage. */
+int pgt_ledger_tables(pgt_ledger_reader_t *rd, int64_t from_us, int64_t to_us, int64_t limit,
+                      pgt_ledger_usage_cb cb, void *arg, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* Spend of one statement shape over a time range. */

@@ -443,6 +443,10 @@ SCHEMA = {
         money("spent"), money("limit"), money("granted"), id=INT, subject_type=STR,
         subject=STR, user=(STR, None), period=STR, period_start=STR, period_end=STR,
         percent=NUM, warn_pcts=[INT], threshold_pct=INT, action=STR)]},
+    "data": obj(money("cost"), compute_s=NUM, share_pct=NUM,
+                schemas=[obj(money("cost"), rank=INT, schema=STR, compute_s=NUM, share_pct=NUM)],
+                tables=[obj(money("cost"), rank=INT, schema=STR, table=STR, queries=INT,
+                            compute_s=NUM, share_pct=NUM)]),
     "refusals": obj(money("cost"), statements=INT, refused=INT, budget_cancelled=INT,
                     by_budget=[obj(money("cost"), budget_id=INT, subject_type=(STR, None),
                                    subject=(STR, None), period=(STR, None), refused=INT,
@@ -589,7 +593,8 @@ def test_csv_round_trips(filled, doc):
             sections[current] = []
         else:
             sections[current].append(row)
-    assert list(sections) == ["statements", "users", "shapes", "totals", "budgets", "refusals"]
+    assert list(sections) == ["statements", "users", "shapes", "totals", "budgets", "refusals",
+                              "schemas", "tables"]
     assert len(sections["statements"]) == 11 and len(sections["budgets"]) == 2
     assert sections["refusals"][1][2] == REFUSED_USER
 

@@ -23,6 +23,8 @@ static const ok_case_t oks[] = {
     {"SHOW QUERIES 7", PGT_CONSOLE_SHOW_QUERIES, 7, NULL},
     {"SHOW QUERIES 1000", PGT_CONSOLE_SHOW_QUERIES, 1000, NULL},
     {"SHOW USAGE week", PGT_CONSOLE_SHOW_USAGE, -1, NULL},
+    {"SHOW TABLES", PGT_CONSOLE_SHOW_TABLES, -1, NULL},
+    {"show tables Month;", PGT_CONSOLE_SHOW_TABLES, -1, NULL},
     {"-- a comment\nSHOW RULES -- and another", PGT_CONSOLE_SHOW_RULES, -1, NULL},
     {"BLOCK SHAPE 'abc'", PGT_CONSOLE_BLOCK_SHAPE, -1, NULL},
     {"block shape '00ff00ff00ff00ff' message 'it''s off'", PGT_CONSOLE_BLOCK_SHAPE, -1, "it's off"},
@@ -53,6 +55,9 @@ static const bad_case_t bads[] = {
     {"SHOW QUERIES 999999999999999999999999999999999", "42601", "too long"},
     {"SHOW QUERIES x", "42601", "syntax error"},
     {"SHOW USAGE YEAR", "42601", "syntax error"},
+    {"SHOW TABLES YEAR", "42601", "usage: SHOW TABLES [DAY|WEEK|MONTH]"},
+    {"SHOW TABLES DAY 3", "42601", "usage: SHOW TABLES [DAY|WEEK|MONTH]"},
+    {"SHOW POOLS", "42601", "SHOW SHAPES; SHOW TABLES [DAY|WEEK|MONTH]; SHOW SESSIONS"},
     {"SHOW VERSION 1", "42601", "syntax error"},
     {"BLOCK SHAPE abc", "42601", "syntax error"},
     {"BLOCK SHAPE 'xyz'", "42601", "16 hex digits"},
@@ -203,6 +208,12 @@ int main(void)
     CHECK(cmd.fingerprint == 0xff);
     CHECK_INT(pgt_console_parse("SHOW USAGE MONTH", 16, &cmd, state, err, sizeof(err)), 0);
     CHECK_INT(cmd.period, PGT_PERIOD_MONTH);
+    CHECK_INT(pgt_console_parse("SHOW TABLES week", 16, &cmd, state, err, sizeof(err)), 0);
+    CHECK_INT(cmd.period, PGT_PERIOD_WEEK);
+    CHECK_INT(pgt_console_parse("SHOW TABLES", 11, &cmd, state, err, sizeof(err)), 0);
+    CHECK_INT(cmd.period, PGT_PERIOD_DAY);
+    CHECK(pgt_console_reads_ledger(PGT_CONSOLE_SHOW_TABLES));
+    CHECK(!pgt_console_admin_only(PGT_CONSOLE_SHOW_TABLES));
     CHECK(pgt_console_admin_only(PGT_CONSOLE_RELOAD));
     CHECK(!pgt_console_admin_only(PGT_CONSOLE_SHOW_CONFIG));
     CHECK(pgt_console_reads_ledger(PGT_CONSOLE_BLOCK_SHAPE));

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "pgtally/ledger.h"
+#include "pgtally/period.h"
 #include "task.h"
 
 #define DAY_US 86400000000LL
@@ -567,6 +568,234 @@ static void test_reader(void)
     pgt_ledger_reader_close(rd);
 }
 
+/* ---- Cost by schema and table --------------------------------------------- */
+
+/* A record of cost micro-units and compute seconds that read relations
+ * (a JSON text, or NULL), with an explicit id so that it can be sent again. */
+static pgt_record_t *rel_record(int64_t seq, const char *user, int64_t started, int64_t cost,
+                                double compute, const char *relations)
+{
+    pgt_record_t *r = make_record((uint64_t)seq, user, started);
+    free(r->database);
+    r->database = strdup("warehouse");
+    r->instance = 77;
+    r->seq = seq;
+    r->cost_micro = cost;
+    r->compute_s = compute;
+    r->relations = relations ? strdup(relations) : NULL;
+    return r;
+}
+
+/* The records of the relations tests, submitted to l. */
+static void submit_rel_records(pgt_ledger_t *l, int64_t t0)
+{
+    /* 800/200 by the plan's shares. */
+    pgt_ledger_submit(l, rel_record(1, "alice", t0, 1000, 1.0,
+                                    "[[\"analytics\",\"sales\",0.8],"
+                                    "[\"analytics\",\"stores\",0.2]]"));
+    /* Thirds of 7: cut at the running sum, 2 + 3 + 2. */
+    pgt_ledger_submit(l, rel_record(2, "alice", t0 + 1, 7, 0.3,
+                                    "[[\"analytics\",\"sales\",0.3333],"
+                                    "[\"raw_data\",\"events\",0.3333],"
+                                    "[\"\",\"events\",0.3333]]"));
+    /* Named twice: one part. Shares of 0: evenly. */
+    pgt_ledger_submit(l, rel_record(3, "bob", t0 + 2, 90, 0.9,
+                                    "[[\"raw_data\",\"events\",0.5],"
+                                    "[\"raw_data\",\"events\",0.5]]"));
+    pgt_ledger_submit(l,
+                      rel_record(4, "bob", t0 + 3, 10, 0.1, "[[\"a\",\"x\",0],[\"a\",\"y\",0]]"));
+    /* No relations, damaged ones, an entry that is not one: none. */
+    pgt_ledger_submit(l, rel_record(5, "bob", t0 + 4, 500, 5.0, NULL));
+    pgt_ledger_submit(l, rel_record(6, "bob", t0 + 5, 500, 5.0, "not json"));
+    pgt_ledger_submit(l, rel_record(7, "bob", t0 + 6, 30, 0.3, "[[\"a\"],[\"a\",\"x\",1]]"));
+}
+
+/* Reads the rows of sql as "a|b|c" lines into out. */
+static void db_lines(const char *path, const char *sql, char *out, size_t len)
+{
+    sqlite3 *db = db_open(path);
+    sqlite3_stmt *st;
+    size_t used = 0;
+    out[0] = '\0';
+    CHECK_INT(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW && used < len) {
+        for (int i = 0; i < sqlite3_column_count(st); i++) {
+            const char *v = (const char *)sqlite3_column_text(st, i);
+            used += (size_t)snprintf(out + used, len - used, "%s%s", i ? "|" : "", v ? v : "");
+        }
+        used += (size_t)snprintf(out + used, len - used, "\n");
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static const char rel_rollup_sql[] =
+    "SELECT \"user\", schema_name, relation, queries, cost_micro, round(compute_s, 6)"
+    " FROM daily_relations ORDER BY 1, 2, 3";
+
+/* What daily_relations holds after submit_rel_records. */
+static const char rel_rollup[] = "alice||events|1|2|0.1\n"
+                                 "alice|analytics|sales|2|802|0.9\n"
+                                 "alice|analytics|stores|1|200|0.2\n"
+                                 "alice|raw_data|events|1|3|0.1\n"
+                                 "bob|a|x|2|35|0.35\n"
+                                 "bob|a|y|1|5|0.05\n"
+                                 "bob|raw_data|events|1|90|0.9\n";
+
+/* The writer splits each record's compute and cost across its relations
+ * into daily_relations, in the transaction of the rows, once: a replay
+ * of the same records changes nothing. */
+static void test_relations_rollup(void)
+{
+    const char *path = tmp_path("relations.db");
+    pgt_ledger_opts_t o = {.where = {.ledger = path}};
+    pgt_ledger_t *l = open_ledger(&o);
+    int64_t t0 = now_us();
+    submit_rel_records(l, t0);
+    pgt_ledger_close(l);
+    char got[2048];
+    db_lines(path, "SELECT seq, relations FROM queries WHERE seq IN (1, 5) ORDER BY seq", got,
+             sizeof(got));
+    CHECK_STR(got, "1|[[\"analytics\",\"sales\",0.8],[\"analytics\",\"stores\",0.2]]\n5|\n");
+    db_lines(path, rel_rollup_sql, got, sizeof(got));
+    CHECK_STR(got, rel_rollup);
+    CHECK_INT(file_int(path, "SELECT count(DISTINCT day) FROM daily_relations"), 1);
+    CHECK_INT(file_int(path, "SELECT count(*) FROM daily_relations WHERE instance = 77 AND "
+                             "database = 'warehouse'"),
+              7);
+    l = open_ledger(&o);
+    submit_rel_records(l, t0);
+    pgt_ledger_close(l);
+    check_rows(path, 7);
+    db_lines(path, rel_rollup_sql, got, sizeof(got));
+    CHECK_STR(got, rel_rollup);
+}
+
+/* Records that wait in the spool keep their relations; a spool line of
+ * an older release, without them, still loads. */
+static void test_relations_spool(void)
+{
+    const char *path = tmp_path("relspool/ledger.db");
+    const char *spool = tmp_path("relspool.spool");
+    pgt_ledger_opts_t o = {.where = {.ledger = path}, .spool_path = spool};
+    pgt_ledger_t *l = open_ledger(&o);
+    int64_t t0 = now_us();
+    submit_rel_records(l, t0);
+    pgt_ledger_close(l);
+    FILE *f = fopen(spool, "a");
+    fprintf(f,
+            "{\"started_us\": %lld, \"finished_us\": %lld, \"session_id\": 8, \"fingerprint\": 1,"
+            " \"compute_s\": 0.5, \"cost_micro\": 9, \"status\": \"ok\", \"instance\": 77,"
+            " \"seq\": 8, \"day\": 0, \"user\": \"carol\", \"database\": \"warehouse\"}\n",
+            (long long)t0, (long long)t0 + 10);
+    fclose(f);
+    CHECK_INT(mkdir(tmp_path("relspool"), 0700), 0);
+    l = open_ledger(&o);
+    wait_written(l, 8);
+    pgt_ledger_close(l);
+    check_rows(path, 8);
+    CHECK_INT(file_int(path, "SELECT count(*) FROM queries WHERE seq = 8 AND relations IS NULL "
+                             "AND cost_micro = 9"),
+              1);
+    char got[2048];
+    db_lines(path, rel_rollup_sql, got, sizeof(got));
+    CHECK_STR(got, rel_rollup);
+}
+
+/* Retention prunes daily_relations with the rows. */
+static void test_relations_retention(void)
+{
+    const char *path = tmp_path("relretention.db");
+    pgt_ledger_opts_t o = {.where = {.ledger = path}};
+    pgt_ledger_t *l = open_ledger(&o);
+    submit_rel_records(l, now_us() - 100 * DAY_US);
+    pgt_ledger_submit(l, rel_record(100, "carol", now_us(), 50, 0.5, "[[\"s\",\"t\",1]]"));
+    pgt_ledger_close(l);
+    CHECK_INT(file_int(path, "SELECT count(*) FROM daily_relations"), 8);
+    o.retention_days = 90;
+    l = open_ledger(&o);
+    for (int i = 0; i < 500 && file_int(path, "SELECT count(*) FROM daily_relations") != 1; i++)
+        usleep(10000);
+    pgt_ledger_close(l);
+    CHECK_INT(file_int(path, "SELECT count(*) FROM daily_relations WHERE \"user\" = 'carol'"), 1);
+    CHECK_INT(file_int(path, "SELECT count(*) FROM daily_relations"), 1);
+}
+
+/* What a relations reader saw, as "group|schema|relation|n|cost" lines. */
+typedef struct rel_seen {
+    char lines[2048]; /* the rows */
+    size_t used;      /* bytes in lines */
+} rel_seen_t;
+
+static int rel_cb(const pgt_usage_row_t *r, void *arg)
+{
+    rel_seen_t *s = arg;
+    s->used += (size_t)snprintf(s->lines + s->used, sizeof(s->lines) - s->used,
+                                "%s|%s|%s|%lld|%lld|%.2f\n", r->group, r->schema,
+                                r->relation ? r->relation : "-", (long long)r->statements,
+                                (long long)r->cost_micro, r->compute_s);
+    return 0;
+}
+
+/* pgt_ledger_usage_relations splits statements as the writer does, and
+ * counts a statement once per schema; pgt_ledger_tables reads the
+ * rollup. */
+static void test_relations_readers(void)
+{
+    const char *path = tmp_path("relreaders.db");
+    pgt_ledger_opts_t o = {.where = {.ledger = path}};
+    pgt_ledger_t *l = open_ledger(&o);
+    int64_t t0 = now_us();
+    submit_rel_records(l, t0);
+    pgt_ledger_close(l);
+    char err[256];
+    pgt_ledger_reader_t *rd =
+        pgt_ledger_reader_open(&(pgt_ledger_where_t){path, NULL}, err, sizeof(err));
+    CHECK(rd != NULL);
+    if (!rd)
+        return;
+    rel_seen_t s = {.used = 0};
+    pgt_usage_row_t total;
+    CHECK_INT(
+        pgt_ledger_usage_relations(rd, false, t0, t0 + 100, rel_cb, &s, &total, err, sizeof(err)),
+        0);
+    CHECK_STR(s.lines, "analytics|analytics|-|2|1002|1.10\n"
+                       "raw_data|raw_data|-|2|93|1.00\n"
+                       "a|a|-|2|40|0.40\n"
+                       "||-|1|2|0.10\n");
+    CHECK_INT(total.statements, 5);
+    CHECK_INT(total.cost_micro, 1137);
+    s = (rel_seen_t){.used = 0};
+    CHECK_INT(
+        pgt_ledger_usage(rd, PGT_USAGE_BY_TABLE, NULL, t0, t0 + 100, rel_cb, &s, err, sizeof(err)),
+        0);
+    CHECK_STR(s.lines, "analytics.sales|analytics|sales|2|802|0.90\n"
+                       "analytics.stores|analytics|stores|1|200|0.20\n"
+                       "raw_data.events|raw_data|events|2|93|1.00\n"
+                       "a.x|a|x|2|35|0.35\n"
+                       "a.y|a|y|1|5|0.05\n"
+                       "events||events|1|2|0.10\n");
+    /* The time range is honoured: the first record only. */
+    s = (rel_seen_t){.used = 0};
+    CHECK_INT(
+        pgt_ledger_usage_relations(rd, true, t0, t0 + 1, rel_cb, &s, &total, err, sizeof(err)), 0);
+    CHECK_STR(s.lines, "analytics.sales|analytics|sales|1|800|0.80\n"
+                       "analytics.stores|analytics|stores|1|200|0.20\n");
+    CHECK_INT(total.statements, 1);
+    /* The rollup gives the same tables per day, within a limit. */
+    s = (rel_seen_t){.used = 0};
+    int64_t from, to;
+    pgt_period_bounds(PGT_PERIOD_DAY, t0, &from, &to);
+    CHECK_INT(pgt_ledger_tables(rd, from, to, 3, rel_cb, &s, err, sizeof(err)), 0);
+    CHECK_STR(s.lines, "analytics.sales|analytics|sales|2|802|0.90\n"
+                       "analytics.stores|analytics|stores|1|200|0.20\n"
+                       "raw_data.events|raw_data|events|2|93|1.00\n");
+    s = (rel_seen_t){.used = 0};
+    CHECK_INT(pgt_ledger_tables(rd, to, to + DAY_US, 0, rel_cb, &s, err, sizeof(err)), 0);
+    CHECK_STR(s.lines, "");
+    pgt_ledger_reader_close(rd);
+}
+
 static void test_names(void)
 {
     pgt_query_status_t st;
@@ -602,6 +831,10 @@ int main(void)
     test_overflow();
     test_retention();
     test_reader();
+    test_relations_rollup();
+    test_relations_spool();
+    test_relations_retention();
+    test_relations_readers();
     if (!task_failures)
         rm_rf(tmpdir);
     else

@@ -88,6 +88,19 @@ static const char *const DAY =
     "   \"mean_cost_micro\": 34560, \"mean_cost\": \"0.034560\", \"max_cost_micro\": 34560,"
     "   \"max_cost\": \"0.034560\", \"compute_s\": 0.5, \"share_pct\": 2.8, \"users\": 1,"
     "   \"user_names\": [\"bob <b&b>\"]}],"
+    " \"data\": {\"cost_micro\": 900000, \"cost\": \"0.900000\", \"compute_s\": 9.0,"
+    "  \"share_pct\": 72.9, \"schemas\": ["
+    "  {\"rank\": 1, \"schema\": \"analytics\", \"cost_micro\": 700000, \"cost\": \"0.700000\","
+    "   \"compute_s\": 7.0, \"share_pct\": 56.7},"
+    "  {\"rank\": 2, \"schema\": \"\", \"cost_micro\": 200000, \"cost\": \"0.200000\","
+    "   \"compute_s\": 2.0, \"share_pct\": 16.2}],"
+    "  \"tables\": ["
+    "  {\"rank\": 1, \"schema\": \"analytics\", \"table\": \"sales\", \"queries\": 2,"
+    "   \"cost_micro\": 600000, \"cost\": \"0.600000\", \"compute_s\": 6.0, \"share_pct\": 48.6},"
+    "  {\"rank\": 2, \"schema\": \"\", \"table\": \"x|<y>\", \"queries\": 1,"
+    "   \"cost_micro\": 200000, \"cost\": \"0.200000\", \"compute_s\": 2.0, \"share_pct\": 16.2},"
+    "  {\"rank\": 3, \"schema\": \"analytics\", \"table\": \"stores\", \"queries\": 1,"
+    "   \"cost_micro\": 100000, \"cost\": \"0.100000\", \"compute_s\": 1.0, \"share_pct\": 8.1}]},"
     " \"budgets\": {\"checked\": 2, \"over_threshold\": 1, \"items\": ["
     "  {\"id\": 4, \"subject_type\": \"user\", \"subject\": \"alice\", \"user\": null,"
     "   \"period\": \"day\", \"period_start\": \"2031-05-14T00:00:00.000000+02:00\","
@@ -191,6 +204,22 @@ static void test_text(const json_t *doc)
     CHECK_HAS(t, "\n 4  user alice  day     0.90 EUR  1.00 EUR  [#########-]  90%  block\n");
     CHECK_HAS(t, "\nStopped by budgets: 1 statements (1 refused, 0 cancelled)\n");
     CHECK_HAS(t, "\n     7  user bob <b&b>  day           1          0  0.00 EUR\n");
+    /* The data that cost the most, after the shapes: schemas, then tables. */
+    CHECK_HAS(t, "\nData that cost the most\n\n0.90 EUR of the day's 1.23 EUR (72.9%) was spent "
+                 "on known tables\n\n#  SCHEMA             COST  SHARE  COMPUTE\n"
+                 "1  analytics      0.70 EUR  56.7%   7.00 s\n"
+                 "2  (unqualified)  0.20 EUR  16.2%   2.00 s\n\n");
+    CHECK_HAS(t, "\n1  analytics.sales      0.60 EUR  48.6%        2   6.00 s\n"
+                 "2  (unqualified).x|<y>  0.20 EUR  16.2%        1   2.00 s\n");
+    CHECK(t && strstr(t, "Top 3 query shapes") < strstr(t, "Data that cost the most") &&
+          strstr(t, "Data that cost the most") < strstr(t, "Budgets at or above"));
+    /* A day whose statements read no known table has no such section. */
+    json_t *bare = json_deep_copy(doc);
+    json_object_del(bare, "data");
+    char *b = render(bare, PGT_REPORT_FORMAT_TEXT, NULL);
+    CHECK(b && !strstr(b, "Data that cost"));
+    free(b);
+    json_decref(bare);
     free(t);
 }
 
@@ -236,6 +265,9 @@ static void test_markdown(const json_t *doc)
     CHECK_HAS(md, "\n| 4 | user alice | day | 0.90 EUR | 1.00 EUR | 90.0% | block |\n");
     CHECK_HAS(md, "\n1 statements: 1 refused, 0 cancelled.\n");
     CHECK_HAS(md, "\n| 7 | user bob &lt;b&amp;b> | 1 | 0 | 0.00 EUR |\n");
+    CHECK_HAS(md, "\n## Data that cost the most\n\n**0.90 EUR** of the day's 1.23 EUR (72.9%) was "
+                  "spent on known tables.\n\n| # | Schema | Cost | Share | Compute |\n");
+    CHECK_HAS(md, "\n| 2 | (unqualified).x\\|&lt;y> | 0.20 EUR | 16.2% | 1 | 2.00 s |\n");
     free(md);
 }
 
@@ -252,7 +284,8 @@ static void test_html(const json_t *doc)
     CHECK_HAS(h, ">metabase|bi</td>");
     CHECK_HAS(h, "SELECT * FROM t WHERE a &lt; $1 AND b &gt; $2 &amp; c | d</code>");
     CHECK_HAS(h, "SELECT a, &quot;b,c&quot; FROM t WHERE x = $1 -- it&#39;s a &quot;quote&quot;");
-    const char *ids[] = {"statements", "users", "shapes", "budgets", "refusals"};
+    const char *ids[] = {"statements", "users",   "shapes", "budgets",
+                         "refusals",   "schemas", "tables"};
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
         char id[32];
         snprintf(id, sizeof(id), "id=\"%s\"", ids[i]);
@@ -260,6 +293,9 @@ static void test_html(const json_t *doc)
     }
     CHECK_HAS(h, "1.23 EUR");
     CHECK_HAS(h, ">user alice</td>");
+    CHECK_HAS(h, ">Data that cost the most</h2>");
+    CHECK_HAS(h, "0.90 EUR of the day&#39;s 1.23 EUR (72.9%) was spent on known tables.");
+    CHECK_HAS(h, ">(unqualified).x|&lt;y&gt;</code>");
     free(h);
     json_decref(d);
 }
@@ -326,6 +362,17 @@ static const struct {
      "budget_id,subject_type,subject,period,refused,budget_cancelled,cost,currency\r\n"
      "7,user,bob <b&b>,day,1,0,0.000000,EUR\r\n",
      true},
+    {"schemas",
+     "rank,schema,cost,currency,share_pct,compute_s\r\n"
+     "1,analytics,0.700000,EUR,56.700000,7.000000\r\n"
+     "2,,0.200000,EUR,16.200000,2.000000\r\n",
+     true},
+    {"tables",
+     "rank,schema,table,queries,cost,currency,share_pct,compute_s\r\n"
+     "1,analytics,sales,2,0.600000,EUR,48.600000,6.000000\r\n"
+     "2,,x|<y>,1,0.200000,EUR,16.200000,2.000000\r\n"
+     "3,analytics,stores,1,0.100000,EUR,8.100000,1.000000\r\n",
+     true},
 };
 
 static void test_csv(const json_t *doc)
@@ -384,7 +431,7 @@ static void test_slack(const json_t *doc)
     char *s = render(doc, PGT_REPORT_FORMAT_SLACK, NULL);
     size_t n;
     char *text = check_slack(s, &n);
-    CHECK_INT(n, 13); /* header, context, totals, and five lists after dividers */
+    CHECK_INT(n, 15); /* header, context, totals, and six lists after dividers */
     CHECK_HAS(s, "\"text\":\"pgtally: 2031-05-14: 1.23 EUR in 3 statements\"");
     CHECK_HAS(text, "*Total: 1.23 EUR* in 3 statements, 12.50 s compute, 2 users\n");
     CHECK_HAS(text, "*Top 3 statements by cost*\n\n*1.* 0.90 EUR · `alice` · 09:12:33 · 4.20 s · "
@@ -394,6 +441,11 @@ static void test_slack(const json_t *doc)
     CHECK_HAS(text, "`SELECT * FROM t WHERE a &lt; $1 AND b &gt; $2 &amp; c | d`");
     CHECK_HAS(text, "• #4 `user alice` (day): 0.90 EUR of 1.00 EUR, *90.0%* (block)");
     CHECK_HAS(text, "• #7 `user bob &lt;b&amp;b&gt;`: 1 refused, 0 cancelled");
+    CHECK_HAS(text, "*Data that cost the most*\n*0.90 EUR* of the day's 1.23 EUR (72.9%) was "
+                    "spent on known tables\n_Schemas_\n1. `analytics` 0.70 EUR (56.7%) · 7.00 s "
+                    "compute\n2. `(unqualified)` 0.20 EUR (16.2%)");
+    CHECK_HAS(text, "_Tables_\n1. `analytics.sales` 0.60 EUR (48.6%) · 2 queries · 6.00 s "
+                    "compute\n2. `(unqualified).x|&lt;y&gt;` 0.20 EUR");
     CHECK(text && !strchr(text, '<') && !strchr(text, '>'));
     free(text);
     free(s);

@@ -59,6 +59,9 @@ static writer_t writer_open(pgt_ledger_where_t where, int64_t instance)
     return w;
 }
 
+/* The relations the next inserts read (queries.relations), or NULL. */
+static const char *relations;
+
 static void insert(writer_t *w, int64_t started, const char *user, int64_t fp, const char *text,
                    int64_t cost, const char *status, int64_t budget)
 {
@@ -82,6 +85,7 @@ static void insert(writer_t *w, int64_t started, const char *user, int64_t fp, c
     r->cost_micro = cost;
     CHECK_INT(pgt_query_status_parse(status, &r->status), 0);
     r->budget_id = budget;
+    r->relations = relations ? strdup(relations) : NULL;
     pgt_ledger_submit(w->l, r);
 }
 
@@ -122,12 +126,18 @@ static const char *HOSTILE = "SELECT '<script>alert(1)</script>' | `x` & *y* _z_
 static pgt_ledger_where_t build_ledger(void)
 {
     writer_t w = writer_open(new_ledger(), 1);
-    /* The day: alice spends 30 on shape 1 and 5 on shape 2, bob 20 on 2. */
+    /* The day: alice spends 30 on shape 1 and 5 on shape 2, bob 20 on 2.
+     * Shape 1 reads sales and stores 3:1, shape 2 events and sales. */
+    relations = "[[\"analytics\",\"sales\",0.75],[\"analytics\",\"stores\",0.25]]";
     insert(&w, D0 + 1000, "alice", 1, HOSTILE, 10000000, "ok", 0);
     insert(&w, D0 + 2000, "alice", 1, HOSTILE, 20000000, "ok", 0);
+    relations = "[[\"\",\"events\",0.5],[\"analytics\",\"sales\",0.5]]";
     insert(&w, D0 + 4000, "bob", 2, "SELECT 2", 20000000, "ok", 0);
+    relations = NULL;
     insert(&w, D0 + 5000, "bob", 2, "SELECT 2", 0, "refused", 7);
+    relations = "[[\"raw\",\"x\",1]]";
     insert(&w, D0 + DAY_US, "bob", 2, "SELECT 2", 99000000, "ok", 0); /* the next day */
+    relations = NULL;
     /* The day before: alice 10; two days before: 30. */
     insert(&w, D0 - 1000, "alice", 1, HOSTILE, 10000000, "ok", 0);
     insert(&w, D0 - DAY_US - 1000, "carol", 3, "SELECT 3", 30000000, "ok", 0);
@@ -189,6 +199,27 @@ static void check_lists(const json_t *r)
     CHECK_INT(json_integer_value(json_object_get(s1, "statements")), 3);
     CHECK_INT(json_integer_value(json_object_get(s1, "mean_cost_micro")), 8333333);
     CHECK_INT(json_array_size(json_object_get(s1, "user_names")), 2);
+    /* The data: 22.5 + 10 on sales, 7.5 on stores, 10 on unqualified
+     * events; of the day's 55, 50 (90.9%) on known tables. */
+    json_t *data = json_object_get(r, "data");
+    CHECK_INT(json_integer_value(json_object_get(data, "cost_micro")), 50000000);
+    CHECK(json_real_value(json_object_get(data, "share_pct")) == 90.9);
+    json_t *sch = json_object_get(data, "schemas"), *tab = json_object_get(data, "tables");
+    CHECK_INT(json_array_size(sch), 2);
+    CHECK_STR(json_string_value(json_object_get(json_array_get(sch, 0), "schema")), "analytics");
+    CHECK_INT(json_integer_value(json_object_get(json_array_get(sch, 0), "cost_micro")), 40000000);
+    CHECK(json_object_get(json_array_get(sch, 0), "queries") == NULL);
+    CHECK_STR(json_string_value(json_object_get(json_array_get(sch, 1), "schema")), "");
+    CHECK_INT(json_array_size(tab), 3);
+    json_t *sales = json_array_get(tab, 0);
+    CHECK_STR(json_string_value(json_object_get(sales, "table")), "sales");
+    CHECK_INT(json_integer_value(json_object_get(sales, "cost_micro")), 32500000);
+    CHECK_INT(json_integer_value(json_object_get(sales, "queries")), 3);
+    CHECK(json_real_value(json_object_get(sales, "compute_s")) == 1.0);
+    CHECK(json_real_value(json_object_get(sales, "share_pct")) == 59.1);
+    CHECK_STR(json_string_value(json_object_get(json_array_get(tab, 1), "table")), "events");
+    CHECK_STR(json_string_value(json_object_get(json_array_get(tab, 2), "table")), "stores");
+    CHECK_INT(json_integer_value(json_object_get(json_array_get(tab, 2), "cost_micro")), 7500000);
     json_t *ref = json_object_get(r, "refusals");
     CHECK_INT(json_integer_value(json_object_get(ref, "refused")), 1);
     CHECK_INT(json_integer_value(json_object_get(
@@ -209,6 +240,8 @@ static void test_build(void)
     CHECK_INT(json_array_size(json_object_get(r, "statements")), 1);
     CHECK_INT(json_array_size(json_object_get(r, "users")), 1);
     CHECK_INT(json_array_size(json_object_get(r, "shapes")), 1);
+    CHECK_INT(json_array_size(json_object_get(json_object_get(r, "data"), "tables")), 1);
+    CHECK_INT(json_array_size(json_object_get(json_object_get(r, "data"), "schemas")), 1);
     json_decref(r);
     /* An empty day renders in every format. */
     r = build(db, "2026-01-01", 10);
@@ -381,6 +414,10 @@ static void test_old_schema(void)
     json_t *shape = json_array_get(json_object_get(r, "shapes"), 0);
     CHECK_STR(json_string_value(json_object_get(shape, "normalized")), "SELECT 1");
     CHECK_INT(json_array_size(json_object_get(r, "statements")), 1);
+    /* Before schema 9 no data, and no section. */
+    json_t *data = json_object_get(r, "data");
+    CHECK_INT(json_array_size(json_object_get(data, "tables")), 0);
+    CHECK_INT(json_integer_value(json_object_get(data, "cost_micro")), 0);
     json_decref(r);
     pgt_db_close(db);
 }
