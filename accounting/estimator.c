@@ -277,7 +277,7 @@ static char *explain_text(const pgt_estimator_t *e, const char *sql, size_t len)
 }
 
 char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *sql, size_t len,
-                         bool may_explain, pgt_estimate_t *out)
+                         int explain, pgt_estimate_t *out)
 {
     *out = PGT_ESTIMATE_NONE;
     if (e->mode == PGT_ESTIMATE_OFF || len == 0 || sql[len] != '\0')
@@ -312,7 +312,10 @@ char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *s
         s->named_read = true;
         s->named = pgt_fp_relations_json(sql + st[0].offset, st[0].length);
     }
-    if (!may_explain || !shape.explainable || !worth_explaining(e, s, out->key)) {
+    bool go = explain == PGT_EXPLAIN_ALWAYS ? e->mode == PGT_ESTIMATE_EXPLAIN
+              : explain == PGT_EXPLAIN_IF_WORTH ? worth_explaining(e, s, out->key)
+                                                : false;
+    if (!go || !shape.explainable) {
         from_history(e, s, out);
         e->stats.cached++;
         return NULL;

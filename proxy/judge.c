@@ -170,14 +170,23 @@ static void rows_text(double rows, char *out, size_t cap)
  * refused before it runs, with 54000 and a message naming the tables and
  * the rows. Needs no pricing and no budget. Returns true with the verdict
  * in s->verdict. */
-static bool judge_guard(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
+static bool judge_guard(pgt_session_t *s, const pgt_who_t *who, const char *sql, size_t len,
+                        bool can_refuse)
 {
     const pgt_config_t *cfg = s->proxy->cfg;
     const pgt_plan_t *p = s->plan;
     if (!s->plan_valid || !can_refuse || s->txn_status == 'E' || pgt_fp_never_refused(sql, len))
         return false;
+    /* The node limit: [guard]'s, or a budget's --max-rows when smaller. */
+    int64_t budget_id = 0;
+    int64_t budget_rows = pgt_budgets_max_rows(s->proxy->budgets, who, &budget_id);
+    double node_limit = cfg->guard_max_rows;
+    if (budget_rows > 0 && (node_limit <= 0 || (double)budget_rows < node_limit))
+        node_limit = (double)budget_rows;
+    else
+        budget_id = 0;
     bool join = cfg->guard_max_join_rows > 0 && p->max_join_rows > cfg->guard_max_join_rows;
-    bool node = cfg->guard_max_rows > 0 && p->max_rows > cfg->guard_max_rows;
+    bool node = node_limit > 0 && p->max_rows > node_limit;
     if (!join && !node)
         return false;
     pgt_verdict_t *v = calloc(1, sizeof(*v));
@@ -198,14 +207,21 @@ static bool judge_guard(pgt_session_t *s, const char *sql, size_t len, bool can_
                 p->join_desc, rows, limit);
     } else {
         rows_text(p->max_rows, rows, sizeof(rows));
-        rows_text(cfg->guard_max_rows, limit, sizeof(limit));
+        rows_text(node_limit, limit, sizeof(limit));
         pgt_say(v->message, sizeof(v->message),
                 "pgtally: %s%s%s estimated at %s rows; the limit is %s", p->max_rows_node,
                 p->max_rows_desc[0] ? " of " : "", p->max_rows_desc, rows, limit);
-        pgt_say(v->detail, sizeof(v->detail),
-                "A node of the plan is estimated at %s rows; [guard] max_estimated_rows = %s "
-                "refuses a statement with a node estimated at more before it runs.",
-                rows, limit);
+        if (budget_id)
+            pgt_say(v->detail, sizeof(v->detail),
+                    "A node of the plan is estimated at %s rows; budget %lld allows statements "
+                    "with nodes of at most %s rows (pgtallyctl budget set --max-rows).",
+                    rows, (long long)budget_id, limit);
+        else
+            pgt_say(v->detail, sizeof(v->detail),
+                    "A node of the plan is estimated at %s rows; [guard] max_estimated_rows = %s "
+                    "refuses a statement with a node estimated at more before it runs.",
+                    rows, limit);
+        v->budget_id = budget_id;
     }
     pgt_say(v->hint, sizeof(v->hint),
             "Add a join condition or a filter, or check the plan with EXPLAIN. The limit is "
@@ -230,7 +246,7 @@ bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
     pgt_who_t who = who_of(s);
     if (judge_rule(s, &who, sql, len, can_refuse))
         return true;
-    bool guarded = judge_guard(s, sql, len, can_refuse);
+    bool guarded = judge_guard(s, &who, sql, len, can_refuse);
     s->plan_valid = false;
     if (guarded)
         return true;
@@ -272,7 +288,7 @@ static void judge_bind_head(pgt_session_t *s, const uint8_t *head, size_t hlen)
     size_t types_len;
     const pgt_text_t *t = pgt__bind_statement(s, head, hlen, &types, &types_len);
     if (t && s->proxy->estimator)
-        free(pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, false, &s->est));
+        free(pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, PGT_EXPLAIN_NEVER, &s->est));
     if (pgt__judge_bind(s, head, hlen, false))
         s->client.framer.stop = true;
 }
@@ -309,7 +325,7 @@ void pgt__judge_head(pgt_session_t *s, uint8_t type, const uint8_t *head, size_t
         size_t n = hlen < PGT_FRAMER_PEEK ? hlen : PGT_FRAMER_PEEK;
         memcpy(first, head, n);
         first[n] = 0;
-        free(pgt_estimator_plan(s->proxy->estimator, s->database, first, n, false, &s->est));
+        free(pgt_estimator_plan(s->proxy->estimator, s->database, first, n, PGT_EXPLAIN_NEVER, &s->est));
     }
     pgt_intercept_set_estimate(s->ic, &s->est);
     if (pgt__judge(s, (const char *)head, hlen, pgt_conv_may_query(&s->conv)))
@@ -549,8 +565,18 @@ static void await_pass(pgt_session_t *s)
 bool pgt__guard_on(const pgt_session_t *s)
 {
     const pgt_config_t *cfg = s->proxy->cfg;
-    return (cfg->guard_max_rows > 0 || cfg->guard_max_join_rows > 0) && s->proxy->estimator &&
-           cfg->estimate_mode == PGT_ESTIMATE_EXPLAIN;
+    if (!s->proxy->estimator || cfg->estimate_mode != PGT_ESTIMATE_EXPLAIN)
+        return false;
+    if (cfg->guard_max_rows > 0 || cfg->guard_max_join_rows > 0)
+        return true;
+    pgt_who_t who = who_of(s);
+    int64_t id;
+    return pgt_budgets_max_rows(s->proxy->budgets, &who, &id) > 0;
+}
+
+int pgt__explain_level(const pgt_session_t *s)
+{
+    return pgt__guard_on(s) ? PGT_EXPLAIN_ALWAYS : PGT_EXPLAIN_IF_WORTH;
 }
 
 bool pgt__guard_hold(pgt_session_t *s, uint8_t what)
@@ -580,7 +606,7 @@ static void await_plan(pgt_session_t *s, uint8_t what)
         s->est = PGT_ESTIMATE_NONE;
         s->plan_valid = false;
         char *sql = pgt_estimator_plan(s->proxy->estimator, s->database, (const char *)c->pend + 5,
-                                       mlen - 6, true, &s->est);
+                                       mlen - 6, PGT_EXPLAIN_ALWAYS, &s->est);
         bool held = sql && pgt__explain_query_msg(s, sql);
         free(sql);
         if (held) {

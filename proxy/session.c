@@ -754,7 +754,7 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
         char *sql = NULL;
         if (whole_query && s->proxy->estimator)
             sql = pgt_estimator_plan(s->proxy->estimator, s->database, (const char *)peek, plen - 1,
-                                     explain, &s->est);
+                                     explain ? pgt__explain_level(s) : PGT_EXPLAIN_NEVER, &s->est);
         bool held = sql && pgt__explain_query_msg(s, sql);
         free(sql);
         if (held) {

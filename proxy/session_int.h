@@ -324,8 +324,13 @@ enum {
  * when it is not held. */
 bool pgt__guard_hold(pgt_session_t *s, uint8_t what);
 
-/* Whether the runaway-join guard is on ([guard] and estimate.mode = explain). */
+/* Whether the runaway-join guard is on for s: [guard] limits or a budget
+ * of its user's with --max-rows, and estimate.mode = explain. */
 bool pgt__guard_on(const pgt_session_t *s);
+
+/* How the statements of s may be explained: always under the guard, else
+ * when it pays (PGT_EXPLAIN_*). */
+int pgt__explain_level(const pgt_session_t *s);
 
 /* Whether a statement judged now could be refused once what is ahead of
  * it is answered: the server neither skips nor reads COPY data. */

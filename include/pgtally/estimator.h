@@ -55,10 +55,18 @@ void pgt_estimator_configure(pgt_estimator_t *e, const pgt_config_t *cfg);
 
 void pgt_estimator_free(pgt_estimator_t *e);
 
+/* How pgt_estimator_plan may explain: never, when one EXPLAIN is worth
+ * its round trip, or always (the guard judges every plan). */
+enum { PGT_EXPLAIN_NEVER = 0, PGT_EXPLAIN_IF_WORTH = 1, PGT_EXPLAIN_ALWAYS = 2 };
+
 /* Looks at the SQL of a simple Query (sql[0..len), NUL-terminated) sent to
- * database. When may_explain is true and one EXPLAIN of it is worth its
- * cost, returns a malloc'd EXPLAIN statement to send (the caller frees it)
- * with out->key set; otherwise returns NULL with out filled from history
+ * database. When explain allows it (PGT_EXPLAIN_*), returns a malloc'd
+ * EXPLAIN statement to send (the caller frees it) with out->key set;
+ * otherwise returns NULL with out filled from history (cost_micro -1 when
+ * nothing is known). Strings of several statements and statements EXPLAIN
+ * does not take are never explained. */
+char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *sql, size_t len,
+                         int explain, pgt_estimate_t *out); otherwise returns NULL with out filled from history
  * (cost_micro -1 when nothing is known). Strings of several statements and
  * statements EXPLAIN does not take are never explained. */
 char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *sql, size_t len,

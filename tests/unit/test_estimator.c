@@ -17,7 +17,7 @@ static const char SQL[] = "SELECT abalance FROM pgbench_accounts WHERE aid = 42"
 static bool run_once(pgt_estimator_t *e, double explain_s, double compute_s)
 {
     pgt_estimate_t est;
-    char *explain = pgt_estimator_plan(e, "bench", SQL, sizeof(SQL) - 1, true, &est);
+    char *explain = pgt_estimator_plan(e, "bench", SQL, sizeof(SQL) - 1, PGT_EXPLAIN_IF_WORTH, &est);
     CHECK(est.key != 0);
     if (explain) {
         pgt_plan_t plan = {.total_cost = 8.3, .rows = 1, .width = 4};
@@ -104,7 +104,7 @@ static void test_model_learns(void)
         double cost = 100 * pow(10, (i * 7 % 30) / 10.0);
         double actual = 3e-6 * pow(cost, 1.3);
         pgt_estimate_t est;
-        char *sql = pgt_estimator_plan(e, "db", q, sizeof(q) - 1, true, &est);
+        char *sql = pgt_estimator_plan(e, "db", q, sizeof(q) - 1, PGT_EXPLAIN_IF_WORTH, &est);
         CHECK(sql != NULL); /* its spread never vouches: explained every run */
         pgt_plan_t plan = {.total_cost = cost, .rows = 1, .width = 8};
         plan.family_cost[PGT_PLAN_F_SCAN] = cost;
