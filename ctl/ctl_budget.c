@@ -220,7 +220,7 @@ static char *pct_text(const line_t *l, char *buf, size_t len)
 /* Writes a budget's --max-rows ("1e9"), or "-" without one. */
 static char *max_rows_text(const pgt_budget_t *b, char *buf, size_t len)
 {
-    if (b->max_rows >= 0)
+    if (b->max_rows > 0)
         return pgt_rows_format(b->max_rows, buf, len);
     snprintf(buf, len, "-");
     return buf;
@@ -268,7 +268,7 @@ static json_t *budget_json(const pgt_budget_t *b)
         pgt_period_name(b->period), "limit_micro", micro_json(limit), "limit", money_json(limit),
         "warn_pcts", warn, "action", pgt_budget_action_name(b->action), "per_query_micro",
         micro_json(b->per_query_micro), "per_query", money_json(b->per_query_micro), "max_rows",
-        b->max_rows >= 0 ? json_integer((json_int_t)b->max_rows) : json_null());
+        b->max_rows > 0 ? json_integer((json_int_t)b->max_rows) : json_null());
 }
 
 /* ---- Loading every budget with its standing ----------------------------- */
@@ -479,7 +479,7 @@ static void list_csv_row(const ctl_env_t *env, const standing_t *s)
                  b->warn_pcts[i]);
     if (b->per_query_micro >= 0)
         pgt_money_format(b->per_query_micro, NULL, cap, sizeof(cap));
-    if (b->max_rows >= 0)
+    if (b->max_rows > 0)
         snprintf(rows, sizeof(rows), "%lld", (long long)b->max_rows);
     if (line_limited(top))
         snprintf(pct, sizeof(pct), "%.1f", line_pct(top));
@@ -816,7 +816,7 @@ static void set_report(const ctl_env_t *env, const pgt_budget_t *b, bool created
                ? ctl_fmt_money(b->per_query_micro, env->currency, cap, sizeof(cap))
                : "no cap");
     printf("  max rows   %s\n",
-           b->max_rows >= 0 ? pgt_rows_format(b->max_rows, rows, sizeof(rows)) : "no limit");
+           b->max_rows > 0 ? pgt_rows_format(b->max_rows, rows, sizeof(rows)) : "no limit");
 }
 
 static int cmd_set(ctl_env_t *env, int argc, char **argv)
