@@ -16,8 +16,8 @@
 static const char synopsis[] =
     "usage: pgtallyctl [-c FILE | --ledger PATH] budget set (--user U | --role R | --team T |\n"
     "         --application A | --database D | --default) --period day|week|month\n"
-    "         (--limit AMOUNT | --max-rows N) [--warn 50,80] [--action block|warn]\n"
-    "         [--per-query AMOUNT] [--max-rows N]\n"
+    "         [--limit AMOUNT] [--warn 50,80] [--action block|warn] [--per-query AMOUNT]\n"
+    "         [--max-rows N]   (--limit, --max-rows or both)\n"
     "       pgtallyctl budget list [--format table|json|csv]\n"
     "       pgtallyctl budget rm ID\n"
     "       pgtallyctl budget grant --user U --amount AMOUNT [--until TIME]\n";
@@ -40,8 +40,9 @@ static const char help[] =
     "                           only warns\n"
     "        --per-query AMOUNT refuse single statements estimated above this\n"
     "        --max-rows N       refuse statements whose plan has a node estimated at more\n"
-    "                           rows (5000000, 1e9); without --limit the budget has no\n"
-    "                           money limit\n"
+    "                           rows (5000000, 1e9). Without --limit the budget has no\n"
+    "                           money limit; a default budget's rows give way to a user\n"
+    "                           budget's own --max-rows, of any period\n"
     "list    every budget with its spend in the current period and when it resets\n"
     "rm      removes budget ID (as shown by list)\n"
     "grant   raises the limit of a user's budgets (user and default) by --amount,\n"
@@ -428,7 +429,7 @@ static int list_table_row(const ctl_env_t *env, pgt_text_table_t *t, const stand
         pgt_period_name(b->period),
         limit_text(env, top, limit, sizeof(limit)),
         warn_text(b, warn, sizeof(warn)),
-        pgt_budget_action_name(b->action),
+        pgt_budget_has_limit(b) ? pgt_budget_action_name(b->action) : "-",
         b->per_query_micro >= 0 ? ctl_fmt_money(b->per_query_micro, env->currency, cap, sizeof(cap))
                                 : "-",
         max_rows_text(b, rows, sizeof(rows)),
@@ -797,10 +798,11 @@ static void set_report(const ctl_env_t *env, const pgt_budget_t *b, bool created
     int64_t start, end;
     pgt_period_bounds(b->period, pgt_clock_us(), &start, &end);
     printf("Budget %lld %s\n", (long long)b->id, created ? "created" : "updated");
+    bool limited = pgt_budget_has_limit(b);
     printf("  subject    %s%s\n", subject_text(b, NULL, subject, sizeof(subject)),
-           b->subject_type == PGT_BUDGET_SUBJECT_DEFAULT
-               ? " (each user without a user budget of this period)"
-               : "");
+           b->subject_type != PGT_BUDGET_SUBJECT_DEFAULT ? ""
+           : limited ? " (each user without a user budget of this period)"
+                     : " (each user without a user budget with --max-rows)");
     printf("  period     %s (this one resets %s %s)\n", pgt_period_name(b->period),
            ctl_fmt_local(end, resets, sizeof(resets)), env->timezone);
     printf("  limit      %s\n",
@@ -808,7 +810,8 @@ static void set_report(const ctl_env_t *env, const pgt_budget_t *b, bool created
                ? ctl_fmt_money(b->limit_micro, env->currency, limit, sizeof(limit))
                : "none (spend is counted, never refused nor warned of)");
     printf("  warn at    %s\n", warn_text(b, warn, sizeof(warn)));
-    printf("  at 100%%    %s\n", b->action == PGT_BUDGET_ACTION_BLOCK
+    printf("  at 100%%    %s\n", !limited ? "-"
+                                 : b->action == PGT_BUDGET_ACTION_BLOCK
                                      ? "block: new statements are refused"
                                      : "warn: statements still run");
     printf("  per query  %s\n",
