@@ -194,11 +194,11 @@ static char *limit_text(const ctl_env_t *env, const line_t *l, char *buf, size_t
 static char *bar_text(const line_t *l, char *buf, size_t len)
 {
     char bar[BAR_WIDTH + 1];
-    double pct = line_pct(l);
     if (!line_limited(l)) {
         snprintf(buf, len, "%s", "");
         return buf;
     }
+    double pct = line_pct(l);
     int filled = pct >= 100 ? BAR_WIDTH : (int)(pct / (100.0 / BAR_WIDTH));
     for (int i = 0; i < BAR_WIDTH; i++)
         bar[i] = i < filled ? '#' : '-';
