@@ -96,7 +96,7 @@ static bool has_user_budget(const pgt_budget_config_t *cfg, const char *user, pg
         const pgt_budget_t *x = &cfg->budgets[i];
         if (x->subject_type != PGT_BUDGET_SUBJECT_USER || strcmp(x->subject, user) != 0)
             continue;
-        if (rows ? x->max_rows >= 0 : x->period == p && pgt_budget_has_limit(x))
+        if (rows ? x->max_rows > 0 : x->period == p && pgt_budget_has_limit(x))
             return true;
     }
     return false;
@@ -132,7 +132,7 @@ bool pgt_budget_rules_applies(const pgt_budget_config_t *cfg, const pgt_budget_t
 bool pgt_budget_rules_applies_rows(const pgt_budget_config_t *cfg, const pgt_budget_t *bg,
                                    const pgt_who_t *who)
 {
-    return bg->max_rows >= 0 && applies(cfg, bg, who, true);
+    return bg->max_rows > 0 && applies(cfg, bg, who, true);
 }
 
 int64_t pgt_budget_rules_max_rows(const pgt_budget_policy_t *pol, const pgt_who_t *who,

@@ -16,8 +16,8 @@
 static const char synopsis[] =
     "usage: pgtallyctl [-c FILE | --ledger PATH] budget set (--user U | --role R | --team T |\n"
     "         --application A | --database D | --default) --period day|week|month\n"
-    "         (--limit AMOUNT | --max-rows N) [--warn 50,80] [--action block|warn]\n"
-    "         [--per-query AMOUNT] [--max-rows N]\n"
+    "         [--limit AMOUNT] [--warn 50,80] [--action block|warn] [--per-query AMOUNT]\n"
+    "         [--max-rows N]   (--limit, --max-rows or both)\n"
     "       pgtallyctl budget list [--format table|json|csv]\n"
     "       pgtallyctl budget rm ID\n"
     "       pgtallyctl budget grant --user U --amount AMOUNT [--until TIME]\n";
@@ -40,8 +40,9 @@ static const char help[] =
     "                           only warns\n"
     "        --per-query AMOUNT refuse single statements estimated above this\n"
     "        --max-rows N       refuse statements whose plan has a node estimated at more\n"
-    "                           rows (5000000, 1e9); without --limit the budget has no\n"
-    "                           money limit\n"
+    "                           rows (5000000, 1e9). Without --limit the budget has no\n"
+    "                           money limit; a default budget's rows give way to a user\n"
+    "                           budget's own --max-rows, of any period\n"
     "list    every budget with its spend in the current period and when it resets\n"
     "rm      removes budget ID (as shown by list)\n"
     "grant   raises the limit of a user's budgets (user and default) by --amount,\n"
@@ -193,11 +194,11 @@ static char *limit_text(const ctl_env_t *env, const line_t *l, char *buf, size_t
 static char *bar_text(const line_t *l, char *buf, size_t len)
 {
     char bar[BAR_WIDTH + 1];
-    double pct = line_pct(l);
     if (!line_limited(l)) {
         snprintf(buf, len, "%s", "");
         return buf;
     }
+    double pct = line_pct(l);
     int filled = pct >= 100 ? BAR_WIDTH : (int)(pct / (100.0 / BAR_WIDTH));
     for (int i = 0; i < BAR_WIDTH; i++)
         bar[i] = i < filled ? '#' : '-';
@@ -220,7 +221,7 @@ static char *pct_text(const line_t *l, char *buf, size_t len)
 /* Writes a budget's --max-rows ("1e9"), or "-" without one. */
 static char *max_rows_text(const pgt_budget_t *b, char *buf, size_t len)
 {
-    if (b->max_rows >= 0)
+    if (b->max_rows > 0)
         return pgt_rows_format(b->max_rows, buf, len);
     snprintf(buf, len, "-");
     return buf;
@@ -268,7 +269,7 @@ static json_t *budget_json(const pgt_budget_t *b)
         pgt_period_name(b->period), "limit_micro", micro_json(limit), "limit", money_json(limit),
         "warn_pcts", warn, "action", pgt_budget_action_name(b->action), "per_query_micro",
         micro_json(b->per_query_micro), "per_query", money_json(b->per_query_micro), "max_rows",
-        b->max_rows >= 0 ? json_integer((json_int_t)b->max_rows) : json_null());
+        b->max_rows > 0 ? json_integer((json_int_t)b->max_rows) : json_null());
 }
 
 /* ---- Loading every budget with its standing ----------------------------- */
@@ -428,7 +429,7 @@ static int list_table_row(const ctl_env_t *env, pgt_text_table_t *t, const stand
         pgt_period_name(b->period),
         limit_text(env, top, limit, sizeof(limit)),
         warn_text(b, warn, sizeof(warn)),
-        pgt_budget_action_name(b->action),
+        pgt_budget_has_limit(b) ? pgt_budget_action_name(b->action) : "-",
         b->per_query_micro >= 0 ? ctl_fmt_money(b->per_query_micro, env->currency, cap, sizeof(cap))
                                 : "-",
         max_rows_text(b, rows, sizeof(rows)),
@@ -479,7 +480,7 @@ static void list_csv_row(const ctl_env_t *env, const standing_t *s)
                  b->warn_pcts[i]);
     if (b->per_query_micro >= 0)
         pgt_money_format(b->per_query_micro, NULL, cap, sizeof(cap));
-    if (b->max_rows >= 0)
+    if (b->max_rows > 0)
         snprintf(rows, sizeof(rows), "%lld", (long long)b->max_rows);
     if (line_limited(top))
         snprintf(pct, sizeof(pct), "%.1f", line_pct(top));
@@ -797,10 +798,11 @@ static void set_report(const ctl_env_t *env, const pgt_budget_t *b, bool created
     int64_t start, end;
     pgt_period_bounds(b->period, pgt_clock_us(), &start, &end);
     printf("Budget %lld %s\n", (long long)b->id, created ? "created" : "updated");
+    bool limited = pgt_budget_has_limit(b);
     printf("  subject    %s%s\n", subject_text(b, NULL, subject, sizeof(subject)),
-           b->subject_type == PGT_BUDGET_SUBJECT_DEFAULT
-               ? " (each user without a user budget of this period)"
-               : "");
+           b->subject_type != PGT_BUDGET_SUBJECT_DEFAULT ? ""
+           : limited ? " (each user without a user budget of this period)"
+                     : " (each user without a user budget with --max-rows)");
     printf("  period     %s (this one resets %s %s)\n", pgt_period_name(b->period),
            ctl_fmt_local(end, resets, sizeof(resets)), env->timezone);
     printf("  limit      %s\n",
@@ -808,7 +810,8 @@ static void set_report(const ctl_env_t *env, const pgt_budget_t *b, bool created
                ? ctl_fmt_money(b->limit_micro, env->currency, limit, sizeof(limit))
                : "none (spend is counted, never refused nor warned of)");
     printf("  warn at    %s\n", warn_text(b, warn, sizeof(warn)));
-    printf("  at 100%%    %s\n", b->action == PGT_BUDGET_ACTION_BLOCK
+    printf("  at 100%%    %s\n", !limited ? "-"
+                                 : b->action == PGT_BUDGET_ACTION_BLOCK
                                      ? "block: new statements are refused"
                                      : "warn: statements still run");
     printf("  per query  %s\n",
@@ -816,7 +819,7 @@ static void set_report(const ctl_env_t *env, const pgt_budget_t *b, bool created
                ? ctl_fmt_money(b->per_query_micro, env->currency, cap, sizeof(cap))
                : "no cap");
     printf("  max rows   %s\n",
-           b->max_rows >= 0 ? pgt_rows_format(b->max_rows, rows, sizeof(rows)) : "no limit");
+           b->max_rows > 0 ? pgt_rows_format(b->max_rows, rows, sizeof(rows)) : "no limit");
 }
 
 static int cmd_set(ctl_env_t *env, int argc, char **argv)

@@ -651,7 +651,7 @@ static int spend_cb(const char *user, int64_t spent, void *arg)
         pgt_budget_action_name(b->action),
         b->per_query_micro >= 0 ? pgt_money_format(b->per_query_micro, cur, cap, sizeof(cap))
                                 : NULL,
-        b->max_rows >= 0 ? fmt_int(b->max_rows, rows, sizeof(rows)) : NULL,
+        b->max_rows > 0 ? fmt_int(b->max_rows, rows, sizeof(rows)) : NULL,
         fmt_time(bc->resets_us, resets, sizeof(resets))};
     return pgt_console_row(bc->c->out, cells, 11) ? 0 : 1;
 }

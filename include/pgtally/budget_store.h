@@ -66,7 +66,7 @@ typedef struct pgt_budget {
     int nwarn;                          /* thresholds in warn_pcts */
     pgt_budget_action_t action;         /* at 100%: block or warn */
     int64_t per_query_micro;            /* cap of one statement; -1: none */
-    int64_t max_rows; /* largest estimated rows of any plan node of one statement; -1: none */
+    int64_t max_rows; /* largest estimated rows of any plan node of one statement; -1 (0): none */
 } pgt_budget_t;
 
 /* Adds pct to b's warn thresholds, keeping them ascending and without

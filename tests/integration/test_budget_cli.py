@@ -170,6 +170,7 @@ def test_every_subject_in_list(ledger):
     b = by_id(items)
     assert b[1]["limit_micro"] == 10 * US and b[1]["warn_pcts"] == [80]
     assert b[1]["action"] == "block" and b[1]["per_query_micro"] is None
+    assert b[1]["max_rows"] is None
     assert b[2]["period"] == "week" and b[2]["limit"] == "1.500000"
     assert b[3]["warn_pcts"] == []
     assert b[4]["limit_micro"] == 1
@@ -184,10 +185,10 @@ def test_every_subject_in_list(ledger):
 
     lines = ctl(ledger, "budget", "list").stdout.splitlines()
     assert lines[0].split() == ["ID", "SUBJECT", "PERIOD", "LIMIT", "WARN", "ACTION", "PER",
-                                "QUERY", "SPENT", "USED", "RESETS"]
+                                "QUERY", "MAX", "ROWS", "SPENT", "USED", "RESETS"]
     assert len(lines) == 1 + len(specs) + 2
     assert lines[1].split() == ["1", "user", "alice", "day", "10.00", "USD", "80%", "block", "-",
-                                "0.00", "USD", "0%", "2031-05-15", "00:00:00"]
+                                "-", "0.00", "USD", "0%", "2031-05-15", "00:00:00"]
     assert "application etl job" in lines[4] and "0.000001 USD" in lines[4]
     assert lines[5].split()[6:10] == ["80%", "block", "0.50", "USD"]
     assert lines[-1] == "Periods in UTC; LIMIT includes grants (+)."
@@ -203,7 +204,69 @@ def test_list_csv_and_empty(ledger):
     assert len(rows) == 1
     assert rows[0]["subject"] == 'carol, "the" admin' and rows[0]["warn"] == "50,90"
     assert rows[0]["limit"] == "2.000000" and rows[0]["currency"] == "USD"
+    assert rows[0]["max_rows"] == ""
     assert rows[0]["resets"] == "2031-05-15T00:00:00.000000+00:00"
+
+
+def test_max_rows(ledger):
+    """--max-rows as integers or e-notation, beside a money limit or alone
+    (then the budget has none), in every format of budget list."""
+    out = ctl(ledger, "budget", "set", "--user", "alice", "--period", "day", "--limit", "10",
+              "--max-rows", "1e9").stdout
+    assert "  max rows   1e9" in out.splitlines()
+    out = ctl(ledger, "budget", "set", "--default", "--period", "week", "--max-rows",
+              "5000000").stdout
+    assert out.splitlines()[0] == "Budget 2 created"
+    assert "  limit      none (spend is counted, never refused nor warned of)" in out
+    assert "  max rows   5e6" in out.splitlines()
+    ctl(ledger, "budget", "set", "--database", "dw", "--period", "month", "--max-rows", "2.5E10",
+        "--per-query", "0.5")
+    ctl(ledger, "budget", "set", "--team", "data", "--period", "day", "--limit", "3",
+        "--max-rows", "1234567")
+    assert sql(ledger, "SELECT id, limit_micro, warn_pcts, per_query_micro, max_rows FROM budgets "
+                       "ORDER BY id") == [
+        (1, 10 * US, "[80]", None, 1_000_000_000),
+        (2, -1, "[]", None, 5_000_000),
+        (3, -1, "[]", 500_000, 25_000_000_000),
+        (4, 3 * US, "[80]", None, 1_234_567)]
+    insert_queries(ledger, [("2031-05-13 09:00:00", "bob", "db", "app", 7 * US)])
+
+    b = by_id(ctl_json(ledger, "budget", "list"))
+    assert b[1]["max_rows"] == 1_000_000_000 and b[1]["limit_micro"] == 10 * US
+    assert b[2]["max_rows"] == 5_000_000
+    assert b[2]["limit_micro"] is None and b[2]["limit"] is None
+    assert b[2]["effective_limit_micro"] is None and b[2]["effective_limit"] is None
+    assert b[2]["percent"] is None and b[2]["warn_pcts"] == []
+    assert b[2]["spent_micro"] == 7 * US  # spend is still counted
+    assert b[2]["users"][0]["user"] == "bob" and b[2]["users"][0]["percent"] is None
+    assert b[3]["max_rows"] == 25_000_000_000 and b[3]["per_query_micro"] == 500_000
+
+    lines = ctl(ledger, "budget", "list").stdout.splitlines()
+    header = lines[0]
+    col = header.index("MAX ROWS")
+    assert lines[1][:col + 8].split()[-1] == "1e9"
+    assert lines[2].split()[:8] == ["2", "default", "(top:", "bob)", "week", "none", "-", "-"]
+    assert lines[2].split()[8:13] == ["-", "5e6", "7.00", "USD", "-"]
+    assert "2.5e10" in lines[3] and "0.50 USD" in lines[3]
+    assert "1234567" in lines[4]
+
+    text = ctl(ledger, "budget", "list", "--format", "csv").stdout
+    rows = {r["id"]: r for r in csv.DictReader(io.StringIO(text, newline=""))}
+    assert rows["1"]["max_rows"] == "1000000000" and rows["1"]["limit"] == "10.000000"
+    assert rows["2"]["max_rows"] == "5000000"
+    assert rows["2"]["limit"] == "" and rows["2"]["effective_limit"] == ""
+    assert rows["2"]["percent"] == "" and rows["2"]["spent"] == "7.000000"
+    assert rows["3"]["max_rows"] == "25000000000"
+
+    # usage: a budget without a limit has no bar and no percent.
+    section = ctl(ledger, "usage").stdout.partition("\nBudgets, current periods (UTC)\n\n")[2]
+    line = [ln for ln in section.splitlines() if ln.split()[0] == "2"][0]
+    assert line.split()[:7] == ["2", "default:", "bob", "week", "7.00", "USD", "none"], section
+    assert "[" not in line and "%" not in line, section
+
+    # New settings without --max-rows take the row limit away.
+    ctl(ledger, "budget", "set", "--user", "alice", "--period", "day", "--limit", "10")
+    assert sql(ledger, "SELECT max_rows FROM budgets WHERE id = 1") == [(None,)]
 
 
 def test_amounts_in_the_configured_currency(ledger, tmp_path):
@@ -237,7 +300,8 @@ GOOD = ["--period", "day", "--limit", "10"]
     (SET + ["--database", "d", "--period", "day", "--limit", "1", "--limit", "2"], "--limit"),
     (SET + GOOD, "--user"),
     (SET + ["--user", "a", "--limit", "10"], "--period"),
-    (SET + ["--user", "a", "--period", "day"], "--limit"),
+    (SET + ["--user", "a", "--period", "day"], "--limit is required"),
+    (SET + ["--user", "a", "--period", "day", "--per-query", "1"], "--max-rows alone"),
     (SET + ["--user", "a", "--period", "year", "--limit", "1"], "--period"),
     (SET + ["--user", "a"] + GOOD + ["--bogus"], "--bogus"),
     (SET + ["--user", "a", "--period", "day", "--limit", "-1"], "negative"),
@@ -248,6 +312,18 @@ GOOD = ["--period", "day", "--limit", "10"]
     (SET + ["--user", "a"] + GOOD + ["--per-query", "-0.5"], "negative"),
     (SET + ["--user", "a"] + GOOD + ["--per-query", "0"], "--per-query"),
     (SET + ["--user", "a"] + GOOD + ["--warn", "0"], "--warn"),
+    (SET + ["--user", "a"] + GOOD + ["--max-rows", "-5"], "bad --max-rows '-5'"),
+    (SET + ["--user", "a"] + GOOD + ["--max-rows", "0"], "bad --max-rows '0'"),
+    (SET + ["--user", "a"] + GOOD + ["--max-rows", "lots"], "bad --max-rows 'lots'"),
+    (SET + ["--user", "a"] + GOOD + ["--max-rows", "10M"], "bad --max-rows '10M'"),
+    (SET + ["--user", "a"] + GOOD + ["--max-rows", "1.5"], "whole number"),
+    (SET + ["--user", "a"] + GOOD + ["--max-rows", "2e18"], "1e18"),
+    (SET + ["--user", "a"] + GOOD + ["--max-rows", ""], "bad --max-rows ''"),
+    (SET + ["--user", "a"] + GOOD + ["--max-rows", "1e9", "--max-rows", "1e8"], "given twice"),
+    (SET + ["--user", "a", "--period", "day", "--max-rows", "1e9", "--warn", "50"],
+     "--warn needs --limit"),
+    (SET + ["--user", "a", "--period", "day", "--max-rows", "1e9", "--action", "warn"],
+     "--action needs --limit"),
     (SET + ["--user", "a"] + GOOD + ["--warn", "50,101"], "--warn"),
     (SET + ["--user", "a"] + GOOD + ["--warn", "50;80"], "--warn"),
     (SET + ["--user", "a"] + GOOD + ["--warn", "1,2,3,4,5,6,7,8,9"], "--warn"),

@@ -363,6 +363,21 @@ def test_default_budget_for_users_without_their_own(pgtally, users):
         assert psql(proxy, "bud_s", "SELECT %d" % i).returncode == 0
 
 
+def test_budget_of_rows_alone_never_refuses_for_money(pgtally, users):
+    """A budget with --max-rows and no --limit never refuses nor warns for
+    spend, and does not take the default budget's money limit away."""
+    proxy = pgtally(**PER_QUERY)
+    set_budget(proxy, "--user", "bud_w", "--period", "day", "--max-rows", "1e12")
+    for i in range(4):   # 0.40 USD spent: no limit, no warning
+        r = psql(proxy, "bud_w", "SELECT %d" % i)
+        assert r.returncode == 0 and "WARNING" not in r.stderr, r
+    assert "budget user bud_w/day" not in r.stderr, r.stderr  # not the notice's budget
+    set_budget(proxy, "--default", "--period", "day", "--limit", "0.15")
+    r = psql(proxy, "bud_w", "SELECT 5")
+    assert "budget default (user bud_w)/day is spent" in r.stderr, r
+    assert {rec["status"] for rec in ledger(proxy, "\"user\" = 'bud_w'")} == {"ok", "refused"}
+
+
 def test_application_budget_follows_set_application_name(pgtally, users):
     """SET application_name after login moves attribution and the
     application's budget with it, as the server reports the change."""

@@ -226,6 +226,14 @@ def test_ledger_commands(pgtally, users):
     b = rows(r)
     assert len(b) == 1 and b[0][1] == "user" and b[0][2] == OTHER, b
     assert b[0][4] == "5.000000 USD" and b[0][7] == "block", b
+    assert b[0][9] == "", b  # no --max-rows
+    ctl(proxy, "budget", "set", "--database", "postgres", "--period", "week", "--max-rows", "1e9")
+    b = rows(console(proxy, STATS, "SHOW BUDGETS"))
+    assert len(b) == 2 and b[1][1] == "database" and b[1][9] == "1000000000", b
+    assert b[1][4] == "" and b[1][6] == "", b  # no money limit: limit and used are NULL
+    assert header(proxy, "SHOW BUDGETS") == [
+        "id", "subject_type", "subject", "period", "limit", "spent", "used", "action",
+        "per_query", "max_rows", "resets"]
 
     assert rows(console(proxy, STATS, "SHOW ALERTS")) == []
     assert rows(console(proxy, STATS, "SHOW RULES")) == []

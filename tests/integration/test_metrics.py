@@ -256,6 +256,7 @@ def test_budget_spend_and_limit_per_budget(pgtally):
     p, port = start(pgtally, **PER_SECOND)
     set_budget(p, "--user", "trust_user", "--period", "day", "--limit", "50")
     set_budget(p, "--application", "nobody_uses_this", "--period", "month", "--limit", "7.5")
+    set_budget(p, "--database", "no_money", "--period", "week", "--max-rows", "1e9")
     with p.connect() as c:
         c.execute("SELECT pg_sleep(0.3)").fetchall()
     got = {}
@@ -275,3 +276,6 @@ def test_budget_spend_and_limit_per_budget(pgtally):
         ("budget", "2"), ("subject_type", "application"), ("subject", "nobody_uses_this"),
         ("period", "month")})) in s, s
     assert value(s, "pgtally_budget_spend", subject="nobody_uses_this") == 0
+    # A budget of --max-rows alone has spend but no money limit to show.
+    assert value(s, "pgtally_budget_spend", subject="no_money", subject_type="database") == 0
+    assert not [k for k in s if k[0] == "pgtally_budget_limit" and ("subject", "no_money") in k[1]]

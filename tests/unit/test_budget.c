@@ -627,6 +627,139 @@ static void test_running_texts(void)
     CHECK_INT(pgt_budget_rules_running(&pol, &who, 30 * CENT, NOW, NULL, 0, &v), ALLOW);
 }
 
+/* ---- row limits (--max-rows) and budgets without a money limit ----------- */
+
+/* A budget with a row limit (rows, -1: none) and a money limit (limit,
+ * PGT_BUDGET_NO_LIMIT: none). */
+static pgt_budget_t mk_rows(int64_t id, pgt_budget_subject_t type, const char *subject,
+                            pgt_period_t p, int64_t limit, int64_t rows)
+{
+    pgt_budget_t b = mk(id, type, subject, p, limit, BLOCK, -1, limit < 0 ? NULL : WARN_50_80);
+    b.max_rows = rows;
+    return b;
+}
+
+/* Which row limit applies to whom: the smallest of the budgets that
+ * apply, the default's giving way only to a user budget with a row limit
+ * of its own (of any period), its money only to one with money. */
+static void test_max_rows(void)
+{
+    char *growth[] = {"bob", "carol"};
+    pgt_budget_team_t teams[] = {{.id = 1, .name = "growth", .members = growth, .nmembers = 2}};
+    pgt_budget_role_member_t members[] = {{.role = "analysts", .user = "alice"},
+                                          {.role = "analysts", .user = "dave"}};
+    const int64_t NONE = PGT_BUDGET_NO_LIMIT;
+    pgt_budget_t budgets[] = {
+        mk_rows(1, PGT_BUDGET_SUBJECT_USER, "alice", PGT_PERIOD_DAY, US, 1000000000),
+        mk_rows(2, PGT_BUDGET_SUBJECT_ROLE, "analysts", PGT_PERIOD_DAY, NONE, 500000000),
+        mk_rows(3, PGT_BUDGET_SUBJECT_TEAM, "growth", PGT_PERIOD_WEEK, US, -1),
+        mk_rows(4, PGT_BUDGET_SUBJECT_APPLICATION, "loader", PGT_PERIOD_DAY, NONE, 1000000),
+        mk_rows(5, PGT_BUDGET_SUBJECT_DATABASE, "dw", PGT_PERIOD_MONTH, NONE, 2000000000),
+        mk_rows(6, PGT_BUDGET_SUBJECT_DEFAULT, "", PGT_PERIOD_DAY, 2 * US, 100000000),
+        mk_rows(7, PGT_BUDGET_SUBJECT_USER, "carol", PGT_PERIOD_DAY, 5 * US, -1),
+        mk_rows(8, PGT_BUDGET_SUBJECT_USER, "erin", PGT_PERIOD_MONTH, NONE, 1000000000000),
+        mk_rows(9, PGT_BUDGET_SUBJECT_DATABASE, "tie", PGT_PERIOD_DAY, NONE, 100000000),
+        mk_rows(10, PGT_BUDGET_SUBJECT_USER, "frank", PGT_PERIOD_WEEK, NONE, 0),
+    };
+    pgt_budget_config_t cfg = {.budgets = budgets,
+                               .nbudgets = NCASES(budgets),
+                               .teams = teams,
+                               .nteams = 1,
+                               .role_members = members,
+                               .nrole_members = 2};
+    pgt_budget_policy_t pol = policy(&cfg);
+    static const struct {
+        const char *user, *app, *db; /* who */
+        int64_t rows;                /* the smallest row limit */
+        int64_t id;                  /* of that budget */
+        bool default_money;          /* whether the default's money limit applies */
+        const char *about;           /* what the case checks */
+    } cases[] = {
+        {"alice", "psql", "postgres", 500000000, 2, false,
+         "her own 1e9 and her role's 5e8: the role's; her own rows replace the default's"},
+        {"alice", "loader", "dw", 1000000, 4, false, "the application's 1e6 is smaller still"},
+        {"bob", "psql", "postgres", 100000000, 6, true,
+         "a team budget without rows: the default's 1e8"},
+        {"bob", "psql", "dw", 100000000, 6, true, "the database's 2e9 is larger"},
+        {"carol", "psql", "postgres", 100000000, 6, false,
+         "her own day budget of money only: the default's rows still apply, its money not"},
+        {"erin", "psql", "postgres", 1000000000000, 8, true,
+         "her own month budget of rows only: it replaces the default's rows, not its money"},
+        {"erin", "psql", "tie", 100000000, 9, true, "the database's 1e8 is smaller"},
+        {"zoe", "psql", "tie", 100000000, 6, true, "a tie: the first budget by id"},
+        {"frank", "psql", "postgres", 100000000, 6, true,
+         "a row limit of 0 is none: the default's apply"},
+        {"etl", "loader", "dw", -1, 0, true, "exempt: no row limit"},
+    };
+    for (size_t i = 0; i < NCASES(cases); i++) {
+        pgt_who_t who = {
+            .user = cases[i].user, .application = cases[i].app, .database = cases[i].db};
+        int fails = task_failures;
+        int64_t id = -7;
+        CHECK_INT(pgt_budget_rules_max_rows(&pol, &who, &id), cases[i].rows);
+        CHECK_INT(id, cases[i].id);
+        CHECK_INT(pgt_budget_rules_applies(&cfg, &budgets[5], &who), cases[i].default_money);
+        if (task_failures != fails)
+            fprintf(stderr, "max-rows case %zu: %s\n", i, cases[i].about);
+    }
+    /* No budgets, or no config, is no row limit. */
+    pgt_who_t alice = {.user = "alice", .application = "psql", .database = "postgres"};
+    pgt_budget_config_t empty = {0};
+    pgt_budget_policy_t none = policy(&empty);
+    int64_t id = -7;
+    CHECK_INT(pgt_budget_rules_max_rows(&none, &alice, &id), -1);
+    CHECK_INT(id, 0);
+    none.cfg = NULL;
+    CHECK_INT(pgt_budget_rules_max_rows(&none, &alice, &id), -1);
+    CHECK(!pgt_budget_rules_applies_rows(&cfg, &budgets[2], &alice)); /* no rows */
+}
+
+/* A budget without a money limit never refuses, warns nor cancels for
+ * spend; its per-query cap still does, and the notice names another. */
+static void test_no_limit(void)
+{
+    pgt_budget_t bg =
+        mk_rows(4, PGT_BUDGET_SUBJECT_USER, "alice", PGT_PERIOD_DAY, PGT_BUDGET_NO_LIMIT, 1000);
+    CHECK(!pgt_budget_has_limit(&bg));
+    pgt_verdict_t v;
+    CHECK_INT(judge_one("", 0, &bg, 1000 * US, 42 * CENT, &v), ALLOW);
+    CHECK_STR(v.warning, "");
+    CHECK_STR(v.message, "");
+    CHECK_INT(judge_one("", 10 * CENT, &bg, 1000 * US, 42 * CENT, &v), ALLOW);
+    CHECK_STR(v.notice, "pgtally: estimated 0.42 USD");
+    bg.per_query_micro = 25 * CENT;
+    CHECK_INT(judge_one("", 0, &bg, 2 * US, 42 * CENT, &v), REFUSE);
+    CHECK_STR(v.sqlstate, "54000");
+    CHECK_STR(v.detail, "Budget user alice/day: spent 2.00 USD (no money limit); per-query cap "
+                        "0.25 USD. The budget resets at " RESET_DAY ".");
+
+    /* Beside a budget with a limit, the notice names that one. */
+    pgt_budget_t two[] = {
+        bg, mk(5, PGT_BUDGET_SUBJECT_USER, "alice", PGT_PERIOD_WEEK, 10 * US, BLOCK, -1, NULL)};
+    two[0].per_query_micro = -1;
+    pgt_budget_config_t cfg = {.budgets = two, .nbudgets = 2};
+    pgt_budget_policy_t pol = policy(&cfg);
+    pol.notice_above = 10 * CENT;
+    pgt_budget_case_t bc[2] = {
+        {.budget = &two[0], .spent_micro = 900 * US, .spent_start_us = TODAY},
+        {.budget = &two[1], .spent_micro = US, .spent_start_us = TODAY - 2 * DAY_US}};
+    pgt_who_t who = {.user = "alice", .application = "psql", .database = "postgres"};
+    pgt_budget_stmt_t st = {.who = &who, .est_micro = 42 * CENT, .now_us = NOW};
+    pgt_budget_outcome_t o[2];
+    CHECK_INT(pgt_budget_rules_check(&pol, &st, bc, 2, o, &v), ALLOW);
+    CHECK_STR(v.notice, "pgtally: estimated 0.42 USD; budget user alice/week at 10% (1.00 USD of "
+                        "10.00 USD)");
+    CHECK_INT(o[0].pct, 0);
+    CHECK_INT(o[0].warn_pct, 0);
+
+    /* The running check: spend never cancels; the per-query cap does. */
+    two[0].per_query_micro = 25 * CENT;
+    bc[0].running_micro = 50 * US;
+    CHECK_INT(pgt_budget_rules_running(&pol, &who, 10 * CENT, NOW, bc, 1, &v), ALLOW);
+    CHECK_INT(pgt_budget_rules_running(&pol, &who, 30 * CENT, NOW, bc, 1, &v), CANCEL);
+    CHECK_STR(v.detail, "Budget user alice/day: spent 950.00 USD (no money limit).");
+}
+
 /* ---- periods in a DST zone ------------------------------------------------ */
 
 /* Berlin 2024: CET (+1) to CEST (+2) on Sunday March 31st at 02:00, back on
@@ -738,6 +871,8 @@ int main(void)
     test_grants();
     test_running();
     test_running_texts();
+    test_max_rows();
+    test_no_limit();
     test_rollover();
     test_rollover_grant();
     TASK_DONE();

@@ -404,12 +404,103 @@ static void test_names(void)
 }
 
 /* The tests of both backends. */
+/* --max-rows and budgets without a money limit, stored and loaded. */
+static void test_max_rows(void)
+{
+    pgt_db_t *db = open_store("rows.db");
+    pgt_budget_t b = {.subject_type = PGT_BUDGET_SUBJECT_USER, .subject = "alice"};
+    b.period = PGT_PERIOD_DAY;
+    b.limit_micro = PGT_BUDGET_NO_LIMIT;
+    b.per_query_micro = -1;
+    b.max_rows = 1000000000;
+    int64_t id, other;
+    bool created;
+    char err[256] = "";
+    CHECK_INT(pgt_budget_set(db, &b, &id, &created, err, sizeof(err)), 0);
+    CHECK(created);
+    pgt_budget_t c = b;
+    c.subject_type = PGT_BUDGET_SUBJECT_DEFAULT;
+    c.subject = "";
+    c.limit_micro = 3 * US;
+    c.max_rows = -1;
+    CHECK_INT(pgt_budget_set(db, &c, &other, &created, err, sizeof(err)), 0);
+    CHECK_INT(query_int(db, "SELECT limit_micro FROM budgets WHERE subject = 'alice'"), -1);
+    CHECK_INT(query_int(db, "SELECT max_rows FROM budgets WHERE subject = 'alice'"), 1000000000);
+    CHECK_INT(query_int(db, "SELECT count(*) FROM budgets WHERE max_rows IS NULL"), 1);
+    pgt_budget_config_t *cfg = NULL;
+    CHECK_INT(pgt_budget_config_load(db, &cfg, err, sizeof(err)), 0);
+    CHECK_INT(cfg->nbudgets, 2);
+    CHECK_INT(cfg->budgets[0].limit_micro, PGT_BUDGET_NO_LIMIT);
+    CHECK(!pgt_budget_has_limit(&cfg->budgets[0]));
+    CHECK_INT(cfg->budgets[0].max_rows, 1000000000);
+    CHECK_INT(cfg->budgets[1].limit_micro, 3 * US);
+    CHECK(pgt_budget_has_limit(&cfg->budgets[1]));
+    CHECK_INT(cfg->budgets[1].max_rows, -1);
+    pgt_budget_config_free(cfg);
+    /* New settings replace the row limit and give the money limit back. */
+    b.limit_micro = 5 * US;
+    b.max_rows = 2500000;
+    CHECK_INT(pgt_budget_set(db, &b, &other, &created, err, sizeof(err)), 0);
+    CHECK_INT(other, id);
+    CHECK(!created);
+    pgt_budget_t removed = {0};
+    CHECK_INT(pgt_budget_rm(db, id, &removed, err, sizeof(err)), 0);
+    CHECK_INT(removed.max_rows, 2500000);
+    CHECK_INT(removed.limit_micro, 5 * US);
+    free(removed.subject);
+    pgt_budget_store_close(db);
+}
+
+/* A ledger of schema 7 (before max_rows), read without migrating it:
+ * its budgets load with no row limit. Then opened for writing, it gains
+ * the column. */
+static void test_rows_before_migration(void)
+{
+    char err[256] = "", schema[80] = "";
+    pgt_ledger_where_t w = {.ledger = tmp_path("v7.db")};
+    if (pg_conninfo) {
+        snprintf(schema, sizeof(schema), "%s_v7", pg_schema);
+        w = (pgt_ledger_where_t){.ledger = pg_conninfo, .schema = schema};
+    }
+    pgt_db_opts_t o = {.ledger = w.ledger, .schema = w.schema, .writable = true};
+    pgt_db_t *raw = pgt_db_open(&o, err, sizeof(err));
+    CHECK(raw != NULL);
+    if (!raw)
+        return;
+    CHECK_INT(pgt_ledger_migrate(raw, 7, err, sizeof(err)), 0);
+    exec(raw, "INSERT INTO budgets (subject_type, subject, period, limit_micro, created_at) "
+              "VALUES ('user', 'alice', 'day', 5000000, 1)");
+    CHECK(!pgt_db_has_column(raw, "budgets", "max_rows"));
+    CHECK(pgt_db_has_column(raw, "budgets", "per_query_micro"));
+    pgt_db_close(raw);
+    pgt_db_t *db = NULL;
+    CHECK_INT(pgt_budget_store_open(&w, false, &db, err, sizeof(err)), 0);
+    pgt_budget_config_t *cfg = NULL;
+    int rc = db ? pgt_budget_config_load(db, &cfg, err, sizeof(err)) : -1;
+    if (rc != 0)
+        fprintf(stderr, "loading a schema 7 ledger: %s\n", err);
+    CHECK_INT(rc, 0);
+    CHECK_INT(cfg ? cfg->budgets[0].max_rows : 0, -1);
+    pgt_budget_config_free(cfg);
+    pgt_budget_store_close(db);
+    CHECK_INT(pgt_budget_store_open(&w, true, &db, err, sizeof(err)), 0);
+    CHECK(db && pgt_db_has_column(db, "budgets", "max_rows"));
+    if (db && pg_conninfo) {
+        char sql[128];
+        snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", schema);
+        exec(db, sql);
+    }
+    pgt_budget_store_close(db);
+}
+
 static void test_changes_and_spend(void)
 {
     test_budgets();
     test_teams();
     test_grants();
     test_spend();
+    test_max_rows();
+    test_rows_before_migration();
 }
 
 /* The same on PostgreSQL, in a schema made for the run and dropped. */

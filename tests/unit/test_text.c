@@ -335,6 +335,70 @@ static void test_json(void)
     json_decref(v);
 }
 
+/* Row counts: what pgt_rows_parse takes and refuses, and how
+ * pgt_rows_format writes them back. */
+static void test_rows(void)
+{
+    static const struct {
+        const char *in;  /* as written */
+        int rc;          /* 0 or -1 */
+        int64_t rows;    /* the value, when rc is 0 */
+        const char *out; /* pgt_rows_format of it */
+    } cases[] = {
+        {"5000000", 0, 5000000, "5e6"},
+        {"1e9", 0, 1000000000, "1e9"},
+        {"1E9", 0, 1000000000, "1e9"},
+        {"1e+9", 0, 1000000000, "1e9"},
+        {"2.5e6", 0, 2500000, "2.5e6"},
+        {"1.25e10", 0, 12500000000, "1.25e10"},
+        {"0.5e3", 0, 500, "500"},
+        {"0.05e3", 0, 50, "50"},
+        {"007", 0, 7, "7"},
+        {"1234567", 0, 1234567, "1234567"},
+        {"999999", 0, 999999, "999999"},
+        {"1.0", 0, 1, "1"},
+        {"0", 0, 0, "0"},
+        {"1e18", 0, 1000000000000000000, "1e18"},
+        {"1000000000000000000", 0, 1000000000000000000, "1e18"},
+        {"1.000000000000000001e18", -1, 0, NULL}, /* past 1e18 */
+        {"2e18", -1, 0, NULL},
+        {"9999999999999999999", -1, 0, NULL},
+        {"1e1000000", -1, 0, NULL},
+        {"1.5", -1, 0, NULL}, /* not whole */
+        {"1e-3", -1, 0, NULL},
+        {"-5", -1, 0, NULL},
+        {"+5", -1, 0, NULL},
+        {"", -1, 0, NULL},
+        {" 5", -1, 0, NULL},
+        {"5 ", -1, 0, NULL},
+        {"10M", -1, 0, NULL},
+        {"1e", -1, 0, NULL},
+        {"1.", -1, 0, NULL},
+        {".5e1", -1, 0, NULL},
+        {"0x10", -1, 0, NULL},
+        {"inf", -1, 0, NULL},
+        {"nan", -1, 0, NULL},
+        {"lots", -1, 0, NULL},
+        {"1,000", -1, 0, NULL},
+        {"00000000000000000000000000000000000000000000000001", 0, 1, "1"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t v = -42;
+        int rc = pgt_rows_parse(cases[i].in, &v);
+        CHECK_INT(rc, cases[i].rc);
+        if (rc != cases[i].rc)
+            fprintf(stderr, "  rows case '%s'\n", cases[i].in);
+        if (rc != 0 || cases[i].rc != 0)
+            continue;
+        CHECK_INT(v, cases[i].rows);
+        char buf[32];
+        CHECK_STR(pgt_rows_format(v, buf, sizeof(buf)), cases[i].out);
+        int64_t back = -1;
+        CHECK_INT(pgt_rows_parse(buf, &back), 0);
+        CHECK_INT(back, v);
+    }
+}
+
 int main(void)
 {
     test_buf();
@@ -344,5 +408,6 @@ int main(void)
     test_table();
     test_table_cells();
     test_json();
+    test_rows();
     TASK_DONE();
 }
