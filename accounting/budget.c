@@ -318,6 +318,15 @@ bool pgt_budgets_notice_due(const pgt_budgets_t *b, int64_t est_micro)
     return b && b->notice_above > 0 && est_micro >= b->notice_above;
 }
 
+int64_t pgt_budgets_max_rows(const pgt_budgets_t *b, const pgt_who_t *who, int64_t *budget_id)
+{
+    *budget_id = 0;
+    if (!b || !b->cfg)
+        return -1;
+    pgt_budget_policy_t pol = policy_of(b);
+    return pgt_budget_rules_max_rows(&pol, who, budget_id);
+}
+
 bool pgt_budgets_apply(const pgt_budgets_t *b, const pgt_who_t *who)
 {
     if (!b || !b->cfg || b->cfg->nbudgets == 0)

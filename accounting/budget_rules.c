@@ -18,11 +18,12 @@ PGT_NAMES_DEFINE(PGT_VERDICT_ACTION_MAP, pgt_verdict_action_t, pgt_budget_rules_
 
 /* The texts of one budget in messages. */
 typedef struct texts {
-    char name[320]; /* "user alice/day", "default (user alice)/day" */
-    char spent[32]; /* spend, "1.20 USD" */
-    char limit[32]; /* limit with grants */
-    char est[32];   /* the estimate (0 when unknown) */
-    char reset[48]; /* when the period ends, "2026-11-28 00:00 CET" */
+    char name[320];    /* "user alice/day", "default (user alice)/day" */
+    char spent[32];    /* spend, "1.20 USD" */
+    char limit[32];    /* limit with grants */
+    char est[32];      /* the estimate (0 when unknown) */
+    char standing[96]; /* "spent 1.20 USD of 10.00 USD", "spent 1.20 USD (no money limit)" */
+    char reset[48];    /* when the period ends, "2026-11-28 00:00 CET" */
 } texts_t;
 
 /* snprintf for messages, which may be cut at the buffer's end. */
@@ -85,17 +86,25 @@ static bool team_has(const pgt_budget_team_t *t, const char *user)
     return false;
 }
 
-static bool has_user_budget(const pgt_budget_config_t *cfg, const char *user, pgt_period_t p)
+/* Whether user has a user budget that takes the place of the default
+ * budget's money limit (one of period p with a money limit) or, rows,
+ * of its row limit (one of any period with --max-rows). */
+static bool has_user_budget(const pgt_budget_config_t *cfg, const char *user, pgt_period_t p,
+                            bool rows)
 {
-    for (size_t i = 0; i < cfg->nbudgets; i++)
-        if (cfg->budgets[i].subject_type == PGT_BUDGET_SUBJECT_USER &&
-            cfg->budgets[i].period == p && strcmp(cfg->budgets[i].subject, user) == 0)
+    for (size_t i = 0; i < cfg->nbudgets; i++) {
+        const pgt_budget_t *x = &cfg->budgets[i];
+        if (x->subject_type != PGT_BUDGET_SUBJECT_USER || strcmp(x->subject, user) != 0)
+            continue;
+        if (rows ? x->max_rows >= 0 : x->period == p && pgt_budget_has_limit(x))
             return true;
+    }
     return false;
 }
 
-bool pgt_budget_rules_applies(const pgt_budget_config_t *cfg, const pgt_budget_t *bg,
-                              const pgt_who_t *who)
+/* pgt_budget_rules_applies, or for rows pgt_budget_rules_applies_rows. */
+static bool applies(const pgt_budget_config_t *cfg, const pgt_budget_t *bg, const pgt_who_t *who,
+                    bool rows)
 {
     switch (bg->subject_type) {
     case PGT_BUDGET_SUBJECT_USER:
@@ -109,9 +118,38 @@ bool pgt_budget_rules_applies(const pgt_budget_config_t *cfg, const pgt_budget_t
     case PGT_BUDGET_SUBJECT_DATABASE:
         return strcmp(bg->subject, who->database) == 0;
     case PGT_BUDGET_SUBJECT_DEFAULT:
-        return !has_user_budget(cfg, who->user, bg->period);
+        return !has_user_budget(cfg, who->user, bg->period, rows);
     }
     return false;
+}
+
+bool pgt_budget_rules_applies(const pgt_budget_config_t *cfg, const pgt_budget_t *bg,
+                              const pgt_who_t *who)
+{
+    return applies(cfg, bg, who, false);
+}
+
+bool pgt_budget_rules_applies_rows(const pgt_budget_config_t *cfg, const pgt_budget_t *bg,
+                                   const pgt_who_t *who)
+{
+    return bg->max_rows >= 0 && applies(cfg, bg, who, true);
+}
+
+int64_t pgt_budget_rules_max_rows(const pgt_budget_policy_t *pol, const pgt_who_t *who,
+                                  int64_t *budget_id)
+{
+    int64_t best = -1;
+    *budget_id = 0;
+    if (!pol->cfg || pgt_budget_rules_exempt(pol, who->user))
+        return -1;
+    for (size_t i = 0; i < pol->cfg->nbudgets; i++) {
+        const pgt_budget_t *bg = &pol->cfg->budgets[i];
+        if ((best < 0 || bg->max_rows < best) && pgt_budget_rules_applies_rows(pol->cfg, bg, who)) {
+            best = bg->max_rows;
+            *budget_id = bg->id;
+        }
+    }
+    return best;
 }
 
 /* ---- one budget ----------------------------------------------------------- */
@@ -134,6 +172,8 @@ static void outcome_of(const pgt_budget_policy_t *pol, const pgt_who_t *who,
     pgt_period_bounds(bg->period, now, &o->period_start_us, &o->period_end_us);
     o->spent_micro = c->spent_start_us == o->period_start_us ? c->spent_micro : 0;
     o->limit_micro = bg->limit_micro;
+    if (!pgt_budget_has_limit(bg))
+        return; /* no limit: 0%, and grants raise nothing */
     if (bg->subject_type == PGT_BUDGET_SUBJECT_USER ||
         bg->subject_type == PGT_BUDGET_SUBJECT_DEFAULT)
         o->limit_micro += pgt_budget_grant_total(pol->cfg, who->user, bg->period,
@@ -156,8 +196,15 @@ static void texts_of(const pgt_budget_policy_t *pol, const pgt_who_t *who, const
 {
     budget_name(bg, who, t->name, sizeof(t->name));
     money(pol, o->spent_micro, t->spent, sizeof(t->spent));
-    money(pol, o->limit_micro, t->limit, sizeof(t->limit));
+    if (pgt_budget_has_limit(bg))
+        money(pol, o->limit_micro, t->limit, sizeof(t->limit));
+    else
+        say(t->limit, sizeof(t->limit), "no limit");
     money(pol, est_micro > 0 ? est_micro : 0, t->est, sizeof(t->est));
+    if (pgt_budget_has_limit(bg))
+        say(t->standing, sizeof(t->standing), "spent %s of %s", t->spent, t->limit);
+    else
+        say(t->standing, sizeof(t->standing), "spent %s (no money limit)", t->spent);
     local_time(o->period_end_us, t->reset, sizeof(t->reset));
 }
 
@@ -200,7 +247,8 @@ static void refuse_if(const pgt_budget_policy_t *pol, const pgt_budget_stmt_t *s
                       const pgt_budget_t *bg, const pgt_budget_outcome_t *o, const texts_t *t,
                       pgt_verdict_t *out)
 {
-    if (bg->action == PGT_BUDGET_ACTION_BLOCK && o->spent_micro >= o->limit_micro) {
+    if (bg->action == PGT_BUDGET_ACTION_BLOCK && pgt_budget_has_limit(bg) &&
+        o->spent_micro >= o->limit_micro) {
         refusal(pol, out, PGT_VERDICT_REFUSE, "53400", bg);
         say(out->message, sizeof(out->message), "pgtally: budget %s is spent", t->name);
         say(out->detail, sizeof(out->detail),
@@ -216,8 +264,8 @@ static void refuse_if(const pgt_budget_policy_t *pol, const pgt_budget_stmt_t *s
             "pgtally: statement estimated at %s exceeds the per-query cap of %s of budget %s",
             t->est, cap, t->name);
         say(out->detail, sizeof(out->detail),
-            "Budget %s: spent %s of %s; per-query cap %s. The budget resets at %s.", t->name,
-            t->spent, t->limit, cap, t->reset);
+            "Budget %s: %s; per-query cap %s. The budget resets at %s.", t->name, t->standing, cap,
+            t->reset);
         return;
     }
     if (bg->per_query_micro >= 0 && st->est_micro < 0 && pol->unknown_refuse) {
@@ -229,10 +277,10 @@ static void refuse_if(const pgt_budget_policy_t *pol, const pgt_budget_stmt_t *s
             "has a per-query cap of %s (budget.unknown_estimate = refuse)",
             t->name, cap);
         say(out->detail, sizeof(out->detail),
-            "Budget %s: spent %s of %s; per-query cap %s. A statement with no estimate (a new "
+            "Budget %s: %s; per-query cap %s. A statement with no estimate (a new "
             "shape inside a transaction block, or estimate.mode = off) is refused under a cap "
             "while [budget] unknown_estimate = refuse.",
-            t->name, t->spent, t->limit, cap);
+            t->name, t->standing, cap);
     }
 }
 
@@ -279,7 +327,7 @@ pgt_verdict_action_t pgt_budget_rules_check(const pgt_budget_policy_t *pol,
         const pgt_budget_case_t *c = &cases[i];
         pgt_budget_outcome_t *o = &outcomes[i];
         outcome_of(pol, st->who, c, st->now_us, o);
-        if (o->pct > top_pct) {
+        if (pgt_budget_has_limit(c->budget) && o->pct > top_pct) {
             top = i;
             top_pct = o->pct;
         }
@@ -288,7 +336,7 @@ pgt_verdict_action_t pgt_budget_rules_check(const pgt_budget_policy_t *pol,
         if (may_refuse && out->action != PGT_VERDICT_REFUSE)
             refuse_if(pol, st, c->budget, o, &t, out);
         int warned = c->warned_start_us == o->period_start_us ? c->warned_pct : 0;
-        o->warn_pct = crossed(c->budget, o->pct, warned);
+        o->warn_pct = pgt_budget_has_limit(c->budget) ? crossed(c->budget, o->pct, warned) : 0;
         if (o->warn_pct > 0) {
             say(o->warning, sizeof(o->warning),
                 "pgtally: budget %s is at %d%% (%s of %s); it resets at %s", t.name, o->pct,
@@ -322,7 +370,8 @@ pgt_verdict_action_t pgt_budget_rules_running(const pgt_budget_policy_t *pol, co
         budget_name(bg, who, name, sizeof(name));
         money(pol, spent, a, sizeof(a));
         money(pol, o.limit_micro, l, sizeof(l));
-        if (bg->action == PGT_BUDGET_ACTION_BLOCK && spent > o.limit_micro) {
+        if (bg->action == PGT_BUDGET_ACTION_BLOCK && pgt_budget_has_limit(bg) &&
+            spent > o.limit_micro) {
             refusal(pol, out, PGT_VERDICT_CANCEL, "57014", bg);
             say(out->message, sizeof(out->message),
                 "pgtally: canceling statement: budget %s is spent", name);
@@ -337,7 +386,11 @@ pgt_verdict_action_t pgt_budget_rules_running(const pgt_budget_policy_t *pol, co
                 "pgtally: canceling statement: it has cost %s, over the per-query cap of %s of "
                 "budget %s",
                 r, cap, name);
-            say(out->detail, sizeof(out->detail), "Budget %s: spent %s of %s.", name, a, l);
+            if (pgt_budget_has_limit(bg))
+                say(out->detail, sizeof(out->detail), "Budget %s: spent %s of %s.", name, a, l);
+            else
+                say(out->detail, sizeof(out->detail), "Budget %s: spent %s (no money limit).", name,
+                    a);
             return out->action;
         }
     }

@@ -13,8 +13,11 @@
 #include "pgtally/names.h"
 
 #define BUDGET_SCHEMA 2 /* the ledger schema that added grants and settings_version */
-#define BUDGET_COLUMNS                                                                             \
+/* The columns budget_from_row reads: those of schema 7, then max_rows
+ * (schema 8; NULL in their place on a ledger opened read-only before it). */
+#define BUDGET_COLUMNS_7                                                                           \
     "id, subject_type, subject, period, limit_micro, warn_pcts, action, per_query_micro"
+#define BUDGET_COLUMNS BUDGET_COLUMNS_7 ", max_rows"
 
 PGT_NAMES_DEFINE(PGT_BUDGET_SUBJECT_MAP, pgt_budget_subject_t, pgt_budget_subject_name,
                  pgt_budget_subject_parse)
@@ -36,6 +39,11 @@ int pgt_budget_warn_add(pgt_budget_t *b, int pct)
     b->warn_pcts[i] = pct;
     b->nwarn++;
     return 0;
+}
+
+bool pgt_budget_has_limit(const pgt_budget_t *b)
+{
+    return b->limit_micro >= 0;
 }
 
 /* ---- Database helpers ----------------------------------------------------- */
@@ -156,8 +164,11 @@ static int budget_from_row(const pgt_db_row_t *r, pgt_budget_t *b, char *err, si
     else if (pgt_budget_action_parse(action, &b->action) != 0)
         b->action = PGT_BUDGET_ACTION_BLOCK;
     b->limit_micro = pgt_db_int(r, 4);
+    if (b->limit_micro < 0)
+        b->limit_micro = PGT_BUDGET_NO_LIMIT;
     warn_from_json(b, pgt_db_text(r, 5));
     b->per_query_micro = pgt_db_isnull(r, 7) ? -1 : pgt_db_int(r, 7);
+    b->max_rows = pgt_db_isnull(r, 8) || pgt_db_int(r, 8) <= 0 ? -1 : pgt_db_int(r, 8);
     b->subject = column_strdup(r, 2);
     if (!b->subject) {
         snprintf(err, errlen, "out of memory");
@@ -260,7 +271,6 @@ static const struct {
     const char *sql;                              /* the query */
     int (*row)(const pgt_db_row_t *r, void *arg); /* takes one row into the load_t */
 } whole_tables[] = {
-    {"SELECT " BUDGET_COLUMNS " FROM budgets ORDER BY id", budget_row},
     {"SELECT t.id, t.name, m.\"user\" FROM teams t LEFT JOIN team_members m "
      "ON m.team_id = t.id ORDER BY t.id",
      team_row},
@@ -275,6 +285,12 @@ static int load_all(pgt_db_t *db, load_t *l)
     size_t len = l->errlen;
     int rc = pgt_db_int_query(db, DOING, err, len, &l->cfg->settings_version,
                               "SELECT version FROM settings_version WHERE id = 1", "");
+    if (rc == 0)
+        rc = pgt_db_run(db, DOING, err, len, budget_row, l,
+                        pgt_db_has_column(db, "budgets", "max_rows")
+                            ? "SELECT " BUDGET_COLUMNS " FROM budgets ORDER BY id"
+                            : "SELECT " BUDGET_COLUMNS_7 ", NULL FROM budgets ORDER BY id",
+                        "");
     for (size_t i = 0; rc == 0 && i < sizeof(whole_tables) / sizeof(whole_tables[0]); i++)
         rc = pgt_db_run(db, DOING, err, len, whole_tables[i].row, l, whole_tables[i].sql, "");
     if (rc == 0)
@@ -432,15 +448,21 @@ static char *warn_json(const pgt_budget_t *b, char *buf, size_t len)
     return buf;
 }
 
+/* The limit_micro column of b: its limit, or -1 for none. */
+static int64_t limit_of(const pgt_budget_t *b)
+{
+    return pgt_budget_has_limit(b) ? b->limit_micro : PGT_BUDGET_NO_LIMIT;
+}
+
 /* Updates budget id with b's settings. */
 static int update_budget(pgt_db_t *db, int64_t id, const pgt_budget_t *b, const char *warn,
                          char *err, size_t errlen)
 {
     return pgt_db_run(db, DOING, err, errlen, NULL, NULL,
                       "UPDATE budgets SET limit_micro = ?2, warn_pcts = ?3, action = ?4, "
-                      "per_query_micro = ?5 WHERE id = ?1",
-                      "iittn", id, b->limit_micro, warn, pgt_budget_action_name(b->action),
-                      b->per_query_micro);
+                      "per_query_micro = ?5, max_rows = ?6 WHERE id = ?1",
+                      "iittnn", id, limit_of(b), warn, pgt_budget_action_name(b->action),
+                      b->per_query_micro, b->max_rows);
 }
 
 /* Inserts b unless a budget of its subject and period exists (then *id is
@@ -458,10 +480,11 @@ static int set_locked(pgt_db_t *db, const pgt_budget_t *b, int64_t *id, bool *cr
     *id = 0;
     int rc = pgt_db_run(db, DOING, err, errlen, int_row, id,
                         "INSERT INTO budgets (subject_type, subject, period, limit_micro, "
-                        "warn_pcts, action, per_query_micro, created_at) VALUES "
-                        "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING RETURNING id",
-                        "tttittni", type, subject, period, b->limit_micro, warn,
-                        pgt_budget_action_name(b->action), b->per_query_micro, pgt_clock_us());
+                        "warn_pcts, action, per_query_micro, max_rows, created_at) VALUES "
+                        "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING RETURNING id",
+                        "tttittnni", type, subject, period, limit_of(b), warn,
+                        pgt_budget_action_name(b->action), b->per_query_micro, b->max_rows,
+                        pgt_clock_us());
     *created = rc == 0 && *id != 0;
     if (rc != 0 || *created)
         return rc;

@@ -493,3 +493,15 @@ bool pgt_db_has_table(pgt_db_t *db, const char *table)
                             " AND tablename = ?1";
     return pgt_db_int_query(db, "", err, sizeof(err), &n, sql, "t", table) == 0 && n > 0;
 }
+
+bool pgt_db_has_column(pgt_db_t *db, const char *table, const char *column)
+{
+    int64_t n = 0;
+    char err[64];
+    const char *sql = db->backend == PGT_DB_SQLITE
+                          ? "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2"
+                          : "SELECT count(*) FROM information_schema.columns WHERE"
+                            " table_schema = current_schema() AND table_name = ?1"
+                            " AND column_name = ?2";
+    return pgt_db_int_query(db, "", err, sizeof(err), &n, sql, "tt", table, column) == 0 && n > 0;
+}

@@ -24,41 +24,54 @@
  * a small PostgreSQL server shows for simple scans. */
 #define DEFAULT_LOG_K (-11.5) /* e^-11.5 ≈ 10 µs per unit */
 /* History vouches for a shape whose runs stay within this spread of their
- * (log) mean, once at least STABLE_RUNS runs measured it; or whose plans
+ * (log) mean, once at least STABLE_RUNS runs measured it (fewer agree by
+ * chance when constants move the cost 100×); or whose plans
  * kept the same cost over as many EXPLAINs (its constants do not move the
  * plan: what the runs vary by, the plan cannot tell). */
 #define STABLE_SPREAD 0.35
 #define STABLE_PLAN_SPREAD 0.05
-#define STABLE_RUNS 3
+#define STABLE_RUNS 5
 /* A slow shape is explained again only when its runs take at least this
  * many times as long as its EXPLAIN (the EXPLAIN adds <= 5%). */
 #define EXPLAIN_SHARE 20.0
-/* How much a shape's own runs weigh against the model (in runs). */
-#define SHAPE_PRIOR 1.0
+/* How much a shape's own runs weigh against the model (in runs), and its
+ * own slope over log cost against none (in squared log cost), at most. */
+#define SHAPE_PRIOR 1.5
+#define SLOPE_PRIOR 4.0
+#define SLOPE_MAX 1.0
 /* The interval: 1.2816 standard deviations either side holds 8 in 10. */
 #define INTERVAL_Z 1.2816
 /* Log error assumed before anything was measured (a factor of e). */
 #define DEFAULT_ERR2 1.0
+/* Largest log residual a run teaches the model (a factor of 4.5). */
+#define ROBUST 1.5
 /* Forgetting of the model: old runs fade with a half-life of ~700. */
 #define FORGET 0.999
 
 /* What is known about one shape. */
 typedef struct shape {
-    uint64_t key;          /* database and fingerprint mixed; 0 = empty slot */
-    uint32_t runs;         /* runs measured (saturating) */
-    uint32_t fits;         /* explained runs the model was checked on */
-    double mean_s;         /* moving average of compute seconds */
-    double log_mean;       /* moving average of log compute seconds */
-    double log_var;        /* moving average of its squared deviation */
-    double mean_bytes;     /* moving average of bytes returned */
-    double resid_sum;      /* sum of log(actual) - model over the explained runs */
-    double err2_sum;       /* sum of squared errors of the estimates made for them */
-    double plan_log_mean;  /* moving average of log planner cost */
-    double plan_log_var;   /* moving average of its squared deviation */
-    uint32_t plans;        /* plans seen (saturating) */
-    uint64_t explained_ns; /* uv_hrtime() of the last EXPLAIN */
-    double explain_s;      /* moving average of the EXPLAIN's own time, or 0 */
-    char *relations;       /* what the last plan read (pgt_plan_relations_json), or NULL */
+    uint64_t key;                   /* database and fingerprint mixed; 0 = empty slot */
+    uint32_t runs;                  /* runs measured (saturating) */
+    uint32_t fits;                  /* explained runs the model was checked on */
+    double mean_s;                  /* moving average of compute seconds */
+    double log_mean;                /* moving average of log compute seconds */
+    double log_var;                 /* moving average of its squared deviation */
+    double mean_bytes;              /* moving average of bytes returned */
+    double resid_sum;               /* sum of r = log(actual) - model over the explained runs */
+    double lc_sum;                  /* sum of their log planner costs (x[1]) */
+    double lc2_sum;                 /* sum of their squares */
+    double lcr_sum;                 /* sum of log cost times r */
+    double err2_sum;                /* sum of squared errors of the estimates made for them */
+    double plan_log_mean;           /* moving average of log planner cost */
+    double plan_log_var;            /* moving average of its squared deviation */
+    uint32_t plans;                 /* plans seen (saturating) */
+    uint64_t explained_ns;          /* uv_hrtime() of the last EXPLAIN */
+    double explain_s;               /* moving average of the EXPLAIN's own time, or 0 */
+    char *relations;                /* what the last plan read (pgt_plan_relations_json), or NULL */
+    char *named;                    /* what its text names (pgt_fp_relations_json), or NULL */
+    bool named_read;                /* named was looked for */
+    float last_x[PGT_EST_FEATURES]; /* the last plan's features (x[0] = 0: none yet) */
+    int model;                      /* the model of the shape's database */
 } shape_t;
 
 /* The calibration of one database: log seconds = w . features, fitted by
@@ -88,7 +101,8 @@ static void model_reset(model_t *m, uint64_t db)
 {
     /* The prior: log seconds = DEFAULT_LOG_K + log(planner cost), with the
      * slope known better than the offset and the rest near 0. */
-    static const double prior_var[PGT_EST_FEATURES] = {4, 0.05, 0.02, 1, 1, 1, 1, 1, 1};
+    static const double prior_var[PGT_EST_FEATURES] = {4,   0.05, 0.1, 0.1, 0.1, 0.1,
+                                                       0.1, 0.1,  0.1, 0.1, 0.1, 0.1};
     memset(m, 0, sizeof(*m));
     m->db = db;
     m->w[0] = DEFAULT_LOG_K;
@@ -130,8 +144,10 @@ void pgt_estimator_free(pgt_estimator_t *e)
     if (!e)
         return;
     pgt_fp_cache_free(e->cache);
-    for (size_t i = 0; e->shapes && i < SLOTS; i++)
+    for (size_t i = 0; e->shapes && i < SLOTS; i++) {
         free(e->shapes[i].relations);
+        free(e->shapes[i].named);
+    }
     free(e->shapes);
     free(e);
 }
@@ -174,6 +190,7 @@ static shape_t *claim(pgt_estimator_t *e, uint64_t key)
     shape_t *s = slot(e, key);
     if (s->key != key) {
         free(s->relations);
+        free(s->named);
         *s = (shape_t){.key = key};
     }
     return s;
@@ -225,18 +242,30 @@ static void priced(const pgt_estimator_t *e, pgt_estimate_t *out, double seconds
     out->high_micro = money(e, seconds * f, bytes);
 }
 
-/* The history estimate: what the shape's runs cost on average. */
+static double shape_offset(const shape_t *s, double lc);
+static double shape_sd(const shape_t *s, const model_t *m);
+static double dot(const double *w, const float *x);
+
+/* The history estimate: the model on the shape's last plan, which history
+ * vouches did not move, or, never explained, what its runs cost on
+ * average. */
 static void from_history(const pgt_estimator_t *e, const shape_t *s, pgt_estimate_t *out)
 {
     if (s->key != out->key || s->runs == 0)
         return;
+    if (s->last_x[0] != 0) {
+        const model_t *m = &e->models[s->model];
+        double seconds = exp(dot(m->w, s->last_x) + shape_offset(s, s->last_x[1]));
+        priced(e, out, seconds, shape_sd(s, m), s->mean_bytes);
+        return;
+    }
     double sd = s->runs >= 2 ? sqrt(s->log_var) : sqrt(DEFAULT_ERR2);
     priced(e, out, s->mean_s, sd, s->mean_bytes);
 }
 
 static char *explain_text(const pgt_estimator_t *e, const char *sql, size_t len)
 {
-    const char *prefix = e->text_format ? "EXPLAIN " : "EXPLAIN (FORMAT JSON, VERBOSE) ";
+    const char *prefix = e->text_format ? "EXPLAIN " : "EXPLAIN (FORMAT JSON) ";
     size_t plen = strlen(prefix);
     char *q = malloc(plen + len + 1);
     if (!q)
@@ -269,7 +298,20 @@ char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *s
     out->kind = (int)shape.kind;
     out->explainable = shape.explainable;
     out->model = model_of(e, database);
-    shape_t *s = slot(e, out->key);
+    /* COPY (query) TO and EXPLAIN ANALYZE run a query EXPLAIN takes: its
+     * plan is theirs. */
+    pgt_stmt_t inner;
+    if (!shape.explainable && pgt_fp_inner(sql, &inner, 1) == 1) {
+        st[0] = inner;
+        out->explainable = shape.explainable = true;
+    }
+    shape_t *s = claim(e, out->key);
+    /* The relations its text names, once per shape: the schemas a plan
+     * does not give, and the relations of a shape never explained. */
+    if (!s->named_read) {
+        s->named_read = true;
+        s->named = pgt_fp_relations_json(sql + st[0].offset, st[0].length);
+    }
     if (!may_explain || !shape.explainable || !worth_explaining(e, s, out->key)) {
         from_history(e, s, out);
         e->stats.cached++;
@@ -305,9 +347,11 @@ int pgt_estimator_parse(const char *output, size_t len, pgt_plan_t *plan)
     return plan->total_cost >= 0 ? 0 : -1;
 }
 
-/* What the model reads of a plan: x[0] = 1, log cost, log rows, and the
+/* What the model reads of a plan: x[0] = 1, log cost, log rows, the
  * shares of the cost that scans, index scans, joins, sorts, aggregates
- * and window functions take. */
+ * and window functions take, and the log rows that flow: through every
+ * node, out of scans, into sorts, aggregates, hashes and windows (the
+ * planner prices cached pages as if read from disk; rows are CPU work). */
 static void features(const pgt_plan_t *p, float x[PGT_EST_FEATURES])
 {
     double t = p->total_cost > 0 ? p->total_cost : 0;
@@ -318,6 +362,9 @@ static void features(const pgt_plan_t *p, float x[PGT_EST_FEATURES])
                                             PGT_PLAN_F_SORT, PGT_PLAN_F_AGG,   PGT_PLAN_F_WINDOW};
     for (int i = 0; i < 6; i++)
         x[3 + i] = t > 0 ? (float)(p->family_cost[fam[i]] / t) : 0;
+    x[9] = (float)log1p(p->rows_total);
+    x[10] = (float)log1p(p->scan_rows);
+    x[11] = (float)log1p(p->input_rows);
 }
 
 static double dot(const double *w, const float *x)
@@ -328,11 +375,26 @@ static double dot(const double *w, const float *x)
     return v;
 }
 
-/* The shape's own correction to the model: the mean of its residuals,
- * shrunk towards 0 by SHAPE_PRIOR runs' worth of the model. */
-static double shape_offset(const shape_t *s)
+/* The shape's own correction to the model at log planner cost lc: the
+ * mean of its residuals, shrunk towards 0 by SHAPE_PRIOR runs' worth of
+ * the model, and, from two runs on, the slope of its residuals over log
+ * cost (shrunk by SLOPE_PRIOR, at most SLOPE_MAX): within one shape the
+ * time often grows faster or slower with the planner's cost than across
+ * shapes (a bitmap scan the planner prices by pages that are cached). */
+static double shape_offset(const shape_t *s, double lc)
 {
-    return s->fits > 0 ? s->resid_sum / (s->fits + SHAPE_PRIOR) : 0;
+    if (s->fits == 0)
+        return 0;
+    double n = s->fits;
+    double off = s->resid_sum / (n + SHAPE_PRIOR);
+    if (s->fits < 2)
+        return off;
+    double lm = s->lc_sum / n;
+    double sxx = s->lc2_sum - n * lm * lm;
+    double sxy = s->lcr_sum - lm * s->resid_sum;
+    double g = sxy / ((sxx > 0 ? sxx : 0) + SLOPE_PRIOR);
+    g = g > SLOPE_MAX ? SLOPE_MAX : g < -SLOPE_MAX ? -SLOPE_MAX : g;
+    return off + g * (lc - lm);
 }
 
 /* The spread of the shape's log errors: its own measured ones with the
@@ -342,7 +404,7 @@ static double shape_sd(const shape_t *s, const model_t *m)
     return sqrt((s->err2_sum + SHAPE_PRIOR * m->err2) / (s->fits + SHAPE_PRIOR));
 }
 
-void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, const pgt_plan_t *plan,
+void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, pgt_plan_t *plan,
                              double explain_s)
 {
     shape_t *s = claim(e, out->key);
@@ -354,6 +416,7 @@ void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, const pgt_
         from_history(e, s, out);
         return;
     }
+    pgt_plan_qualify(plan, s->named);
     char *rels = pgt_plan_relations_json(plan);
     if (rels) {
         free(s->relations);
@@ -372,16 +435,21 @@ void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, const pgt_
     out->planner_cost = plan->total_cost;
     features(plan, out->x);
     const model_t *m = &e->models[out->model];
-    double seconds = exp(dot(m->w, out->x) + shape_offset(s));
+    double seconds = exp(dot(m->w, out->x) + shape_offset(s, out->x[1]));
     /* Bytes: the plan's rows of its width, plus each DataRow's header. */
     double bytes = plan->rows * (plan->width + 11);
     priced(e, out, seconds, shape_sd(s, m), bytes);
+    memcpy(s->last_x, out->x, sizeof(s->last_x));
+    s->model = out->model;
 }
 
 char *pgt_estimator_relations(const pgt_estimator_t *e, uint64_t key)
 {
     const shape_t *s = slot_c(e, key);
-    return s->key == key && s->relations ? strdup(s->relations) : NULL;
+    if (s->key != key)
+        return NULL;
+    const char *r = s->relations ? s->relations : s->named;
+    return r ? strdup(r) : NULL;
 }
 
 /* One step of recursive least squares: m learns that x gave y. */
@@ -431,12 +499,20 @@ void pgt_estimator_learn(pgt_estimator_t *e, const pgt_estimate_t *est, double c
      * shape keeps, then the model, fitted to what the shape's offset does
      * not explain. */
     double base = dot(m->w, est->x);
-    double offset = shape_offset(s);
+    double lc = est->x[1];
+    double offset = shape_offset(s, lc);
     double err = lt - (base + offset);
     s->err2_sum += err * err;
     m->err2 += 0.05 * (err * err - m->err2);
-    model_learn(m, est->x, lt - offset);
-    s->resid_sum += lt - base;
+    /* Robustly: a run further than ROBUST from the model moves it as if
+     * it were at ROBUST (a Huber loss, in effect). */
+    double t = lt - offset - base;
+    model_learn(m, est->x, base + (t > ROBUST ? ROBUST : t < -ROBUST ? -ROBUST : t));
+    double r = lt - base;
+    s->resid_sum += r;
+    s->lc_sum += lc;
+    s->lc2_sum += lc * lc;
+    s->lcr_sum += lc * r;
     if (s->fits < UINT32_MAX)
         s->fits++;
 }

@@ -118,6 +118,9 @@
     "UPDATE alerts_sent SET delivered_at = sent_at;"                                               \
     "CREATE INDEX alerts_sent_pending ON alerts_sent (sent_at) WHERE delivered_at IS NULL;"
 
+/* Migration 8's column of budgets, with the integer type of a backend. */
+#define MAX_ROWS_COLUMN(INT) "ALTER TABLE budgets ADD COLUMN max_rows " INT ";"
+
 /* The triggers that bump settings_version on every change of a table. */
 #define SETTINGS_TRIGGER(table, op)                                                                \
     "CREATE TRIGGER " table "_" op "_version AFTER " op " ON " table                               \
@@ -284,9 +287,11 @@ static const char *const sqlite_migrations[] = {
      * when) as reports_sent's are, and delivered_at once it arrived.
      * sent_at stays the time the crossing was recorded. */
     ALERT_COLUMNS("INTEGER"),
-    /* 8: the place of budgets.max_rows, which another branch adds (the
-     * runaway-join guard's --max-rows); it replaces this no-op. */
-    "SELECT 1;",
+    /* 8: a budget's limit on the estimated rows of any plan node of one
+     * statement (pgtallyctl budget set --max-rows; NULL: none), for the
+     * runaway-join guard. A budget may now have no money limit:
+     * limit_micro is then -1 (PGT_BUDGET_NO_LIMIT). */
+    MAX_ROWS_COLUMN("INTEGER"),
     /* 9: cost by schema and table (see the top of this file). */
     RELATIONS_TABLES("INTEGER", "REAL", " WITHOUT ROWID"),
 };
@@ -411,8 +416,8 @@ static const char *const pg_migrations[] = {
     /* clang-format on */
     /* 7: alerts delivered to Slack and e-mail (see the SQLite list). */
     ALERT_COLUMNS("BIGINT"),
-    /* 8: the place of budgets.max_rows (see the SQLite list). */
-    "SELECT 1;",
+    /* 8: budgets' --max-rows (see the SQLite list). */
+    MAX_ROWS_COLUMN("BIGINT"),
     /* 9: cost by schema and table (see the SQLite list). */
     RELATIONS_TABLES("BIGINT", "DOUBLE PRECISION", ""),
 };

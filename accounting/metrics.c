@@ -427,13 +427,17 @@ static void render_budget_family(pgt_metrics_t *m, pgt_buf_t *out, bool limit)
     const char *name = limit ? "pgtally_budget_limit" : "pgtally_budget_spend";
     char help[200];
     snprintf(help, sizeof(help),
-             limit ? "Limit of each budget in force, in %s, per period."
-                   : "Spent in the current period under each budget, in %s (a default budget: "
-                     "the most any one user spent).",
+             limit
+                 ? "Limit of each budget in force, in %s, per period (none for a budget without a "
+                   "money limit)."
+                 : "Spent in the current period under each budget, in %s (a default budget: "
+                   "the most any one user spent).",
              m->currency);
     family(out, name, "gauge", help);
     for (size_t i = 0; i < m->nbudgets; i++) {
         const pgt_budget_spend_t *b = &m->budgets[i];
+        if (limit && b->limit_micro < 0)
+            continue; /* no money limit (--max-rows alone): no limit to show */
         char id[24];
         snprintf(id, sizeof(id), "%lld", (long long)b->budget_id);
         pgt_buf_printf(out, "%s{", name);

@@ -1,4 +1,4 @@
-/* Reading EXPLAIN (FORMAT JSON, VERBOSE): one walk over the plan tree
+/* Reading EXPLAIN (FORMAT JSON): one walk over the plan tree
  * gives the features, the guard's row counts and the relations' shares
  * (include/pgtally/plan.h).
  *
@@ -45,6 +45,14 @@ static bool is_join(const char *type)
 {
     return !strcmp(type, "Nested Loop") || !strcmp(type, "Hash Join") ||
            !strcmp(type, "Merge Join");
+}
+
+/* Nodes whose work grows with the rows they take in, not only with those
+ * they give out. */
+static bool takes_input(const char *type)
+{
+    return !strcmp(type, "Sort") || !strcmp(type, "Aggregate") || !strcmp(type, "Hash") ||
+           !strcmp(type, "WindowAgg") || !strcmp(type, "Unique") || !strcmp(type, "Group");
 }
 
 static pgt_plan_family_t family(const char *type)
@@ -111,13 +119,18 @@ static double loops_of(const char *type, json_t *child, size_t i, double outer_r
 
 /* Visits node, whose effective cost is eff, adding its subtree's cost by
  * relation into acc (OVERFLOW + 1 entries). */
-static void visit(walk_t *w, json_t *node, double eff, double acc[OVERFLOW + 1], int depth)
+static void visit(walk_t *w, json_t *node, double eff, double loops, double acc[OVERFLOW + 1],
+                  int depth)
 {
     pgt_plan_t *p = w->p;
     const char *type = str(node, "Node Type");
     double total = num(node, "Total Cost");
     double rows = num(node, "Plan Rows");
+    pgt_plan_family_t fam = family(type);
     p->nodes++;
+    p->rows_total += rows * loops;
+    if (fam == PGT_PLAN_F_SCAN || fam == PGT_PLAN_F_INDEX)
+        p->scan_rows += rows * loops;
     if (rows > p->max_rows) {
         p->max_rows = rows;
         w->max_rows_node = node;
@@ -131,23 +144,26 @@ static void visit(walk_t *w, json_t *node, double eff, double acc[OVERFLOW + 1],
     size_t n = json_array_size(plans);
     double scale = total > 0 ? eff / total : 0;
     double outer_rows = n > 0 ? num(json_array_get(plans, 0), "Plan Rows") : 0;
-    double raw_sum = 0;
+    double raw_sum = 0, in_rows = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *child = json_array_get(plans, i);
         raw_sum += num(child, "Total Cost") * loops_of(type, child, i, outer_rows, rows) * scale;
+        in_rows += num(child, "Plan Rows");
     }
+    if (takes_input(type))
+        p->input_rows += in_rows * loops;
     double fit = raw_sum > eff && raw_sum > 0 ? eff / raw_sum : 1;
     double sub[OVERFLOW + 1] = {0};
     double taken = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *child = json_array_get(plans, i);
-        double ceff =
-            num(child, "Total Cost") * loops_of(type, child, i, outer_rows, rows) * scale * fit;
+        double child_loops = loops_of(type, child, i, outer_rows, rows);
+        double ceff = num(child, "Total Cost") * child_loops * scale * fit;
         taken += ceff;
-        visit(w, child, ceff, sub, depth + 1);
+        visit(w, child, ceff, loops * child_loops, sub, depth + 1);
     }
     double own = eff > taken ? eff - taken : 0;
-    p->family_cost[family(type)] += own;
+    p->family_cost[fam] += own;
     /* The node's own cost goes to the relation it reads or, for joins,
      * aggregates and the like, to the relations beneath in proportion to
      * their costs. */
@@ -215,7 +231,7 @@ int pgt_plan_parse(const char *output, size_t len, pgt_plan_t *out)
     out->rows = num(top, "Plan Rows");
     out->width = num(top, "Plan Width");
     double acc[OVERFLOW + 1] = {0};
-    visit(&w, top, out->total_cost, acc, 0);
+    visit(&w, top, out->total_cost, 1, acc, 0);
     for (int i = 0; i < out->nrels; i++)
         out->rels[i].cost = acc[i];
     qsort(out->rels, (size_t)out->nrels, sizeof(out->rels[0]), by_cost_desc);
@@ -238,15 +254,40 @@ char *pgt_plan_relations_json(const pgt_plan_t *p)
     json_t *arr = json_array();
     for (int i = 0; arr && i < p->nrels; i++) {
         double share = sum > 0 ? p->rels[i].cost / sum : 1.0 / p->nrels;
-        /* Four decimals: a share is for splitting money, not for physics. */
-        share = (double)(long long)(share * 10000 + 0.5) / 10000;
         json_t *e = json_pack("[ssf]", p->rels[i].schema, p->rels[i].name, share);
         if (!e || json_array_append_new(arr, e) != 0) {
             json_decref(arr);
             return NULL;
         }
     }
-    char *s = arr ? json_dumps(arr, JSON_COMPACT) : NULL;
+    /* Four significant digits: a share is for splitting money, not for physics. */
+    char *s = arr ? json_dumps(arr, JSON_COMPACT | JSON_REAL_PRECISION(4)) : NULL;
     json_decref(arr);
     return s;
+}
+
+void pgt_plan_qualify(pgt_plan_t *p, const char *tree)
+{
+    json_t *arr = tree ? json_loads(tree, 0, NULL) : NULL;
+    for (int i = 0; arr && i < p->nrels; i++) {
+        pgt_plan_rel_t *r = &p->rels[i];
+        if (r->schema[0])
+            continue;
+        const char *found = NULL;
+        bool unique = true;
+        size_t k;
+        json_t *e;
+        json_array_foreach(arr, k, e)
+        {
+            const char *schema = json_string_value(json_array_get(e, 0));
+            const char *name = json_string_value(json_array_get(e, 1));
+            if (!schema || !schema[0] || !name || strcmp(name, r->name) != 0)
+                continue;
+            unique = unique && (!found || !strcmp(found, schema));
+            found = schema;
+        }
+        if (found && unique)
+            snprintf(r->schema, sizeof(r->schema), "%s", found);
+    }
+    json_decref(arr);
 }

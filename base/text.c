@@ -57,6 +57,95 @@ char *pgt_fmt_seconds(double s, char *buf, size_t len)
     return buf;
 }
 
+/* ---- Row counts ------------------------------------------------------------ */
+
+/* Reads the digits at *p, keeping those after leading zeros (none kept
+ * yet) in d[0..*nd). Returns how many digits were read, or -1 when more
+ * than cap are significant (then the value is past PGT_ROWS_MAX or not
+ * whole, whatever its exponent within reason). */
+static long take_digits(const char **p, char *d, size_t *nd, size_t cap)
+{
+    long n = 0;
+    for (; **p >= '0' && **p <= '9'; (*p)++, n++) {
+        if (*nd == 0 && **p == '0')
+            continue;
+        if (*nd == cap)
+            return -1;
+        d[(*nd)++] = **p;
+    }
+    return n;
+}
+
+int pgt_rows_parse(const char *s, int64_t *out)
+{
+    char d[40];
+    size_t nd = 0;
+    long frac = 0, exp = 0;
+    const char *p = s;
+    if (take_digits(&p, d, &nd, sizeof(d)) <= 0)
+        return -1;
+    if (*p == '.') {
+        p++;
+        if ((frac = take_digits(&p, d, &nd, sizeof(d))) <= 0)
+            return -1;
+    }
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+')
+            p++;
+        if (*p < '0' || *p > '9')
+            return -1;
+        for (; *p >= '0' && *p <= '9'; p++)
+            exp = exp < 1000 ? exp * 10 + (*p - '0') : exp;
+    }
+    if (*p != '\0')
+        return -1;
+    /* The value is D * 10^scale, D the significant digits. */
+    long scale = exp - frac;
+    while (nd > 0 && d[nd - 1] == '0') {
+        nd--;
+        scale++;
+    }
+    if (nd == 0) {
+        *out = 0;
+        return 0;
+    }
+    /* Not whole, or past 1e18 (the one value of 19 digits allowed). */
+    if (scale < 0 || (long)nd + scale > 19 || ((long)nd + scale == 19 && (nd > 1 || d[0] != '1')))
+        return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < nd; i++)
+        v = v * 10 + (d[i] - '0');
+    for (long i = 0; i < scale; i++)
+        v *= 10;
+    if (v > PGT_ROWS_MAX)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+char *pgt_rows_format(int64_t rows, char *buf, size_t len)
+{
+    int64_t m = rows;
+    int zeros = 0;
+    while (m >= 10 && m % 10 == 0) {
+        m /= 10;
+        zeros++;
+    }
+    if (rows < 1000000 || m >= 1000) {
+        snprintf(buf, len, "%lld", (long long)rows);
+        return buf;
+    }
+    char d[4];
+    int nd = snprintf(d, sizeof(d), "%lld", (long long)m);
+    int exp10 = zeros + nd - 1;
+    if (nd == 1)
+        snprintf(buf, len, "%se%d", d, exp10);
+    else
+        snprintf(buf, len, "%c.%se%d", d[0], d + 1, exp10);
+    return buf;
+}
+
 /* ---- Display width -------------------------------------------------------- */
 
 /* The C.UTF-8 locale, made once: wcwidth() answers from the C library's

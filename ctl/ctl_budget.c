@@ -16,7 +16,8 @@
 static const char synopsis[] =
     "usage: pgtallyctl [-c FILE | --ledger PATH] budget set (--user U | --role R | --team T |\n"
     "         --application A | --database D | --default) --period day|week|month\n"
-    "         --limit AMOUNT [--warn 50,80] [--action block|warn] [--per-query AMOUNT]\n"
+    "         (--limit AMOUNT | --max-rows N) [--warn 50,80] [--action block|warn]\n"
+    "         [--per-query AMOUNT] [--max-rows N]\n"
     "       pgtallyctl budget list [--format table|json|csv]\n"
     "       pgtallyctl budget rm ID\n"
     "       pgtallyctl budget grant --user U --amount AMOUNT [--until TIME]\n";
@@ -38,6 +39,9 @@ static const char help[] =
     "        --action ACTION    at 100%: block (default) refuses new statements, warn\n"
     "                           only warns\n"
     "        --per-query AMOUNT refuse single statements estimated above this\n"
+    "        --max-rows N       refuse statements whose plan has a node estimated at more\n"
+    "                           rows (5000000, 1e9); without --limit the budget has no\n"
+    "                           money limit\n"
     "list    every budget with its spend in the current period and when it resets\n"
     "rm      removes budget ID (as shown by list)\n"
     "grant   raises the limit of a user's budgets (user and default) by --amount,\n"
@@ -91,7 +95,8 @@ static int standing_line_cb(const char *user, int64_t spent, void *arg)
     if (grantee)
         l->granted_micro = pgt_budget_grant_total(s->cfg, grantee, s->b->period, s->start_us,
                                                   s->end_us, s->now_us);
-    l->limit_micro = s->b->limit_micro + l->granted_micro;
+    l->limit_micro =
+        pgt_budget_has_limit(s->b) ? s->b->limit_micro + l->granted_micro : PGT_BUDGET_NO_LIMIT;
     s->n++;
     return 0;
 }
@@ -119,10 +124,19 @@ static int standing_load(pgt_db_t *db, const pgt_budget_config_t *cfg, const pgt
     return rc == 0 ? 0 : -1;
 }
 
-/* Percent of the limit spent; a limit of 0 is reached at once. */
+/* Whether a line has a money limit (its budget has one). */
+static bool line_limited(const line_t *l)
+{
+    return l->limit_micro >= 0;
+}
+
+/* Percent of the limit spent; a limit of 0 is reached at once, and none
+ * never. */
 static double line_pct(const line_t *l)
 {
-    if (l->limit_micro <= 0)
+    if (!line_limited(l))
+        return 0;
+    if (l->limit_micro == 0)
         return 100;
     return (double)l->spent_micro * 100.0 / (double)l->limit_micro;
 }
@@ -156,11 +170,15 @@ static char *warn_text(const pgt_budget_t *b, char *buf, size_t len)
     return buf;
 }
 
-/* Writes the limit of a line: "10.00 USD", or "15.00 USD (+5.00)" with
- * grants. */
+/* Writes the limit of a line: "10.00 USD", "15.00 USD (+5.00)" with
+ * grants, or "none". */
 static char *limit_text(const ctl_env_t *env, const line_t *l, char *buf, size_t len)
 {
     char limit[PGT_MONEY_TEXT_MAX], granted[PGT_MONEY_TEXT_MAX];
+    if (!line_limited(l)) {
+        snprintf(buf, len, "none");
+        return buf;
+    }
     ctl_fmt_money(l->limit_micro, env->currency, limit, sizeof(limit));
     if (l->granted_micro)
         snprintf(buf, len, "%s (+%s)", limit,
@@ -170,10 +188,16 @@ static char *limit_text(const ctl_env_t *env, const line_t *l, char *buf, size_t
     return buf;
 }
 
-/* Writes a bar of the percent spent, "[#######---]" for 72%. */
-static char *bar_text(double pct, char *buf, size_t len)
+/* Writes a bar of the percent spent of a line, "[#######---]" for 72%;
+ * "" without a limit. */
+static char *bar_text(const line_t *l, char *buf, size_t len)
 {
     char bar[BAR_WIDTH + 1];
+    double pct = line_pct(l);
+    if (!line_limited(l)) {
+        snprintf(buf, len, "%s", "");
+        return buf;
+    }
     int filled = pct >= 100 ? BAR_WIDTH : (int)(pct / (100.0 / BAR_WIDTH));
     for (int i = 0; i < BAR_WIDTH; i++)
         bar[i] = i < filled ? '#' : '-';
@@ -182,23 +206,50 @@ static char *bar_text(double pct, char *buf, size_t len)
     return buf;
 }
 
-/* Writes the percent spent, "72%" (rounded down: 100% is reached). */
-static char *pct_text(double pct, char *buf, size_t len)
+/* Writes the percent spent of a line, "72%" (rounded down: 100% is
+ * reached), or "-" without a limit. */
+static char *pct_text(const line_t *l, char *buf, size_t len)
 {
-    snprintf(buf, len, "%d%%", (int)pct);
+    if (line_limited(l))
+        snprintf(buf, len, "%d%%", (int)line_pct(l));
+    else
+        snprintf(buf, len, "-");
     return buf;
+}
+
+/* Writes a budget's --max-rows ("1e9"), or "-" without one. */
+static char *max_rows_text(const pgt_budget_t *b, char *buf, size_t len)
+{
+    if (b->max_rows >= 0)
+        return pgt_rows_format(b->max_rows, buf, len);
+    snprintf(buf, len, "-");
+    return buf;
+}
+
+/* A money amount as JSON: micro-units, or null for none (negative). */
+static json_t *micro_json(int64_t micro)
+{
+    return micro >= 0 ? json_integer((json_int_t)micro) : json_null();
+}
+
+/* A money amount as JSON text ("12.500000"), or null for none. */
+static json_t *money_json(int64_t micro)
+{
+    char text[PGT_MONEY_TEXT_MAX];
+    return micro >= 0 ? json_string(pgt_money_format(micro, NULL, text, sizeof(text)))
+                      : json_null();
 }
 
 /* The fields of one line as JSON, shared by list and usage. */
 static json_t *line_json(const ctl_env_t *env, const standing_t *s, const line_t *l)
 {
-    char spent[PGT_MONEY_TEXT_MAX], limit[PGT_MONEY_TEXT_MAX], start[48], end[48];
-    return json_pack("{sIsssIsIsssssfsssssIss?}", "spent_micro", (json_int_t)l->spent_micro,
+    char spent[PGT_MONEY_TEXT_MAX], start[48], end[48];
+    json_t *pct = line_limited(l) ? json_real(round(line_pct(l) * 10) / 10) : json_null();
+    return json_pack("{sIsssIsososssosssssIss?}", "spent_micro", (json_int_t)l->spent_micro,
                      "spent", pgt_money_format(l->spent_micro, NULL, spent, sizeof(spent)),
                      "granted_micro", (json_int_t)l->granted_micro, "effective_limit_micro",
-                     (json_int_t)l->limit_micro, "effective_limit",
-                     pgt_money_format(l->limit_micro, NULL, limit, sizeof(limit)), "currency",
-                     env->currency, "percent", round(line_pct(l) * 10) / 10, "period_start",
+                     micro_json(l->limit_micro), "effective_limit", money_json(l->limit_micro),
+                     "currency", env->currency, "percent", pct, "period_start",
                      ctl_fmt_iso(s->start_us, false, start, sizeof(start)), "resets",
                      ctl_fmt_iso(s->end_us, false, end, sizeof(end)), "resets_us",
                      (json_int_t)s->end_us, "user", l->user);
@@ -207,20 +258,17 @@ static json_t *line_json(const ctl_env_t *env, const standing_t *s, const line_t
 /* A budget's settings as JSON. */
 static json_t *budget_json(const pgt_budget_t *b)
 {
-    char limit[PGT_MONEY_TEXT_MAX], cap[PGT_MONEY_TEXT_MAX];
     json_t *warn = json_array();
     for (int i = 0; warn && i < b->nwarn; i++)
         json_array_append_new(warn, json_integer(b->warn_pcts[i]));
-    bool capped = b->per_query_micro >= 0;
-    return json_pack("{sIsssssssIsssosssoso}", "id", (json_int_t)b->id, "subject_type",
-                     pgt_budget_subject_name(b->subject_type), "subject", b->subject, "period",
-                     pgt_period_name(b->period), "limit_micro", (json_int_t)b->limit_micro, "limit",
-                     pgt_money_format(b->limit_micro, NULL, limit, sizeof(limit)), "warn_pcts",
-                     warn, "action", pgt_budget_action_name(b->action), "per_query_micro",
-                     capped ? json_integer(b->per_query_micro) : json_null(), "per_query",
-                     capped
-                         ? json_string(pgt_money_format(b->per_query_micro, NULL, cap, sizeof(cap)))
-                         : json_null());
+    int64_t limit = pgt_budget_has_limit(b) ? b->limit_micro : -1;
+    return json_pack(
+        "{sIsssssssosososssososo}", "id", (json_int_t)b->id, "subject_type",
+        pgt_budget_subject_name(b->subject_type), "subject", b->subject, "period",
+        pgt_period_name(b->period), "limit_micro", micro_json(limit), "limit", money_json(limit),
+        "warn_pcts", warn, "action", pgt_budget_action_name(b->action), "per_query_micro",
+        micro_json(b->per_query_micro), "per_query", money_json(b->per_query_micro), "max_rows",
+        b->max_rows >= 0 ? json_integer((json_int_t)b->max_rows) : json_null());
 }
 
 /* ---- Loading every budget with its standing ----------------------------- */
@@ -291,8 +339,8 @@ static int section_row(const ctl_env_t *env, pgt_text_table_t *t, const standing
         pgt_period_name(s->b->period),
         ctl_fmt_money(l->spent_micro, env->currency, spent, sizeof(spent)),
         limit_text(env, l, limit, sizeof(limit)),
-        bar_text(line_pct(l), bar, sizeof(bar)),
-        pct_text(line_pct(l), pct, sizeof(pct)),
+        bar_text(l, bar, sizeof(bar)),
+        pct_text(l, pct, sizeof(pct)),
         ctl_fmt_local(s->end_us, resets, sizeof(resets)),
     };
     return pgt_text_table_row(t, cells, 60);
@@ -357,16 +405,18 @@ static const ctl_opt_t list_opts[] = {
     {NULL, 0, false, 0},
 };
 
-static const char *const list_headers[] = {"ID",     "SUBJECT",   "PERIOD", "LIMIT", "WARN",
-                                           "ACTION", "PER QUERY", "SPENT",  "USED",  "RESETS"};
-static const bool list_right[] = {true, false, false, true, false, false, true, true, true, false};
+static const char *const list_headers[] = {"ID",    "SUBJECT", "PERIOD",    "LIMIT",
+                                           "WARN",  "ACTION",  "PER QUERY", "MAX ROWS",
+                                           "SPENT", "USED",    "RESETS"};
+static const bool list_right[] = {true, false, false, true, false, false,
+                                  true, true,  true,  true, false};
 
 static int list_table_row(const ctl_env_t *env, pgt_text_table_t *t, const standing_t *s)
 {
     const pgt_budget_t *b = s->b;
     const line_t *top = top_line(s);
     char id[24], subject[PGT_BUDGET_SUBJECT_MAX + 24], limit[2 * PGT_MONEY_TEXT_MAX], warn[64];
-    char cap[PGT_MONEY_TEXT_MAX], spent[PGT_MONEY_TEXT_MAX], used[16], resets[32];
+    char cap[PGT_MONEY_TEXT_MAX], rows[32], spent[PGT_MONEY_TEXT_MAX], used[16], resets[32];
     snprintf(id, sizeof(id), "%lld", (long long)b->id);
     subject_text(b, NULL, subject, sizeof(subject));
     if (top->user) /* default: the user nearest the limit */
@@ -381,8 +431,9 @@ static int list_table_row(const ctl_env_t *env, pgt_text_table_t *t, const stand
         pgt_budget_action_name(b->action),
         b->per_query_micro >= 0 ? ctl_fmt_money(b->per_query_micro, env->currency, cap, sizeof(cap))
                                 : "-",
+        max_rows_text(b, rows, sizeof(rows)),
         ctl_fmt_money(top->spent_micro, env->currency, spent, sizeof(spent)),
-        pct_text(line_pct(top), used, sizeof(used)),
+        pct_text(top, used, sizeof(used)),
         ctl_fmt_local(s->end_us, resets, sizeof(resets)),
     };
     return pgt_text_table_row(t, cells, 60);
@@ -412,34 +463,38 @@ static json_t *list_json_item(const ctl_env_t *env, const standing_t *s)
 }
 
 static const char *const list_csv_headers[] = {
-    "id",   "subject_type", "subject",   "period", "limit",   "granted", "effective_limit",
-    "warn", "action",       "per_query", "spent",  "percent", "resets",  "currency"};
+    "id",     "subject_type", "subject",  "period", "limit",   "granted", "effective_limit", "warn",
+    "action", "per_query",    "max_rows", "spent",  "percent", "resets",  "currency"};
 
 static void list_csv_row(const ctl_env_t *env, const standing_t *s)
 {
     const pgt_budget_t *b = s->b;
     const line_t *top = top_line(s);
     char id[24], limit[PGT_MONEY_TEXT_MAX], granted[PGT_MONEY_TEXT_MAX], eff[PGT_MONEY_TEXT_MAX];
-    char warn[64] = "", cap[PGT_MONEY_TEXT_MAX] = "", spent[PGT_MONEY_TEXT_MAX], pct[32];
-    char resets[48];
+    char warn[64] = "", cap[PGT_MONEY_TEXT_MAX] = "", spent[PGT_MONEY_TEXT_MAX], pct[32] = "";
+    char resets[48], rows[32] = "";
     snprintf(id, sizeof(id), "%lld", (long long)b->id);
     for (int i = 0; i < b->nwarn; i++)
         snprintf(warn + strlen(warn), sizeof(warn) - strlen(warn), "%s%d", i ? "," : "",
                  b->warn_pcts[i]);
     if (b->per_query_micro >= 0)
         pgt_money_format(b->per_query_micro, NULL, cap, sizeof(cap));
-    snprintf(pct, sizeof(pct), "%.1f", line_pct(top));
+    if (b->max_rows >= 0)
+        snprintf(rows, sizeof(rows), "%lld", (long long)b->max_rows);
+    if (line_limited(top))
+        snprintf(pct, sizeof(pct), "%.1f", line_pct(top));
     const char *cells[] = {
         id,
         pgt_budget_subject_name(b->subject_type),
         top->user ? top->user : b->subject,
         pgt_period_name(b->period),
-        pgt_money_format(b->limit_micro, NULL, limit, sizeof(limit)),
+        line_limited(top) ? pgt_money_format(b->limit_micro, NULL, limit, sizeof(limit)) : "",
         pgt_money_format(top->granted_micro, NULL, granted, sizeof(granted)),
-        pgt_money_format(top->limit_micro, NULL, eff, sizeof(eff)),
+        line_limited(top) ? pgt_money_format(top->limit_micro, NULL, eff, sizeof(eff)) : "",
         warn,
         pgt_budget_action_name(b->action),
         cap,
+        rows,
         pgt_money_format(top->spent_micro, NULL, spent, sizeof(spent)),
         pct,
         ctl_fmt_iso(s->end_us, false, resets, sizeof(resets)),
@@ -471,7 +526,7 @@ static int list_print(const ctl_env_t *env, const board_t *bd, ctl_format_t form
                "--limit 10\n");
         return CTL_EXIT_OK;
     }
-    pgt_text_table_t *t = pgt_text_table_new(10, list_headers, list_right);
+    pgt_text_table_t *t = pgt_text_table_new(11, list_headers, list_right);
     int rc = t ? 0 : -1;
     for (size_t i = 0; rc == 0 && i < bd->n; i++)
         rc = list_table_row(env, t, &bd->st[i]);
@@ -517,6 +572,7 @@ enum {
     OPT_WARN,
     OPT_ACTION,
     OPT_PER_QUERY,
+    OPT_MAX_ROWS,
     OPT_AMOUNT,
     OPT_UNTIL,
 };
@@ -534,6 +590,7 @@ static const ctl_opt_t set_opts[] = {
     {"warn", 0, true, OPT_WARN},
     {"action", 0, true, OPT_ACTION},
     {"per-query", 0, true, OPT_PER_QUERY},
+    {"max-rows", 0, true, OPT_MAX_ROWS},
     CTL_COMMON_OPTS,
     {NULL, 0, false, 0},
 };
@@ -550,6 +607,7 @@ typedef struct set_args {
     const char *subject_opt; /* the subject option given, or NULL */
     const char *limit;       /* --limit (and grant's --amount) as given */
     const char *per_query;   /* --per-query as given, or NULL */
+    const char *max_rows;    /* --max-rows as given, or NULL */
     const char *until;       /* grant's --until as given, or NULL */
     unsigned seen;           /* options given, a bit per id */
     bool have_period;        /* --period was given */
@@ -639,6 +697,15 @@ static int set_apply(ctl_env_t *env, void *args, int id, const char *v, char *wh
     case OPT_PER_QUERY:
         a->per_query = v;
         return 0;
+    case OPT_MAX_ROWS:
+        a->max_rows = v;
+        if (pgt_rows_parse(v, &a->b.max_rows) == 0 && a->b.max_rows > 0)
+            return 0;
+        snprintf(what, len,
+                 "bad --max-rows '%s': expected a whole number of rows from 1 to 1e18, such as "
+                 "5000000 or 1e9 (leave it out for none)",
+                 v);
+        return -1;
     case CTL_OPT_HELP:
         a->help = true;
         return 0;
@@ -666,8 +733,10 @@ static void note_no_effect(const ctl_env_t *env, pgt_db_t *db, const pgt_budget_
     bool covered = false;
     for (size_t i = 0; grantee && i < cfg->nbudgets; i++) {
         const pgt_budget_t *x = &cfg->budgets[i];
-        covered |= x->subject_type == PGT_BUDGET_SUBJECT_DEFAULT ||
-                   (x->subject_type == PGT_BUDGET_SUBJECT_USER && strcmp(x->subject, grantee) == 0);
+        covered |=
+            pgt_budget_has_limit(x) &&
+            (x->subject_type == PGT_BUDGET_SUBJECT_DEFAULT ||
+             (x->subject_type == PGT_BUDGET_SUBJECT_USER && strcmp(x->subject, grantee) == 0));
     }
     if (grantee && !covered)
         fprintf(stderr,
@@ -681,7 +750,10 @@ static void note_no_effect(const ctl_env_t *env, pgt_db_t *db, const pgt_budget_
  * currency, so after ctl_env_resolve). Returns 0, or -1 with what. */
 static int set_finish(const ctl_env_t *env, set_args_t *a, char *what, size_t len)
 {
-    if (ctl_parse_amount(env, "--limit", a->limit, &a->b.limit_micro, what, len) != 0)
+    a->b.limit_micro = PGT_BUDGET_NO_LIMIT;
+    if (!a->limit)
+        a->b.nwarn = 0; /* nothing to warn of */
+    if (a->limit && ctl_parse_amount(env, "--limit", a->limit, &a->b.limit_micro, what, len) != 0)
         return -1;
     if (!a->per_query)
         return 0;
@@ -703,8 +775,15 @@ static int set_required(const set_args_t *a, char *what, size_t len)
                  "or --default");
     else if (!a->have_period)
         snprintf(what, len, "--period is required: day, week or month");
-    else if (!a->limit)
-        snprintf(what, len, "--limit is required, such as --limit 12.50");
+    else if (!a->limit && !a->max_rows)
+        snprintf(what, len,
+                 "--limit is required, such as --limit 12.50 (or --max-rows alone, for a budget "
+                 "of plan rows without a money limit)");
+    else if (!a->limit && (a->seen & ((1u << OPT_WARN) | (1u << OPT_ACTION))))
+        snprintf(what, len,
+                 "--%s needs --limit: a budget of --max-rows alone has no money limit to warn of "
+                 "or block at",
+                 a->seen & (1u << OPT_WARN) ? "warn" : "action");
     else
         return 0;
     return -1;
@@ -714,7 +793,7 @@ static int set_required(const set_args_t *a, char *what, size_t len)
 static void set_report(const ctl_env_t *env, const pgt_budget_t *b, bool created)
 {
     char subject[PGT_BUDGET_SUBJECT_MAX + 16], limit[PGT_MONEY_TEXT_MAX], warn[64];
-    char cap[PGT_MONEY_TEXT_MAX], resets[32];
+    char cap[PGT_MONEY_TEXT_MAX], rows[32], resets[32];
     int64_t start, end;
     pgt_period_bounds(b->period, pgt_clock_us(), &start, &end);
     printf("Budget %lld %s\n", (long long)b->id, created ? "created" : "updated");
@@ -724,7 +803,10 @@ static void set_report(const ctl_env_t *env, const pgt_budget_t *b, bool created
                : "");
     printf("  period     %s (this one resets %s %s)\n", pgt_period_name(b->period),
            ctl_fmt_local(end, resets, sizeof(resets)), env->timezone);
-    printf("  limit      %s\n", ctl_fmt_money(b->limit_micro, env->currency, limit, sizeof(limit)));
+    printf("  limit      %s\n",
+           pgt_budget_has_limit(b)
+               ? ctl_fmt_money(b->limit_micro, env->currency, limit, sizeof(limit))
+               : "none (spend is counted, never refused nor warned of)");
     printf("  warn at    %s\n", warn_text(b, warn, sizeof(warn)));
     printf("  at 100%%    %s\n", b->action == PGT_BUDGET_ACTION_BLOCK
                                      ? "block: new statements are refused"
@@ -733,11 +815,13 @@ static void set_report(const ctl_env_t *env, const pgt_budget_t *b, bool created
            b->per_query_micro >= 0
                ? ctl_fmt_money(b->per_query_micro, env->currency, cap, sizeof(cap))
                : "no cap");
+    printf("  max rows   %s\n",
+           b->max_rows >= 0 ? pgt_rows_format(b->max_rows, rows, sizeof(rows)) : "no limit");
 }
 
 static int cmd_set(ctl_env_t *env, int argc, char **argv)
 {
-    set_args_t a = {.b = {.per_query_micro = -1}};
+    set_args_t a = {.b = {.per_query_micro = -1, .max_rows = -1}};
     if (pgt_budget_warn_add(&a.b, PGT_BUDGET_DEFAULT_WARN) != 0)
         return CTL_EXIT_ERROR;
     char what[512], err[512];

@@ -68,7 +68,7 @@ static const char *const usage_cols[] = {"user", "statements", "compute_seconds"
                                          "rows", "bytes_out",  "cost"};
 static const char *const budget_cols[] = {"id",        "subject_type", "subject", "period",
                                           "limit",     "spent",        "used",    "action",
-                                          "per_query", "resets"};
+                                          "per_query", "max_rows",     "resets"};
 static const char *const query_cols[] = {"started",     "session", "user",        "database",
                                          "application", "status",  "sqlstate",    "seconds",
                                          "rows",        "cost",    "fingerprint", "query"};
@@ -636,22 +636,24 @@ static int spend_cb(const char *user, int64_t spent, void *arg)
     const pgt_budget_t *b = bc->b;
     const char *cur = bc->c->env->currency;
     char id[24], limit[PGT_MONEY_TEXT_MAX], sp[PGT_MONEY_TEXT_MAX], cap[PGT_MONEY_TEXT_MAX];
-    char used[16], resets[40];
+    char used[16], rows[24], resets[40];
+    bool limited = pgt_budget_has_limit(b);
     snprintf(used, sizeof(used), "%.1f%%",
              b->limit_micro > 0 ? 100.0 * (double)spent / (double)b->limit_micro : 0.0);
-    const char *cells[] = {fmt_int(b->id, id, sizeof(id)),
-                           pgt_budget_subject_name(b->subject_type),
-                           b->subject_type == PGT_BUDGET_SUBJECT_DEFAULT ? user : b->subject,
-                           pgt_period_name(b->period),
-                           pgt_money_format(b->limit_micro, cur, limit, sizeof(limit)),
-                           pgt_money_format(spent, cur, sp, sizeof(sp)),
-                           used,
-                           pgt_budget_action_name(b->action),
-                           b->per_query_micro >= 0
-                               ? pgt_money_format(b->per_query_micro, cur, cap, sizeof(cap))
-                               : NULL,
-                           fmt_time(bc->resets_us, resets, sizeof(resets))};
-    return pgt_console_row(bc->c->out, cells, 10) ? 0 : 1;
+    const char *cells[] = {
+        fmt_int(b->id, id, sizeof(id)),
+        pgt_budget_subject_name(b->subject_type),
+        b->subject_type == PGT_BUDGET_SUBJECT_DEFAULT ? user : b->subject,
+        pgt_period_name(b->period),
+        limited ? pgt_money_format(b->limit_micro, cur, limit, sizeof(limit)) : NULL,
+        pgt_money_format(spent, cur, sp, sizeof(sp)),
+        limited ? used : NULL,
+        pgt_budget_action_name(b->action),
+        b->per_query_micro >= 0 ? pgt_money_format(b->per_query_micro, cur, cap, sizeof(cap))
+                                : NULL,
+        b->max_rows >= 0 ? fmt_int(b->max_rows, rows, sizeof(rows)) : NULL,
+        fmt_time(bc->resets_us, resets, sizeof(resets))};
+    return pgt_console_row(bc->c->out, cells, 11) ? 0 : 1;
 }
 
 static bool rule_row(pgt_buf_t *out, const pgt_rule_t *r)

@@ -412,3 +412,11 @@ bool pgt_conv_may_extend(const pgt_conv_t *cv)
 {
     return !cv->ignoring && !cv->copy_in && cv->execs == 0 && !cv->failed;
 }
+
+bool pgt_conv_will_answer(const pgt_conv_t *cv)
+{
+    for (uint32_t i = 0; i < cv->len; i++)
+        if (!(at(cv, i)->flags & (F_SKIP | F_MARK | F_MAYBE)))
+            return true;
+    return false;
+}

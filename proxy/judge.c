@@ -506,7 +506,8 @@ static bool conv_reads(const pgt_conv_t *cv)
 
 bool pgt__may_await(const pgt_session_t *s)
 {
-    return pgt__may_hold(s) && conv_reads(&s->conv);
+    /* The server must still answer something: that answer ends the wait. */
+    return pgt__may_hold(s) && conv_reads(&s->conv) && pgt_conv_will_answer(&s->conv);
 }
 
 void pgt__await_start(pgt_session_t *s)
@@ -568,6 +569,7 @@ static void await_plan(pgt_session_t *s, uint8_t what)
     conn_t *c = &s->client;
     size_t mlen = (size_t)pgt_be32(c->pend + 1) + 1;
     s->explaining = false;
+    pgt__take_skipped(s); /* what the server skipped is settled now */
     if (what == AWAIT_PLAN_BIND) {
         if (pgt__plan_bind(s, c->pend + 5, mlen - 5)) {
             s->ext_explain = true;
@@ -594,7 +596,9 @@ void pgt__await_check(pgt_session_t *s)
     const pgt_conv_t *cv = &s->conv;
     uint8_t what = s->awaiting;
     bool reads = conv_reads(cv) && s->txn_status != 'E';
-    bool ready = what == AWAIT_BIND ? cv->execs == 0 : cv->len == 0;
+    bool ready = what == AWAIT_BIND                                    ? cv->execs == 0
+                 : what == AWAIT_PLAN_QUERY || what == AWAIT_PLAN_BIND ? !pgt_conv_will_answer(cv)
+                                                                       : cv->len == 0;
     if ((reads && !ready) || s->state == ST_CLOSING)
         return;
     s->awaiting = AWAIT_NONE;

@@ -579,6 +579,8 @@ static budget_line_t *budget_lines(const build_t *b, size_t *n)
     budget_line_t *v = calloc(total ? total : 1, sizeof(*v));
     for (size_t i = 0; v && b->budgets && i < b->budgets->nbudgets; i++) {
         const spend_t *s = &b->spends[i];
+        if (!pgt_budget_has_limit(s->b))
+            continue; /* no money limit: never near it */
         int lowest = s->b->nwarn ? s->b->warn_pcts[0] : 100;
         for (size_t k = 0; k < s->n; k++) {
             const char *grantee = s->users[k]                                     ? s->users[k]

@@ -49,6 +49,14 @@ bool pgt_budgets_notice_due(const pgt_budgets_t *b, int64_t est_micro);
 void pgt_budgets_check(pgt_budgets_t *b, const pgt_who_t *who, const int64_t est[3],
                        bool never_refuse, pgt_verdict_t *out);
 
+/* The runaway-join guard's limit for a statement of who: the smallest
+ * --max-rows (largest estimated rows of any plan node) of the budgets that
+ * apply to who (pgt_budget_rules_max_rows), with that budget's id in
+ * *budget_id; -1 (and 0) when none, before budgets are loaded, or when
+ * who is exempt. Cheap enough for every statement: no allocation, no
+ * ledger access, one pass over the budgets in force. */
+int64_t pgt_budgets_max_rows(const pgt_budgets_t *b, const pgt_who_t *who, int64_t *budget_id);
+
 /* Whether any rule by statement shape is in force (pgtallyctl rule). */
 bool pgt_budgets_have_rules(const pgt_budgets_t *b);
 
@@ -87,7 +95,7 @@ typedef struct pgt_budget_spend {
     pgt_budget_subject_t subject_type; /* whose statements */
     char subject[64];                  /* the user, role, ... ("" for default), cut */
     pgt_period_t period;               /* day, week or month */
-    int64_t limit_micro;               /* its limit */
+    int64_t limit_micro;               /* its limit; PGT_BUDGET_NO_LIMIT: none */
     int64_t spent_micro; /* spent so far; of a default budget, the most any one user spent */
 } pgt_budget_spend_t;
 

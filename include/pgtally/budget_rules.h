@@ -111,6 +111,26 @@ bool pgt_budget_rules_exempt(const pgt_budget_policy_t *pol, const char *user);
 bool pgt_budget_rules_applies(const pgt_budget_config_t *cfg, const pgt_budget_t *bg,
                               const pgt_who_t *who);
 
+/* Whether bg's row limit (--max-rows) applies to who: bg has one, and it
+ * applies as pgt_budget_rules_applies says, except that the default
+ * budget's row limit gives way only to a user budget of who that has a
+ * row limit of its own (of any period: a row limit is per statement),
+ * and its money limit only to a user budget of the same period that has
+ * a money limit. */
+bool pgt_budget_rules_applies_rows(const pgt_budget_config_t *cfg, const pgt_budget_t *bg,
+                                   const pgt_who_t *who);
+
+/* The smallest row limit (--max-rows) of the budgets of pol->cfg whose
+ * row limit applies to who, with that budget's id in *budget_id (the
+ * first by id on a tie); -1 with *budget_id 0 when none does, when there
+ * is no config, or when who's user is exempt. No allocation. */
+int64_t pgt_budget_rules_max_rows(const pgt_budget_policy_t *pol, const pgt_who_t *who,
+                                  int64_t *budget_id);
+
+/* A budget without a money limit (pgt_budget_has_limit) is at 0% in what
+ * follows: it never refuses, cancels nor warns for spend, and is never the
+ * notice's budget; its per-query cap still refuses and cancels. */
+
 /* Judges statement st against cases[0..n), the budgets that apply to
  * st->who in config order. Fills outcomes[0..n) (caller's storage) and *out:
  * REFUSE when the first budget, in order, whose block limit is reached

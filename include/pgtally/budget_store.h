@@ -52,6 +52,7 @@ int pgt_budget_action_parse(const char *name, pgt_budget_action_t *out)
 #define PGT_BUDGET_DEFAULT_WARN 80 /* percent, when none is given */
 #define PGT_BUDGET_NOT_FOUND 1     /* return value: no such budget, team or member */
 #define PGT_BUDGET_NO_TABLES 1     /* return value: the SQLite ledger predates budgets */
+#define PGT_BUDGET_NO_LIMIT (-1)   /* limit_micro of a budget without a money limit */
 
 /* One budget. */
 typedef struct pgt_budget {
@@ -59,17 +60,23 @@ typedef struct pgt_budget {
     pgt_budget_subject_t subject_type;  /* whose statements */
     char *subject;                      /* the user, role, ...; "" for default (owned) */
     pgt_period_t period;                /* day, week or month */
-    int64_t limit_micro;                /* limit, micro-units of the currency */
+    int64_t limit_micro;                /* limit, micro-units of the currency; PGT_BUDGET_NO_LIMIT:
+                                           none (a budget of --max-rows alone) */
     int warn_pcts[PGT_BUDGET_WARN_MAX]; /* warn thresholds in percent, ascending */
     int nwarn;                          /* thresholds in warn_pcts */
     pgt_budget_action_t action;         /* at 100%: block or warn */
     int64_t per_query_micro;            /* cap of one statement; -1: none */
+    int64_t max_rows; /* largest estimated rows of any plan node of one statement; -1: none */
 } pgt_budget_t;
 
 /* Adds pct to b's warn thresholds, keeping them ascending and without
  * repeats. Returns 0, or -1 when pct is not from 1 to 100 or b has
  * PGT_BUDGET_WARN_MAX thresholds already. */
 int pgt_budget_warn_add(pgt_budget_t *b, int pct) __attribute__((warn_unused_result));
+
+/* Whether b has a money limit (a budget of --max-rows alone has none: it
+ * never blocks nor warns for spend). */
+bool pgt_budget_has_limit(const pgt_budget_t *b);
 
 /* A pgtally team: a named group of users. */
 typedef struct pgt_budget_team {

@@ -155,6 +155,10 @@ static inline uint32_t pgt_conv_owed(const pgt_conv_t *cv)
     return cv->len;
 }
 
+/* Whether the server will answer something owed for certain: not only
+ * messages it skips and Syncs sent during a COPY, which it may ignore. */
+bool pgt_conv_will_answer(const pgt_conv_t *cv);
+
 /* Whether a simple Query of pgtally's may go upstream now and be answered
  * on its own: nothing owed, no extended-protocol batch open (its implicit
  * transaction would end with pgtally's Query), no skipping, no COPY. */

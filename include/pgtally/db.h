@@ -113,6 +113,10 @@ int pgt_db_finish(pgt_db_t *db, int rc, char *err, size_t errlen);
 /* Whether the table exists (in the schema, for PostgreSQL). */
 bool pgt_db_has_table(pgt_db_t *db, const char *table);
 
+/* Whether table has the column (a ledger opened read-only may predate a
+ * migration that added it). */
+bool pgt_db_has_column(pgt_db_t *db, const char *table, const char *column);
+
 /* Rewrites ?N parameters as $N outside quotes, for PostgreSQL. Returns a
  * new string, or NULL when out of memory. Exposed for its unit test. */
 char *pgt_db_pg_sql(const char *sql);

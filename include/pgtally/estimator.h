@@ -15,7 +15,7 @@
 #include "pgtally/plan.h"
 
 /* Features of a plan the model weighs (estimator.c, features()). */
-#define PGT_EST_FEATURES 9
+#define PGT_EST_FEATURES 12
 
 /* What is known about one statement before it runs. */
 typedef struct pgt_estimate {
@@ -69,14 +69,16 @@ char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *s
  * which gives the total cost only. Returns 0, or -1 when there is no plan. */
 int pgt_estimator_parse(const char *output, size_t len, pgt_plan_t *plan);
 
-/* Completes out after an EXPLAIN answered plan (NULL if it failed);
- * explain_s is how long the EXPLAIN took, sent to answered. */
-void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, const pgt_plan_t *plan,
+/* Completes out after an EXPLAIN answered plan (NULL if it failed),
+ * whose relations it gives the schemas the statement names them with
+ * (pgt_plan_qualify); explain_s is how long the EXPLAIN took, sent to
+ * answered. */
+void pgt_estimator_explained(pgt_estimator_t *e, pgt_estimate_t *out, pgt_plan_t *plan,
                              double explain_s);
 
 /* The relations the shape of key reads, as the ledger keeps them
- * (pgt_plan_relations_json), from its last plan; malloc'd, NULL when none
- * is known. */
+ * (pgt_plan_relations_json): from its last plan, or, never explained,
+ * those its text names; malloc'd, NULL when none is known. */
 char *pgt_estimator_relations(const pgt_estimator_t *e, uint64_t key);
 
 /* Learns from a finished statement: its compute seconds and bytes, and,

@@ -25,6 +25,19 @@ uint64_t pgt_fnv1a(uint64_t h, const void *p, size_t n);
  * "2h10m". Returns buf. */
 char *pgt_fmt_seconds(double s, char *buf, size_t len);
 
+/* A count of rows as people write it: digits with an optional fraction
+ * and exponent ("5000000", "1e9", "2.5E6", "1e+9"), whose value is a
+ * whole number from 0 to PGT_ROWS_MAX. Nothing else: no sign, no spaces,
+ * no suffix. Returns 0 with the value in *out, or -1. */
+#define PGT_ROWS_MAX 1000000000000000000ll /* 1e18 */
+int pgt_rows_parse(const char *s, int64_t *out) __attribute__((warn_unused_result));
+
+/* Writes rows the shortest way that reads back exactly with
+ * pgt_rows_parse: "1e9" or "2.5e9" from a million up when three
+ * significant digits hold it, else the digits ("500000", "1234567").
+ * Returns buf. */
+char *pgt_rows_format(int64_t rows, char *buf, size_t len);
+
 /* Returns the columns s takes on a terminal: East Asian wide and
  * fullwidth characters (CJK, Hangul, kana, the emoji blocks) count two,
  * combining marks and zero-width characters none, others one; an invalid

@@ -66,9 +66,13 @@ Compared:
     ErrorResponse's SQLSTATE.
 
 Runs: test_differential_fixed_seed (FIXED_SEED, FIXED_COUNT sequences),
-test_differential_random_seed (a time-based seed, printed; the environment
+test_differential_random_seed (a time-based seed, printed; under CI one
+drawn from the commit, so a CI run repeats exactly; the environment
 overrides: PGTALLY_DIFF_SEED=<seed>, PGTALLY_DIFF_COUNT=<n>,
-PGTALLY_DIFF_ONLY=<i,j,...> to run only those sequences of that seed), and
+PGTALLY_DIFF_ONLY=<i,j,...> to run only those sequences of that seed),
+test_differential_random_seed_guarded (the same, seed + 1, with the
+runaway-join guard on at limits nothing reaches: every statement that can
+be is explained, pipelined ones after waiting), and
 test_differential_reproducers (REPRODUCERS: the shortest sequence found for
 each difference the fuzzer turned up, through the same harness).
 `diffmin.py SEED INDEX KIND [TEXT]` shrinks a failing generated sequence.
@@ -83,6 +87,7 @@ cover cancels).
 """
 
 import os
+import subprocess
 import sys
 import time
 
@@ -90,7 +95,7 @@ import pytest
 
 import diffgen as dg
 from diffgen import ModelError, RunError
-from helpers import DBNAME, SLOW
+from helpers import DBNAME, REPO, SLOW
 from test_budgets import set_budget
 from test_metering import ledger_file, read_ledger, stop
 
@@ -320,9 +325,15 @@ def assert_no_difference(outcomes, summary):
             if len(failing) > SHOWN else ""))
 
 
-def campaign(pg, pgtally, seed, count, only=None):
+# The runaway-join guard on, with limits no sequence reaches: every
+# statement that can be explained is, and those pipelined behind others
+# wait for them first (AWAIT_PLAN_*); the client must see nothing of it.
+GUARDED = dict(CONFIG, **{"guard.max_join_rows": "1e15", "guard.max_estimated_rows": "1e15"})
+
+
+def campaign(pg, pgtally, seed, count, only=None, config=CONFIG):
     indexes = only if only is not None else range(count)
-    assert_no_difference(*run_sequences(pg, pgtally(**CONFIG), seed_items(seed, indexes),
+    assert_no_difference(*run_sequences(pg, pgtally(**config), seed_items(seed, indexes),
                                         "seed %d" % seed))
 
 
@@ -334,14 +345,37 @@ def _random_count():
     return int(os.environ.get("PGTALLY_DIFF_COUNT") or RANDOM_COUNT)
 
 
+def _random_seed():
+    """PGTALLY_DIFF_SEED; else under CI one drawn from the commit being
+    tested, so that a CI run can be repeated exactly; else the time."""
+    if os.environ.get("PGTALLY_DIFF_SEED"):
+        return int(os.environ["PGTALLY_DIFF_SEED"])
+    if os.environ.get("CI"):
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        if head:
+            return int(head[:8], 16) % 10 ** 9
+    return int(time.time() * 1000) % 10 ** 9
+
+
 @pytest.mark.timeout(max(120, 2 * _random_count()))
 def test_differential_random_seed(pg, pgtally):
-    seed = int(os.environ.get("PGTALLY_DIFF_SEED") or int(time.time() * 1000) % 10 ** 9)
+    seed = _random_seed()
     count = _random_count()
     only = os.environ.get("PGTALLY_DIFF_ONLY")
     only = [int(x) for x in only.split(",") if x.strip()] if only else None
     print("differential seed: PGTALLY_DIFF_SEED=%d PGTALLY_DIFF_COUNT=%d" % (seed, count))
     campaign(pg, pgtally, seed, count, only)
+
+
+@pytest.mark.timeout(max(120, 2 * _random_count()))
+def test_differential_random_seed_guarded(pg, pgtally):
+    seed = _random_seed() + 1
+    count = _random_count()
+    only = os.environ.get("PGTALLY_DIFF_ONLY")
+    only = [int(x) for x in only.split(",") if x.strip()] if only else None
+    print("guarded differential seed: PGTALLY_DIFF_SEED=%d PGTALLY_DIFF_COUNT=%d" % (seed, count))
+    campaign(pg, pgtally, seed, count, only, GUARDED)
 
 
 # ---------------------------------------------------------------------------

@@ -7,6 +7,8 @@ statement is explained, whatever its history (inside transaction blocks
 too, but never in a failed one).
 """
 
+import re
+
 import psycopg
 import pytest
 from psycopg import errors
@@ -223,3 +225,29 @@ def test_pgbench_with_every_statement_explained(bench_db, pgtally, pg, tmp_path,
     recs = ledger(proxy, "kind IN ('update', 'select')")
     assert len(recs) == 200 and {r["protocol"] for r in recs} == {"extended"}, show(recs[:5])
     assert all(explained(r) for r in recs), show([r for r in recs if not explained(r)][:5])
+
+
+def test_notice_carries_the_interval(pgtally, big_table):
+    """The estimate's NOTICE gives the range the cost falls in 8 times in
+    10, "estimated 0.42 USD (0.2–0.9)"; runs of the shape keep it around
+    the estimate, and as the shape's runs teach the model, the point
+    estimate comes to lie within a few times of what the runs cost."""
+    proxy = pgtally(**ALWAYS, **{"pricing.per_compute_second": "100",
+                                 "budget.notice_above": "0.000001"})
+    pattern = re.compile(r"pgtally: estimated ([0-9.]+) USD \(([0-9.]+)–([0-9.]+)\)")
+    with proxy.connect() as c:
+        notices = []
+        c.add_notice_handler(lambda d: notices.append(d.message_primary))
+        for _ in range(4):
+            c.execute(WIDE).fetchone()
+        found = [pattern.search(n) for n in notices]
+        found = [m for m in found if m]
+        assert len(found) == 4, notices
+        for m in found:
+            est, lo, hi = (float(x) for x in m.groups())
+            assert lo <= est <= hi and lo < hi, m.group(0)
+    recs = ledger(proxy, "normalized LIKE ?", ("%est_big%",))
+    last = recs[-1]
+    assert last["est_cost_micro"] > 0 and last["cost_micro"] > 0, show(recs)
+    ratio = last["est_cost_micro"] / last["cost_micro"]
+    assert 1 / 8 < ratio < 8, show(recs)

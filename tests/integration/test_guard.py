@@ -107,6 +107,36 @@ def test_raw_query_in_block_then_rollback(pgtally):
     conn.close()
 
 
+def test_wrapped_queries(pgtally):
+    """A cross join inside COPY (query) TO STDOUT or EXPLAIN ANALYZE runs
+    the query: its plan is judged."""
+    p = guarded(pgtally)
+    with psycopg.connect(p.dsn(), autocommit=True) as c:
+        for sql in ("COPY (%s) TO STDOUT" % CROSS, "EXPLAIN ANALYZE " + CROSS):
+            t0 = time.monotonic()
+            with pytest.raises(psycopg.Error) as ei:
+                c.execute(sql)
+            assert time.monotonic() - t0 < 1.0, "it ran: " + sql
+            assert ei.value.sqlstate == "54000", (sql, ei.value)
+            assert ei.value.diag.message_primary == MESSAGE
+
+
+def test_cursor_and_sql_execute(pgtally):
+    """DECLARE ... CURSOR and an EXECUTE of a statement prepared in SQL are
+    judged by the plan of the query they run."""
+    p = guarded(pgtally)
+    with psycopg.connect(p.dsn(), autocommit=True) as c:
+        c.execute("PREPARE crossed AS " + CROSS)
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("EXECUTE crossed")
+        assert ei.value.sqlstate == "54000" and ei.value.diag.message_primary == MESSAGE
+        c.execute("BEGIN")
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("DECLARE cur CURSOR FOR " + CROSS)
+        assert ei.value.sqlstate == "54000" and ei.value.diag.message_primary == MESSAGE
+        c.execute("ROLLBACK")
+
+
 def test_any_node_limit(pgtally):
     """max_estimated_rows judges every node: a scan of 20000 rows is over
     a limit of 10000, and the message names the node and its table."""
