@@ -113,7 +113,8 @@ static char *rels_json(const rel_t *rels, int n)
             arr = NULL;
         }
     }
-    char *s = arr ? json_dumps(arr, JSON_COMPACT) : NULL;
+    /* Six significant digits print 0.3334 as such, not 0.33339999999999997. */
+    char *s = arr ? json_dumps(arr, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
     json_decref(arr);
     return s;
 }

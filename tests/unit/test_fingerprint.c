@@ -717,7 +717,7 @@ static void test_relations_table(void)
             CHECK(got != NULL);
             char *want = NULL;
             json_t *j = json_loads(cases[i].relations, 0, NULL);
-            want = j ? json_dumps(j, JSON_COMPACT) : NULL;
+            want = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
             json_decref(j);
             CHECK_STR(got, want);
             free(want);
