@@ -312,7 +312,7 @@ char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *s
         s->named_read = true;
         s->named = pgt_fp_relations_json(sql + st[0].offset, st[0].length);
     }
-    bool go = explain == PGT_EXPLAIN_ALWAYS ? e->mode == PGT_ESTIMATE_EXPLAIN
+    bool go = explain == PGT_EXPLAIN_ALWAYS     ? e->mode == PGT_ESTIMATE_EXPLAIN
               : explain == PGT_EXPLAIN_IF_WORTH ? worth_explaining(e, s, out->key)
                                                 : false;
     if (!go || !shape.explainable) {

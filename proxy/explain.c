@@ -191,9 +191,8 @@ bool pgt__plan_bind(pgt_session_t *s, const uint8_t *body, size_t blen)
     bool later = !explain && types && !pgt_intercept_portal_exists(s->ic, (const char *)body);
     if (explain && pgt_intercept_portal_exists(s->ic, (const char *)body))
         explain = false;
-    char *sql =
-        pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len,
-                           explain ? pgt__explain_level(s) : PGT_EXPLAIN_NEVER, &s->est);
+    char *sql = pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len,
+                                   explain ? pgt__explain_level(s) : PGT_EXPLAIN_NEVER, &s->est);
     s->explain_later = later && s->est.explainable;
     if (!sql)
         return false;

@@ -288,7 +288,8 @@ static void judge_bind_head(pgt_session_t *s, const uint8_t *head, size_t hlen)
     size_t types_len;
     const pgt_text_t *t = pgt__bind_statement(s, head, hlen, &types, &types_len);
     if (t && s->proxy->estimator)
-        free(pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len, PGT_EXPLAIN_NEVER, &s->est));
+        free(pgt_estimator_plan(s->proxy->estimator, s->database, t->data, t->len,
+                                PGT_EXPLAIN_NEVER, &s->est));
     if (pgt__judge_bind(s, head, hlen, false))
         s->client.framer.stop = true;
 }
@@ -325,7 +326,8 @@ void pgt__judge_head(pgt_session_t *s, uint8_t type, const uint8_t *head, size_t
         size_t n = hlen < PGT_FRAMER_PEEK ? hlen : PGT_FRAMER_PEEK;
         memcpy(first, head, n);
         first[n] = 0;
-        free(pgt_estimator_plan(s->proxy->estimator, s->database, first, n, PGT_EXPLAIN_NEVER, &s->est));
+        free(pgt_estimator_plan(s->proxy->estimator, s->database, first, n, PGT_EXPLAIN_NEVER,
+                                &s->est));
     }
     pgt_intercept_set_estimate(s->ic, &s->est);
     if (pgt__judge(s, (const char *)head, hlen, pgt_conv_may_query(&s->conv)))

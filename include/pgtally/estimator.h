@@ -66,11 +66,7 @@ enum { PGT_EXPLAIN_NEVER = 0, PGT_EXPLAIN_IF_WORTH = 1, PGT_EXPLAIN_ALWAYS = 2 }
  * nothing is known). Strings of several statements and statements EXPLAIN
  * does not take are never explained. */
 char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *sql, size_t len,
-                         int explain, pgt_estimate_t *out); otherwise returns NULL with out filled from history
- * (cost_micro -1 when nothing is known). Strings of several statements and
- * statements EXPLAIN does not take are never explained. */
-char *pgt_estimator_plan(pgt_estimator_t *e, const char *database, const char *sql, size_t len,
-                         bool may_explain, pgt_estimate_t *out);
+                         int explain, pgt_estimate_t *out);
 
 /* Reads EXPLAIN output into *plan: the JSON document of FORMAT JSON, or
  * (estimate.format = text) a first line holding "cost=0.00..123.45",

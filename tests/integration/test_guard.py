@@ -15,6 +15,7 @@ import pytest
 
 from helpers import run_pgtally, run_psql
 from pgwire import parse_fields, query_message
+from test_budgets import set_budget
 from test_metering import ledger, show
 
 ROWS = 20000  # per table: a cross join is estimated at 4e8 rows
@@ -148,6 +149,25 @@ def test_any_node_limit(pgtally):
         assert ei.value.diag.message_primary == (
             "pgtally: Seq Scan of guard_fact estimated at 20000 rows; the limit is 10000")
         assert c.execute("SELECT v FROM guard_fact WHERE id < 100").fetchall()
+
+
+def test_budget_max_rows(pgtally):
+    """A budget's --max-rows, with no money limit and no [guard]: its
+    user's statements are explained on every run and refused over it;
+    other users are not limited. The ledger names the budget."""
+    p = pgtally(**FREE)
+    set_budget(p, "--user", "trust_user", "--period", "day", "--max-rows", "10000")
+    with psycopg.connect(p.dsn(), autocommit=True) as c:
+        for _ in range(6):  # history never vouches under a row limit
+            assert c.execute("SELECT count(*) FROM guard_fact WHERE id < 50").fetchone()
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("SELECT v FROM guard_fact")
+        assert ei.value.sqlstate == "54000"
+        assert ei.value.diag.message_primary == (
+            "pgtally: Seq Scan of guard_fact estimated at 20000 rows; the limit is 10000")
+        assert "--max-rows" in ei.value.diag.message_detail
+    refused = [r for r in ledger(p, "status = ?", ("refused",))]
+    assert len(refused) == 1 and refused[0]["budget_id"], show(refused)
 
 
 def test_pipelined_extended(pgtally):

@@ -17,7 +17,8 @@ static const char SQL[] = "SELECT abalance FROM pgbench_accounts WHERE aid = 42"
 static bool run_once(pgt_estimator_t *e, double explain_s, double compute_s)
 {
     pgt_estimate_t est;
-    char *explain = pgt_estimator_plan(e, "bench", SQL, sizeof(SQL) - 1, PGT_EXPLAIN_IF_WORTH, &est);
+    char *explain =
+        pgt_estimator_plan(e, "bench", SQL, sizeof(SQL) - 1, PGT_EXPLAIN_IF_WORTH, &est);
     CHECK(est.key != 0);
     if (explain) {
         pgt_plan_t plan = {.total_cost = 8.3, .rows = 1, .width = 4};
