@@ -151,6 +151,15 @@ int pgt_fp_comments(const char *sql, pgt_fp_span_t **out, size_t *n)
  * cannot parse sql or out of memory. */
 char *pgt_fp_normalize(const char *sql, size_t *out_len);
 
+/* A hash of the constants of one statement sql[0..len) (need not be
+ * NUL-terminated), read with libpg_query's scanner (strings and numbers,
+ * not comments), mixed with params, a hash of the Bind parameters that
+ * run it (0 for none). Two runs of one shape with the same constants have
+ * the same hash; the constants are not recoverable from it except by
+ * guessing them. Text the scanner cannot read, or over 1 MiB, is hashed
+ * whole. Never 0. Cheap enough for the event loop on a refusal. */
+uint64_t pgt_fp_constants_hash(const char *sql, size_t len, uint64_t params);
+
 /* What an SQL statement does to the session's prepared statements and
  * cursors (portals). */
 typedef enum {
