@@ -21,8 +21,8 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-void pgt_ticket_id(const char *user, const char *database, uint64_t fingerprint,
-                   uint64_t constants, char out[PGT_TICKET_LEN])
+void pgt_ticket_id(const char *user, const char *database, uint64_t fingerprint, uint64_t constants,
+                   char out[PGT_TICKET_LEN])
 {
     /* The names with their NULs, so that ("ab", "c") and ("a", "bc")
      * differ. */

@@ -15,8 +15,8 @@
  * constants hash (pgt_fp_constants_hash) give the same ticket on every
  * pgtally that shares a ledger, so a re-run refused again names the ticket
  * already asked for. Writes "T-XXXXXX" into out. */
-void pgt_ticket_id(const char *user, const char *database, uint64_t fingerprint,
-                   uint64_t constants, char out[PGT_TICKET_LEN]);
+void pgt_ticket_id(const char *user, const char *database, uint64_t fingerprint, uint64_t constants,
+                   char out[PGT_TICKET_LEN]);
 
 /* Reads a ticket as a person types it: in any case, with or without "T-",
  * with O for 0 and I or L for 1 (Crockford's reading). Writes the canonical

@@ -24,7 +24,8 @@ static uint64_t hash_of(const char *sql, uint64_t params)
 /* Pairs that must hash alike. */
 static const char *const same[][2] = {
     {"SELECT * FROM t WHERE id = 42", "select *   from t where id=42"},
-    {"SELECT * FROM t WHERE id = 42 /* team='a' */", "/* team='b' */ SELECT * FROM t WHERE id = 42"},
+    {"SELECT * FROM t WHERE id = 42 /* team='a' */",
+     "/* team='b' */ SELECT * FROM t WHERE id = 42"},
     {"SELECT * FROM t WHERE id = 42 -- 7", "SELECT * FROM t WHERE id = 42 -- 8"},
     {"SELECT 'x' FROM \"1\"", "SELECT 'x' FROM \"2\""}, /* an identifier is no constant */
     {"SELECT $1", "SELECT $2"},                         /* parameters come from Bind */
@@ -101,10 +102,10 @@ static void test_ticket_id(void)
     CHECK_STR(c, a);
     CHECK(pgt_ticket_parse("t-o1il00", c));
     CHECK_STR(c, "T-011100");
-    CHECK(!pgt_ticket_parse("T-7KQ2", c));     /* too short */
-    CHECK(!pgt_ticket_parse("T-7KQ2MUU", c));  /* too long */
-    CHECK(!pgt_ticket_parse("T-7KQ2M!", c));   /* not base32 */
-    CHECK(!pgt_ticket_parse("T-7KQ2MU", c));   /* U is not in Crockford's alphabet */
+    CHECK(!pgt_ticket_parse("T-7KQ2", c));    /* too short */
+    CHECK(!pgt_ticket_parse("T-7KQ2MUU", c)); /* too long */
+    CHECK(!pgt_ticket_parse("T-7KQ2M!", c));  /* not base32 */
+    CHECK(!pgt_ticket_parse("T-7KQ2MU", c));  /* U is not in Crockford's alphabet */
     CHECK(!pgt_ticket_parse("", c));
 }
 
