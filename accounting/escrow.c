@@ -11,16 +11,6 @@
 #define DIGITS 6
 static const char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-/* splitmix64's finalizer, so that every bit of the key reaches the id. */
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 void pgt_ticket_id(const char *user, const char *database, uint64_t fingerprint, uint64_t constants,
                    char out[PGT_TICKET_LEN])
 {
@@ -29,7 +19,7 @@ void pgt_ticket_id(const char *user, const char *database, uint64_t fingerprint,
     uint64_t h = pgt_fnv1a(PGT_FNV_BASIS, user, strlen(user) + 1);
     h = pgt_fnv1a(h, database, strlen(database) + 1);
     h = pgt_fnv1a(h, &fingerprint, sizeof(fingerprint));
-    h = mix(pgt_fnv1a(h, &constants, sizeof(constants)));
+    h = pgt_mix64(pgt_fnv1a(h, &constants, sizeof(constants)));
     out[0] = 'T';
     out[1] = '-';
     for (int i = 0; i < DIGITS; i++)

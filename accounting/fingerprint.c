@@ -6,6 +6,7 @@
 #include "pgtally/fingerprint.h"
 
 #include "fingerprint_int.h"
+#include "pgtally/text.h"
 
 #include <jansson.h>
 #include <malloc.h>
@@ -136,15 +137,6 @@ static size_t utf8_cut(const char *s, size_t n, size_t max)
     return max;
 }
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 /* A 64-bit hash of s[0..n), eight bytes at a time (a MurmurHash3-like
  * step, then splitmix64's finalizer). Keys the exact-text table, whose hits
  * compare the text too, and stands in for the fingerprint of unparsable
@@ -160,7 +152,7 @@ static uint64_t hash64(const char *s, size_t n)
     }
     uint64_t tail = 0;
     memcpy(&tail, s, n);
-    return mix64(h ^ tail ^ ((uint64_t)n << 56));
+    return pgt_mix64(h ^ tail ^ ((uint64_t)n << 56));
 }
 
 /* ---- libpg_query's scanner ------------------------------------------------ */

@@ -45,7 +45,7 @@ uint64_t pgt_fp_constants_hash(const char *sql, size_t len, uint64_t params)
     if (!text || pgt__fp_scan_tokens(text, len, KEEP_CODE, &ts) != 0) {
         /* Unscannable or huge: the text itself stands for its constants. */
         free(text);
-        h = pgt_fnv1a(h, sql, len);
+        h = pgt_mix64(pgt_fnv1a(h, sql, len));
         return h ? h : 1;
     }
     for (size_t i = 0; i < ts.n; i++) {
@@ -64,5 +64,6 @@ uint64_t pgt_fp_constants_hash(const char *sql, size_t len, uint64_t params)
     }
     free(ts.v);
     free(text);
+    h = pgt_mix64(h);
     return h ? h : 1;
 }

@@ -42,6 +42,15 @@ uint64_t pgt_fnv1a(uint64_t h, const void *p, size_t n)
     return h;
 }
 
+uint64_t pgt_mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
 char *pgt_fmt_seconds(double s, char *buf, size_t len)
 {
     if (s < 0.001)

@@ -17,9 +17,14 @@ size_t pgt_utf8_len(const unsigned char *p);
 
 /* The FNV-1a hash: start from PGT_FNV_BASIS and add bytes with
  * pgt_fnv1a(h, p, n), which returns the new hash. For the in-memory tables
- * of a few modules; not for anything kept. */
+ * of a few modules; a hash that is kept (the constants hash, ticket ids)
+ * finishes it with pgt_mix64, so that every input bit reaches every output
+ * bit. Both are fixed: a hash kept by one version is the same in the next. */
 #define PGT_FNV_BASIS 1469598103934665603ull
 uint64_t pgt_fnv1a(uint64_t h, const void *p, size_t n);
+
+/* splitmix64's finalizer. */
+uint64_t pgt_mix64(uint64_t x);
 
 /* A duration for people: "0.250 ms", "12.3 ms", "1.52 s", "3m05s",
  * "2h10m". Returns buf. */
