@@ -18,7 +18,7 @@
 #include "pgtally/log.h"
 
 #define HEADER_BYTES 4096
-#define MAGIC "PGTJRN1"
+#define MAGIC "PGTJRN2" /* 2: entries hold the Bind parameters' hash */
 
 /* The first page of the file. */
 typedef struct header {
@@ -172,6 +172,7 @@ typedef struct fixed {
     uint8_t unused[3];    /* zero */
     int32_t ndone;        /* completions after the strings */
     pgt_estimate_t est;   /* e->est */
+    uint64_t params;      /* e->params */
 } fixed_t;
 
 static size_t str_len(const char *s)
@@ -222,7 +223,8 @@ uint64_t pgt_journal_append(pgt_journal_t *j, const pgt_exec_t *e)
                  .flags = (uint8_t)(e->extended | e->function_call << 1 | e->failed << 2 |
                                     e->unknown_portal << 3),
                  .ndone = e->ndone,
-                 .est = e->est};
+                 .est = e->est,
+                 .params = e->params};
     uint32_t len = (uint32_t)n;
     uint64_t pos = head;
     ring_put(j, pos, &len, sizeof(len));
@@ -323,6 +325,7 @@ static pgt_exec_t *decode(const pgt_journal_t *j, uint64_t pos, uint64_t end)
     e->instance = f.instance;
     e->seq = f.seq;
     e->portal_batch = f.portal_batch;
+    e->params = f.params;
     e->sent_us = f.sent_us;
     e->est = f.est;
     e->extended = f.flags & 1;

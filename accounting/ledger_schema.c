@@ -121,6 +121,9 @@
 /* Migration 8's column of budgets, with the integer type of a backend. */
 #define MAX_ROWS_COLUMN(INT) "ALTER TABLE budgets ADD COLUMN max_rows " INT ";"
 
+/* Migration 10's column of queries, with the integer type of a backend. */
+#define CONSTANTS_COLUMN(INT) "ALTER TABLE queries ADD COLUMN constants " INT ";"
+
 /* The triggers that bump settings_version on every change of a table. */
 #define SETTINGS_TRIGGER(table, op)                                                                \
     "CREATE TRIGGER " table "_" op "_version AFTER " op " ON " table                               \
@@ -294,6 +297,9 @@ static const char *const sqlite_migrations[] = {
     MAX_ROWS_COLUMN("INTEGER"),
     /* 9: cost by schema and table (see the top of this file). */
     RELATIONS_TABLES("INTEGER", "REAL", " WITHOUT ROWID"),
+    /* 10: the hash of each record's constants (pgt_fp_constants_hash; NULL:
+     * unknown), for work done twice and escrow (docs/escrow.md). */
+    CONSTANTS_COLUMN("INTEGER"),
 };
 
 #define SCHEMA_VERSION ((int)NELEMS(sqlite_migrations))
@@ -420,6 +426,8 @@ static const char *const pg_migrations[] = {
     MAX_ROWS_COLUMN("BIGINT"),
     /* 9: cost by schema and table (see the SQLite list). */
     RELATIONS_TABLES("BIGINT", "DOUBLE PRECISION", ""),
+    /* 10: constants hashes (see the SQLite list). */
+    CONSTANTS_COLUMN("BIGINT"),
 };
 
 /* ---- Versions ------------------------------------------------------------ */

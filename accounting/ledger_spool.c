@@ -68,14 +68,15 @@ static json_t *record_to_json(const pgt_record_t *r)
     double est = isfinite(r->est_planner_cost) ? r->est_planner_cost : -1;
     double compute_s = isfinite(r->compute_s) ? r->compute_s : 0;
     json_t *o = json_pack(
-        "{sIsIsIsisIsfsIsfsIsIsIsssIsIsIsisI}", "started_us", (json_int_t)r->started_us,
+        "{sIsIsIsisIsIsfsIsfsIsIsIsssIsIsIsisI}", "started_us", (json_int_t)r->started_us,
         "finished_us", (json_int_t)r->finished_us, "session_id", (json_int_t)r->session_id,
-        "backend_pid", (int)r->backend_pid, "fingerprint", (json_int_t)r->fingerprint,
-        "est_planner_cost", est, "est_cost_micro", (json_int_t)r->est_cost_micro, "compute_s",
-        compute_s, "rows", (json_int_t)r->rows, "bytes_out", (json_int_t)r->bytes_out, "cost_micro",
-        (json_int_t)r->cost_micro, "status", pgt_query_status_name(r->status), "budget_id",
-        (json_int_t)r->budget_id, "instance", (json_int_t)r->instance, "seq", (json_int_t)r->seq,
-        "day", (int)r->day, "rule_id", (json_int_t)r->rule_id);
+        "backend_pid", (int)r->backend_pid, "fingerprint", (json_int_t)r->fingerprint, "constants",
+        (json_int_t)r->constants, "est_planner_cost", est, "est_cost_micro",
+        (json_int_t)r->est_cost_micro, "compute_s", compute_s, "rows", (json_int_t)r->rows,
+        "bytes_out", (json_int_t)r->bytes_out, "cost_micro", (json_int_t)r->cost_micro, "status",
+        pgt_query_status_name(r->status), "budget_id", (json_int_t)r->budget_id, "instance",
+        (json_int_t)r->instance, "seq", (json_int_t)r->seq, "day", (int)r->day, "rule_id",
+        (json_int_t)r->rule_id);
     if (!o)
         return NULL;
     char sqlstate[sizeof(r->sqlstate)];
@@ -112,6 +113,7 @@ static pgt_record_t *record_from_json(json_t *o)
     r->session_id = (uint64_t)json_get_i64(o, "session_id", 0);
     r->backend_pid = (int32_t)json_get_i64(o, "backend_pid", 0);
     r->fingerprint = (uint64_t)json_get_i64(o, "fingerprint", 0);
+    r->constants = (uint64_t)json_get_i64(o, "constants", 0); /* before schema 10: unknown */
     json_t *pc = json_object_get(o, "est_planner_cost");
     r->est_planner_cost = json_is_number(pc) ? json_number_value(pc) : -1;
     r->est_cost_micro = json_get_i64(o, "est_cost_micro", -1);

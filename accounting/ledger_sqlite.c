@@ -15,7 +15,7 @@
 #include "pgtally/text.h"
 
 static const char insert_sql[] = "INSERT INTO queries (" LEDGER_WRITE_COLUMNS ")"
-                                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                                  " ON CONFLICT DO NOTHING";
 
 /* The upserts that add a transaction's sums to the rollups, spend and
@@ -269,6 +269,10 @@ static void bind_record(sqlite3_stmt *st, const pgt_record_t *r)
     sqlite3_bind_int(st, 25, r->day);
     bind_opt_int(st, 26, r->rule_id, 1);
     bind_text(st, 27, r->relations);
+    if (r->constants)
+        sqlite3_bind_int64(st, 28, (int64_t)r->constants);
+    else
+        sqlite3_bind_null(st, 28);
 }
 
 /* Records an SQLite error of the writer connection in l->error. */

@@ -275,6 +275,8 @@ static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t
     r->status = d->status;
     r->budget_id = d->budget_id;
     r->rule_id = e->est.rule_id;
+    r->constants =
+        shape.kind == PGT_STMT_TRANSACTION ? 0 : pgt_fp_constants_hash(text, len, e->params);
     if (d->status == PGT_QUERY_REFUSED)
         r->cost_micro = 0; /* never ran */
     memcpy(r->sqlstate, d->sqlstate, sizeof(r->sqlstate));

@@ -11,6 +11,7 @@
 
 #include "pgtally/fingerprint.h"
 #include "pgtally/period.h"
+#include "pgtally/text.h"
 #include "pgtally/wire.h"
 
 const uint8_t pgt_intercept_capture[256] = {['Q'] = 1, ['P'] = 1, ['B'] = 1, ['E'] = 1, ['C'] = 1};
@@ -23,6 +24,7 @@ typedef struct named {
     uint8_t *types;       /* statement: Parse's parameter types (count, OIDs), or NULL */
     size_t types_len;     /* their length in bytes */
     pgt_estimate_t est;   /* portal: estimate of its executions (key 0: none) */
+    uint64_t params;      /* portal: a hash of its Bind's parameters (formats and values) */
     uint64_t batch;       /* portal: the batch that created it (see sent_batches) */
     bool hold;            /* portal: a cursor WITH HOLD, which outlives its transaction */
     bool gone;            /* portal: the unnamed one, dropped by the server but kept here
@@ -150,6 +152,7 @@ static named_t *remember(named_t **list, const char *name, pgt_text_t *text)
     n->types = NULL;
     n->types_len = 0;
     n->est = PGT_ESTIMATE_NONE;
+    n->params = 0;
     n->batch = n->bind_seq = 0;
     n->hold = n->gone = false;
     n->taken_batch = 0;
@@ -713,7 +716,12 @@ static void bind_portal(pgt_intercept_t *ic, const uint8_t *body, size_t len, bo
         return;
     named_t **pp = find(&ic->statements, stmt);
     if (pp) {
-        portal_made(ic, remember(&ic->portals, portal, (*pp)->text), answered);
+        named_t *made = remember(&ic->portals, portal, (*pp)->text);
+        /* What follows the names: the parameters' formats and values (and
+         * the results' formats), as far as the capture holds them. */
+        if (made)
+            made->params = pgt_fnv1a(PGT_FNV_BASIS, body + pos, len - pos);
+        portal_made(ic, made, answered);
         return;
     }
     if (failed_text && ic->failed_parse) { /* the statement that failed */
@@ -796,6 +804,7 @@ static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
         pgt_exec_t *e = push(ic, known->text, true, false);
         if (e) {
             e->est = known->est;
+            e->params = known->params;
             e->portal_batch = known->hold ? -1 : (int64_t)known->batch;
             /* Bound before a Sync, and not answered yet (or failed):
              * whether the portal exists, that Bind tells. Behind the same
@@ -836,6 +845,7 @@ void pgt_intercept_unsent_bind(pgt_intercept_t *ic, const uint8_t *body, size_t 
     if (!e)
         return;
     e->est = *est;
+    e->params = n->params;
     record_unsent(ic, status, sqlstate);
 }
 

@@ -75,6 +75,7 @@ typedef struct pgt_exec {
                               it was owed: that Query's batch (0: none); the portal is there
                               for it only if the server skips that Query */
     pgt_estimate_t est;    /* estimate made on the loop (est.key 0: none) */
+    uint64_t params;       /* an Execute's: a hash of its portal's Bind parameters (0: none) */
     char *relations;       /* what its shape's last plan read (pgt_estimator_relations), set
                               when it is handed to the meter; NULL: the meter reads its parse
                               tree (owned) */
