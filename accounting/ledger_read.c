@@ -376,3 +376,61 @@ int pgt_ledger_alerts(pgt_ledger_reader_t *rd, int64_t limit, pgt_ledger_alert_c
     alert_ctx_t c = {cb, arg};
     return pgt_db_run(rd->db, "reading the ledger", err, errlen, alert_row, &c, sql, "i", limit);
 }
+
+/* ---- Work done twice ------------------------------------------------------ */
+
+/* The schema version that has queries.constants. */
+#define CONSTANTS_VERSION 10
+
+/* The callback of pgt_ledger_repeats and its argument. */
+typedef struct repeat_ctx {
+    pgt_ledger_repeat_cb cb; /* the caller's callback */
+    void *arg;               /* its argument */
+} repeat_ctx_t;
+
+static int repeat_row(const pgt_db_row_t *r, void *arg)
+{
+    repeat_ctx_t *c = arg;
+    pgt_repeat_row_t row = {
+        .fingerprint = (uint64_t)pgt_db_int(r, 0),
+        .constants = (uint64_t)pgt_db_int(r, 1),
+        .runs = pgt_db_int(r, 2),
+        .users = pgt_db_int(r, 3),
+        .applications = pgt_db_int(r, 4),
+        .cost_micro = pgt_db_int(r, 5),
+        .repeat_micro = pgt_db_int(r, 6),
+        .who = pgt_db_text(r, 7),
+        .normalized = pgt_db_text(r, 8),
+    };
+    return c->cb(&row, c->arg);
+}
+
+int pgt_ledger_repeats(pgt_ledger_reader_t *rd, int64_t from_us, int64_t to_us, int64_t min_runs,
+                       int64_t limit, pgt_ledger_repeat_cb cb, void *arg, char *err, size_t errlen)
+{
+    if (rd->version < CONSTANTS_VERSION || to_us <= from_us)
+        return 0;
+    bool pg = pgt_db_backend(rd->db) == PGT_DB_POSTGRESQL;
+    char sql[1024];
+    /* Statements that ran and finished (not refused, not failed); the
+     * repeats are every run but the cheapest, which one cached result
+     * would still have cost. */
+    snprintf(sql, sizeof(sql),
+             "SELECT q.fingerprint, q.constants, count(*) AS runs, count(DISTINCT q.\"user\"),"
+             " count(DISTINCT q.application), sum(q.cost_micro),"
+             " sum(q.cost_micro) - min(q.cost_micro) AS repeats, %s,"
+             " (SELECT s.normalized FROM shapes s WHERE s.fingerprint = q.fingerprint)"
+             " FROM queries q WHERE q.started_at >= ?1 AND q.started_at < ?2"
+             " AND q.constants IS NOT NULL AND q.status = 'ok' AND q.kind = 'select'"
+             " GROUP BY q.fingerprint, q.constants HAVING count(*) > ?3"
+             " AND (count(DISTINCT q.\"user\") > 1 OR count(DISTINCT q.application) > 1)"
+             " ORDER BY repeats DESC, runs DESC, q.fingerprint, q.constants LIMIT ?4",
+             pg ? "string_agg(DISTINCT q.\"user\", ', ' ORDER BY q.\"user\")"
+                : "(SELECT group_concat(u, ', ') FROM (SELECT DISTINCT q2.\"user\" AS u FROM "
+                  "queries q2 WHERE q2.fingerprint = q.fingerprint AND q2.constants = q.constants"
+                  " AND q2.started_at >= ?1 AND q2.started_at < ?2 AND q2.status = 'ok'"
+                  " ORDER BY u))");
+    repeat_ctx_t c = {cb, arg};
+    return pgt_db_run(rd->db, "reading the ledger", err, errlen, repeat_row, &c, sql, "iiii",
+                      from_us, to_us, min_runs, limit > 0 ? limit : INT64_MAX);
+}

@@ -85,6 +85,14 @@ int ctl_check_time(const char *flag, const char *v, char *what, size_t len)
 /* Resolves the ledger and opens it for reading. Returns the reader (close
  * it with pgt_ledger_reader_close), or NULL after printing why. */
 pgt_ledger_reader_t *ctl_open_reader(ctl_env_t *env);
+
+/* What a reading command does with the ledger once it is open. */
+typedef int (*ctl_read_fn)(ctl_env_t *env, const void *args, pgt_ledger_reader_t *rd);
+
+/* Opens the ledger for reading (ctl_open_reader), runs run on it with
+ * args, and closes it. Returns run's exit code, or CTL_EXIT_ERROR when the
+ * ledger cannot be opened. */
+int ctl_with_reader(ctl_env_t *env, ctl_read_fn run, const void *args);
 void ctl_env_free(ctl_env_t *env);
 
 /* One option a command accepts. */
@@ -177,6 +185,7 @@ int ctl_dispatch(ctl_env_t *env, int argc, char **argv, const ctl_command_t *sub
 /* The commands: argv[0] is the command name. Return an exit code. */
 int ctl_cmd_queries(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_usage(ctl_env_t *env, int argc, char **argv);
+int ctl_cmd_repeats(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_budget(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_team(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_report(ctl_env_t *env, int argc, char **argv);

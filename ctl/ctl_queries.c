@@ -245,8 +245,9 @@ static int row_cb(const pgt_record_t *r, void *arg)
 }
 
 /* Walks the ledger into the chosen writer. Returns an exit code. */
-static int run(ctl_env_t *env, const args_t *a, pgt_ledger_reader_t *rd)
+static int run(ctl_env_t *env, const void *args, pgt_ledger_reader_t *rd)
 {
+    const args_t *a = args;
     out_t o = {.env = env, .format = a->format};
     if (a->format == CTL_FORMAT_TABLE)
         o.table = pgt_text_table_new(10, table_headers, table_right);
@@ -292,10 +293,5 @@ int ctl_cmd_queries(ctl_env_t *env, int argc, char **argv)
     if ((a.since && ctl_parse_time(a.since, now, &a.filter.since_us) != 0) ||
         (a.until && ctl_parse_time(a.until, now, &a.filter.until_us) != 0))
         return ctl_usage_error(env, CMD, synopsis, "bad --since or --until in this time zone");
-    pgt_ledger_reader_t *rd = ctl_open_reader(env);
-    if (!rd)
-        return CTL_EXIT_ERROR;
-    int rc = run(env, &a, rd);
-    pgt_ledger_reader_close(rd);
-    return rc;
+    return ctl_with_reader(env, run, &a);
 }

@@ -348,8 +348,9 @@ static int finish(out_t *o, const args_t *a, int64_t from, int64_t to)
     return ctl_budget_section(o->env, false, NULL) == 0 ? CTL_EXIT_OK : CTL_EXIT_ERROR;
 }
 
-static int run(ctl_env_t *env, const args_t *a, pgt_ledger_reader_t *rd)
+static int run(ctl_env_t *env, const void *args, pgt_ledger_reader_t *rd)
 {
+    const args_t *a = args;
     /* The period holding local noon of --date, or now. */
     int64_t from, to, at = a->y ? ctl_date_noon(a->y, a->m, a->d) : pgt_clock_us();
     pgt_period_bounds(a->period, at, &from, &to);
@@ -396,10 +397,5 @@ int ctl_cmd_usage(ctl_env_t *env, int argc, char **argv)
         printf("%s%s", synopsis, help);
         return CTL_EXIT_OK;
     }
-    pgt_ledger_reader_t *rd = ctl_open_reader(env);
-    if (!rd)
-        return CTL_EXIT_ERROR;
-    int rc = run(env, &a, rd);
-    pgt_ledger_reader_close(rd);
-    return rc;
+    return ctl_with_reader(env, run, &a);
 }

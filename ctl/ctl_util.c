@@ -517,6 +517,16 @@ int ctl_table_print(pgt_text_table_t *t, FILE *f)
     return write_buf(&b, f);
 }
 
+int ctl_with_reader(ctl_env_t *env, ctl_read_fn run, const void *args)
+{
+    pgt_ledger_reader_t *rd = ctl_open_reader(env);
+    if (!rd)
+        return CTL_EXIT_ERROR;
+    int rc = run(env, args, rd);
+    pgt_ledger_reader_close(rd);
+    return rc;
+}
+
 pgt_ledger_reader_t *ctl_open_reader(ctl_env_t *env)
 {
     if (ctl_env_resolve(env) != 0)

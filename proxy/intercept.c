@@ -704,6 +704,29 @@ static void bind_answered(pgt_intercept_t *ic, bool ok)
             e->bind_seq = UINT64_MAX;
 }
 
+/* A hash of a Bind's parameters, p[0..n) being what follows its names:
+ * their formats and values, as far as the capture holds them; 0 for a
+ * Bind of none, so that a statement without parameters hashes alike in
+ * both protocols. The results' formats are not the statement's. */
+static uint64_t params_hash(const uint8_t *p, size_t n)
+{
+    if (n < 2)
+        return 0;
+    size_t pos = 2 + 2 * (size_t)(p[0] << 8 | p[1]); /* the format codes */
+    if (pos + 2 > n)
+        return pgt_fnv1a(PGT_FNV_BASIS, p, n);
+    size_t count = (size_t)(p[pos] << 8 | p[pos + 1]);
+    if (count == 0)
+        return 0;
+    pos += 2;
+    for (size_t i = 0; i < count && pos + 4 <= n; i++) {
+        int32_t vlen = (int32_t)((uint32_t)p[pos] << 24 | (uint32_t)p[pos + 1] << 16 |
+                                 (uint32_t)p[pos + 2] << 8 | p[pos + 3]);
+        pos += 4 + (vlen > 0 ? (size_t)vlen : 0);
+    }
+    return pgt_fnv1a(PGT_FNV_BASIS, p, pos < n ? pos : n);
+}
+
 /* A Bind the server answers or (failed_text) skips after an error, when
  * the portal takes the text of the statement whose Parse failed. */
 static void bind_portal(pgt_intercept_t *ic, const uint8_t *body, size_t len, bool failed_text,
@@ -717,10 +740,8 @@ static void bind_portal(pgt_intercept_t *ic, const uint8_t *body, size_t len, bo
     named_t **pp = find(&ic->statements, stmt);
     if (pp) {
         named_t *made = remember(&ic->portals, portal, (*pp)->text);
-        /* What follows the names: the parameters' formats and values (and
-         * the results' formats), as far as the capture holds them. */
         if (made)
-            made->params = pgt_fnv1a(PGT_FNV_BASIS, body + pos, len - pos);
+            made->params = params_hash(body + pos, len - pos);
         portal_made(ic, made, answered);
         return;
     }

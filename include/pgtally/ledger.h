@@ -305,6 +305,32 @@ typedef struct pgt_shape_row {
 
 typedef int (*pgt_ledger_shape_cb)(const pgt_shape_row_t *row, void *arg);
 
+/* One (shape, constants) pair run again and again: work done twice. */
+typedef struct pgt_repeat_row {
+    uint64_t fingerprint;   /* the shape */
+    uint64_t constants;     /* the hash of its constants (queries.constants) */
+    int64_t runs;           /* how often it ran */
+    int64_t users;          /* by how many users */
+    int64_t applications;   /* from how many applications */
+    int64_t cost_micro;     /* what all the runs cost */
+    int64_t repeat_micro;   /* what the runs but the cheapest cost: a cached or
+                               materialized result would have saved it */
+    const char *who;        /* the users, sorted, separated by ", " */
+    const char *normalized; /* the shape's normalized text, or NULL */
+} pgt_repeat_row_t;
+
+typedef int (*pgt_ledger_repeat_cb)(const pgt_repeat_row_t *row, void *arg);
+
+/* The SELECTs with from_us <= started_at < to_us that ran to the end with
+ * the same shape and constants more than min_runs times, by more than one
+ * user or application, most money on repeats first, at most limit (0:
+ * all). A ledger older than schema 10 has none. Reads the statements, not
+ * a rollup. Returns 0, the callback's non-zero value, or -1 with a
+ * message in err. */
+int pgt_ledger_repeats(pgt_ledger_reader_t *rd, int64_t from_us, int64_t to_us, int64_t min_runs,
+                       int64_t limit, pgt_ledger_repeat_cb cb, void *arg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* Sums statements with from_us <= started_at < to_us per shape, most
  * expensive first, at most limit shapes. Returns 0, the callback's
  * non-zero value, or -1 with a message in err. */

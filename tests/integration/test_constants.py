@@ -3,13 +3,18 @@ against a real PostgreSQL through pgtally: runs of one shape with the same
 constants share it whatever their comments and spacing, in the simple
 protocol and in the extended one (where the constants are the Bind's
 parameters, before and after psycopg prepares the statement), and other
-constants give another; the constants themselves are nowhere in the ledger.
+constants give another; the constants themselves are nowhere in the ledger. Then work done twice
+from those hashes: `pgtallyctl repeats` lists a statement run with the same
+constants from two applications, in both protocols, and not one run from
+one application alone, nor one whose constants differ.
 """
+
+import json
 
 import psycopg
 import pytest
 
-from helpers import run_psql
+from helpers import run_pgtallyctl, run_psql
 from test_metering import wait_ledger
 
 USER = "trust_user"
@@ -80,3 +85,55 @@ def test_the_constants_are_not_in_the_ledger(records):
     assert row["constants"]
     for key, value in row.items():
         assert "hunter2" not in str(value), (key, value)
+
+
+@pytest.fixture(scope="module")
+def repeats(pgtally_module, table):
+    """One lookup run 3 times from psql (simple protocol) and 3 times from
+    a dashboard (psycopg, extended protocol without parameters): the same
+    constants from two applications. A lookup with a parameter runs 6 times
+    from the dashboard alone, and other constants run from both once each."""
+    proxy = pgtally_module(**{"pricing.per_query": "0.01"})
+    r = run_psql(proxy.dsn(user=USER), *([LOOKUP + "42"] * 3 + [LOOKUP + "44"]))
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(proxy.dsn(user=USER), autocommit=True,
+                         application_name="dashboard") as c:
+        for _ in range(3):
+            c.execute(LOOKUP + "42").fetchone()
+        for _ in range(6):
+            c.execute(PARAM, (42,)).fetchone()
+        c.execute(LOOKUP + "45").fetchone()
+    wait_ledger(proxy, 14, "normalized LIKE '%%const_t%%'")
+    return proxy
+
+
+def ctl_repeats(proxy, *args):
+    p = run_pgtallyctl(["-c", proxy.config_path, "repeats"] + list(args))
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_repeats_lists_the_same_constants_from_two_applications(repeats):
+    doc = json.loads(ctl_repeats(repeats, "--format", "json"))
+    assert doc["min_runs"] == 3
+    rows = doc["repeats"]
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert row["runs"] == 6 and row["users"] == 1 and row["applications"] == 2, row
+    assert row["who"] == USER
+    assert "= $1" in row["normalized"] and "42" not in row["normalized"]
+    # Six runs at 0.01 each (and some compute): five of them were repeats.
+    assert row["cost_micro"] >= 60000
+    assert 50000 <= row["saved_micro"] < row["cost_micro"], row
+
+
+def test_repeats_min_runs_and_formats(repeats):
+    assert json.loads(ctl_repeats(repeats, "--format", "json", "--min-runs", "6"))["repeats"] == []
+    table = ctl_repeats(repeats)
+    assert "Work done twice" in table and "dashboard" not in table
+    assert USER in table and "SAVED" in table
+    csv_out = ctl_repeats(repeats, "--format", "csv").splitlines()
+    assert csv_out[0].startswith("fingerprint,constants,runs,")
+    assert len(csv_out) == 2 and ",6,1,2," in csv_out[1], csv_out
+    p = run_pgtallyctl(["-c", repeats.config_path, "repeats", "--min-runs", "x"])
+    assert p.returncode == 2 and "bad --min-runs 'x'" in p.stderr
