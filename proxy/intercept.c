@@ -862,11 +862,12 @@ void pgt_intercept_unsent_bind(pgt_intercept_t *ic, const uint8_t *body, size_t 
     bind_portal(ic, body, len, false, false);
     named_t *n = find_portal(ic, portal);
     pgt_exec_t *e = n ? push(ic, n->text, true, false) : NULL;
+    if (e)
+        e->params = n->params; /* before forget frees n */
     forget(&ic->portals, portal);
     if (!e)
         return;
     e->est = *est;
-    e->params = n->params;
     record_unsent(ic, status, sqlstate);
 }
 
