@@ -510,6 +510,15 @@ def test_differential_reproducers(pg, pgtally):
 # that Execute gets 34000 instead (random seed 234969410, sequence 508). The
 # fix would hold the client at its Execute instead of its Bind, so that its
 # Bind runs before pgtally's EXPLAIN.
+#
+# Not in KNOWN because it does not fail every time (about 3 runs in 4, on
+# 9bf7c10 as on later commits): guarded random seed 752089930, sequence 54
+# (PGTALLY_DIFF_SEED=752089929 PGTALLY_DIFF_ONLY=54, test
+# test_differential_random_seed_guarded). Parse/Bind/Execute('p2',
+# max_rows=2)/Flush, ROLLBACK, then Bind of an unknown statement, two
+# Executes of p2, Flush, Sync and a FunctionCall pipelined, then a COPY:
+# the skipped Execute's 26000 is sometimes not recorded, and every later
+# record shifts by one (a timing-dependent match in the intercept).
 KNOWN = {
     "execute_of_portal_whose_bind_failed_on_its_parameter_in_a_block": [
         [dg.query("BEGIN")],
