@@ -36,6 +36,10 @@ int ctl_format_parse(const char *s, ctl_format_t *out) __attribute__((warn_unuse
 int ctl_format_opt(const char *value, ctl_format_t *out, char *what, size_t len)
     __attribute__((warn_unused_result));
 
+/* --date VALUE (YYYY-MM-DD): 0, or -1 with what is wrong in what. */
+int ctl_date_opt(const char *value, int *y, int *m, int *d, char *what, size_t len)
+    __attribute__((warn_unused_result));
+
 /* What every command needs: where the ledger is, the currency and the
  * time zone. */
 typedef struct ctl_env {

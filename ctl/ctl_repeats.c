@@ -57,10 +57,7 @@ static int apply(ctl_env_t *env, void *args, int id, const char *v, char *what, 
     char *end;
     switch (id) {
     case OPT_DATE:
-        if (ctl_parse_date(v, &a->y, &a->m, &a->d) == 0)
-            return 0;
-        snprintf(what, len, "bad --date '%s': expected a date as YYYY-MM-DD", v);
-        return -1;
+        return ctl_date_opt(v, &a->y, &a->m, &a->d, what, len);
     case OPT_MIN_RUNS:
         a->min_runs = strtoll(v, &end, 10);
         if (v[0] >= '0' && v[0] <= '9' && *end == '\0' && a->min_runs >= 1 &&

@@ -92,10 +92,7 @@ static int apply(ctl_env_t *env, void *args, int id, const char *v, char *what, 
         snprintf(what, len, "bad --period '%s': expected day, week or month", v);
         return -1;
     case OPT_DATE:
-        if (ctl_parse_date(v, &a->y, &a->m, &a->d) == 0)
-            return 0;
-        snprintf(what, len, "bad --date '%s': expected a date as YYYY-MM-DD", v);
-        return -1;
+        return ctl_date_opt(v, &a->y, &a->m, &a->d, what, len);
     case OPT_FORMAT:
         return ctl_format_opt(v, &a->format, what, len);
     case CTL_OPT_HELP:

@@ -126,6 +126,14 @@ int ctl_format_opt(const char *value, ctl_format_t *out, char *what, size_t len)
     return -1;
 }
 
+int ctl_date_opt(const char *value, int *y, int *m, int *d, char *what, size_t len)
+{
+    if (ctl_parse_date(value, y, m, d) == 0)
+        return 0;
+    snprintf(what, len, "bad --date '%s': expected a date as YYYY-MM-DD", value);
+    return -1;
+}
+
 int ctl_list_apply(ctl_env_t *env, void *args, int id, const char *value, char *what, size_t len)
 {
     ctl_list_args_t *a = args;
