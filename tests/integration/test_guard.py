@@ -13,7 +13,7 @@ import time
 import psycopg
 import pytest
 
-from helpers import run_pgtally, run_psql
+from helpers import SLOW, run_pgtally, run_psql
 from pgwire import parse_fields, query_message
 from test_budgets import set_budget
 from test_metering import ledger, show
@@ -58,7 +58,9 @@ def test_cross_join_refused_before_it_runs(pgtally, cursor, block):
             t0 = time.monotonic()
             with pytest.raises(psycopg.Error) as ei:
                 c.execute(CROSS_PARAM, (attempt, attempt))
-            assert time.monotonic() - t0 < 1.0, "it ran"
+            # Run, the 4e8-row count takes far longer; the EXPLAIN that
+            # refuses it took 1.5 s once under ASan on a loaded machine.
+            assert time.monotonic() - t0 < 1.0 * SLOW, "it ran"
             assert ei.value.sqlstate == "54000", ei.value
             assert ei.value.diag.message_primary == MESSAGE, ei.value.diag.message_primary
             assert "max_join_rows" in ei.value.diag.message_detail
@@ -117,7 +119,7 @@ def test_wrapped_queries(pgtally):
             t0 = time.monotonic()
             with pytest.raises(psycopg.Error) as ei:
                 c.execute(sql)
-            assert time.monotonic() - t0 < 1.0, "it ran: " + sql
+            assert time.monotonic() - t0 < 1.0 * SLOW, "it ran: " + sql
             assert ei.value.sqlstate == "54000", (sql, ei.value)
             assert ei.value.diag.message_primary == MESSAGE
 
