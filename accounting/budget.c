@@ -550,6 +550,20 @@ void pgt_budgets_free(pgt_budgets_t *b)
 
 /* ---- rules by shape -------------------------------------------------------- */
 
+const pgt_approval_t *pgt_budgets_approval(const pgt_budgets_t *b, const pgt_who_t *who,
+                                           uint64_t fingerprint, uint64_t constants)
+{
+    if (!b || !b->cfg || b->cfg->approvals.n == 0)
+        return NULL;
+    return pgt_approval_match(&b->cfg->approvals, who->user, who->database, fingerprint, constants,
+                              pgt_clock_us());
+}
+
+bool pgt_budgets_have_approvals(const pgt_budgets_t *b)
+{
+    return b && b->cfg && b->cfg->approvals.n > 0;
+}
+
 bool pgt_budgets_have_rules(const pgt_budgets_t *b)
 {
     return b && b->cfg && b->cfg->rules.n > 0;

@@ -50,15 +50,6 @@ static void range_end(int64_t micro, char *buf, size_t len)
     }
 }
 
-/* The local time at which a period ends, e.g. "2026-11-28 00:00 CET". */
-static void local_time(int64_t us, char *buf, size_t len)
-{
-    time_t t = (time_t)(us / 1000000);
-    struct tm tm;
-    localtime_r(&t, &tm);
-    strftime(buf, len, "%Y-%m-%d %H:%M %Z", &tm);
-}
-
 /* ---- which budgets apply -------------------------------------------------- */
 
 bool pgt_budget_rules_exempt(const pgt_budget_policy_t *pol, const char *user)
@@ -205,7 +196,7 @@ static void texts_of(const pgt_budget_policy_t *pol, const pgt_who_t *who, const
         say(t->standing, sizeof(t->standing), "spent %s of %s", t->spent, t->limit);
     else
         say(t->standing, sizeof(t->standing), "spent %s (no money limit)", t->spent);
-    local_time(o->period_end_us, t->reset, sizeof(t->reset));
+    pgt_local_time_text(o->period_end_us, t->reset, sizeof(t->reset));
 }
 
 /* The highest threshold (100% included) that pct reaches above warned, or

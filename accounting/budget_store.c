@@ -301,6 +301,8 @@ static int load_all(pgt_db_t *db, load_t *l)
                         "ii", now, earliest_period_start(now));
     if (rc == 0)
         rc = pgt_rule_load(db, &l->cfg->rules, err, len);
+    if (rc == 0)
+        rc = pgt_approval_load(db, now, &l->cfg->approvals, err, len);
     return rc == 0 ? 0 : -1;
 }
 
@@ -398,6 +400,7 @@ void pgt_budget_config_free(pgt_budget_config_t *cfg)
     free(cfg->grants);
     free(cfg->role_members);
     pgt_rule_set_clear(&cfg->rules);
+    pgt_approval_set_clear(&cfg->approvals);
     free(cfg);
 }
 

@@ -207,7 +207,8 @@ static void copy_record(pgt_buf_t *b, const pgt_record_t *r)
     copy_int(b, r->day, false), SEP;
     copy_int(b, r->rule_id, r->rule_id <= 0), SEP;
     copy_text(b, r->relations), SEP;
-    copy_int(b, (int64_t)r->constants, r->constants == 0);
+    copy_int(b, (int64_t)r->constants, r->constants == 0), SEP;
+    copy_int(b, r->approval_id, r->approval_id <= 0);
 #undef SEP
     pgt_buf_add(b, "\n", 1);
 }

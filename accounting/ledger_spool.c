@@ -68,7 +68,7 @@ static json_t *record_to_json(const pgt_record_t *r)
     double est = isfinite(r->est_planner_cost) ? r->est_planner_cost : -1;
     double compute_s = isfinite(r->compute_s) ? r->compute_s : 0;
     json_t *o = json_pack(
-        "{sIsIsIsisIsIsfsIsfsIsIsIsssIsIsIsisI}", "started_us", (json_int_t)r->started_us,
+        "{sIsIsIsisIsIsfsIsfsIsIsIsssIsIsIsisIsI}", "started_us", (json_int_t)r->started_us,
         "finished_us", (json_int_t)r->finished_us, "session_id", (json_int_t)r->session_id,
         "backend_pid", (int)r->backend_pid, "fingerprint", (json_int_t)r->fingerprint, "constants",
         (json_int_t)r->constants, "est_planner_cost", est, "est_cost_micro",
@@ -76,7 +76,7 @@ static json_t *record_to_json(const pgt_record_t *r)
         "bytes_out", (json_int_t)r->bytes_out, "cost_micro", (json_int_t)r->cost_micro, "status",
         pgt_query_status_name(r->status), "budget_id", (json_int_t)r->budget_id, "instance",
         (json_int_t)r->instance, "seq", (json_int_t)r->seq, "day", (int)r->day, "rule_id",
-        (json_int_t)r->rule_id);
+        (json_int_t)r->rule_id, "approval_id", (json_int_t)r->approval_id);
     if (!o)
         return NULL;
     char sqlstate[sizeof(r->sqlstate)];
@@ -123,6 +123,7 @@ static pgt_record_t *record_from_json(json_t *o)
     r->cost_micro = json_get_i64(o, "cost_micro", 0);
     r->budget_id = json_get_i64(o, "budget_id", 0);
     r->rule_id = json_get_i64(o, "rule_id", 0);
+    r->approval_id = json_get_i64(o, "approval_id", 0);
     r->instance = json_get_i64(o, "instance", 0);
     r->seq = json_get_i64(o, "seq", 0);
     r->day = (int32_t)json_get_i64(o, "day", 0);

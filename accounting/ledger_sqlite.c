@@ -15,7 +15,7 @@
 #include "pgtally/text.h"
 
 static const char insert_sql[] = "INSERT INTO queries (" LEDGER_WRITE_COLUMNS ")"
-                                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                                  " ON CONFLICT DO NOTHING";
 
 /* The upserts that add a transaction's sums to the rollups, spend and
@@ -273,6 +273,7 @@ static void bind_record(sqlite3_stmt *st, const pgt_record_t *r)
         sqlite3_bind_int64(st, 28, (int64_t)r->constants);
     else
         sqlite3_bind_null(st, 28);
+    bind_opt_int(st, 29, r->approval_id, 1);
 }
 
 /* Records an SQLite error of the writer connection in l->error. */

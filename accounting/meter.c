@@ -275,6 +275,7 @@ static void record_statement(pgt_meter_t *m, const prices_t *p, const pgt_exec_t
     r->status = d->status;
     r->budget_id = d->budget_id;
     r->rule_id = e->est.rule_id;
+    r->approval_id = e->est.approval_id;
     r->constants =
         shape.kind == PGT_STMT_TRANSACTION ? 0 : pgt_fp_constants_hash(text, len, e->params);
     if (d->status == PGT_QUERY_REFUSED)

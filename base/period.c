@@ -2,6 +2,7 @@
  * zone, and the clock of budgets with its test offset. */
 #include "pgtally/period.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -127,4 +128,36 @@ int64_t pgt_clock_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * US_PER_S + ts.tv_nsec / 1000 + clock_offset_us;
+}
+
+void pgt_local_time_text(int64_t us, char *buf, size_t len)
+{
+    time_t t = (time_t)(us / 1000000);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%d %H:%M %Z", &tm);
+}
+
+int pgt_duration_parse(const char *s, int64_t *out)
+{
+    static const struct {
+        char unit;
+        int64_t us;
+    } units[] = {{'s', INT64_C(1000000)},
+                 {'m', INT64_C(60000000)},
+                 {'h', INT64_C(3600000000)},
+                 {'d', INT64_C(86400000000)},
+                 {'w', INT64_C(604800000000)}};
+    if (!s || s[0] < '0' || s[0] > '9')
+        return -1;
+    char *end;
+    errno = 0;
+    long long n = strtoll(s, &end, 10);
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+        if (*end == units[i].unit && end[1] == '\0' && errno == 0 &&
+            n <= INT64_MAX / 4 / units[i].us) {
+            *out = n * units[i].us;
+            return 0;
+        }
+    return -1;
 }

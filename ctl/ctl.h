@@ -194,6 +194,10 @@ int ctl_cmd_budget(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_team(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_report(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_rule(ctl_env_t *env, int argc, char **argv);
+int ctl_cmd_ticket(ctl_env_t *env, int argc, char **argv);
+
+/* Who runs pgtallyctl ($USER, else the OS account), for created_by. */
+const char *ctl_os_user(void);
 
 /* The budgets section of `usage`: every budget's spend in its current
  * period. For a table, prints it to stdout (nothing when there are no

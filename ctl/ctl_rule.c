@@ -2,10 +2,8 @@
  * warn or log the statements of one fingerprint). Each change is one
  * transaction in the ledger; a running pgtally picks it up with the budgets,
  * through the settings version. */
-#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "ctl.h"
 #include "pgtally/budget_store.h"
@@ -113,16 +111,6 @@ static int add_apply(ctl_env_t *env, void *args, int id, const char *v, char *wh
     return ctl_common_opt(env, id, v) ? 0 : -1;
 }
 
-/* Who runs pgtallyctl, for created_by. */
-static const char *os_user(void)
-{
-    const char *u = getenv("USER");
-    if (u && u[0])
-        return u;
-    struct passwd *pw = getpwuid(getuid());
-    return pw ? pw->pw_name : "unknown";
-}
-
 static int cmd_add(ctl_env_t *env, int argc, char **argv)
 {
     add_args_t a = {.r.until_us = -1};
@@ -144,7 +132,7 @@ static int cmd_add(ctl_env_t *env, int argc, char **argv)
     if (a.until && ctl_parse_time(a.until, now, &a.r.until_us) != 0)
         return ctl_usage_error(env, CMD " add", synopsis, "bad --until");
     a.r.created_us = now;
-    a.r.created_by = (char *)os_user();
+    a.r.created_by = (char *)ctl_os_user();
     pgt_db_t *db;
     if (ctl_open_store(env, CTL_STORE_CREATE, &db) != 0)
         return CTL_EXIT_ERROR;

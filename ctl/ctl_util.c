@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -359,34 +360,10 @@ static int parse_absolute(const char *s, int64_t *out)
 
 static int parse_relative(const char *s, int64_t now_us, int64_t *out)
 {
-    if (!isdigit((unsigned char)s[0]))
+    int64_t ago;
+    if (pgt_duration_parse(s, &ago) != 0)
         return -1;
-    char *end;
-    errno = 0;
-    long long n = strtoll(s, &end, 10);
-    int64_t unit;
-    switch (*end) {
-    case 's':
-        unit = US_PER_S;
-        break;
-    case 'm':
-        unit = 60 * US_PER_S;
-        break;
-    case 'h':
-        unit = 3600 * US_PER_S;
-        break;
-    case 'd':
-        unit = DAY_S * US_PER_S;
-        break;
-    case 'w':
-        unit = 7 * DAY_S * US_PER_S;
-        break;
-    default:
-        return -1;
-    }
-    if (errno || end[1] != '\0' || n > (now_us - INT64_MIN / 2) / unit)
-        return -1;
-    *out = now_us - n * unit;
+    *out = now_us - ago;
     return 0;
 }
 
@@ -651,4 +628,13 @@ int ctl_check_time(const char *flag, const char *v, char *what, size_t len)
     snprintf(what, len, "bad %s '%s': expected YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]' or ISO 8601",
              flag, v);
     return -1;
+}
+
+const char *ctl_os_user(void)
+{
+    const char *u = getenv("USER");
+    if (u && u[0])
+        return u;
+    struct passwd *pw = getpwuid(getuid());
+    return pw ? pw->pw_name : "unknown";
 }

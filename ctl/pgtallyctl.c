@@ -18,6 +18,8 @@ static const char help[] =
     "  budget    set, list or remove budgets (set, list, rm), grant extra budget (grant)\n"
     "  rule      block, warn about or log one statement shape (add, list, rm)\n"
     "  team      pgtally's groups of users for team budgets (add, rm, list)\n"
+    "  ticket    requests refused by a budget, a cap or the guard, and their approval\n"
+    "            for a while (list, approve)\n"
     "  repeats   work done twice: one day's SELECTs run with the same constants again and\n"
     "            again by several users or applications, and what a cache would save\n"
     "  report    the daily report of a date: print it (text, markdown, html, json, csv,\n"
@@ -34,7 +36,7 @@ static const char help[] =
 static const ctl_command_t commands[] = {
     {"queries", ctl_cmd_queries}, {"usage", ctl_cmd_usage},   {"budget", ctl_cmd_budget},
     {"team", ctl_cmd_team},       {"report", ctl_cmd_report}, {"rule", ctl_cmd_rule},
-    {"repeats", ctl_cmd_repeats},
+    {"repeats", ctl_cmd_repeats}, {"ticket", ctl_cmd_ticket},
 };
 
 #define OPT_VERSION 1

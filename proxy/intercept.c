@@ -612,6 +612,21 @@ void pgt_intercept_set_rule(pgt_intercept_t *ic, int64_t rule_id)
     ic->next_est.rule_id = rule_id;
 }
 
+void pgt_intercept_set_approval(pgt_intercept_t *ic, int64_t approval_id, int64_t cap_micro)
+{
+    ic->next_est.approval_id = approval_id;
+    ic->next_est.approval_cap = cap_micro;
+}
+
+int64_t pgt_intercept_running_approval(const pgt_intercept_t *ic, int64_t *cap_micro)
+{
+    const pgt_exec_t *e = ic->head;
+    if (!e || e->is_marker || !e->est.approval_id)
+        return 0;
+    *cap_micro = e->est.approval_cap;
+    return e->est.approval_id;
+}
+
 static void client_parse(pgt_intercept_t *ic, const uint8_t *body, size_t len)
 {
     size_t pos = 0;
@@ -725,6 +740,14 @@ static uint64_t params_hash(const uint8_t *p, size_t n)
         pos += 4 + (vlen > 0 ? (size_t)vlen : 0);
     }
     return pgt_fnv1a(PGT_FNV_BASIS, p, pos < n ? pos : n);
+}
+
+uint64_t pgt_intercept_bind_params(const uint8_t *body, size_t len)
+{
+    size_t pos = 0;
+    if (!cstr(body, len, &pos) || !cstr(body, len, &pos))
+        return 0;
+    return params_hash(body + pos, len - pos);
 }
 
 /* A Bind the server answers or (failed_text) skips after an error, when

@@ -11,6 +11,8 @@
 
 #include "pgtally/fingerprint.h"
 #include "pgtally/log.h"
+#include "pgtally/money.h"
+#include "pgtally/period.h"
 #include "pgtally/text.h"
 
 /* Server messages taken whole while a statement cancelled for a budget
@@ -232,22 +234,92 @@ static bool judge_guard(pgt_session_t *s, const pgt_who_t *who, const char *sql,
     return true;
 }
 
+/* ---- escrow: tickets and approvals (docs/escrow.md) --------------------- */
+
+/* A refusal by a budget, a cap or the guard (v) is lifted by an approval
+ * in force of the statement's request (user, database, shape, constants:
+ * sql[0..len) and, for a Bind, its parameters bind[0..blen)) whose cap
+ * the estimate fits: the statement then runs under it (s->est carries the
+ * approval to the intercept, the running check and the ledger), with a
+ * NOTICE that says so, and this returns true. Otherwise v's HINT gets the
+ * request's ticket, and an approver's command. Needs the shape's
+ * fingerprint: without one there is no ticket. */
+static bool escrow(pgt_session_t *s, const pgt_who_t *who, const char *sql, size_t len,
+                   const uint8_t *bind, size_t blen, pgt_verdict_t *v)
+{
+    uint64_t fp = s->est.fingerprint;
+    if (!fp || !v)
+        return false;
+    uint64_t constants =
+        pgt_fp_constants_hash(sql, len, bind ? pgt_intercept_bind_params(bind, blen) : 0);
+    const pgt_approval_t *a = pgt_budgets_approval(s->proxy->budgets, who, fp, constants);
+    const char *cur = s->proxy->cfg->currency;
+    char cap[PGT_MONEY_TEXT_MAX], est[PGT_MONEY_TEXT_MAX], until[32];
+    if (a && (a->max_micro < 0 || s->est.cost_micro <= a->max_micro)) {
+        s->est.approval_id = a->id;
+        s->est.approval_cap = a->max_micro;
+        pgt_intercept_set_approval(s->ic, a->id, a->max_micro);
+        pgt_local_time_text(a->until_us, until, sizeof(until));
+        char text[384];
+        if (a->max_micro >= 0)
+            pgt_say(text, sizeof(text),
+                    "pgtally: runs under approval %lld of ticket %s, granted by %s until %s; it is "
+                    "cancelled past %s",
+                    (long long)a->id, a->ticket, a->created_by, until,
+                    pgt_money_format_short(a->max_micro, cur, cap, sizeof(cap)));
+        else
+            pgt_say(text, sizeof(text),
+                    "pgtally: runs under approval %lld of ticket %s, granted by %s until %s",
+                    (long long)a->id, a->ticket, a->created_by, until);
+        send_notice(s, "NOTICE", "00000", text);
+        PGT_INFO("approval_used", "session=C-%llu user=%s approval=%lld ticket=%s",
+                 (unsigned long long)s->id, s->user, (long long)a->id, a->ticket);
+        return true;
+    }
+    char ticket[PGT_TICKET_LEN], over[160] = "";
+    pgt_ticket_id(who->user, who->database, fp, constants, ticket);
+    if (a)
+        pgt_say(over, sizeof(over), " Approval %lld caps a run at %s; this one is estimated at %s.",
+                (long long)a->id, pgt_money_format_short(a->max_micro, cur, cap, sizeof(cap)),
+                pgt_money_format_short(s->est.cost_micro, cur, est, sizeof(est)));
+    /* The ticket after the refusal's own hint, which is cut if need be. */
+    char ask[sizeof(v->hint)];
+    int n = snprintf(ask, sizeof(ask),
+                     "pgtally: ask for approval with ticket %s (pgtallyctl ticket approve %s --for "
+                     "2h).%s",
+                     ticket, ticket, over);
+    int room = (int)sizeof(v->hint) - 2 - (n > 0 ? n : 0);
+    char old[sizeof(v->hint)];
+    memcpy(old, v->hint, sizeof(old));
+    pgt_say(v->hint, sizeof(v->hint), "%.*s%s%s", room > 0 ? room : 0, old, old[0] ? " " : "", ask);
+    memcpy(v->ticket, ticket, sizeof(v->ticket));
+    return false;
+}
+
 /* Checks the statement sql[0..len) about to go upstream (s->est holds its
  * estimate) against the rules by shape (judge_rule), then the budgets. Returns true when it is
  * refused, with the reason in s->verdict; otherwise sends the client the warning and notice the
  * verdict holds, ahead of the statement's results. A statement is refused only when the reply that
  * refuses it can be told from others: nothing else in flight (simple) or a known batch (extended);
  * otherwise it runs, and the running check stops it. */
-bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
+bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, const uint8_t *bind, size_t blen,
+                bool can_refuse)
 {
     pgt_budgets_t *b = s->proxy->budgets;
     if (!b || !s->ic)
         return false;
     pgt_who_t who = who_of(s);
+    s->est.approval_id = 0;
+    s->est.approval_cap = -1;
     if (judge_rule(s, &who, sql, len, can_refuse))
         return true;
     bool guarded = judge_guard(s, &who, sql, len, can_refuse);
     s->plan_valid = false;
+    if (guarded && escrow(s, &who, sql, len, bind, blen, s->verdict)) {
+        free(s->verdict);
+        s->verdict = NULL;
+        return false;
+    }
     if (guarded)
         return true;
     int64_t est = s->est.cost_micro;
@@ -260,6 +332,8 @@ bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse)
     const int64_t range[3] = {est, s->est.low_micro, s->est.high_micro};
     pgt_budgets_check(b, &who, range,
                       !apply || s->txn_status == 'E' || pgt_fp_never_refused(sql, len), &v);
+    if (v.action == PGT_VERDICT_REFUSE && can_refuse && escrow(s, &who, sql, len, bind, blen, &v))
+        return false;
     if (v.action == PGT_VERDICT_REFUSE && can_refuse && (s->verdict = malloc(sizeof(v))) != NULL) {
         *s->verdict = v;
         PGT_INFO("budget_refused", "session=C-%llu user=%s budget=%lld sqlstate=%s",
@@ -330,7 +404,7 @@ void pgt__judge_head(pgt_session_t *s, uint8_t type, const uint8_t *head, size_t
                                 &s->est));
     }
     pgt_intercept_set_estimate(s->ic, &s->est);
-    if (pgt__judge(s, (const char *)head, hlen, pgt_conv_may_query(&s->conv)))
+    if (pgt__judge(s, (const char *)head, hlen, NULL, 0, pgt_conv_may_query(&s->conv)))
         s->client.framer.stop = true;
 }
 
@@ -413,7 +487,7 @@ bool pgt__judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen, bool wh
     const pgt_text_t *t = pgt__bind_statement(s, body, blen, &types, &types_len);
     bool now = pgt__may_hold(s) && pgt_conv_may_extend(&s->conv);
     bool later = !now && whole && pgt__may_await(s);
-    if (!t || !pgt__judge(s, t->data, t->len, now || later))
+    if (!t || !pgt__judge(s, t->data, t->len, body, blen, now || later))
         return false;
     if (later) {
         s->awaiting = AWAIT_BIND;
@@ -648,21 +722,47 @@ void pgt__await_check(pgt_session_t *s)
 /* ---- while a statement runs -------------------------------------------- */
 
 /* The cost so far of the statement the session runs, or -1 when none
- * runs or budgets do not apply to it. */
-static int64_t running_cost(const pgt_session_t *s)
+ * runs or neither budgets nor an approval (*approval, with its cap in
+ * *cap) apply to it. */
+static int64_t running_cost(const pgt_session_t *s, int64_t *approval, int64_t *cap)
 {
     double seconds;
+    *approval = 0;
     /* A refused statement's stand-in is not the statement running. */
-    if (!s->ic || s->state == ST_CLOSING || s->refusing || s->subst || !pgt__budgets_apply(s) ||
+    if (!s->ic || s->state == ST_CLOSING || s->refusing || s->subst ||
         !pgt_intercept_running(s->ic, &seconds))
+        return -1;
+    *approval = pgt_intercept_running_approval(s->ic, cap);
+    if (!*approval && !pgt__budgets_apply(s))
         return -1;
     return pgt_budgets_running_cost(s->proxy->budgets, seconds);
 }
 
+/* The cancel of a statement that ran past the cap of the approval it runs
+ * under: true with the verdict in *v when cost is past cap. */
+static bool approval_past(const pgt_session_t *s, int64_t approval, int64_t cap, int64_t cost,
+                          pgt_verdict_t *v)
+{
+    if (cap < 0 || cost <= cap)
+        return false;
+    char money[PGT_MONEY_TEXT_MAX];
+    memset(v, 0, sizeof(*v));
+    v->action = PGT_VERDICT_CANCEL;
+    memcpy(v->sqlstate, "57014", 6);
+    pgt_say(v->message, sizeof(v->message),
+            "pgtally: statement cancelled: it ran past the cap of approval %lld (%s)",
+            (long long)approval,
+            pgt_money_format_short(cap, s->proxy->cfg->currency, money, sizeof(money)));
+    pgt_say(v->hint, sizeof(v->hint),
+            "Ask the approver for a higher cap (pgtallyctl ticket approve --max).");
+    return true;
+}
+
 void pgt_session_budget_add(pgt_session_t *s)
 {
-    int64_t cost = running_cost(s);
-    if (cost >= 0) {
+    int64_t approval, cap;
+    int64_t cost = running_cost(s, &approval, &cap);
+    if (cost >= 0 && pgt__budgets_apply(s)) {
         pgt_who_t who = who_of(s);
         pgt_budgets_running_add(s->proxy->budgets, &who, cost);
     }
@@ -670,12 +770,16 @@ void pgt_session_budget_add(pgt_session_t *s)
 
 void pgt_session_budget_enforce(pgt_session_t *s)
 {
-    int64_t cost = running_cost(s);
+    int64_t approval, cap;
+    int64_t cost = running_cost(s, &approval, &cap);
     if (cost < 0 || s->budget_cancel || !s->have_key)
         return;
     pgt_who_t who = who_of(s);
     pgt_verdict_t v;
-    if (!pgt_budgets_running_check(s->proxy->budgets, &who, cost, &v) || !pgt__set_subst(s, &v))
+    /* Under an approval its cap is the running limit, not the budgets. */
+    bool past = approval ? approval_past(s, approval, cap, cost, &v)
+                         : pgt_budgets_running_check(s->proxy->budgets, &who, cost, &v);
+    if (!past || !pgt__set_subst(s, &v))
         return;
     s->budget_cancel = true;
     pgt_intercept_budget_outcome(s->ic, PGT_QUERY_BUDGET_CANCELLED, v.budget_id);

@@ -765,7 +765,7 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
             return;
         pgt_intercept_set_estimate(s->ic, &s->est);
         bool now = pgt_conv_may_query(&s->conv), later = !now && pgt__may_await(s);
-        if (whole_query && pgt__judge(s, (const char *)peek, plen - 1, now || later)) {
+        if (whole_query && pgt__judge(s, (const char *)peek, plen - 1, NULL, 0, now || later)) {
             s->awaiting = later ? AWAIT_QUERY : AWAIT_NONE;
             s->client.framer.stop = true;
             return;
@@ -786,7 +786,8 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     }
     pgt__client_account(s, type, peek, plen);
     /* s->est is this Bind's only when plan_bind ran (it was whole). */
-    if (type == 'B' && (s->est.key || s->est.rule_id) && plen + 4 == len)
+    if (type == 'B' && (s->est.key || s->est.rule_id || s->est.approval_id) &&
+        plen + 4 == len)
         pgt_intercept_set_portal_estimate(s->ic, (const char *)peek, &s->est);
 }
 

@@ -276,10 +276,12 @@ bool pgt__budgets_apply(const pgt_session_t *s);
  * are in force (judge.c). */
 bool pgt__judge_due(const pgt_session_t *s);
 
-/* Checks the statement sql[0..len) (estimate in s->est) against the
- * budgets. Returns true when it is refused (can_refuse), with the reason in
- * s->verdict (owned by s); otherwise sends the verdict's warning and notice. */
-bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, bool can_refuse);
+/* Checks the statement sql[0..len) (estimate in s->est; bind[0..blen) the
+ * body of the Bind that runs it, or NULL) against the budgets. Returns true
+ * when it is refused (can_refuse), with the reason in s->verdict (owned by
+ * s); otherwise sends the verdict's warning and notice. */
+bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, const uint8_t *bind, size_t blen,
+                bool can_refuse);
 
 /* Checks a client's Bind body[0..blen) (whole, or its head only) against
  * the budgets. Returns true when it is refused: s->verdict is set and the

@@ -113,7 +113,12 @@ void pgt_alert_batch_add(pgt_alert_batch_t *b, const pgt_who_t *who, const pgt_v
         b->refused++;
     burst_group(b, &g, 1);
     char example[sizeof(b->examples[0])];
-    snprintf(example, sizeof(example), "%s (%s): %s", g.user, g.sqlstate, v->message);
+    if (v->ticket[0]) /* the approver's command (docs/escrow.md) */
+        snprintf(example, sizeof(example),
+                 "%s (%s): %s. To approve: pgtallyctl ticket approve %s --for 2h", g.user,
+                 g.sqlstate, v->message, v->ticket);
+    else
+        snprintf(example, sizeof(example), "%s (%s): %s", g.user, g.sqlstate, v->message);
     burst_example(b, example);
     burst_time(b, now_us, now_us);
 }

@@ -34,7 +34,8 @@ typedef struct pgt_alert_batch {
     uint64_t unlisted;                              /* of those, in groups past the itemised */
     pgt_alert_group_t groups[PGT_ALERT_GROUPS_MAX]; /* the itemised groups */
     size_t ngroups;                                 /* entries in groups */
-    char examples[PGT_ALERT_EXAMPLES_MAX][400];     /* "user (SQLSTATE): message" of the first */
+    char examples[PGT_ALERT_EXAMPLES_MAX][400];     /* "user (SQLSTATE): message" of the first,
+                                                       and the command that approves its ticket */
     size_t nexamples;                               /* entries in examples */
     int64_t first_us;                               /* the first event, 0: empty */
     int64_t last_us;                                /* the last event */

@@ -18,6 +18,7 @@
 
 #include "pgtally/budget_rules.h"
 #include "pgtally/config.h"
+#include "pgtally/escrow.h"
 #include "pgtally/ledger.h"
 
 typedef struct pgt_budgets pgt_budgets_t;
@@ -59,6 +60,14 @@ int64_t pgt_budgets_max_rows(const pgt_budgets_t *b, const pgt_who_t *who, int64
 
 /* Whether any rule by statement shape is in force (pgtallyctl rule). */
 bool pgt_budgets_have_rules(const pgt_budgets_t *b);
+
+/* Whether approvals of tickets are in force (docs/escrow.md). */
+bool pgt_budgets_have_approvals(const pgt_budgets_t *b);
+
+/* The approval in force for who's statement of shape fingerprint with
+ * constants hash constants (pgtallyctl ticket approve), or NULL. */
+const pgt_approval_t *pgt_budgets_approval(const pgt_budgets_t *b, const pgt_who_t *who,
+                                           uint64_t fingerprint, uint64_t constants);
 
 /* The rule that applies to a statement of who (see pgt_rule_match): of
  * shape fp when fp is not 0 (the estimator's fingerprint, so the loop

@@ -50,6 +50,7 @@ typedef struct pgt_verdict {
     char message[256];           /* the ErrorResponse's message */
     char detail[384];            /* its DETAIL */
     char hint[256];              /* its HINT */
+    char ticket[PGT_TICKET_LEN]; /* the request's ticket (docs/escrow.md), or "" */
     char warning[384];           /* a WARNING to send before the statement's results */
     char notice[384];            /* a NOTICE to send before the statement's results */
 } pgt_verdict_t;

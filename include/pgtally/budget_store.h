@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "pgtally/db.h"
+#include "pgtally/escrow.h"
 #include "pgtally/ledger.h"
 #include "pgtally/period.h"
 #include "pgtally/rules.h"
@@ -114,6 +115,7 @@ typedef struct pgt_budget_config {
     pgt_budget_role_member_t *role_members; /* by role, then user */
     size_t nrole_members;                   /* entries in role_members */
     pgt_rule_set_t rules;                   /* rules by statement shape (pgtallyctl rule) */
+    pgt_approval_set_t approvals;           /* approvals in force (pgtallyctl ticket approve) */
 } pgt_budget_config_t;
 
 /* Opens the ledger at w for the budget tables (see pgt_ledger_db_open).

@@ -30,6 +30,8 @@ typedef struct pgt_estimate {
     int model;                 /* the estimator's model of its database */
     int64_t rule_id;           /* the rule by shape that blocks it or, for a log rule, would
                                   have (recorded in the ledger); 0: none (judge.c sets it) */
+    int64_t approval_id;       /* the approval it runs under, or 0 (judge.c sets it) */
+    int64_t approval_cap;      /* that approval's cap of one run, micro-units; -1: none */
     bool explainable;          /* whether EXPLAIN takes it */
     int32_t explain_shift;     /* when pgt_estimator_plan returned an EXPLAIN: the characters
                                   its text has ahead of the statement less those the client's

@@ -34,6 +34,18 @@ void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est);
  * Query, as pgt_intercept_set_estimate's estimate. */
 void pgt_intercept_set_rule(pgt_intercept_t *ic, int64_t rule_id);
 
+/* Records that the next Query runs under approval_id, whose cap of one run
+ * is cap_micro (-1: none), as pgt_intercept_set_rule records a rule. */
+void pgt_intercept_set_approval(pgt_intercept_t *ic, int64_t approval_id, int64_t cap_micro);
+
+/* The approval the running statement runs under, with its cap in *cap_micro;
+ * 0 when none. */
+int64_t pgt_intercept_running_approval(const pgt_intercept_t *ic, int64_t *cap_micro);
+
+/* The hash of a Bind's parameters (body[0..len) the Bind's body), as the
+ * ledger's constants hash mixes it in; 0 for a Bind without parameters. */
+uint64_t pgt_intercept_bind_params(const uint8_t *body, size_t len);
+
 /* The SQL of prepared statement name ("" is the unnamed one), NULL when
  * unknown, and its parameter types as Parse sent them (Int16 count, then
  * the OIDs) in *types, which is NULL (and *types_len 0) for a statement

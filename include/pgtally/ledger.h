@@ -65,6 +65,7 @@ typedef struct pgt_record {
     int64_t rule_id;           /* rule by shape that blocked it, or (log) would have; or 0 */
     uint64_t constants;        /* pgt_fp_constants_hash of its text and Bind parameters: runs
                                   of one shape with the same constants share it; 0: unknown */
+    int64_t approval_id;       /* approval it ran under (pgtallyctl ticket approve), or 0 */
     int64_t instance;          /* set by the ledger: the instance that metered it */
     int64_t seq;               /* set by the ledger: its sequence in that instance */
     int32_t day;               /* set by the ledger: pgt_local_day(started_us) */

@@ -35,6 +35,15 @@ void pgt_period_bounds(pgt_period_t p, int64_t now_us, int64_t *start_us, int64_
  * 1970-01-01 of the local calendar. Ledger rows and rollups carry it. */
 int32_t pgt_local_day(int64_t us);
 
+/* Reads a duration as people write it: a whole number and a unit, s, m,
+ * h, d or w ("90s", "30m", "2h", "1d"). Returns 0 with microseconds in
+ * *out, or -1. */
+int pgt_duration_parse(const char *s, int64_t *out) __attribute__((warn_unused_result));
+
+/* Writes the local time of us as people read it, to the minute, with the
+ * zone: "2026-11-28 00:00 CET". */
+void pgt_local_time_text(int64_t us, char *buf, size_t len);
+
 /* Returns the unix microseconds of local midnight starting day. */
 int64_t pgt_local_day_start_us(int32_t day);
 

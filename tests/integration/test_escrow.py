@@ -1,0 +1,178 @@
+"""Escrow, against a real PostgreSQL through pgtally: a statement refused
+by a per-query cap (54000) or the guard names a ticket in its HINT; the
+ticket is listed (pgtallyctl ticket list) and approved (pgtallyctl ticket
+approve T-... --for 2h); the user's re-run then passes with a NOTICE
+naming the approval, and its ledger record carries the approval's id.
+The approval covers that statement only: the same shape with other
+constants, and another shape, are still refused, unless --shape-only. Its
+cap is the running limit; an estimate above it is still refused. It
+expires: a pgtally sharing the ledger with its clock three hours on
+(PGTALLY_CLOCK_OFFSET) refuses the statement again, under the same ticket.
+The refusal's alert names the approver's command.
+
+Prices make costs exact: pricing.per_query = 0.1 makes every statement
+cost (and be estimated at) 0.10 USD; the budget's per-query cap is 0.05.
+"""
+
+import json
+import re
+
+import psycopg
+import pytest
+
+from helpers import run_pgtallyctl, run_psql
+from test_budgets import ctl, set_budget, wait_loaded
+from test_metering import ledger_file, show, wait_ledger
+
+PER_QUERY = {"pricing.per_query": "0.1", "pricing.per_compute_second": "0",
+             "pricing.per_gib_returned": "0"}
+LOOKUP = "SELECT name FROM esc_t WHERE id = %d"
+OTHER = "SELECT count(*) FROM esc_t WHERE name LIKE 'n1%'"
+TICKET = re.compile(r"ask for approval with ticket (T-[0-9A-Z]{6}) "
+                    r"\(pgtallyctl ticket approve (T-[0-9A-Z]{6}) --for 2h\)")
+
+
+@pytest.fixture(scope="module")
+def users(pg):
+    names = ["esc_" + c for c in "abcdef"]
+    with pg.admin() as a:
+        for n in names:
+            a.execute("DROP ROLE IF EXISTS %s" % n)
+            a.execute("CREATE ROLE %s LOGIN IN ROLE pgtally_test_users" % n)
+        a.execute("DROP TABLE IF EXISTS esc_t")
+        a.execute("CREATE TABLE esc_t (id int PRIMARY KEY, name text)")
+        a.execute("INSERT INTO esc_t SELECT g, 'n' || g FROM generate_series(1, 100) g")
+        a.execute("GRANT SELECT ON esc_t TO PUBLIC")
+    return names
+
+
+def capped(pgtally, *users, **config):
+    proxy = pgtally(**PER_QUERY, **config)
+    for user in users:
+        set_budget(proxy, "--user", user, "--period", "month", "--limit", "1000",
+                   "--per-query", "0.05")
+    return proxy
+
+
+def refused_ticket(proxy, user, sql):
+    """Run sql as user with psql; it must be refused with a ticket: return it."""
+    r = run_psql(proxy.dsn(user=user), sql)
+    assert r.returncode != 0, (sql, r.stdout)
+    assert "exceeds the per-query cap of 0.05 USD" in r.stderr, r.stderr
+    m = TICKET.search(r.stderr)
+    assert m and m.group(1) == m.group(2), r.stderr
+    return m.group(1)
+
+
+def tickets(proxy):
+    return {t["ticket"]: t for t in json.loads(ctl(proxy, "ticket", "list", "--format", "json").stdout)}
+
+
+def approve(proxy, ticket, *args):
+    out = ctl(proxy, "ticket", "approve", ticket, *args).stdout
+    wait_loaded(proxy)
+    return out
+
+
+def test_refused_then_approved_then_run(pgtally, users):
+    user = users[0]
+    proxy = capped(pgtally, user, users[1])
+    ticket = refused_ticket(proxy, user, LOOKUP % 42)
+    assert refused_ticket(proxy, user, LOOKUP % 42) == ticket  # the same request, the same ticket
+    wait_ledger(proxy, 2, "status = 'refused' AND normalized LIKE '%%esc_t%%'")
+    listed = tickets(proxy)
+    assert set(listed) == {ticket}, listed
+    t = listed[ticket]
+    assert (t["user"], t["refusals"], t["sqlstate"], t["estimate_micro"]) == \
+        (user, 2, "54000", 100000), t
+    assert "approval" not in t, t
+    out = approve(proxy, ticket, "--for", "2h")
+    assert re.match(r"Approval \d+ of ticket %s: %s may run that statement in pgtally_test until "
+                    r"\S+ \S+ UTC, up to 0.20 USD a run \(approved by \S+\)\n$" % (ticket, user),
+                    out), out
+    # The re-run passes, told why.
+    r = run_psql(proxy.dsn(user=user), LOOKUP % 42)
+    assert r.returncode == 0 and r.stdout.strip() == "n42", r
+    assert re.search(r"NOTICE:  pgtally: runs under approval \d+ of ticket %s, granted by \S+ "
+                     r"until .*; it is cancelled past 0.20 USD" % ticket, r.stderr), r.stderr
+    # That statement only: other constants, another shape are refused.
+    other = refused_ticket(proxy, user, LOOKUP % 43)
+    assert other != ticket
+    refused_ticket(proxy, user, OTHER)
+    # Another user's same statement: a request of its own.
+    assert refused_ticket(proxy, users[1], LOOKUP % 42) != ticket
+    # The run is recorded under the approval.
+    recs = wait_ledger(proxy, 6, "normalized LIKE '%%esc_t%%'")
+    ran = [x for x in recs if x["status"] == "ok"]
+    listed = tickets(proxy)
+    aid = listed[ticket]["approval"]["id"]
+    assert len(ran) == 1 and ran[0]["approval_id"] == aid and ran[0]["cost_micro"] == 100000, \
+        show(recs)
+    assert all(x["approval_id"] is None for x in recs if x["status"] != "ok"), show(recs)
+    assert listed[ticket]["approval"]["runs"] == 1, listed[ticket]
+    assert listed[ticket]["approval"]["runs_cost_micro"] == 100000, listed[ticket]
+    assert "approval" not in listed[other], listed[other]
+
+
+def test_extended_protocol_and_shape_only(pgtally, users):
+    user = users[2]
+    proxy = capped(pgtally, user)
+    with psycopg.connect(proxy.dsn(user=user), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded) as ei:
+            c.execute("SELECT name FROM esc_t WHERE id = %s", (7,))
+        ticket = TICKET.search(ei.value.diag.message_hint).group(1)
+    wait_ledger(proxy, 1, "status = 'refused' AND normalized LIKE '%%esc_t%%'")
+    assert tickets(proxy)[ticket]["refusals"] == 1
+    out = approve(proxy, ticket, "--for", "30m", "--shape-only")
+    assert "may run statements of shape " in out, out
+    notices = []
+    with psycopg.connect(proxy.dsn(user=user), autocommit=True) as c:
+        c.add_notice_handler(lambda d: notices.append(d.message_primary))
+        for i in (7, 8, 9):  # any constants of the shape, bound
+            assert c.execute("SELECT name FROM esc_t WHERE id = %s", (i,)).fetchone() == ("n%d" % i,)
+        # and the same shape sent with a literal (psql's way)
+        assert c.execute("SELECT name FROM esc_t WHERE id = 10").fetchone() == ("n10",)
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            c.execute(OTHER)
+    assert len([n for n in notices if "runs under approval" in n]) == 4, notices
+
+
+def test_an_estimate_above_the_approvals_cap_is_still_refused(pgtally, users):
+    user = users[3]
+    proxy = capped(pgtally, user)
+    ticket = refused_ticket(proxy, user, LOOKUP % 5)
+    wait_ledger(proxy, 1, "status = 'refused' AND normalized LIKE '%%esc_t%%'")
+    assert "up to 0.05 USD a run" in approve(proxy, ticket, "--for", "1h", "--max", "0.05")
+    r = run_psql(proxy.dsn(user=user), LOOKUP % 5)
+    assert r.returncode != 0, r.stdout
+    assert re.search(r"HINT:  .*Approval \d+ caps a run at 0.05 USD; this one is estimated at "
+                     r"0.10 USD", r.stderr), r.stderr
+
+
+def test_the_approval_expires(pgtally, users):
+    user = users[4]
+    proxy = capped(pgtally, user)
+    ticket = refused_ticket(proxy, user, LOOKUP % 9)
+    wait_ledger(proxy, 1, "status = 'refused' AND normalized LIKE '%%esc_t%%'")
+    approve(proxy, ticket, "--for", "2h")
+    assert run_psql(proxy.dsn(user=user), LOOKUP % 9).returncode == 0
+    # The same ledger, three hours on: the approval is over, the ticket the same.
+    later = pgtally(ledger=ledger_file(proxy), env={"PGTALLY_CLOCK_OFFSET": "10800"}, **PER_QUERY)
+    assert refused_ticket(later, user, LOOKUP % 9) == ticket
+    listed = json.loads(run_pgtallyctl(["-c", later.config_path, "ticket", "list", "--format",
+                                        "json"], env={"PGTALLY_CLOCK_OFFSET": "10800"}).stdout)
+    assert [t["ticket"] for t in listed] == [ticket], listed
+
+
+def test_bad_approvals_say_what_to_do(pgtally, users):
+    proxy = capped(pgtally, users[5])
+    r = run_pgtallyctl(["-c", proxy.config_path, "ticket", "approve", "T-ZZZZZZ", "--for", "2h"])
+    assert r.returncode == 1
+    assert "no ticket T-ZZZZZZ was refused in the last 24 hours; see 'pgtallyctl ticket list'" \
+        in r.stderr, r.stderr
+    r = run_pgtallyctl(["-c", proxy.config_path, "ticket", "approve", "T-ZZZZZZ", "--for", "9d"])
+    assert r.returncode == 2 and "bad --for '9d'" in r.stderr, r.stderr
+    r = run_pgtallyctl(["-c", proxy.config_path, "ticket", "approve", "T-ZZZZZZ"])
+    assert r.returncode == 2 and "--for is required" in r.stderr, r.stderr
+    r = run_pgtallyctl(["-c", proxy.config_path, "ticket", "list"])
+    assert r.returncode == 0 and r.stdout.startswith("No tickets"), r
