@@ -22,7 +22,8 @@
     "client_addr, tags, fingerprint, normalized, kind, protocol, est_planner_cost, "               \
     "est_cost_micro, compute_s, rows, bytes_out, cost_micro, status, sqlstate"
 #define LEDGER_WRITE_COLUMNS                                                                       \
-    LEDGER_RECORD_COLUMNS ", budget_id, instance, seq, day, rule_id, relations, constants, approval_id"
+    LEDGER_RECORD_COLUMNS                                                                          \
+    ", budget_id, instance, seq, day, rule_id, relations, constants, approval_id"
 
 /* Relations one record's cost is split across, at most (more are left
  * out of the split; the plan and the parse tree give at most 16). */

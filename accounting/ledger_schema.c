@@ -137,7 +137,7 @@
     " database TEXT NOT NULL,"                                                                     \
     " fingerprint " INT " NOT NULL,"                                                               \
     " constants " INT ","                                                                          \
-    " max_micro " INT ","   /* the cap of one run under it; NULL: none */                         \
+    " max_micro " INT "," /* the cap of one run under it; NULL: none */                            \
     " until_us " INT " NOT NULL,"                                                                  \
     " created_us " INT " NOT NULL,"                                                                \
     " created_by TEXT NOT NULL);"                                                                  \

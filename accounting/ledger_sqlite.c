@@ -14,9 +14,10 @@
 
 #include "pgtally/text.h"
 
-static const char insert_sql[] = "INSERT INTO queries (" LEDGER_WRITE_COLUMNS ")"
-                                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                                 " ON CONFLICT DO NOTHING";
+static const char insert_sql[] =
+    "INSERT INTO queries (" LEDGER_WRITE_COLUMNS ")"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT DO NOTHING";
 
 /* The upserts that add a transaction's sums to the rollups, spend and
  * shapes, one row of sums at a time. */

@@ -786,8 +786,7 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
     }
     pgt__client_account(s, type, peek, plen);
     /* s->est is this Bind's only when plan_bind ran (it was whole). */
-    if (type == 'B' && (s->est.key || s->est.rule_id || s->est.approval_id) &&
-        plen + 4 == len)
+    if (type == 'B' && (s->est.key || s->est.rule_id || s->est.approval_id) && plen + 4 == len)
         pgt_intercept_set_portal_estimate(s->ic, (const char *)peek, &s->est);
 }
 
