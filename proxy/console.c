@@ -43,6 +43,8 @@ const char *pgt_console_tag(pgt_console_verb_t v)
         return "BLOCK";
     case PGT_CONSOLE_UNBLOCK_SHAPE:
         return "UNBLOCK";
+    case PGT_CONSOLE_APPROVE_TICKET:
+        return "APPROVE";
     case PGT_CONSOLE_CANCEL_SESSION:
         return "CANCEL";
     case PGT_CONSOLE_RELOAD:
@@ -83,6 +85,12 @@ static const char *const rule_cols[] = {"id",     "fingerprint", "user",  "datab
 static const char *const alert_cols[] = {"id",         "budget_id", "period_start", "threshold_pct",
                                          "channel",    "sent_at",   "delivered_at", "attempts",
                                          "last_error", "message"};
+static const char *const ticket_cols[] = {
+    "ticket",       "user",           "database",  "fingerprint", "refusals",
+    "last_refused", "estimate",       "budget_id", "sqlstate",    "approval_id",
+    "approved_by",  "approved_until", "runs",      "runs_cost",   "query"};
+static const char *const approval_cols[] = {
+    "id", "ticket", "user", "database", "fingerprint", "constants", "max", "until", "created_by"};
 static const char *const config_cols[] = {"key", "value", "source", "description"};
 static const char *const version_cols[] = {"component", "version"};
 static const char *const cancel_cols[] = {"id", "backend_pid", "result"};
@@ -96,9 +104,10 @@ static const struct {
     const char *const *names; /* the columns */
     size_t n;                 /* how many */
 } columns[] = {
-    COLS(usage_cols),   COLS(budget_cols), COLS(query_cols),  COLS(shape_cols),  COLS(table_cols),
-    COLS(session_cols), COLS(rule_cols),   COLS(alert_cols),  COLS(config_cols), COLS(version_cols),
-    COLS(rule_cols),    COLS(rule_cols),   COLS(cancel_cols), COLS(reload_cols),
+    COLS(usage_cols),  COLS(budget_cols),   COLS(query_cols),   COLS(shape_cols),
+    COLS(table_cols),  COLS(session_cols),  COLS(rule_cols),    COLS(alert_cols),
+    COLS(ticket_cols), COLS(config_cols),   COLS(version_cols), COLS(rule_cols),
+    COLS(rule_cols),   COLS(approval_cols), COLS(cancel_cols),  COLS(reload_cols),
 };
 #undef COLS
 
@@ -260,8 +269,9 @@ static void list_commands(char *out, size_t len)
 }
 
 /* The words after SHOW, in the order of the SHOW verbs. */
-static const char *const show_words[] = {"USAGE",    "BUDGETS", "QUERIES", "SHAPES", "TABLES",
-                                         "SESSIONS", "RULES",   "ALERTS",  "CONFIG", "VERSION"};
+static const char *const show_words[] = {"USAGE",   "BUDGETS",  "QUERIES", "SHAPES",
+                                         "TABLES",  "SESSIONS", "RULES",   "ALERTS",
+                                         "TICKETS", "CONFIG",   "VERSION"};
 
 _Static_assert(PGT_CONSOLE_SHOW_USAGE + sizeof(show_words) / sizeof(show_words[0]) - 1 ==
                    PGT_CONSOLE_SHOW_VERSION,
@@ -293,6 +303,34 @@ static int show_args(pgt_console_cmd_t *out, const token_t *t, int n)
     return n == 0 ? 0 : -1;
 }
 
+/* The words after APPROVE: 'ticket' [FOR 'duration'] [MAX 'amount'] [SHAPE
+ * ONLY], the options in any order. Returns 0, or -1. */
+static int approve_args(pgt_console_cmd_t *out, const token_t *t, int n)
+{
+    if (n < 1 || t[0].kind != TOK_STRING || !pgt_ticket_parse(t[0].text, out->ticket))
+        return -1;
+    out->for_us = INT64_C(2) * 3600 * 1000000;
+    bool seen_for = false, seen_max = false;
+    for (int i = 1; i < n; i += 2) {
+        if (i + 1 >= n)
+            return -1;
+        if (is_word(&t[i], "FOR") && !seen_for && t[i + 1].kind == TOK_STRING) {
+            seen_for = true;
+            if (pgt_duration_parse(t[i + 1].text, &out->for_us) != 0 || out->for_us <= 0 ||
+                out->for_us > PGT_APPROVAL_MAX_US)
+                return -1;
+        } else if (is_word(&t[i], "MAX") && !seen_max && t[i + 1].kind == TOK_STRING) {
+            seen_max = true;
+            snprintf(out->message, sizeof(out->message), "%s", t[i + 1].text);
+        } else if (is_word(&t[i], "SHAPE") && !out->shape_only && is_word(&t[i + 1], "ONLY")) {
+            out->shape_only = true;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* The words after the verb's first word: 0, or -1. */
 static int parse_rest(pgt_console_cmd_t *out, const token_t *t, int n)
 {
@@ -316,6 +354,8 @@ static int parse_rest(pgt_console_cmd_t *out, const token_t *t, int n)
         return 0;
     case PGT_CONSOLE_RELOAD:
         return n == 0 ? 0 : -1;
+    case PGT_CONSOLE_APPROVE_TICKET:
+        return approve_args(out, t, n);
     default:
         return show_args(out, t, n);
     }
@@ -354,6 +394,8 @@ int pgt_console_parse(const char *text, size_t len, pgt_console_cmd_t *out, char
         out->verb = PGT_CONSOLE_CANCEL_SESSION;
     else if (is_word(&toks[0], "RELOAD"))
         out->verb = PGT_CONSOLE_RELOAD;
+    else if (is_word(&toks[0], "APPROVE"))
+        out->verb = PGT_CONSOLE_APPROVE_TICKET;
     char list[1024];
     if (out->verb == NVERBS) {
         list_commands(list, sizeof(list));
@@ -366,6 +408,9 @@ int pgt_console_parse(const char *text, size_t len, pgt_console_cmd_t *out, char
                  out->verb == PGT_CONSOLE_SHOW_QUERIES ? " (n from 1 to 1000)"
                  : out->verb == PGT_CONSOLE_BLOCK_SHAPE || out->verb == PGT_CONSOLE_UNBLOCK_SHAPE
                      ? " (the fingerprint as up to 16 hex digits, as SHOW SHAPES shows it)"
+                 : out->verb == PGT_CONSOLE_APPROVE_TICKET
+                     ? " (the ticket as the refusal's HINT or SHOW TICKETS shows it, T-XXXXXX; "
+                       "FOR at most '7d')"
                      : "");
         return -1;
     }
@@ -743,10 +788,88 @@ static int run_unblock(const pgt_console_cmd_t *cmd, pgt_db_t *db, run_ctx_t *c,
     return rc == 0 && removed == 0 ? 1 : rc;
 }
 
+/* SHOW TICKETS: the requests refused in the last PGT_TICKET_TTL_US. */
+static int run_tickets(pgt_db_t *db, run_ctx_t *c, char *err, size_t errlen)
+{
+    pgt_ticket_t *tk = NULL;
+    size_t n = 0;
+    if (db && pgt_tickets_read(db, pgt_clock_us() - PGT_TICKET_TTL_US, PGT_CONSOLE_LIST_MAX, &tk,
+                               &n, err, errlen) != 0)
+        return -1;
+    const char *cur = c->env->currency;
+    pgt_console_header(c->out, PGT_CONSOLE_SHOW_TICKETS);
+    for (size_t i = 0; i < n; i++) {
+        const pgt_ticket_t *t = &tk[i];
+        bool ap = t->approval_id != 0;
+        char fp[17], refusals[24], last[40], est[PGT_MONEY_TEXT_MAX], bid[24], aid[24], until[40],
+            runs[24], cost[PGT_MONEY_TEXT_MAX];
+        snprintf(fp, sizeof(fp), "%016llx", (unsigned long long)t->fingerprint);
+        const char *cells[] = {
+            t->id,
+            t->user,
+            t->database,
+            fp,
+            fmt_int(t->refusals, refusals, sizeof(refusals)),
+            fmt_time(t->last_us, last, sizeof(last)),
+            t->est_micro >= 0 ? pgt_money_format(t->est_micro, cur, est, sizeof(est)) : NULL,
+            t->budget_id ? fmt_int(t->budget_id, bid, sizeof(bid)) : NULL,
+            t->sqlstate,
+            ap ? fmt_int(t->approval_id, aid, sizeof(aid)) : NULL,
+            ap ? t->approved_by : NULL,
+            ap ? fmt_time(t->approved_until, until, sizeof(until)) : NULL,
+            ap ? fmt_int(t->runs, runs, sizeof(runs)) : NULL,
+            ap ? pgt_money_format(t->runs_micro, cur, cost, sizeof(cost)) : NULL,
+            t->normalized};
+        if (!pgt_console_row(c->out, cells, 15))
+            break;
+    }
+    pgt_tickets_free(tk, n);
+    return 0;
+}
+
+/* APPROVE 'ticket': as `pgtallyctl ticket approve`. Returns 0; 1 when no
+ * such ticket was refused lately; 2 when MAX is not an amount; or -1. */
+static int run_approve(const pgt_console_cmd_t *cmd, pgt_db_t *db, run_ctx_t *c, char *err,
+                       size_t errlen)
+{
+    pgt_approve_req_t req = {.ticket = cmd->ticket,
+                             .for_us = cmd->for_us,
+                             .max_micro = -1,
+                             .shape_only = cmd->shape_only,
+                             .by = c->env->user,
+                             .now_us = pgt_clock_us()};
+    if (cmd->message[0] &&
+        pgt_money_parse(cmd->message, c->env->currency, &req.max_micro, err, errlen) != 0)
+        return 2;
+    pgt_approval_t a;
+    int rc = pgt_ticket_approve(db, &req, &a, err, errlen);
+    if (rc != 0)
+        return rc;
+    const char *cur = c->env->currency;
+    char id[24], fp[17], cs[24], max[PGT_MONEY_TEXT_MAX], until[40];
+    snprintf(fp, sizeof(fp), "%016llx", (unsigned long long)a.fingerprint);
+    snprintf(cs, sizeof(cs), "%s", a.constants ? "exact" : "any");
+    const char *cells[] = {fmt_int(a.id, id, sizeof(id)),
+                           a.ticket,
+                           a.user,
+                           a.database,
+                           fp,
+                           cs,
+                           a.max_micro >= 0 ? pgt_money_format(a.max_micro, cur, max, sizeof(max))
+                                            : NULL,
+                           fmt_time(a.until_us, until, sizeof(until)),
+                           a.created_by};
+    pgt_console_header(c->out, cmd->verb);
+    pgt_console_row(c->out, cells, 9);
+    pgt_approval_free(&a);
+    return 0;
+}
+
 /* The commands that change or read the budget tables. */
 static int run_db(const pgt_console_cmd_t *cmd, run_ctx_t *c, char *err, size_t errlen)
 {
-    bool write = cmd->verb == PGT_CONSOLE_BLOCK_SHAPE || cmd->verb == PGT_CONSOLE_UNBLOCK_SHAPE;
+    bool write = cmd->verb == PGT_CONSOLE_BLOCK_SHAPE || cmd->verb == PGT_CONSOLE_UNBLOCK_SHAPE ||
+                 cmd->verb == PGT_CONSOLE_APPROVE_TICKET;
     pgt_db_t *db = NULL;
     int rc = pgt_budget_store_open(&c->env->where, write, &db, err, errlen);
     if (rc < 0)
@@ -755,6 +878,10 @@ static int run_db(const pgt_console_cmd_t *cmd, run_ctx_t *c, char *err, size_t 
         rc = run_block(cmd, db, c, err, errlen);
     else if (cmd->verb == PGT_CONSOLE_UNBLOCK_SHAPE)
         rc = run_unblock(cmd, db, c, err, errlen);
+    else if (cmd->verb == PGT_CONSOLE_APPROVE_TICKET)
+        rc = run_approve(cmd, db, c, err, errlen);
+    else if (cmd->verb == PGT_CONSOLE_SHOW_TICKETS)
+        rc = run_tickets(db, c, err, errlen);
     else
         rc = run_store(cmd, db, c, err, errlen);
     pgt_budget_store_close(db);
@@ -778,6 +905,17 @@ void pgt_console_run_ledger(const pgt_console_cmd_t *cmd, const pgt_console_env_
     pgt_buf_free(out);
     char msg[700], fp[17];
     snprintf(fp, sizeof(fp), "%016llx", (unsigned long long)cmd->fingerprint);
+    if (rc == 1 && cmd->verb == PGT_CONSOLE_APPROVE_TICKET) {
+        snprintf(msg, sizeof(msg), "pgtally console: no ticket %s was refused in the last 24 hours",
+                 cmd->ticket);
+        pgt_console_error(out, "42704", msg, "SHOW TICKETS lists the tickets");
+        return;
+    }
+    if (rc == 2) {
+        snprintf(msg, sizeof(msg), "pgtally console: bad MAX '%s': %s", cmd->message, err);
+        pgt_console_error(out, "22023", msg, "MAX takes an amount such as '5' or '5 USD'");
+        return;
+    }
     if (rc == 1) {
         snprintf(msg, sizeof(msg), "pgtally console: no block rule for shape %s", fp);
         pgt_console_error(out, "42704", msg, "SHOW RULES lists the rules");

@@ -342,7 +342,7 @@ static void finish_explain(pgt_session_t *s, const uint8_t *z, size_t zlen)
         s->cancel_requested = false;
         pgt__answer_error(s, "57014", "canceling statement due to user request", NULL);
         pgt_intercept_unsent(s->ic, c->pend + 5, qlen - 5, PGT_QUERY_CANCELLED, "57014");
-    } else if (pgt__judge(s, (const char *)c->pend + 5, qlen - 6, NULL, 0, true)) {
+    } else if (pgt__judge(s, (const char *)c->pend + 5, qlen - 6, NULL, true)) {
         pgt__refuse_query(s);
         return;
     } else {
@@ -509,7 +509,8 @@ static void finish_ext_explain(pgt_session_t *s, const uint8_t *err, size_t err_
         size_t types_len;
         const pgt_text_t *t =
             err ? NULL : pgt__bind_statement(s, c->pend + 5, blen - 5, &types, &types_len);
-        if (t && pgt__judge(s, t->data, t->len, c->pend + 5, blen - 5, true)) {
+        pgt_judged_t src = {.bind = c->pend + 5, .bind_len = blen - 5};
+        if (t && pgt__judge(s, t->data, t->len, &src, true)) {
             /* The estimate is over a cap: the stand-in goes now. */
             if (pgt__refuse_bind_msgs(s)) {
                 pgt__start_explain(s);

@@ -238,20 +238,30 @@ static bool judge_guard(pgt_session_t *s, const pgt_who_t *who, const char *sql,
 
 /* A refusal by a budget, a cap or the guard (v) is lifted by an approval
  * in force of the statement's request (user, database, shape, constants:
- * sql[0..len) and, for a Bind, its parameters bind[0..blen)) whose cap
+ * those of sql[0..len), as the ledger records it, and those of the Bind
+ * that runs it: src) whose cap
  * the estimate fits: the statement then runs under it (s->est carries the
  * approval to the intercept, the running check and the ledger), with a
  * NOTICE that says so, and this returns true. Otherwise v's HINT gets the
  * request's ticket, and an approver's command. Needs the shape's
  * fingerprint: without one there is no ticket. */
 static bool escrow(pgt_session_t *s, const pgt_who_t *who, const char *sql, size_t len,
-                   const uint8_t *bind, size_t blen, pgt_verdict_t *v)
+                   const pgt_judged_t *src, pgt_verdict_t *v)
 {
-    uint64_t fp = s->est.fingerprint;
-    if (!fp || !v)
+    if (!v)
         return false;
-    uint64_t constants =
-        pgt_fp_constants_hash(sql, len, bind ? pgt_intercept_bind_params(bind, blen) : 0);
+    uint64_t fp = s->est.fingerprint;
+    pgt_shape_t shape;
+    if (!fp && !s->proxy->escrow_fp)
+        s->proxy->escrow_fp = pgt_fp_cache_new(256);
+    if (!fp && s->proxy->escrow_fp && pgt_fp_shape(s->proxy->escrow_fp, sql, len, &shape) == 0)
+        fp = shape.fingerprint;
+    if (!fp)
+        return false;
+    if (src && src->text_len && src->text_len < len)
+        len = src->text_len;
+    uint64_t params = src && src->bind ? pgt_intercept_bind_params(src->bind, src->bind_len) : 0;
+    uint64_t constants = pgt_fp_constants_hash(sql, len, params);
     const pgt_approval_t *a = pgt_budgets_approval(s->proxy->budgets, who, fp, constants);
     const char *cur = s->proxy->cfg->currency;
     char cap[PGT_MONEY_TEXT_MAX], est[PGT_MONEY_TEXT_MAX], until[32];
@@ -302,7 +312,7 @@ static bool escrow(pgt_session_t *s, const pgt_who_t *who, const char *sql, size
  * verdict holds, ahead of the statement's results. A statement is refused only when the reply that
  * refuses it can be told from others: nothing else in flight (simple) or a known batch (extended);
  * otherwise it runs, and the running check stops it. */
-bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, const uint8_t *bind, size_t blen,
+bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, const pgt_judged_t *src,
                 bool can_refuse)
 {
     pgt_budgets_t *b = s->proxy->budgets;
@@ -315,7 +325,7 @@ bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, const uint8_t *bi
         return true;
     bool guarded = judge_guard(s, &who, sql, len, can_refuse);
     s->plan_valid = false;
-    if (guarded && escrow(s, &who, sql, len, bind, blen, s->verdict)) {
+    if (guarded && escrow(s, &who, sql, len, src, s->verdict)) {
         free(s->verdict);
         s->verdict = NULL;
         return false;
@@ -332,7 +342,7 @@ bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, const uint8_t *bi
     const int64_t range[3] = {est, s->est.low_micro, s->est.high_micro};
     pgt_budgets_check(b, &who, range,
                       !apply || s->txn_status == 'E' || pgt_fp_never_refused(sql, len), &v);
-    if (v.action == PGT_VERDICT_REFUSE && can_refuse && escrow(s, &who, sql, len, bind, blen, &v))
+    if (v.action == PGT_VERDICT_REFUSE && can_refuse && escrow(s, &who, sql, len, src, &v))
         return false;
     if (v.action == PGT_VERDICT_REFUSE && can_refuse && (s->verdict = malloc(sizeof(v))) != NULL) {
         *s->verdict = v;
@@ -404,7 +414,8 @@ void pgt__judge_head(pgt_session_t *s, uint8_t type, const uint8_t *head, size_t
                                 &s->est));
     }
     pgt_intercept_set_estimate(s->ic, &s->est);
-    if (pgt__judge(s, (const char *)head, hlen, NULL, 0, pgt_conv_may_query(&s->conv)))
+    pgt_judged_t src = {.text_len = PGT_FRAMER_PEEK}; /* recorded by its first bytes */
+    if (pgt__judge(s, (const char *)head, hlen, &src, pgt_conv_may_query(&s->conv)))
         s->client.framer.stop = true;
 }
 
@@ -487,7 +498,8 @@ bool pgt__judge_bind(pgt_session_t *s, const uint8_t *body, size_t blen, bool wh
     const pgt_text_t *t = pgt__bind_statement(s, body, blen, &types, &types_len);
     bool now = pgt__may_hold(s) && pgt_conv_may_extend(&s->conv);
     bool later = !now && whole && pgt__may_await(s);
-    if (!t || !pgt__judge(s, t->data, t->len, body, blen, now || later))
+    pgt_judged_t src = {.bind = body, .bind_len = blen};
+    if (!t || !pgt__judge(s, t->data, t->len, &src, now || later))
         return false;
     if (later) {
         s->awaiting = AWAIT_BIND;

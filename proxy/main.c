@@ -401,6 +401,7 @@ int main(int argc, char **argv)
     pgt_budgets_free(proxy.budgets);
     pgt_meter_free(proxy.meter);
     pgt_estimator_free(proxy.estimator);
+    pgt_fp_cache_free(proxy.escrow_fp);
     if (ledger)
         pgt_ledger_close(ledger);
     /* The journal keeps only what did not become durable, for the next

@@ -765,7 +765,7 @@ static void client_msg_cb(void *arg, uint8_t type, uint32_t len, const uint8_t *
             return;
         pgt_intercept_set_estimate(s->ic, &s->est);
         bool now = pgt_conv_may_query(&s->conv), later = !now && pgt__may_await(s);
-        if (whole_query && pgt__judge(s, (const char *)peek, plen - 1, NULL, 0, now || later)) {
+        if (whole_query && pgt__judge(s, (const char *)peek, plen - 1, NULL, now || later)) {
             s->awaiting = later ? AWAIT_QUERY : AWAIT_NONE;
             s->client.framer.stop = true;
             return;

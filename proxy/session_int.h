@@ -276,11 +276,20 @@ bool pgt__budgets_apply(const pgt_session_t *s);
  * are in force (judge.c). */
 bool pgt__judge_due(const pgt_session_t *s);
 
-/* Checks the statement sql[0..len) (estimate in s->est; bind[0..blen) the
- * body of the Bind that runs it, or NULL) against the budgets. Returns true
- * when it is refused (can_refuse), with the reason in s->verdict (owned by
- * s); otherwise sends the verdict's warning and notice. */
-bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, const uint8_t *bind, size_t blen,
+/* Where a judged statement's text came from, as its ticket needs to know
+ * (docs/escrow.md): the Bind that runs it, or the first bytes of a Query
+ * too long to capture. */
+typedef struct pgt_judged {
+    const uint8_t *bind; /* the body of the Bind that runs it, or NULL */
+    size_t bind_len;     /* its length */
+    size_t text_len;     /* bytes of the text the ledger records it by; 0: all */
+} pgt_judged_t;
+
+/* Checks the statement sql[0..len) (estimate in s->est; from where src
+ * says, NULL: a whole Query) against the budgets. Returns true when it is
+ * refused (can_refuse), with the reason in s->verdict (owned by s);
+ * otherwise sends the verdict's warning and notice. */
+bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, const pgt_judged_t *src,
                 bool can_refuse);
 
 /* Checks a client's Bind body[0..blen) (whole, or its head only) against

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "pgtally/buf.h"
+#include "pgtally/escrow.h"
 #include "pgtally/ledger.h"
 #include "pgtally/period.h"
 #include "pgtally/rules.h"
@@ -38,10 +39,12 @@
     X(SHOW_SESSIONS, "SHOW SESSIONS", false, false)                                                \
     X(SHOW_RULES, "SHOW RULES", true, false)                                                       \
     X(SHOW_ALERTS, "SHOW ALERTS", true, false)                                                     \
+    X(SHOW_TICKETS, "SHOW TICKETS", true, false)                                                   \
     X(SHOW_CONFIG, "SHOW CONFIG", false, false)                                                    \
     X(SHOW_VERSION, "SHOW VERSION", false, false)                                                  \
     X(BLOCK_SHAPE, "BLOCK SHAPE 'fingerprint' [MESSAGE 'text']", true, true)                       \
     X(UNBLOCK_SHAPE, "UNBLOCK SHAPE 'fingerprint'", true, true)                                    \
+    X(APPROVE_TICKET, "APPROVE 'ticket' [FOR 'duration'] [MAX 'amount'] [SHAPE ONLY]", true, true) \
     X(CANCEL_SESSION, "CANCEL SESSION n", false, true)                                             \
     X(RELOAD, "RELOAD", false, true)
 
@@ -59,7 +62,10 @@ typedef struct pgt_console_cmd {
     int64_t n;                          /* SHOW QUERIES: rows; CANCEL SESSION: the session */
     uint64_t fingerprint;               /* BLOCK/UNBLOCK SHAPE: the shape */
     bool has_message;                   /* BLOCK SHAPE: MESSAGE given */
-    char message[PGT_RULE_MESSAGE_MAX]; /* ... and its text */
+    char message[PGT_RULE_MESSAGE_MAX]; /* ... and its text; APPROVE: MAX's amount, or "" */
+    char ticket[PGT_TICKET_LEN];        /* APPROVE: the ticket */
+    int64_t for_us;                     /* APPROVE: FOR (default 2 hours) */
+    bool shape_only;                    /* APPROVE: SHAPE ONLY */
 } pgt_console_cmd_t;
 
 /* Parses the text of a Query, text[0..len). Returns 0 with *out set, or -1

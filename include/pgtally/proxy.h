@@ -15,6 +15,7 @@
 #include "pgtally/config.h"
 #include "pgtally/budget.h"
 #include "pgtally/estimator.h"
+#include "pgtally/fingerprint.h"
 #include "pgtally/ledger.h"
 #include "pgtally/meter.h"
 #include "pgtally/metrics.h"
@@ -62,6 +63,8 @@ struct pgt_proxy {
     uv_timer_t shutdown_timer;     /* bounds the drain */
     pgt_cancel_map_t *cancel_map;  /* BackendKeyData -> session */
     pgt_estimator_t *estimator;    /* estimates before execution, or NULL */
+    pgt_fp_cache_t *escrow_fp;     /* shapes of refused statements without an estimate's
+                                      (judge.c, made when first needed; loop only) */
     pgt_ledger_t *ledger;          /* the ledger, or NULL when metering is off */
     pgt_meter_t *meter;            /* metering pipeline, or NULL when metering is off */
     pgt_budgets_t *budgets;        /* budget enforcement, or NULL when metering is off */

@@ -11,6 +11,7 @@ statement is an alert; a dead webhook costs the statements nothing.
 """
 
 import json
+import re
 import signal
 import time
 
@@ -157,6 +158,8 @@ def test_refusal_storm_is_one_message_with_the_count(pgtally, users, smtp, hook,
     assert "200 refused user=alr_b budget=" in burst and "sqlstate=53400" in burst, burst
     assert "Examples:" in burst and "alr_b (53400): pgtally: budget user alr_b/day is spent" \
         in burst, burst
+    # and the command that approves the refused request (docs/escrow.md)
+    assert re.search(r"\. To approve: pgtallyctl ticket approve T-[0-9A-Z]{6} --for 2h", burst), burst
     # the threshold crossing (100 %) came on its own
     assert any("is at 100%" in t for t in texts(hook)), texts(hook)
     assert len(hook.requests) == 2, texts(hook)

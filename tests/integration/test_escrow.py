@@ -176,3 +176,60 @@ def test_bad_approvals_say_what_to_do(pgtally, users):
     assert r.returncode == 2 and "--for is required" in r.stderr, r.stderr
     r = run_pgtallyctl(["-c", proxy.config_path, "ticket", "list"])
     assert r.returncode == 0 and r.stdout.startswith("No tickets"), r
+
+
+@pytest.fixture(scope="module")
+def big(pg):
+    """Two tables whose cross join is estimated at 4e8 rows."""
+    with pg.admin() as a:
+        for t in ("esc_big", "esc_big2"):
+            a.execute("DROP TABLE IF EXISTS %s" % t)
+            a.execute("CREATE TABLE %s (id int PRIMARY KEY)" % t)
+            a.execute("INSERT INTO %s SELECT generate_series(1, 20000)" % t)
+            a.execute("ANALYZE %s" % t)
+            a.execute("GRANT SELECT ON %s TO PUBLIC" % t)
+
+
+# The join node is estimated at 4e8 rows; the LIMIT makes the run instant.
+CROSS = "SELECT 1 FROM esc_big f, esc_big2 g LIMIT 1"
+
+
+def console(proxy, user, command):
+    return run_psql(proxy.dsn(user=user, dbname="pgtally"), command)
+
+
+def test_a_guard_refusal_approved_in_the_console(pgtally, users, big):
+    admin, stats, user = users[3], users[4], users[5]
+    proxy = pgtally(**{"pricing.per_compute_second": "0", "pricing.per_gib_returned": "0",
+                       "pricing.per_query": "0", "guard.max_join_rows": "1e8",
+                       "admin.admin_users": admin, "admin.stats_users": stats})
+    r = run_psql(proxy.dsn(user=user), CROSS)
+    assert r.returncode != 0 and "estimated at 4e8 rows; the limit is 1e8" in r.stderr, r.stderr
+    ticket = TICKET.search(r.stderr).group(1)
+    wait_ledger(proxy, 1, "status = 'refused' AND normalized LIKE '%%esc_big%%'")
+    r = console(proxy, stats, "SHOW TICKETS")
+    assert r.returncode == 0, r.stderr
+    shown = [line.split("|") for line in r.stdout.splitlines()]
+    assert [(x[0], x[1], x[4], x[8]) for x in shown] == [(ticket, user, "1", "54000")], shown
+    # A stats user may look, not approve.
+    r = console(proxy, stats, "APPROVE '%s'" % ticket)
+    assert r.returncode != 0 and "permission denied for APPROVE" in r.stderr, r.stderr
+    # Typed loosely: lower case, no T-. FOR defaults to 2h.
+    r = console(proxy, admin, "APPROVE '%s' FOR '45m'" % ticket[2:].lower())
+    assert r.returncode == 0, r.stderr
+    row = r.stdout.strip().split("|")
+    assert row[1:4] == [ticket, user, "pgtally_test"] and row[5] == "exact" and row[8] == admin, row
+    wait_loaded(proxy)
+    r = run_psql(proxy.dsn(user=user), CROSS)
+    assert r.returncode == 0 and r.stdout.strip() == "1", r
+    assert "NOTICE:  pgtally: runs under approval %s of ticket %s, granted by %s" % (
+        row[0], ticket, admin) in r.stderr, r.stderr
+    # Another user's cross join is still refused.
+    r = run_psql(proxy.dsn(user=users[0]), CROSS)
+    assert r.returncode != 0 and "estimated at 4e8 rows" in r.stderr, r.stderr
+    r = console(proxy, admin, "APPROVE 'T-ZZZZZZ'")
+    assert r.returncode != 0 and "no ticket T-ZZZZZZ was refused in the last 24 hours" in r.stderr
+    r = console(proxy, admin, "APPROVE '%s' FOR '9d'" % ticket)
+    assert r.returncode != 0 and "syntax error; usage: APPROVE 'ticket'" in r.stderr, r.stderr
+    recs = wait_ledger(proxy, 3, "normalized LIKE '%%esc_big%%'")
+    assert [x["approval_id"] for x in recs if x["status"] == "ok"] == [int(row[0])], show(recs)
