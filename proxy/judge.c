@@ -236,6 +236,21 @@ static bool judge_guard(pgt_session_t *s, const pgt_who_t *who, const char *sql,
 
 /* ---- escrow: tickets and approvals (docs/escrow.md) --------------------- */
 
+/* Whether a refused sql[0..len) may have a ticket. Not when it runs a
+ * statement by name (EXECUTE, FETCH, MOVE): by the time it is approved the
+ * name may stand for another statement. Nor several statements in one
+ * Query: the ledger records each on its own, and so tickets are of one. */
+static bool ticketable(const char *sql, size_t len)
+{
+    pgt_prep_t named[1];
+    pgt_stmt_t st[2];
+    size_t off, n;
+    if (sql[len] != '\0')
+        return true; /* the head of a Query too long to capture: judged by its first bytes */
+    return pgt_fp_runs_named(sql, named, 1) == 0 &&
+           (pgt_fp_single(sql, len, &off, &n) || pgt_fp_split(sql, st, 2) == 1);
+}
+
 /* A refusal by a budget, a cap or the guard (v) is lifted by an approval
  * in force of the statement's request (user, database, shape, constants:
  * those of sql[0..len), as the ledger records it, and those of the Bind
@@ -256,7 +271,7 @@ static bool escrow(pgt_session_t *s, const pgt_who_t *who, const char *sql, size
         s->proxy->escrow_fp = pgt_fp_cache_new(256);
     if (!fp && s->proxy->escrow_fp && pgt_fp_shape(s->proxy->escrow_fp, sql, len, &shape) == 0)
         fp = shape.fingerprint;
-    if (!fp)
+    if (!fp || !ticketable(sql, len))
         return false;
     if (src && src->text_len && src->text_len < len)
         len = src->text_len;

@@ -233,3 +233,9 @@ def test_a_guard_refusal_approved_in_the_console(pgtally, users, big):
     assert r.returncode != 0 and "syntax error; usage: APPROVE 'ticket'" in r.stderr, r.stderr
     recs = wait_ledger(proxy, 3, "normalized LIKE '%%esc_big%%'")
     assert [x["approval_id"] for x in recs if x["status"] == "ok"] == [int(row[0])], show(recs)
+    # Run by name, the same statement has no ticket (the name could stand
+    # for another statement by the time it is approved), nor does it run.
+    r = run_psql(proxy.dsn(user=user), "PREPARE big AS " + CROSS, "EXECUTE big")
+    assert r.returncode != 0 and "estimated at 4e8 rows" in r.stderr, r.stderr
+    assert "ticket" not in r.stderr and "runs under approval" not in r.stderr, r.stderr
+
