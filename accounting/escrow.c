@@ -225,32 +225,75 @@ static int ticket_row(const pgt_db_row_t *r, void *arg)
     return 0;
 }
 
-/* What runs_row fills: the tickets, to find an approval's. */
-typedef struct runs_read {
-    pgt_ticket_t *t; /* the tickets */
-    size_t n;        /* entries */
-} runs_read_t;
+/* What use_row fills. */
+typedef struct use_read {
+    pgt_approval_use_t *u; /* the approvals read */
+    size_t n;              /* entries used */
+    size_t cap;            /* slots allocated */
+} use_read_t;
 
-/* Takes one approval (APPROVAL_COLUMNS, then its runs and their cost) to
- * its ticket; the latest (by id) wins. */
-static int approval_runs_row(const pgt_db_row_t *r, void *arg)
+/* Takes a row of APPROVAL_COLUMNS, then its runs and their cost. */
+static int use_row(const pgt_db_row_t *r, void *arg)
 {
-    runs_read_t *l = arg;
-    const char *ticket = pgt_db_text(r, 1);
-    for (size_t i = 0; ticket && i < l->n; i++) {
-        pgt_ticket_t *t = &l->t[i];
-        if (strcmp(t->id, ticket) != 0 || pgt_db_int(r, 0) < t->approval_id)
-            continue;
-        char *by = column_dup(r, 9);
-        if (!by)
-            return ROW_FAILED;
-        free(t->approved_by);
-        t->approved_by = by;
-        t->approval_id = pgt_db_int(r, 0);
-        t->approved_until = pgt_db_int(r, 7);
-        t->runs = pgt_db_int(r, 10);
-        t->runs_micro = pgt_db_int(r, 11);
+    use_read_t *l = arg;
+    pgt_approval_use_t *u = push((void **)&l->u, &l->n, &l->cap, sizeof(*u));
+    if (!u || !approval_from_row(r, &u->a))
+        return ROW_FAILED;
+    u->runs = pgt_db_int(r, 10);
+    u->runs_micro = pgt_db_int(r, 11);
+    return 0;
+}
+
+void pgt_approvals_free(pgt_approval_use_t *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        pgt_approval_free(&u[i].a);
+    free(u);
+}
+
+int pgt_approvals_read(pgt_db_t *db, int64_t from_us, int64_t to_us, size_t max,
+                       pgt_approval_use_t **out, size_t *n, char *err, size_t errlen)
+{
+    use_read_t l = {0};
+    int rc = 0;
+    if (have_approvals(db))
+        rc = pgt_db_run(db, DOING, err, errlen, use_row, &l,
+                        "SELECT " APPROVAL_COLUMNS ", (SELECT count(*) FROM queries q WHERE"
+                        " q.approval_id = a.id AND q.started_at >= ?1 AND q.started_at < ?2),"
+                        " (SELECT coalesce(sum(q.cost_micro), 0) FROM queries q WHERE"
+                        " q.approval_id = a.id AND q.started_at >= ?1 AND q.started_at < ?2)"
+                        " FROM approvals a WHERE a.created_us < ?2 AND a.until_us > ?1"
+                        " ORDER BY a.id LIMIT ?3",
+                        "iii", from_us, to_us, (int64_t)max);
+    if (rc == ROW_FAILED)
+        snprintf(err, errlen, "%s: out of memory", DOING);
+    if (rc != 0) {
+        pgt_approvals_free(l.u, l.n);
+        return -1;
     }
+    *out = l.u;
+    *n = l.n;
+    return 0;
+}
+
+/* Gives each ticket its latest approval of u (by id). Returns 0, or -1
+ * when out of memory. */
+static int attach_approvals(pgt_ticket_t *t, size_t nt, const pgt_approval_use_t *u, size_t nu)
+{
+    for (size_t k = 0; k < nu; k++)
+        for (size_t i = 0; i < nt; i++) {
+            if (strcmp(t[i].id, u[k].a.ticket) != 0 || u[k].a.id < t[i].approval_id)
+                continue;
+            char *by = strdup(u[k].a.created_by);
+            if (!by)
+                return -1;
+            free(t[i].approved_by);
+            t[i].approved_by = by;
+            t[i].approval_id = u[k].a.id;
+            t[i].approved_until = u[k].a.until_us;
+            t[i].runs = u[k].runs;
+            t[i].runs_micro = u[k].runs_micro;
+        }
     return 0;
 }
 
@@ -271,15 +314,15 @@ int pgt_tickets_read(pgt_db_t *db, int64_t since_us, size_t max, pgt_ticket_t **
     ticket_read_t l = {0};
     int rc = pgt_db_run(db, DOING, err, errlen, ticket_row, &l, TICKET_ROWS, "iii",
                         (int64_t)pgt_local_day(since_us), since_us, (int64_t)max);
-    runs_read_t runs = {l.t, l.n};
-    if (rc == 0 && l.n && have_approvals(db))
-        rc = pgt_db_run(db, DOING, err, errlen, approval_runs_row, &runs,
-                        "SELECT " APPROVAL_COLUMNS ", (SELECT count(*) FROM queries q WHERE"
-                        " q.approval_id = a.id AND q.started_at >= a.created_us),"
-                        " (SELECT coalesce(sum(cost_micro), 0) FROM queries q WHERE"
-                        " q.approval_id = a.id AND q.started_at >= a.created_us)"
-                        " FROM approvals a WHERE a.created_us >= ?1",
-                        "i", since_us - PGT_APPROVAL_MAX_US);
+    pgt_approval_use_t *u = NULL;
+    size_t nu = 0;
+    /* The approvals that can be a recent ticket's, and their runs since. */
+    if (rc == 0 && l.n)
+        rc = pgt_approvals_read(db, since_us - PGT_APPROVAL_MAX_US, INT64_MAX, 100000, &u, &nu, err,
+                                errlen);
+    if (rc == 0 && attach_approvals(l.t, l.n, u, nu) != 0)
+        rc = ROW_FAILED;
+    pgt_approvals_free(u, nu);
     if (rc == ROW_FAILED)
         snprintf(err, errlen, "%s: out of memory", DOING);
     if (rc != 0) {

@@ -671,6 +671,60 @@ static json_t *refusals_section(build_t *b, bool *ok)
     return o;
 }
 
+/* ---- Approvals (docs/escrow.md) ------------------------------------------- */
+
+/* Approvals listed at most. */
+#define MAX_APPROVALS 100
+
+static json_t *approval_item(build_t *b, const pgt_approval_use_t *u, bool *ok)
+{
+    char iso[48];
+    json_t *item = json_object();
+    put(item, "id", json_integer(u->a.id), ok);
+    put(item, "ticket", json_string(u->a.ticket), ok);
+    put(item, "user", pgt_text_json(u->a.user), ok);
+    put(item, "database", pgt_text_json(u->a.database), ok);
+    put_shape(b, item, u->a.fingerprint, ok);
+    put(item, "scope", json_string(u->a.constants ? "statement" : "shape"), ok);
+    if (u->a.max_micro >= 0)
+        put_money(item, "max", u->a.max_micro, ok);
+    else
+        put(item, "max", json_null(), ok);
+    put(item, "approved_by", pgt_text_json(u->a.created_by), ok);
+    put(item, "approved_at", json_string(fmt_iso(u->a.created_us, iso, sizeof(iso))), ok);
+    put(item, "until", json_string(fmt_iso(u->a.until_us, iso, sizeof(iso))), ok);
+    put(item, "runs", json_integer(u->runs), ok);
+    put_money(item, "cost", u->runs_micro, ok);
+    return item;
+}
+
+/* The approvals in force during the day and what ran under them then:
+ * who let what past a budget, a cap or the guard. */
+static json_t *approvals_section(build_t *b, bool *ok)
+{
+    pgt_approval_use_t *u = NULL;
+    size_t n = 0;
+    json_t *o = json_object(), *items = json_array();
+    if (pgt_approvals_read(b->db, b->from, b->to, MAX_APPROVALS, &u, &n, b->err, sizeof(b->err)) !=
+        0) {
+        *ok = false;
+        n = 0;
+    }
+    int64_t runs = 0, cost = 0;
+    for (size_t i = 0; i < n; i++) {
+        runs += u[i].runs;
+        cost += u[i].runs_micro;
+        if (json_array_append_new(items, approval_item(b, &u[i], ok)) != 0)
+            *ok = false;
+    }
+    pgt_approvals_free(u, n);
+    put(o, "approvals", json_integer((json_int_t)n), ok);
+    put(o, "runs", json_integer(runs), ok);
+    put_money(o, "cost", cost, ok);
+    put(o, "items", items, ok);
+    return o;
+}
+
 /* ---- The document -------------------------------------------------------- */
 
 static const char *zone_name(const pgt_report_opts_t *o)
@@ -702,6 +756,7 @@ static json_t *assemble(build_t *b)
     put(doc, "data", data_section(b, &ok), &ok);
     put(doc, "budgets", budgets_section(b, &ok), &ok);
     put(doc, "refusals", refusals_section(b, &ok), &ok);
+    put(doc, "approvals", approvals_section(b, &ok), &ok);
     if (!ok) {
         if (!b->err[0])
             snprintf(b->err, sizeof(b->err), "out of memory");

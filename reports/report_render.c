@@ -110,6 +110,24 @@ char *rf_clock(const char *iso, char *buf, size_t len)
     return buf;
 }
 
+char *rf_minute(const char *iso, char *buf, size_t len)
+{
+    if (strlen(iso) >= 16 && iso[10] == 'T')
+        snprintf(buf, len, "%.10s %.5s", iso, iso + 11);
+    else
+        snprintf(buf, len, "%s", "");
+    return buf;
+}
+
+char *rf_approval_max(const json_t *doc, const json_t *a, char *buf, size_t len)
+{
+    if (rj_null(a, "max"))
+        snprintf(buf, len, "none");
+    else
+        rf_money(doc, a, "max", buf, len);
+    return buf;
+}
+
 void rf_tags(pgt_buf_t *out, const json_t *tags)
 {
     const char *key;
@@ -441,6 +459,42 @@ static void text_refusals(pgt_buf_t *out, const json_t *doc)
     table_done(out, t);
 }
 
+static const char *const text_approval_head[] = {"ID", "TICKET", "USER", "SCOPE", "CAP",
+                                                 "BY", "UNTIL",  "RUNS", "COST",  "STATEMENT"};
+static const bool text_approval_right[] = {true,  false, false, false, true,
+                                           false, false, true,  true,  false};
+
+static void text_approvals(pgt_buf_t *out, const json_t *doc)
+{
+    const json_t *r = json_object_get(doc, "approvals");
+    if (!rj_int(r, "approvals"))
+        return;
+    char n[RF_SHORT], runs[RF_SHORT], cost[RF_SHORT];
+    pgt_buf_printf(out, "\nApprovals in force: %s, %s run%s under them, %s\n\n",
+                   rf_count(rj_int(r, "approvals"), n, sizeof(n)),
+                   rf_count(rj_int(r, "runs"), runs, sizeof(runs)),
+                   rj_int(r, "runs") == 1 ? "" : "s", rf_money(doc, r, "cost", cost, sizeof(cost)));
+    pgt_text_table_t *t = pgt_text_table_new(10, text_approval_head, text_approval_right);
+    size_t i;
+    const json_t *x;
+    json_array_foreach(rj_arr(r, "items"), i, x)
+    {
+        char id[24], cap[RF_SHORT], until[32];
+        snprintf(id, sizeof(id), "%lld", (long long)rj_int(x, "id"));
+        pgt_text_table_cell(t, id, 0);
+        pgt_text_table_cell(t, rj_str(x, "ticket"), 0);
+        pgt_text_table_cell(t, rj_str(x, "user"), TEXT_CELL_WIDTH);
+        pgt_text_table_cell(t, rj_str(x, "scope"), 0);
+        pgt_text_table_cell(t, rf_approval_max(doc, x, cap, sizeof(cap)), 0);
+        pgt_text_table_cell(t, rj_str(x, "approved_by"), TEXT_CELL_WIDTH);
+        pgt_text_table_cell(t, rf_minute(rj_str(x, "until"), until, sizeof(until)), 0);
+        pgt_text_table_cell(t, rf_count(rj_int(x, "runs"), runs, sizeof(runs)), 0);
+        pgt_text_table_cell(t, rf_money(doc, x, "cost", cost, sizeof(cost)), 0);
+        pgt_text_table_cell(t, rj_str(x, "normalized"), TEXT_QUERY_WIDTH);
+    }
+    table_done(out, t);
+}
+
 static char *render_text(const json_t *doc, char *err, size_t errlen)
 {
     pgt_buf_t out = {0};
@@ -453,6 +507,7 @@ static char *render_text(const json_t *doc, char *err, size_t errlen)
     text_data(&out, doc);
     text_budgets(&out, doc);
     text_refusals(&out, doc);
+    text_approvals(&out, doc);
     return rf_finish(&out, err, errlen);
 }
 
@@ -688,6 +743,37 @@ static void md_refusals(pgt_buf_t *out, const json_t *doc)
     }
 }
 
+static void md_approvals(pgt_buf_t *out, const json_t *doc)
+{
+    const json_t *r = json_object_get(doc, "approvals");
+    if (!rj_int(r, "approvals"))
+        return;
+    char n[RF_SHORT], runs[RF_SHORT], cost[RF_SHORT];
+    pgt_buf_printf(out, "\n## Approvals in force\n\n%s, %s run%s under them, %s.\n\n",
+                   rf_count(rj_int(r, "approvals"), n, sizeof(n)),
+                   rf_count(rj_int(r, "runs"), runs, sizeof(runs)),
+                   rj_int(r, "runs") == 1 ? "" : "s", rf_money(doc, r, "cost", cost, sizeof(cost)));
+    pgt_buf_puts(out, "| ID | Ticket | User | Scope | Cap | By | Until | Runs | Cost | Statement "
+                      "|\n|--:|---|---|---|--:|---|---|--:|--:|---|\n");
+    size_t i;
+    const json_t *x;
+    json_array_foreach(rj_arr(r, "items"), i, x)
+    {
+        char cap[RF_SHORT], until[32];
+        pgt_buf_printf(out, "| %lld | %s | ", (long long)rj_int(x, "id"), rj_str(x, "ticket"));
+        md_text(out, rj_str(x, "user"), MD_CELL_WIDTH);
+        pgt_buf_printf(out, " | %s | %s | ", rj_str(x, "scope"),
+                       rf_approval_max(doc, x, cap, sizeof(cap)));
+        md_text(out, rj_str(x, "approved_by"), MD_CELL_WIDTH);
+        pgt_buf_printf(out, " | %s | %s | %s | ",
+                       rf_minute(rj_str(x, "until"), until, sizeof(until)),
+                       rf_count(rj_int(x, "runs"), runs, sizeof(runs)),
+                       rf_money(doc, x, "cost", cost, sizeof(cost)));
+        md_code(out, rj_str(x, "normalized"), MD_QUERY_WIDTH);
+        pgt_buf_puts(out, " |\n");
+    }
+}
+
 static char *render_markdown(const json_t *doc, char *err, size_t errlen)
 {
     pgt_buf_t out = {0};
@@ -710,6 +796,7 @@ static char *render_markdown(const json_t *doc, char *err, size_t errlen)
     md_data(&out, doc);
     md_budgets(&out, doc);
     md_refusals(&out, doc);
+    md_approvals(&out, doc);
     return rf_finish(&out, err, errlen);
 }
 
@@ -922,6 +1009,24 @@ static const csv_col_t csv_refusals[] = {
     {NULL, NULL, 0},
 };
 
+static const csv_col_t csv_approvals[] = {
+    {"id", "id", 'i'},
+    {"ticket", "ticket", 's'},
+    {"user", "user", 's'},
+    {"database", "database", 's'},
+    {"fingerprint", "fingerprint", 's'},
+    {"scope", "scope", 's'},
+    {"max", "max", 'm'},
+    {"approved_by", "approved_by", 's'},
+    {"approved_at", "approved_at", 's'},
+    {"until", "until", 's'},
+    {"runs", "runs", 'i'},
+    {"cost", "cost", 'm'},
+    {"currency", "", 'c'},
+    {"normalized", "normalized", 's'},
+    {NULL, NULL, 0},
+};
+
 /* The CSV sections: name, columns, and where their rows are. */
 typedef struct csv_section {
     const char *name;      /* as --section takes it */
@@ -937,6 +1042,7 @@ static const csv_section_t csv_sections[] = {
     {"totals", csv_totals, NULL, NULL},
     {"budgets", csv_budgets, "items", "budgets"},
     {"refusals", csv_refusals, "by_budget", "refusals"},
+    {"approvals", csv_approvals, "items", "approvals"},
     {"schemas", csv_schemas, "schemas", "data"},
     {"tables", csv_tables, "tables", "data"},
 };
@@ -989,7 +1095,7 @@ static char *render_csv(const json_t *doc, const char *section, char *err, size_
     if (!found) {
         snprintf(err, errlen,
                  "unknown section '%s': use statements, users, shapes, totals, budgets, refusals, "
-                 "schemas or tables",
+                 "approvals, schemas or tables",
                  section);
         pgt_buf_free(&out);
         return NULL;

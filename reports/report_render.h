@@ -41,6 +41,13 @@ char *rf_change(const json_t *o, const char *key, const char *none_text, char *b
 /* "09:12:33" from an RFC 3339 time; "" when it is not one. */
 char *rf_clock(const char *iso, char *buf, size_t len);
 
+/* The local date and time to the minute of an RFC 3339 time, "2026-12-03
+ * 15:04" ("" when iso is not one). Returns buf. */
+char *rf_minute(const char *iso, char *buf, size_t len);
+
+/* An approval's cap (its "max"), or "none". Returns buf. */
+char *rf_approval_max(const json_t *doc, const json_t *a, char *buf, size_t len);
+
 /* Appends the tags object as "key=value, key=value" (nothing for null). */
 void rf_tags(pgt_buf_t *out, const json_t *tags);
 

@@ -424,6 +424,39 @@ static void refusals(pgt_buf_t *out, const json_t *doc)
     pgt_buf_puts(out, "</table>\n");
 }
 
+static const char *const approval_heads[] = {">ID", "Ticket", "User",  "Scope", ">Cap",
+                                             "By",  "Until",  ">Runs", ">Cost", "Statement"};
+
+static void approvals(pgt_buf_t *out, const json_t *doc)
+{
+    const json_t *r = json_object_get(doc, "approvals");
+    char cell[RF_SHORT], title[128], n[RF_SHORT], runs[RF_SHORT];
+    if (!rj_int(r, "approvals"))
+        return;
+    snprintf(title, sizeof(title), "Approvals in force: %s, %s run%s under them, %s",
+             rf_count(rj_int(r, "approvals"), n, sizeof(n)),
+             rf_count(rj_int(r, "runs"), runs, sizeof(runs)), rj_int(r, "runs") == 1 ? "" : "s",
+             rf_money(doc, r, "cost", cell, sizeof(cell)));
+    table_open(out, "approvals", title, approval_heads, 10);
+    size_t i;
+    const json_t *x;
+    json_array_foreach(rj_arr(r, "items"), i, x)
+    {
+        pgt_buf_printf(out, "<tr><td style=\"" TD NUM "\">%lld</td>", (long long)rj_int(x, "id"));
+        text_cell(out, rj_str(x, "ticket"));
+        text_cell(out, rj_str(x, "user"));
+        text_cell(out, rj_str(x, "scope"));
+        num_cell(out, rf_approval_max(doc, x, cell, sizeof(cell)));
+        text_cell(out, rj_str(x, "approved_by"));
+        text_cell(out, rf_minute(rj_str(x, "until"), cell, sizeof(cell)));
+        num_cell(out, rf_count(rj_int(x, "runs"), cell, sizeof(cell)));
+        num_cell(out, rf_money(doc, x, "cost", cell, sizeof(cell)));
+        text_cell(out, rj_str(x, "normalized"));
+        pgt_buf_puts(out, "</tr>\n");
+    }
+    pgt_buf_puts(out, "</table>\n");
+}
+
 char *pgt_report_render_html(const json_t *doc, char *err, size_t errlen)
 {
     pgt_buf_t out = {0};
@@ -454,6 +487,7 @@ char *pgt_report_render_html(const json_t *doc, char *err, size_t errlen)
     data(&out, doc);
     budgets(&out, doc);
     refusals(&out, doc);
+    approvals(&out, doc);
     pgt_buf_puts(&out,
                  "<p style=\"margin:24px 0 0 0;font-size:11px;color:" MUTED ";\">Amounts in ");
     esc(&out, rj_str(doc, "currency"));

@@ -386,6 +386,37 @@ static void refusals(slack_t *s, const json_t *doc)
     pack_done(&p);
 }
 
+static void approvals(slack_t *s, const json_t *doc)
+{
+    const json_t *r = json_object_get(doc, "approvals");
+    char title[128], n[RF_SHORT], runs[RF_SHORT], cost[RF_SHORT], cap[RF_SHORT], until[32];
+    packer_t p;
+    if (!rj_int(r, "approvals"))
+        return;
+    snprintf(title, sizeof(title), "Approvals in force: %s, %s run%s under them, %s",
+             rf_count(rj_int(r, "approvals"), n, sizeof(n)),
+             rf_count(rj_int(r, "runs"), runs, sizeof(runs)), rj_int(r, "runs") == 1 ? "" : "s",
+             rf_money(doc, r, "cost", cost, sizeof(cost)));
+    list_open(&p, s, title, false);
+    size_t i;
+    const json_t *x;
+    json_array_foreach(rj_arr(r, "items"), i, x)
+    {
+        pgt_buf_t it = {0};
+        pgt_buf_printf(&it, "• #%lld %s for ", (long long)rj_int(x, "id"), rj_str(x, "ticket"));
+        code(&it, rj_str(x, "user"), NAME_WIDTH);
+        pgt_buf_puts(&it, " by ");
+        code(&it, rj_str(x, "approved_by"), NAME_WIDTH);
+        pgt_buf_printf(&it, " (%s, cap %s, until %s): %s runs, %s", rj_str(x, "scope"),
+                       rf_approval_max(doc, x, cap, sizeof(cap)),
+                       rf_minute(rj_str(x, "until"), until, sizeof(until)),
+                       rf_count(rj_int(x, "runs"), runs, sizeof(runs)),
+                       rf_money(doc, x, "cost", cost, sizeof(cost)));
+        pack(&p, &it);
+    }
+    pack_done(&p);
+}
+
 /* The header block and the line under it. */
 static void heading(slack_t *s, const json_t *doc)
 {
@@ -422,6 +453,7 @@ char *pgt_report_render_slack(const json_t *doc, char *err, size_t errlen)
     data(&s, doc);
     budgets(&s, doc);
     refusals(&s, doc);
+    approvals(&s, doc);
     if (s.truncated &&
         json_array_append_new(s.blocks, json_pack("{s:s,s:[{s:s,s:s}]}", "type", "context",
                                                   "elements", "type", "mrkdwn", "text",

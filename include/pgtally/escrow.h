@@ -98,6 +98,22 @@ int pgt_tickets_read(pgt_db_t *db, int64_t since_us, size_t max, pgt_ticket_t **
                      char *err, size_t errlen) __attribute__((warn_unused_result));
 void pgt_tickets_free(pgt_ticket_t *t, size_t n);
 
+/* An approval and what ran under it. */
+typedef struct pgt_approval_use {
+    pgt_approval_t a;   /* the approval */
+    int64_t runs;       /* statements recorded under it in the window read */
+    int64_t runs_micro; /* what they cost */
+} pgt_approval_use_t;
+
+/* Reads the approvals in force at some time of [from_us, to_us), with the
+ * statements run under them then, by id, at most max. Returns 0 with a
+ * malloc'd array in *out (pgt_approvals_free), or -1 with the cause in
+ * err. A ledger of a release before approvals has none. */
+int pgt_approvals_read(pgt_db_t *db, int64_t from_us, int64_t to_us, size_t max,
+                       pgt_approval_use_t **out, size_t *n, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+void pgt_approvals_free(pgt_approval_use_t *u, size_t n);
+
 /* What an approver asks for: pgtallyctl ticket approve, APPROVE. */
 typedef struct pgt_approve_req {
     const char *ticket; /* as typed (pgt_ticket_parse reads it) */

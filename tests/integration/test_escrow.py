@@ -14,6 +14,7 @@ Prices make costs exact: pricing.per_query = 0.1 makes every statement
 cost (and be estimated at) 0.10 USD; the budget's per-query cap is 0.05.
 """
 
+import datetime
 import json
 import re
 
@@ -112,6 +113,23 @@ def test_refused_then_approved_then_run(pgtally, users):
     assert listed[ticket]["approval"]["runs"] == 1, listed[ticket]
     assert listed[ticket]["approval"]["runs_cost_micro"] == 100000, listed[ticket]
     assert "approval" not in listed[other], listed[other]
+    # The day's report names the approval and what ran under it, in every format.
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    doc = json.loads(ctl(proxy, "report", "--date", today, "--format", "json").stdout)
+    a = doc["approvals"]
+    assert (a["approvals"], a["runs"], a["cost_micro"]) == (1, 1, 100000), a
+    item = a["items"][0]
+    assert (item["id"], item["ticket"], item["user"], item["scope"], item["max_micro"],
+            item["runs"], item["normalized"]) == \
+        (aid, ticket, user, "statement", 200000, 1, "SELECT name FROM esc_t WHERE id = $1"), item
+    text = ctl(proxy, "report", "--date", today).stdout
+    assert "Approvals in force: 1, 1 run under them, 0.10 USD" in text, text
+    line = [x for x in text.splitlines() if x.strip().startswith(str(aid) + " ") and ticket in x]
+    assert line and "statement" in line[0] and "0.20 USD" in line[0], text
+    for fmt, needle in (("markdown", "## Approvals in force"), ("html", "Approvals in force: 1"),
+                        ("slack", "Approvals in force: 1"), ("csv", "# approvals")):
+        out = ctl(proxy, "report", "--date", today, "--format", fmt).stdout
+        assert needle in out and ticket in out, (fmt, out)
 
 
 def test_extended_protocol_and_shape_only(pgtally, users):
