@@ -34,6 +34,9 @@ static const ok_case_t oks[] = {
     {"UNBLOCK SHAPE 'a'", PGT_CONSOLE_UNBLOCK_SHAPE, -1, NULL},
     {"CANCEL SESSION 12", PGT_CONSOLE_CANCEL_SESSION, 12, NULL},
     {"reload", PGT_CONSOLE_RELOAD, -1, NULL},
+    {"SHOW TICKETS", PGT_CONSOLE_SHOW_TICKETS, -1, NULL},
+    {"APPROVE 'T-7KQ2MX'", PGT_CONSOLE_APPROVE_TICKET, -1, NULL},
+    {"approve '7kq2mx' for '30m' max '5 USD' shape only;", PGT_CONSOLE_APPROVE_TICKET, -1, NULL},
     {"", PGT_CONSOLE_EMPTY, -1, NULL},
     {" ; ", PGT_CONSOLE_EMPTY, -1, NULL},
 };
@@ -47,6 +50,13 @@ typedef struct bad_case {
 
 static const bad_case_t bads[] = {
     {"SHOW POOLS", "42601", "unknown command \"SHOW POOLS\"; commands: SHOW USAGE"},
+    {"APPROVE", "42601", "usage: APPROVE 'ticket'"},
+    {"APPROVE 'T-7KQ2M'", "42601", "the ticket as the refusal's HINT"},
+    {"APPROVE T7KQ2MX", "42601", "usage: APPROVE 'ticket'"},
+    {"APPROVE 'T-7KQ2MX' FOR '8d'", "42601", "FOR at most '7d'"},
+    {"APPROVE 'T-7KQ2MX' FOR '2h' FOR '1h'", "42601", "syntax error"},
+    {"APPROVE 'T-7KQ2MX' SHAPE", "42601", "syntax error"},
+    {"APPROVE 'T-7KQ2MX' MAX 5", "42601", "syntax error"},
     {"SELECT 1", "42601", "unknown command"},
     {"SHOW", "42601", "unknown command"},
     {"SHOW QUERIES 0", "42601", "usage: SHOW QUERIES [n]"},
@@ -191,6 +201,20 @@ int main(void)
         if (oks[i].message)
             CHECK_STR(cmd.message, oks[i].message);
     }
+    /* What APPROVE reads. */
+    pgt_console_cmd_t ap;
+    char st[6], e[2000];
+    const char *text = "approve '7kq2mo' for '30m' max '5 USD' shape only";
+    CHECK_INT(pgt_console_parse(text, strlen(text), &ap, st, e, sizeof(e)), 0);
+    CHECK_STR(ap.ticket, "T-7KQ2M0");
+    CHECK_INT(ap.for_us, INT64_C(1800000000));
+    CHECK_STR(ap.message, "5 USD");
+    CHECK(ap.shape_only);
+    text = "APPROVE 'T-7KQ2MX'";
+    CHECK_INT(pgt_console_parse(text, strlen(text), &ap, st, e, sizeof(e)), 0);
+    CHECK_INT(ap.for_us, INT64_C(7200000000));
+    CHECK_STR(ap.message, "");
+    CHECK(!ap.shape_only);
     for (size_t i = 0; i < sizeof(bads) / sizeof(bads[0]); i++) {
         pgt_console_cmd_t cmd;
         char state[6], err[2000] = "";

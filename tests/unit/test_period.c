@@ -157,8 +157,39 @@ static void test_clock(void)
     CHECK(diff > -2 * US && diff < 2 * US);
 }
 
+static void test_durations(void)
+{
+    int64_t us = 0;
+    CHECK_INT(pgt_duration_parse("90s", &us), 0);
+    CHECK_INT(us, 90 * US);
+    CHECK_INT(pgt_duration_parse("30m", &us), 0);
+    CHECK_INT(us, 1800 * US);
+    CHECK_INT(pgt_duration_parse("2h", &us), 0);
+    CHECK_INT(us, 7200 * US);
+    CHECK_INT(pgt_duration_parse("1d", &us), 0);
+    CHECK_INT(us, 86400 * US);
+    CHECK_INT(pgt_duration_parse("2w", &us), 0);
+    CHECK_INT(us, 14 * 86400 * US);
+    static const char *const bad[] = {"",
+                                      "h",
+                                      "2",
+                                      "2x",
+                                      "2hh",
+                                      "-2h",
+                                      " 2h",
+                                      "2 h",
+                                      "99999999999999999999w",
+                                      "9223372036854775807s"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK_INT(pgt_duration_parse(bad[i], &us), -1);
+    char buf[40];
+    pgt_local_time_text(utc(2026, 11, 28, 0, 0, 0), buf, sizeof(buf));
+    CHECK_STR(buf, "2026-11-28 00:00 UTC");
+}
+
 int main(void)
 {
+    test_durations();
     test_names();
     test_bounds();
     test_timezones();

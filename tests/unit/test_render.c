@@ -112,7 +112,16 @@ static const char *const DAY =
     "  \"cost_micro\": 0, \"cost\": \"0.000000\", \"by_budget\": ["
     "  {\"budget_id\": 7, \"subject_type\": \"user\", \"subject\": \"bob <b&b>\","
     "   \"period\": \"day\", \"refused\": 1, \"budget_cancelled\": 0, \"cost_micro\": 0,"
-    "   \"cost\": \"0.000000\"}]}}";
+    "   \"cost\": \"0.000000\"}]},"
+    " \"approvals\": {\"approvals\": 1, \"runs\": 2, \"cost_micro\": 400000, \"cost\": "
+    "\"0.400000\","
+    "  \"items\": [{\"id\": 3, \"ticket\": \"T-4M4WP4\", \"user\": \"bob <b&b>\","
+    "   \"database\": \"shop\", \"fingerprint\": \"00000000000000a1\", \"normalized\":"
+    "   \"SELECT a FROM t\", \"kind\": \"select\", \"scope\": \"statement\","
+    "   \"max_micro\": 500000, \"max\": \"0.500000\", \"approved_by\": \"ana\","
+    "   \"approved_at\": \"2031-05-14T09:00:00.000000+02:00\","
+    "   \"until\": \"2031-05-14T11:00:00.000000+02:00\", \"runs\": 2,"
+    "   \"cost_micro\": 400000, \"cost\": \"0.400000\"}]}}";
 
 static json_t *day(void)
 {
@@ -180,6 +189,12 @@ static void test_text(const json_t *doc)
     CHECK_HAS(t, "\nvs 7-day mean (7 days, 0.90 EUR): cost +37.2%, statements +20.0%, "
                  "compute +38.9%\n");
     CHECK_HAS(t, "\nDid not complete: 1 error, 1 refused\n");
+    CHECK_HAS(t, "\nApprovals in force: 1, 2 runs under them, 0.40 EUR\n\n");
+    char *ap = line_with(t, "T-4M4WP4");
+    CHECK_HAS(ap,
+              "3  T-4M4WP4  bob <b&b>  statement  0.50 EUR  ana  2031-05-14 11:00     2  0.40 EUR  "
+              "SELECT a FROM t");
+    free(ap);
     /* The statements: one line each, the line break of the text a space. */
     CHECK_HAS(t, "\nTop 3 statements by cost\n\n");
     char *row = line_with(t, "1  0.90 EUR  alice");
@@ -265,6 +280,9 @@ static void test_markdown(const json_t *doc)
     CHECK_HAS(md, "\n| 4 | user alice | day | 0.90 EUR | 1.00 EUR | 90.0% | block |\n");
     CHECK_HAS(md, "\n1 statements: 1 refused, 0 cancelled.\n");
     CHECK_HAS(md, "\n| 7 | user bob &lt;b&amp;b> | 1 | 0 | 0.00 EUR |\n");
+    CHECK_HAS(md, "\n## Approvals in force\n\n1, 2 runs under them, 0.40 EUR.\n");
+    CHECK_HAS(md, "\n| 3 | T-4M4WP4 | bob &lt;b&amp;b> | statement | 0.50 EUR | ana | 2031-05-14 "
+                  "11:00 | 2 | 0.40 EUR | `SELECT a FROM t` |\n");
     CHECK_HAS(md, "\n## Data that cost the most\n\n**0.90 EUR** of the day's 1.23 EUR (72.9%) was "
                   "spent on known tables.\n\n| # | Schema | Cost | Share | Compute |\n");
     CHECK_HAS(md, "\n| 2 | (unqualified).x\\|&lt;y> | 0.20 EUR | 16.2% | 1 | 2.00 s |\n");
@@ -284,8 +302,8 @@ static void test_html(const json_t *doc)
     CHECK_HAS(h, ">metabase|bi</td>");
     CHECK_HAS(h, "SELECT * FROM t WHERE a &lt; $1 AND b &gt; $2 &amp; c | d</code>");
     CHECK_HAS(h, "SELECT a, &quot;b,c&quot; FROM t WHERE x = $1 -- it&#39;s a &quot;quote&quot;");
-    const char *ids[] = {"statements", "users",   "shapes", "budgets",
-                         "refusals",   "schemas", "tables"};
+    const char *ids[] = {"statements", "users",     "shapes",  "budgets",
+                         "refusals",   "approvals", "schemas", "tables"};
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
         char id[32];
         snprintf(id, sizeof(id), "id=\"%s\"", ids[i]);
@@ -296,6 +314,8 @@ static void test_html(const json_t *doc)
     CHECK_HAS(h, ">Data that cost the most</h2>");
     CHECK_HAS(h, "0.90 EUR of the day&#39;s 1.23 EUR (72.9%) was spent on known tables.");
     CHECK_HAS(h, ">(unqualified).x|&lt;y&gt;</code>");
+    CHECK_HAS(h, "Approvals in force: 1, 2 runs under them, 0.40 EUR");
+    CHECK_HAS(h, ">2031-05-14 11:00</td>");
     free(h);
     json_decref(d);
 }
@@ -361,6 +381,13 @@ static const struct {
     {"refusals",
      "budget_id,subject_type,subject,period,refused,budget_cancelled,cost,currency\r\n"
      "7,user,bob <b&b>,day,1,0,0.000000,EUR\r\n",
+     true},
+    {"approvals",
+     "id,ticket,user,database,fingerprint,scope,max,approved_by,approved_at,until,runs,cost,"
+     "currency,normalized\r\n"
+     "3,T-4M4WP4,bob <b&b>,shop,00000000000000a1,statement,0.500000,ana,"
+     "2031-05-14T09:00:00.000000+02:00,2031-05-14T11:00:00.000000+02:00,2,0.400000,EUR,"
+     "SELECT a FROM t\r\n",
      true},
     {"schemas",
      "rank,schema,cost,currency,share_pct,compute_s\r\n"
@@ -431,7 +458,7 @@ static void test_slack(const json_t *doc)
     char *s = render(doc, PGT_REPORT_FORMAT_SLACK, NULL);
     size_t n;
     char *text = check_slack(s, &n);
-    CHECK_INT(n, 15); /* header, context, totals, and six lists after dividers */
+    CHECK_INT(n, 17); /* header, context, totals, and seven lists after dividers */
     CHECK_HAS(s, "\"text\":\"pgtally: 2031-05-14: 1.23 EUR in 3 statements\"");
     CHECK_HAS(text, "*Total: 1.23 EUR* in 3 statements, 12.50 s compute, 2 users\n");
     CHECK_HAS(text, "*Top 3 statements by cost*\n\n*1.* 0.90 EUR · `alice` · 09:12:33 · 4.20 s · "
@@ -441,6 +468,9 @@ static void test_slack(const json_t *doc)
     CHECK_HAS(text, "`SELECT * FROM t WHERE a &lt; $1 AND b &gt; $2 &amp; c | d`");
     CHECK_HAS(text, "• #4 `user alice` (day): 0.90 EUR of 1.00 EUR, *90.0%* (block)");
     CHECK_HAS(text, "• #7 `user bob &lt;b&amp;b&gt;`: 1 refused, 0 cancelled");
+    CHECK_HAS(text, "*Approvals in force: 1, 2 runs under them, 0.40 EUR*");
+    CHECK_HAS(text, "• #3 T-4M4WP4 for `bob &lt;b&amp;b&gt;` by `ana` (statement, cap 0.50 EUR, "
+                    "until 2031-05-14 11:00): 2 runs, 0.40 EUR");
     CHECK_HAS(text, "*Data that cost the most*\n*0.90 EUR* of the day's 1.23 EUR (72.9%) was "
                     "spent on known tables\n_Schemas_\n1. `analytics` 0.70 EUR (56.7%) · 7.00 s "
                     "compute\n2. `(unqualified)` 0.20 EUR (16.2%)");
