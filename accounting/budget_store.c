@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgtally/buf.h"
 #include "pgtally/ledger.h"
 #include "pgtally/names.h"
 
@@ -76,24 +77,6 @@ static char *column_strdup(const pgt_db_row_t *r, int i)
 {
     const char *s = pgt_db_text(r, i);
     return strdup(s ? s : "");
-}
-
-/* Returns a new zeroed slot at the end of *items (*n used, *cap allocated,
- * size bytes each), or NULL when out of memory. */
-static void *push(void *items, size_t *n, size_t *cap, size_t size)
-{
-    void **v = items;
-    if (*n == *cap) {
-        size_t c = *cap ? *cap * 2 : 8;
-        void *p = realloc(*v, c * size);
-        if (!p)
-            return NULL;
-        *v = p;
-        *cap = c;
-    }
-    void *slot = (char *)*v + (*n)++ * size;
-    memset(slot, 0, size);
-    return slot;
 }
 
 /* ---- Opening -------------------------------------------------------------- */
@@ -190,7 +173,7 @@ typedef struct load {
 static int budget_row(const pgt_db_row_t *r, void *arg)
 {
     load_t *l = arg;
-    pgt_budget_t *b = push(&l->cfg->budgets, &l->cfg->nbudgets, &l->cap[0], sizeof(*b));
+    pgt_budget_t *b = pgt_push(&l->cfg->budgets, &l->cfg->nbudgets, &l->cap[0], sizeof(*b));
     if (!b) {
         snprintf(l->err, l->errlen, "out of memory");
         return ROW_FAILED;
@@ -208,14 +191,14 @@ static int team_row(const pgt_db_row_t *r, void *arg)
     pgt_budget_team_t *t = c->nteams ? &c->teams[c->nteams - 1] : NULL;
     bool ok = true;
     if (!t || t->id != id) {
-        t = push(&c->teams, &c->nteams, &l->cap[1], sizeof(*t));
+        t = pgt_push(&c->teams, &c->nteams, &l->cap[1], sizeof(*t));
         ok = t && (t->name = column_strdup(r, 1));
         if (ok)
             t->id = id;
         l->member_cap = 0;
     }
     if (ok && !pgt_db_isnull(r, 2)) {
-        char **m = push(&t->members, &t->nmembers, &l->member_cap, sizeof(*m));
+        char **m = pgt_push(&t->members, &t->nmembers, &l->member_cap, sizeof(*m));
         ok = m && (*m = column_strdup(r, 2));
     }
     if (!ok)
@@ -228,7 +211,7 @@ static int team_row(const pgt_db_row_t *r, void *arg)
 static int grant_row(const pgt_db_row_t *r, void *arg)
 {
     load_t *l = arg;
-    pgt_budget_grant_t *g = push(&l->cfg->grants, &l->cfg->ngrants, &l->cap[2], sizeof(*g));
+    pgt_budget_grant_t *g = pgt_push(&l->cfg->grants, &l->cfg->ngrants, &l->cap[2], sizeof(*g));
     if (!g || !(g->user = column_strdup(r, 1))) {
         snprintf(l->err, l->errlen, "out of memory");
         return ROW_FAILED;
@@ -246,7 +229,8 @@ static int role_row(const pgt_db_row_t *r, void *arg)
 {
     load_t *l = arg;
     pgt_budget_config_t *c = l->cfg;
-    pgt_budget_role_member_t *m = push(&c->role_members, &c->nrole_members, &l->cap[3], sizeof(*m));
+    pgt_budget_role_member_t *m =
+        pgt_push(&c->role_members, &c->nrole_members, &l->cap[3], sizeof(*m));
     if (!m || !(m->role = column_strdup(r, 0)) || !(m->user = column_strdup(r, 1))) {
         snprintf(l->err, l->errlen, "out of memory");
         return ROW_FAILED;

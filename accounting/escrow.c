@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgtally/buf.h"
 #include "pgtally/period.h"
 #include "pgtally/text.h"
 
@@ -76,23 +77,6 @@ static char *column_dup(const pgt_db_row_t *r, int i)
     return strdup(s ? s : "");
 }
 
-/* Grows *items (each size bytes, *n used of *cap) by one zeroed slot;
- * NULL when out of memory. */
-static void *push(void **items, size_t *n, size_t *cap, size_t size)
-{
-    if (*n == *cap) {
-        size_t c = *cap ? *cap * 2 : 8;
-        void *p = realloc(*items, c * size);
-        if (!p)
-            return NULL;
-        *items = p;
-        *cap = c;
-    }
-    void *slot = (char *)*items + (*n)++ * size;
-    memset(slot, 0, size);
-    return slot;
-}
-
 void pgt_approval_free(pgt_approval_t *a)
 {
     free(a->user);
@@ -140,7 +124,7 @@ static bool approval_from_row(const pgt_db_row_t *r, pgt_approval_t *a)
 static int approval_row(const pgt_db_row_t *r, void *arg)
 {
     approval_load_t *l = arg;
-    pgt_approval_t *a = push((void **)&l->set->a, &l->set->n, &l->cap, sizeof(*a));
+    pgt_approval_t *a = pgt_push(&l->set->a, &l->set->n, &l->cap, sizeof(*a));
     return a && approval_from_row(r, a) ? 0 : ROW_FAILED;
 }
 
@@ -204,7 +188,7 @@ typedef struct ticket_read {
 static int ticket_row(const pgt_db_row_t *r, void *arg)
 {
     ticket_read_t *l = arg;
-    pgt_ticket_t *t = push((void **)&l->t, &l->n, &l->cap, sizeof(*t));
+    pgt_ticket_t *t = pgt_push(&l->t, &l->n, &l->cap, sizeof(*t));
     if (!t)
         return ROW_FAILED;
     t->user = column_dup(r, 0);
@@ -236,7 +220,7 @@ typedef struct use_read {
 static int use_row(const pgt_db_row_t *r, void *arg)
 {
     use_read_t *l = arg;
-    pgt_approval_use_t *u = push((void **)&l->u, &l->n, &l->cap, sizeof(*u));
+    pgt_approval_use_t *u = pgt_push(&l->u, &l->n, &l->cap, sizeof(*u));
     if (!u || !approval_from_row(r, &u->a))
         return ROW_FAILED;
     u->runs = pgt_db_int(r, 10);

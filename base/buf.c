@@ -97,3 +97,19 @@ void pgt_buf_free(pgt_buf_t *b)
     free(b->s);
     *b = (pgt_buf_t){0};
 }
+
+void *pgt_push(void *items, size_t *n, size_t *cap, size_t size)
+{
+    void **v = items;
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 8;
+        void *p = realloc(*v, c * size);
+        if (!p)
+            return NULL;
+        *v = p;
+        *cap = c;
+    }
+    void *slot = (char *)*v + (*n)++ * size;
+    memset(slot, 0, size);
+    return slot;
+}

@@ -35,4 +35,9 @@ char *pgt_buf_take(pgt_buf_t *b);
 /* Frees the text; the buffer is empty again ({0}). */
 void pgt_buf_free(pgt_buf_t *b);
 
+/* Returns a new zeroed slot at the end of the array *items points to (*n
+ * used, *cap allocated, size bytes each), growing it by doubling; NULL when
+ * out of memory (the array is left as it was). */
+void *pgt_push(void *items, size_t *n, size_t *cap, size_t size);
+
 #endif
