@@ -17,11 +17,12 @@ cost (and be estimated at) 0.10 USD; the budget's per-query cap is 0.05.
 import datetime
 import json
 import re
+import time
 
 import psycopg
 import pytest
 
-from helpers import run_pgtallyctl, run_psql
+from helpers import SLOW, run_pgtallyctl, run_psql
 from test_budgets import ctl, set_budget, wait_loaded
 from test_metering import ledger_file, show, wait_ledger
 
@@ -257,3 +258,29 @@ def test_a_guard_refusal_approved_in_the_console(pgtally, users, big):
     assert r.returncode != 0 and "estimated at 4e8 rows" in r.stderr, r.stderr
     assert "ticket" not in r.stderr and "runs under approval" not in r.stderr, r.stderr
 
+
+
+def test_the_approvals_cap_is_the_running_limit(pgtally, users):
+    """A spent budget refuses; under the approval the run goes on past the
+    budget (whose own check would cancel it at once) and is cancelled at
+    the approval's cap. pricing.per_compute_second = 1: a second costs 1 USD."""
+    user = users[1]
+    proxy = pgtally(**{"pricing.per_compute_second": "1", "pricing.per_query": "0",
+                       "pricing.per_gib_returned": "0", "budget.notice_above": "0"})
+    set_budget(proxy, "--user", user, "--period", "day", "--limit", "0.01")
+    run_psql(proxy.dsn(user=user), "SELECT pg_sleep(0.2)")  # spends the budget (or is cancelled)
+    sleep = "SELECT pg_sleep(3)"
+    r = run_psql(proxy.dsn(user=user), sleep)
+    assert r.returncode != 0 and "budget user %s/day is spent" % user in r.stderr, r.stderr
+    ticket = TICKET.search(r.stderr).group(1)
+    wait_ledger(proxy, 1, "status = 'refused' AND normalized LIKE '%%pg_sleep%%'")
+    approve(proxy, ticket, "--for", "1h", "--max", "0.5")
+    t0 = time.monotonic()
+    r = run_psql(proxy.dsn(user=user), sleep)
+    took = time.monotonic() - t0
+    assert r.returncode != 0, r.stdout
+    assert re.search(r"ERROR:  pgtally: statement cancelled: it ran past the cap of approval \d+ "
+                     r"\(0.50 USD\)", r.stderr), r.stderr
+    assert 0.4 < took < 2.5 * SLOW, took
+    recs = wait_ledger(proxy, 1, "status = 'budget_cancelled' AND approval_id IS NOT NULL")
+    assert recs[0]["sqlstate"] == "57014" and 400000 <= recs[0]["cost_micro"] < 1500000, show(recs)
