@@ -128,11 +128,11 @@ static int approval_row(const pgt_db_row_t *r, void *arg)
     return a && approval_from_row(r, a) ? 0 : ROW_FAILED;
 }
 
-/* Whether db has the approvals table (an SQLite ledger of a release
- * before them has not; a PostgreSQL ledger is always migrated). */
+/* Whether db has the approvals table: a ledger of a release before them,
+ * opened read-only, has not. */
 static bool have_approvals(pgt_db_t *db)
 {
-    return pgt_db_backend(db) != PGT_DB_SQLITE || pgt_db_has_table(db, "approvals");
+    return pgt_db_has_table(db, "approvals");
 }
 
 int pgt_approval_load(pgt_db_t *db, int64_t now_us, pgt_approval_set_t *set, char *err,

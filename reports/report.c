@@ -688,8 +688,10 @@ static json_t *approval_item(build_t *b, const pgt_approval_use_t *u, bool *ok)
     put(item, "scope", json_string(u->a.constants ? "statement" : "shape"), ok);
     if (u->a.max_micro >= 0)
         put_money(item, "max", u->a.max_micro, ok);
-    else
+    else {
+        put(item, "max_micro", json_null(), ok);
         put(item, "max", json_null(), ok);
+    }
     put(item, "approved_by", pgt_text_json(u->a.created_by), ok);
     put(item, "approved_at", json_string(fmt_iso(u->a.created_us, iso, sizeof(iso))), ok);
     put(item, "until", json_string(fmt_iso(u->a.until_us, iso, sizeof(iso))), ok);

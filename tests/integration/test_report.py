@@ -451,6 +451,11 @@ SCHEMA = {
                     by_budget=[obj(money("cost"), budget_id=INT, subject_type=(STR, None),
                                    subject=(STR, None), period=(STR, None), refused=INT,
                                    budget_cancelled=INT)]),
+    "approvals": obj(money("cost"), approvals=INT, runs=INT,
+                     items=[obj(SHAPE_TEXT, money("cost"), id=INT, ticket=STR, user=STR,
+                                database=STR, scope=STR, max_micro=(INT, None),
+                                max=(STR, None), approved_by=STR, approved_at=STR, until=STR,
+                                runs=INT)]),
 }
 
 
@@ -594,7 +599,7 @@ def test_csv_round_trips(filled, doc):
         else:
             sections[current].append(row)
     assert list(sections) == ["statements", "users", "shapes", "totals", "budgets", "refusals",
-                              "schemas", "tables"]
+                              "approvals", "schemas", "tables"]
     assert len(sections["statements"]) == 11 and len(sections["budgets"]) == 2
     assert sections["refusals"][1][2] == REFUSED_USER
 
