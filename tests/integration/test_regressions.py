@@ -26,6 +26,7 @@ import pytest
 from helpers import SANITIZER_MARKERS, ledger_query, run_pgtallyctl, run_psql
 from test_console import ADMIN, console, header, rows, users  # noqa: F401 (fixture)
 from test_metering import ledger_file, wait_ledger
+from test_report import SCHEMA, check
 
 USER = "trust_user"
 PRICES = {"pricing.per_query": "0", "pricing.per_compute_second": "0",
@@ -130,6 +131,11 @@ def check_regression(item, proxy, alias, new, old):
     assert item["mean_cost_micro"] == round(mean_new), (item, t)
     assert item["previous_mean_cost_micro"] == round(mean_old), (item, t)
     assert item["ratio"] == pytest.approx(mean_new / mean_old, abs=0.006)
+
+
+def test_the_report_matches_the_documented_schema(doc):
+    assert doc["regressions"]["items"] and doc["repeats"]["items"]
+    assert check(doc, SCHEMA) == []
 
 
 def test_the_report_lists_the_regressions_with_their_means(proxy, doc):
