@@ -454,6 +454,9 @@ int pgt_ledger_repeats(pgt_ledger_reader_t *rd, int64_t from_us, int64_t to_us, 
 
 /* ---- Regressions per release ---------------------------------------------- */
 
+/* The schema version that has queries.day. */
+#define DAY_VERSION 5
+
 static const char *const release_tags[] = {PGT_LEDGER_RELEASE_TAGS};
 
 /* Writes the SQL expression of a statement's release into buf: the first
@@ -506,7 +509,7 @@ int pgt_ledger_regressions(pgt_ledger_reader_t *rd, int64_t from_us, int64_t to_
                            int64_t min_mean_micro, int64_t limit, pgt_ledger_regression_cb cb,
                            void *arg, char *err, size_t errlen)
 {
-    if (to_us <= from_us)
+    if (rd->version < DAY_VERSION || to_us <= from_us)
         return 0;
     char rel[1024], sql[2560];
     release_expr(pgt_db_backend(rd->db), rel, sizeof(rel));
