@@ -185,11 +185,17 @@ def test_the_report_lists_work_done_twice_by_hash(proxy, doc):
     costs = sorted(r["cost_micro"] for r in recs)
     assert item["cost_micro"] == sum(costs) and item["saved_micro"] == sum(costs[1:])
     assert rep["saved_micro"] == item["saved_micro"]
-    # The statement with its literal is nowhere: not in the ledger's rows
-    # of that shape, its shape text, nor any format of the report.
-    assert SECRET not in json.dumps(recs, default=str)
-    assert SECRET not in json.dumps(ledger_query(ledger_file(proxy), "SELECT * FROM shapes",
-                                                 dicts=True), default=str)
+    # The statement with its literal is nowhere: in no column of any table
+    # of the ledger, nor in any format of the report.
+    ledger = ledger_file(proxy)
+    tables = ledger_query(ledger, "SELECT table_name FROM information_schema.tables WHERE "
+                          "table_schema = 'pgtally'" if str(ledger).startswith("postgresql:")
+                          else "SELECT name FROM sqlite_master WHERE type = 'table'")
+    assert {"queries", "shapes", "rollups"} <= {t[0] for t in tables}, tables
+    for (table,) in tables:
+        rows = ledger_query(ledger, 'SELECT * FROM "%s"' % table, dicts=True)
+        assert SECRET not in json.dumps(rows, default=str), table
+    assert "dup" in json.dumps(recs) and SECRET not in json.dumps(recs, default=str)
     for fmt in ("json", "text", "markdown", "html", "csv", "slack"):
         assert SECRET not in report(proxy, fmt), fmt
 
