@@ -177,6 +177,11 @@ bool ledger_spool_writable(pgt_ledger_t *l);
 pgt_db_t *ledger_schema_open(const pgt_ledger_where_t *w, bool writable, int busy_ms, bool nomutex,
                              int *version, bool *fatal, char *err, size_t errlen);
 
+/* Sets *v to the schema version of the ledger db (0 for an empty
+ * database). Returns 0, or -1 with the cause in err. */
+int ledger_schema_version_of(pgt_db_t *db, int *v, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* ---- ledger_sqlite.c: the writer's connection -------------------------- */
 
 /* Opens, migrates and prepares the writer connection (l->db). Returns 0,

@@ -12,8 +12,9 @@
 #include "pgtally/period.h"
 
 struct pgt_ledger_reader {
-    pgt_db_t *db; /* the reader's connection */
-    int version;  /* the ledger's schema version */
+    pgt_db_t *db;  /* the reader's connection */
+    int version;   /* the ledger's schema version */
+    bool borrowed; /* db is the caller's (pgt_ledger_reader_borrow) */
 };
 
 pgt_ledger_reader_t *pgt_ledger_reader_open(const pgt_ledger_where_t *w, char *err, size_t errlen)
@@ -31,11 +32,27 @@ pgt_ledger_reader_t *pgt_ledger_reader_open(const pgt_ledger_where_t *w, char *e
     return rd;
 }
 
+pgt_ledger_reader_t *pgt_ledger_reader_borrow(pgt_db_t *db, char *err, size_t errlen)
+{
+    pgt_ledger_reader_t *rd = calloc(1, sizeof(*rd));
+    if (!rd) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    *rd = (pgt_ledger_reader_t){.db = db, .borrowed = true};
+    if (ledger_schema_version_of(db, &rd->version, err, errlen) != 0) {
+        free(rd);
+        return NULL;
+    }
+    return rd;
+}
+
 void pgt_ledger_reader_close(pgt_ledger_reader_t *rd)
 {
     if (!rd)
         return;
-    pgt_db_close(rd->db);
+    if (!rd->borrowed)
+        pgt_db_close(rd->db);
     free(rd);
 }
 
@@ -433,4 +450,92 @@ int pgt_ledger_repeats(pgt_ledger_reader_t *rd, int64_t from_us, int64_t to_us, 
     repeat_ctx_t c = {cb, arg};
     return pgt_db_run(rd->db, "reading the ledger", err, errlen, repeat_row, &c, sql, "iiii",
                       from_us, to_us, min_runs, limit > 0 ? limit : INT64_MAX);
+}
+
+/* ---- Regressions per release ---------------------------------------------- */
+
+/* The schema version that has queries.day. */
+#define DAY_VERSION 5
+
+static const char *const release_tags[] = {PGT_LEDGER_RELEASE_TAGS};
+
+/* Writes the SQL expression of a statement's release into buf: the first
+ * release tag present and not empty. Damaged tags give NULL. */
+static void release_expr(pgt_db_backend_t backend, char *buf, size_t len)
+{
+    size_t n = (size_t)snprintf(
+        buf, len, "%s",
+        backend == PGT_DB_SQLITE ? "CASE WHEN json_valid(tags) THEN coalesce(" : "coalesce(");
+    for (size_t i = 0; i < sizeof(release_tags) / sizeof(release_tags[0]) && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n,
+                              backend == PGT_DB_SQLITE
+                                  ? "%snullif(CAST(json_extract(tags, '$.\"%s\"') AS TEXT), '')"
+                                  : "%snullif(tag_value(tags, '%s'), '')",
+                              i ? ", " : "", release_tags[i]);
+    if (n < len)
+        snprintf(buf + n, len - n, "%s", backend == PGT_DB_SQLITE ? ") END" : ")");
+}
+
+/* The callback of pgt_ledger_regressions and its argument. */
+typedef struct regression_ctx {
+    pgt_ledger_regression_cb cb; /* the caller's callback */
+    void *arg;                   /* its argument */
+} regression_ctx_t;
+
+/* A row of (fingerprint, release, statements, cost, previous release,
+ * statements, cost, first seen, normalized). */
+static int regression_row(const pgt_db_row_t *r, void *arg)
+{
+    regression_ctx_t *c = arg;
+    int64_t n = pgt_db_int(r, 2), prev_n = pgt_db_int(r, 5);
+    double mean = (double)pgt_db_int(r, 3) / (double)n;
+    double prev_mean = (double)pgt_db_int(r, 6) / (double)prev_n;
+    pgt_regression_row_t row = {
+        .fingerprint = (uint64_t)pgt_db_int(r, 0),
+        .release = pgt_db_text(r, 1),
+        .statements = n,
+        .mean_micro = llround(mean),
+        .prev_release = pgt_db_text(r, 4),
+        .prev_statements = prev_n,
+        .prev_mean_micro = llround(prev_mean),
+        .ratio = mean / prev_mean,
+        .first_seen_us = pgt_db_int(r, 7),
+        .normalized = pgt_db_text(r, 8),
+    };
+    return c->cb(&row, c->arg);
+}
+
+int pgt_ledger_regressions(pgt_ledger_reader_t *rd, int64_t from_us, int64_t to_us,
+                           int64_t min_mean_micro, int64_t limit, pgt_ledger_regression_cb cb,
+                           void *arg, char *err, size_t errlen)
+{
+    if (rd->version < DAY_VERSION || to_us <= from_us)
+        return 0;
+    char rel[1024], sql[2560];
+    release_expr(pgt_db_backend(rd->db), rel, sizeof(rel));
+    /* Per shape and release: the statements that ran to the end, and when
+     * the first of them started; per shape, its releases newest first. The
+     * day bounds prune the PostgreSQL partitions and walk SQLite's
+     * queries_day_cost index. Means are compared as products of the sums
+     * and counts, in floating point (SQLite) or numeric (PostgreSQL), so
+     * that nothing overflows. */
+    snprintf(sql, sizeof(sql),
+             "WITH r AS (SELECT fingerprint AS fp, %s AS rel, started_at, cost_micro FROM queries"
+             " WHERE day >= ?1 AND day <= ?2 AND tags IS NOT NULL AND fingerprint IS NOT NULL"
+             " AND status = 'ok'),"
+             " g AS (SELECT fp, rel, min(started_at) AS first_seen, count(*) AS n,"
+             " sum(cost_micro) AS cost FROM r WHERE rel IS NOT NULL GROUP BY fp, rel),"
+             " o AS (SELECT fp, rel, first_seen, n, cost, row_number() OVER (PARTITION BY fp"
+             " ORDER BY first_seen DESC, rel DESC) AS k FROM g)"
+             " SELECT a.fp, a.rel, a.n, a.cost, b.rel, b.n, b.cost, a.first_seen,"
+             " (SELECT s.normalized FROM shapes s WHERE s.fingerprint = a.fp)"
+             " FROM o a JOIN o b ON b.fp = a.fp AND b.k = 2"
+             " WHERE a.k = 1 AND b.cost > 0 AND 1.0 * a.cost > 1.0 * ?3 * a.n"
+             " AND 1.0 * a.cost * b.n >= 2.0 * b.cost * a.n"
+             " ORDER BY (1.0 * a.cost * b.n) / (1.0 * b.cost * a.n) DESC, a.fp LIMIT ?4",
+             rel);
+    regression_ctx_t c = {cb, arg};
+    return pgt_db_run(rd->db, "reading the ledger", err, errlen, regression_row, &c, sql, "iiii",
+                      (int64_t)pgt_local_day(from_us), (int64_t)pgt_local_day(to_us - 1),
+                      min_mean_micro, limit > 0 ? limit : INT64_MAX);
 }

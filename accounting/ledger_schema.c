@@ -482,8 +482,7 @@ static int version_row(const pgt_db_row_t *r, void *arg)
     return 0;
 }
 
-/* Reads the schema version (0 for an empty database). */
-static int read_version(pgt_db_t *db, int *v, char *err, size_t errlen)
+int ledger_schema_version_of(pgt_db_t *db, int *v, char *err, size_t errlen)
 {
     *v = 0;
     if (pgt_db_backend(db) == PGT_DB_SQLITE)
@@ -543,7 +542,7 @@ static int run_steps(pgt_db_t *db, int v, int target, char *err, size_t errlen)
 static int migrate(pgt_db_t *db, int target, bool *newer, int *from, char *err, size_t errlen)
 {
     int v = 0;
-    if (read_version(db, &v, err, errlen) != 0)
+    if (ledger_schema_version_of(db, &v, err, errlen) != 0)
         return -1;
     *from = v;
     if (v == target)
@@ -555,7 +554,7 @@ static int migrate(pgt_db_t *db, int target, bool *newer, int *from, char *err, 
         rc = pgt_db_exec(db, "locking the schema",
                          "SELECT pg_advisory_xact_lock(hashtext(current_schema()))", err, errlen);
     if (rc == 0)
-        rc = read_version(db, &v, err, errlen);
+        rc = ledger_schema_version_of(db, &v, err, errlen);
     *from = v;
     if (rc == 0 && v > SCHEMA_VERSION) {
         *newer = true;
@@ -660,7 +659,7 @@ pgt_db_t *ledger_schema_open(const pgt_ledger_where_t *w, bool writable, int bus
     if (rc == 0 && writable && v != SCHEMA_VERSION)
         PGT_INFO("ledger_migrated", "from=%d to=%d", v, SCHEMA_VERSION);
     if (rc == 0) {
-        rc = read_version(db, &v, err, errlen);
+        rc = ledger_schema_version_of(db, &v, err, errlen);
         if (rc == 0 && v == 0) {
             snprintf(err, errlen, "not a pgtally ledger (no schema)");
             rc = -1;

@@ -146,6 +146,12 @@ static const pgt_config_key_t keys[] = {
     {"report.show_literals", "false or true (off or on)",
      "reserved: the ledger keeps only normalized text, so reports show $1 placeholders "
      "either way (default false)"},
+    {"report.regression_min_cost", "an amount such as 0.0001 (0 lists every regression)",
+     "regressions per release list shapes whose mean cost under the newest release is above "
+     "this (default 0.0001)"},
+    {"report.duplicate_min_runs", "an integer from 1 to 1000000",
+     "work done twice lists statements run with the same constants more than this many times "
+     "in the day (default 3)"},
     {"alerts.channels", "slack, email (separated by commas), or none",
      "where budget alerts, refusal bursts and cancels are sent, through the [report] delivery "
      "settings (default: every channel [report] configures)"},
@@ -211,6 +217,8 @@ pgt_config_t *pgt_config_new(void)
     cfg->alerts_channels = -1;
     cfg->alerts_batch_interval_ms = 60000;
     cfg->report_show_literals = 0;
+    cfg->report_regression_min_micro = PGT_CONFIG_REGRESSION_MIN_MICRO;
+    cfg->report_duplicate_min_runs = PGT_CONFIG_DUPLICATE_MIN_RUNS;
     cfg->metrics_max_label_values = 100;
     cfg->admin_auth_database = strdup("postgres");
     cfg->set_values = calloc(sizeof(keys) / sizeof(keys[0]), sizeof(*cfg->set_values));
@@ -860,6 +868,10 @@ static int apply_report(pgt_config_t *cfg, const char *key, const char *value, c
         return parse_int(value, 0, 365, &cfg->report_catch_up_days);
     if (strcmp(k, "top") == 0)
         return parse_int(value, 1, 50, &cfg->report_top);
+    if (strcmp(k, "regression_min_cost") == 0)
+        return parse_money(value, &cfg->report_regression_min_micro);
+    if (strcmp(k, "duplicate_min_runs") == 0)
+        return parse_int(value, 1, 1000000, &cfg->report_duplicate_min_runs);
     if (strcmp(k, "show_literals") == 0) {
         int iv = 0;
         if (parse_enum(bool_names, value, &iv) != 0)

@@ -150,6 +150,10 @@ int ctl_parse_date(const char *s, int *y, int *m, int *d) __attribute__((warn_un
  * the local day whatever its DST change. */
 int64_t ctl_date_noon(int y, int m, int d);
 
+/* The local day of a --date (y = 0: today): sets its bounds and writes
+ * its date, "2024-05-01", into date. Returns date. */
+char *ctl_day(int y, int m, int d, int64_t *from, int64_t *to, char *date, size_t len);
+
 /* Parses a positive integer; returns 0, or -1. */
 int ctl_parse_positive(const char *s, int64_t *out) __attribute__((warn_unused_result));
 
@@ -190,6 +194,7 @@ int ctl_dispatch(ctl_env_t *env, int argc, char **argv, const ctl_command_t *sub
 int ctl_cmd_queries(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_usage(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_repeats(ctl_env_t *env, int argc, char **argv);
+int ctl_cmd_regressions(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_budget(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_team(ctl_env_t *env, int argc, char **argv);
 int ctl_cmd_report(ctl_env_t *env, int argc, char **argv);
@@ -228,7 +233,38 @@ typedef struct ctl_list_args {
     bool help;           /* --help was given */
 } ctl_list_args_t;
 
+/* The arguments of a command of one day: --date, --format, --help. */
+typedef struct ctl_day_args {
+    int y, m, d;          /* the date; y = 0: today */
+    ctl_list_args_t list; /* --format, --help */
+} ctl_day_args_t;
+
+/* The rows of a command in one of the formats, as they are written. */
+typedef struct ctl_out {
+    ctl_env_t *env;          /* currency */
+    ctl_format_t format;     /* which writer */
+    pgt_text_table_t *table; /* rows, for table (owned) */
+    json_t *rows;            /* rows, for json (owned) */
+    int64_t n;               /* rows seen */
+} ctl_out_t;
+
+/* Starts o in format: a table of ncols columns (heads, right-aligned
+ * where right says), a JSON array, or CSV's header line (csv_heads)
+ * printed. Returns 0, or -1 when out of memory (o holds nothing then). */
+int ctl_out_open(ctl_out_t *o, ctl_env_t *env, ctl_format_t format, size_t ncols,
+                 const char *const *heads, const bool *right, const char *const *csv_heads,
+                 size_t ncsv) __attribute__((warn_unused_result));
+
+/* Says that reading the ledger failed (err) and frees what o holds.
+ * Returns CTL_EXIT_ERROR. */
+int ctl_out_fail(ctl_out_t *o, const char *err);
+
 #define CTL_OPT_FORMAT 1003
+#define CTL_OPT_DATE 1004
+#define CTL_DATE_OPT                                                                               \
+    {                                                                                              \
+        "date", 'd', true, CTL_OPT_DATE                                                            \
+    }
 #define CTL_FORMAT_OPT                                                                             \
     {                                                                                              \
         "format", 'f', true, CTL_OPT_FORMAT                                                        \
@@ -237,6 +273,10 @@ typedef struct ctl_list_args {
 /* A ctl_apply_fn for --format, --help and the common options, with args a
  * ctl_list_args_t. */
 int ctl_list_apply(ctl_env_t *env, void *args, int id, const char *value, char *what, size_t len);
+
+/* A ctl_apply_fn for --date, --format, --help and the common options, with
+ * args a ctl_day_args_t. */
+int ctl_day_apply(ctl_env_t *env, void *args, int id, const char *value, char *what, size_t len);
 
 /* Reads the arguments of `pgtallyctl NOUN rm ID` (the common options and
  * one ID from NOUN's list) into *id. Returns CTL_EXIT_OK with *id set; or

@@ -5,15 +5,14 @@
  * results a cache or a materialized view would have served. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ctl.h"
+#include "pgtally/config.h"
 #include "pgtally/ledger.h"
 #include "pgtally/money.h"
 #include "pgtally/period.h"
 
 #define CMD "repeats"
-#define MIN_RUNS_DEFAULT 3
 #define LIMIT 100
 
 static const char synopsis[] =
@@ -29,59 +28,36 @@ static const char help[] =
     "have saved. Most saved first, at most 100.\n"
     "\n"
     "  -d, --date DATE      the day, YYYY-MM-DD, in the config's timezone (default today)\n"
-    "  -n, --min-runs N     list pairs run more than N times (default 3)\n"
+    "  -n, --min-runs N     list pairs run more than N times (default: the config's [report]\n"
+    "                       duplicate_min_runs, 3)\n"
     "  -f, --format FORMAT  table (default), json or csv\n"
     "  -c, --config FILE    pgtally.ini to read the ledger path and currency from\n"
     "      --ledger PATH    the ledger: a file, or a postgresql:// URI (overrides the config)\n";
 
-enum { OPT_DATE = 1, OPT_MIN_RUNS, OPT_FORMAT };
+enum { OPT_MIN_RUNS = 1 };
 
 static const ctl_opt_t opts[] = {
-    {"date", 'd', true, OPT_DATE},
-    {"min-runs", 'n', true, OPT_MIN_RUNS},
-    {"format", 'f', true, OPT_FORMAT},
-    CTL_COMMON_OPTS,
+    CTL_DATE_OPT,        {"min-runs", 'n', true, OPT_MIN_RUNS}, CTL_FORMAT_OPT, CTL_COMMON_OPTS,
     {NULL, 0, false, 0},
 };
 
 typedef struct args {
-    int y, m, d;         /* the date; y = 0: today */
-    int64_t min_runs;    /* more runs than this */
-    ctl_format_t format; /* output format */
-    bool help;           /* --help was given */
+    ctl_day_args_t day; /* --date, --format, --help */
+    int64_t min_runs;   /* more runs than this; 0: the config's duplicate_min_runs */
 } args_t;
 
 static int apply(ctl_env_t *env, void *args, int id, const char *v, char *what, size_t len)
 {
     args_t *a = args;
     char *end;
-    switch (id) {
-    case OPT_DATE:
-        return ctl_date_opt(v, &a->y, &a->m, &a->d, what, len);
-    case OPT_MIN_RUNS:
-        a->min_runs = strtoll(v, &end, 10);
-        if (v[0] >= '0' && v[0] <= '9' && *end == '\0' && a->min_runs >= 1 &&
-            a->min_runs <= 1000000000)
-            return 0;
-        snprintf(what, len, "bad --min-runs '%s': expected a whole number from 1", v);
-        return -1;
-    case OPT_FORMAT:
-        return ctl_format_opt(v, &a->format, what, len);
-    case CTL_OPT_HELP:
-        a->help = true;
+    if (id != OPT_MIN_RUNS)
+        return ctl_day_apply(env, &a->day, id, v, what, len);
+    a->min_runs = strtoll(v, &end, 10);
+    if (v[0] >= '0' && v[0] <= '9' && *end == '\0' && a->min_runs >= 1 && a->min_runs <= 1000000000)
         return 0;
-    }
-    return ctl_common_opt(env, id, v) ? 0 : -1;
+    snprintf(what, len, "bad --min-runs '%s': expected a whole number from 1", v);
+    return -1;
 }
-
-/* What the row callback writes to. */
-typedef struct out {
-    ctl_env_t *env;          /* currency */
-    ctl_format_t format;     /* which writer */
-    pgt_text_table_t *table; /* rows, for table */
-    json_t *rows;            /* rows, for json */
-    int64_t n;               /* rows seen */
-} out_t;
 
 static const char *const headers[] = {"SHAPE", "RUNS",  "USERS",  "APPS",
                                       "COST",  "SAVED", "RAN IT", "STATEMENT"};
@@ -92,7 +68,7 @@ static const char *const csv_headers[] = {"fingerprint",  "constants", "runs",  
 
 static int row_cb(const pgt_repeat_row_t *r, void *arg)
 {
-    out_t *o = arg;
+    ctl_out_t *o = arg;
     char fp[24], consts[24], runs[24], users[24], apps[24], cost[PGT_MONEY_TEXT_MAX],
         saved[PGT_MONEY_TEXT_MAX];
     snprintf(fp, sizeof(fp), "%016llx", (unsigned long long)r->fingerprint);
@@ -142,31 +118,20 @@ static int row_cb(const pgt_repeat_row_t *r, void *arg)
 static int run(ctl_env_t *env, const void *args, pgt_ledger_reader_t *rd)
 {
     const args_t *a = args;
-    int64_t from, to, at = a->y ? ctl_date_noon(a->y, a->m, a->d) : pgt_clock_us();
-    pgt_period_bounds(PGT_PERIOD_DAY, at, &from, &to);
-    out_t o = {.env = env, .format = a->format};
-    if (a->format == CTL_FORMAT_TABLE)
-        o.table = pgt_text_table_new(8, headers, right8);
-    else if (a->format == CTL_FORMAT_JSON)
-        o.rows = json_array();
-    else
-        ctl_csv_row(stdout, csv_headers, sizeof(csv_headers) / sizeof(csv_headers[0]));
-    char err[512] = "out of memory";
-    int rc = -1;
-    if (a->format == CTL_FORMAT_CSV || o.table || o.rows)
-        rc = pgt_ledger_repeats(rd, from, to, a->min_runs, LIMIT, row_cb, &o, err, sizeof(err));
-    if (rc != 0) {
-        fprintf(stderr, "%s: ledger %s: %s\n", env->prog, env->shown_ledger, err);
-        pgt_text_table_free(o.table);
-        json_decref(o.rows);
-        return CTL_EXIT_ERROR;
-    }
+    int64_t from, to;
     char day[16];
-    time_t t = (time_t)(from / 1000000);
-    struct tm tm;
-    strftime(day, sizeof(day), "%Y-%m-%d", localtime_r(&t, &tm));
-    if (a->format == CTL_FORMAT_JSON) {
-        json_t *root = json_pack("{sssIssso}", "date", day, "min_runs", (json_int_t)a->min_runs,
+    ctl_day(a->day.y, a->day.m, a->day.d, &from, &to, day, sizeof(day));
+    int64_t min_runs = a->min_runs   ? a->min_runs
+                       : env->config ? env->config->report_duplicate_min_runs
+                                     : PGT_CONFIG_DUPLICATE_MIN_RUNS;
+    ctl_out_t o;
+    char err[512] = "out of memory";
+    if (ctl_out_open(&o, env, a->day.list.format, 8, headers, right8, csv_headers,
+                     sizeof(csv_headers) / sizeof(csv_headers[0])) != 0 ||
+        pgt_ledger_repeats(rd, from, to, min_runs, LIMIT, row_cb, &o, err, sizeof(err)) != 0)
+        return ctl_out_fail(&o, err);
+    if (a->day.list.format == CTL_FORMAT_JSON) {
+        json_t *root = json_pack("{sssIssso}", "date", day, "min_runs", (json_int_t)min_runs,
                                  "currency", env->currency, "repeats", o.rows);
         if (!root) {
             fprintf(stderr, "%s: out of memory\n", env->prog);
@@ -174,11 +139,11 @@ static int run(ctl_env_t *env, const void *args, pgt_ledger_reader_t *rd)
         }
         return ctl_json_print(root, stdout) == 0 ? CTL_EXIT_OK : CTL_EXIT_ERROR;
     }
-    if (a->format == CTL_FORMAT_CSV)
+    if (a->day.list.format == CTL_FORMAT_CSV)
         return CTL_EXIT_OK;
     printf("Work done twice, %s (%s): the same statement with the same constants run more "
            "than %lld times by several users or applications\n\n",
-           day, env->timezone, (long long)a->min_runs);
+           day, env->timezone, (long long)min_runs);
     if (!o.n) {
         pgt_text_table_free(o.table);
         printf("None.\n");
@@ -193,11 +158,11 @@ static int run(ctl_env_t *env, const void *args, pgt_ledger_reader_t *rd)
 
 int ctl_cmd_repeats(ctl_env_t *env, int argc, char **argv)
 {
-    args_t a = {.min_runs = MIN_RUNS_DEFAULT};
+    args_t a = {0};
     char what[512];
     if (ctl_parse_opts(env, argc, argv, opts, apply, &a, what, sizeof(what)) != 0)
         return ctl_usage_error(env, CMD, synopsis, what);
-    if (a.help) {
+    if (a.day.list.help) {
         printf("%s%s", synopsis, help);
         return CTL_EXIT_OK;
     }

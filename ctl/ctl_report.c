@@ -33,16 +33,18 @@ static const char help[] =
     "The daily report of one local date (in the config's timezone): the most\n"
     "expensive statements, the users and the query shapes that cost the most, the\n"
     "day's totals against the day before and the 7-day mean, budgets at or above a\n"
-    "warn threshold, and statements budgets refused or cancelled. [report] top sets\n"
-    "the length of the lists (default 10).\n"
+    "warn threshold, statements budgets refused or cancelled, the shapes that got at\n"
+    "least twice as dear with a new release, and work done twice (the same statement\n"
+    "with the same constants run again and again). [report] top sets the length of\n"
+    "the lists (default 10).\n"
     "\n"
     "  -d, --date DATE      YYYY-MM-DD, yesterday (default) or today\n"
     "  -f, --format FORMAT  text (default), markdown, html (the e-mail body), json (the\n"
     "                       document, see docs/report.md), csv, or slack (the Block Kit\n"
     "                       payload of the webhook)\n"
     "  -s, --section NAME   csv only: statements, users, shapes, totals, budgets,\n"
-    "                       refusals, schemas or tables (default: every section, each\n"
-    "                       after a '# NAME' line)\n"
+    "                       refusals, schemas, tables, regressions, repeats or approvals\n"
+    "                       (default: every section, each after a '# NAME' line)\n"
     "  -o, --output FILE    write to FILE instead of standard output\n"
     "      --send CHANNELS  send to slack, email or both (comma-separated) as configured in\n"
     "                       the config's [report] section, and record it in the ledger\n"
@@ -83,9 +85,6 @@ static const ctl_opt_t opts[] = {
     CTL_COMMON_OPTS,
     {NULL, 0, false, 0},
 };
-
-static const char *const sections[] = {"statements", "users",    "shapes",  "totals",
-                                       "budgets",    "refusals", "schemas", "tables"};
 
 /* The command line of `report`, parsed. */
 typedef struct args {
@@ -188,13 +187,11 @@ static int apply(ctl_env_t *env, void *args, int id, const char *v, char *what, 
         return -1;
     case OPT_SECTION:
         a->section = v;
-        for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
-            if (strcmp(sections[i], v) == 0)
-                return 0;
-        snprintf(what, len,
-                 "bad --section '%s': expected statements, users, shapes, totals, budgets, "
-                 "refusals, schemas or tables",
-                 v);
+        if (pgt_report_csv_section_known(v))
+            return 0;
+        char names[256];
+        snprintf(what, len, "bad --section '%s': expected %s", v,
+                 pgt_report_csv_sections(names, sizeof(names)));
         return -1;
     case OPT_OUTPUT:
         a->output = v;
@@ -298,7 +295,11 @@ static void report_opts(const ctl_env_t *env, pgt_report_opts_t *o)
         pgt_report_opts_from_config(env->config, o);
         return;
     }
-    *o = (pgt_report_opts_t){.top = 10, .currency = env->currency, .timezone = env->timezone};
+    *o = (pgt_report_opts_t){.top = 10,
+                             .currency = env->currency,
+                             .timezone = env->timezone,
+                             .regression_min_micro = PGT_CONFIG_REGRESSION_MIN_MICRO,
+                             .duplicate_min_runs = PGT_CONFIG_DUPLICATE_MIN_RUNS};
 }
 
 /* Builds and prints the report of date. Returns an exit code. */

@@ -147,6 +147,37 @@ int ctl_list_apply(ctl_env_t *env, void *args, int id, const char *value, char *
     return ctl_common_opt(env, id, value) ? 0 : -1;
 }
 
+int ctl_day_apply(ctl_env_t *env, void *args, int id, const char *value, char *what, size_t len)
+{
+    ctl_day_args_t *a = args;
+    if (id == CTL_OPT_DATE)
+        return ctl_date_opt(value, &a->y, &a->m, &a->d, what, len);
+    return ctl_list_apply(env, &a->list, id, value, what, len);
+}
+
+int ctl_out_open(ctl_out_t *o, ctl_env_t *env, ctl_format_t format, size_t ncols,
+                 const char *const *heads, const bool *right, const char *const *csv_heads,
+                 size_t ncsv)
+{
+    *o = (ctl_out_t){.env = env, .format = format};
+    if (format == CTL_FORMAT_TABLE)
+        return (o->table = pgt_text_table_new(ncols, heads, right)) ? 0 : -1;
+    if (format == CTL_FORMAT_JSON)
+        return (o->rows = json_array()) ? 0 : -1;
+    ctl_csv_row(stdout, csv_heads, ncsv);
+    return 0;
+}
+
+int ctl_out_fail(ctl_out_t *o, const char *err)
+{
+    fprintf(stderr, "%s: ledger %s: %s\n", o->env->prog, o->env->shown_ledger, err);
+    pgt_text_table_free(o->table);
+    json_decref(o->rows);
+    o->table = NULL;
+    o->rows = NULL;
+    return CTL_EXIT_ERROR;
+}
+
 int ctl_usage_error(const ctl_env_t *env, const char *cmd, const char *synopsis, const char *what)
 {
     fprintf(stderr, "%s%s%s: %s\n%sTry '%s%s%s --help' for more.\n", env->prog, cmd ? " " : "",
@@ -383,6 +414,15 @@ int64_t ctl_date_noon(int y, int m, int d)
     struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d, .tm_hour = 12};
     tm.tm_isdst = -1;
     return (int64_t)mktime(&tm) * US_PER_S;
+}
+
+char *ctl_day(int y, int m, int d, int64_t *from, int64_t *to, char *date, size_t len)
+{
+    pgt_period_bounds(PGT_PERIOD_DAY, y ? ctl_date_noon(y, m, d) : pgt_clock_us(), from, to);
+    time_t t = (time_t)(*from / US_PER_S);
+    struct tm tm;
+    strftime(date, len, "%Y-%m-%d", localtime_r(&t, &tm));
+    return date;
 }
 
 int ctl_parse_amount(const ctl_env_t *env, const char *flag, const char *text, int64_t *out,

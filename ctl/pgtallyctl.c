@@ -22,6 +22,9 @@ static const char help[] =
     "            for a while (list, approve)\n"
     "  repeats   work done twice: one day's SELECTs run with the same constants again and\n"
     "            again by several users or applications, and what a cache would save\n"
+    "  regressions\n"
+    "            shapes at least twice as dear under their newest release (the release,\n"
+    "            git_sha or version tag) as under the one before, over a week\n"
     "  report    the daily report of a date: print it (text, markdown, html, json, csv,\n"
     "            slack) or send it to Slack and e-mail\n"
     "\n"
@@ -34,9 +37,11 @@ static const char help[] =
     "      --version      print the version\n";
 
 static const ctl_command_t commands[] = {
-    {"queries", ctl_cmd_queries}, {"usage", ctl_cmd_usage},   {"budget", ctl_cmd_budget},
-    {"team", ctl_cmd_team},       {"report", ctl_cmd_report}, {"rule", ctl_cmd_rule},
-    {"repeats", ctl_cmd_repeats}, {"ticket", ctl_cmd_ticket},
+    {"queries", ctl_cmd_queries}, {"usage", ctl_cmd_usage},
+    {"budget", ctl_cmd_budget},   {"team", ctl_cmd_team},
+    {"report", ctl_cmd_report},   {"rule", ctl_cmd_rule},
+    {"repeats", ctl_cmd_repeats}, {"regressions", ctl_cmd_regressions},
+    {"ticket", ctl_cmd_ticket},
 };
 
 #define OPT_VERSION 1

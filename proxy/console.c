@@ -91,6 +91,17 @@ static const char *const ticket_cols[] = {
     "approved_by",  "approved_until", "runs",      "runs_cost",   "query"};
 static const char *const approval_cols[] = {
     "id", "ticket", "user", "database", "fingerprint", "constants", "max", "until", "created_by"};
+static const char *const repeat_cols[] = {
+    "fingerprint", "constants", "runs", "users", "applications", "cost", "saved", "who", "query"};
+static const char *const regression_cols[] = {"fingerprint",
+                                              "ratio",
+                                              "release",
+                                              "mean_cost",
+                                              "statements",
+                                              "previous_release",
+                                              "previous_mean_cost",
+                                              "previous_statements",
+                                              "query"};
 static const char *const config_cols[] = {"key", "value", "source", "description"};
 static const char *const version_cols[] = {"component", "version"};
 static const char *const cancel_cols[] = {"id", "backend_pid", "result"};
@@ -104,10 +115,11 @@ static const struct {
     const char *const *names; /* the columns */
     size_t n;                 /* how many */
 } columns[] = {
-    COLS(usage_cols),  COLS(budget_cols),   COLS(query_cols),   COLS(shape_cols),
-    COLS(table_cols),  COLS(session_cols),  COLS(rule_cols),    COLS(alert_cols),
-    COLS(ticket_cols), COLS(config_cols),   COLS(version_cols), COLS(rule_cols),
-    COLS(rule_cols),   COLS(approval_cols), COLS(cancel_cols),  COLS(reload_cols),
+    COLS(usage_cols),   COLS(budget_cols),     COLS(query_cols),  COLS(shape_cols),
+    COLS(table_cols),   COLS(session_cols),    COLS(rule_cols),   COLS(alert_cols),
+    COLS(repeat_cols),  COLS(regression_cols), COLS(ticket_cols), COLS(config_cols),
+    COLS(version_cols), COLS(rule_cols),       COLS(rule_cols),   COLS(approval_cols),
+    COLS(cancel_cols),  COLS(reload_cols),
 };
 #undef COLS
 
@@ -269,9 +281,9 @@ static void list_commands(char *out, size_t len)
 }
 
 /* The words after SHOW, in the order of the SHOW verbs. */
-static const char *const show_words[] = {"USAGE",   "BUDGETS",  "QUERIES", "SHAPES",
-                                         "TABLES",  "SESSIONS", "RULES",   "ALERTS",
-                                         "TICKETS", "CONFIG",   "VERSION"};
+static const char *const show_words[] = {"USAGE",    "BUDGETS", "QUERIES", "SHAPES",  "TABLES",
+                                         "SESSIONS", "RULES",   "ALERTS",  "REPEATS", "REGRESSIONS",
+                                         "TICKETS",  "CONFIG",  "VERSION"};
 
 _Static_assert(PGT_CONSOLE_SHOW_USAGE + sizeof(show_words) / sizeof(show_words[0]) - 1 ==
                    PGT_CONSOLE_SHOW_VERSION,
@@ -628,7 +640,63 @@ static int alert_cb(const pgt_alert_row_t *r, void *arg)
     return pgt_console_row(c->out, cells, 10) ? 0 : 1;
 }
 
-/* SHOW USAGE, QUERIES, SHAPES, TABLES and ALERTS: through a ledger reader. */
+static int repeat_cb(const pgt_repeat_row_t *r, void *arg)
+{
+    run_ctx_t *c = arg;
+    char fp[17], consts[17], runs[24], users[24], apps[24], cost[PGT_MONEY_TEXT_MAX],
+        saved[PGT_MONEY_TEXT_MAX];
+    snprintf(fp, sizeof(fp), "%016llx", (unsigned long long)r->fingerprint);
+    snprintf(consts, sizeof(consts), "%016llx", (unsigned long long)r->constants);
+    const char *cells[] = {
+        fp,
+        consts,
+        fmt_int(r->runs, runs, sizeof(runs)),
+        fmt_int(r->users, users, sizeof(users)),
+        fmt_int(r->applications, apps, sizeof(apps)),
+        pgt_money_format(r->cost_micro, c->env->currency, cost, sizeof(cost)),
+        pgt_money_format(r->repeat_micro, c->env->currency, saved, sizeof(saved)),
+        r->who,
+        r->normalized};
+    return pgt_console_row(c->out, cells, 9) ? 0 : 1;
+}
+
+static int regression_cb(const pgt_regression_row_t *r, void *arg)
+{
+    run_ctx_t *c = arg;
+    char fp[17], ratio[32], n[24], pn[24], mean[PGT_MONEY_TEXT_MAX], prev[PGT_MONEY_TEXT_MAX];
+    snprintf(fp, sizeof(fp), "%016llx", (unsigned long long)r->fingerprint);
+    snprintf(ratio, sizeof(ratio), "%.2f", r->ratio);
+    const char *cells[] = {
+        fp,
+        ratio,
+        r->release,
+        pgt_money_format(r->mean_micro, c->env->currency, mean, sizeof(mean)),
+        fmt_int(r->statements, n, sizeof(n)),
+        r->prev_release,
+        pgt_money_format(r->prev_mean_micro, c->env->currency, prev, sizeof(prev)),
+        fmt_int(r->prev_statements, pn, sizeof(pn)),
+        r->normalized};
+    return pgt_console_row(c->out, cells, 9) ? 0 : 1;
+}
+
+/* SHOW REPEATS (today) and SHOW REGRESSIONS (today and the days before),
+ * as pgtallyctl repeats and regressions show them. */
+static int run_waste(const pgt_console_cmd_t *cmd, pgt_ledger_reader_t *rd, run_ctx_t *c, char *err,
+                     size_t errlen)
+{
+    int64_t from, to;
+    pgt_period_bounds(PGT_PERIOD_DAY, pgt_clock_us(), &from, &to);
+    pgt_console_header(c->out, cmd->verb);
+    if (cmd->verb == PGT_CONSOLE_SHOW_REPEATS)
+        return pgt_ledger_repeats(rd, from, to, c->env->duplicate_min_runs, PGT_CONSOLE_LIST_MAX,
+                                  repeat_cb, c, err, errlen);
+    from = pgt_local_day_start_us(pgt_local_day(from) - (PGT_LEDGER_REGRESSION_DAYS - 1));
+    return pgt_ledger_regressions(rd, from, to, c->env->regression_min_micro, PGT_CONSOLE_LIST_MAX,
+                                  regression_cb, c, err, errlen);
+}
+
+/* SHOW USAGE, QUERIES, SHAPES, TABLES, ALERTS, REPEATS and REGRESSIONS:
+ * through a ledger reader. */
 static int run_reader(const pgt_console_cmd_t *cmd, run_ctx_t *c, char *err, size_t errlen)
 {
     pgt_ledger_reader_t *rd = pgt_ledger_reader_open(&c->env->where, err, errlen);
@@ -658,6 +726,10 @@ static int run_reader(const pgt_console_cmd_t *cmd, run_ctx_t *c, char *err, siz
         pgt_period_bounds(cmd->period, now, &from, &to);
         pgt_console_header(c->out, cmd->verb);
         rc = pgt_ledger_tables(rd, from, to, PGT_CONSOLE_LIST_MAX, table_cb, c, err, errlen);
+        break;
+    case PGT_CONSOLE_SHOW_REPEATS:
+    case PGT_CONSOLE_SHOW_REGRESSIONS:
+        rc = run_waste(cmd, rd, c, err, errlen);
         break;
     default:
         pgt_console_header(c->out, cmd->verb);
@@ -895,7 +967,8 @@ void pgt_console_run_ledger(const pgt_console_cmd_t *cmd, const pgt_console_env_
     run_ctx_t c = {env, out};
     bool reader = cmd->verb == PGT_CONSOLE_SHOW_USAGE || cmd->verb == PGT_CONSOLE_SHOW_QUERIES ||
                   cmd->verb == PGT_CONSOLE_SHOW_SHAPES || cmd->verb == PGT_CONSOLE_SHOW_TABLES ||
-                  cmd->verb == PGT_CONSOLE_SHOW_ALERTS;
+                  cmd->verb == PGT_CONSOLE_SHOW_ALERTS || cmd->verb == PGT_CONSOLE_SHOW_REPEATS ||
+                  cmd->verb == PGT_CONSOLE_SHOW_REGRESSIONS;
     int rc = reader ? run_reader(cmd, &c, err, sizeof(err)) : run_db(cmd, &c, err, sizeof(err));
     if (rc == 0) {
         if (!pgt_console_cap(out))

@@ -53,17 +53,19 @@ struct pgt_console_session {
 /* A command on a worker thread. Owned by itself: it outlives a session
  * that closes meanwhile (s is then NULL). */
 struct job {
-    uv_work_t req;         /* libuv's request */
-    pgt_proxy_t *proxy;    /* whose pool it runs on */
-    bool submitted;        /* handed to the pool (else waiting for a free worker) */
-    pgt_session_t *s;      /* the session waiting for it, or NULL when gone */
-    pgt_console_cmd_t cmd; /* what to run */
-    bool extended;         /* an Execute's (extended protocol) */
-    char *ledger;          /* copies of what the config said when it started */
-    char *schema;          /* ... (NULL: the default schema) */
-    char *user;            /* who runs it */
-    char currency[8];      /* of amounts */
-    pgt_buf_t out;         /* the answer, as protocol messages */
+    uv_work_t req;                /* libuv's request */
+    pgt_proxy_t *proxy;           /* whose pool it runs on */
+    bool submitted;               /* handed to the pool (else waiting for a free worker) */
+    pgt_session_t *s;             /* the session waiting for it, or NULL when gone */
+    pgt_console_cmd_t cmd;        /* what to run */
+    bool extended;                /* an Execute's (extended protocol) */
+    char *ledger;                 /* copies of what the config said when it started */
+    char *schema;                 /* ... (NULL: the default schema) */
+    char *user;                   /* who runs it */
+    char currency[8];             /* of amounts */
+    int64_t regression_min_micro; /* [report] regression_min_cost */
+    int64_t duplicate_min_runs;   /* [report] duplicate_min_runs */
+    pgt_buf_t out;                /* the answer, as protocol messages */
 };
 
 static const char *const state_names[] = {
@@ -398,6 +400,8 @@ static void work_cb(uv_work_t *req)
         .where = {.ledger = j->ledger, .schema = j->schema},
         .currency = j->currency,
         .user = j->user,
+        .regression_min_micro = j->regression_min_micro,
+        .duplicate_min_runs = j->duplicate_min_runs,
     };
     pgt_console_run_ledger(&j->cmd, &env, &j->out);
 }
@@ -461,6 +465,8 @@ static void start_job(pgt_session_t *s, const pgt_console_cmd_t *cmd, bool ext)
         j->schema = cfg->ledger_schema ? strdup(cfg->ledger_schema) : NULL;
         j->user = strdup(s->user);
         snprintf(j->currency, sizeof(j->currency), "%s", cfg->currency);
+        j->regression_min_micro = cfg->report_regression_min_micro;
+        j->duplicate_min_runs = cfg->report_duplicate_min_runs;
     }
     /* Beyond CONSOLE_MAX_JOBS, the job waits (unsubmitted) for a worker. */
     if (!j || !j->ledger || !j->user || (cfg->ledger_schema && !j->schema) ||

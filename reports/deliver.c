@@ -582,6 +582,8 @@ pgt_config_t *pgt_deliver_config_copy(const pgt_config_t *src)
     c->timezone = NULL;
     c->report_top = src->report_top;
     c->report_show_literals = src->report_show_literals;
+    c->report_regression_min_micro = src->report_regression_min_micro;
+    c->report_duplicate_min_runs = src->report_duplicate_min_runs;
     c->report_time_min = src->report_time_min;
     c->report_catch_up_days = src->report_catch_up_days;
     c->report_retry_interval_ms = src->report_retry_interval_ms;

@@ -1,7 +1,8 @@
 /* The daily report's builder: reads one local date of the ledger (its
  * rollups through report_scan.c, the day's dearest statements from
  * queries, the data that cost the most from daily_relations, the budgets
- * and their spend) and assembles the report as a
+ * and their spend, work done twice and the regressions per release
+ * through the ledger's readers) and assembles the report as a
  * JSON document, whose schema is in docs/report.md. Renderers only ever
  * see that document. */
 #include "pgtally/report.h"
@@ -134,6 +135,7 @@ typedef struct build {
     rs_day_t day;                  /* the day and the days before, from the rollups */
     rs_groups_t sums;              /* the day's sums per user and per shape */
     rs_data_t data;                /* the day's schemas and tables that cost the most */
+    pgt_ledger_reader_t *rd;       /* a reader over db, for repeats and regressions */
     char err[512];                 /* why it failed */
 } build_t;
 
@@ -671,6 +673,105 @@ static json_t *refusals_section(build_t *b, bool *ok)
     return o;
 }
 
+/* What the rows of a reader's list are added to. */
+typedef struct list_ctx {
+    build_t *b;    /* the build */
+    json_t *items; /* the list */
+    int64_t total; /* a sum over the rows: money saved */
+    bool ok;       /* cleared when anything failed */
+} list_ctx_t;
+
+/* Appends item o to the list with its rank. Returns 0, or 1 to stop. */
+static int list_add(list_ctx_t *c, json_t *o)
+{
+    put(o, "rank", json_integer((json_int_t)json_array_size(c->items) + 1), &c->ok);
+    if (!c->ok || json_array_append_new(c->items, o) != 0) {
+        c->ok = false;
+        return 1;
+    }
+    return 0;
+}
+
+/* A pgt_ledger_repeat_cb: one (shape, constants) pair of work done twice. */
+static int repeat_item(const pgt_repeat_row_t *r, void *arg)
+{
+    list_ctx_t *c = arg;
+    char hex[24];
+    json_t *o = json_object();
+    put_shape(c->b, o, r->fingerprint, &c->ok);
+    snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)r->constants);
+    put(o, "constants", json_string(hex), &c->ok);
+    put(o, "runs", json_integer(r->runs), &c->ok);
+    put(o, "users", json_integer(r->users), &c->ok);
+    put(o, "applications", json_integer(r->applications), &c->ok);
+    put(o, "who", pgt_text_json(r->who), &c->ok);
+    put_money(o, "cost", r->cost_micro, &c->ok);
+    put_money(o, "saved", r->repeat_micro, &c->ok);
+    c->total += r->repeat_micro;
+    return list_add(c, o);
+}
+
+/* A pgt_ledger_regression_cb: one shape that got dearer with a release. */
+static int regression_item(const pgt_regression_row_t *r, void *arg)
+{
+    list_ctx_t *c = arg;
+    char iso[48];
+    json_t *o = json_object();
+    put_shape(c->b, o, r->fingerprint, &c->ok);
+    put(o, "release", pgt_text_json(r->release), &c->ok);
+    put(o, "first_seen", json_string(fmt_iso(r->first_seen_us, iso, sizeof(iso))), &c->ok);
+    put(o, "statements", json_integer(r->statements), &c->ok);
+    put_money(o, "mean_cost", r->mean_micro, &c->ok);
+    put(o, "previous_release", pgt_text_json(r->prev_release), &c->ok);
+    put(o, "previous_statements", json_integer(r->prev_statements), &c->ok);
+    put_money(o, "previous_mean_cost", r->prev_mean_micro, &c->ok);
+    put(o, "ratio", json_real(round(r->ratio * 100.0) / 100.0), &c->ok);
+    return list_add(c, o);
+}
+
+/* Ends a reader's list: its items and their total in o. */
+static void list_done(build_t *b, list_ctx_t *c, int rc, json_t *o, const char *total, bool *ok)
+{
+    if (rc > 0 && !b->err[0])
+        snprintf(b->err, sizeof(b->err), "out of memory");
+    if (rc != 0 || !c->ok)
+        *ok = false;
+    if (total)
+        put_money(o, total, c->total, ok);
+    put(o, "items", c->items, ok);
+}
+
+/* Work done twice: the day's SELECTs run with the same constants more
+ * than duplicate_min_runs times by several users or applications. */
+static json_t *repeats_section(build_t *b, bool *ok)
+{
+    json_t *o = json_object();
+    list_ctx_t c = {b, json_array(), 0, true};
+    int64_t min_runs = b->opts->duplicate_min_runs > 0 ? b->opts->duplicate_min_runs
+                                                       : PGT_CONFIG_DUPLICATE_MIN_RUNS;
+    put(o, "min_runs", json_integer(min_runs), ok);
+    int rc = pgt_ledger_repeats(b->rd, b->from, b->to, min_runs, b->top, repeat_item, &c, b->err,
+                                sizeof(b->err));
+    list_done(b, &c, rc, o, "saved", ok);
+    return o;
+}
+
+/* Regressions per release over the report's day and the days before. */
+static json_t *regressions_section(build_t *b, bool *ok)
+{
+    json_t *o = json_object();
+    list_ctx_t c = {b, json_array(), 0, true};
+    int64_t from = pgt_local_day_start_us(b->day.day - (PGT_LEDGER_REGRESSION_DAYS - 1));
+    char date[16];
+    put(o, "days", json_integer(PGT_LEDGER_REGRESSION_DAYS), ok);
+    put(o, "since", json_string(fmt_date(from, date, sizeof(date))), ok);
+    put_money(o, "min_mean_cost", b->opts->regression_min_micro, ok);
+    int rc = pgt_ledger_regressions(b->rd, from, b->to, b->opts->regression_min_micro, b->top,
+                                    regression_item, &c, b->err, sizeof(b->err));
+    list_done(b, &c, rc, o, NULL, ok);
+    return o;
+}
+
 /* ---- Approvals (docs/escrow.md) ------------------------------------------- */
 
 /* Approvals listed at most. */
@@ -758,6 +859,8 @@ static json_t *assemble(build_t *b)
     put(doc, "data", data_section(b, &ok), &ok);
     put(doc, "budgets", budgets_section(b, &ok), &ok);
     put(doc, "refusals", refusals_section(b, &ok), &ok);
+    put(doc, "regressions", regressions_section(b, &ok), &ok);
+    put(doc, "repeats", repeats_section(b, &ok), &ok);
     put(doc, "approvals", approvals_section(b, &ok), &ok);
     if (!ok) {
         if (!b->err[0])
@@ -775,6 +878,7 @@ static void build_free(build_t *b)
     rs_groups_free(&b->sums);
     rs_day_free(&b->day);
     rs_data_free(&b->data);
+    pgt_ledger_reader_close(b->rd);
 }
 
 /* Reads the day and assembles the document in one read transaction, so
@@ -789,7 +893,9 @@ static json_t *read_and_assemble(build_t *b, int32_t day)
     if (pgt_db_exec(b->db, "starting to read the ledger", begin, b->err, sizeof(b->err)) != 0)
         return NULL;
     json_t *doc = NULL;
-    int rc = rs_day_read(b->db, day, &b->day, b->err, sizeof(b->err));
+    int rc = (b->rd = pgt_ledger_reader_borrow(b->db, b->err, sizeof(b->err))) ? 0 : -1;
+    if (rc == 0)
+        rc = rs_day_read(b->db, day, &b->day, b->err, sizeof(b->err));
     if (rc == 0)
         rc = rs_data_read(b->db, day, b->top, &b->data, b->err, sizeof(b->err));
     if (rc == 0 && rs_group(&b->day, &b->sums) != 0) {
@@ -838,6 +944,8 @@ void pgt_report_opts_from_config(const pgt_config_t *cfg, pgt_report_opts_t *out
         .show_literals = cfg->report_show_literals != 0,
         .currency = cfg->currency,
         .timezone = cfg->timezone,
+        .regression_min_micro = cfg->report_regression_min_micro,
+        .duplicate_min_runs = cfg->report_duplicate_min_runs,
     };
 }
 

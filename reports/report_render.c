@@ -315,6 +315,41 @@ void rf_data_intro(pgt_buf_t *out, const json_t *doc, const char *bold)
                    rj_num(d, "share_pct"));
 }
 
+char *rf_ratio(const json_t *o, const char *key, char *buf, size_t len)
+{
+    snprintf(buf, len, "%.2fx", rj_num(o, key));
+    return buf;
+}
+
+void rf_regressions_title(pgt_buf_t *out, const json_t *doc)
+{
+    const json_t *r = json_object_get(doc, "regressions");
+    char min[RF_SHORT];
+    pgt_buf_printf(out,
+                   "Regressions per release, %s to %s: shapes at least twice as dear under their "
+                   "newest release, mean above %s",
+                   rj_str(r, "since"), rj_str(doc, "date"),
+                   rf_money(doc, r, "min_mean_cost", min, sizeof(min)));
+}
+
+void rf_repeats_title(pgt_buf_t *out, const json_t *doc)
+{
+    pgt_buf_printf(out,
+                   "Work done twice: the same statement with the same constants run more than %lld "
+                   "times by several users or applications",
+                   (long long)rj_int(json_object_get(doc, "repeats"), "min_runs"));
+}
+
+void rf_repeats_note(pgt_buf_t *out, const json_t *doc, const char *bold)
+{
+    char saved[RF_SHORT];
+    pgt_buf_printf(
+        out,
+        "A cached or materialized result would have saved %s%s%s: what every run but "
+        "the cheapest cost.",
+        bold, rf_money(doc, json_object_get(doc, "repeats"), "saved", saved, sizeof(saved)), bold);
+}
+
 static const char *const text_schema_head[] = {"#", "SCHEMA", "COST", "SHARE", "COMPUTE"};
 static const bool text_schema_right[] = {true, false, true, true, true};
 static const char *const text_table_head[] = {"#", "TABLE", "COST", "SHARE", "QUERIES", "COMPUTE"};
@@ -459,6 +494,81 @@ static void text_refusals(pgt_buf_t *out, const json_t *doc)
     table_done(out, t);
 }
 
+static const char *const text_regression_head[] = {
+    "#",      "RATIO",       "RELEASE",     "MEAN",        "RUNS",
+    "BEFORE", "MEAN BEFORE", "RUNS BEFORE", "FINGERPRINT", "QUERY"};
+static const bool text_regression_right[] = {true,  true, false, true,  true,
+                                             false, true, true,  false, false};
+
+/* Regressions per release; nothing when there is none. */
+static void text_regressions(pgt_buf_t *out, const json_t *doc)
+{
+    const json_t *a = rj_arr(json_object_get(doc, "regressions"), "items");
+    if (!json_array_size(a))
+        return;
+    pgt_buf_putc(out, '\n');
+    rf_regressions_title(out, doc);
+    pgt_buf_puts(out, "\n\n");
+    pgt_text_table_t *t = pgt_text_table_new(10, text_regression_head, text_regression_right);
+    size_t i;
+    const json_t *x;
+    json_array_foreach(a, i, x)
+    {
+        char rank[16], ratio[RF_SHORT], mean[RF_SHORT], n[RF_SHORT], pmean[RF_SHORT], pn[RF_SHORT];
+        snprintf(rank, sizeof(rank), "%lld", (long long)rj_int(x, "rank"));
+        pgt_text_table_cell(t, rank, 0);
+        pgt_text_table_cell(t, rf_ratio(x, "ratio", ratio, sizeof(ratio)), 0);
+        pgt_text_table_cell(t, rj_str(x, "release"), TEXT_CELL_WIDTH);
+        pgt_text_table_cell(t, rf_money(doc, x, "mean_cost", mean, sizeof(mean)), 0);
+        pgt_text_table_cell(t, rf_count(rj_int(x, "statements"), n, sizeof(n)), 0);
+        pgt_text_table_cell(t, rj_str(x, "previous_release"), TEXT_CELL_WIDTH);
+        pgt_text_table_cell(t, rf_money(doc, x, "previous_mean_cost", pmean, sizeof(pmean)), 0);
+        pgt_text_table_cell(t, rf_count(rj_int(x, "previous_statements"), pn, sizeof(pn)), 0);
+        pgt_text_table_cell(t, rj_str(x, "fingerprint"), 0);
+        pgt_text_table_cell(t, rj_str(x, "normalized"), TEXT_QUERY_WIDTH);
+    }
+    table_done(out, t);
+}
+
+static const char *const text_repeat_head[] = {
+    "#", "FINGERPRINT", "CONSTANTS", "RUNS", "USERS", "APPS", "COST", "SAVED", "RAN IT", "QUERY"};
+static const bool text_repeat_right[] = {true, false, false, true,  true,
+                                         true, true,  true,  false, false};
+
+/* Work done twice; nothing when there is none. */
+static void text_repeats(pgt_buf_t *out, const json_t *doc)
+{
+    const json_t *a = rj_arr(json_object_get(doc, "repeats"), "items");
+    if (!json_array_size(a))
+        return;
+    pgt_buf_putc(out, '\n');
+    rf_repeats_title(out, doc);
+    pgt_buf_puts(out, "\n\n");
+    pgt_text_table_t *t = pgt_text_table_new(10, text_repeat_head, text_repeat_right);
+    size_t i;
+    const json_t *x;
+    json_array_foreach(a, i, x)
+    {
+        char rank[16], runs[RF_SHORT], users[RF_SHORT], apps[RF_SHORT], cost[RF_SHORT],
+            saved[RF_SHORT];
+        snprintf(rank, sizeof(rank), "%lld", (long long)rj_int(x, "rank"));
+        pgt_text_table_cell(t, rank, 0);
+        pgt_text_table_cell(t, rj_str(x, "fingerprint"), 0);
+        pgt_text_table_cell(t, rj_str(x, "constants"), 0);
+        pgt_text_table_cell(t, rf_count(rj_int(x, "runs"), runs, sizeof(runs)), 0);
+        pgt_text_table_cell(t, rf_count(rj_int(x, "users"), users, sizeof(users)), 0);
+        pgt_text_table_cell(t, rf_count(rj_int(x, "applications"), apps, sizeof(apps)), 0);
+        pgt_text_table_cell(t, rf_money(doc, x, "cost", cost, sizeof(cost)), 0);
+        pgt_text_table_cell(t, rf_money(doc, x, "saved", saved, sizeof(saved)), 0);
+        pgt_text_table_cell(t, rj_str(x, "who"), TEXT_CELL_WIDTH);
+        pgt_text_table_cell(t, rj_str(x, "normalized"), TEXT_QUERY_WIDTH);
+    }
+    table_done(out, t);
+    pgt_buf_putc(out, '\n');
+    rf_repeats_note(out, doc, "");
+    pgt_buf_putc(out, '\n');
+}
+
 static const char *const text_approval_head[] = {"ID", "TICKET", "USER", "SCOPE", "CAP",
                                                  "BY", "UNTIL",  "RUNS", "COST",  "STATEMENT"};
 static const bool text_approval_right[] = {true,  false, false, false, true,
@@ -507,6 +617,8 @@ static char *render_text(const json_t *doc, char *err, size_t errlen)
     text_data(&out, doc);
     text_budgets(&out, doc);
     text_refusals(&out, doc);
+    text_regressions(&out, doc);
+    text_repeats(&out, doc);
     text_approvals(&out, doc);
     return rf_finish(&out, err, errlen);
 }
@@ -743,6 +855,73 @@ static void md_refusals(pgt_buf_t *out, const json_t *doc)
     }
 }
 
+static void md_regressions(pgt_buf_t *out, const json_t *doc)
+{
+    const json_t *a = rj_arr(json_object_get(doc, "regressions"), "items");
+    if (!json_array_size(a))
+        return;
+    pgt_buf_t title = {0};
+    rf_regressions_title(&title, doc);
+    pgt_buf_puts(out, "\n## ");
+    md_text(out, title.s ? title.s : "", 0);
+    out->failed |= title.failed;
+    pgt_buf_free(&title);
+    pgt_buf_puts(out,
+                 "\n\n| # | Ratio | Release | Mean | Runs | Before | Mean before | Runs before "
+                 "| Shape |\n|--:|--:|---|--:|--:|---|--:|--:|---|\n");
+    size_t i;
+    const json_t *x;
+    json_array_foreach(a, i, x)
+    {
+        char ratio[RF_SHORT], mean[RF_SHORT], n[RF_SHORT], pmean[RF_SHORT], pn[RF_SHORT];
+        pgt_buf_printf(out, "| %lld | %s | ", (long long)rj_int(x, "rank"),
+                       rf_ratio(x, "ratio", ratio, sizeof(ratio)));
+        md_text(out, rj_str(x, "release"), MD_CELL_WIDTH);
+        pgt_buf_printf(out, " | %s | %s | ", rf_money(doc, x, "mean_cost", mean, sizeof(mean)),
+                       rf_count(rj_int(x, "statements"), n, sizeof(n)));
+        md_text(out, rj_str(x, "previous_release"), MD_CELL_WIDTH);
+        pgt_buf_printf(out, " | %s | %s | ",
+                       rf_money(doc, x, "previous_mean_cost", pmean, sizeof(pmean)),
+                       rf_count(rj_int(x, "previous_statements"), pn, sizeof(pn)));
+        md_code(out, rj_str(x, "normalized"), MD_QUERY_WIDTH);
+        pgt_buf_puts(out, " |\n");
+    }
+}
+
+static void md_repeats(pgt_buf_t *out, const json_t *doc)
+{
+    const json_t *a = rj_arr(json_object_get(doc, "repeats"), "items");
+    if (!json_array_size(a))
+        return;
+    pgt_buf_t title = {0};
+    rf_repeats_title(&title, doc);
+    pgt_buf_puts(out, "\n## ");
+    md_text(out, title.s ? title.s : "", 0);
+    out->failed |= title.failed;
+    pgt_buf_free(&title);
+    pgt_buf_puts(out, "\n\n| # | Runs | Users | Apps | Cost | Saved | Ran it | Shape |\n"
+                      "|--:|--:|--:|--:|--:|--:|---|---|\n");
+    size_t i;
+    const json_t *x;
+    json_array_foreach(a, i, x)
+    {
+        char runs[RF_SHORT], users[RF_SHORT], apps[RF_SHORT], cost[RF_SHORT], saved[RF_SHORT];
+        pgt_buf_printf(out, "| %lld | %s | %s | %s | %s | %s | ", (long long)rj_int(x, "rank"),
+                       rf_count(rj_int(x, "runs"), runs, sizeof(runs)),
+                       rf_count(rj_int(x, "users"), users, sizeof(users)),
+                       rf_count(rj_int(x, "applications"), apps, sizeof(apps)),
+                       rf_money(doc, x, "cost", cost, sizeof(cost)),
+                       rf_money(doc, x, "saved", saved, sizeof(saved)));
+        md_text(out, rj_str(x, "who"), MD_CELL_WIDTH);
+        pgt_buf_puts(out, " | ");
+        md_code(out, rj_str(x, "normalized"), MD_QUERY_WIDTH);
+        pgt_buf_puts(out, " |\n");
+    }
+    pgt_buf_putc(out, '\n');
+    rf_repeats_note(out, doc, "**");
+    pgt_buf_putc(out, '\n');
+}
+
 static void md_approvals(pgt_buf_t *out, const json_t *doc)
 {
     const json_t *r = json_object_get(doc, "approvals");
@@ -796,6 +975,8 @@ static char *render_markdown(const json_t *doc, char *err, size_t errlen)
     md_data(&out, doc);
     md_budgets(&out, doc);
     md_refusals(&out, doc);
+    md_regressions(&out, doc);
+    md_repeats(&out, doc);
     md_approvals(&out, doc);
     return rf_finish(&out, err, errlen);
 }
@@ -1009,6 +1190,39 @@ static const csv_col_t csv_refusals[] = {
     {NULL, NULL, 0},
 };
 
+static const csv_col_t csv_regressions[] = {
+    {"rank", "rank", 'i'},
+    {"fingerprint", "fingerprint", 's'},
+    {"ratio", "ratio", 'n'},
+    {"release", "release", 's'},
+    {"first_seen", "first_seen", 's'},
+    {"statements", "statements", 'i'},
+    {"mean_cost", "mean_cost", 'm'},
+    {"previous_release", "previous_release", 's'},
+    {"previous_statements", "previous_statements", 'i'},
+    {"previous_mean_cost", "previous_mean_cost", 'm'},
+    {"currency", "", 'c'},
+    {"kind", "kind", 's'},
+    {"normalized", "normalized", 's'},
+    {NULL, NULL, 0},
+};
+
+static const csv_col_t csv_repeats[] = {
+    {"rank", "rank", 'i'},
+    {"fingerprint", "fingerprint", 's'},
+    {"constants", "constants", 's'},
+    {"runs", "runs", 'i'},
+    {"users", "users", 'i'},
+    {"applications", "applications", 'i'},
+    {"cost", "cost", 'm'},
+    {"saved", "saved", 'm'},
+    {"currency", "", 'c'},
+    {"who", "who", 's'},
+    {"kind", "kind", 's'},
+    {"normalized", "normalized", 's'},
+    {NULL, NULL, 0},
+};
+
 static const csv_col_t csv_approvals[] = {
     {"id", "id", 'i'},
     {"ticket", "ticket", 's'},
@@ -1042,9 +1256,11 @@ static const csv_section_t csv_sections[] = {
     {"totals", csv_totals, NULL, NULL},
     {"budgets", csv_budgets, "items", "budgets"},
     {"refusals", csv_refusals, "by_budget", "refusals"},
-    {"approvals", csv_approvals, "items", "approvals"},
     {"schemas", csv_schemas, "schemas", "data"},
     {"tables", csv_tables, "tables", "data"},
+    {"regressions", csv_regressions, "items", "regressions"},
+    {"repeats", csv_repeats, "items", "repeats"},
+    {"approvals", csv_approvals, "items", "approvals"},
 };
 
 #define NSECTIONS (sizeof(csv_sections) / sizeof(csv_sections[0]))
@@ -1080,6 +1296,27 @@ static void csv_section(pgt_buf_t *out, const json_t *doc, const csv_section_t *
     }
 }
 
+char *pgt_report_csv_sections(char *buf, size_t len)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < NSECTIONS && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, "%s%s",
+                              i == 0              ? ""
+                              : i + 1 < NSECTIONS ? ", "
+                                                  : " or ",
+                              csv_sections[i].name);
+    return buf;
+}
+
+bool pgt_report_csv_section_known(const char *name)
+{
+    for (size_t i = 0; i < NSECTIONS; i++)
+        if (strcmp(name, csv_sections[i].name) == 0)
+            return true;
+    return false;
+}
+
 static char *render_csv(const json_t *doc, const char *section, char *err, size_t errlen)
 {
     pgt_buf_t out = {0};
@@ -1093,10 +1330,9 @@ static char *render_csv(const json_t *doc, const char *section, char *err, size_
         found = true;
     }
     if (!found) {
-        snprintf(err, errlen,
-                 "unknown section '%s': use statements, users, shapes, totals, budgets, refusals, "
-                 "approvals, schemas or tables",
-                 section);
+        char names[256];
+        pgt_report_csv_sections(names, sizeof(names));
+        snprintf(err, errlen, "unknown section '%s': use %s", section, names);
         pgt_buf_free(&out);
         return NULL;
     }

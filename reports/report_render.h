@@ -68,4 +68,22 @@ void rf_data_name(pgt_buf_t *out, const json_t *item);
  * 1.67 USD (73.7%) was spent on known tables", the first figure in bold. */
 void rf_data_intro(pgt_buf_t *out, const json_t *doc, const char *bold);
 
+/* A ratio of means: "2.50x". */
+char *rf_ratio(const json_t *o, const char *key, char *buf, size_t len);
+
+/* The title of the regressions section: "Regressions per release,
+ * 2031-05-08 to 2031-05-14: shapes at least twice as dear under their
+ * newest release, mean above 0.0001 USD". */
+void rf_regressions_title(pgt_buf_t *out, const json_t *doc);
+
+/* The title of the repeats section: "Work done twice: the same statement
+ * with the same constants run more than 3 times by several users or
+ * applications". */
+void rf_repeats_title(pgt_buf_t *out, const json_t *doc);
+
+/* The line under work done twice: "A cached or materialized result would
+ * have saved 1.23 USD: what every run but the cheapest cost.", the
+ * amount in bold. */
+void rf_repeats_note(pgt_buf_t *out, const json_t *doc, const char *bold);
+
 #endif

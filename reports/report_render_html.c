@@ -424,6 +424,93 @@ static void refusals(pgt_buf_t *out, const json_t *doc)
     pgt_buf_puts(out, "</table>\n");
 }
 
+static const char *const regression_heads[] = {
+    ">#", ">Ratio", "Release", ">Mean", ">Runs", "Before", ">Mean before", ">Runs before", "Shape"};
+
+/* A cell of a shape: its fingerprint above its text. */
+static void shape_cell(pgt_buf_t *out, const json_t *x)
+{
+    pgt_buf_printf(out,
+                   "<td style=\"" TD "\"><div style=\"font-size:11px;color:" MUTED ";\">%s</div>",
+                   rj_str(x, "fingerprint"));
+    pgt_buf_puts(out,
+                 "<code style=\"" MONO
+                 "font-size:11px;color:#1f2937;word-wrap:break-word;overflow-wrap:break-word;\">");
+    esc_snip(out, rj_str(x, "normalized"), QUERY_WIDTH);
+    pgt_buf_puts(out, "</code></td>");
+}
+
+/* One row of a table of the report's sections, its cells after the rank. */
+typedef void (*row_fn)(pgt_buf_t *out, const json_t *doc, const json_t *x);
+
+/* The table of section id: titled by one of the shared title writers, a
+ * row per element of its items, and the line note writes under it (NULL:
+ * none); nothing when there are no items. */
+static void items_table(pgt_buf_t *out, const json_t *doc, const char *id,
+                        void (*title)(pgt_buf_t *, const json_t *), const char *const *heads,
+                        size_t n, row_fn row,
+                        void (*note)(pgt_buf_t *, const json_t *, const char *))
+{
+    const json_t *x, *a = rj_arr(json_object_get(doc, id), "items");
+    if (!json_array_size(a))
+        return;
+    pgt_buf_t t = {0}, e = {0};
+    title(&t, doc);
+    esc(&e, t.s ? t.s : "");
+    table_open(out, id, e.s ? e.s : "", heads, n);
+    size_t i;
+    json_array_foreach(a, i, x)
+    {
+        pgt_buf_printf(out, "<tr><td style=\"" TD NUM "\">%lld</td>", (long long)rj_int(x, "rank"));
+        row(out, doc, x);
+        pgt_buf_puts(out, "</tr>\n");
+    }
+    pgt_buf_puts(out, "</table>\n");
+    if (note) {
+        pgt_buf_t line = {0};
+        note(&line, doc, "");
+        pgt_buf_puts(out, "<p style=\"" FONT "font-size:12px;color:" MUTED ";margin:6px 0 0 0;\">");
+        esc(out, line.s ? line.s : "");
+        pgt_buf_puts(out, "</p>\n");
+        out->failed |= line.failed;
+        pgt_buf_free(&line);
+    }
+    out->failed |= t.failed || e.failed;
+    pgt_buf_free(&t);
+    pgt_buf_free(&e);
+}
+
+/* A regression: the ratio, both releases with their means and runs. */
+static void regression_row(pgt_buf_t *out, const json_t *doc, const json_t *x)
+{
+    char cell[RF_SHORT];
+    pgt_buf_printf(out, "<td style=\"" TD NUM "color:" UP_COLOR ";font-weight:bold;\">%s</td>",
+                   rf_ratio(x, "ratio", cell, sizeof(cell)));
+    text_cell(out, rj_str(x, "release"));
+    num_cell(out, rf_money(doc, x, "mean_cost", cell, sizeof(cell)));
+    num_cell(out, rf_count(rj_int(x, "statements"), cell, sizeof(cell)));
+    text_cell(out, rj_str(x, "previous_release"));
+    num_cell(out, rf_money(doc, x, "previous_mean_cost", cell, sizeof(cell)));
+    num_cell(out, rf_count(rj_int(x, "previous_statements"), cell, sizeof(cell)));
+    shape_cell(out, x);
+}
+
+static const char *const repeat_heads[] = {">#",    ">Runs",  ">Users", ">Apps",
+                                           ">Cost", ">Saved", "Ran it", "Shape"};
+
+/* Work done twice: runs, users, applications, cost, saved, who ran it. */
+static void repeat_row(pgt_buf_t *out, const json_t *doc, const json_t *x)
+{
+    char cell[RF_SHORT];
+    num_cell(out, rf_count(rj_int(x, "runs"), cell, sizeof(cell)));
+    num_cell(out, rf_count(rj_int(x, "users"), cell, sizeof(cell)));
+    num_cell(out, rf_count(rj_int(x, "applications"), cell, sizeof(cell)));
+    num_cell(out, rf_money(doc, x, "cost", cell, sizeof(cell)));
+    num_cell(out, rf_money(doc, x, "saved", cell, sizeof(cell)));
+    text_cell(out, rj_str(x, "who"));
+    shape_cell(out, x);
+}
+
 static const char *const approval_heads[] = {">ID", "Ticket", "User",  "Scope", ">Cap",
                                              "By",  "Until",  ">Runs", ">Cost", "Statement"};
 
@@ -487,6 +574,10 @@ char *pgt_report_render_html(const json_t *doc, char *err, size_t errlen)
     data(&out, doc);
     budgets(&out, doc);
     refusals(&out, doc);
+    items_table(&out, doc, "regressions", rf_regressions_title, regression_heads, 9, regression_row,
+                NULL);
+    items_table(&out, doc, "repeats", rf_repeats_title, repeat_heads, 8, repeat_row,
+                rf_repeats_note);
     approvals(&out, doc);
     pgt_buf_puts(&out,
                  "<p style=\"margin:24px 0 0 0;font-size:11px;color:" MUTED ";\">Amounts in ");

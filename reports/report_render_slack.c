@@ -386,6 +386,71 @@ static void refusals(slack_t *s, const json_t *doc)
     pack_done(&p);
 }
 
+/* One item of a list of the report's sections: appended to it. */
+typedef void (*item_fn)(pgt_buf_t *it, const json_t *doc, const json_t *x);
+
+/* The list of section key, titled by one of the shared title writers, an
+ * item per element of its items, and the line note writes after them
+ * (NULL: none); nothing when there are no items. */
+static void items_list(slack_t *s, const json_t *doc, const char *key,
+                       void (*title)(pgt_buf_t *, const json_t *), item_fn item,
+                       void (*note)(pgt_buf_t *, const json_t *, const char *))
+{
+    const json_t *x, *a = rj_arr(json_object_get(doc, key), "items");
+    if (!json_array_size(a))
+        return;
+    packer_t p;
+    pgt_buf_t t = {0}, e = {0};
+    title(&t, doc);
+    pgt_slack_escape(&e, t.s ? t.s : "");
+    list_open(&p, s, e.s ? e.s : "", true);
+    s->failed |= t.failed || e.failed;
+    pgt_buf_free(&t);
+    pgt_buf_free(&e);
+    size_t i;
+    json_array_foreach(a, i, x)
+    {
+        pgt_buf_t it = {0};
+        item(&it, doc, x);
+        pack(&p, &it);
+    }
+    if (note) {
+        pgt_buf_t it = {0};
+        note(&it, doc, "*");
+        pack(&p, &it);
+    }
+    pack_done(&p);
+}
+
+/* A regression: the ratio, both releases with their means and runs. */
+static void regression_item(pgt_buf_t *it, const json_t *doc, const json_t *x)
+{
+    char ratio[RF_SHORT], mean[RF_SHORT], n[RF_SHORT], pmean[RF_SHORT], pn[RF_SHORT];
+    pgt_buf_printf(it, "*%lld.* *%s* · ", (long long)rj_int(x, "rank"),
+                   rf_ratio(x, "ratio", ratio, sizeof(ratio)));
+    code(it, rj_str(x, "release"), NAME_WIDTH);
+    pgt_buf_printf(it, " mean %s (%s runs) vs ", rf_money(doc, x, "mean_cost", mean, sizeof(mean)),
+                   rf_count(rj_int(x, "statements"), n, sizeof(n)));
+    code(it, rj_str(x, "previous_release"), NAME_WIDTH);
+    pgt_buf_printf(it, " mean %s (%s runs)\n",
+                   rf_money(doc, x, "previous_mean_cost", pmean, sizeof(pmean)),
+                   rf_count(rj_int(x, "previous_statements"), pn, sizeof(pn)));
+    code(it, rj_str(x, "normalized"), QUERY_WIDTH);
+}
+
+/* Work done twice: runs, cost, what a cache would save, who ran it. */
+static void repeat_item(pgt_buf_t *it, const json_t *doc, const json_t *x)
+{
+    char runs[RF_SHORT], cost[RF_SHORT], saved[RF_SHORT];
+    pgt_buf_printf(it, "*%lld.* %s runs · %s · saved *%s* · ", (long long)rj_int(x, "rank"),
+                   rf_count(rj_int(x, "runs"), runs, sizeof(runs)),
+                   rf_money(doc, x, "cost", cost, sizeof(cost)),
+                   rf_money(doc, x, "saved", saved, sizeof(saved)));
+    code(it, rj_str(x, "who"), NAME_WIDTH);
+    pgt_buf_putc(it, '\n');
+    code(it, rj_str(x, "normalized"), QUERY_WIDTH);
+}
+
 static void approvals(slack_t *s, const json_t *doc)
 {
     const json_t *r = json_object_get(doc, "approvals");
@@ -453,6 +518,8 @@ char *pgt_report_render_slack(const json_t *doc, char *err, size_t errlen)
     data(&s, doc);
     budgets(&s, doc);
     refusals(&s, doc);
+    items_list(&s, doc, "regressions", rf_regressions_title, regression_item, NULL);
+    items_list(&s, doc, "repeats", rf_repeats_title, repeat_item, rf_repeats_note);
     approvals(&s, doc);
     if (s.truncated &&
         json_array_append_new(s.blocks, json_pack("{s:s,s:[{s:s,s:s}]}", "type", "context",

@@ -98,21 +98,31 @@ typedef struct pgt_config {
     char *report_ca_file;               /* [report] ca_file, or NULL: the system's CAs */
     int report_top;                     /* [report] top: rows of each top list, 1 to 50 */
     int report_show_literals;           /* [report] show_literals: reserved (the ledger has none) */
-    int alerts_channels;                /* [alerts] channels: bit 1 << pgt_channel_t per channel
-                                           (slack 1, email 2); -1: every configured one */
-    int alerts_batch_interval_ms;       /* [alerts] batch_interval: refusals and cancels of a
-                                           window go out as one message */
-    char *metrics_listen_host;          /* [metrics] listen host, or NULL: no endpoint */
-    int metrics_listen_port;            /* [metrics] listen port (0 when off) */
-    int metrics_max_label_values;       /* [metrics] max_label_values: values kept per label */
-    char *admin_auth_database;          /* [admin] auth_database: console logins are checked here */
-    char **admin_users;                 /* [admin] admin_users, NULL-terminated (owned) */
-    size_t admin_users_count;           /* names in admin_users */
-    char **admin_stats_users;           /* [admin] stats_users, NULL-terminated (owned) */
-    size_t admin_stats_count;           /* names in admin_stats_users */
-    char **set_values;                  /* the text each key of pgt_config_keys() was last set
-                                           to, by index, or NULL: its default (owned) */
+    int64_t report_regression_min_micro; /* [report] regression_min_cost: a shape's mean cost under
+                                            its newest release must be above it to be listed */
+    int report_duplicate_min_runs;       /* [report] duplicate_min_runs: work done twice is a
+                                            statement run more than this many times */
+    int alerts_channels;                 /* [alerts] channels: bit 1 << pgt_channel_t per channel
+                                            (slack 1, email 2); -1: every configured one */
+    int alerts_batch_interval_ms;        /* [alerts] batch_interval: refusals and cancels of a
+                                            window go out as one message */
+    char *metrics_listen_host;           /* [metrics] listen host, or NULL: no endpoint */
+    int metrics_listen_port;             /* [metrics] listen port (0 when off) */
+    int metrics_max_label_values;        /* [metrics] max_label_values: values kept per label */
+    char *admin_auth_database; /* [admin] auth_database: console logins are checked here */
+    char **admin_users;        /* [admin] admin_users, NULL-terminated (owned) */
+    size_t admin_users_count;  /* names in admin_users */
+    char **admin_stats_users;  /* [admin] stats_users, NULL-terminated (owned) */
+    size_t admin_stats_count;  /* names in admin_stats_users */
+    char **set_values;         /* the text each key of pgt_config_keys() was last set
+                                  to, by index, or NULL: its default (owned) */
 } pgt_config_t;
+
+/* The defaults of [report] regression_min_cost (0.0001 of the currency: a
+ * quarter of a second of compute at the default prices) and
+ * duplicate_min_runs, for callers without a config. */
+#define PGT_CONFIG_REGRESSION_MIN_MICRO 100
+#define PGT_CONFIG_DUPLICATE_MIN_RUNS 3
 
 /* Values of estimate_mode. */
 #define PGT_ESTIMATE_OFF 0

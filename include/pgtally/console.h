@@ -25,7 +25,8 @@
 /* Rows of SHOW QUERIES by default, and at most. */
 #define PGT_CONSOLE_QUERIES_DEFAULT 20
 #define PGT_CONSOLE_QUERIES_MAX 1000
-/* Rows of SHOW SHAPES and SHOW TABLES at most. */
+/* Rows of SHOW SHAPES, SHOW TABLES, SHOW REPEATS and SHOW REGRESSIONS at
+ * most. */
 #define PGT_CONSOLE_LIST_MAX 1000
 
 /* The commands: verb, syntax, whether it reads the ledger (runs on a
@@ -39,6 +40,8 @@
     X(SHOW_SESSIONS, "SHOW SESSIONS", false, false)                                                \
     X(SHOW_RULES, "SHOW RULES", true, false)                                                       \
     X(SHOW_ALERTS, "SHOW ALERTS", true, false)                                                     \
+    X(SHOW_REPEATS, "SHOW REPEATS", true, false)                                                   \
+    X(SHOW_REGRESSIONS, "SHOW REGRESSIONS", true, false)                                           \
     X(SHOW_TICKETS, "SHOW TICKETS", true, false)                                                   \
     X(SHOW_CONFIG, "SHOW CONFIG", false, false)                                                    \
     X(SHOW_VERSION, "SHOW VERSION", false, false)                                                  \
@@ -103,9 +106,11 @@ bool pgt_console_cap(pgt_buf_t *b);
 
 /* What a ledger command needs besides the command. */
 typedef struct pgt_console_env {
-    pgt_ledger_where_t where; /* the ledger */
-    const char *currency;     /* of amounts */
-    const char *user;         /* who runs it (created_by of a rule) */
+    pgt_ledger_where_t where;     /* the ledger */
+    const char *currency;         /* of amounts */
+    const char *user;             /* who runs it (created_by of a rule) */
+    int64_t regression_min_micro; /* SHOW REGRESSIONS: [report] regression_min_cost */
+    int64_t duplicate_min_runs;   /* SHOW REPEATS: [report] duplicate_min_runs */
 } pgt_console_env_t;
 
 /* Runs cmd (pgt_console_reads_ledger) against the ledger and appends its

@@ -193,6 +193,12 @@ typedef struct pgt_ledger_reader pgt_ledger_reader_t;
  * newer schema than this build. */
 pgt_ledger_reader_t *pgt_ledger_reader_open(const pgt_ledger_where_t *w, char *err, size_t errlen);
 
+/* A reader over db, a connection from pgt_ledger_db_open that stays the
+ * caller's: pgt_ledger_reader_close leaves it open. For the report, which
+ * reads every section in one transaction of its own connection. Returns
+ * NULL with the cause in err. */
+pgt_ledger_reader_t *pgt_ledger_reader_borrow(pgt_db_t *db, char *err, size_t errlen);
+
 /* Closes a reader. NULL is allowed. */
 void pgt_ledger_reader_close(pgt_ledger_reader_t *rd);
 
@@ -331,6 +337,44 @@ typedef int (*pgt_ledger_repeat_cb)(const pgt_repeat_row_t *row, void *arg);
 int pgt_ledger_repeats(pgt_ledger_reader_t *rd, int64_t from_us, int64_t to_us, int64_t min_runs,
                        int64_t limit, pgt_ledger_repeat_cb cb, void *arg, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+
+/* The local days the regressions per release compare over: the day of
+ * the report and the days before it. */
+#define PGT_LEDGER_REGRESSION_DAYS 7
+
+/* The tags that name a statement's release, the first present wins:
+ * sqlcommenter's release, git_sha and version, then dbt's invocation_id
+ * (each dbt run) and dbt_version. */
+#define PGT_LEDGER_RELEASE_TAGS "release", "git_sha", "version", "invocation_id", "dbt_version"
+
+/* One shape that got dearer under its newest release: a regression. */
+typedef struct pgt_regression_row {
+    uint64_t fingerprint;     /* the shape */
+    const char *release;      /* the newest release it ran under (by first seen) */
+    int64_t first_seen_us;    /* its first statement under that release */
+    int64_t statements;       /* its statements under it */
+    int64_t mean_micro;       /* their mean cost, rounded to a micro-unit */
+    const char *prev_release; /* the release it ran under before that */
+    int64_t prev_statements;  /* its statements under that one */
+    int64_t prev_mean_micro;  /* their mean cost */
+    double ratio;             /* the exact means' ratio, new over previous (>= 2) */
+    const char *normalized;   /* the shape's normalized text, or NULL */
+} pgt_regression_row_t;
+
+typedef int (*pgt_ledger_regression_cb)(const pgt_regression_row_t *row, void *arg);
+
+/* The shapes whose mean cost under the newest release they ran under is
+ * at least twice the mean under the release before (releases in the
+ * order they first ran the shape) and above min_mean_micro, over the
+ * statements that ran to the end on the local days from
+ * pgt_local_day(from_us) to pgt_local_day(to_us - 1) and carry a release
+ * tag (PGT_LEDGER_RELEASE_TAGS). A shape whose previous release cost
+ * nothing has no ratio and is left out. Largest ratio first (ties by
+ * fingerprint), at most limit (0: all). Reads the statements, not a
+ * rollup. Returns as pgt_ledger_repeats. */
+int pgt_ledger_regressions(pgt_ledger_reader_t *rd, int64_t from_us, int64_t to_us,
+                           int64_t min_mean_micro, int64_t limit, pgt_ledger_regression_cb cb,
+                           void *arg, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Sums statements with from_us <= started_at < to_us per shape, most
  * expensive first, at most limit shapes. Returns 0, the callback's

@@ -84,6 +84,10 @@ BAD_VALUES = [
     ("pricing.per_query", "0.01 USD", []),
     ("budget.check_interval", "10", ["50", "5000"]),
     ("budget.role_refresh", "0s", []),
+    ("report.regression_min_cost", "-0.01", ["0.0001"]),
+    ("report.regression_min_cost", "cheap", ["0.0001"]),
+    ("report.duplicate_min_runs", "0", ["1", "1000000"]),
+    ("report.duplicate_min_runs", "often", ["1", "1000000"]),
 ]
 
 

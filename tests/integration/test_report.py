@@ -451,6 +451,13 @@ SCHEMA = {
                     by_budget=[obj(money("cost"), budget_id=INT, subject_type=(STR, None),
                                    subject=(STR, None), period=(STR, None), refused=INT,
                                    budget_cancelled=INT)]),
+    "regressions": obj(money("min_mean_cost"), days=INT, since=STR, items=[obj(
+        SHAPE_TEXT, money("mean_cost"), money("previous_mean_cost"), rank=INT, release=STR,
+        first_seen=STR, statements=INT, previous_release=STR, previous_statements=INT,
+        ratio=NUM)]),
+    "repeats": obj(money("saved"), min_runs=INT, items=[obj(
+        SHAPE_TEXT, money("cost"), money("saved"), rank=INT, constants=STR, runs=INT, users=INT,
+        applications=INT, who=STR)]),
     "approvals": obj(money("cost"), approvals=INT, runs=INT,
                      items=[obj(SHAPE_TEXT, money("cost"), id=INT, ticket=STR, user=STR,
                                 database=STR, scope=STR, max_micro=(INT, None),
@@ -599,7 +606,7 @@ def test_csv_round_trips(filled, doc):
         else:
             sections[current].append(row)
     assert list(sections) == ["statements", "users", "shapes", "totals", "budgets", "refusals",
-                              "approvals", "schemas", "tables"]
+                              "schemas", "tables", "regressions", "repeats", "approvals"]
     assert len(sections["statements"]) == 11 and len(sections["budgets"]) == 2
     assert sections["refusals"][1][2] == REFUSED_USER
 

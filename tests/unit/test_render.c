@@ -113,6 +113,20 @@ static const char *const DAY =
     "  {\"budget_id\": 7, \"subject_type\": \"user\", \"subject\": \"bob <b&b>\","
     "   \"period\": \"day\", \"refused\": 1, \"budget_cancelled\": 0, \"cost_micro\": 0,"
     "   \"cost\": \"0.000000\"}]},"
+    " \"regressions\": {\"days\": 7, \"since\": \"2031-05-08\", \"min_mean_cost_micro\": 100,"
+    "  \"min_mean_cost\": \"0.000100\", \"items\": ["
+    "  {\"rank\": 1, \"fingerprint\": \"00000000000000a1\", \"normalized\": \"SELECT a FROM t\","
+    "   \"kind\": \"select\", \"release\": \"v2<b>\","
+    "   \"first_seen\": \"2031-05-13T08:00:00.000000+02:00\", \"statements\": 4,"
+    "   \"mean_cost_micro\": 250000, \"mean_cost\": \"0.250000\", \"previous_release\": \"v1\","
+    "   \"previous_statements\": 12, \"previous_mean_cost_micro\": 50000,"
+    "   \"previous_mean_cost\": \"0.050000\", \"ratio\": 5.0}]},"
+    " \"repeats\": {\"min_runs\": 3, \"saved_micro\": 120000, \"saved\": \"0.120000\","
+    "  \"items\": ["
+    "  {\"rank\": 1, \"fingerprint\": \"00000000000000b2\", \"normalized\": \"SELECT * FROM t\","
+    "   \"kind\": \"select\", \"constants\": \"00000000deadbeef\", \"runs\": 5, \"users\": 2,"
+    "   \"applications\": 1, \"who\": \"alice, bob <b&b>\", \"cost_micro\": 150000,"
+    "   \"cost\": \"0.150000\", \"saved_micro\": 120000, \"saved\": \"0.120000\"}]},"
     " \"approvals\": {\"approvals\": 1, \"runs\": 2, \"cost_micro\": 400000, \"cost\": "
     "\"0.400000\","
     "  \"items\": [{\"id\": 3, \"ticket\": \"T-4M4WP4\", \"user\": \"bob <b&b>\","
@@ -228,11 +242,31 @@ static void test_text(const json_t *doc)
                  "2  (unqualified).x|<y>  0.20 EUR  16.2%        1   2.00 s\n");
     CHECK(t && strstr(t, "Top 3 query shapes") < strstr(t, "Data that cost the most") &&
           strstr(t, "Data that cost the most") < strstr(t, "Budgets at or above"));
-    /* A day whose statements read no known table has no such section. */
+    /* Regressions per release, then work done twice, last. */
+    CHECK_HAS(t, "\nRegressions per release, 2031-05-08 to 2031-05-14: shapes at least twice as "
+                 "dear under their newest release, mean above 0.0001 EUR\n\n");
+    row = line_with(t, "1  5.00x  v2<b>");
+    CHECK_HAS(row, "  0.25 EUR     4  v1         0.05 EUR           12  00000000000000a1  "
+                   "SELECT a FROM t");
+    free(row);
+    CHECK_HAS(t, "\nWork done twice: the same statement with the same constants run more than 3 "
+                 "times by several users or applications\n\n");
+    row = line_with(t, "1  00000000000000b2  00000000deadbeef");
+    CHECK_HAS(row, "     5      2     1  0.15 EUR  0.12 EUR  alice, bob <b&b>  SELECT * FROM t");
+    free(row);
+    CHECK_HAS(t, "\nA cached or materialized result would have saved 0.12 EUR: what every run but "
+                 "the cheapest cost.\n");
+    CHECK(t && strstr(t, "Stopped by budgets") < strstr(t, "Regressions per release") &&
+          strstr(t, "Regressions per release") < strstr(t, "Work done twice"));
+    /* A day whose statements read no known table has no such section; a
+     * day without regressions or repeats, none of those. */
     json_t *bare = json_deep_copy(doc);
     json_object_del(bare, "data");
+    json_array_clear(json_object_get(json_object_get(bare, "regressions"), "items"));
+    json_array_clear(json_object_get(json_object_get(bare, "repeats"), "items"));
     char *b = render(bare, PGT_REPORT_FORMAT_TEXT, NULL);
     CHECK(b && !strstr(b, "Data that cost"));
+    CHECK(b && !strstr(b, "Regressions per release") && !strstr(b, "Work done twice"));
     free(b);
     json_decref(bare);
     free(t);
@@ -286,6 +320,14 @@ static void test_markdown(const json_t *doc)
     CHECK_HAS(md, "\n## Data that cost the most\n\n**0.90 EUR** of the day's 1.23 EUR (72.9%) was "
                   "spent on known tables.\n\n| # | Schema | Cost | Share | Compute |\n");
     CHECK_HAS(md, "\n| 2 | (unqualified).x\\|&lt;y> | 0.20 EUR | 16.2% | 1 | 2.00 s |\n");
+    CHECK_HAS(md, "\n## Regressions per release, 2031-05-08 to 2031-05-14: shapes at least twice "
+                  "as dear under their newest release, mean above 0.0001 EUR\n\n");
+    CHECK_HAS(md, "\n| 1 | 5.00x | v2&lt;b> | 0.25 EUR | 4 | v1 | 0.05 EUR | 12 | "
+                  "`SELECT a FROM t` |\n");
+    CHECK_HAS(md, "\n| 1 | 5 | 2 | 1 | 0.15 EUR | 0.12 EUR | alice, bob &lt;b&amp;b> | "
+                  "`SELECT * FROM t` |\n");
+    CHECK_HAS(md, "\nA cached or materialized result would have saved **0.12 EUR**: what every "
+                  "run but the cheapest cost.\n");
     free(md);
 }
 
@@ -302,8 +344,8 @@ static void test_html(const json_t *doc)
     CHECK_HAS(h, ">metabase|bi</td>");
     CHECK_HAS(h, "SELECT * FROM t WHERE a &lt; $1 AND b &gt; $2 &amp; c | d</code>");
     CHECK_HAS(h, "SELECT a, &quot;b,c&quot; FROM t WHERE x = $1 -- it&#39;s a &quot;quote&quot;");
-    const char *ids[] = {"statements", "users",     "shapes",  "budgets",
-                         "refusals",   "approvals", "schemas", "tables"};
+    const char *ids[] = {"statements", "users",  "shapes",      "budgets", "refusals",
+                         "schemas",    "tables", "regressions", "repeats", "approvals"};
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
         char id[32];
         snprintf(id, sizeof(id), "id=\"%s\"", ids[i]);
@@ -314,6 +356,13 @@ static void test_html(const json_t *doc)
     CHECK_HAS(h, ">Data that cost the most</h2>");
     CHECK_HAS(h, "0.90 EUR of the day&#39;s 1.23 EUR (72.9%) was spent on known tables.");
     CHECK_HAS(h, ">(unqualified).x|&lt;y&gt;</code>");
+    CHECK_HAS(h, ">Regressions per release, 2031-05-08 to 2031-05-14: shapes at least twice as "
+                 "dear under their newest release, mean above 0.0001 EUR</h2>");
+    CHECK_HAS(h, ">5.00x</td>");
+    CHECK_HAS(h, ">v2&lt;b&gt;</td>");
+    CHECK_HAS(h, ">alice, bob &lt;b&amp;b&gt;</td>");
+    CHECK_HAS(h, "A cached or materialized result would have saved 0.12 EUR: what every run but "
+                 "the cheapest cost.</p>");
     CHECK_HAS(h, "Approvals in force: 1, 2 runs under them, 0.40 EUR");
     CHECK_HAS(h, ">2031-05-14 11:00</td>");
     free(h);
@@ -382,13 +431,6 @@ static const struct {
      "budget_id,subject_type,subject,period,refused,budget_cancelled,cost,currency\r\n"
      "7,user,bob <b&b>,day,1,0,0.000000,EUR\r\n",
      true},
-    {"approvals",
-     "id,ticket,user,database,fingerprint,scope,max,approved_by,approved_at,until,runs,cost,"
-     "currency,normalized\r\n"
-     "3,T-4M4WP4,bob <b&b>,shop,00000000000000a1,statement,0.500000,ana,"
-     "2031-05-14T09:00:00.000000+02:00,2031-05-14T11:00:00.000000+02:00,2,0.400000,EUR,"
-     "SELECT a FROM t\r\n",
-     true},
     {"schemas",
      "rank,schema,cost,currency,share_pct,compute_s\r\n"
      "1,analytics,0.700000,EUR,56.700000,7.000000\r\n"
@@ -399,6 +441,25 @@ static const struct {
      "1,analytics,sales,2,0.600000,EUR,48.600000,6.000000\r\n"
      "2,,x|<y>,1,0.200000,EUR,16.200000,2.000000\r\n"
      "3,analytics,stores,1,0.100000,EUR,8.100000,1.000000\r\n",
+     true},
+    {"regressions",
+     "rank,fingerprint,ratio,release,first_seen,statements,mean_cost,previous_release,"
+     "previous_statements,previous_mean_cost,currency,kind,normalized\r\n"
+     "1,00000000000000a1,5.000000,v2<b>,2031-05-13T08:00:00.000000+02:00,4,0.250000,v1,12,"
+     "0.050000,EUR,select,SELECT a FROM t\r\n",
+     true},
+    {"repeats",
+     "rank,fingerprint,constants,runs,users,applications,cost,saved,currency,who,kind,"
+     "normalized\r\n"
+     "1,00000000000000b2,00000000deadbeef,5,2,1,0.150000,0.120000,EUR,\"alice, bob <b&b>\","
+     "select,SELECT * FROM t\r\n",
+     true},
+    {"approvals",
+     "id,ticket,user,database,fingerprint,scope,max,approved_by,approved_at,until,runs,cost,"
+     "currency,normalized\r\n"
+     "3,T-4M4WP4,bob <b&b>,shop,00000000000000a1,statement,0.500000,ana,"
+     "2031-05-14T09:00:00.000000+02:00,2031-05-14T11:00:00.000000+02:00,2,0.400000,EUR,"
+     "SELECT a FROM t\r\n",
      true},
 };
 
@@ -423,7 +484,8 @@ static void test_csv(const json_t *doc)
     pgt_buf_free(&all);
     char err[256] = "";
     CHECK(pgt_report_render(doc, PGT_REPORT_FORMAT_CSV, "nope", err, sizeof(err)) == NULL);
-    CHECK_HAS(err, "unknown section 'nope'");
+    CHECK_HAS(err, "unknown section 'nope': use statements, users, shapes, totals, budgets, "
+                   "refusals, schemas, tables, regressions, repeats or approvals");
 }
 
 /* The Slack payload: its blocks within Block Kit's limits; returns the
@@ -458,7 +520,7 @@ static void test_slack(const json_t *doc)
     char *s = render(doc, PGT_REPORT_FORMAT_SLACK, NULL);
     size_t n;
     char *text = check_slack(s, &n);
-    CHECK_INT(n, 17); /* header, context, totals, and seven lists after dividers */
+    CHECK_INT(n, 21); /* header, context, totals, and nine lists after dividers */
     CHECK_HAS(s, "\"text\":\"pgtally: 2031-05-14: 1.23 EUR in 3 statements\"");
     CHECK_HAS(text, "*Total: 1.23 EUR* in 3 statements, 12.50 s compute, 2 users\n");
     CHECK_HAS(text, "*Top 3 statements by cost*\n\n*1.* 0.90 EUR · `alice` · 09:12:33 · 4.20 s · "
@@ -476,6 +538,13 @@ static void test_slack(const json_t *doc)
                     "compute\n2. `(unqualified)` 0.20 EUR (16.2%)");
     CHECK_HAS(text, "_Tables_\n1. `analytics.sales` 0.60 EUR (48.6%) · 2 queries · 6.00 s "
                     "compute\n2. `(unqualified).x|&lt;y&gt;` 0.20 EUR");
+    CHECK_HAS(text, "*Regressions per release, 2031-05-08 to 2031-05-14: shapes at least twice "
+                    "as dear under their newest release, mean above 0.0001 EUR*\n\n*1.* *5.00x* · "
+                    "`v2&lt;b&gt;` mean 0.25 EUR (4 runs) vs `v1` mean 0.05 EUR (12 runs)\n"
+                    "`SELECT a FROM t`");
+    CHECK_HAS(text, "*1.* 5 runs · 0.15 EUR · saved *0.12 EUR* · `alice, bob &lt;b&amp;b&gt;`\n"
+                    "`SELECT * FROM t`\n\nA cached or materialized result would have saved "
+                    "*0.12 EUR*: what every run but the cheapest cost.");
     CHECK(text && !strchr(text, '<') && !strchr(text, '>'));
     free(text);
     free(s);

@@ -61,6 +61,9 @@ static writer_t writer_open(pgt_ledger_where_t where, int64_t instance)
 
 /* The relations the next inserts read (queries.relations), or NULL. */
 static const char *relations;
+/* The tags of the next inserts (queries.tags), and their constants hash. */
+static const char *tags = "{\"team\":\"a|b\"}";
+static uint64_t constants;
 
 static void insert(writer_t *w, int64_t started, const char *user, int64_t fp, const char *text,
                    int64_t cost, const char *status, int64_t budget)
@@ -75,7 +78,8 @@ static void insert(writer_t *w, int64_t started, const char *user, int64_t fp, c
     r->database = strdup("db");
     r->application = strdup("app");
     r->client_addr = strdup("127.0.0.1:5000");
-    r->tags_json = strdup("{\"team\":\"a|b\"}");
+    r->tags_json = tags ? strdup(tags) : NULL;
+    r->constants = constants;
     r->fingerprint = (uint64_t)fp;
     r->normalized = strdup(text);
     r->kind = strdup("select");
@@ -423,12 +427,120 @@ static void test_old_schema(void)
 }
 
 /* Runs test_build on PostgreSQL, in a new schema dropped at the end. */
+/* One insert of test_regressions: a statement of shape fp under tags. */
+static void tagged(writer_t *w, int64_t at, int64_t fp, const char *t, int64_t cost,
+                   const char *status)
+{
+    tags = t;
+    insert(w, at, "dana", fp, "SELECT r", cost, status, 0);
+    tags = "{\"team\":\"a|b\"}";
+}
+
+/* A pgt_ledger_regression_cb: the rows as "fp release/n/mean < previous/n/mean ratio;". */
+static int regression_text(const pgt_regression_row_t *r, void *arg)
+{
+    pgt_buf_printf(arg, "%llx %s/%lld/%lld < %s/%lld/%lld %.2f;",
+                   (unsigned long long)r->fingerprint, r->release, (long long)r->statements,
+                   (long long)r->mean_micro, r->prev_release, (long long)r->prev_statements,
+                   (long long)r->prev_mean_micro, r->ratio);
+    return 0;
+}
+
+/* The regressions of the 7 days up to 2026-05-13 above min, as text. */
+static char *regressions(pgt_ledger_where_t where, int64_t min)
+{
+    char err[256] = "";
+    pgt_buf_t out = {0};
+    pgt_ledger_reader_t *rd = pgt_ledger_reader_open(&where, err, sizeof(err));
+    CHECK(rd != NULL);
+    int rc = rd ? pgt_ledger_regressions(rd, D0 - 6 * DAY_US, D0 + DAY_US, min, 0, regression_text,
+                                         &out, err, sizeof(err))
+                : -1;
+    if (rc != 0)
+        fprintf(stderr, "pgt_ledger_regressions: %s\n", err);
+    CHECK_INT(rc, 0);
+    pgt_ledger_reader_close(rd);
+    pgt_buf_puts(&out, "");
+    return pgt_buf_take(&out);
+}
+
+/* Regressions per release: which tag names the release, the order of
+ * releases, the window, the floor and the ratio of 2; damaged tags and
+ * statements that did not run to the end are left out. Then the report's
+ * sections, and work done twice from the constants hashes. */
+static void test_regressions(void)
+{
+    writer_t w = writer_open(new_ledger(), 3);
+    int64_t day = D0 + 3600000000LL;
+    tagged(&w, day - 2 * DAY_US, 0x101, "{\"release\":\"a\"}", 100, "ok");
+    tagged(&w, day - 2 * DAY_US + 1, 0x101, "{\"release\":\"a\"}", 100, "ok");
+    tagged(&w, day, 0x101, "{\"release\":\"b\"}", 300, "ok");
+    tagged(&w, day + 1, 0x101, "{\"release\":\"b\"}", 90000, "error");
+    tagged(&w, day + 2, 0x101, "{", 90000, "ok");
+    /* An empty release falls through to git_sha; dbt's invocation_id
+     * comes before dbt_version. */
+    tagged(&w, day - DAY_US, 0x102, "{\"release\":\"\",\"git_sha\":\"g1\"}", 100, "ok");
+    tagged(&w, day, 0x102, "{\"release\":\"\",\"git_sha\":\"g2\"}", 500, "ok");
+    tagged(&w, day - DAY_US, 0x103, "{\"invocation_id\":\"i1\",\"dbt_version\":\"1.7\"}", 100,
+           "ok");
+    tagged(&w, day, 0x103, "{\"invocation_id\":\"i2\",\"dbt_version\":\"1.7\"}", 1000, "ok");
+    /* A release before the 7 days does not count; one that cost nothing
+     * has no ratio. */
+    tagged(&w, day - 8 * DAY_US, 0x104, "{\"release\":\"old\"}", 10, "ok");
+    tagged(&w, day, 0x104, "{\"release\":\"new\"}", 100, "ok");
+    tagged(&w, day - DAY_US, 0x105, "{\"release\":\"z1\"}", 0, "ok");
+    tagged(&w, day, 0x105, "{\"release\":\"z2\"}", 100, "ok");
+    /* Twice exactly is a regression; the order is by first seen, not by name. */
+    tagged(&w, day - DAY_US, 0x107, "{\"version\":\"q\"}", 100, "ok");
+    tagged(&w, day, 0x107, "{\"version\":\"p\"}", 200, "ok");
+    /* Work done twice: one lookup four times by two users. */
+    constants = 0xc0ffee;
+    for (int i = 0; i < 4; i++)
+        insert(&w, day + 10 + i, i % 2 ? "erin" : "dana", 0x108, "SELECT $1", 1000 + i, "ok", 0);
+    constants = 0;
+    writer_close(&w);
+    char *t = regressions(w.where, 150);
+    CHECK_STR(t, "103 i2/1/1000 < i1/1/100 10.00;102 g2/1/500 < g1/1/100 5.00;"
+                 "101 b/1/300 < a/2/100 3.00;107 p/1/200 < q/1/100 2.00;");
+    free(t);
+    /* Above the floor, strictly. */
+    t = regressions(w.where, 200);
+    CHECK_STR(t, "103 i2/1/1000 < i1/1/100 10.00;102 g2/1/500 < g1/1/100 5.00;"
+                 "101 b/1/300 < a/2/100 3.00;");
+    free(t);
+    /* The report: both sections, top 2 of the regressions. */
+    pgt_db_t *db = reader(w.where);
+    char err[256] = "";
+    pgt_report_opts_t o = {.top = 2,
+                           .currency = "EUR",
+                           .timezone = "UTC",
+                           .regression_min_micro = 150,
+                           .duplicate_min_runs = 3};
+    json_t *r = db ? pgt_report_build(db, "2026-05-13", &o, err, sizeof(err)) : NULL;
+    CHECK(r != NULL);
+    json_t *reg = json_object_get(r, "regressions"), *items = json_object_get(reg, "items");
+    CHECK_STR(json_string_value(json_object_get(reg, "since")), "2026-05-07");
+    CHECK_INT(json_array_size(items), 2);
+    json_t *first = json_array_get(items, 0);
+    CHECK_STR(json_string_value(json_object_get(first, "release")), "i2");
+    CHECK_STR(json_string_value(json_object_get(first, "previous_mean_cost")), "0.000100");
+    CHECK(json_real_value(json_object_get(first, "ratio")) == 10.0);
+    json_t *rep = json_array_get(json_object_get(json_object_get(r, "repeats"), "items"), 0);
+    CHECK_STR(json_string_value(json_object_get(rep, "constants")), "0000000000c0ffee");
+    CHECK_INT(json_integer_value(json_object_get(rep, "runs")), 4);
+    CHECK_STR(json_string_value(json_object_get(rep, "who")), "dana, erin");
+    CHECK_INT(json_integer_value(json_object_get(rep, "saved_micro")), 1001 + 1002 + 1003);
+    json_decref(r);
+    pgt_db_close(db);
+}
+
 static void test_postgresql(const char *conninfo)
 {
     char err[256] = "";
     snprintf(pg_schema, sizeof(pg_schema), "pgtally_test_report_%d", (int)getpid());
     pg_conninfo = conninfo;
     test_build();
+    test_regressions();
     pg_conninfo = NULL;
     pgt_db_opts_t o = {.ledger = conninfo, .schema = pg_schema, .writable = true};
     pgt_db_t *db = pgt_db_open(&o, err, sizeof(err));
@@ -461,6 +573,7 @@ int main(void)
     test_slack_limits();
     test_names_and_subject();
     test_old_schema();
+    test_regressions();
     const char *pg = getenv("PGTALLY_TEST_PG");
     if (pg && *pg)
         test_postgresql(pg);
