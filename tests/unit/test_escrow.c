@@ -51,6 +51,26 @@ static void test_constants_hash(void)
     /* Bind parameters count. */
     CHECK(hash_of("SELECT $1", 7) != hash_of("SELECT $1", 8));
     CHECK(hash_of("SELECT $1", 7) == hash_of("SELECT $1", 7));
+    /* Text the byte look passes (no constant can be in it) hashes as the
+     * scanner would: the same statement with a comment that sends it to the
+     * scanner (a quote, a number) gives the same hash. */
+    static const char *const quick[][2] = {
+        {"SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+         "SELECT abalance FROM pgbench_accounts WHERE aid = $1 -- it's 42"},
+        {"SELECT a1, \"b 2\" FROM t3 WHERE x = $12",
+         "SELECT a1, \"b 2\" FROM t3 WHERE x = $12 /* 5 */"},
+        {"SELECT caf\xc3\xa9"
+         "1 FROM t",
+         "SELECT caf\xc3\xa9"
+         "1 FROM t -- '"},
+        {"", "-- 1"},
+    };
+    for (size_t i = 0; i < sizeof(quick) / sizeof(quick[0]); i++)
+        CHECK_INT(hash_of(quick[i][0], 9) == hash_of(quick[i][1], 9), 1);
+    /* and what it must leave to the scanner has constants */
+    CHECK(hash_of("SELECT t.5", 0) != hash_of("SELECT t.6", 0));
+    CHECK(hash_of("SELECT 1e3", 0) != hash_of("SELECT 1e4", 0));
+    CHECK(hash_of("SELECT $a$x$a$", 0) != hash_of("SELECT $a$y$a$", 0));
     /* Unscannable text is hashed whole, and never 0. */
     CHECK(hash_of("SELECT 'unterminated", 0) != 0);
     CHECK(hash_of("SELECT 'unterminated", 0) != hash_of("SELECT 'unterminatee", 0));
