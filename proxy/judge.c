@@ -254,17 +254,18 @@ static bool ticketable(const char *sql, size_t len)
 /* A refusal by a budget, a cap or the guard (v) is lifted by an approval
  * in force of the statement's request (user, database, shape, constants:
  * those of sql[0..len), as the ledger records it, and those of the Bind
- * that runs it: src) whose cap
- * the estimate fits: the statement then runs under it (s->est carries the
- * approval to the intercept, the running check and the ledger), with a
- * NOTICE that says so, and this returns true. Otherwise v's HINT gets the
- * request's ticket, and an approver's command. Needs the shape's
- * fingerprint: without one there is no ticket. */
+ * that runs it: src) whose cap the estimate fits: the statement then runs
+ * under it (s->est carries the approval to the intercept, the running
+ * check and the ledger), with a NOTICE that says so, and this returns true.
+ * Otherwise v's HINT gets the request's ticket, and an approver's command.
+ * Needs the shape's fingerprint: without one there is no ticket. */
 static bool escrow(pgt_session_t *s, const pgt_who_t *who, const char *sql, size_t len,
                    const pgt_judged_t *src, pgt_verdict_t *v)
 {
     if (!v)
         return false;
+    if (src && src->text_len && src->text_len < len)
+        len = src->text_len; /* the shape and constants of what the ledger records */
     uint64_t fp = s->est.fingerprint;
     pgt_shape_t shape;
     if (!fp && !s->proxy->escrow_fp)
@@ -273,8 +274,6 @@ static bool escrow(pgt_session_t *s, const pgt_who_t *who, const char *sql, size
         fp = shape.fingerprint;
     if (!fp || !ticketable(sql, len))
         return false;
-    if (src && src->text_len && src->text_len < len)
-        len = src->text_len;
     uint64_t params = src && src->bind ? pgt_intercept_bind_params(src->bind, src->bind_len) : 0;
     uint64_t constants = pgt_fp_constants_hash(sql, len, params);
     const pgt_approval_t *a = pgt_budgets_approval(s->proxy->budgets, who, fp, constants);
