@@ -607,17 +607,6 @@ void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est)
     ic->next_est = *est;
 }
 
-void pgt_intercept_set_rule(pgt_intercept_t *ic, int64_t rule_id)
-{
-    ic->next_est.rule_id = rule_id;
-}
-
-void pgt_intercept_set_approval(pgt_intercept_t *ic, int64_t approval_id, int64_t cap_micro)
-{
-    ic->next_est.approval_id = approval_id;
-    ic->next_est.approval_cap = cap_micro;
-}
-
 int64_t pgt_intercept_running_approval(const pgt_intercept_t *ic, int64_t *cap_micro)
 {
     const pgt_exec_t *e = ic->head;

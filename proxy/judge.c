@@ -136,7 +136,6 @@ static bool judge_rule(pgt_session_t *s, const pgt_who_t *who, const char *sql, 
         return false;
     }
     s->est.rule_id = r->id;
-    pgt_intercept_set_rule(s->ic, r->id);
     bool refuse = r->action == PGT_RULE_ACTION_BLOCK && can_refuse && s->txn_status != 'E' &&
                   !pgt_fp_never_refused(sql, len);
     PGT_INFO(refuse ? "rule_blocked" : "rule_matched", "session=C-%llu user=%s rule=%lld action=%s",
@@ -282,7 +281,6 @@ static bool escrow(pgt_session_t *s, const pgt_who_t *who, const char *sql, size
     if (a && (a->max_micro < 0 || s->est.cost_micro <= a->max_micro)) {
         s->est.approval_id = a->id;
         s->est.approval_cap = a->max_micro;
-        pgt_intercept_set_approval(s->ic, a->id, a->max_micro);
         pgt_local_time_text(a->until_us, until, sizeof(until));
         char text[384];
         if (a->max_micro >= 0)
@@ -326,12 +324,10 @@ static bool escrow(pgt_session_t *s, const pgt_who_t *who, const char *sql, size
  * verdict holds, ahead of the statement's results. A statement is refused only when the reply that
  * refuses it can be told from others: nothing else in flight (simple) or a known batch (extended);
  * otherwise it runs, and the running check stops it. */
-bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, const pgt_judged_t *src,
-                bool can_refuse)
+static bool judge_stmt(pgt_session_t *s, const char *sql, size_t len, const pgt_judged_t *src,
+                       bool can_refuse)
 {
     pgt_budgets_t *b = s->proxy->budgets;
-    if (!b || !s->ic)
-        return false;
     pgt_who_t who = who_of(s);
     s->est.approval_id = 0;
     s->est.approval_cap = -1;
@@ -369,6 +365,19 @@ bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, const pgt_judged_
     if (v.notice[0])
         send_notice(s, "NOTICE", "00000", v.notice);
     return false;
+}
+
+bool pgt__judge(pgt_session_t *s, const char *sql, size_t len, const pgt_judged_t *src,
+                bool can_refuse)
+{
+    if (!s->proxy->budgets || !s->ic)
+        return false;
+    bool refused = judge_stmt(s, sql, len, src, can_refuse);
+    /* A Query's execution takes what the judge decided (its rule, its
+     * approval) with its estimate; a Bind's portal takes it from s->est. */
+    if (!src || !src->bind)
+        pgt_intercept_set_estimate(s->ic, &s->est);
+    return refused;
 }
 
 /* A Bind longer than the capture limit (huge parameters) is judged on its

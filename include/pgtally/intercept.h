@@ -30,14 +30,6 @@ pgt_intercept_t *pgt_intercept_new(pgt_meter_t *m, pgt_estimator_t *est, uint64_
  * before forwarding it); consumed by that Query. */
 void pgt_intercept_set_estimate(pgt_intercept_t *ic, const pgt_estimate_t *est);
 
-/* Records rule_id (a rule by shape, see pgtally/rules.h) with the next
- * Query, as pgt_intercept_set_estimate's estimate. */
-void pgt_intercept_set_rule(pgt_intercept_t *ic, int64_t rule_id);
-
-/* Records that the next Query runs under approval_id, whose cap of one run
- * is cap_micro (-1: none), as pgt_intercept_set_rule records a rule. */
-void pgt_intercept_set_approval(pgt_intercept_t *ic, int64_t approval_id, int64_t cap_micro);
-
 /* The approval the running statement runs under, with its cap in *cap_micro;
  * 0 when none. */
 int64_t pgt_intercept_running_approval(const pgt_intercept_t *ic, int64_t *cap_micro);
