@@ -164,6 +164,29 @@ void pgt__conn_close(conn_t *c)
         conn_close_now(c);
 }
 
+static void timer_cb(uv_timer_t *t);
+
+/* A write to one side failed. A client that cannot be written to ends the
+ * session. A server that cannot be written to has usually just sent a FATAL
+ * and closed: what it sent is still to be read, and the client is owed it as
+ * a direct connection would have it, so the server is read to its end (or
+ * for FLUSH_TIMEOUT_MS) and nothing more is written to it. */
+static void write_failed(conn_t *c, int err)
+{
+    pgt_session_t *s = c->s;
+    PGT_INFO("write_failed", "session=C-%llu side=%s error=\"%s\"", (unsigned long long)s->id,
+             c == &s->client ? "client" : "server", uv_strerror(err));
+    if (c == &s->client || !s->server.want_read) {
+        pgt__session_close(s, c == &s->client ? "client_write_failed" : "server_write_failed");
+        return;
+    }
+    s->server.write_dead = true;
+    s->client.want_read = false;
+    pgt__conn_update_reading(&s->client);
+    uv_timer_stop(&s->timer);
+    uv_timer_start(&s->timer, timer_cb, FLUSH_TIMEOUT_MS, 0);
+}
+
 static void write_cb(uv_write_t *req, int status)
 {
     wreq_t *w = (wreq_t *)req;
@@ -172,12 +195,8 @@ static void write_cb(uv_write_t *req, int status)
     free(w);
     pgt_session_t *s = c->s;
     if (status < 0) {
-        if (status != UV_ECANCELED && s->state != ST_CLOSING) {
-            PGT_INFO("write_failed", "session=C-%llu side=%s error=\"%s\"",
-                     (unsigned long long)s->id, c == &s->client ? "client" : "server",
-                     uv_strerror(status));
-            pgt__session_close(s, c == &s->client ? "client_write_failed" : "server_write_failed");
-        }
+        if (status != UV_ECANCELED && s->state != ST_CLOSING)
+            write_failed(c, status);
         return;
     }
     if (c->close_on_flush && c->queued == 0) {
@@ -197,7 +216,7 @@ static void write_cb(uv_write_t *req, int status)
  * copied into a queued request. */
 static void raw_send(conn_t *c, const uint8_t *data, size_t len)
 {
-    if (!c->open || c->close_started || len == 0)
+    if (!c->open || c->close_started || c->write_dead || len == 0)
         return;
     size_t off = 0;
     if (c->queued == 0) {
@@ -206,11 +225,7 @@ static void raw_send(conn_t *c, const uint8_t *data, size_t len)
         if (n > 0)
             off = (size_t)n;
         else if (n < 0 && n != UV_EAGAIN) {
-            PGT_INFO("write_failed", "session=C-%llu side=%s error=\"%s\"",
-                     (unsigned long long)c->s->id, c == &c->s->client ? "client" : "server",
-                     uv_strerror(n));
-            pgt__session_close(c->s,
-                               c == &c->s->client ? "client_write_failed" : "server_write_failed");
+            write_failed(c, n);
             return;
         }
     }
@@ -305,8 +320,6 @@ static void pend_consume(conn_t *c, size_t n)
 
 /* ---- closing ------------------------------------------------------------ */
 
-static void timer_cb(uv_timer_t *t);
-
 void pgt__session_close(pgt_session_t *s, const char *reason)
 {
     if (s->state == ST_CLOSING)
@@ -375,6 +388,12 @@ static void timer_cb(uv_timer_t *t)
     if (s->state == ST_CLOSING) {
         conn_close_now(&s->client);
         conn_close_now(&s->server);
+        return;
+    }
+    if (s->server.write_dead) {
+        pgt__session_fail(s, "08006",
+                          "pgtally: lost connection to upstream server %s: writing to it failed",
+                          s->proxy->upstream_name);
         return;
     }
     pgt__session_fail(s, "08P01",

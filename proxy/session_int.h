@@ -49,6 +49,7 @@ typedef struct conn {
     bool reading;        /* uv_read_start is in effect */
     bool close_on_flush; /* close once queued reaches zero */
     bool close_started;  /* uv_close called */
+    bool write_dead;     /* a write failed: nothing more is written, what it sent is read */
 } conn_t;
 
 struct pgt_session {
