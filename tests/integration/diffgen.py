@@ -380,14 +380,14 @@ class Gen:
                 self._bind(step)
             elif x == 2:
                 what = self.r.choice("SP")
-                pool = list(self.stmts) if what == "S" else list(self.portals)
+                pool = list(self.stmts) if what == "S" else sorted(self.portals)
                 step.append(describe(what, self.r.choice(pool + ["nope"])))
             elif x == 3:
-                pool = list(self.portals) + ["nope", "c1"]
+                pool = sorted(self.portals) + ["nope", "c1"]
                 step.append(execute(self.r.choice(pool), self.r.choice([0, 0, 1, 3])))
             elif x == 4:
                 what = self.r.choice("SP")
-                pool = list(self.stmts) if what == "S" else list(self.portals)
+                pool = list(self.stmts) if what == "S" else sorted(self.portals)
                 step.append(close(what, self.r.choice(pool + ["nope"])))
             elif x == 5:
                 step.append(flush())
@@ -734,10 +734,13 @@ class DirectRun:
         if t != b"Z":
             self._unexpected(j, t, p, "Z")
         self._ready(p)
-        self.batch_binds.clear()
 
     def _ready(self, p):
+        """ReadyForQuery, to a Sync, a Query or a FunctionCall: a Bind
+        before it failed or was skipped only behind a Sync (the error skips
+        any Query), so the Binds of the batch are those after it."""
         self.txn = p[:1].decode()
+        self.batch_binds.clear()
         if self.txn == "I":
             self._clear_portals()
 
