@@ -46,10 +46,10 @@ typedef struct change {
     struct change *next; /* next newer change */
     uint64_t batch;      /* the batch it was sent in (see sent_batches) */
     uint8_t confirm;     /* what accepts it: '1' ParseComplete, 'P' PREPARE, 'D' DEALLOCATE,
-                            '3' CloseComplete */
-    bool portal;         /* it closes a portal (else it is about statements) */
-    char *name;          /* the statement it set or dropped; NULL for DEALLOCATE ALL */
-    named_t *old;        /* the statements (or the portal) it replaced or dropped, to restore */
+                            '3' CloseComplete, 'K' DECLARE CURSOR, 'L' CLOSE CURSOR */
+    bool portal;         /* it is about portals (else about statements) */
+    char *name;          /* the name it set or dropped; NULL for DEALLOCATE ALL, CLOSE ALL */
+    named_t *old;        /* the statements (or portals) it replaced or dropped, to restore */
 } change_t;
 
 struct pgt_intercept {
@@ -246,7 +246,7 @@ static void free_list(named_t *n)
  * and DEALLOCATE ALL leaves it. */
 static void change_begin(pgt_intercept_t *ic, const char *name, uint8_t confirm)
 {
-    bool portal = confirm == '3' && name && name[0] == 'P';
+    bool portal = (confirm == '3' && name && name[0] == 'P') || confirm == 'K' || confirm == 'L';
     if (confirm == '3') /* a Close: 'S' or 'P' and the name */
         name++;
     /* The unnamed statement, parsed for nearly every extended statement,
@@ -473,12 +473,16 @@ static void sql_prepares(pgt_intercept_t *ic, const pgt_text_t *t)
     for (int i = 0; i < n; i++) {
         const pgt_prep_t *p = &preps[i];
         if (p->op == PGT_PREP_CLOSE_ALL) {
-            forget_all(&ic->portals);
+            forget(&ic->portals, ""); /* the Query's statements take it in any case */
+            change_begin(ic, NULL, 'L');
             continue;
         }
         if (p->op == PGT_PREP_CLOSE || p->op == PGT_PREP_DECLARE) {
-            /* A cursor is a portal: an Execute of it runs its query. */
-            forget(&ic->portals, p->name);
+            /* A cursor is a portal: an Execute of it runs its query. Like
+             * a PREPARE, it is a change the server may refuse (an error
+             * ahead of it in the Query, a failed block): its tag accepts
+             * it. */
+            change_begin(ic, p->name, p->op == PGT_PREP_DECLARE ? 'K' : 'L');
             pgt_text_t *body = p->op == PGT_PREP_DECLARE
                                    ? pgt_text_new(t->data + p->body_offset, p->body_length)
                                    : NULL;
@@ -831,8 +835,9 @@ static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
     /* Closed by a Close the server has yet to answer, which it may still
      * skip: the portal as it was. */
     for (change_t *c = ic->changes; !known && c; c = c->next)
-        if (c->portal && c->old && strcmp(c->name, portal) == 0 && !c->old->gone)
-            known = c->old;
+        for (named_t *o = c->portal ? c->old : NULL; o && !known; o = o->next)
+            if (strcmp(o->name, portal) == 0 && !o->gone)
+                known = o;
     if (known) {
         pgt_exec_t *e = push(ic, known->text, true, false);
         if (e) {
@@ -1036,6 +1041,10 @@ static void server_done(pgt_intercept_t *ic, uint8_t answers, const uint8_t *pee
             change_accepted(ic, 'P');
         else if (plen >= 10 && memcmp(peek, "DEALLOCATE", 10) == 0)
             change_accepted(ic, 'D');
+        else if (plen >= 15 && memcmp(peek, "DECLARE CURSOR", 15) == 0)
+            change_accepted(ic, 'K');
+        else if (plen >= 12 && memcmp(peek, "CLOSE CURSOR", 12) == 0)
+            change_accepted(ic, 'L');
     }
     complete(ic, e, PGT_QUERY_OK, NULL, is_tag ? tag_rows(peek, plen) : 0);
     if (answers == 'E')

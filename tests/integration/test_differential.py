@@ -501,6 +501,25 @@ REPRODUCERS = {
         [dg.query("ROLLBACK")],
         [dg.bind("p1", "sp1", ["3"]), dg.execute("p2", max_rows=3), dg.execute("p2"),
          dg.flush(), dg.sync()]],
+    # K. an SQL DECLARE that fails (outside a block, or in a failed one)
+    # made no cursor, but pgtally took it as made when sent: an Execute of
+    # it skipped after an error was recorded with that error (guarded
+    # seed 222223, sequence 632). A DECLARE or CLOSE is now a change the
+    # server's tag accepts, as a PREPARE is.
+    "skipped_execute_of_cursor_whose_declare_failed": [
+        [dg.query("DECLARE c1 CURSOR FOR SELECT 1")],
+        [dg.parse("", "SELEC 2"), dg.execute("c1"), dg.sync()]],
+    "skipped_execute_of_cursor_declared_in_failed_block": [
+        [dg.query("BEGIN")], [dg.query("SELECT 1/0")],
+        [dg.query("SELECT 1; DECLARE c1 CURSOR FOR SELECT 1")],
+        [dg.parse("", "SELEC 2"), dg.execute("c1"), dg.sync()],
+        [dg.query("ROLLBACK")]],
+    # (and a CLOSE the server ran, ahead of the error, stays done)
+    "cursor_closed_ahead_of_error_stays_closed": [
+        [dg.query("BEGIN; DECLARE c1 CURSOR FOR SELECT g FROM generate_series(1, 3) g")],
+        [dg.query("CLOSE c1; SELECT 1/0")],
+        [dg.parse("", "SELEC 2"), dg.execute("c1"), dg.sync()],
+        [dg.query("ROLLBACK")]],
 }
 
 
