@@ -23,27 +23,13 @@ static const char *const state_names[] = {
 #undef X
 };
 
-/* Bytes queued towards one side before reading from the other side stops,
- * and the level at which reading resumes. */
-#define HIGH_WATER (512 * 1024)
-#define LOW_WATER (128 * 1024)
 /* Largest message accepted from either side before login completes. */
 #define PREAUTH_MAX_MESSAGE 65536
-/* How long a closing session waits for its last bytes to be written. */
-#define FLUSH_TIMEOUT_MS 5000
-
-/* One uv_write request with its own copy of the bytes. */
-typedef struct wreq {
-    uv_write_t req; /* libuv request; req.data is the conn */
-    size_t len;     /* bytes in data */
-    uint8_t data[]; /* the bytes */
-} wreq_t;
 
 /* The loop is single-threaded and every read is consumed before the next,
  * so all connections share these buffers. */
 static uint8_t read_buf[64 * 1024];
 static uint8_t plain_buf[64 * 1024];
-static uint8_t cipher_buf[64 * 1024];
 
 static void flush_early(pgt_session_t *s);
 static void on_data(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len);
@@ -83,11 +69,6 @@ static bool logged_in(const pgt_session_t *s)
 }
 
 /* ---- connection I/O ---------------------------------------------------- */
-
-static conn_t *peer_of(conn_t *c)
-{
-    return c == &c->s->client ? &c->s->server : &c->s->client;
-}
 
 void pgt__conn_update_reading(conn_t *c)
 {
@@ -143,7 +124,7 @@ static void conn_close_cb(uv_handle_t *h)
         uv_close((uv_handle_t *)&s->timer, timer_close_cb);
 }
 
-static void conn_close_now(conn_t *c)
+void pgt__conn_close_now(conn_t *c)
 {
     if (!c->open || c->close_started)
         return;
@@ -161,161 +142,7 @@ void pgt__conn_close(conn_t *c)
     c->close_on_flush = true;
     pgt__conn_update_reading(c);
     if (c->queued == 0)
-        conn_close_now(c);
-}
-
-static void timer_cb(uv_timer_t *t);
-
-/* A write to one side failed. A client that cannot be written to ends the
- * session. A server that cannot be written to has usually just sent a FATAL
- * and closed: what it sent is still to be read, and the client is owed it as
- * a direct connection would have it, so the server is read to its end (or
- * for FLUSH_TIMEOUT_MS) and nothing more is written to it. */
-static void write_failed(conn_t *c, int err)
-{
-    pgt_session_t *s = c->s;
-    PGT_INFO("write_failed", "session=C-%llu side=%s error=\"%s\"", (unsigned long long)s->id,
-             c == &s->client ? "client" : "server", uv_strerror(err));
-    if (c == &s->client || !s->server.want_read) {
-        pgt__session_close(s, c == &s->client ? "client_write_failed" : "server_write_failed");
-        return;
-    }
-    s->server.write_dead = true;
-    s->client.want_read = false;
-    pgt__conn_update_reading(&s->client);
-    uv_timer_stop(&s->timer);
-    uv_timer_start(&s->timer, timer_cb, FLUSH_TIMEOUT_MS, 0);
-}
-
-static void write_cb(uv_write_t *req, int status)
-{
-    wreq_t *w = (wreq_t *)req;
-    conn_t *c = req->data;
-    c->queued -= w->len;
-    free(w);
-    pgt_session_t *s = c->s;
-    if (status < 0) {
-        if (status != UV_ECANCELED && s->state != ST_CLOSING)
-            write_failed(c, status);
-        return;
-    }
-    if (c->close_on_flush && c->queued == 0) {
-        conn_close_now(c);
-        return;
-    }
-    if (s->console)
-        pgt__console_wrote(s);
-    conn_t *src = peer_of(c);
-    if (src->paused && c->queued <= LOW_WATER) {
-        src->paused = false;
-        pgt__conn_update_reading(src);
-    }
-}
-
-/* Writes bytes as they are: directly when the socket takes them, the rest
- * copied into a queued request. */
-static void raw_send(conn_t *c, const uint8_t *data, size_t len)
-{
-    if (!c->open || c->close_started || c->write_dead || len == 0)
-        return;
-    size_t off = 0;
-    if (c->queued == 0) {
-        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        if (n > 0)
-            off = (size_t)n;
-        else if (n < 0 && n != UV_EAGAIN) {
-            write_failed(c, n);
-            return;
-        }
-    }
-    if (off == len)
-        return;
-    size_t rest = len - off;
-    wreq_t *w = malloc(sizeof(*w) + rest);
-    if (!w) {
-        PGT_ERROR("out_of_memory", "session=C-%llu bytes=%zu", (unsigned long long)c->s->id, rest);
-        pgt__session_close(c->s, "out_of_memory");
-        return;
-    }
-    memcpy(w->data, data + off, rest);
-    w->len = rest;
-    w->req.data = c;
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)rest);
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb) != 0) {
-        free(w);
-        pgt__session_close(c->s, "write_failed");
-        return;
-    }
-    c->queued += rest;
-    /* Backpressure: stop reading from the side that feeds this one. */
-    conn_t *src = peer_of(c);
-    if (c->queued > HIGH_WATER && !src->paused) {
-        src->paused = true;
-        pgt__conn_update_reading(src);
-    }
-}
-
-/* Sends whatever ciphertext OpenSSL has produced. */
-static void flush_tls(conn_t *c)
-{
-    size_t n;
-    while ((n = pgt_tls_take_output(c->tls, cipher_buf, sizeof(cipher_buf))) > 0)
-        raw_send(c, cipher_buf, n);
-}
-
-/* Sends protocol bytes to one side, encrypting them when it speaks TLS. */
-void pgt__conn_send(conn_t *c, const void *data, size_t len)
-{
-    if (!c->tls) {
-        raw_send(c, data, len);
-        return;
-    }
-    if (pgt_tls_write(c->tls, data, len) != 0) {
-        PGT_WARN("tls_error", "session=C-%llu error=\"%s\"", (unsigned long long)c->s->id,
-                 pgt_tls_error(c->tls));
-        pgt__session_close(c->s, "tls_write_failed");
-        return;
-    }
-    flush_tls(c);
-}
-
-static int pend_append(conn_t *c, const uint8_t *data, size_t len)
-{
-    if (c->pend_len + len > c->pend_cap) {
-        size_t cap = c->pend_cap ? c->pend_cap : 512;
-        while (cap < c->pend_len + len)
-            cap *= 2;
-        uint8_t *p = realloc(c->pend, cap);
-        if (!p)
-            return -1;
-        c->pend = p;
-        c->pend_cap = cap;
-    }
-    memcpy(c->pend + c->pend_len, data, len);
-    c->pend_len += len;
-    return 0;
-}
-
-/* Takes the kept bytes out of c (the caller frees them); *n is their length. */
-uint8_t *pgt__pend_take(conn_t *c, size_t *n)
-{
-    uint8_t *buf = c->pend;
-    *n = c->pend_len;
-    c->pend = NULL;
-    c->pend_len = c->pend_cap = 0;
-    return buf;
-}
-
-static void pend_consume(conn_t *c, size_t n)
-{
-    memmove(c->pend, c->pend + n, c->pend_len - n);
-    c->pend_len -= n;
-    if (c->pend_len == 0) {
-        free(c->pend);
-        c->pend = NULL;
-        c->pend_cap = 0;
-    }
+        pgt__conn_close_now(c);
 }
 
 /* ---- closing ------------------------------------------------------------ */
@@ -339,10 +166,8 @@ void pgt__session_close(pgt_session_t *s, const char *reason)
     }
     pgt__conn_close(&s->server);
     pgt__conn_close(&s->client);
-    if (!s->client.close_started || !s->server.close_started) {
-        uv_timer_stop(&s->timer);
-        uv_timer_start(&s->timer, timer_cb, FLUSH_TIMEOUT_MS, 0);
-    }
+    if (!s->client.close_started || !s->server.close_started)
+        pgt__session_flush_guard(s);
 }
 
 /* Asks the server to end the backend cleanly with Terminate, when the
@@ -386,8 +211,8 @@ static void timer_cb(uv_timer_t *t)
 {
     pgt_session_t *s = t->data;
     if (s->state == ST_CLOSING) {
-        conn_close_now(&s->client);
-        conn_close_now(&s->server);
+        pgt__conn_close_now(&s->client);
+        pgt__conn_close_now(&s->server);
         return;
     }
     if (s->server.write_dead) {
@@ -401,6 +226,12 @@ static void timer_cb(uv_timer_t *t)
                       s->proxy->cfg->startup_timeout_ms);
 }
 
+void pgt__session_flush_guard(pgt_session_t *s)
+{
+    uv_timer_stop(&s->timer);
+    uv_timer_start(&s->timer, timer_cb, PGT_FLUSH_TIMEOUT_MS, 0);
+}
+
 /* ---- upstream connection --------------------------------------------------- */
 
 static void send_startup_packet(pgt_session_t *s)
@@ -409,7 +240,7 @@ static void send_startup_packet(pgt_session_t *s)
      * whatever the client sent after it follows, in order. */
     uint32_t len = pgt_be32(s->client.pend);
     pgt__conn_send(&s->server, s->client.pend, len);
-    pend_consume(&s->client, len);
+    pgt__pend_consume(&s->client, len);
     set_state(s, ST_AUTH);
     if (s->client.pend_len > 0) {
         size_t n = s->client.pend_len;
@@ -439,7 +270,7 @@ static void connect_cb(uv_connect_t *req, int status)
     pgt__conn_update_reading(&s->server);
     if (s->up_tls != PGT_UPSTREAM_TLS_DISABLE && s->proxy->upstream_ctx) {
         static const uint8_t sslrequest[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
-        raw_send(&s->server, sslrequest, sizeof(sslrequest));
+        pgt__conn_raw_send(&s->server, sslrequest, sizeof(sslrequest));
         set_state(s, ST_UPSTREAM_TLS_REQUEST);
         return;
     }
@@ -495,7 +326,7 @@ static void upstream_tls_answer(pgt_session_t *s, const uint8_t *data, size_t le
                               p->upstream_name, pgt_tls_error(s->server.tls));
             return;
         }
-        flush_tls(&s->server);
+        pgt__conn_flush_tls(&s->server);
         return;
     }
     if (data[0] == 'N' && len == 1 && s->up_tls == PGT_UPSTREAM_TLS_PREFER) {
@@ -558,7 +389,7 @@ static void enter_idle(pgt_session_t *s)
 static void auth_client(pgt_session_t *s, const uint8_t *data, size_t len)
 {
     conn_t *c = &s->client;
-    if (pend_append(c, data, len) != 0) {
+    if (pgt__pend_append(c, data, len) != 0) {
         pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
@@ -583,7 +414,7 @@ static void auth_client(pgt_session_t *s, const uint8_t *data, size_t len)
     if (s->state != ST_AUTH)
         return;
     if (off > 0)
-        pend_consume(c, off);
+        pgt__pend_consume(c, off);
     c->want_read = c->pend_len <= PREAUTH_MAX_MESSAGE;
     pgt__conn_update_reading(c);
 }
@@ -604,7 +435,7 @@ static void auth_request(pgt_session_t *s, uint32_t code)
     if (pgt_wire_next(c->pend, c->pend_len, s->proxy->cfg->max_message_size, &type, &total) != 1)
         return;
     pgt__conn_send(&s->server, c->pend, total);
-    pend_consume(c, total);
+    pgt__pend_consume(c, total);
 }
 
 static void auth_message(pgt_session_t *s, uint8_t type, const uint8_t *msg, size_t total)
@@ -658,7 +489,7 @@ void pgt__server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_
                        still_fn still, whole_fn fn)
 {
     conn_t *c = &s->server;
-    if (pend_append(c, data, len) != 0) {
+    if (pgt__pend_append(c, data, len) != 0) {
         pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
@@ -681,7 +512,7 @@ void pgt__server_whole(pgt_session_t *s, const uint8_t *data, size_t len, int64_
     if (s->state == ST_CLOSING)
         return;
     if (still(s)) {
-        pend_consume(c, off);
+        pgt__pend_consume(c, off);
         return;
     }
     size_t n;
@@ -1024,7 +855,7 @@ static void feed_client(pgt_session_t *s, const uint8_t *data, size_t len)
     pgt__conn_send(&s->server, data, upto);
     if (rc == 0 || s->state == ST_CLOSING)
         return;
-    if (pend_append(&s->client, data + upto, len - upto) != 0) {
+    if (pgt__pend_append(&s->client, data + upto, len - upto) != 0) {
         pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
@@ -1046,7 +877,7 @@ void pgt__hold_reading(pgt_session_t *s)
     /* Also while the server owes too many messages: a client that
      * pipelines without reading replies is slowed, not remembered. */
     c->want_read =
-        !(s->explaining && c->pend_len > HIGH_WATER) && pgt_conv_owed(&s->conv) < PGT_CONV_MAX;
+        !(s->explaining && c->pend_len > PGT_HIGH_WATER) && pgt_conv_owed(&s->conv) < PGT_CONV_MAX;
     pgt__conn_update_reading(c);
 }
 
@@ -1066,7 +897,7 @@ void pgt__pass_client(pgt_session_t *s, const uint8_t *data, size_t len)
         feed_client(s, data, len);
         return;
     }
-    if (pend_append(c, data, len) != 0) {
+    if (pgt__pend_append(c, data, len) != 0) {
         pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
@@ -1099,7 +930,7 @@ void pgt__relay_server(pgt_session_t *s, const uint8_t *data, size_t len)
         if (rc == 0)
             return;
         if (rc == PGT_WIRE_PARTIAL) {
-            if (pend_append(&s->server, data + upto, len - upto) != 0)
+            if (pgt__pend_append(&s->server, data + upto, len - upto) != 0)
                 pgt__session_fail(s, "53200", "pgtally: out of memory");
             return;
         }
@@ -1118,7 +949,7 @@ static void pass_server(pgt_session_t *s, const uint8_t *data, size_t len)
     conn_t *c = &s->server;
     if (c->pend_len == 0) {
         pgt__relay_server(s, data, len);
-    } else if (pend_append(c, data, len) != 0) {
+    } else if (pgt__pend_append(c, data, len) != 0) {
         pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     } else {
@@ -1178,9 +1009,9 @@ static void startup_packet(pgt_session_t *s, size_t len)
             pgt__session_fail(s, "08P01", "received unencrypted data after SSL request");
             return;
         }
-        pend_consume(&s->client, len);
+        pgt__pend_consume(&s->client, len);
         bool offer = p->client_ctx && p->cfg->client_tls != PGT_CLIENT_TLS_DISABLE;
-        raw_send(&s->client, (const uint8_t *)(offer ? "S" : "N"), 1);
+        pgt__conn_raw_send(&s->client, (const uint8_t *)(offer ? "S" : "N"), 1);
         if (offer)
             begin_client_tls(s);
         return;
@@ -1188,8 +1019,8 @@ static void startup_packet(pgt_session_t *s, size_t len)
     case PGT_CODE_GSSENC:
         /* pgtally does not terminate GSSAPI encryption; libpq then falls
          * back to TLS or plain. */
-        pend_consume(&s->client, len);
-        raw_send(&s->client, (const uint8_t *)"N", 1);
+        pgt__pend_consume(&s->client, len);
+        pgt__conn_raw_send(&s->client, (const uint8_t *)"N", 1);
         return;
     case PGT_CODE_CANCEL: {
         pgt_session_t *target = pgt_cancel_map_get(p->cancel_map, st.cancel_pid, st.cancel_key);
@@ -1234,7 +1065,7 @@ static void startup_packet(pgt_session_t *s, size_t len)
 static void startup_data(pgt_session_t *s, const uint8_t *data, size_t len)
 {
     conn_t *c = &s->client;
-    if (pend_append(c, data, len) != 0) {
+    if (pgt__pend_append(c, data, len) != 0) {
         pgt__session_fail(s, "53200", "pgtally: out of memory");
         return;
     }
@@ -1297,7 +1128,7 @@ static void on_data(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t len
     case ST_CLIENT_TLS:
         /* A client that talks before login is relayed keeps its bytes in
          * order behind the startup packet. */
-        if (from_client && pend_append(c, data, len) != 0)
+        if (from_client && pgt__pend_append(c, data, len) != 0)
             pgt__session_fail(s, "53200", "pgtally: out of memory");
         else if (!from_client)
             pgt__session_fail(s, "08006", "pgtally: unexpected data from upstream %s",
@@ -1327,7 +1158,7 @@ static void tls_input(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t l
     }
     if (!pgt_tls_ready(c->tls)) {
         int rc = pgt_tls_handshake(c->tls);
-        flush_tls(c);
+        pgt__conn_flush_tls(c);
         if (rc == PGT_TLS_ERROR) {
             PGT_WARN("tls_handshake_failed", "session=C-%llu side=%s error=\"%s\"",
                      (unsigned long long)s->id, c == &s->client ? "client" : "server",
@@ -1354,7 +1185,7 @@ static void tls_input(pgt_session_t *s, conn_t *c, const uint8_t *data, size_t l
         on_data(s, c, plain_buf, (size_t)n);
     }
     if (c->tls && s->state != ST_CLOSING)
-        flush_tls(c);
+        pgt__conn_flush_tls(c);
 }
 
 static void on_eof(pgt_session_t *s, conn_t *c, ssize_t err)
@@ -1501,13 +1332,13 @@ void pgt_session_drain(pgt_session_t *s)
 void pgt_session_kill(pgt_session_t *s)
 {
     if (s->state == ST_CLOSING) {
-        conn_close_now(&s->client);
-        conn_close_now(&s->server);
+        pgt__conn_close_now(&s->client);
+        pgt__conn_close_now(&s->server);
         return;
     }
     pgt__session_fail(s, "57P01", "terminating connection because pgtally is shutting down");
-    conn_close_now(&s->client);
-    conn_close_now(&s->server);
+    pgt__conn_close_now(&s->client);
+    pgt__conn_close_now(&s->server);
 }
 
 pgt_session_t *pgt_session_next(pgt_session_t *s)

@@ -128,11 +128,42 @@ struct pgt_session {
  * which must never exist so that the stand-in fails. */
 typedef enum { OWN_EXPLAIN, OWN_REFUSED } own_name_t;
 
-/* ---- session.c ------------------------------------------------------------ */
+/* Bytes queued towards one side before reading from the other side stops. */
+#define PGT_HIGH_WATER (512 * 1024)
+/* How long a closing session waits for its last bytes to be written. */
+#define PGT_FLUSH_TIMEOUT_MS 5000
+
+/* ---- conn.c --------------------------------------------------------------- */
 
 /* Sends protocol bytes to one side, encrypting them when it speaks TLS; a
- * failed write closes the session. */
+ * failed write to the client closes the session, one to the server ends
+ * writing to it (conn.c, write_failed). */
 void pgt__conn_send(conn_t *c, const void *data, size_t len);
+
+/* Writes bytes to one side as they are (no TLS). */
+void pgt__conn_raw_send(conn_t *c, const uint8_t *data, size_t len);
+
+/* Sends whatever ciphertext OpenSSL has produced for c. */
+void pgt__conn_flush_tls(conn_t *c);
+
+/* Appends bytes to c->pend: 0, or -1 out of memory. */
+int pgt__pend_append(conn_t *c, const uint8_t *data, size_t len);
+
+/* Drops the first n bytes of c->pend. */
+void pgt__pend_consume(conn_t *c, size_t n);
+
+/* Takes the bytes kept in c->pend out of c: the caller frees them; *n is
+ * their length. */
+uint8_t *pgt__pend_take(conn_t *c, size_t *n);
+
+/* ---- session.c ------------------------------------------------------------ */
+
+/* Closes a side now, whatever is still queued to it. */
+void pgt__conn_close_now(conn_t *c);
+
+/* Starts the 5 s guard (PGT_FLUSH_TIMEOUT_MS) after which a session that is
+ * closing, or whose server no longer takes writes, ends. */
+void pgt__session_flush_guard(pgt_session_t *s);
 
 /* The state machine's one transition function (set_state), for the
  * session's other files. */
@@ -147,10 +178,6 @@ void pgt__conn_close(conn_t *c);
 
 /* Starts or stops reading from c as c->want_read and c->paused say. */
 void pgt__conn_update_reading(conn_t *c);
-
-/* Takes the bytes kept in c->pend out of c: the caller frees them; *n is
- * their length. */
-uint8_t *pgt__pend_take(conn_t *c, size_t *n);
 
 /* The one failure exit: a FATAL ErrorResponse with sqlstate to the client
  * (when the stream towards it can carry one), then close. */
