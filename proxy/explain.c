@@ -285,6 +285,36 @@ static uint8_t *shifted_error(const pgt_session_t *s, const uint8_t *err, size_t
     return out;
 }
 
+/* A ParameterStatus the server sends behind the simple EXPLAIN's error
+ * (the failed block undoing a SET, such as application_name) follows that
+ * error, as it follows the Query's own error direct: it is held until the
+ * error goes to the client, or until the EXPLAIN is over. */
+static void hold_parameter_status(pgt_session_t *s, const uint8_t *msg, size_t total)
+{
+    uint8_t *p = realloc(s->explain_ps, s->explain_ps_len + total);
+    if (!p) {
+        pgt__session_fail(s, "53200", "pgtally: out of memory");
+        return;
+    }
+    memcpy(p + s->explain_ps_len, msg, total);
+    s->explain_ps = p;
+    s->explain_ps_len += total;
+}
+
+static void release_parameter_status(pgt_session_t *s, const pgt_conv_reply_t *r)
+{
+    uint8_t *held = s->explain_ps;
+    size_t len = s->explain_ps_len, off = 0;
+    s->explain_ps = NULL;
+    s->explain_ps_len = 0;
+    while (off + 5 <= len && s->state != ST_CLOSING) {
+        size_t total = (size_t)pgt_be32(held + off + 1) + 1;
+        pgt__deliver(s, held + off, total, r);
+        off += total;
+    }
+    free(held);
+}
+
 /* Inside a transaction block the EXPLAIN failed, and its failure aborted
  * the block: the client's Query would now meet 25P02, so it is not sent.
  * Its error is the EXPLAIN's, with the position moved onto the client's
@@ -308,6 +338,7 @@ static void explain_failed_in_block(pgt_session_t *s, const uint8_t *z, size_t z
         pgt_intercept_client(s->ic, 'Q', c->pend + 5, qlen - 5);
     pgt_conv_reply_t r = {.to = {.type = 'Q', .from = PGT_CONV_CLIENT}};
     pgt__deliver(s, shifted ? shifted : err, elen, &r);
+    release_parameter_status(s, &r);
     r.ends = true;
     if (s->state != ST_CLOSING)
         pgt__deliver(s, z, zlen, &r);
@@ -331,6 +362,10 @@ static void finish_explain(pgt_session_t *s, const uint8_t *z, size_t zlen)
     }
     free(s->explain_err);
     s->explain_err = NULL;
+    pgt_conv_reply_t ps = {.to = {.type = 'Q', .from = PGT_CONV_CLIENT}};
+    release_parameter_status(s, &ps);
+    if (s->state == ST_CLOSING)
+        return;
     conn_t *c = &s->client;
     size_t qlen = (size_t)pgt_be32(c->pend + 1) + 1;
     /* Inside a block a cancel that found the EXPLAIN over is lost, as one
@@ -604,6 +639,10 @@ static void explain_whole(pgt_session_t *s, uint8_t type, const uint8_t *msg, si
             ours_ext_whole(s, type, msg, total, &r);
         else
             ours_query_whole(s, type, msg, total);
+        return;
+    }
+    if (type == 'S' && s->explaining && !s->ext_explain && s->explain_err) {
+        hold_parameter_status(s, msg, total);
         return;
     }
     if (s->refusing && type == 'E' && r.to.type) {

@@ -523,6 +523,18 @@ REPRODUCERS = {
 }
 
 
+# L. in a block, a SET application_name, then a Query whose EXPLAIN fails:
+# the failed block undoes the SET, and the server's ParameterStatus came
+# out ahead of the error pgtally held for the Query, where direct it
+# follows it (random seed 333333, sequence 805). The app name is the
+# reproducer's own, so that its records stay its.
+REPRODUCERS["parameter_status_behind_explain_error_in_block"] = [
+    [dg.query("BEGIN")],
+    [dg.query("SET application_name = 'pgtdiff.r.%d.b'" % len(REPRODUCERS))],
+    [dg.query("SELECT * FROM diff_missing")],
+    [dg.query("ROLLBACK")]]
+
+
 def test_differential_reproducers(pg, pgtally):
     items = (("%s" % name, "reproducer %s" % name, "pgtdiff.r.%d" % i, steps)
              for i, (name, steps) in enumerate(REPRODUCERS.items()))
