@@ -46,8 +46,10 @@ typedef struct change {
     struct change *next; /* next newer change */
     uint64_t batch;      /* the batch it was sent in (see sent_batches) */
     uint8_t confirm;     /* what accepts it: '1' ParseComplete, 'P' PREPARE, 'D' DEALLOCATE,
-                            '3' CloseComplete, 'K' DECLARE CURSOR, 'L' CLOSE CURSOR */
+                            '3' CloseComplete, 'K' DECLARE CURSOR, 'L' CLOSE CURSOR,
+                            'Q' any reply to a Query (which drops the unnamed statement) */
     bool portal;         /* it is about portals (else about statements) */
+    bool failed;         /* its Parse failed (the unnamed statement's: the old one is gone too) */
     char *name;          /* the name it set or dropped; NULL for DEALLOCATE ALL, CLOSE ALL */
     named_t *old;        /* the statements (or portals) it replaced or dropped, to restore */
 } change_t;
@@ -241,20 +243,18 @@ static void free_list(named_t *n)
 
 /* Moves the statement name (all named ones for NULL) out of the list, to
  * the change about to set or drop it, and queues the change. Without
- * memory the statements just go. The unnamed statement is never restored:
- * the server drops it as each Parse begins (postgres.c, exec_parse_message),
- * and DEALLOCATE ALL leaves it. */
+ * memory the statements just go. The unnamed statement's Parse is a change
+ * too, so that an error is matched to the Parse it answers: the server
+ * drops the old unnamed statement as that Parse begins (postgres.c,
+ * exec_parse_message), so it comes back only when the Parse was skipped.
+ * DEALLOCATE ALL leaves it. */
 static void change_begin(pgt_intercept_t *ic, const char *name, uint8_t confirm)
 {
     bool portal = (confirm == '3' && name && name[0] == 'P') || confirm == 'K' || confirm == 'L';
     if (confirm == '3') /* a Close: 'S' or 'P' and the name */
         name++;
-    /* The unnamed statement, parsed for nearly every extended statement,
-     * costs no change (remember replaces it in place): after a failed
-     * Parse the server has none, and a Bind of it fails. */
-    if (!portal && name && !name[0]) {
-        if (confirm == '3')
-            forget(&ic->statements, name);
+    if (!portal && name && !name[0] && confirm == '3') {
+        forget(&ic->statements, name);
         return;
     }
     change_t *c = calloc(1, sizeof(*c));
@@ -334,6 +334,10 @@ static void changes_void(pgt_intercept_t *ic)
         named_t **list = c->portal ? &ic->portals : &ic->statements;
         if (c->name && c->confirm != '3')
             forget(list, c->name);
+        if (c->failed && c->name && !c->name[0]) {
+            free_list(c->old); /* the server dropped it as the Parse began */
+            c->old = NULL;
+        }
         while (c->old) {
             named_t *n = c->old;
             c->old = n->next;
@@ -516,6 +520,10 @@ static void client_query(pgt_intercept_t *ic, const uint8_t *body, size_t len, b
     if (!t)
         return;
     if (sent) {
+        /* The server drops the unnamed statement as a Query begins
+         * (exec_simple_query), unless it skips the Query. */
+        if (find(&ic->statements, ""))
+            change_begin(ic, "", 'Q');
         sql_prepares(ic, t);
         unnamed_portal_taken(ic); /* the Query's statements take the unnamed portal */
     }
@@ -983,18 +991,21 @@ static void error_sqlstate(const uint8_t *peek, size_t plen, char out[6])
  * that does not exist, 34000, ran nothing); a Parse, Bind, Describe,
  * Close or Sync that fails ran nothing itself. Changes the server did
  * not accept are undone either way. */
-/* The SQL of the statement whose Parse failed: the named one the oldest
- * Parse not yet accepted set, before the failure voids it, or else the
- * unnamed one, which the server no longer has (so it is forgotten: a Bind
- * of it is not explained with SQL the server refused). NULL when none. */
+/* The SQL of the statement whose Parse failed: the one the oldest Parse
+ * not yet accepted set, before the failure voids it (an unnamed one is then
+ * forgotten with the one it replaced, which the server no longer has
+ * either: a Bind of it is not explained with SQL the server refused). NULL
+ * when none. */
 static pgt_text_t *failed_parse_text(pgt_intercept_t *ic)
 {
     for (change_t *c = ic->changes; c; c = c->next) {
         if (c->confirm != '1' || !c->name)
             continue;
+        c->failed = true;
         named_t **pp = find(&ic->statements, c->name);
         return pp ? pgt_text_ref((*pp)->text) : NULL;
     }
+    /* No change queued (out of memory): the unnamed statement's, if any. */
     named_t **pp = find(&ic->statements, "");
     pgt_text_t *t = pp ? pgt_text_ref((*pp)->text) : NULL;
     forget(&ic->statements, "");
@@ -1162,6 +1173,8 @@ void pgt_intercept_server(pgt_intercept_t *ic, uint8_t answers, uint8_t type, ui
      * after SET's CommandComplete) is nobody's. */
     if (ic->head && !ic->head->is_marker && type != 'A' && type != 'Z')
         ic->cur_bytes += (int64_t)len + 1;
+    if (answers == 'Q')
+        change_accepted(ic, 'Q');
     switch (type) {
     case 'D': /* DataRow */
         ic->cur_rows++;

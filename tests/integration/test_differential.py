@@ -535,6 +535,29 @@ REPRODUCERS["parameter_status_behind_explain_error_in_block"] = [
     [dg.query("ROLLBACK")]]
 
 
+# M. a failed Parse of the unnamed statement, answered while a named
+# Parse sent behind it was still owed: pgtally took the named one for the
+# failure and kept the unnamed statement the server had dropped, so a later
+# Bind of it was explained and got the EXPLAIN's error, not the server's
+# 26000 (random seed 777777, sequence 949). Every Parse is now a change.
+REPRODUCERS["failed_unnamed_parse_ahead_of_named_parse"] = [
+    [dg.parse("", "SELECT nope FROM diff_t"), dg.flush(), dg.parse("s2", "SELECT 1"),
+     dg.bind("", "s2"), dg.execute(""), dg.sync()],
+    [dg.bind("", "", params=["1"]), dg.sync()]]
+# N. a simple Query drops the unnamed statement (exec_simple_query): a Bind
+# of it after the Query fails with 26000; pgtally explained it with the
+# statement's old SQL (guarded random seed 777778, sequence 639). Unless
+# the server skips the Query, after an error, when the statement stays.
+REPRODUCERS["query_drops_unnamed_statement"] = [
+    [dg.parse("", "SELECT $1::int", types=[23]), dg.sync()],
+    [dg.query("SELECT 1")],
+    [dg.bind("p2", "", params=["x"]), dg.execute("p2"), dg.sync()]]
+REPRODUCERS["skipped_query_keeps_unnamed_statement"] = [
+    [dg.parse("", "SELECT $1::int", types=[23]), dg.sync()],
+    [dg.bind("", "nostmt"), dg.query("SELECT 1"), dg.sync()],
+    [dg.bind("p2", "", params=["7"]), dg.execute("p2"), dg.sync()]]
+
+
 def test_differential_reproducers(pg, pgtally):
     items = (("%s" % name, "reproducer %s" % name, "pgtdiff.r.%d" % i, steps)
              for i, (name, steps) in enumerate(REPRODUCERS.items()))
