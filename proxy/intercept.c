@@ -34,6 +34,9 @@ typedef struct named {
                              batch; the text is kept, in case the server skips it); 0: none */
     uint64_t bind_seq;    /* portal: which Bind made it (see binds_sent); 0: its Bind
                              completed, or a cursor of SQL DECLARE */
+    bool prev_portal;     /* the unnamed portal: one was there before its Bind, which a
+                             skipped Bind (or one failing before it makes its portal) leaves */
+    uint64_t prev_seq;    /* ... and the Bind that made that one (0: completed) */
 } named_t;
 
 /* A change to the prepared statements that the server has not accepted
@@ -156,6 +159,8 @@ static named_t *remember(named_t **list, const char *name, pgt_text_t *text)
     n->est = PGT_ESTIMATE_NONE;
     n->params = 0;
     n->batch = n->bind_seq = 0;
+    n->prev_portal = false;
+    n->prev_seq = 0;
     n->hold = n->gone = false;
     n->taken_batch = 0;
     return n;
@@ -705,8 +710,10 @@ static void portal_made(pgt_intercept_t *ic, named_t *n, bool answered)
 }
 
 /* The server answered (ok: BindComplete) or skipped the oldest Bind not
- * yet answered: its portal exists now, or it never will. */
-static void bind_answered(pgt_intercept_t *ic, bool ok)
+ * yet answered: its portal exists now, or it never will. A Bind of the
+ * unnamed portal that was skipped, or failed before making its portal
+ * (kept: 26000, 08P01, 25P02), left the one before it. */
+static void bind_answered(pgt_intercept_t *ic, bool ok, bool kept)
 {
     uint64_t seq = ++ic->binds_answered;
     for (named_t *n = ic->portals; n; n = n->next)
@@ -714,10 +721,26 @@ static void bind_answered(pgt_intercept_t *ic, bool ok)
             n->bind_seq = ok ? 0 : UINT64_MAX;
             break;
         }
-    /* An Execute sent in a later batch than the Bind runs no portal. */
-    for (pgt_exec_t *e = ok ? NULL : ic->head; e; e = e->next)
+    /* An Execute sent in a later batch than the Bind runs no portal, or
+     * the unnamed one that was there before. */
+    for (pgt_exec_t *e = ok ? NULL : ic->head; e; e = e->next) {
+        if (e->prev_portal && e->prev_seq == seq)
+            e->prev_portal = false;
         if (e->bind_seq == seq)
-            e->bind_seq = UINT64_MAX;
+            e->bind_seq = kept && e->prev_portal ? 0 : UINT64_MAX;
+    }
+}
+
+/* Whether the server still has an unnamed portal, as far as pgtally can
+ * tell, for a Bind about to replace it; *seq: the Bind that made it. */
+static bool unnamed_portal_there(pgt_intercept_t *ic, uint64_t *seq)
+{
+    named_t **pp = find(&ic->portals, "");
+    if (!pp || (*pp)->gone || !(*pp)->text || (*pp)->bind_seq == UINT64_MAX ||
+        (*pp)->batch < ic->dropped_before)
+        return false;
+    *seq = (*pp)->bind_seq;
+    return true;
 }
 
 /* A hash of a Bind's parameters, p[0..n) being what follows its names:
@@ -761,11 +784,16 @@ static void bind_portal(pgt_intercept_t *ic, const uint8_t *body, size_t len, bo
     const char *stmt = cstr(body, len, &pos);
     if (!portal || !stmt)
         return;
+    uint64_t prev_seq = 0;
+    bool prev = !portal[0] && unnamed_portal_there(ic, &prev_seq);
     named_t **pp = find(&ic->statements, stmt);
     if (pp) {
         named_t *made = remember(&ic->portals, portal, (*pp)->text);
-        if (made)
+        if (made) {
             made->params = params_hash(body + pos, len - pos);
+            made->prev_portal = prev;
+            made->prev_seq = prev_seq;
+        }
         portal_made(ic, made, answered);
         return;
     }
@@ -857,8 +885,11 @@ static void client_execute(pgt_intercept_t *ic, const uint8_t *body, size_t len)
              * Sync, a failed Bind is the statement that failed, whose
              * error the skipped Execute records (Queries between them
              * were skipped too). */
-            if (known->batch < ic->sent_batches && known->syncs < ic->sent_syncs)
+            if (known->batch < ic->sent_batches && known->syncs < ic->sent_syncs) {
                 e->bind_seq = known->bind_seq;
+                e->prev_portal = known->prev_portal;
+                e->prev_seq = known->prev_seq;
+            }
             e->taken_batch = taken;
         }
         return;
@@ -1024,7 +1055,9 @@ static void server_error(pgt_intercept_t *ic, uint8_t answers, const uint8_t *pe
     }
     changes_void(ic);
     if (answers == 'B')
-        bind_answered(ic, false);
+        bind_answered(ic, false,
+                      !strcmp(sqlstate, "26000") || !strcmp(sqlstate, "08P01") ||
+                          !strcmp(sqlstate, "25P02"));
     pgt_exec_t *e = ic->head;
     if (!e || e->is_marker || (answers != 'Q' && answers != 'E' && answers != 'F'))
         return;
@@ -1144,7 +1177,7 @@ void pgt_intercept_skipped(pgt_intercept_t *ic, uint8_t type, const uint8_t *bod
         skipped_execute(ic);
         break;
     case 'B':
-        bind_answered(ic, false);
+        bind_answered(ic, false, true);
         break;
 
     case 'S':                   /* a Sync the server ignored while it read COPY data */
@@ -1186,7 +1219,7 @@ void pgt_intercept_server(pgt_intercept_t *ic, uint8_t answers, uint8_t type, ui
         change_accepted(ic, '3');
         break;
     case '2': /* BindComplete */
-        bind_answered(ic, true);
+        bind_answered(ic, true, true);
         break;
 
     case 'C': /* CommandComplete */

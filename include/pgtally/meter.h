@@ -71,6 +71,9 @@ typedef struct pgt_exec {
     uint64_t bind_seq;     /* an Execute's: the Bind of an earlier batch that its portal waits
                               on (0: none); UINT64_MAX once that Bind failed or was skipped,
                               and the portal does not exist */
+    bool prev_portal;      /* an Execute of the unnamed portal: the one before that Bind may
+                              still be there (a skipped Bind leaves it) */
+    uint64_t prev_seq;     /* ... and the Bind that made it (0: completed) */
     uint64_t taken_batch;  /* an Execute of the unnamed portal sent while a Query that takes
                               it was owed: that Query's batch (0: none); the portal is there
                               for it only if the server skips that Query */

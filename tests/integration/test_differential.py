@@ -558,6 +558,19 @@ REPRODUCERS["skipped_query_keeps_unnamed_statement"] = [
     [dg.bind("p2", "", params=["7"]), dg.execute("p2"), dg.sync()]]
 
 
+# O. in a block, a Bind of the unnamed portal that the server skips
+# leaves the unnamed portal bound before it; pgtally took the skipped
+# Bind's for the portal, which never existed, so an Execute of it behind a
+# later Sync, skipped after a later error, went unrecorded (random seed
+# 258321641, sequence 38).
+REPRODUCERS["execute_of_unnamed_portal_behind_skipped_bind_in_a_block"] = [
+    [dg.query("BEGIN")],
+    [dg.parse("s2", "SELECT 1"), dg.bind("", "s2"), dg.execute(""), dg.sync(),
+     dg.parse("s3", "SELECT nope FROM diff_t"), dg.bind("", "s3"), dg.execute(""),
+     dg.sync(), dg.sync(), dg.parse("", "SELECT 2"), dg.execute(""), dg.sync()],
+    [dg.query("ROLLBACK")]]
+
+
 def test_differential_reproducers(pg, pgtally):
     items = (("%s" % name, "reproducer %s" % name, "pgtdiff.r.%d" % i, steps)
              for i, (name, steps) in enumerate(REPRODUCERS.items()))
