@@ -58,13 +58,6 @@ static char lower(char c)
     return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
 }
 
-/* Characters of an unquoted word (PostgreSQL's ident_cont, scan.l). */
-static bool is_word(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '$' || (unsigned char)c >= 0x80;
-}
-
 /* True when w[0..n) is the lower-case ASCII keyword kw, in any case. */
 bool pgt__fp_word_eq(const char *w, size_t n, const char *kw)
 {
@@ -100,10 +93,10 @@ static unsigned words_present(const char *s, size_t n)
     unsigned mask = 0;
     size_t i = 0;
     while (i < n) {
-        while (i < n && !is_word(s[i]))
+        while (i < n && !pgt__fp_is_word(s[i]))
             i++;
         size_t w = i;
-        while (i < n && is_word(s[i]))
+        while (i < n && pgt__fp_is_word(s[i]))
             i++;
         if (i - w < 4 || i - w > 6)
             continue;
@@ -243,11 +236,6 @@ static bool tok_is_comment(const char *text, const tok_t *t)
     return t->end - t->start >= 2 && ((s[0] == '/' && s[1] == '*') || (s[0] == '-' && s[1] == '-'));
 }
 
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
 /* A string constant: '...', E'...', B'...', X'...', N'...', U&'...' or a
  * dollar-quoted $tag$...$tag$ (a $ followed by a digit is a parameter). */
 static bool tok_is_string(const char *text, const tok_t *t)
@@ -260,12 +248,12 @@ static bool tok_is_string(const char *text, const tok_t *t)
         return true;
     if (n >= 4 && (s[0] == 'u' || s[0] == 'U') && s[1] == '&' && s[2] == '\'')
         return true;
-    return n >= 2 && s[0] == '$' && !is_digit(s[1]);
+    return n >= 2 && s[0] == '$' && !pgt__fp_is_digit(s[1]);
 }
 
 static bool tok_is_param(const char *text, const tok_t *t)
 {
-    return t->end - t->start >= 2 && text[t->start] == '$' && is_digit(text[t->start + 1]);
+    return t->end - t->start >= 2 && text[t->start] == '$' && pgt__fp_is_digit(text[t->start + 1]);
 }
 
 static bool keep_tok(keep_t keep, const char *text, const tok_t *t)
@@ -411,7 +399,7 @@ static size_t next_word(const char **p, const char *end, const char **word)
 {
     const char *w = skip_blank(*p, end);
     size_t n = 0;
-    while (w + n < end && is_word(w[n]))
+    while (w + n < end && pgt__fp_is_word(w[n]))
         n++;
     *word = w;
     *p = w + n;
@@ -1078,7 +1066,7 @@ static bool masks_constants(const char *text, size_t len)
     while (i < len && is_space(text[i]))
         i++;
     size_t n = 0;
-    while (i + n < len && is_word(text[i + n]))
+    while (i + n < len && pgt__fp_is_word(text[i + n]))
         n++;
     for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++)
         if (n == strlen(words[w]) && pgt__fp_word_eq(text + i, n, words[w]))
@@ -1107,7 +1095,7 @@ static size_t constants_masked(const char *text, size_t len, char *out, size_t c
     } while (0)
     while (i < len) {
         char ch = text[i];
-        bool after_word = i > 0 && is_word(text[i - 1]);
+        bool after_word = i > 0 && pgt__fp_is_word(text[i - 1]);
         if (ch == '\'') {
             if (after_word || (i > 0 && text[i - 1] == '&'))
                 return 0; /* E'...', B'...', X'...', U&'...' */

@@ -15,18 +15,13 @@
  * megabytes repeats only when its text does. */
 #define SCAN_MAX (1u << 20)
 
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
 /* A constant token: a string ('...', E'...', B'...', X'...', N'...',
  * U&'...', $tag$...$tag$) or a number (1, 1.5, .5, 1e3, 0x1F). */
 static bool is_constant(const char *s, size_t n, bool keyword)
 {
     if (keyword || n == 0)
         return false;
-    if (is_digit(s[0]) || (n >= 2 && s[0] == '.' && is_digit(s[1])))
+    if (pgt__fp_is_digit(s[0]) || (n >= 2 && s[0] == '.' && pgt__fp_is_digit(s[1])))
         return true;
     if (s[0] == '\'')
         return true;
@@ -34,7 +29,7 @@ static bool is_constant(const char *s, size_t n, bool keyword)
         return true;
     if (n >= 4 && (s[0] == 'u' || s[0] == 'U') && s[1] == '&' && s[2] == '\'')
         return true;
-    return n >= 2 && s[0] == '$' && !is_digit(s[1]);
+    return n >= 2 && s[0] == '$' && !pgt__fp_is_digit(s[1]);
 }
 
 /* Whether sql[0..len) cannot hold a constant token, as a look at its bytes
@@ -50,15 +45,10 @@ static bool surely_no_constants(const char *sql, size_t len)
         unsigned char c = (unsigned char)sql[i];
         if (c == '\'')
             return false;
-        if (c == '$' && (i + 1 >= len || !is_digit(sql[i + 1])))
+        if (c == '$' && (i + 1 >= len || !pgt__fp_is_digit(sql[i + 1])))
             return false;
-        if (is_digit((char)c)) {
-            unsigned char p = i ? (unsigned char)sql[i - 1] : ' ';
-            bool word = p >= 0x80 || p == '_' || p == '$' || is_digit((char)p) ||
-                        (p >= 'a' && p <= 'z') || (p >= 'A' && p <= 'Z');
-            if (!word)
-                return false;
-        }
+        if (pgt__fp_is_digit((char)c) && (i == 0 || !pgt__fp_is_word(sql[i - 1])))
+            return false;
     }
     return true;
 }

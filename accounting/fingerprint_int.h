@@ -8,6 +8,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A decimal digit. */
+static inline bool pgt__fp_is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* Characters of an unquoted word (PostgreSQL's ident_cont, scan.l). */
+static inline bool pgt__fp_is_word(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || pgt__fp_is_digit(c) || c == '_' ||
+           c == '$' || (unsigned char)c >= 0x80;
+}
+
 typedef struct tok {
     uint32_t start; /* byte offset of the token in the scanned text */
     uint32_t end;   /* offset one past its last byte */

@@ -291,28 +291,22 @@ static uint8_t *shifted_error(const pgt_session_t *s, const uint8_t *err, size_t
  * error goes to the client, or until the EXPLAIN is over. */
 static void hold_parameter_status(pgt_session_t *s, const uint8_t *msg, size_t total)
 {
-    uint8_t *p = realloc(s->explain_ps, s->explain_ps_len + total);
-    if (!p) {
+    pgt_buf_add(&s->explain_ps, msg, total);
+    if (s->explain_ps.failed)
         pgt__session_fail(s, "53200", "pgtally: out of memory");
-        return;
-    }
-    memcpy(p + s->explain_ps_len, msg, total);
-    s->explain_ps = p;
-    s->explain_ps_len += total;
 }
 
 static void release_parameter_status(pgt_session_t *s, const pgt_conv_reply_t *r)
 {
-    uint8_t *held = s->explain_ps;
-    size_t len = s->explain_ps_len, off = 0;
-    s->explain_ps = NULL;
-    s->explain_ps_len = 0;
-    while (off + 5 <= len && s->state != ST_CLOSING) {
-        size_t total = (size_t)pgt_be32(held + off + 1) + 1;
-        pgt__deliver(s, held + off, total, r);
+    pgt_buf_t held = s->explain_ps;
+    s->explain_ps = (pgt_buf_t){0};
+    for (size_t off = 0; !held.failed && off + 5 <= held.len && s->state != ST_CLOSING;) {
+        const uint8_t *msg = (const uint8_t *)held.s + off;
+        size_t total = (size_t)pgt_be32(msg + 1) + 1;
+        pgt__deliver(s, msg, total, r);
         off += total;
     }
-    free(held);
+    pgt_buf_free(&held);
 }
 
 /* Inside a transaction block the EXPLAIN failed, and its failure aborted

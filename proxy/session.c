@@ -100,7 +100,7 @@ static void timer_close_cb(uv_handle_t *h)
     free(s->explain_out);
     free(s->plan);
     free(s->explain_err);
-    free(s->explain_ps);
+    pgt_buf_free(&s->explain_ps);
     free(s->verdict);
     free(s->subst);
     free(s->app_set);

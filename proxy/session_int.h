@@ -7,6 +7,7 @@
 #ifndef PGTALLY_PROXY_SESSION_INT_H
 #define PGTALLY_PROXY_SESSION_INT_H
 
+#include "pgtally/buf.h"
 #include "pgtally/conv.h"
 #include "pgtally/estimator.h"
 #include "pgtally/intercept.h"
@@ -107,14 +108,13 @@ struct pgt_session {
     size_t explain_out_len;       /* its length */
     uint8_t *explain_err;         /* the simple EXPLAIN's ErrorResponse, or NULL */
     size_t explain_err_len;       /* its length */
-    uint8_t *explain_ps;   /* ParameterStatus messages behind that error, held for after it */
-    size_t explain_ps_len; /* their length */
-    char *names;           /* one block holding user, database and app */
-    char *app_set;         /* application_name set after login, or NULL */
-    const char *user;      /* startup "user", or NULL before the startup packet */
-    const char *database;  /* startup "database" */
-    const char *app;       /* startup "application_name", or "" */
-    char addr[56];         /* client address as host:port */
+    pgt_buf_t explain_ps; /* ParameterStatus messages behind that error, held for after it */
+    char *names;          /* one block holding user, database and app */
+    char *app_set;        /* application_name set after login, or NULL */
+    const char *user;     /* startup "user", or NULL before the startup packet */
+    const char *database; /* startup "database" */
+    const char *app;      /* startup "application_name", or "" */
+    char addr[56];        /* client address as host:port */
     struct pgt_console_session
         *console;         /* the admin console's state, or NULL (console_session.c) */
     uint8_t name_key[16]; /* random at session start: the hex of its halves ends the
