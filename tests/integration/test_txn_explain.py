@@ -14,7 +14,6 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from helpers import SLOW
 from pgwire import RawConn, message, parse_fields, query_message
 from test_budgets import PER_SECOND, set_budget
 # bench_db: test_metering's fixture, a database of its own with pgbench tables
@@ -72,19 +71,20 @@ def both(pgtally_proxy, pg, script):
 @pytest.mark.parametrize("cursor", ["extended", "simple"])
 def test_cross_join_in_a_block_is_refused_before_it_runs(pgtally, cursor):
     """psycopg without autocommit: the cross join inside the block is
-    refused with 54000 at once (not cancelled by the running check after
-    ~0.6 s); the block is then aborted, as after any failed statement, and
+    refused with 54000 before it runs (not cancelled by the running check
+    with 57014); the block is then aborted, as after any failed statement, and
     ROLLBACK works."""
     p = capped(pgtally)
     factory = psycopg.ClientCursor if cursor == "simple" else psycopg.Cursor
     with psycopg.connect(p.dsn(), cursor_factory=factory) as c:
         assert c.execute("SELECT 1").fetchone() == (1,)
-        t0 = time.monotonic()
         with pytest.raises(psycopg.Error) as ei:
             c.execute(CROSS_PARAM, (100000, 100000))
-        took = time.monotonic() - t0
+        # 54000, not the running check's 57014, and the ledger's "refused"
+        # at no cost below: it never ran. (Not a clock: a new backend's
+        # first EXPLAIN loads its catalog caches, ~20 ms here and seconds
+        # on a loaded machine.)
         assert ei.value.sqlstate == "54000", ei.value
-        assert took < 0.3 * SLOW, "took %.2f s: it ran" % took
         assert c.info.transaction_status == INERROR
         with pytest.raises(errors.InFailedSqlTransaction):
             c.execute("SELECT 2")
@@ -104,10 +104,8 @@ def test_cross_join_in_a_block_raw_simple_protocol(pgtally):
     conn.startup("trust_user", "pgtally_test")
     conn.send(query_message("BEGIN"))
     assert replies(conn)[-1] == ("Z", "T")
-    t0 = time.monotonic()
     conn.send(query_message(CROSS))
     got = replies(conn)
-    assert time.monotonic() - t0 < 0.3 * SLOW, got
     assert [t for t, _ in got] == ["E", "Z"], got
     assert got[0][1]["C"] == "54000" and got[1] == ("Z", "E"), got
     conn.send(query_message("SELECT 1"))
@@ -241,9 +239,7 @@ def test_extended_cheap_statement_in_a_block_is_explained(pgtally):
     got = replies(conn)
     assert [t for t, _ in got] == ["1", "2", "D", "C", "Z"] and got[-1] == ("Z", "T"), got
     conn.send(parse(CROSS) + bind() + EXECUTE + SYNC)
-    t0 = time.monotonic()
     got = replies(conn)
-    assert time.monotonic() - t0 < 0.3 * SLOW, got
     assert [t for t, _ in got] == ["1", "E", "Z"] and got[1][1]["C"] == "54000", got
     assert got[-1] == ("Z", "E"), got
     conn.send(query_message("ROLLBACK"))

